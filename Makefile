@@ -1,0 +1,42 @@
+# Two entry points, each doing all of its own set-up on a fresh Debian 12 machine
+# as root: `make demo` (the main job) and `make test` (the whole test suite).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := qemu-system-x86 busybox-static iperf3 socat iproute2 netcat-openbsd \
+	curl cpio kmod dpdk dpdk-dev tcpdump python3-venv
+SETUP_STAMP := $(VENV)/.setup-done
+
+.PHONY: demo test setup debs venv bench clean
+
+demo: setup
+	$(VENV)/bin/mnet demo
+
+test: setup
+	$(PY) -m pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/guest_throughput.py
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory debs venv
+	@touch $@
+
+# apt-get only when a package is missing, so repeated runs stay offline and fast.
+debs:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing </dev/null; \
+	fi
+
+venv:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+
+clean:
+	rm -rf $(VENV) build *.egg-info

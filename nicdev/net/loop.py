@@ -1,0 +1,118 @@
+"""One selector-based event loop for the whole switch process.
+
+Ports register file descriptors with a callback; timers are kept in a heap.
+Everything runs on one thread, so ports and the switch need no locks.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EventLoop", "Timer"]
+
+
+class Timer:
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._running = False
+        # A self-pipe so stop() from a signal handler or another thread wakes select().
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # -- file descriptors -------------------------------------------------
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call `callback()` whenever `fd` is readable (replaces an earlier one)."""
+        try:
+            self._selector.modify(fd, selectors.EVENT_READ, callback)
+        except KeyError:
+            self._selector.register(fd, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    # -- timers -----------------------------------------------------------
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.now() + max(0.0, delay), callback)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    # -- running ----------------------------------------------------------
+    def stop(self) -> None:
+        self._running = False
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def run_once(self, timeout: float | None = None) -> None:
+        if self._timers:
+            delay = max(0.0, self._timers[0][0] - self.now())
+            timeout = delay if timeout is None else min(timeout, delay)
+        for key, _ in self._selector.select(timeout):
+            try:
+                key.data()
+            except Exception:  # one broken port must not stop the others
+                log.exception("event handler for fd %s failed", key.fd)
+        now = self.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                try:
+                    timer.callback()
+                except Exception:
+                    log.exception("timer callback failed")
+
+    def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
+        """Run until stop() (or `until()` is true, or `timeout` seconds pass)."""
+        self._running = True
+        deadline = None if timeout is None else self.now() + timeout
+        while self._running:
+            if until is not None and until():
+                break
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - self.now()
+                if remaining <= 0:
+                    break
+            self.run_once(remaining if until is None else min(remaining or 0.05, 0.05))
+        self._running = False
+
+    def close(self) -> None:
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
