@@ -5,6 +5,7 @@ Everything runs on one thread, so ports and the switch need no locks.
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -36,6 +37,7 @@ class EventLoop:
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._running = False
+        self._soon: collections.deque = collections.deque()
         # A self-pipe so stop() from a signal handler or another thread wakes select().
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
@@ -64,13 +66,21 @@ class EventLoop:
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop's thread at its next turn (callable from any thread)."""
+        self._soon.append(callback)
+        self._wake()
+
     # -- running ----------------------------------------------------------
-    def stop(self) -> None:
-        self._running = False
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
             pass
+
+    def stop(self) -> None:
+        self._running = False
+        self._wake()
 
     def _drain_wake(self) -> None:
         try:
@@ -80,6 +90,8 @@ class EventLoop:
             pass
 
     def run_once(self, timeout: float | None = None) -> None:
+        if self._soon:
+            timeout = 0.0
         if self._timers:
             delay = max(0.0, self._timers[0][0] - self.now())
             timeout = delay if timeout is None else min(timeout, delay)
@@ -88,6 +100,12 @@ class EventLoop:
                 key.data()
             except Exception:  # one broken port must not stop the others
                 log.exception("event handler for fd %s failed", key.fd)
+        while self._soon:
+            callback = self._soon.popleft()
+            try:
+                callback()
+            except Exception:
+                log.exception("callback failed")
         now = self.now()
         while self._timers and self._timers[0][0] <= now:
             _, _, timer = heapq.heappop(self._timers)
