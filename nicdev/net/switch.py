@@ -1,0 +1,267 @@
+"""An L2 learning switch joining ports (vhost-user devices, TAPs, sockets, captures).
+
+The switch learns which port each unicast source MAC lives behind, forwards
+known unicast to that port only, and floods broadcast, multicast and unknown
+unicast to every other port. Learned entries age out after `ageing` seconds
+of silence (time from `loop.now()`, so tests can drive the clock). Ports with
+`captures_all = True` (the pcap port) get a copy of every frame the switch
+forwards or floods.
+
+Everything runs on the event loop's thread: no locks. A frame that is too
+short or too long is counted and dropped; a port whose `transmit` raises is
+logged and counted, and the switch carries on with the other ports.
+"""
+from __future__ import annotations
+
+import logging
+import types
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from .errors import PortError
+from .ethernet import MAX_FRAME_LEN, MIN_FRAME_LEN, mac_str
+from .port import Port
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Switch", "SwitchCounters", "DEFAULT_MAX_MACS"]
+
+# A guest spraying random source MACs must not grow the table without bound;
+# once full, new addresses are flooded to (still correct, just slower).
+DEFAULT_MAX_MACS = 4096
+# How often the ageing sweep runs at most; lookups also check an entry's age,
+# so a late sweep never forwards to a stale port.
+_MAX_SWEEP_INTERVAL = 30.0
+
+
+@dataclass
+class SwitchCounters:
+    forwarded: int = 0      # frames sent to exactly one learned port
+    flooded: int = 0        # frames sent to all ports but the ingress port
+    filtered: int = 0       # frames whose destination lives behind the ingress port
+    malformed: int = 0      # runts (< 14 bytes) and oversized frames, dropped
+    learned: int = 0        # new MAC table entries
+    moved: int = 0          # a known MAC seen on another port (re-learned there)
+    aged: int = 0           # entries forgotten after `ageing` seconds of silence
+    table_full: int = 0     # source MACs not learned because the table was full
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Entry:
+    __slots__ = ("port", "seen")
+
+    def __init__(self, port: Port, seen: float) -> None:
+        self.port = port
+        self.seen = seen
+
+
+class Switch:
+    """An L2 learning bridge over `Port`s, driven by an `EventLoop`."""
+
+    def __init__(self, loop, *, ageing: float = 300.0, max_macs: int = DEFAULT_MAX_MACS) -> None:
+        if not ageing > 0:
+            raise ValueError(f"ageing must be a positive number of seconds, not {ageing!r}")
+        if max_macs < 1:
+            raise ValueError(f"max_macs must be at least 1, not {max_macs!r}")
+        self.loop = loop
+        self.ageing = float(ageing)
+        self.max_macs = max_macs
+        self.counters = SwitchCounters()
+        self._ports: dict[str, Port] = {}
+        self._port_tuple: tuple[Port, ...] = ()      # snapshot for flooding
+        self._captures: tuple[Port, ...] = ()
+        self._table: dict[bytes, _Entry] = {}
+        self._failing: set[str] = set()              # ports whose transmit raised (logged once)
+        self._sweep_interval = min(self.ageing / 4, _MAX_SWEEP_INTERVAL)
+        self._sweep_timer = loop.call_later(self._sweep_interval, self._sweep)
+        self._closed = False
+
+    # -- ports --------------------------------------------------------------
+    @property
+    def ports(self) -> Mapping[str, Port]:
+        """The ports by name (read-only view)."""
+        return types.MappingProxyType(self._ports)
+
+    def add_port(self, port: Port) -> Port:
+        """Attach `port` and start it on the loop. Raises PortError if the name is taken.
+
+        If `port.start()` raises, the port is closed, left off the switch, and
+        the exception propagates.
+        """
+        if self._closed:
+            raise PortError("the switch is closed")
+        if port.name in self._ports:
+            raise PortError(f"a port named {port.name!r} is already on the switch")
+        self._ports[port.name] = port
+        self._refresh()
+        port.attach(self._on_frame)
+        try:
+            port.start(self.loop)
+        except BaseException:
+            self._detach(port)
+            try:
+                port.close()
+            except Exception:
+                log.exception("closing port %s after its failed start", port.name)
+            raise
+        return port
+
+    def remove_port(self, name: str) -> Port:
+        """Detach and close the port called `name`, forgetting the MACs behind it."""
+        port = self._ports.get(name)
+        if port is None:
+            raise PortError(f"no port named {name!r} on the switch")
+        self._detach(port)
+        try:
+            port.close()
+        except Exception:
+            log.exception("closing port %s", name)
+        return port
+
+    def _detach(self, port: Port) -> None:
+        self._ports.pop(port.name, None)
+        self._failing.discard(port.name)
+        port.attach(None)
+        for mac in [m for m, e in self._table.items() if e.port is port]:
+            del self._table[mac]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._port_tuple = tuple(self._ports.values())
+        self._captures = tuple(p for p in self._port_tuple if getattr(p, "captures_all", False))
+
+    def close(self) -> None:
+        """Close every port and stop ageing. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sweep_timer.cancel()
+        for name in list(self._ports):
+            self.remove_port(name)
+        self._table.clear()
+
+    # -- the data path ------------------------------------------------------
+    def _on_frame(self, ingress: Port, frame: bytes) -> None:
+        """The sink every port delivers its received frames to."""
+        if type(frame) is not bytes:
+            frame = bytes(frame)
+        n = len(frame)
+        if n < MIN_FRAME_LEN or n > MAX_FRAME_LEN:
+            self.counters.malformed += 1
+            ingress.counters.rx_dropped += 1
+            ingress.counters.count_error("runt frame" if n < MIN_FRAME_LEN else "oversized frame")
+            return
+        now = self.loop.now()
+        src = frame[6:12]
+        if not src[0] & 1 and src != b"\x00\x00\x00\x00\x00\x00":
+            self._learn(src, ingress, now)
+        dst = frame[0:6]
+        if not dst[0] & 1:
+            entry = self._table.get(dst)
+            if entry is not None and now - entry.seen <= self.ageing:
+                out = entry.port
+                if out is ingress:
+                    # The destination is on the segment the frame came from.
+                    self.counters.filtered += 1
+                    return
+                self.counters.forwarded += 1
+                self._send(out, frame)
+                for cap in self._captures:
+                    if cap is not out and cap is not ingress:
+                        self._send(cap, frame)
+                return
+        self.counters.flooded += 1
+        for out in self._port_tuple:
+            if out is not ingress:
+                self._send(out, frame)
+
+    def _learn(self, src: bytes, port: Port, now: float) -> None:
+        entry = self._table.get(src)
+        if entry is None:
+            if len(self._table) >= self.max_macs:
+                self.counters.table_full += 1
+                return
+            self._table[src] = _Entry(port, now)
+            self.counters.learned += 1
+            return
+        if entry.port is not port:
+            self.counters.moved += 1
+            entry.port = port
+        entry.seen = now
+
+    def _send(self, port: Port, frame: bytes) -> None:
+        if not port.link_up:
+            port.counters.tx_dropped += 1
+            return
+        try:
+            port.transmit(frame)
+        except Exception as exc:
+            port.counters.tx_dropped += 1
+            port.counters.count_error(f"transmit raised {type(exc).__name__}")
+            if port.name not in self._failing:
+                self._failing.add(port.name)
+                log.exception("port %s: transmit failed (further failures logged at debug level)", port.name)
+            else:
+                log.debug("port %s: transmit failed: %r", port.name, exc)
+
+    # -- ageing -------------------------------------------------------------
+    def _sweep(self) -> None:
+        if self._closed:
+            return
+        self.expire()
+        self._sweep_timer = self.loop.call_later(self._sweep_interval, self._sweep)
+
+    def expire(self) -> int:
+        """Forget entries older than `ageing`; returns how many went. The sweep timer calls this."""
+        now = self.loop.now()
+        stale = [mac for mac, e in self._table.items() if now - e.seen > self.ageing]
+        for mac in stale:
+            del self._table[mac]
+        self.counters.aged += len(stale)
+        return len(stale)
+
+    # -- reporting ----------------------------------------------------------
+    def mac_table(self) -> list[dict]:
+        """The learned addresses: [{"mac": "aa:bb:..", "port": name, "age": seconds}], by port then MAC."""
+        now = self.loop.now()
+        rows = [{"mac": mac_str(mac), "port": e.port.name, "age": round(now - e.seen, 3)}
+                for mac, e in self._table.items() if now - e.seen <= self.ageing]
+        rows.sort(key=lambda r: (r["port"], r["mac"]))
+        return rows
+
+    def stats(self) -> dict:
+        """Switch and per-port counters as plain data (for JSON output and tests)."""
+        return {
+            "switch": {**self.counters.as_dict(), "mac_entries": len(self._table)},
+            "ports": {
+                p.name: {"kind": p.kind, "status": p.status, "link_up": p.link_up, **p.counters.as_dict()}
+                for p in self._port_tuple
+            },
+        }
+
+    def summary(self) -> str:
+        """A readable table: one line per port, then the switch's own counters."""
+        header = ("port", "kind", "status", "rx frames", "rx bytes", "tx frames", "tx bytes", "drops", "errors")
+        rows = [header]
+        for p in self._port_tuple:
+            c = p.counters
+            rows.append((p.name, p.kind, p.status, str(c.rx_frames), str(c.rx_bytes), str(c.tx_frames),
+                         str(c.tx_bytes), str(c.rx_dropped + c.tx_dropped), str(sum(c.errors.values()))))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = []
+        for r in rows:
+            # Text columns left-aligned, numbers right-aligned.
+            cells = [r[i].ljust(widths[i]) if i < 3 else r[i].rjust(widths[i]) for i in range(len(header))]
+            lines.append("  ".join(cells).rstrip())
+        if len(rows) == 1:
+            lines.append("(no ports)")
+        errors = [f"{p.name}: " + ", ".join(f"{k} x{v}" for k, v in sorted(p.counters.errors.items()))
+                  for p in self._port_tuple if p.counters.errors]
+        lines.extend("  errors " + e for e in errors)
+        sc = self.counters
+        lines.append(f"switch: forwarded {sc.forwarded}, flooded {sc.flooded}, filtered {sc.filtered}, "
+                     f"malformed {sc.malformed}, learned {sc.learned}, moved {sc.moved}, aged {sc.aged}, "
+                     f"table full {sc.table_full}; {len(self._table)} MAC entries")
+        return "\n".join(lines)
