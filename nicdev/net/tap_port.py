@@ -1,0 +1,207 @@
+"""A TAP device as a switch port: the Linux kernel is the peer.
+
+Opening /dev/net/tun and asking for IFF_TAP | IFF_NO_PI creates the
+interface and hands us a file descriptor that reads and writes whole
+Ethernet frames. The interface can then be moved into a network namespace
+(pyroute2) and the descriptor keeps working; it is brought up there, but its
+addresses are the user's business (see nicdev.net.netns.set_address). Closing
+the descriptor of a TAP we created removes the interface, wherever it is.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import struct
+
+from .errors import PortError
+from .ethernet import MAX_FRAME_LEN
+from .netns import NetnsError, check_netns_name, link_up, move_link, netns_exists
+from .port import Port
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TapPort", "PortError", "check_ifname"]
+
+TUN_PATH = "/dev/net/tun"
+TUNSETIFF = 0x400454CA
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+_IFREQ = struct.Struct("16sH22x")       # ifr_name, ifr_flags, rest of the union
+# With vnet_hdr we ask for the 12-byte header (virtio 1.0 layout with
+# num_buffers), the same size our virtio-net device uses.
+VNET_HDR_LEN = 12
+_VNET_ZERO = bytes(VNET_HDR_LEN)
+_VNET_F_NEEDS_CSUM = 1
+_BURST = 64                              # frames per readable event, so other ports get a turn
+
+
+def check_ifname(ifname: str) -> str:
+    """Return `ifname` if Linux would accept it as an interface name, else raise PortError."""
+    if (not isinstance(ifname, str) or not ifname or len(ifname.encode()) > 15 or ifname in (".", "..")
+            or any(c in ifname for c in "/:") or any(c.isspace() for c in ifname) or not ifname.isprintable()):
+        raise PortError(f"bad interface name {ifname!r}: 1 to 15 characters, no '/', ':' or spaces")
+    return ifname
+
+
+class TapPort(Port):
+    """Frames to and from a TAP interface `ifname`, optionally inside network namespace `netns`.
+
+    The interface is created by `start()` and removed by `close()`. An
+    existing persistent TAP of that name is attached to instead, and left in
+    place on close.
+    """
+
+    kind = "tap"
+
+    def __init__(self, name: str, ifname: str, *, netns: str | None = None, vnet_hdr: bool = False) -> None:
+        super().__init__(name)
+        self.ifname = check_ifname(ifname)
+        self.netns = netns
+        if netns is not None:
+            check_netns_name(netns)
+            self._require_netns()
+        self.vnet_hdr = bool(vnet_hdr)
+        self._fd: int | None = None
+        self._loop = None
+        self._failed: str | None = None
+        self._read_size = MAX_FRAME_LEN + (VNET_HDR_LEN if self.vnet_hdr else 0)
+
+    def _require_netns(self) -> None:
+        if self.netns is not None and not netns_exists(self.netns):
+            raise PortError(f"network namespace {self.netns!r} does not exist")
+
+    @property
+    def fileno(self) -> int | None:
+        """The TAP file descriptor while the port runs."""
+        return self._fd
+
+    # -- setting up ---------------------------------------------------------
+    def start(self, loop) -> None:
+        self._require_netns()
+        fd = self._open_tap()
+        try:
+            if self.netns is not None:
+                move_link(self.ifname, self.netns)
+            link_up(self.ifname, self.netns)
+        except NetnsError as exc:
+            os.close(fd)
+            raise PortError(f"tap port {self.name!r}: {exc}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._loop = loop
+        self._failed = None
+        loop.add_reader(fd, self._on_readable)
+        log.info("tap port %s: %s up%s", self.name, self.ifname, f" in netns {self.netns}" if self.netns else "")
+
+    def _open_tap(self) -> int:
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise PortError(f"tap port {self.name!r}: {TUN_PATH} is missing (modprobe tun)") from None
+        except PermissionError:
+            raise PortError(f"tap port {self.name!r}: no permission to open {TUN_PATH} (run as root)") from None
+        flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if self.vnet_hdr else 0)
+        try:
+            answer = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(self.ifname.encode(), flags))
+            if self.vnet_hdr:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+        except OSError as exc:
+            os.close(fd)
+            reason = {
+                errno.EPERM: "creating TAP devices needs root (CAP_NET_ADMIN)",
+                errno.EBUSY: "the interface exists and another program has it open",
+                errno.EINVAL: "an interface of that name exists and is not a TAP device we can attach to",
+            }.get(exc.errno, exc.strerror)
+            raise PortError(f"tap port {self.name!r}: cannot create {self.ifname!r}: {reason}") from None
+        # The kernel may have completed a name pattern such as "tap%d".
+        self.ifname = _IFREQ.unpack(answer)[0].rstrip(b"\0").decode()
+        return fd
+
+    # -- data path ----------------------------------------------------------
+    def _on_readable(self) -> None:
+        fd = self._fd
+        for _ in range(_BURST):
+            try:
+                data = os.read(fd, self._read_size)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self._fail(f"read failed: {exc.strerror}")
+                return
+            if self.vnet_hdr:
+                data = self._strip_vnet_hdr(data)
+                if data is None:
+                    continue
+            self.deliver(data)
+
+    def _strip_vnet_hdr(self, data: bytes) -> bytes | None:
+        if len(data) < VNET_HDR_LEN:
+            self.counters.rx_dropped += 1
+            self.counters.count_error("short vnet header")
+            return None
+        # We never enable offloads (TUNSETOFFLOAD), so the kernel should hand
+        # us finished frames; anything else we cannot pass on intact.
+        if data[1] != 0:
+            self.counters.rx_dropped += 1
+            self.counters.count_error("gso frame")
+            return None
+        if data[0] & _VNET_F_NEEDS_CSUM:
+            self.counters.rx_dropped += 1
+            self.counters.count_error("partial checksum frame")
+            return None
+        return data[VNET_HDR_LEN:]
+
+    def transmit(self, frame: bytes) -> bool:
+        fd = self._fd
+        if fd is None:
+            self.counters.tx_dropped += 1
+            return False
+        try:
+            os.write(fd, _VNET_ZERO + frame if self.vnet_hdr else frame)
+        except BlockingIOError:
+            self.counters.tx_dropped += 1           # the kernel's queue is full
+            return False
+        except OSError as exc:
+            self.counters.tx_dropped += 1
+            self.counters.count_error("interface down" if exc.errno == errno.EIO else f"write failed: {exc.strerror}")
+            return False
+        self.counters.tx_frames += 1
+        self.counters.tx_bytes += len(frame)
+        return True
+
+    def _fail(self, reason: str) -> None:
+        # E.g. the namespace was deleted and the interface with it: stop
+        # polling a descriptor that will never work again.
+        log.error("tap port %s (%s): %s; port stopped", self.name, self.ifname, reason)
+        self.counters.count_error(reason)
+        self._failed = reason
+        self.link_up = False
+        self._release()
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+            os.close(fd)
+
+    def close(self) -> None:
+        """Stop reading and close the descriptor, which removes the interface."""
+        self._release()
+
+    @property
+    def status(self) -> str:
+        where = f"{self.ifname} in netns {self.netns}" if self.netns else self.ifname
+        if self._failed:
+            return f"{where}: failed: {self._failed}"
+        if self._fd is None:
+            return f"{where}: closed" if self._loop else f"{where}: not started"
+        return f"{where}: up" if self.link_up else f"{where}: link down"
