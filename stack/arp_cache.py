@@ -1,0 +1,164 @@
+"""The ARP cache (neighbour table), sans-IO.
+
+Maps next-hop IPv4 addresses to MAC addresses. An address being resolved has
+an *incomplete* entry with a small queue of packets waiting for the answer;
+a request is sent at once and retried (``tries`` times, ``retry_interval``
+apart); when the last one goes unanswered the entry fails and the waiting
+packets are handed back so their senders can be told (EHOSTUNREACH). Resolved
+entries age out after ``reachable_time`` and are then resolved again.
+
+The cache stores the waiting packets as opaque items; it never builds a
+frame. Time is passed in; ``poll_at()`` says when ``poll()`` next has work.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from stack.wire import MacAddress
+
+__all__ = ["ArpCache", "ArpPollResult"]
+
+
+@dataclass
+class _Entry:
+    mac: MacAddress | None = None  # None while incomplete
+    expires: float = 0.0  # resolved entries: when they age out
+    tries: int = 0  # requests sent so far (incomplete entries)
+    next_try: float = 0.0  # when to send the next request / give up
+    queue: deque = field(default_factory=deque)
+
+
+@dataclass
+class ArpPollResult:
+    """What ``ArpCache.poll`` wants done."""
+
+    requests: list[IPv4Address] = field(default_factory=list)  # send a request for each
+    failed: list[tuple[IPv4Address, list[Any]]] = field(default_factory=list)  # unresolved + their packets
+
+
+class ArpCache:
+    """Neighbour table with request retries, ageing and bounded queues."""
+
+    def __init__(
+        self,
+        *,
+        tries: int = 3,
+        retry_interval: float = 1.0,
+        reachable_time: float = 60.0,
+        queue_len: int = 16,
+        max_entries: int = 256,
+    ) -> None:
+        if tries < 1 or retry_interval <= 0 or reachable_time <= 0 or queue_len < 1 or max_entries < 1:
+            raise ValueError("ARP cache parameters must be positive")
+        self.tries = tries
+        self.retry_interval = retry_interval
+        self.reachable_time = reachable_time
+        self.queue_len = queue_len
+        self.max_entries = max_entries
+        self._entries: dict[IPv4Address, _Entry] = {}
+
+    # -- queries --------------------------------------------------------------
+    def lookup(self, ip: IPv4Address, now: float) -> MacAddress | None:
+        """The MAC address for ``ip`` if resolved and not aged out."""
+        entry = self._entries.get(ip)
+        if entry is None or entry.mac is None:
+            return None
+        if now >= entry.expires:
+            del self._entries[ip]
+            return None
+        return entry.mac
+
+    def is_pending(self, ip: IPv4Address) -> bool:
+        entry = self._entries.get(ip)
+        return entry is not None and entry.mac is None
+
+    def entries(self, now: float) -> dict[IPv4Address, MacAddress | None]:
+        """A snapshot: resolved entries with their MAC, incomplete ones with None."""
+        return {ip: e.mac for ip, e in self._entries.items() if e.mac is None or now < e.expires}
+
+    # -- changes --------------------------------------------------------------
+    def enqueue(self, ip: IPv4Address, item: Any, now: float) -> list[Any]:
+        """Queue ``item`` until ``ip`` is resolved; start resolving if needed.
+
+        Returns the items dropped to make room (the oldest one when the
+        queue is full, or ``item`` itself when the table is full of
+        addresses still being resolved).
+        """
+        entry = self._entries.get(ip)
+        if entry is not None and entry.mac is not None and now >= entry.expires:
+            del self._entries[ip]
+            entry = None
+        if entry is None:
+            if not self._make_room(now):
+                return [item]
+            entry = _Entry(next_try=now)  # first request goes out on the next poll
+            self._entries[ip] = entry
+        elif entry.mac is not None:
+            raise ValueError(f"{ip} is already resolved; send instead of queueing")
+        dropped = []
+        if len(entry.queue) >= self.queue_len:
+            dropped.append(entry.queue.popleft())
+        entry.queue.append(item)
+        return dropped
+
+    def learn(self, ip: IPv4Address, mac: MacAddress, now: float, *, create: bool) -> list[Any]:
+        """Record ``ip`` at ``mac`` (from an ARP packet); return released items.
+
+        RFC 826: an existing entry is always updated; a new one is made only
+        when ``create`` (the packet was meant for us).
+        """
+        entry = self._entries.get(ip)
+        if entry is None:
+            if not create or not self._make_room(now):
+                return []
+            entry = _Entry()
+            self._entries[ip] = entry
+        entry.mac = mac
+        entry.expires = now + self.reachable_time
+        entry.tries = 0
+        released = list(entry.queue)
+        entry.queue.clear()
+        return released
+
+    def forget(self, ip: IPv4Address) -> list[Any]:
+        """Remove an entry; return whatever was waiting on it."""
+        entry = self._entries.pop(ip, None)
+        return list(entry.queue) if entry is not None else []
+
+    # -- time -----------------------------------------------------------------
+    def poll(self, now: float) -> ArpPollResult:
+        """Send due requests, fail entries that ran out of tries."""
+        result = ArpPollResult()
+        for ip, entry in list(self._entries.items()):
+            if entry.mac is not None or now < entry.next_try:
+                continue
+            if entry.tries >= self.tries:
+                del self._entries[ip]
+                result.failed.append((ip, list(entry.queue)))
+                continue
+            entry.tries += 1
+            entry.next_try = now + self.retry_interval
+            result.requests.append(ip)
+        return result
+
+    def poll_at(self) -> float | None:
+        """When ``poll`` next has something to do (None: nothing pending)."""
+        times = [e.next_try for e in self._entries.values() if e.mac is None]
+        return min(times) if times else None
+
+    def _make_room(self, now: float) -> bool:
+        """Keep the table bounded: evict aged-out, then oldest resolved entries."""
+        if len(self._entries) < self.max_entries:
+            return True
+        for ip in [ip for ip, e in self._entries.items() if e.mac is not None and now >= e.expires]:
+            del self._entries[ip]
+        if len(self._entries) < self.max_entries:
+            return True
+        resolved = [(e.expires, ip) for ip, e in self._entries.items() if e.mac is not None]
+        if not resolved:
+            return False  # everything is mid-resolution: refuse rather than fail them
+        del self._entries[min(resolved)[1]]
+        return True

@@ -1,0 +1,296 @@
+"""The network card as the stack sees it, and an in-process loopback pair.
+
+The interface core never looks behind :class:`Nic`: a virtio-net driver, a
+TAP device or the :class:`LoopbackNicPair` used by tests all look the same.
+Frames move in bursts (``transmit(list)``, ``receive(max)``) because per-call
+overhead dominates in Python and the virtio driver works in bursts anyway.
+
+Checksum offloads follow virtio-net's two header flags:
+
+* ``NicOffloads.TX_CSUM`` (``VIRTIO_NET_HDR_F_NEEDS_CSUM``): the stack may hand
+  over a frame whose L4 checksum field holds only the pseudo-header sum, with
+  ``TxMeta(csum_start, csum_offset)``; the NIC finishes the checksum.
+* ``NicOffloads.RX_CSUM_TRUSTED`` (``VIRTIO_NET_HDR_F_DATA_VALID``): the NIC may
+  mark a received frame ``RxMeta(csum_valid=True)``; the stack then skips the
+  L4 checksum check.
+"""
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Union
+
+from stack.wire import MacAddress, internet_checksum
+
+__all__ = [
+    "Nic",
+    "NicOffloads",
+    "TxMeta",
+    "RxMeta",
+    "TxItem",
+    "Impairment",
+    "LoopbackNic",
+    "LoopbackNicPair",
+    "complete_checksum",
+]
+
+ETH_HEADER_LEN = 14
+
+
+class NicOffloads(enum.Flag):
+    """What the NIC does for the stack (negotiated features, for virtio)."""
+
+    NONE = 0
+    RX_CSUM_TRUSTED = enum.auto()  # receive: csum_valid may be set (DATA_VALID)
+    TX_CSUM = enum.auto()  # transmit: the NIC completes L4 checksums (NEEDS_CSUM)
+    TSO = enum.auto()  # transmit: the NIC segments large TCP frames (for TCP later)
+
+
+@dataclass(frozen=True, slots=True)
+class TxMeta:
+    """Per-frame transmit instructions.
+
+    ``csum_start``/``csum_offset`` request a checksum the way virtio's
+    NEEDS_CSUM does: the ones' complement sum from ``csum_start`` to the end of
+    the frame, seeded by the 16-bit value already stored at
+    ``csum_start + csum_offset``, is written back at that place.
+    """
+
+    csum_start: int | None = None
+    csum_offset: int | None = None
+
+    @property
+    def needs_csum(self) -> bool:
+        return self.csum_start is not None and self.csum_offset is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RxMeta:
+    """Per-frame receive information from the NIC."""
+
+    csum_valid: bool = False  # the NIC checked the L4 checksum (DATA_VALID)
+
+
+NO_RX_META = RxMeta()
+
+TxItem = Union[bytes, tuple[bytes, TxMeta]]
+
+
+class Nic(ABC):
+    """A network card: frames in, frames out, a file descriptor to wait on."""
+
+    mac: MacAddress
+    mtu: int = 1500
+    offloads: NicOffloads = NicOffloads.NONE
+
+    @abstractmethod
+    def transmit(self, frames: Iterable[TxItem]) -> int:
+        """Send a burst of Ethernet frames; return how many the NIC took.
+
+        Frames it cannot take (queue full, too long, link down) are dropped
+        and counted by the NIC, not raised: the stack treats the wire as lossy.
+        """
+
+    @abstractmethod
+    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+        """Return up to ``max`` received frames (possibly none), never blocking."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that is readable when frames may be waiting.
+
+        ``None`` means the NIC has nothing to wait on; the stack then polls it.
+        """
+        return None
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the NIC's resources; later calls raise ``OSError(EBADF)``."""
+
+
+def complete_checksum(frame: bytes, meta: TxMeta) -> bytes:
+    """Finish a NEEDS_CSUM checksum the way a NIC would (see :class:`TxMeta`)."""
+    start, field = meta.csum_start, meta.csum_start + meta.csum_offset
+    if start < 0 or field + 2 > len(frame) or field < start:
+        raise ValueError("checksum offsets outside the frame")
+    # The field holds the pseudo-header sum; summing over it folds it in.
+    csum = internet_checksum(frame[start:])
+    return frame[:field] + csum.to_bytes(2, "big") + frame[field + 2 :]
+
+
+@dataclass
+class Impairment:
+    """Test hooks on one direction of a loopback link.
+
+    Each hook is called with the frame and says yes or no: ``drop`` loses the
+    frame, ``duplicate`` delivers it twice, ``reorder`` holds it back so it
+    arrives after the next frame (a held frame waits for that next frame).
+    """
+
+    drop: Callable[[bytes], bool] | None = None
+    duplicate: Callable[[bytes], bool] | None = None
+    reorder: Callable[[bytes], bool] | None = None
+
+
+class LoopbackNic(Nic):
+    """One end of a :class:`LoopbackNicPair`; thread-safe.
+
+    Received frames wait in a bounded queue; an eventfd is readable while
+    the queue is not empty.
+    """
+
+    def __init__(
+        self,
+        mac: MacAddress,
+        mtu: int = 1500,
+        offloads: NicOffloads = NicOffloads.NONE,
+        rx_queue_len: int = 1024,
+    ) -> None:
+        self.mac = mac
+        self.mtu = mtu
+        self.offloads = offloads
+        self.impairment: Impairment | None = None
+        self.counters: Counter[str] = Counter()
+        self.peer: LoopbackNic | None = None
+        self._rx: deque[tuple[bytes, RxMeta]] = deque()
+        self._rx_queue_len = rx_queue_len
+        self._lock = threading.Lock()  # guards the receive queue
+        self._tx_lock = threading.Lock()  # one transmitting thread at a time
+        self._held: tuple[bytes, RxMeta] | None = None
+        self._efd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._signalled = False
+
+    # -- Nic API ------------------------------------------------------------
+    def transmit(self, frames: Iterable[TxItem]) -> int:
+        self._check_open()
+        with self._tx_lock:
+            return self._transmit_locked(frames)
+
+    def _transmit_locked(self, frames: Iterable[TxItem]) -> int:
+        taken = 0
+        for item in frames:
+            frame, meta = item if isinstance(item, tuple) else (item, None)
+            if len(frame) > self.mtu + ETH_HEADER_LEN:
+                self.counters["tx_drop_oversize"] += 1
+                continue
+            valid = False
+            if meta is not None and meta.needs_csum:
+                if NicOffloads.TX_CSUM not in self.offloads:
+                    self.counters["tx_drop_csum_not_offered"] += 1
+                    continue
+                try:
+                    frame = complete_checksum(frame, meta)
+                except ValueError:
+                    self.counters["tx_drop_bad_csum_offsets"] += 1
+                    continue
+                valid = True  # computed by "hardware": the peer may trust it
+            self.counters["tx_frames"] += 1
+            taken += 1
+            self._send_to_peer(frame, valid)
+        return taken
+
+    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+        self._check_open()
+        out: list[tuple[bytes, RxMeta]] = []
+        with self._lock:
+            while self._rx and len(out) < max:
+                out.append(self._rx.popleft())
+            if not self._rx and self._signalled:
+                try:
+                    os.eventfd_read(self._efd)
+                except BlockingIOError:
+                    pass
+                self._signalled = False
+            self.counters["rx_frames"] += len(out)
+        return out
+
+    def fileno(self) -> int | None:
+        return self._efd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._efd is not None:
+                os.close(self._efd)
+                self._efd = None
+            self._rx.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._efd is None
+
+    # -- wiring ---------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._efd is None:
+            raise OSError(errno.EBADF, "loopback NIC is closed")
+
+    def _send_to_peer(self, frame: bytes, valid: bool) -> None:
+        peer = self.peer
+        if peer is None or peer.closed:
+            self.counters["tx_drop_link_down"] += 1
+            return
+        meta = RxMeta(csum_valid=valid and NicOffloads.RX_CSUM_TRUSTED in peer.offloads)
+        imp = self.impairment
+        if imp is None:
+            peer._enqueue(frame, meta)
+            return
+        if imp.drop is not None and imp.drop(frame):
+            self.counters["tx_impaired_drop"] += 1
+            return
+        copies = 2 if imp.duplicate is not None and imp.duplicate(frame) else 1
+        if copies == 2:
+            self.counters["tx_impaired_duplicate"] += 1
+        held_before = self._held
+        if held_before is None and imp.reorder is not None and imp.reorder(frame):
+            self.counters["tx_impaired_reorder"] += 1
+            self._held = (frame, meta)
+            copies -= 1
+        for _ in range(copies):
+            peer._enqueue(frame, meta)
+        if held_before is not None:
+            # The held frame goes out right after the one that overtook it.
+            self._held = None
+            peer._enqueue(*held_before)
+
+    def _enqueue(self, frame: bytes, meta: RxMeta) -> None:
+        with self._lock:
+            if self._efd is None:
+                return
+            if len(self._rx) >= self._rx_queue_len:
+                self.counters["rx_drop_queue_full"] += 1
+                return
+            self._rx.append((frame, meta))
+            if not self._signalled:
+                os.eventfd_write(self._efd, 1)
+                self._signalled = True
+
+
+class LoopbackNicPair:
+    """Two :class:`LoopbackNic` wired back to back: ``a, b = LoopbackNicPair()``.
+
+    What ``a`` transmits, ``b`` receives and the other way round. Set
+    ``pair.a.impairment`` (or ``b``) to an :class:`Impairment` to lose,
+    duplicate or reorder frames in that direction.
+    """
+
+    def __init__(
+        self,
+        mtu: int = 1500,
+        offloads: NicOffloads = NicOffloads.NONE,
+        macs: tuple[MacAddress, MacAddress] | None = None,
+        rx_queue_len: int = 1024,
+    ) -> None:
+        mac_a, mac_b = macs if macs is not None else (MacAddress.random_local(), MacAddress.random_local())
+        self.a = LoopbackNic(mac_a, mtu, offloads, rx_queue_len)
+        self.b = LoopbackNic(mac_b, mtu, offloads, rx_queue_len)
+        self.a.peer, self.b.peer = self.b, self.a
+
+    def __iter__(self):
+        return iter((self.a, self.b))
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
