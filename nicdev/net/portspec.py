@@ -1,0 +1,256 @@
+"""The command line's port syntax, `NAME=KIND:ARG[,key=value...]`, parsed and built.
+
+Parsing checks everything that can be checked without touching the system
+(names, keys, addresses, lengths) so a typo is reported before any port is
+opened; `build_port()` then makes the Port object (which opens nothing until
+the switch starts it). See docs/switch.md for the kinds.
+
+As in QEMU's options, a literal comma inside a value is written twice (",,").
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .errors import PortError
+from .port import Port
+
+__all__ = ["PortSpec", "PortSpecError", "KINDS", "PORT_SPEC_HELP", "parse_port_spec", "parse_port_specs",
+           "build_port", "build_ports"]
+
+KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
+
+PORT_SPEC_HELP = """\
+  NAME=vhost-user:PATH                  a virtio-net device; QEMU connects to unix socket PATH
+  NAME=tap:IFNAME[,netns=NS][,vnet_hdr=on|off]
+                                        a TAP interface (the host kernel as peer), optionally
+                                        moved into network namespace NS
+  NAME=stream:PATH                      QEMU -netdev stream: we listen on unix socket PATH
+  NAME=dgram:LOCAL,remote=REMOTE        QEMU -netdev dgram: LOCAL and REMOTE are both HOST:PORT
+                                        (UDP, numeric address; [IPv6]:PORT) or both unix socket
+                                        paths containing a '/' (e.g. ./a.sock)
+  NAME=pcap:FILE[,snaplen=N]            write every forwarded or flooded frame to FILE (pcap)
+NAME: letters, digits, '_', '.', '-' (at most 32). A ',' inside a value is written ',,'."""
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_SUN_PATH_MAX = 107
+_GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
+_KEYS = {"vhost-user": (), "tap": ("netns", "vnet_hdr"), "stream": (), "dgram": ("remote",), "pcap": ("snaplen",)}
+_CLASSES = {
+    # Imported when a port of that kind is built, so a kind's module (and its
+    # dependencies) are only needed by users of that kind.
+    "vhost-user": ("nicdev.net.vhost_user_port", "VhostUserPort"),
+    "tap": ("nicdev.net.tap_port", "TapPort"),
+    "stream": ("nicdev.net.socket_port", "StreamPort"),
+    "dgram": ("nicdev.net.socket_port", "DgramPort"),
+    "pcap": ("nicdev.net.pcap_port", "PcapPort"),
+}
+_BOOLS = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
+
+
+class PortSpecError(ValueError):
+    """A --port argument the user has to fix; the message is one line naming the argument."""
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One parsed port: `params` are the keyword arguments for the port class."""
+
+    name: str
+    kind: str
+    arg: str
+    options: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text or f"{self.name}={self.kind}:{self.arg}"
+
+
+def _split(body: str) -> list[str]:
+    """Split on ',' except ',,' which stands for a literal comma."""
+    parts, cur, i = [], [], 0
+    while i < len(body):
+        c = body[i]
+        if c == ",":
+            if body[i + 1:i + 2] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_port_spec(text: str) -> PortSpec:
+    """Parse one `NAME=KIND:ARG[,key=value...]`; raises PortSpecError with a one-line reason."""
+
+    def fail(reason: str) -> PortSpecError:
+        return PortSpecError(f"bad port spec {text!r}: {reason}")
+
+    name, eq, rest = text.partition("=")
+    kind, colon, body = rest.partition(":")
+    if not eq or not colon or not name:
+        raise fail(_GENERIC)
+    if not _NAME_RE.fullmatch(name):
+        raise fail(f"bad port name {name!r}: use letters, digits, '_', '.', '-' (at most 32)")
+    if kind not in KINDS:
+        raise fail(f"unknown kind {kind!r}; kinds are " + ", ".join(KINDS))
+    arg, *pairs = _split(body)
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, has_eq, value = pair.partition("=")
+        if not has_eq or not key:
+            raise fail(f"expected key=value after ',', got {pair!r}")
+        if key not in _KEYS[kind]:
+            known = ", ".join(_KEYS[kind]) or "none"
+            raise fail(f"unknown key {key!r} for {kind} (keys: {known})")
+        if key in options:
+            raise fail(f"key {key!r} given twice")
+        if not value:
+            raise fail(f"empty value for {key!r}")
+        options[key] = value
+    try:
+        params = _PARAMS[kind](arg, options)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    return PortSpec(name=name, kind=kind, arg=arg, options=options, params=params, text=text)
+
+
+# -- per kind: ARG and options -> constructor keywords (ValueError on bad input)
+def _path(arg: str, what: str = "path") -> str:
+    if not arg:
+        raise ValueError(f"empty {what}")
+    if "\0" in arg:
+        raise ValueError(f"{what} contains a NUL byte")
+    return arg
+
+
+def _socket_path(arg: str) -> str:
+    path = _path(arg, "socket path")
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ValueError(f"socket path longer than {_SUN_PATH_MAX} bytes (a unix socket limit)")
+    return path
+
+
+def _vhost_user(arg: str, options: dict) -> dict:
+    return {"socket_path": _socket_path(arg)}
+
+
+def _tap(arg: str, options: dict) -> dict:
+    from .netns import check_netns_name
+    from .tap_port import check_ifname
+
+    if not arg:
+        raise ValueError("empty interface name")
+    try:
+        check_ifname(arg)
+        if "netns" in options:
+            check_netns_name(options["netns"])
+    except PortError as exc:
+        raise ValueError(str(exc)) from None
+    vnet = options.get("vnet_hdr", "off").lower()
+    if vnet not in _BOOLS:
+        raise ValueError(f"vnet_hdr must be on or off, not {options['vnet_hdr']!r}")
+    return {"ifname": arg, "netns": options.get("netns"), "vnet_hdr": _BOOLS[vnet]}
+
+
+def _stream(arg: str, options: dict) -> dict:
+    return {"path": _socket_path(arg)}
+
+
+def _dgram_address(text: str, what: str):
+    from .socket_port import parse_inet_address
+
+    if not text:
+        raise ValueError(f"empty {what} address")
+    if "/" in text:
+        return _socket_path(text)
+    try:
+        return parse_inet_address(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} address: {exc} (a unix socket path must contain '/')") from None
+
+
+def _dgram(arg: str, options: dict) -> dict:
+    if "remote" not in options:
+        raise ValueError("dgram needs remote=HOST:PORT (or remote=PATH)")
+    local = _dgram_address(arg, "local")
+    remote = _dgram_address(options["remote"], "remote")
+    if isinstance(local, str) != isinstance(remote, str):
+        raise ValueError("local and remote must both be HOST:PORT or both unix socket paths")
+    if not isinstance(local, str) and (":" in local[0]) != (":" in remote[0]):
+        raise ValueError("local and remote must be of the same IP version")
+    if local == remote:
+        raise ValueError("local and remote are the same address")
+    return {"local": local, "remote": remote}
+
+
+def _pcap(arg: str, options: dict) -> dict:
+    params = {"path": _path(arg, "file name")}
+    if "snaplen" in options:
+        text = options["snaplen"]
+        if not text.isdigit() or not 14 <= int(text) <= 262144:
+            raise ValueError(f"snaplen must be a number from 14 to 262144, not {text!r}")
+        params["snaplen"] = int(text)
+    return params
+
+
+_PARAMS = {"vhost-user": _vhost_user, "tap": _tap, "stream": _stream, "dgram": _dgram, "pcap": _pcap}
+
+
+def _resource(spec: PortSpec) -> tuple[str, object] | None:
+    """What two ports must not share: a socket path, an interface, a UDP address, a file."""
+    p = spec.params
+    if spec.kind in ("vhost-user", "stream"):
+        return "socket path", os.path.abspath(p.get("socket_path") or p["path"])
+    if spec.kind == "tap":
+        return "interface", (p["ifname"], p["netns"])
+    if spec.kind == "dgram":
+        local = p["local"]
+        return ("socket path", os.path.abspath(local)) if isinstance(local, str) else ("local address", local)
+    if spec.kind == "pcap":
+        return "capture file", os.path.abspath(p["path"])
+    return None
+
+
+def parse_port_specs(texts: Iterable[str]) -> list[PortSpec]:
+    """Parse every --port argument; also refuses duplicate names and two ports on one resource."""
+    specs: list[PortSpec] = []
+    names: dict[str, PortSpec] = {}
+    used: dict[tuple, PortSpec] = {}
+    for text in texts:
+        spec = parse_port_spec(text)
+        if spec.name in names:
+            raise PortSpecError(f"duplicate port name {spec.name!r} in {names[spec.name].text!r} and {text!r}")
+        names[spec.name] = spec
+        res = _resource(spec)
+        if res is not None:
+            if res in used:
+                raise PortSpecError(f"ports {used[res].name!r} and {spec.name!r} use the same {res[0]} "
+                                    f"({used[res].text!r}, {text!r})")
+            used[res] = spec
+        specs.append(spec)
+    return specs
+
+
+def build_port(spec: PortSpec) -> Port:
+    """Make the Port for `spec` (not started: the switch's add_port does that).
+
+    May raise PortError from the port's constructor (e.g. a missing namespace).
+    """
+    module_name, class_name = _CLASSES[spec.kind]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(spec.name, **spec.params)
+
+
+def build_ports(specs: Iterable[PortSpec]) -> list[Port]:
+    """build_port for each spec, in order."""
+    return [build_port(spec) for spec in specs]
