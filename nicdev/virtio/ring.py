@@ -23,8 +23,6 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .memory import GuestMemory
-
 __all__ = [
     "QueueBroken",
     "Descriptor",
@@ -181,10 +179,3 @@ def memory_barrier() -> None:
     _fence_lock.acquire()
     _fence_lock.release()
 
-
-def u16_view(mem: GuestMemory, gpa: int, nbytes: int) -> memoryview:
-    """Native u16 view of a ring area; raises GuestMemoryError if unmapped.
-
-    The area must lie in one region: a ring is contiguous guest memory and,
-    like DPDK's vhost, we refuse one that straddles two mappings."""
-    return mem.view(gpa, nbytes).cast("H")
