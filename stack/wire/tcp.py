@@ -47,6 +47,7 @@ _U32 = struct.Struct("!I")
 _U32PAIR = struct.Struct("!II")
 
 _EOL, _NOP, _MSS, _WS, _SACK_PERM, _SACK, _TS = 0, 1, 2, 3, 4, 5, 8
+_NOP_NOP_TS = bytes((_NOP, _NOP, _TS, 10))
 
 
 class TcpFlags(IntFlag):
@@ -110,9 +111,15 @@ class UnknownOption(TcpOption):
 _FIXED_LEN = {_MSS: 4, _WS: 3, _SACK_PERM: 2, _TS: 10}
 
 
-def parse_options(buf) -> list[TcpOption]:
-    """Parse the options area of a TCP header (NOP and EOL are not returned)."""
-    opts: list[TcpOption] = []
+def _scan_options(buf) -> list[tuple[int, object]]:
+    """Validate the options area; return ``(kind, value)`` with plain values.
+
+    MSS and window scale give an int, SACK-permitted True, timestamps a
+    ``(tsval, tsecr)`` pair, SACK a tuple of blocks, anything else its bytes.
+    Plain values keep the per-segment path free of option objects.
+    """
+    buf = bytes(buf)  # indexing bytes is cheaper than indexing a memoryview
+    found: list[tuple[int, object]] = []
     i = 0
     n = len(buf)
     while i < n:
@@ -130,23 +137,40 @@ def parse_options(buf) -> list[TcpOption]:
         want = _FIXED_LEN.get(kind)
         if want is not None and length != want:
             raise MalformedPacket("tcp: bad option length", f"kind {kind} length {length}")
-        if kind == _MSS:
-            opts.append(Mss(_U16.unpack_from(buf, i + 2)[0]))
+        if kind == _TS:
+            found.append((kind, _U32PAIR.unpack_from(buf, i + 2)))
+        elif kind == _MSS:
+            found.append((kind, (buf[i + 2] << 8) | buf[i + 3]))
         elif kind == _WS:
-            opts.append(WindowScale(buf[i + 2]))
+            found.append((kind, buf[i + 2]))
         elif kind == _SACK_PERM:
-            opts.append(SackPermitted())
-        elif kind == _TS:
-            opts.append(Timestamps(*_U32PAIR.unpack_from(buf, i + 2)))
+            found.append((kind, True))
         elif kind == _SACK:
             if (length - 2) % 8 or not 10 <= length <= 34:
                 raise MalformedPacket("tcp: bad option length", f"SACK length {length}")
-            opts.append(
-                Sack(tuple(_U32PAIR.unpack_from(buf, j) for j in range(i + 2, i + length, 8)))
-            )
+            found.append((kind, tuple(_U32PAIR.unpack_from(buf, j) for j in range(i + 2, i + length, 8))))
         else:
-            opts.append(UnknownOption(kind, bytes(buf[i + 2 : i + length])))
+            found.append((kind, buf[i + 2 : i + length]))
         i += length
+    return found
+
+
+def parse_options(buf) -> list[TcpOption]:
+    """Parse the options area of a TCP header (NOP and EOL are not returned)."""
+    opts: list[TcpOption] = []
+    for kind, value in _scan_options(buf):
+        if kind == _MSS:
+            opts.append(Mss(value))
+        elif kind == _WS:
+            opts.append(WindowScale(value))
+        elif kind == _SACK_PERM:
+            opts.append(SackPermitted())
+        elif kind == _TS:
+            opts.append(Timestamps(*value))
+        elif kind == _SACK:
+            opts.append(Sack(value))
+        else:
+            opts.append(UnknownOption(kind, value))
     return opts
 
 
@@ -346,19 +370,21 @@ class TcpRepr:
             if fold(s) != 0xFFFF:
                 raise MalformedPacket("tcp: bad checksum")
         repr_ = cls(sport, dport, seq, ack, _FLAGS[off_flags & 0xFF], window, urgent)
-        if hlen > HEADER_LEN:
-            for opt in parse_options(view[HEADER_LEN:hlen]):
-                t = type(opt)
-                if t is Timestamps:
-                    repr_.timestamps = (opt.tsval, opt.tsecr)
-                elif t is Mss:
-                    repr_.mss = opt.value
-                elif t is WindowScale:
-                    repr_.window_scale = opt.shift
-                elif t is SackPermitted:
+        if hlen == 32 and view[20:24] == _NOP_NOP_TS:
+            # Fast path: what Linux puts on nearly every established segment.
+            repr_.timestamps = _U32PAIR.unpack_from(view, 24)
+        elif hlen > HEADER_LEN:
+            for kind, value in _scan_options(view[HEADER_LEN:hlen]):
+                if kind == _TS:
+                    repr_.timestamps = value
+                elif kind == _MSS:
+                    repr_.mss = value
+                elif kind == _WS:
+                    repr_.window_scale = value
+                elif kind == _SACK_PERM:
                     repr_.sack_permitted = True
-                elif t is Sack:
-                    repr_.sack_blocks = opt.blocks
+                elif kind == _SACK:
+                    repr_.sack_blocks = value
         return repr_, view[hlen:]
 
     def _header(self, csum: int) -> bytes:
