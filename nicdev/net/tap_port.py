@@ -141,6 +141,8 @@ class TapPort(Port):
                 if data is None:
                     continue
             self.deliver(data)
+            if self._fd != fd:          # closed by whoever handled the frame
+                return
 
     def _strip_vnet_hdr(self, data: bytes) -> bytes | None:
         if len(data) < VNET_HDR_LEN:

@@ -305,3 +305,31 @@ def test_netns_helpers_report_mistakes_clearly(ns):
         set_address("lo", "10.124.0.1/24", netns=ns)
     out = run_in_netns(ns, ["ip", "-br", "addr", "show", "lo"], stdout=subprocess.PIPE, text=True)
     assert "10.124.0.1/24" in out.communicate(timeout=30)[0]
+
+
+def test_sink_closing_the_port_mid_burst_stops_reading(loop, ns):
+    import socket
+
+    from pyroute2.netns import create_socket
+
+    tap = TapPort("host", ifname_for("b"), netns=ns)
+    got: list[bytes] = []
+
+    def sink(port, frame):
+        got.append(frame)
+        port.close()                    # e.g. the switch removing the port
+
+    tap.attach(sink)
+    tap.start(loop)
+    set_address(tap.ifname, "10.123.0.1/24", netns=ns)
+    # two broadcast datagrams from inside the namespace: two frames queued on the TAP
+    sock = create_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        for _ in range(2):
+            sock.sendto(b"tap burst test", ("10.123.0.255", 9))
+    finally:
+        sock.close()
+    loop.run(until=lambda: got, timeout=5)
+    assert len(got) == 1, f"expected one frame before the close, got {len(got)}"
+    assert tap.counters.errors == {} and tap.status.endswith("closed")
