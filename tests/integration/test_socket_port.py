@@ -377,3 +377,32 @@ def test_qemu_netdevs_carry_our_frames_and_reconnect(loop, tmp_path, transport):
     finally:
         stream.close()
         dgram.close()
+
+
+def test_handler_closing_the_ports_mid_burst(loop, tmp_path):
+    stream = StreamPort("s", str(tmp_path / "b.sock"))
+    ours, theirs = free_udp_port(), free_udp_port()
+    dgram = DgramPort("d", ("127.0.0.1", ours), ("127.0.0.1", theirs))
+    got = []
+
+    def sink(port, frame):
+        got.append((port.name, frame))
+        port.close()                    # e.g. the switch removing the port
+
+    for port in (stream, dgram):
+        port.attach(sink)
+        port.start(loop)
+    peer = Peer(loop, stream.path)
+    wait(loop, lambda: stream.connected, "the peer")
+    peer.send(encode_stream_frame(eth(1)) + encode_stream_frame(eth(2)))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", theirs))
+    for i in (3, 4):
+        udp.sendto(eth(i), ("127.0.0.1", ours))
+    udp.close()
+    wait(loop, lambda: len(got) == 2 and peer.eof, "one frame from each port, then the hang-up")
+    loop.run(timeout=0.2)               # nothing else may arrive from the closed ports
+    assert sorted(got) == [("d", eth(3)), ("s", eth(1))]
+    assert not stream.counters.errors and not dgram.counters.errors
+    assert stream.status == "closed" and dgram.status.endswith("closed")
+    peer.close()
