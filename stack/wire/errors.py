@@ -16,3 +16,30 @@ class MalformedPacket(ValueError):
         super().__init__(f"{reason} ({detail})" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+#: Every reason a parser in stack.wire may give, so counters can be set up
+#: ahead of time and a typo is caught by the tests.
+REASONS = (
+    "ethernet: truncated",
+    "arp: truncated",
+    "arp: unsupported hardware/protocol",
+    "arp: unsupported operation",
+    "ipv4: truncated",
+    "ipv4: bad version",
+    "ipv4: bad header length",
+    "ipv4: bad total length",
+    "ipv4: bad checksum",
+    "icmpv4: truncated",
+    "icmpv4: truncated error",
+    "icmpv4: bad checksum",
+    "udp: truncated",
+    "udp: bad length",
+    "udp: zero destination port",
+    "udp: bad checksum",
+    "tcp: truncated",
+    "tcp: bad data offset",
+    "tcp: zero port",
+    "tcp: bad checksum",
+    "tcp: bad option length",
+)

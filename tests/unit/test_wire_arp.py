@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stack.wire import ArpOperation, ArpPacket, ArpRepr, MacAddress, MalformedPacket
+from stack.wire.errors import REASONS
 
 A_MAC, A_IP = MacAddress("52:54:00:12:34:56"), IPv4Address("10.0.0.1")
 B_MAC, B_IP = MacAddress("52:54:00:65:43:21"), IPv4Address("10.0.0.2")
@@ -95,6 +96,7 @@ def test_malformed(data, reason):
     with pytest.raises(MalformedPacket) as e:
         ArpRepr.parse(data)
     assert e.value.reason == reason
+    assert reason in REASONS
 
 
 @pytest.mark.parametrize("data", [b"", REQUEST[:7], REQUEST[:27], REQUEST[:4] + b"\xff\xff" + REQUEST[6:]])
@@ -108,7 +110,7 @@ def test_fuzz_parse(data):
     try:
         r = ArpRepr.parse(data)
     except MalformedPacket as e:
-        assert e.reason.startswith("arp: ")
+        assert e.reason.startswith("arp: ") and e.reason in REASONS
     else:
         assert r.emit() == bytes(data[:28])
 

@@ -19,6 +19,8 @@ from stack.wire import (
     error_payload,
     parse_icmpv4,
 )
+from stack.wire.errors import REASONS
+
 from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)
 
 # All captured with tcpdump on veths between network namespaces (IPv4
@@ -167,6 +169,7 @@ def test_malformed(data, reason):
     with pytest.raises(MalformedPacket) as e:
         parse_icmpv4(data)
     assert e.value.reason == reason
+    assert reason in REASONS
 
 
 def test_verify_checksum_off():
@@ -184,7 +187,7 @@ def test_fuzz_parse(data, verify):
     try:
         msg = parse_icmpv4(data, verify_checksum=verify)
     except MalformedPacket as e:
-        assert e.reason.startswith("icmpv4: ")
+        assert e.reason.startswith("icmpv4: ") and e.reason in REASONS
     else:
         assert isinstance(msg, Icmpv4Repr)
         if verify:

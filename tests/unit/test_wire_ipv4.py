@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from stack.wire import IpProtocol, Ipv4Packet, Ipv4Repr, MalformedPacket
 from stack.wire.checksum import internet_checksum
+from stack.wire.errors import REASONS
 
 from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)
 
@@ -206,6 +207,7 @@ def test_malformed(data, reason):
     with pytest.raises(MalformedPacket) as e:
         Ipv4Repr.parse(data)
     assert e.value.reason == reason
+    assert reason in REASONS
 
 
 def test_view_rejects_short_buffer():
@@ -233,7 +235,7 @@ def test_fuzz_parse(data, verify):
     try:
         r, payload = Ipv4Repr.parse(data, verify_checksum=verify)
     except MalformedPacket as e:
-        assert e.reason.startswith("ipv4: ")
+        assert e.reason.startswith("ipv4: ") and e.reason in REASONS
     else:
         assert len(payload) == r.payload_len
 

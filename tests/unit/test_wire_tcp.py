@@ -22,6 +22,8 @@ from stack.wire import (
     parse_options,
 )
 from stack.wire.checksum import internet_checksum
+from stack.wire.errors import REASONS
+
 from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)
 
 A = IPv4Address("10.0.0.1")
@@ -254,6 +256,7 @@ def test_malformed(data, reason):
     with pytest.raises(MalformedPacket) as e:
         TcpRepr.parse(data, A, B)
     assert e.value.reason == reason
+    assert reason in REASONS
 
 
 def test_verify_checksum_off():
@@ -277,7 +280,7 @@ def test_fuzz_parse(data, verify):
     try:
         r, payload = TcpRepr.parse(data, A, B, verify_checksum=verify)
     except MalformedPacket as e:
-        assert e.reason.startswith("tcp: ")
+        assert e.reason.startswith("tcp: ") and e.reason in REASONS
     else:
         assert isinstance(r, TcpRepr) and len(payload) <= len(data) - 20
 

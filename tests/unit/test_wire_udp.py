@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from stack.wire import MalformedPacket, UdpDatagram, UdpRepr
 from stack.wire.checksum import internet_checksum
+from stack.wire.errors import REASONS
+
 from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)
 
 A = IPv4Address("10.0.0.1")
@@ -125,6 +127,7 @@ def test_malformed(data, reason):
     with pytest.raises(MalformedPacket) as e:
         UdpRepr.parse(data, A, B)
     assert e.value.reason == reason
+    assert reason in REASONS
 
 
 def test_verify_checksum_off():
@@ -146,7 +149,7 @@ def test_fuzz_parse(data, verify):
     try:
         r, payload = UdpRepr.parse(data, A, B, verify_checksum=verify)
     except MalformedPacket as e:
-        assert e.reason.startswith("udp: ")
+        assert e.reason.startswith("udp: ") and e.reason in REASONS
     else:
         assert isinstance(r, UdpRepr) and len(payload) <= len(data) - 8
 
