@@ -180,12 +180,16 @@ def test_too_many_options():
 
 
 def test_parse_options_directly():
-    opts = bytes.fromhex("020405b4" "0402" "080a0000000100000002" "01" "030307" "fe06abcdef01" "00" "ffff")
+    opts = bytes.fromhex(
+        "020405b4" "0402" "080a0000000100000002" "01" "030307"
+        "05120000000a000000140000001e00000028" "fe06abcdef01" "00" "ffff"
+    )
     assert parse_options(opts) == [
         Mss(1460),
         SackPermitted(),
         Timestamps(1, 2),
         WindowScale(7),
+        Sack(((10, 20), (30, 40))),
         UnknownOption(0xFE, bytes.fromhex("abcdef01")),
     ]
     assert parse_options(b"") == [] and parse_options(b"\x01\x01\x01") == []
