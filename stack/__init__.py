@@ -1,0 +1,45 @@
+"""MultiOS: a teaching TCP/IP stack in Python with a POSIX-style socket API.
+
+Quick start (see docs/stack.md)::
+
+    from stack import LoopbackNicPair, Stack, Socket, SocketType, IpAddress
+
+    nic_a, nic_b = LoopbackNicPair()
+    with Stack(nic_a, "10.0.0.1/24") as a, Stack(nic_b, "10.0.0.2/24") as b:
+        server = b.socket(SocketType.DATAGRAM)
+        server.bind(IpAddress.parse("0.0.0.0:5353"))
+        client = a.socket(SocketType.DATAGRAM)
+        client.send_to(b"hi", IpAddress.parse("10.0.0.2:5353"))
+        data, sender = server.recv_from(2048)
+"""
+from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads, RxMeta, TxMeta
+from stack.runtime import Stack, get_default_stack, set_default_stack
+from stack.socket_api import (
+    IpAddress,
+    PollEvent,
+    Shutdown,
+    Socket,
+    SocketOption,
+    SocketType,
+    poll,
+)
+
+__all__ = [
+    "Impairment",
+    "IpAddress",
+    "LoopbackNic",
+    "LoopbackNicPair",
+    "Nic",
+    "NicOffloads",
+    "PollEvent",
+    "RxMeta",
+    "Shutdown",
+    "Socket",
+    "SocketOption",
+    "SocketType",
+    "Stack",
+    "TxMeta",
+    "get_default_stack",
+    "poll",
+    "set_default_stack",
+]

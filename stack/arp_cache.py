@@ -48,7 +48,7 @@ class ArpCache:
         tries: int = 3,
         retry_interval: float = 1.0,
         reachable_time: float = 60.0,
-        queue_len: int = 16,
+        queue_len: int = 100,  # about Linux's unres_qlen_bytes worth of full frames
         max_entries: int = 256,
     ) -> None:
         if tries < 1 or retry_interval <= 0 or reachable_time <= 0 or queue_len < 1 or max_entries < 1:

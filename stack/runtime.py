@@ -1,0 +1,244 @@
+"""The I/O edge of the stack: a thread that drives the sans-IO interface.
+
+:class:`Stack` owns an :class:`~stack.iface.Interface` and a :class:`~stack.nic.Nic`.
+A background thread waits (``selectors``) on the NIC's descriptor and on a
+wake-up pipe, with the interface's ``poll_at()`` as the timeout; it feeds
+received frames in and transmits what ``poll()`` returns. Sockets call into
+the interface from their own threads under the stack's one lock, so the
+core never sees two callers at once.
+
+A process-wide default stack lets seed-style code write
+``Socket(SocketType.DATAGRAM)`` without naming a stack.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import threading
+import time
+from ipaddress import IPv4Interface
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from stack.iface import Interface
+from stack.nic import Nic, NicOffloads
+
+if TYPE_CHECKING:
+    from stack.socket_api import PollEvent, Socket, SocketType
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Stack", "set_default_stack", "get_default_stack"]
+
+RX_BURST = 64
+RX_BURSTS_PER_ROUND = 8  # bound the time the lock is held for one round
+NO_FD_POLL_INTERVAL = 0.005  # how often to ask a NIC without a descriptor
+
+
+class Stack:
+    """A running MultiOS stack on one NIC.
+
+    ``ip`` is one address with prefix (``"10.0.0.2/24"``) or a list of them.
+    A ``privileged`` stack hands out RAW sockets (like CAP_NET_RAW).
+    ``interface_options`` go to :class:`~stack.iface.Interface` (for example
+    ``arp_cache=ArpCache(retry_interval=0.1)`` in tests).
+    """
+
+    def __init__(
+        self,
+        nic: Nic,
+        ip: str | IPv4Interface | Sequence[str | IPv4Interface] = "10.0.0.2/24",
+        gateway: str | None = None,
+        privileged: bool = False,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        **interface_options: Any,
+    ) -> None:
+        addresses = [ip] if isinstance(ip, (str, IPv4Interface)) else list(ip)
+        self.nic = nic
+        self.privileged = privileged
+        self.iface = Interface(
+            nic.mac,
+            addresses,
+            gateway,
+            mtu=nic.mtu,
+            tx_csum_offload=NicOffloads.TX_CSUM in nic.offloads,
+            **interface_options,
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sockets: set[Socket] = set()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._stopped = False
+        self._thread_deadline: float | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.failure: BaseException | None = None  # why the thread stopped, if it failed
+
+    # -- life cycle -------------------------------------------------------------
+    def start(self) -> "Stack":
+        """Announce the addresses (gratuitous ARP) and start the thread."""
+        with self._lock:
+            if self._stopped:
+                raise OSError(errno.ENETDOWN, "this stack was stopped; make a new one")
+            if self._running:
+                return self
+            self._running = True
+            self.iface.start(self._clock())
+            self._pump_locked()
+        self._thread = threading.Thread(target=self._run, name=f"multios-stack-{self.iface.mac}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close every socket of this stack and stop the thread (the NIC stays open)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._running = False
+            sockets = list(self._sockets)
+        for sock in sockets:
+            sock.close()
+        self._wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- public helpers -----------------------------------------------------------
+    def socket(self, type: "SocketType | None" = None, protocol: int | None = None) -> "Socket":
+        """A new socket on this stack (DATAGRAM unless ``type`` says otherwise)."""
+        from stack.socket_api import Socket, SocketType
+
+        return Socket(type if type is not None else SocketType.DATAGRAM, protocol, stack=self)
+
+    def poll(
+        self, sockets: Sequence["Socket"], events: "PollEvent | Sequence[PollEvent]", timeout: float | None = None
+    ) -> list[tuple["Socket", "PollEvent"]]:
+        """Same as :func:`stack.socket_api.poll`."""
+        from stack.socket_api import poll
+
+        return poll(sockets, events, timeout)
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per-protocol counters of the interface, plus the NIC's if it has any."""
+        with self._lock:
+            snap = self.iface.counters.snapshot()
+            nic_counters = getattr(self.nic, "counters", None)
+            if nic_counters is not None:
+                snap["nic"] = dict(nic_counters)
+            snap["reassembly"] = dict(self.iface.reassembler.counters)
+        return snap
+
+    # -- used by the socket API (always with self._lock held) ------------------------
+    def _now(self) -> float:
+        return self._clock()
+
+    def _register(self, sock: "Socket") -> None:
+        self._check_alive()
+        if self._stopped:
+            raise OSError(errno.ENETDOWN, "the stack is stopped")
+        self._sockets.add(sock)
+
+    def _unregister(self, sock: "Socket") -> None:
+        self._sockets.discard(sock)
+
+    def _check_alive(self) -> None:
+        if self.failure is not None:
+            raise OSError(errno.ENETDOWN, f"the stack's thread failed: {self.failure!r}")
+
+    def _pump_locked(self) -> None:
+        """Send what the core has queued; wake the thread if its timer moved earlier."""
+        self._check_alive()
+        if not self._running:
+            return  # frames wait in the core until start()
+        self._transmit(self.iface.poll(self._clock()))
+        at = self.iface.poll_at()
+        if at is not None and (self._thread_deadline is None or at < self._thread_deadline):
+            self._wake()
+
+    # -- the thread -------------------------------------------------------------------
+    def _transmit(self, frames: list) -> None:
+        if frames:
+            self.nic.transmit(frames)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already pending, or closing
+
+    def _receive_locked(self) -> None:
+        for _ in range(RX_BURSTS_PER_ROUND):
+            frames = self.nic.receive(RX_BURST)
+            if frames:
+                now = self._clock()
+                for frame, meta in frames:
+                    self.iface.receive_frame(frame, now, meta)
+            if len(frames) < RX_BURST:
+                return
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        nic_fd = self.nic.fileno()
+        if nic_fd is not None:
+            sel.register(nic_fd, selectors.EVENT_READ)
+        try:
+            while True:
+                with self._lock:
+                    if not self._running:
+                        return
+                    self._receive_locked()
+                    self._transmit(self.iface.poll(self._clock()))
+                    at = self.iface.poll_at()
+                    self._thread_deadline = at
+                timeout = None if at is None else max(0.0, at - self._clock())
+                if nic_fd is None:
+                    timeout = NO_FD_POLL_INTERVAL if timeout is None else min(timeout, NO_FD_POLL_INTERVAL)
+                sel.select(timeout)
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+        except Exception as exc:  # the NIC went away or a bug: fail loudly, not silently
+            log.exception("MultiOS stack thread failed")
+            self.failure = exc
+            with self._lock:
+                self._running = False
+                for sock in list(self._sockets):
+                    sock._fail_locked(errno.ENETDOWN)
+        finally:
+            sel.close()
+
+
+_default_stack: Stack | None = None
+_default_lock = threading.Lock()
+
+
+def set_default_stack(stack: Stack | None) -> None:
+    """Make ``stack`` the one ``Socket(...)`` uses when given no ``stack=``."""
+    global _default_stack
+    with _default_lock:
+        _default_stack = stack
+
+
+def get_default_stack() -> Stack:
+    """The default stack; ``OSError(ENETDOWN)`` if none was set."""
+    with _default_lock:
+        if _default_stack is None:
+            raise OSError(errno.ENETDOWN, "no default MultiOS stack: call stack.set_default_stack(Stack(nic, ...))")
+        return _default_stack
