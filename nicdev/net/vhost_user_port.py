@@ -1,0 +1,88 @@
+"""A switch port that is a virtio-net device behind a vhost-user socket.
+
+QEMU (or DPDK's virtio-user, or our own stack) connects to `socket_path` as
+the front-end. Frames the switch sends out of this port go into the guest's
+receive ring; frames the guest transmits come into the switch.
+"""
+from __future__ import annotations
+
+import logging
+
+from nicdev.vhost_user.server import SocketPathError, VhostUserServer
+
+from .errors import PortError
+from .port import Port
+from .virtio_net import VirtioNetDevice
+
+__all__ = ["VhostUserPort"]
+
+log = logging.getLogger(__name__)
+
+
+class VhostUserPort(Port):
+    """`VhostUserPort(name, socket_path=None)`: a virtio-net device port.
+
+    With no `socket_path` a private directory is made for the socket; the
+    real path is in `socket_path` after construction."""
+
+    kind = "vhost-user"
+
+    def __init__(self, name: str, socket_path: str | None = None) -> None:
+        super().__init__(name)
+        self.device = VirtioNetDevice(self._from_guest, name=name, on_drop=self._count_drop)
+        self.backend = self.device.make_backend(name)
+        try:
+            self.server = VhostUserServer(self.backend, socket_path, name=name)
+        except SocketPathError as e:
+            raise PortError(f"vhost-user port {name!r}: {e}") from e
+        self.socket_path = self.server.path
+        self._started = False
+
+    # -- life cycle ------------------------------------------------------------
+    def start(self, loop) -> None:
+        """Listen on the socket; raises PortError (from a SocketPathError or
+        SocketInUseError: "socket path in use") if the path cannot be used."""
+        self.device.attach_loop(loop)
+        try:
+            self.server.start(loop)
+        except SocketPathError as e:
+            raise PortError(f"vhost-user port {self.name!r}: {e}") from e
+        self._started = True
+
+    def close(self) -> None:
+        self.server.close()
+
+    # -- data path ---------------------------------------------------------------
+    def _from_guest(self, frame: bytes) -> None:
+        self.deliver(frame)
+
+    def transmit(self, frame: bytes) -> bool:
+        if not self.device.receive(frame):
+            return False            # counted by _count_drop
+        self.counters.tx_frames += 1
+        self.counters.tx_bytes += len(frame)
+        return True
+
+    def _count_drop(self, direction: str, reason: str) -> None:
+        # The device names directions from the guest's side: its "rx" is our tx.
+        if direction == "rx":
+            self.counters.tx_dropped += 1
+        else:
+            self.counters.rx_dropped += 1
+        self.counters.count_error(reason)
+
+    # -- status ------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        if not self._started:
+            return f"not started (socket {self.socket_path})"
+        broken = self.device.broken
+        if broken:
+            return f"broken: {broken}"
+        if not self.server.connected:
+            last = f" (last: {self.server.last_disconnect})" if self.server.last_disconnect else ""
+            return f"waiting for frontend on {self.socket_path}{last}"
+        rx, tx = self.device.rx, self.device.tx
+        running = all(r is not None and r.started and r.enabled for r in (rx, tx))
+        return f"connected, {self.device.describe()}" + (", rings running" if running else "")
+
