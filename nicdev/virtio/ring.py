@@ -36,6 +36,8 @@ __all__ = [
     "VRING_USED_F_NO_NOTIFY",
     "SplitRingLayout",
     "check_queue_size",
+    "avail_ring_bytes",
+    "used_ring_bytes",
     "vring_need_event",
     "pack_descriptor",
     "unpack_descriptor",
