@@ -68,6 +68,7 @@ class GuestMemory:
             if a.uva and b.uva and b.uva < a.uva + a.size:
                 raise ValueError(f"memory regions overlap in virtual addresses at {b.uva:#x}")
         self.regions: list[MemoryRegion] = ordered
+        self._last: MemoryRegion | None = ordered[0] if ordered else None
 
     # -- lookup ---------------------------------------------------------
     def _region(self, gpa: int) -> MemoryRegion:
@@ -89,9 +90,15 @@ class GuestMemory:
             raise GuestMemoryError(f"bad range {gpa:#x}+{length}")
         if gpa + length > 1 << 64:
             raise GuestMemoryError(f"range {gpa:#x}+{length} overflows 64 bits")
+        # Fast path: nearly every access lies inside one region, and usually
+        # the same region as the last one (one big guest RAM region).
+        r = self._last
+        if r is not None and r.gpa <= gpa and gpa + length <= r.gpa + r.size:
+            return [(r.view, gpa - r.gpa, length)] if length else []
         spans = []
         while length > 0:
             r = self._region(gpa)
+            self._last = r
             off = gpa - r.gpa
             n = min(length, r.size - off)
             spans.append((r.view, off, n))
@@ -170,6 +177,7 @@ class GuestMemory:
         for r in self.regions:
             r.release()
         self.regions = []
+        self._last = None
 
 
 def _pairs_by(items, key):
