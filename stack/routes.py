@@ -87,8 +87,10 @@ class RouteTable:
             raise OSError(errno.EINVAL, f"cannot send from loopback address {src} to {dst}")
         if dst == LIMITED_BROADCAST:
             return Route(RouteKind.BROADCAST, src or self.addresses[0].ip, None)
-        if dst.is_multicast or dst == UNSPECIFIED:
+        if dst.is_multicast:
             raise OSError(errno.ENETUNREACH, f"no route to {dst} (multicast is not supported)")
+        if dst == UNSPECIFIED:
+            raise OSError(errno.ENETUNREACH, "cannot send to 0.0.0.0")
         for a in self.addresses:
             if dst in a.network:
                 if dst in self.subnet_broadcasts:

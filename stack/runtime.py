@@ -19,7 +19,7 @@ import selectors
 import threading
 import time
 from ipaddress import IPv4Interface
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from stack.iface import Interface
 from stack.nic import Nic, NicOffloads
@@ -56,6 +56,10 @@ class Stack:
         **interface_options: Any,
     ) -> None:
         addresses = [ip] if isinstance(ip, (str, IPv4Interface)) else list(ip)
+        for a in addresses:
+            if isinstance(a, str) and "/" not in a:
+                # A bare address would be a /32: nothing would be on-link.
+                raise ValueError(f"give the address with its prefix length, e.g. '{a}/24'")
         self.nic = nic
         self.privileged = privileged
         self.iface = Interface(

@@ -525,6 +525,16 @@ def test_default_stack(stacks):
     assert exc.value.errno == errno.ENETDOWN
 
 
+def test_stack_configuration_errors(nics):
+    with pytest.raises(ValueError, match="prefix"):
+        Stack(nics.a, "10.0.0.1")
+    with pytest.raises(ValueError, match="gateway"):
+        Stack(nics.a, "10.0.0.1/24", gateway="192.0.2.1")
+    two = Stack(nics.a, ["10.0.0.1/24", "192.168.7.1/24"])
+    assert [str(a) for a in two.iface.addresses] == ["10.0.0.1/24", "192.168.7.1/24"]
+    two.stop()  # never started: releases its wake-up pipe
+
+
 def test_stop_closes_sockets_and_refuses_new_ones(nics):
     a = Stack(nics.a, "10.0.0.1/24")
     s = a.socket()

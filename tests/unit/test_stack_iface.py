@@ -1,5 +1,4 @@
 """The sans-IO interface driven by hand: fake wire, fake clock (stack.testing.Link)."""
-import dataclasses
 import errno
 from ipaddress import IPv4Address as A
 
@@ -28,7 +27,6 @@ from stack.wire import (
     emit_icmpv4,
     error_payload,
     parse_icmpv4,
-    verify,
 )
 
 ANY = A("0.0.0.0")
