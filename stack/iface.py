@@ -161,13 +161,24 @@ class Interface:
             log.exception("internal error while processing a received frame")
             self.counters.drop("iface", "internal error")
 
+    def _receive_looped(self, packet: bytes, now: float) -> None:
+        """Like receive_frame, for an IP packet on the in-stack loopback."""
+        try:
+            self._receive_ipv4(packet, now, LOOPED_META, link_broadcast=False, looped=True)
+        except MalformedPacket as exc:
+            layer, reason = _layer(exc.reason)
+            self.counters.drop(layer, reason)
+        except Exception:
+            log.exception("internal error while processing a looped packet")
+            self.counters.drop("iface", "internal error")
+
     def poll(self, now: float) -> list[TxItem]:
         """Do timed work and loopback traffic; return the frames to transmit."""
         # Order matters: work that makes packets first, ARP (which may have to
         # ask for their next hop) last, so one poll sends everything it can.
-        for (src, _dst, _proto, _ident), first in self.reassembler.expire(now):
+        for (src, dst, _proto, _ident), first in self.reassembler.expire(now):
             self.counters.bump("ipv4", "reassembly_timeout")
-            if first is not None:
+            if first is not None and not self.routes.is_broadcast(dst):
                 # RFC 792: time exceeded (reassembly) only if fragment 0 came.
                 self._icmp_error(TimeExceeded(TimeExceededCode.FRAG_REASSEMBLY, first), src, now)
         self._run_loopback(now)
@@ -392,11 +403,7 @@ class Interface:
                 return
             packet = self._loop.popleft()
             self.counters.bump("loopback", "packets")
-            try:
-                self._receive_ipv4(packet, now, LOOPED_META, link_broadcast=False, looped=True)
-            except MalformedPacket as exc:
-                layer, reason = _layer(exc.reason)
-                self.counters.drop(layer, reason)
+            self._receive_looped(packet, now)
 
     # -- receiving -----------------------------------------------------------------
     def _receive_frame(self, frame: bytes, now: float, meta: RxMeta) -> None:

@@ -450,3 +450,14 @@ def test_malformed_ipv4_counted_by_reason():
     assert c.get("ipv4", "drop.truncated") == 1
     assert c.get("ethernet", "drop.truncated") == 1
     assert c.drops("iface") == 0
+
+
+def test_no_time_exceeded_for_an_incomplete_broadcast_datagram():
+    link = Link()
+    link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
+    bcast = A("10.0.0.255")
+    first = Ipv4Repr(IP_A, bcast, IpProtocol.UDP, 16, ident=9, more_frags=True)
+    link.b.receive_frame(frame_to(MacAddress.broadcast(), first, bytes(16)), 0.0)
+    assert link.b.poll_at() == pytest.approx(30.0)
+    assert link.b.poll(30.0) == []
+    assert link.b.counters.get("ipv4", "reassembly_timeout") == 1
