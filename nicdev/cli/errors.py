@@ -16,7 +16,7 @@ class CliError(Exception):
 # the user's environment or input, not a bug, so no traceback.
 _ERROR_CLASSES = [
     ("nicdev.net.portspec", "PortSpecError"),
-    ("nicdev.net.tap_port", "PortError"),
+    ("nicdev.net.errors", "PortError"),
     ("nicdev.vhost_user.server", "SocketInUseError"),
     ("guest.errors", "GuestBuildError"),
     ("guest.errors", "GuestTimeout"),

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "guest": ("nicdev.cli.guest_cmd", "build the Linux guest image (kernel + initramfs)"),
     "switch": ("nicdev.cli.switch_cmd", "run the L2 switch with vhost-user, TAP and socket ports"),
     "vm": ("nicdev.cli.vm_cmd", "boot a QEMU guest whose NIC is a switch port"),
+    "stack": ("nicdev.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
+    "ping": ("nicdev.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
     "demo": ("nicdev.cli.demo", "two guests on our virtio-net device: ping and HTTP"),
 }
 

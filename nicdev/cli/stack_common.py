@@ -1,0 +1,49 @@
+"""Options shared by the commands that run a MultiOS stack (`mnet stack`, `mnet ping`)."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+
+
+def add_stack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nic", required=True, metavar="vhost-user:PATH",
+                   help="the vhost-user socket of a switch port (ours or DPDK's net_vhost)")
+    p.add_argument("--ip", required=True, metavar="ADDR/LEN", help="the stack's address, e.g. 10.0.0.9/24")
+    p.add_argument("--gateway", metavar="ADDR", help="default route via ADDR (must be in the subnet)")
+    p.add_argument("--mac", metavar="MAC", help="the NIC's MAC (default: random, locally administered)")
+
+
+def open_stack(args: argparse.Namespace, *, privileged: bool = False):
+    """Build the virtio NIC and a started Stack from the parsed options."""
+    from nicdev.cli.errors import CliError
+    from stack import Stack
+    from stack.wire import MacAddress
+
+    kind, sep, path = args.nic.partition(":")
+    if kind != "vhost-user" or not sep or not path:
+        raise CliError(f"bad --nic '{args.nic}': expected vhost-user:PATH")
+    if "/" not in args.ip:
+        raise CliError(f"bad --ip '{args.ip}': give the prefix length too, like {args.ip}/24")
+    try:
+        iface = ipaddress.IPv4Interface(args.ip)
+    except ValueError:
+        raise CliError(f"bad --ip '{args.ip}': expected ADDR/LEN like 10.0.0.9/24") from None
+    if args.gateway:
+        try:
+            gw = ipaddress.IPv4Address(args.gateway)
+        except ValueError:
+            raise CliError(f"bad --gateway '{args.gateway}'") from None
+        if gw not in iface.network:
+            raise CliError(f"gateway {gw} is not in {iface.network}")
+    mac = None
+    if args.mac:
+        try:
+            mac = MacAddress(args.mac)
+        except ValueError:
+            raise CliError(f"bad --mac '{args.mac}': expected six hex pairs like 52:54:00:12:34:56") from None
+    from stack.drivers.virtio_net import VirtioNetNic
+
+    nic = VirtioNetNic(path, mac=mac)
+    stack = Stack(nic, str(iface), gateway=args.gateway, privileged=privileged)
+    stack.start()
+    return stack, nic
