@@ -159,6 +159,22 @@ class VhostUserServer:
         return self.conn is not None
 
     # -- connections ------------------------------------------------------------
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve an already-connected socket (a socketpair, or an fd inherited
+        per the spec's `--fd=FDNUM` convention) as the front-end."""
+        if self.conn is not None:
+            raise RuntimeError(f"{self.name}: a front-end is already connected")
+        self._serve(sock)
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.conn = Connection(sock)
+        self.connections += 1
+        if self.loop is not None:
+            self.loop.add_reader(sock.fileno(), self._on_readable)
+        log.info("%s: front-end connected on %s", self.name, self.path)
+        self._changed()
+
     def _on_accept(self) -> None:
         while self._listener is not None:
             try:
@@ -173,13 +189,7 @@ class VhostUserServer:
                 log.warning("%s: refused a second front-end on %s: one is already connected", self.name, self.path)
                 sock.close()
                 continue
-            sock.setblocking(False)
-            self.conn = Connection(sock)
-            self.connections += 1
-            if self.loop is not None:
-                self.loop.add_reader(sock.fileno(), self._on_readable)
-            log.info("%s: front-end connected on %s", self.name, self.path)
-            self._changed()
+            self._serve(sock)
 
     def _on_readable(self) -> None:
         conn = self.conn

@@ -10,7 +10,8 @@ from nicdev.net.loop import EventLoop
 from nicdev.net.virtio_net import DEVICE_FEATURES
 from nicdev.net.errors import PortError
 from nicdev.net.vhost_user_port import VhostUserPort
-from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES
+from nicdev.vhost_user.messages import VringFile
+from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 
 from vhost_user_guest import Frontend, GuestNic, GuestRam
 
@@ -127,6 +128,46 @@ def test_kick_wakes_the_port_without_polling(session):
     s.nic.send(frame(100))
     s.run_until(lambda: s.got, "the kicked frame")
     assert s.port.device.counters.tx_kicks >= 1
+
+
+def test_kick_without_fd_means_the_port_polls(session):
+    s = session
+    s.connect()
+    s.fe.call(Request.SET_VRING_KICK, VringFile(1, no_fd=True))
+    kicks = s.port.device.counters.tx_kicks
+    gpa = s.ram.alloc(12 + 60)
+    s.ram.mem.write(gpa, bytes(12) + frame(60, 4))
+    s.nic.tx.add(s.ram.mem, [(gpa, 72)], [], (gpa, 72))
+    s.nic.tx.publish(s.ram.mem)          # published, never kicked
+    s.run_until(lambda: s.got == [frame(60, 4)], "the polled frame")
+    assert s.port.device.counters.tx_kicks == kicks
+    s.fe.stop()
+    assert not s.port.device._timers      # polling ends with the ring
+
+
+def test_adopted_socketpair_frontend(loop, tmp_path):
+    port = VhostUserPort("pair", str(tmp_path / "pair.sock"))
+    got = []
+    port.attach(lambda p, f: got.append(f))
+    port.start(loop)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    port.server.adopt(ours)
+    ram = GuestRam()
+    nic = GuestNic(ram)
+    try:
+        fe = Frontend(theirs, pump=lambda: loop.run_once(0.01))
+        fe.start(nic, fe.connect(nic))
+        nic.send(frame(99, 8))
+        loop.run(until=lambda: got, timeout=5)
+        assert got == [frame(99, 8)]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+            with pytest.raises(RuntimeError, match="already connected"):
+                port.server.adopt(extra)
+    finally:
+        theirs.close()
+        port.close()
+        nic.close()
+        ram.close()
 
 
 def test_hostile_frontend_does_not_disturb_a_neighbour(loop, tmp_path, caplog):
