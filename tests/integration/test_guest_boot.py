@@ -119,6 +119,13 @@ def test_network_configuration(vm):
     assert "default via 10.0.0.254 dev eth0" in vm.run("ip route").output
 
 
+def test_console_shell_owns_ttyS0(vm):
+    # Job control on the console needs the shell to have ttyS0 (4:64) as its controlling tty.
+    found = vm.run("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
+                   "[ \"$c\" = '/bin/sh -l ' ] && cut -d' ' -f7 $p/stat; done").output.split()
+    assert found == [str(4 << 8 | 64)], found
+
+
 def test_200k_of_binary_output_arrives_intact(vm):
     digest = vm.run("head -c 204800 /dev/urandom > /tmp/blob && md5sum < /tmp/blob")
     assert digest.status == 0, digest.output
