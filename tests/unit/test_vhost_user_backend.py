@@ -1,5 +1,6 @@
 """The sans-IO back-end: dispatcher, REPLY_ACK, feature negotiation, ring life."""
 import os
+import struct
 
 import pytest
 
@@ -348,3 +349,37 @@ def test_reset_closes_fds_and_forgets_everything(backend, guest):
             os.fstat(fd)
     assert backend.mem is None and backend.acked_features == 0 and not any(r.started for r in backend.rings)
     assert backend.device.events[-1] == ("reset",)
+
+
+# -- hostile message sequences ---------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from nicdev.vhost_user.messages import parse  # noqa: E402
+
+
+_bodies = st.one_of(
+    st.binary(max_size=48),
+    st.builds(lambda i, n: struct.pack("<II", i, n), st.integers(0, 3), st.sampled_from([0, 1, 2, 100, 256, 0xFFFF, 1 << 16])),
+    st.builds(lambda v: struct.pack("<Q", v), st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1))),
+    st.builds(lambda i, a, b, c: struct.pack("<IIQQQQ", i, 0, a, b, c, 0), st.integers(0, 2),
+              st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
+    st.just(bytes(8)),                   # an empty memory table
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(list(Request)), st.booleans(), _bodies), max_size=40))
+def test_random_message_sequences_only_raise_protocol_errors(sequence):
+    """Whatever a front-end sends, the back-end answers, refuses or raises
+    ProtocolError (connection closed): nothing else escapes."""
+    b = VhostUserBackend(FEATURES, PF_ALL, 2, device=Recorder())
+    try:
+        for request, need_reply, body in sequence:
+            wire = struct.pack("<III", request, VERSION | (FLAG_NEED_REPLY if need_reply else 0), len(body)) + body
+            try:
+                for reply in b.handle(parse(wire, [])):
+                    reply.encode()
+            except ProtocolError:
+                continue
+    finally:
+        b.reset()

@@ -1,5 +1,6 @@
 """vhost-user messages: every payload kind parsed and encoded against fixed bytes,
 and malformed messages rejected with a reason."""
+import os
 import struct
 
 import pytest
@@ -181,3 +182,49 @@ def test_encode_refuses_inconsistent_messages():
         Message(Request.SET_MEM_TABLE, VERSION, MemoryTable([(0, 0x1000, 0, 0)] * 9), list(range(9))).encode()
     with pytest.raises(ProtocolError):
         RarpMac(b"\x00" * 5)
+
+
+# -- properties -------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 3))
+def test_random_bytes_parse_or_raise_protocol_error(data, nfds):
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(nfds)]
+    try:
+        msg = parse(data, fds)
+    except ProtocolError as e:
+        assert e.reason
+    else:
+        assert parse(msg.encode(), fds) == msg
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(Request)), st.binary(max_size=64), st.booleans())
+def test_random_payloads_for_every_request(request, body, need_reply):
+    flags = VERSION | (FLAG_NEED_REPLY if need_reply else 0)
+    wire = hdr(request, flags, len(body)) + body
+    try:
+        msg = parse(wire, [])
+    except ProtocolError:
+        return
+    assert parse(msg.encode(), []) == msg
+
+
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+
+
+@given(st.one_of(
+    st.builds(VringState, u32, u32).map(lambda p: Message(Request.SET_VRING_NUM, VERSION, p)),
+    st.builds(VringAddr, u32, u32, u64, u64, u64, u64).map(lambda p: Message(Request.SET_VRING_ADDR, VERSION, p)),
+    u64.map(lambda v: Message(Request.SET_FEATURES, VERSION, v)),
+    u64.map(lambda v: Message(Request.GET_FEATURES, VERSION | FLAG_REPLY, v)),
+    st.builds(VringState, u32, u32).map(lambda p: Message(Request.GET_VRING_BASE, VERSION | FLAG_REPLY, p)),
+))
+def test_encode_parse_round_trip(message):
+    assert parse(message.encode(), []) == message
