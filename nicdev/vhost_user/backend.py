@@ -138,10 +138,11 @@ class Vring:
         return self.kick_set and self.kick_fd is None
 
     def mark_broken(self, reason: str) -> None:
-        """Stop using this ring until the front-end sets it up again."""
+        """Stop using this ring until the front-end sets it up again.
+
+        The caller logs (it knows which port this is)."""
         if self.broken is None:
             self.broken = reason
-            log.warning("vring %d broken: %s", self.index, reason)
         if self.queue is not None:
             self.queue.mark_broken(reason)
 
@@ -564,6 +565,7 @@ class VhostUserBackend:
             )
             queue.avail_count(mem)  # touch the rings now: a bad ring fails here, not mid-traffic
         except (GuestMemoryError, ValueError, QueueBroken) as e:
+            log.warning("%s: vring %d cannot start: %s", self.name, ring.index, e)
             ring.mark_broken(f"cannot start: {e}")
             ring.signal_error()
             return

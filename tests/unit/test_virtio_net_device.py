@@ -1,6 +1,5 @@
 """The virtio-net device against a guest driver (DriverQueue over memfd memory),
 through the sans-IO back-end: both directions, every drop reason, broken rings."""
-import os
 import struct
 
 import pytest
