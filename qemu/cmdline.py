@@ -103,7 +103,8 @@ class NicConfig:
       ``<id>-chr`` and on q35 the PCIe root port is ``<id>-rp``.
     mac: None means a stable MAC derived from the VM name (`mac_for`).
     device_props: extra ``-device virtio-net-pci`` properties, e.g.
-      ``{"mrg_rxbuf": "off"}``; they override the defaults (``vectors``).
+      ``{"mrg_rxbuf": "off"}``; they override the defaults (``vectors``,
+      ``romfile``).
     """
 
     kind: str
@@ -261,6 +262,9 @@ def device_props(nic: NicConfig, mac: str, machine: str) -> dict[str, str]:
         props["bus"] = nic.port_id
     if nic.kind == "vhost-user":
         props["vectors"] = "0"
+    # No iPXE option ROM: the kernel is booted directly, and SeaBIOS would
+    # spend about a second initialising a ROM nobody uses.
+    props["romfile"] = ""
     props.update(nic.device_props)
     return props
 

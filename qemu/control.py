@@ -89,6 +89,11 @@ class QmpControl:
             if remaining <= 0:
                 raise QmpConnectError(f"could not connect to QMP at {self.socket_path} "
                                       f"within {timeout:g} s: {last}")
+            if not os.path.exists(self.socket_path):
+                # Not created yet; qemu.qmp would log every failed attempt as an error.
+                last = FileNotFoundError(f"{self.socket_path} does not exist")
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
             client = QMPClient(f"qmp:{os.path.basename(self.socket_path)}")
             client.register_listener(_Collector(self._add_event))
             try:

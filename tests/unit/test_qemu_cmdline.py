@@ -60,7 +60,7 @@ def test_full_vhost_user_vm_argv(images, tmp_path):
         "-mon", "chardev=qmp,mode=control",
         "-chardev", "socket,id=net0-chr,path=/run/t/vm0.sock,reconnect=1",
         "-netdev", "vhost-user,id=net0,chardev=net0-chr",
-        "-device", "virtio-net-pci,id=net0-dev,netdev=net0,mac=52:54:00:12:34:56,vectors=0",
+        "-device", "virtio-net-pci,id=net0-dev,netdev=net0,mac=52:54:00:12:34:56,vectors=0,romfile=",
         "-trace", "vhost_user_*"]
 
 
@@ -87,12 +87,12 @@ def test_stream_and_dgram_nics(images, tmp_path):
     tail = build_argv(cfg)[len(head(*images, tmp_path / "console.log")):]
     assert tail == [
         "-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path=/run/s.sock",
-        "-device", "virtio-net-pci,id=net0-dev,netdev=net0,mac=52:54:00:00:00:01",
+        "-device", "virtio-net-pci,id=net0-dev,netdev=net0,mac=52:54:00:00:00:01,romfile=",
         "-netdev", "stream,id=net1,server=on,addr.type=unix,addr.path=/run/l.sock",
-        "-device", "virtio-net-pci,id=net1-dev,netdev=net1,mac=52:54:00:00:00:02",
+        "-device", "virtio-net-pci,id=net1-dev,netdev=net1,mac=52:54:00:00:00:02,romfile=",
         "-netdev", "dgram,id=net2,local.type=unix,local.path=/run/local.sock,"
                    "remote.type=unix,remote.path=/run/remote.sock",
-        "-device", "virtio-net-pci,id=net2-dev,netdev=net2,mac=52:54:00:00:00:03,mrg_rxbuf=off",
+        "-device", "virtio-net-pci,id=net2-dev,netdev=net2,mac=52:54:00:00:00:03,romfile=,mrg_rxbuf=off",
     ]
 
 
@@ -105,9 +105,9 @@ def test_q35_puts_each_nic_on_its_own_root_port(images, tmp_path):
     devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
     assert devices == [
         "pcie-root-port,id=net0-rp,chassis=1",
-        "virtio-net-pci,id=net0-dev,netdev=net0,mac=52:54:00:00:00:01,bus=net0-rp,vectors=0",
+        "virtio-net-pci,id=net0-dev,netdev=net0,mac=52:54:00:00:00:01,bus=net0-rp,vectors=0,romfile=",
         "pcie-root-port,id=net1-rp,chassis=2",
-        "virtio-net-pci,id=net1-dev,netdev=net1,mac=52:54:00:00:00:02,bus=net1-rp"]
+        "virtio-net-pci,id=net1-dev,netdev=net1,mac=52:54:00:00:00:02,bus=net1-rp,romfile="]
 
 
 def test_device_props_override_defaults(images, tmp_path):
@@ -115,7 +115,7 @@ def test_device_props_override_defaults(images, tmp_path):
                     device_props={"vectors": "3", "mrg_rxbuf": "off"})
     props = cmdline.device_props(nic, "52:54:00:00:00:01", "pc")
     assert props == {"id": "net0-dev", "netdev": "net0", "mac": "52:54:00:00:00:01",
-                     "vectors": "3", "mrg_rxbuf": "off"}
+                     "vectors": "3", "romfile": "", "mrg_rxbuf": "off"}
 
 
 def test_kvm_adds_host_cpu(images, tmp_path):
@@ -148,8 +148,8 @@ def test_generated_mac_is_stable_local_and_unicast(images, tmp_path):
                                        NicConfig("stream", "/run/t.sock", id="net1")])
     argv = build_argv(cfg)
     mac0, mac1 = mac_for("vm0", 0), mac_for("vm0", 1)
-    assert f"virtio-net-pci,id=net0-dev,netdev=net0,mac={mac0}" in argv
-    assert f"virtio-net-pci,id=net1-dev,netdev=net1,mac={mac1}" in argv
+    assert f"virtio-net-pci,id=net0-dev,netdev=net0,mac={mac0},romfile=" in argv
+    assert f"virtio-net-pci,id=net1-dev,netdev=net1,mac={mac1},romfile=" in argv
     assert mac0 != mac1 and mac0 == mac_for("vm0", 0) and mac0 != mac_for("vm1", 0)
     for mac in (mac0, mac1):
         assert mac.startswith("52:54:00:")
