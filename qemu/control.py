@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import Any, Callable, Mapping
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from qemu.errors import (QmpCommandError, QmpConnectError, QmpError,
                          QmpTimeoutError)
@@ -107,7 +107,7 @@ class QmpControl:
 
     @property
     def connected(self) -> bool:
-        from qemu.qmp import Runstate
+        """True while the QMP session is up."""
         return self._client is not None and self._client.runstate == Runstate.RUNNING
 
     def close(self) -> None:
