@@ -1,0 +1,594 @@
+"""The stack's network card: a virtio-net driver over a vhost-user front-end.
+
+`VirtioNetNic(path)` connects to a vhost-user-net back-end (a port of our
+switch, DPDK's net_vhost, anything QEMU could use) with
+`nicdev.vhost_user.frontend.VhostUserFrontend` and drives queue pair 0 the
+way a guest's virtio-net driver does:
+
+* RX (ring 0): every descriptor holds one receive buffer from the pool in
+  the shared memfd. With MRG_RXBUF the buffers are 2 KiB and a long frame
+  spans several (the header's num_buffers says how many); without it each
+  buffer holds a whole frame (header + MTU + 18). `receive(max)` reaps the
+  used ring, copies frames out, gives every buffer straight back, publishes
+  them with one index store and kicks only if the device asks (EVENT_IDX).
+* TX (ring 1): one descriptor per frame: the 12-byte virtio_net_hdr and the
+  frame copied into a fixed TX slot (one copy, one descriptor for the device
+  to read: cheaper than a two-descriptor chain in Python and for the
+  device). `transmit(frames)` publishes the whole burst once and kicks at
+  most once. Used TX slots are reaped when the burst needs them; a full ring
+  drops the frame and counts it.
+* Checksums: with CSUM negotiated a `TxMeta` checksum request becomes
+  NEEDS_CSUM (else it is finished in software); with GUEST_CSUM a DATA_VALID
+  frame arrives as `RxMeta(csum_valid=True)` (a NEEDS_CSUM one is finished
+  here and marked valid too).
+* Interrupts: `fileno()` is an epoll fd that is readable when the device
+  signalled the RX call eventfd, when the back-end hangs up or reports a
+  broken ring, and when a reconnect attempt is due. `receive()` disables RX
+  interrupts while it works and re-enables them (then re-checks the used
+  ring) only when it has drained it.
+
+A back-end that goes away (connection closed or reset, a ring it reports
+broken, a ring that breaks the driver's rules) takes the link down: the
+reason is logged once and kept in `last_error`, `counters["link_down"]`
+counts it, `transmit` drops and counts, `receive` returns []. With
+`reconnect=True` the NIC tries again, at most every `reconnect_interval`
+seconds, whenever it is called (and the fd wakes the stack's thread when an
+attempt is due), and resumes on fresh memory and rings.
+
+Thread safety: one lock serialises transmit, receive, reconnect and close,
+so the stack's thread and socket-calling threads (stack/runtime.py) may
+call in at the same time.
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import select
+import struct
+import threading
+import time
+from typing import Iterable
+
+from nicdev.vhost_user.frontend import OPTIONAL_FEATURES, BackendError, VhostUserFrontend
+from nicdev.virtio.features import VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF, describe, has
+from nicdev.virtio.memory import GuestMemoryError
+from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM
+from nicdev.virtio.ring import QueueBroken
+from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta, complete_checksum
+from stack.wire import MacAddress
+
+__all__ = ["VirtioNetNic", "RX_RING", "TX_RING"]
+
+log = logging.getLogger(__name__)
+
+RX_RING = 0
+TX_RING = 1
+
+HDR_LEN = 12            # VERSION_1: always 12 bytes, mergeable or not
+ETH_HEADER_LEN = 14
+VLAN_TAG_LEN = 4        # room for one 802.1Q tag on top of the MTU, as Linux allows
+MRG_BUFFER = 2048       # receive buffer size with MRG_RXBUF
+_SLOT_ALIGN = 64
+
+_ZERO_HDR = bytes(HDR_LEN)
+_HDR = struct.Struct("<BBHHHHH")
+_CSUM_HDR = struct.Struct("<HH")
+_EVENTFD_ONE = (1).to_bytes(8, "little")
+_RX_PLAIN = RxMeta()
+_RX_VALID = RxMeta(csum_valid=True)
+
+
+def _align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def _frame_limit(mtu: int) -> int:
+    return mtu + ETH_HEADER_LEN + VLAN_TAG_LEN
+
+
+def pool_bytes(queue_size: int, mtu: int) -> int:
+    """Buffer memory a NIC needs: RX buffers of the larger kind, plus TX slots."""
+    full = _align(HDR_LEN + _frame_limit(mtu), _SLOT_ALIGN)
+    return queue_size * max(MRG_BUFFER, full) + queue_size * full
+
+
+def _drain_eventfd(fd: int) -> int:
+    try:
+        return int.from_bytes(os.read(fd, 8), "little")
+    except BlockingIOError:
+        return 0
+
+
+class _Link:
+    """One connection's data path: the front-end, its two queues, the pool.
+
+    A new `_Link` (new memfd, new rings) is made for every (re)connection, so
+    nothing from a dead connection leaks into the next."""
+
+    def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter) -> None:
+        self.frontend = frontend
+        self.counters = counters
+        self.mem = frontend.mem
+        self.pool = frontend.pool
+        self.features = frontend.features
+        self.mrg = has(self.features, VIRTIO_NET_F_MRG_RXBUF)
+        self.tx_csum = has(self.features, VIRTIO_NET_F_CSUM)
+        self.guest_csum = has(self.features, VIRTIO_NET_F_GUEST_CSUM)
+        rx, tx = frontend.rings[RX_RING], frontend.rings[TX_RING]
+        self.rxq, self.txq = rx.queue, tx.queue
+        self.rx_kick_fd, self.tx_kick_fd = rx.kick_fd, tx.kick_fd
+        self.rx_call_fd = rx.call_fd
+        self.err_fds = {rx.err_fd: RX_RING, tx.err_fd: TX_RING}
+        self.sock_fd = frontend.connection_fileno()
+        self.size = qs = frontend.queue_size
+        self.max_frame = _frame_limit(mtu)
+        full = _align(HDR_LEN + self.max_frame, _SLOT_ALIGN)
+        self.rx_buf = MRG_BUFFER if self.mrg else full
+        self.tx_slot = full
+        self.tx_base = qs * self.rx_buf          # pool offset of TX slot 0
+        if self.tx_base + qs * full > frontend.pool_size:
+            raise ValueError(f"buffer pool of {frontend.pool_size} bytes is too small for {qs} RX and TX buffers")
+        self.pool_gpa = frontend.pool_gpa
+        self.tx_free = list(range(qs - 1, -1, -1))
+        self.rx_irq_enabled = True
+        self.partial: list | None = None        # a mergeable frame still missing buffers
+        # The device need not tell us about TX completions: we reap on demand.
+        self.txq.disable_interrupts(self.mem)
+        self._fill_rx()
+
+    # -- RX ---------------------------------------------------------------------
+    def _fill_rx(self) -> None:
+        mem, q, size, gpa = self.mem, self.rxq, self.rx_buf, self.pool_gpa
+        for slot in range(self.size):
+            q.add(mem, (), ((gpa + slot * size, size),), slot)
+        self._publish_rx()
+
+    def _publish_rx(self) -> None:
+        q = self.rxq
+        q.publish(self.mem)
+        if q.should_kick(self.mem):
+            os.write(self.rx_kick_fd, _EVENTFD_ONE)
+            self.counters["rx_kicks"] += 1
+
+    def poll_rx(self, out: collections.deque) -> None:
+        """Reap used RX buffers into finished frames on `out`; give the buffers back."""
+        mem, q = self.mem, self.rxq
+        if self.rx_irq_enabled:
+            q.disable_interrupts(mem)
+            self.rx_irq_enabled = False
+        used = q.reap(mem)
+        if not used:
+            return
+        pool, size, gpa, counters = self.pool, self.rx_buf, self.pool_gpa, self.counters
+        counters["rx_buffers"] += len(used)
+        partial = self.partial
+        for slot, written in used:
+            off = slot * size
+            if partial is not None:             # a continuation buffer of a mergeable frame
+                partial[3].append(bytes(pool[off:off + written]))
+                partial[4] -= 1
+                if not partial[4]:
+                    self._finish(out, b"".join(partial[3]), partial[0], partial[1], partial[2])
+                    partial = None
+                continue
+            if written < HDR_LEN:
+                counters["rx_drop_short_buffer"] += 1
+                continue
+            flags, gso, _, _, csum_start, csum_offset, nbuf = _HDR.unpack_from(pool, off)
+            data = bytes(pool[off + HDR_LEN:off + written])
+            if self.mrg and nbuf != 1:
+                if nbuf == 0:
+                    counters["rx_bad_num_buffers"] += 1     # device bug; treat as 1
+                elif nbuf > self.size:
+                    raise QueueBroken(f"device says a frame spans {nbuf} buffers; the ring has {self.size}")
+                else:
+                    partial = [flags, gso, (csum_start, csum_offset), [data], nbuf - 1]
+                    continue
+            self._finish(out, data, flags, gso, (csum_start, csum_offset))
+        self.partial = partial
+        for slot, _ in used:
+            q.add(mem, (), ((gpa + slot * size, size),), slot)
+        self._publish_rx()
+
+    def _finish(self, out: collections.deque, frame: bytes, flags: int, gso: int, csum: tuple[int, int]) -> None:
+        counters = self.counters
+        n = len(frame)
+        if gso:
+            counters["rx_drop_gso_not_negotiated"] += 1
+            return
+        if n > self.max_frame:
+            counters["rx_drop_oversize"] += 1
+            return
+        if n < ETH_HEADER_LEN:
+            counters["rx_drop_runt"] += 1
+            return
+        meta = _RX_PLAIN
+        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            # A partial checksum (GUEST_CSUM): finish it, so the bytes are right.
+            try:
+                frame = complete_checksum(frame, TxMeta(*csum))
+            except ValueError:
+                counters["rx_drop_bad_csum_offsets"] += 1
+                return
+            meta = _RX_VALID
+        elif flags & VIRTIO_NET_HDR_F_DATA_VALID and self.guest_csum:
+            meta = _RX_VALID
+        counters["rx_frames"] += 1
+        counters["rx_bytes"] += n
+        out.append((frame, meta))
+
+    def enable_rx_interrupts(self) -> bool:
+        """Ask for a signal on the next used RX buffer; True if some are already there."""
+        self.rx_irq_enabled = True
+        return self.rxq.enable_interrupts(self.mem)
+
+    # -- TX ---------------------------------------------------------------------
+    def reap_tx(self) -> None:
+        done = self.txq.reap(self.mem)
+        if done:
+            self.tx_free.extend(slot for slot, _ in done)
+
+    def transmit(self, frames: list) -> tuple[int, bool]:
+        """Queue a burst; returns (frames taken, whether the ring was full)."""
+        counters = self.counters
+        free = self.tx_free
+        if len(free) < len(frames):
+            self.reap_tx()
+        mem, q, pool, slot_size = self.mem, self.txq, self.pool, self.tx_slot
+        base, gpa, max_frame = self.tx_base, self.pool_gpa + self.tx_base, self.max_frame
+        add = q.add
+        taken = nbytes = 0
+        full = False
+        for i, item in enumerate(frames):
+            if type(item) is tuple:
+                frame, meta = item
+            else:
+                frame, meta = item, None
+            n = len(frame)
+            if n > max_frame:
+                counters["tx_drop_oversize"] += 1
+                continue
+            if n < ETH_HEADER_LEN:
+                counters["tx_drop_runt"] += 1
+                continue
+            if not free:
+                self._publish_tx()              # let the device see what it has, then look again
+                self.reap_tx()
+                if not free:
+                    counters["tx_drop_ring_full"] += len(frames) - i
+                    full = True
+                    break
+            slot = free.pop()
+            off = base + slot * slot_size
+            if meta is not None and meta.needs_csum:
+                start, field = meta.csum_start, meta.csum_offset
+                if not (0 <= start and start + field + 2 <= n and field >= 0):
+                    counters["tx_drop_bad_csum_offsets"] += 1
+                    free.append(slot)
+                    continue
+                if self.tx_csum:
+                    _HDR.pack_into(pool, off, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, start, field, 0)
+                else:
+                    frame = complete_checksum(frame, meta)
+                    counters["tx_sw_csum"] += 1
+                    pool[off:off + HDR_LEN] = _ZERO_HDR
+            else:
+                pool[off:off + HDR_LEN] = _ZERO_HDR
+            pool[off + HDR_LEN:off + HDR_LEN + n] = frame
+            add(mem, ((gpa + slot * slot_size, HDR_LEN + n),), (), slot)
+            taken += 1
+            nbytes += n
+        self._publish_tx()
+        counters["tx_frames"] += taken
+        counters["tx_bytes"] += nbytes
+        return taken, full
+
+    def _publish_tx(self) -> None:
+        q = self.txq
+        q.publish(self.mem)
+        if q.should_kick(self.mem):
+            os.write(self.tx_kick_fd, _EVENTFD_ONE)
+            self.counters["tx_kicks"] += 1
+
+    # -- health -------------------------------------------------------------------
+    def check(self) -> str | None:
+        """Is the back-end still there and are its rings whole? None, or why not."""
+        for fd, index in self.err_fds.items():
+            if _drain_eventfd(fd):
+                return f"the back-end reported the {'RX' if index == RX_RING else 'TX'} ring broken"
+        return self.frontend.check_connection()
+
+    def fds(self) -> list[int]:
+        return [self.rx_call_fd, self.sock_fd, *self.err_fds]
+
+    def close(self, stop_rings: bool) -> None:
+        self.pool = None
+        self.mem = None
+        self.frontend.close(stop_rings=stop_rings)
+
+
+class VirtioNetNic(Nic):
+    """A `stack.nic.Nic` on a vhost-user-net back-end at `socket_path`.
+
+    `mac`: the card's address (a random locally administered one if None).
+    `mtu`: the largest IP packet; frames up to MTU + 18 bytes (Ethernet
+    header and one VLAN tag) go either way, and the back-end is told the MTU
+    if it takes NET_SET_MTU. `queue_size`: entries per ring. `reconnect`:
+    come back by itself when the back-end does. `features`: the optional
+    virtio features to accept (default: all this driver uses). `timeout`:
+    seconds for connecting and for each set-up reply.
+
+    Raises `nicdev.vhost_user.frontend.BackendUnavailable` if nobody listens
+    on the path, `BackendError` if the set-up fails.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        mac: MacAddress | str | bytes | None = None,
+        mtu: int = 1500,
+        queue_size: int = 256,
+        reconnect: bool = True,
+        *,
+        features: int = OPTIONAL_FEATURES,
+        reconnect_interval: float = 0.5,
+        timeout: float = 5.0,
+        name: str | None = None,
+    ) -> None:
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"MTU {mtu} out of range 68..65535")
+        self.socket_path = socket_path
+        self.mac = MacAddress(mac) if mac is not None else MacAddress.random_local()
+        self.mtu = mtu
+        self.queue_size = queue_size
+        self.reconnect = reconnect
+        self.reconnect_interval = reconnect_interval
+        self.timeout = timeout
+        self.name = name or f"virtio-net:{os.path.basename(socket_path)}"
+        self.wanted_features = features
+        self.offloads = NicOffloads.NONE
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._backlog: collections.deque[tuple[bytes, RxMeta]] = collections.deque()
+        self._link: _Link | None = None
+        self._closed = False
+        self._next_attempt = 0.0
+        self._timer: threading.Timer | None = None
+        self._timer_pending = False
+        self._wake_lock = threading.Lock()      # guards _wake_fd against close() in the timer thread
+        self._epoll = select.epoll()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        try:
+            self._connect()
+        except BaseException:
+            self._epoll.close()
+            os.close(self._wake_fd)
+            raise
+
+    def __repr__(self) -> str:
+        state = "link up" if self._link is not None else f"link down ({self.last_error})"
+        return f"VirtioNetNic({self.socket_path!r}, mac={self.mac}, mtu={self.mtu}, {state})"
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def link_up(self) -> bool:
+        """Connected to a back-end with working rings."""
+        return self._link is not None
+
+    @property
+    def features(self) -> int:
+        """The virtio features negotiated on the current connection (0 while down)."""
+        link = self._link
+        return link.features if link is not None else 0
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Dropped frames by reason (the counters named *_drop_*)."""
+        return {k: v for k, v in self.counters.items() if "_drop_" in k}
+
+    def describe(self) -> str:
+        """One line: link state and negotiated features."""
+        link = self._link
+        if link is None:
+            return f"{self.name}: link down: {self.last_error}"
+        feats = "+".join(n for n in describe(link.features) if n != "VHOST_USER_PROTOCOL_FEATURES")
+        return f"{self.name}: link up on {self.socket_path}, features {feats}"
+
+    def fileno(self) -> int | None:
+        """An epoll fd, readable when receive() has something to do (see module doc)."""
+        return None if self._closed else self._epoll.fileno()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    # -- connection life ---------------------------------------------------------
+    def _connect(self) -> None:
+        frontend = VhostUserFrontend(
+            self.socket_path, queue_size=self.queue_size, pool_size=pool_bytes(self.queue_size, self.mtu),
+            features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name)
+        try:
+            link = _Link(frontend, self.mtu, self.counters)
+            for fd in link.fds():
+                self._epoll.register(fd, select.EPOLLIN)
+        except BaseException:
+            frontend.close(stop_rings=False)
+            raise
+        self._link = link
+        offloads = NicOffloads.NONE
+        if link.tx_csum:
+            offloads |= NicOffloads.TX_CSUM
+        if link.guest_csum:
+            offloads |= NicOffloads.RX_CSUM_TRUSTED
+        self.offloads = offloads
+        # An interrupt may have been missed while nothing was watching: look now.
+        self._poke()
+
+    def _link_down(self, reason: str, *, stop_rings: bool) -> None:
+        link, self._link = self._link, None
+        if link is None:
+            return
+        for fd in link.fds():
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
+        link.close(stop_rings)
+        self.counters["link_down"] += 1
+        self.last_error = reason
+        if self.reconnect:
+            log.error("%s: link down: %s; reconnecting every %g s", self.name, reason, self.reconnect_interval)
+            self._next_attempt = time.monotonic() + self.reconnect_interval
+            self._arm_timer(self.reconnect_interval)
+        else:
+            log.error("%s: link down: %s", self.name, reason)
+
+    def _maybe_reconnect(self) -> None:
+        if not self.reconnect or self._closed:
+            return
+        now = time.monotonic()
+        if now < self._next_attempt:
+            self._arm_timer(self._next_attempt - now)
+            return
+        self._next_attempt = now + self.reconnect_interval
+        try:
+            self._connect()
+        except (BackendError, OSError) as e:
+            self.counters["reconnect_failures"] += 1
+            log.debug("%s: reconnect failed: %s", self.name, e)
+            self._arm_timer(self.reconnect_interval)
+            return
+        self.counters["reconnects"] += 1
+        self.last_error = None
+        log.info("%s: link up again: %s", self.name, self.describe())
+
+    def _arm_timer(self, delay: float) -> None:
+        # Wakes whoever waits on fileno() when the next attempt is due. At
+        # most one timer is pending; it counts as gone once it has fired.
+        with self._wake_lock:
+            if self._timer_pending or self._wake_fd < 0:
+                return
+            self._timer_pending = True
+        timer = threading.Timer(max(delay, 0.0), self._timer_fired)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _timer_fired(self) -> None:
+        with self._wake_lock:
+            self._timer_pending = False
+        self._poke()
+
+    def _poke(self) -> None:
+        """Make fileno() readable (so the owner calls receive())."""
+        with self._wake_lock:
+            if self._wake_fd >= 0:
+                try:
+                    os.write(self._wake_fd, _EVENTFD_ONE)
+                except OSError:
+                    pass
+
+    # -- the Nic API ---------------------------------------------------------------
+    def transmit(self, frames: Iterable[TxItem]) -> int:
+        """Queue a burst of frames (publish once, kick at most once); frames
+        that do not fit or cannot be sent are dropped and counted."""
+        if not isinstance(frames, list):
+            frames = list(frames)
+        with self._lock:
+            self._check_open()
+            link = self._link
+            if link is None:
+                self._maybe_reconnect()
+                link = self._link
+                if link is None:
+                    self.counters["tx_drop_link_down"] += len(frames)
+                    return 0
+            try:
+                taken, full = link.transmit(frames)
+            except (QueueBroken, GuestMemoryError) as e:
+                self._link_down(f"TX ring broken: {e}", stop_rings=True)
+                return 0
+            except OSError as e:
+                self._link_down(f"kicking the TX ring failed: {e.strerror or e}", stop_rings=False)
+                return 0
+            if full:
+                # A ring that stays full may mean the back-end is gone: look.
+                reason = link.check()
+                if reason is not None:
+                    self._link_down(reason, stop_rings=False)
+            return taken
+
+    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+        """Up to `max` received frames, never blocking (see the module doc)."""
+        with self._lock:
+            self._check_open()
+            link = self._link
+            for fd, _ in self._epoll.poll(0):
+                if fd == self._wake_fd:
+                    _drain_eventfd(fd)
+                elif link is not None and fd == link.rx_call_fd:
+                    if _drain_eventfd(fd):
+                        self.counters["rx_interrupts"] += 1
+                elif link is not None and (fd == link.sock_fd or fd in link.err_fds):
+                    reason = link.check()
+                    if reason is not None:
+                        self._link_down(reason, stop_rings=fd != link.sock_fd)
+                        link = None
+            backlog = self._backlog
+            if link is None:
+                self._maybe_reconnect()
+                link = self._link
+            if link is not None and len(backlog) < max:
+                try:
+                    link.poll_rx(backlog)
+                except (QueueBroken, GuestMemoryError) as e:
+                    self._link_down(f"RX ring broken: {e}", stop_rings=True)
+                    link = None
+                except OSError as e:
+                    self._link_down(f"kicking the RX ring failed: {e.strerror or e}", stop_rings=False)
+                    link = None
+            out = []
+            while backlog and len(out) < max:
+                out.append(backlog.popleft())
+            if backlog:
+                self._poke()                    # more is waiting: stay readable
+            elif link is not None:
+                try:
+                    if link.enable_rx_interrupts():
+                        self._poke()            # used buffers came in meanwhile
+                except QueueBroken as e:
+                    self._link_down(f"RX ring broken: {e}", stop_rings=True)
+            return out
+
+    def close(self) -> None:
+        """Stop the rings, hang up, release everything; later calls raise EBADF."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            timer = self._timer
+            if timer is not None:
+                timer.cancel()
+            link, self._link = self._link, None
+            if link is not None:
+                for fd in link.fds():
+                    try:
+                        self._epoll.unregister(fd)
+                    except OSError:
+                        pass
+                link.close(stop_rings=True)
+            self._backlog.clear()
+            self._epoll.close()
+            with self._wake_lock:
+                os.close(self._wake_fd)
+                self._wake_fd = -1
+
+    def __enter__(self) -> "VirtioNetNic":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
