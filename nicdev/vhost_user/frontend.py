@@ -257,7 +257,7 @@ class VhostUserFrontend:
             conn.send(msg)
             if not (explicit or want_ack):
                 return None
-            reply = self._read_reply(conn, name)
+            reply = self._read_reply(conn)
         except ConnectionClosed as e:
             raise BackendError(f"the back-end closed the connection ({e.reason})", name) from None
         except ProtocolError as e:
@@ -277,7 +277,7 @@ class VhostUserFrontend:
             return None
         return reply.payload
 
-    def _read_reply(self, conn: Connection, name: str) -> Message:
+    def _read_reply(self, conn: Connection) -> Message:
         while True:
             msg = conn.read_message()
             if msg is not None:
