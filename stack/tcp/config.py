@@ -1,0 +1,88 @@
+"""Per-connection settings, with Linux-like defaults.
+
+One :class:`TcpConfig` is shared (read-only) by many connections; the
+socket layer makes a copy with :func:`dataclasses.replace` for per-socket
+options (TCP_NODELAY, buffer sizes, keepalive, congestion control).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stack.tcp.congestion import ALGORITHMS
+
+__all__ = ["TcpConfig", "IPV4_TCP_HEADERS", "DEFAULT_SEND_MSS"]
+
+IPV4_TCP_HEADERS = 40  # IPv4 + TCP headers without options
+DEFAULT_SEND_MSS = 536  # RFC 9293 MUST-15: assumed when the peer sends no MSS option
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    """Knobs of one connection. Times are in seconds, sizes in bytes."""
+
+    mtu: int = 1500  # of the interface; our MSS option is mtu - 40 (MUST-67)
+    rcvbuf: int = 262144  # receive buffer: bounds the advertised window
+    sndbuf: int = 262144  # send buffer: bounds unacknowledged + unsent data
+    window_scaling: bool = True  # RFC 7323
+    timestamps: bool = True  # RFC 7323 (RTTM and PAWS)
+    sack: bool = True  # RFC 2018
+    nodelay: bool = False  # TCP_NODELAY: no Nagle
+    congestion: str = "cubic"  # or "newreno"
+    initial_window: int = 10  # segments (RFC 6928)
+    initial_rto: float = 1.0  # RFC 6298
+    min_rto: float = 0.2  # Linux's TCP_RTO_MIN
+    max_rto: float = 120.0  # Linux's TCP_RTO_MAX
+    max_retries: int = 15  # RTO expiries in a row before ETIMEDOUT (tcp_retries2)
+    syn_retries: int = 6  # SYN retransmissions before ETIMEDOUT (tcp_syn_retries)
+    synack_retries: int = 5  # SYN-ACK retransmissions (tcp_synack_retries)
+    delayed_ack: float = 0.04  # Linux's TCP_DELACK_MIN; must stay below 0.5 (MUST-40)
+    time_wait: float = 60.0  # 2*MSL (Linux: TCP_TIMEWAIT_LEN)
+    fin_wait2_timeout: float = 60.0  # orphaned FIN-WAIT-2 (tcp_fin_timeout)
+    keepalive: bool = False  # SO_KEEPALIVE; off by default (MUST-25)
+    keepalive_idle: float = 7200.0  # TCP_KEEPIDLE (MUST-28: at least two hours)
+    keepalive_interval: float = 75.0  # TCP_KEEPINTVL
+    keepalive_count: int = 9  # TCP_KEEPCNT
+    max_ooo_bytes: int | None = None  # out-of-order bound; None: the receive buffer
+    max_ooo_blocks: int = 256
+    challenge_ack_burst: int = 10  # RFC 5961 challenge ACKs: burst, then per second
+    challenge_ack_rate: float = 10.0
+    oow_ack_interval: float = 0.5  # at most one dupACK per this for out-of-window pure ACKs
+    dupthresh: int = 3
+    ttl: int = 64  # MUST-49: the IP layer uses it for our segments
+
+    def __post_init__(self) -> None:
+        if not 68 <= self.mtu <= 65535:
+            raise ValueError(f"MTU must be 68..65535, got {self.mtu}")
+        if self.rcvbuf < 1 or self.sndbuf < 1:
+            raise ValueError("buffer sizes must be positive")
+        if not 0 < self.delayed_ack < 0.5:
+            raise ValueError("the delayed ACK timeout must be below 0.5 s (RFC 9293 MUST-40)")
+        if self.congestion.lower() not in ALGORITHMS:
+            raise ValueError(f"unknown congestion control {self.congestion!r}")
+        if self.keepalive_idle <= 0 or self.keepalive_interval <= 0 or self.keepalive_count < 1:
+            raise ValueError("keepalive idle/interval must be > 0 and count >= 1")
+        if self.max_retries < 1 or self.syn_retries < 0 or self.synack_retries < 0:
+            raise ValueError("retry limits must not be negative")
+        if self.time_wait < 0 or self.fin_wait2_timeout <= 0:
+            raise ValueError("bad TIME-WAIT / FIN-WAIT-2 timeout")
+        if self.dupthresh < 1:
+            raise ValueError("dupthresh must be >= 1")
+
+    @property
+    def mss(self) -> int:
+        """The MSS we announce: what fits our MTU (RFC 9293 3.7.1, MUST-67)."""
+        return self.mtu - IPV4_TCP_HEADERS
+
+    @property
+    def window_shift(self) -> int:
+        """The window scale we offer: the smallest that covers ``rcvbuf``."""
+        if not self.window_scaling:
+            return 0
+        shift = 0
+        while (65535 << shift) < self.rcvbuf and shift < 14:
+            shift += 1
+        return shift
+
+    @property
+    def ooo_bytes(self) -> int:
+        return self.rcvbuf if self.max_ooo_bytes is None else self.max_ooo_bytes

@@ -1,0 +1,146 @@
+"""A listening socket: the SYN queue and the accept queue (sans-IO).
+
+A SYN that reaches a listener makes a :class:`TcpConnection` in
+SYN-RECEIVED, kept in the *SYN queue* until the handshake's last ACK
+arrives; it then moves to the *accept queue*, where :meth:`accept` finds it.
+
+What ``backlog`` means (as in Linux since 2.2): it bounds the accept queue
+only, the connections that completed the handshake and wait for accept().
+Like Linux the queue counts as full when it holds *more than* ``backlog``
+connections, so ``listen(0)`` still lets one connection wait. While it is
+full, new SYNs are dropped (the client retries its SYN later) and a
+handshake's final ACK is dropped too (the connection stays in SYN-RECEIVED
+and retransmits its SYN-ACK). The SYN queue has its own bound,
+``max_syn_backlog`` (Linux's ``tcp_max_syn_backlog``); a SYN flood beyond it
+is dropped and counted, and connections already queued are unaffected.
+Values above ``somaxconn`` (4096) or below zero are clamped to it, as in Linux.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from ipaddress import IPv4Address
+from typing import Callable
+
+from stack.tcp.config import TcpConfig
+from stack.tcp.connection import Endpoint, TcpConnection
+from stack.tcp.seq import IsnGenerator
+from stack.tcp.state import TcpState
+from stack.wire.tcp import TcpRepr
+
+__all__ = ["TcpListener", "SOMAXCONN"]
+
+SOMAXCONN = 4096
+
+
+class TcpListener:
+    """LISTEN on ``local`` (the address may be 0.0.0.0)."""
+
+    state = TcpState.LISTEN
+
+    def __init__(
+        self,
+        local: Endpoint,
+        backlog: int,
+        config: TcpConfig | None = None,
+        isn: IsnGenerator | None = None,
+        *,
+        max_syn_backlog: int = 256,
+    ) -> None:
+        self.local = local
+        self.backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
+        self.config = config or TcpConfig()
+        self.isn = isn or IsnGenerator()
+        self.max_syn_backlog = max(1, max_syn_backlog)
+        self._syn_queue: dict[tuple[Endpoint, Endpoint], TcpConnection] = {}
+        self._accept_queue: deque[TcpConnection] = deque()
+        self.closed = False
+        self.on_change: Callable[[], None] | None = None
+        self.stats: Counter[str] = Counter()
+
+    def listen(self, backlog: int) -> None:
+        """Change the backlog (a second listen() call)."""
+        self.backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
+
+    @property
+    def accept_queue_full(self) -> bool:
+        return len(self._accept_queue) > self.backlog
+
+    @property
+    def pending(self) -> int:
+        """Connections waiting for accept()."""
+        return len(self._accept_queue)
+
+    @property
+    def embryonic(self) -> int:
+        """Connections in the SYN queue."""
+        return len(self._syn_queue)
+
+    @property
+    def readable(self) -> bool:
+        return bool(self._accept_queue) or self.closed
+
+    def on_syn(self, local_ip: IPv4Address, remote: Endpoint, syn: TcpRepr, now: float) -> TcpConnection | None:
+        """A SYN for us (no ACK, no RST): a new SYN-RECEIVED connection, or None if dropped."""
+        if self.closed:
+            return None
+        if self.accept_queue_full:
+            self.stats["syn_drop_accept_queue_full"] += 1
+            return None
+        if len(self._syn_queue) >= self.max_syn_backlog:
+            self.stats["syn_drop_syn_queue_full"] += 1
+            return None
+        local = (local_ip, self.local[1])
+        key = (local, remote)
+        if key in self._syn_queue:
+            return None  # the glue delivers to that connection; never two
+        iss = self.isn.isn(local_ip, local[1], remote[0], remote[1], now)
+        tso = self.isn.ts_offset(local_ip, local[1], remote[0], remote[1])
+        conn = TcpConnection.from_syn(local, remote, syn, iss, now, self.config, ts_offset=tso, listener=self)
+        self._syn_queue[key] = conn
+        self.stats["syn_received"] += 1
+        return conn
+
+    def accept(self) -> TcpConnection | None:
+        """The oldest connection that completed its handshake, or None."""
+        if not self._accept_queue:
+            return None
+        conn = self._accept_queue.popleft()
+        conn.listener = None
+        self.stats["accepted"] += 1
+        return conn
+
+    def close(self) -> list[TcpConnection]:
+        """Stop listening: every queued connection is aborted (RST), as Linux does.
+
+        Returns them so the owner keeps polling until their RSTs are out.
+        """
+        self.closed = True
+        victims = list(self._syn_queue.values()) + list(self._accept_queue)
+        self._syn_queue.clear()
+        self._accept_queue.clear()
+        for conn in victims:
+            conn.listener = None
+            conn.abort()
+        self._notify()
+        return victims
+
+    # -- called by the child connections -------------------------------------------
+    def _admit(self, conn: TcpConnection) -> bool:
+        """The handshake of ``conn`` completes: move it to the accept queue if there is room."""
+        if self.accept_queue_full:
+            self.stats["ack_drop_accept_queue_full"] += 1
+            return False
+        self._syn_queue.pop((conn.local, conn.remote), None)
+        self._accept_queue.append(conn)
+        self.stats["established"] += 1
+        self._notify()
+        return True
+
+    def _forget(self, conn: TcpConnection) -> None:
+        """``conn`` died in SYN-RECEIVED (RST, timeout, new SYN)."""
+        if self._syn_queue.pop((conn.local, conn.remote), None) is not None:
+            self.stats["embryonic_dropped"] += 1
+
+    def _notify(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
