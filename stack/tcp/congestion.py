@@ -160,7 +160,7 @@ class Cubic(CongestionControl):
         self.w_max = seg * (1 + self.BETA) / 2 if seg < self.w_max else seg
         self.cwnd_prior = seg
         self.epoch_start = None
-        self.ssthresh = max(int(seg * self.BETA * self.mss), 2 * self.mss)
+        self.ssthresh = max(round(seg * self.BETA * self.mss), 2 * self.mss)
 
     def on_congestion(self, now: float, flight: int) -> None:
         self._reduce()

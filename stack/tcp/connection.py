@@ -532,7 +532,8 @@ class TcpConnection:
             # Fast path: in-order data or a pure ACK, nothing special (the
             # common case of a bulk transfer in either direction).
             flags = int(seg.flags)
-            if flags & 0x37 == 0x10 and not self._ooo and not self._recovery:  # ACK, no SYN/FIN/RST/URG
+            if flags & 0x37 == 0x10 and not self._ooo and self._ooo_fin is None and not self._recovery:
+                # (0x37: exactly ACK among FIN, SYN, RST, ACK, URG)
                 seq = unwrap(seg.seq, self.rcv_nxt)
                 if seq == self.rcv_nxt and self._fast_path(seg, seq, payload, now):
                     return
@@ -1472,7 +1473,7 @@ class TcpConnection:
 
     def _on_keepalive(self, now: float, out: list[Segment]) -> None:
         cfg = self.config
-        if self._ka_probes == 0 and now - self._last_rx < cfg.keepalive_idle:
+        if self._ka_probes == 0 and now < self._last_rx + cfg.keepalive_idle:
             self._ka_at = self._last_rx + cfg.keepalive_idle
             return
         if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) > self.snd_nxt:

@@ -1,0 +1,189 @@
+"""Loss recovery: the retransmission timer (RFC 6298), NewReno (RFC 5681/6582), SACK (RFC 2018/6675)."""
+import errno
+
+import pytest
+
+from stack.tcp.state import TcpState
+from stack.tcp.testing import established_driver, plain_config
+
+S = TcpState
+
+
+def seg(seq, length=1000, flags="."):
+    return f"[{flags}] seq={seq} ack=1 win=65535 len={length}"
+
+
+def ten_segments(**config):
+    d = established_driver(plain_config(**config), peer_mss=1000)
+    d.conn.send(b"d" * 20000)
+    assert d.out() == [seg(1 + 1000 * i) for i in range(10)]
+    d.now = 0.02
+    return d
+
+
+# -- retransmission timer -------------------------------------------------------------------------
+
+
+def test_rto_backs_off_and_gives_up_with_etimedout():
+    d = established_driver(plain_config(max_retries=3), peer_mss=1000)
+    d.conn.send(b"r" * 1000)
+    d.out()
+    sent = d.advance(100)
+    assert sent == [(0.21, seg(1, flags="P.")), (0.61, seg(1, flags="P.")), (1.41, seg(1, flags="P."))]
+    assert d.conn.state is S.CLOSED and d.conn.error == errno.ETIMEDOUT
+    assert d.conn.stats["timeouts"] == 4
+
+
+def test_rto_minimum_is_configurable():
+    d = established_driver(plain_config(min_rto=1.0), peer_mss=1000)
+    d.conn.send(b"r" * 1000)
+    d.out()
+    assert d.conn.poll_at() == pytest.approx(1.01)
+
+
+def test_rto_timeout_reports_a_soft_icmp_error():
+    d = established_driver(plain_config(max_retries=1), peer_mss=1000)
+    d.conn.send(b"r" * 1000)
+    d.out()
+    d.conn.icmp_error(errno.EHOSTUNREACH)
+    d.advance(10)
+    assert d.conn.error == errno.EHOSTUNREACH
+
+
+def test_rto_collapses_cwnd_and_resends_in_slow_start():
+    d = established_driver(plain_config(congestion="newreno", sack=True), peer_mss=1000)
+    c = d.conn
+    c.send(b"d" * 10000)
+    d.out()
+    d.feed(".", seq=1, ack=1, sack=[(3001, 5001)])
+    assert d.out() == []
+    assert d.advance(0.25) == [(0.21, seg(1))]
+    assert (c.cc.cwnd, c.cc.ssthresh) == (1000, 4000)  # half of the 8000 bytes in flight
+    assert c.rtt.rto == 0.4
+    d.feed(".", seq=1, ack=1001, sack=[(3001, 5001)])
+    assert d.out() == [seg(1001), seg(2001)]  # cwnd 2000; SACKed data is skipped
+    d.feed(".", seq=1, ack=3001, sack=[(3001, 5001)])
+    assert d.out() == [seg(5001), seg(6001), seg(7001), seg(8001)]
+    assert c.rtt.srtt == pytest.approx(0.01)  # Karn: no sample from retransmissions
+    assert c.stats["retransmits"] == 7
+
+
+def test_ack_of_new_data_restarts_the_timer():
+    d = established_driver(peer_mss=1000)
+    d.conn.send(b"x" * 3000)
+    d.out()
+    d.now = 0.15
+    d.feed(".", seq=1, ack=1001)
+    assert d.out() == []
+    assert d.conn.poll_at() == pytest.approx(0.15 + d.conn.rtt.rto)
+
+
+# -- NewReno without SACK ---------------------------------------------------------------------------
+
+
+def test_newreno_limited_transmit_fast_retransmit_and_recovery():
+    d = ten_segments(congestion="newreno")
+    c = d.conn
+    d.feed(".", seq=1, ack=1001)
+    assert d.out() == [seg(10001), seg(11001)]  # slow start: cwnd 11000
+    d.feed(".", seq=1, ack=1001)
+    assert d.out() == [seg(12001)]  # limited transmit (RFC 3042)
+    d.feed(".", seq=1, ack=1001)
+    assert d.out() == [seg(13001)]
+    d.feed(".", seq=1, ack=1001)  # the third duplicate: fast retransmit
+    assert d.out() == [seg(1001)]
+    assert (c.cc.ssthresh, c.cc.cwnd) == (6500, 6500)  # half of 13000 in flight
+    outs = []
+    for _ in range(5):  # each further dupACK lets one segment's worth leave
+        d.feed(".", seq=1, ack=1001)
+        outs += d.out()
+    assert outs == [seg(14001)]
+    d.feed(".", seq=1, ack=4001)  # partial ACK: the next hole is resent at once
+    assert d.out() == [seg(4001), seg(15001)]
+    d.feed(".", seq=1, ack=16001)  # everything up to the recovery point and more
+    assert c._recovery is None and c.cc.cwnd == 2000  # min(ssthresh, flight + MSS)
+    assert c.stats["fast_retransmits"] == 1 and c.stats["dupacks_in"] == 8
+
+
+def test_window_updates_and_data_are_not_duplicate_acks():
+    d = ten_segments(congestion="newreno")
+    d.feed(".", seq=1, ack=1)
+    d.out()
+    d.feed(".", seq=1, ack=1, window=60000)  # a window update
+    d.feed("P.", seq=1, ack=1, data=b"x")  # data
+    d.feed(".", seq=1, ack=1, window=60000)
+    assert d.conn.stats["dupacks_in"] == 1 and d.conn._recovery is None
+
+
+def test_no_dupacks_without_outstanding_data():
+    d = established_driver(plain_config(congestion="newreno"))
+    for _ in range(5):
+        d.feed(".", seq=1, ack=1)
+    assert d.conn.stats["dupacks_in"] == 0
+
+
+# -- SACK (RFC 2018, RFC 6675) ----------------------------------------------------------------------
+
+
+def test_sack_recovery_retransmits_only_the_holes():
+    d = ten_segments(sack=True)  # CUBIC
+    c = d.conn
+    d.feed(".", seq=1, ack=1001)
+    assert d.out() == [seg(10001), seg(11001)]
+    d.feed(".", seq=1, ack=1001, sack=[(2001, 3001)])
+    assert d.out() == [seg(12001)]
+    d.feed(".", seq=1, ack=1001, sack=[(2001, 4001)])
+    assert d.out() == [seg(13001)]
+    d.feed(".", seq=1, ack=1001, sack=[(2001, 5001)])  # 3 segments above the hole: lost
+    assert d.out() == [seg(1001)]
+    assert (c.cc.ssthresh, c.cc.cwnd) == (7700, 7700)  # CUBIC: beta 0.7 of 11 segments
+    d.feed(".", seq=1, ack=1001, sack=[(2001, 6001)])
+    assert d.out() == []  # pipe 9000 > cwnd
+    d.feed(".", seq=1, ack=1001, sack=[(8001, 10001), (2001, 7001)])
+    assert d.out() == [seg(14001)]  # the hole at 7001 is not lost yet
+    d.feed(".", seq=1, ack=1001, sack=[(8001, 12001), (2001, 7001)])
+    assert d.out() == [seg(7001), seg(15001), seg(16001)]  # now it is (IsLost)
+    d.feed(".", seq=1, ack=7001, sack=[(8001, 13001)])
+    assert d.out() == [seg(17001), seg(18001)]  # 7001 was already resent: not again
+    d.feed(".", seq=1, ack=15001)
+    assert c._recovery is None and c.cc.cwnd == 5000
+    assert c.stats["retransmits"] == 2
+
+
+def test_sack_lost_detection_needs_three_sacked_segments_above():
+    d = ten_segments(sack=True)
+    d.feed(".", seq=1, ack=1, sack=[(1001, 3001)])
+    assert d.conn._recovery is None  # 2000 bytes SACKed: not (3-1)*MSS = 2000 < x
+    d.feed(".", seq=1, ack=1, sack=[(1001, 3001), (4001, 4501)])
+    assert d.conn._recovery == "fast"  # 2500 bytes above: the first segment is lost
+    assert d.out()[0] == seg(1)
+
+
+def test_dsack_and_bogus_blocks_are_ignored():
+    d = ten_segments(sack=True)
+    d.feed(".", seq=1, ack=1001, sack=[(1, 1001)])  # D-SACK below SND.UNA
+    d.feed(".", seq=1, ack=1001, sack=[(5001, 90001)])  # beyond SND.NXT
+    d.feed(".", seq=1, ack=1001, sack=[(3001, 2001)])  # reversed
+    assert d.conn._sacked.total == 0
+
+
+def test_sack_blocks_advance_the_scoreboard_on_cumulative_ack():
+    d = ten_segments(sack=True)
+    d.feed(".", seq=1, ack=1, sack=[(2001, 4001)])
+    assert d.conn._sacked.total == 2000
+    d.feed(".", seq=1, ack=3001)
+    assert d.conn._sacked.total == 1000  # the part below SND.UNA is gone
+    d.feed(".", seq=1, ack=10001)
+    assert d.conn._sacked.total == 0
+
+
+def test_rto_during_sack_recovery_resends_every_unsacked_hole():
+    d = ten_segments(sack=True)
+    d.feed(".", seq=1, ack=1, sack=[(2001, 5001), (7001, 8001)])
+    assert d.conn._recovery == "fast"  # 4000 bytes SACKed above the first segment
+    assert d.out() == [seg(1), seg(1001), seg(10001)]  # both unSACKed segments are lost
+    sent = d.advance(0.25)
+    assert sent == [(0.21, seg(1))] and d.conn._recovery == "loss"  # the timer from 0.01 kept running
+    base = d.conn.iss
+    lost = [(a - base, b - base) for a, b in d.conn._lost.ranges()]
+    assert lost == [(1, 2001), (5001, 7001), (8001, 11001)]  # every hole up to SND.NXT
