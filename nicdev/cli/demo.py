@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             failures += r.status != 0
 
             step("vm-a: wget http://10.0.0.2/")
-            r = a.run("wget -q -T 20 -O - http://10.0.0.2/", timeout=60)
+            r = a.run("timeout 30 wget -q -O - http://10.0.0.2/", timeout=60)
             print(_indent(r.output))
             failures += r.status != 0
         finally:

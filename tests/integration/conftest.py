@@ -1,0 +1,26 @@
+"""Shared pieces for integration tests: the guest image and a booted lab.
+
+Booting a guest under TCG costs seconds, so guests are shared between the
+tests of a module where that is safe (each test leaves the guests as it
+found them).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    from guest.image import build_image
+
+    return build_image(progress=lambda line: print(f"[guest image] {line}", flush=True))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_root_for_integration(request):
+    # CI runs as root; say so clearly instead of failing deep inside pyroute2.
+    if os.geteuid() != 0 and any(item.get_closest_marker("integration") for item in request.session.items):
+        pytest.exit("integration tests need root (TAP devices, network namespaces); run as root or "
+                    "select unit tests with -m 'not integration'", returncode=2)
