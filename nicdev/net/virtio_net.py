@@ -58,6 +58,11 @@ _VLAN_TAG = 4
 _MIN_MTU = 68
 _MAX_MTU = 65535
 _POLL_INTERVAL = 0.001   # ring polling when the front-end gave no kick fd
+# Frames that found no receive buffer wait here (in order) until the guest
+# posts more and kicks the RX ring, as a real NIC's FIFO would; beyond this
+# they are dropped. TCP bursts from a fast peer otherwise lose segments
+# every time the guest's driver is a little late refilling its ring.
+RX_BACKLOG_FRAMES = 256
 
 
 @dataclass
@@ -71,6 +76,7 @@ class DeviceCounters:
     tx_kicks: int = 0
     rx_kicks: int = 0
     calls: int = 0          # used-buffer notifications sent
+    rx_backlogged: int = 0  # frames that had to wait for receive buffers
     drops: dict = field(default_factory=dict)
 
     def drop(self, reason: str) -> None:
@@ -129,6 +135,7 @@ class VirtioNetDevice(BackendDevice):
         self.rx: Vring | None = None
         self.tx: Vring | None = None
         self._rx_held: collections.deque[DescriptorChain] = collections.deque()
+        self._rx_backlog: collections.deque[bytes] = collections.deque()
         self._rx_notify_pending = False
         self._timers: dict[int, object] = {}
         self._watched: dict[int, int] = {}   # ring index -> kick fd registered with the loop
@@ -189,8 +196,8 @@ class VirtioNetDevice(BackendDevice):
         if ring.index == RX_RING:
             self.rx = ring
             self._rx_held.clear()
-            # We never wait for receive buffers (a frame that finds none is
-            # dropped), so the guest need not kick us for them.
+            # The guest need not kick us for receive buffers until a frame
+            # waits for one (then _backlog_rx turns notifications on).
             self._guarded(ring, lambda q: q.disable_notifications(self.mem))
             self._watch(ring, self._on_rx_kick)
         elif ring.index == TX_RING:
@@ -209,6 +216,7 @@ class VirtioNetDevice(BackendDevice):
             # rewinds the avail index over them so the guest gets them back.
             held = len(self._rx_held)
             self._rx_held.clear()
+            self._drop_backlog("rx_ring_stopped")
             if self._rx_notify_pending:
                 self._flush_rx_notify()
             return held
@@ -302,7 +310,8 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.kick_fd is None:
             return
         self.counters.rx_kicks += 1
-        self._read_kick(ring)
+        if self._read_kick(ring):
+            self._flush_backlog()
 
     def _break(self, ring: Vring, reason: str) -> None:
         log.warning("%s: %s ring broken: %s", self.name, "rx" if ring.index == RX_RING else "tx", reason)
@@ -311,6 +320,7 @@ class VirtioNetDevice(BackendDevice):
         self._unwatch(ring)
         if ring.index == RX_RING:
             self._rx_held.clear()
+            self._drop_backlog("ring_broken")
 
     def _guarded(self, ring: Vring, fn) -> bool:
         try:
@@ -408,23 +418,82 @@ class VirtioNetDevice(BackendDevice):
             return self._drop("rx", "rx_ring_disabled")
         if len(frame) > self.max_frame:
             return self._drop("rx", "frame_too_big")
+        if self._rx_backlog:
+            self._flush_backlog()       # buffers may have come without a kick (no loop)
+            if self._rx_backlog:
+                return self._backlog_rx(ring, frame)     # keep the order
         try:
-            ok = self._receive(ring, frame)
+            failure = self._receive(ring, frame)
         except QueueBroken as e:
             self._break(ring, e.reason)
             return self._drop("rx", "ring_broken")
-        if ok:
-            self.counters.rx_frames += 1
-            self.counters.rx_bytes += len(frame)
+        if failure is None:
+            self._delivered(frame)
             self._schedule_rx_notify()
-        return ok
+            return True
+        if failure == "no_rx_buffers":
+            return self._backlog_rx(ring, frame)
+        return self._drop("rx", failure)
+
+    def _delivered(self, frame: bytes) -> None:
+        self.counters.rx_frames += 1
+        self.counters.rx_bytes += len(frame)
+
+    def _backlog_rx(self, ring: Vring, frame: bytes) -> bool:
+        """Hold a frame until the guest posts receive buffers (bounded)."""
+        if len(self._rx_backlog) >= RX_BACKLOG_FRAMES:
+            return self._drop("rx", "no_rx_buffers")
+        first = not self._rx_backlog
+        self._rx_backlog.append(frame)
+        self.counters.rx_backlogged += 1
+        if first:
+            # Ask for a kick when buffers arrive; if some arrived meanwhile,
+            # go now (the usual enable-then-recheck race).
+            try:
+                if ring.queue.enable_notifications(self.mem):
+                    self._soon(RX_RING, self._flush_backlog)
+            except QueueBroken as e:
+                self._break(ring, e.reason)
+        return True
+
+    def _flush_backlog(self) -> None:
+        """Move waiting frames into buffers the guest has posted since."""
+        ring = self.rx
+        if ring is None or ring.queue is None or ring.broken or self.mem is None:
+            return
+        delivered = 0
+        try:
+            while self._rx_backlog:
+                frame = self._rx_backlog[0]
+                failure = self._receive(ring, frame)
+                if failure == "no_rx_buffers":
+                    if ring.queue.enable_notifications(self.mem):
+                        continue        # buffers arrived while we looked
+                    break               # wait for the next kick
+                self._rx_backlog.popleft()
+                if failure is None:
+                    self._delivered(frame)
+                    delivered += 1
+                else:
+                    self._drop("rx", failure)
+        except QueueBroken as e:
+            self._break(ring, e.reason)
+            return
+        if delivered:
+            self._schedule_rx_notify()
+
+    def _drop_backlog(self, reason: str) -> None:
+        while self._rx_backlog:
+            self._rx_backlog.popleft()
+            self._drop("rx", reason)
 
     def _next_rx_chain(self, ring: Vring) -> DescriptorChain | None:
         if self._rx_held:
             return self._rx_held.popleft()
         return ring.queue.pop(self.mem)
 
-    def _receive(self, ring: Vring, frame: bytes) -> bool:
+    def _receive(self, ring: Vring, frame: bytes) -> str | None:
+        """Write one frame into receive buffers; None, or why it could not."""
         mem, hdr_len = self.mem, self.hdr_len
         need = hdr_len + len(frame)
         chains: list[DescriptorChain] = []
@@ -441,8 +510,8 @@ class VirtioNetDevice(BackendDevice):
             # Keep the chains for the next frame, in order (they are the last popped).
             self._rx_held.extendleft(reversed(chains))
             if not chains or self.mrg_rxbuf:
-                return self._drop("rx", "no_rx_buffers")
-            return self._drop("rx", "frame_too_big")
+                return "no_rx_buffers"
+            return "frame_too_big"
         hdr = NetHdr(num_buffers=len(chains)).pack(hdr_len) if hdr_len == 12 else NetHdr().pack(10)
         data = memoryview(hdr + frame)
         pos = 0
@@ -452,7 +521,7 @@ class VirtioNetDevice(BackendDevice):
             pos += n
             used.append((chain.head, n))
         ring.queue.push_many(mem, used)
-        return True
+        return None
 
     def _schedule_rx_notify(self) -> None:
         # One notification per burst of frames: the switch hands us frames

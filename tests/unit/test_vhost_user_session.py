@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from nicdev.net.loop import EventLoop
-from nicdev.net.virtio_net import DEVICE_FEATURES
+from nicdev.net.virtio_net import DEVICE_FEATURES, RX_BACKLOG_FRAMES
 from nicdev.net.errors import PortError
 from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.vhost_user.messages import VringFile
@@ -96,15 +96,17 @@ def test_full_session_with_reconnect(session):
     assert s.port.status.startswith("connected, features ") and s.port.status.endswith("rings running")
     exchange(s, 1)
 
-    # use up the receive buffers: then a frame is dropped and counted
+    # use up the receive buffers and the backlog: then a frame is dropped and counted
     delivered = 0
     while s.port.transmit(frame(60)):
         delivered += 1
-    assert delivered == 10                      # 16 posted, 6 taken by exchange()
+    assert delivered == 10 + RX_BACKLOG_FRAMES     # 16 posted, 6 taken by exchange()
     assert s.port.counters.tx_dropped == 1
     assert s.port.counters.errors == {"no_rx_buffers": 1}
     received = []
     s.run_until(lambda: received.extend(s.nic.received()) or len(received) == 10, "the last 10 frames")
+    s.nic.post_rx(RX_BACKLOG_FRAMES, 2048)         # the guest's kick releases the backlog
+    s.run_until(lambda: received.extend(s.nic.received()) or len(received) == delivered, "the backlog")
 
     # QEMU stops the device, then goes away
     bases = s.fe.stop()

@@ -140,12 +140,29 @@ def test_tx_event_idx_asks_for_the_next_kick(net):
 
 
 # -- RX: device -> guest ---------------------------------------------------------
-def test_rx_without_buffers_is_dropped_and_counted(net):
-    assert net.dev.receive(frame(60)) is False
-    assert net.dev.counters.drops == {"no_rx_buffers": 1}
+def test_rx_without_buffers_waits_in_a_bounded_backlog(net):
+    from nicdev.net.virtio_net import RX_BACKLOG_FRAMES
+
+    assert net.dev.receive(frame(60)) is True          # held until buffers come
+    assert net.dev.counters.drops == {} and net.dev.counters.rx_backlogged == 1
     net.nic.post_rx(1)
-    assert net.dev.receive(frame(60)) is True
+    assert net.dev.receive(frame(61)) is True          # the first goes out, this one waits
     assert net.nic.received() == [frame(60)]
+    for _ in range(RX_BACKLOG_FRAMES - 1):
+        assert net.dev.receive(frame(62)) is True
+    assert net.dev.receive(frame(63)) is False         # the backlog is full: dropped
+    assert net.dev.counters.drops == {"no_rx_buffers": 1}
+    net.nic.post_rx(RX_BACKLOG_FRAMES)
+    net.dev._on_rx_kick()                               # what the loop calls on the guest's kick
+    got = net.nic.received()
+    assert got[0] == frame(61) and got[1:] == [frame(62)] * (RX_BACKLOG_FRAMES - 1)
+
+
+def test_rx_backlog_asks_the_guest_for_a_kick(net):
+    net.dev.receive(frame(60))
+    kicks = net.nic.kicks[0]
+    net.nic.post_rx(1)
+    assert net.nic.kicks[0] == kicks + 1, "the guest must kick once buffers arrive for a waiting frame"
 
 
 def test_rx_mergeable_9000_byte_frame_over_2048_byte_buffers(net):
@@ -167,14 +184,20 @@ def test_rx_header_is_zero_but_num_buffers(net):
     assert net.ram.mem.read(gpa, 12) == struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 1)
 
 
-def test_rx_mergeable_not_enough_buffers_keeps_them(net):
+def test_rx_mergeable_not_enough_buffers_keeps_them_and_the_order(net):
     net.nic.post_rx(2, 2048)
-    assert not net.dev.receive(frame(9000))          # needs 5 buffers, 2 there
-    assert net.dev.counters.drops == {"no_rx_buffers": 1}
-    assert net.dev.receive(frame(1000))             # the 2 held buffers are used
-    assert net.nic.received() == [frame(1000)]
-    # the second held buffer is given back when the ring stops
-    assert net.fe.call(Request.GET_VRING_BASE, VringState(0, 0)).num == 1
+    assert net.dev.receive(frame(9000))               # needs 5 buffers, 2 there: waits
+    assert net.dev.counters.drops == {}
+    net.nic.post_rx(4, 2048)
+    assert net.dev.receive(frame(1000))               # the 9000 goes first, then this one
+    assert net.nic.received() == [frame(9000), frame(1000)]
+
+
+def test_rx_held_buffers_are_given_back_when_the_ring_stops(net):
+    net.nic.post_rx(2, 2048)
+    assert net.dev.receive(frame(9000))               # takes both, then waits for more
+    assert net.fe.call(Request.GET_VRING_BASE, VringState(0, 0)).num == 0
+    assert net.dev.counters.drops == {"rx_ring_stopped": 1}
 
 
 def test_rx_without_mrg_frame_must_fit_one_chain(make_net):
