@@ -374,6 +374,42 @@ class TcpConnection:
             return
         self._soft_error = err
 
+    def set_error(self, err: int) -> None:
+        """The link layer gave up on our next hop (ARP failed), as the interface reports it.
+
+        An opening connection fails at once with ``err`` (Linux reports
+        EHOSTUNREACH after its ARP retries); an established one keeps it as a
+        soft error, reported only if the connection then times out.
+        """
+        if self.state is SYN_SENT:
+            self._fail(err)
+        else:
+            self._soft_error = err
+
+    def path_mtu(self, mtu: int) -> None:
+        """ICMP "fragmentation needed": segments must fit ``mtu`` from now on.
+
+        Everything outstanding is resent in smaller segments, without a
+        congestion response (the network said "too big", not "congested").
+        """
+        opt = _TS_OPTION_LEN if self.ts_ok else 0
+        mss = max(mtu - 40, _MIN_SND_MSS) - opt
+        if mss >= self.snd_mss or self.state not in _SENDING:
+            return
+        self.snd_mss = mss
+        self.cc.mss = mss
+        self.stats["pmtu_reductions"] += 1
+        self._retrans.clear()
+        pos = self.snd_una
+        for s, e in self._sacked:
+            if pos < s:
+                self._lost.add(pos, s)
+            pos = max(pos, e)
+        if pos < self.snd_nxt:
+            self._lost.add(pos, self.snd_nxt)
+        self._force_rtx = True
+        self._want_output = True
+
     def take_error(self) -> int | None:
         """The pending error, cleared (SO_ERROR)."""
         err, self.error = self.error, None

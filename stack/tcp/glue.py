@@ -1,0 +1,364 @@
+"""TCP for one interface: demultiplexing, listeners, ports and RST replies (sans-IO).
+
+:class:`TcpLayer` sits between the interface (stack/iface.py) and the
+engine (:class:`TcpConnection`, :class:`TcpListener`). The interface hands
+it every TCP segment addressed to us and asks it, on every poll, for the
+segments to send; the socket layer asks it to bind, listen, connect and
+accept. It never touches a clock or a descriptor.
+
+What the interface owner calls (all under the stack's one lock)::
+
+    tcp = TcpLayer(TcpConfig(mtu=iface.mtu))
+    # receiving: in _deliver(), for ip.protocol == IpProtocol.TCP
+    tcp.receive(ip.src, ip.dst, data, now, csum_valid=meta.csum_valid,
+                broadcast=broadcast)          # raises MalformedPacket like UDP
+    # sending: in poll(), before ARP
+    for o in tcp.poll(now):                   # OutSegment(src, dst, header, payload, ttl, owner)
+        route = routes.lookup(o.dst, o.src)
+        seg = o.header.emit(o.payload, o.src, o.dst)   # or emit_partial_csum
+        _send_ip(route, o.dst, IpProtocol.TCP, seg, now, ttl=o.ttl,
+                 owner=o.owner, dont_frag=True)
+    # timers: in poll_at()
+    tcp.poll_at()                             # 0.0, a time, or None
+    # ICMP errors about TCP (in _icmp_error_to_socket)
+    tcp.icmp_error(quoted.src, quoted.dst, quoted_tcp_bytes, err, hard, mtu)
+
+``o.owner`` is the connection; the interface's ARP-failure path calls
+``owner.set_error(EHOSTUNREACH)``, which a connection records as a soft
+error (reported if it then times out, as Linux does).
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Iterable, NamedTuple
+
+from stack.tcp.config import TcpConfig
+from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
+from stack.tcp.listener import TcpListener
+from stack.tcp.reset import reset_for
+from stack.tcp.seq import IsnGenerator, PortAllocator, unwrap
+from stack.tcp.state import TcpState
+from stack.wire.tcp import TcpFlags, TcpRepr
+
+__all__ = ["TcpLayer", "OutSegment", "ListenerInfo", "icmp_is_hard", "format_table", "ANY"]
+
+ANY = IPv4Address(0)
+_U16x2_U32 = struct.Struct("!HHI")
+_LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+# ICMP destination-unreachable codes that end a connection attempt (Linux's
+# icmp_err_convert "fatal" entries): protocol and port unreachable, and the
+# administratively prohibited ones. Net/host unreachable stay soft (MUST-56).
+_HARD_UNREACH = frozenset({2, 3, 5, 9, 10, 13})
+
+
+def icmp_is_hard(code: int) -> bool:
+    """Does this destination-unreachable code abort an opening connection?"""
+    return code in _HARD_UNREACH
+
+
+class OutSegment(NamedTuple):
+    """A segment to send: addresses, header (no checksum yet), payload, TTL, owner."""
+
+    src: IPv4Address
+    dst: IPv4Address
+    header: TcpRepr
+    payload: bytes
+    ttl: int
+    owner: TcpConnection | None
+
+    def encode(self, partial_checksum: bool = False):
+        """``bytes`` with the checksum, or ``(bytes, csum_start, csum_offset)`` for offload."""
+        if partial_checksum:
+            return self.header.emit_partial_csum(self.payload, self.src, self.dst)
+        return self.header.emit(self.payload, self.src, self.dst)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerInfo:
+    local: Endpoint
+    backlog: int
+    pending: int  # waiting for accept()
+    embryonic: int  # in the SYN queue
+
+
+class TcpLayer:
+    """Every TCP connection and listener of one interface."""
+
+    def __init__(
+        self,
+        config: TcpConfig | None = None,
+        *,
+        isn: IsnGenerator | None = None,
+        ports: PortAllocator | None = None,
+        max_syn_backlog: int = 256,
+    ) -> None:
+        self.config = config or TcpConfig()
+        self.isn = isn or IsnGenerator()
+        self.ports = ports or PortAllocator()
+        self.max_syn_backlog = max_syn_backlog
+        self._conns: dict[tuple[IPv4Address, int, IPv4Address, int], TcpConnection] = {}
+        self._listeners: dict[tuple[IPv4Address, int], TcpListener] = {}
+        self._bound: Counter[tuple[IPv4Address, int]] = Counter()  # explicit binds not yet in use
+        self._replies: list[OutSegment] = []
+        self.counters: Counter[str] = Counter()
+
+    # -- the interface's side --------------------------------------------------------------
+    def receive(
+        self,
+        src: IPv4Address,
+        dst: IPv4Address,
+        segment,
+        now: float,
+        *,
+        csum_valid: bool = False,
+        broadcast: bool = False,
+    ) -> None:
+        """One TCP segment for us. Bad checksums and headers raise ``MalformedPacket``."""
+        seg, payload = TcpRepr.parse(segment, src, dst, verify_checksum=not csum_valid)
+        self.counters["rx"] += 1
+        if broadcast or dst.is_multicast or dst == _LIMITED_BROADCAST:
+            self.counters["drop.broadcast destination"] += 1  # MUST-57
+            return
+        key = (dst, seg.dst_port, src, seg.src_port)
+        conn = self._conns.get(key)
+        if conn is not None:
+            if conn.state is TcpState.TIME_WAIT and conn.may_reopen(seg) and self._find_listener(dst, seg.dst_port):
+                # MAY-2: a new SYN ends TIME-WAIT early (the clock-driven ISN is larger).
+                self.counters["time_wait_reopened"] += 1
+                del self._conns[key]
+            else:
+                conn.receive_segment(seg, payload, now)
+                return
+        flags = int(seg.flags)
+        listener = self._find_listener(dst, seg.dst_port)
+        if listener is None or listener.closed:
+            self.counters["rx_no_socket"] += 1
+            self._reply_rst(src, dst, seg, len(payload))
+            return
+        if flags & TcpFlags.RST:
+            self.counters["drop.rst to listener"] += 1
+            return
+        if flags & TcpFlags.ACK:
+            self._reply_rst(src, dst, seg, len(payload))  # RFC 9293 3.10.7.2
+            return
+        if not flags & TcpFlags.SYN:
+            self.counters["drop.no syn to listener"] += 1
+            return
+        if src.is_multicast or src.is_unspecified or src == _LIMITED_BROADCAST or src.is_loopback and not dst.is_loopback:
+            self.counters["drop.bad source"] += 1  # MUST-63
+            return
+        child = listener.on_syn(dst, (src, seg.src_port), seg, now)
+        if child is None:
+            self.counters["drop.listen queue"] += 1
+            return
+        self._conns[key] = child
+        # Data in a SYN is not acceptable yet (no TFO); it is simply retransmitted later.
+
+    def _reply_rst(self, src: IPv4Address, dst: IPv4Address, seg: TcpRepr, payload_len: int) -> None:
+        rst = reset_for(seg, payload_len)
+        if rst is None:
+            self.counters["drop.rst without socket"] += 1
+            return
+        self.counters["tx_rst"] += 1
+        self._replies.append(OutSegment(dst, src, rst, b"", self.config.ttl, None))
+
+    def _find_listener(self, ip: IPv4Address, port: int) -> TcpListener | None:
+        return self._listeners.get((ip, port)) or self._listeners.get((ANY, port))
+
+    def poll(self, now: float) -> list[OutSegment]:
+        """Run due timers; every segment to send now."""
+        out, self._replies = self._replies, []
+        gone = []
+        for key, conn in self._conns.items():
+            at = conn.poll_at()
+            if at is None or at > now:
+                continue
+            src, dst, ttl = conn.local[0], conn.remote[0], conn.config.ttl
+            for header, payload in conn.poll(now):
+                out.append(OutSegment(src, dst, header, payload, ttl, conn))
+            if conn.finished:
+                gone.append(key)
+        for key in gone:
+            del self._conns[key]
+        self.counters["tx"] += len(out)
+        return out
+
+    def poll_at(self) -> float | None:
+        """When :meth:`poll` has work: 0.0 for now, None for only on input."""
+        if self._replies:
+            return 0.0
+        t = None
+        for conn in self._conns.values():
+            at = conn.poll_at()
+            if at is not None and (t is None or at < t):
+                if at <= 0.0:
+                    return 0.0
+                t = at
+        return t
+
+    def icmp_error(
+        self, src: IPv4Address, dst: IPv4Address, quoted_tcp: bytes, err: int, hard: bool = False, mtu: int | None = None
+    ) -> bool:
+        """An ICMP error quoting a segment we sent from ``src`` to ``dst``.
+
+        ``quoted_tcp`` is at least the first 8 bytes of our TCP header.
+        Following RFC 5927 the quoted sequence number must lie in
+        [SND.UNA, SND.NXT), or the message is ignored (a blind attacker
+        would have to guess it). ``mtu`` (fragmentation needed) lowers the
+        path MSS. Returns True if a connection took it.
+        """
+        if len(quoted_tcp) < 8:
+            self.counters["icmp_ignored_short"] += 1
+            return False
+        sport, dport, seq = _U16x2_U32.unpack_from(quoted_tcp, 0)
+        conn = self._conns.get((src, sport, dst, dport))
+        if conn is None:
+            self.counters["icmp_no_connection"] += 1
+            return False
+        s = unwrap(seq, conn.snd_una)
+        if not (conn.snd_una <= s < max(conn.snd_nxt, conn.snd_una + 1)):
+            self.counters["icmp_ignored_out_of_window"] += 1
+            return False
+        if mtu is not None:
+            conn.path_mtu(mtu)
+        else:
+            conn.icmp_error(err, hard)
+        self.counters["icmp_taken"] += 1
+        return True
+
+    # -- the socket layer's side ----------------------------------------------------------
+    def port_in_use(self, ip: IPv4Address, port: int) -> bool:
+        """Is ``port`` bound, listened on, or used by a connection on an overlapping address?"""
+        for (bip, bport) in list(self._bound) + list(self._listeners):
+            if bport == port and (bip == ip or bip == ANY or ip == ANY):
+                return True
+        return any(k[1] == port and (k[0] == ip or ip == ANY) for k in self._conns)
+
+    def bind(self, ip: IPv4Address, port: int, reuse_addr: bool = False) -> int:
+        """Reserve a local port (0: pick one); ``OSError(EADDRINUSE)`` if taken.
+
+        With ``reuse_addr`` a port held only by connections (TIME-WAIT,
+        say) may be bound again, as SO_REUSEADDR allows on Linux.
+        """
+        if not 0 <= port <= 65535:
+            raise OSError(errno.EINVAL, f"port {port} out of range")
+        if port == 0:
+            port = self.ports.pick(ip, ANY, 0, lambda p: self.port_in_use(ip, p))
+        else:
+            taken = any(
+                bport == port and (bip == ip or bip == ANY or ip == ANY)
+                for bip, bport in list(self._bound) + list(self._listeners)
+            )
+            if taken or (not reuse_addr and any(k[1] == port and (k[0] == ip or ip == ANY) for k in self._conns)):
+                raise OSError(errno.EADDRINUSE, f"address {ip}:{port} is already in use")
+        self._bound[(ip, port)] += 1
+        return port
+
+    def unbind(self, ip: IPv4Address, port: int) -> None:
+        """Release a reservation made by :meth:`bind` (close before listen/connect)."""
+        key = (ip, port)
+        if self._bound[key] > 1:
+            self._bound[key] -= 1
+        else:
+            self._bound.pop(key, None)
+
+    def listen(self, ip: IPv4Address, port: int, backlog: int, config: TcpConfig | None = None) -> TcpListener:
+        """Turn a :meth:`bind` reservation into a listener (LISTEN)."""
+        key = (ip, port)
+        if key in self._listeners:
+            lst = self._listeners[key]
+            lst.listen(backlog)
+            return lst
+        lst = TcpListener(key, backlog, config or self.config, self.isn, max_syn_backlog=self.max_syn_backlog)
+        self._listeners[key] = lst
+        self.unbind(ip, port)
+        return lst
+
+    def close_listener(self, listener: TcpListener) -> None:
+        """Stop listening; queued connections are reset (their RSTs go out on the next poll)."""
+        self._listeners.pop(listener.local, None)
+        listener.close()
+
+    def connect(
+        self,
+        local_ip: IPv4Address,
+        remote: Endpoint,
+        now: float,
+        *,
+        local_port: int = 0,
+        config: TcpConfig | None = None,
+    ) -> TcpConnection:
+        """Active open from ``local_ip`` (the route's source) to ``remote``.
+
+        ``local_port`` 0 picks an RFC 6056 ephemeral port; a port from an
+        earlier :meth:`bind` is used as is (its reservation moves to the
+        connection). Raises ``OSError(EADDRINUSE)`` if the 4-tuple exists and
+        ``OSError(EADDRNOTAVAIL)`` when no port is free.
+        """
+        rip, rport = remote
+        if rport == 0:
+            raise OSError(errno.EINVAL, "cannot connect to port 0")
+        if rip.is_multicast or rip == _LIMITED_BROADCAST or rip.is_unspecified:
+            raise OSError(errno.ENETUNREACH, f"cannot connect to {rip}")  # MUST-46
+        if local_port == 0:
+            local_port = self.ports.pick(
+                local_ip, rip, rport, lambda p: (local_ip, p, rip, rport) in self._conns or self.port_in_use(local_ip, p)
+            )
+        else:
+            if (local_ip, local_port, rip, rport) in self._conns:
+                raise OSError(errno.EADDRINUSE, "that connection already exists")
+            for key in ((local_ip, local_port), (ANY, local_port)):
+                if key in self._bound:
+                    self.unbind(*key)
+                    break
+        cfg = config or self.config
+        iss = self.isn.isn(local_ip, local_port, rip, rport, now)
+        tso = self.isn.ts_offset(local_ip, local_port, rip, rport)
+        conn = TcpConnection.connect((local_ip, local_port), (rip, rport), iss, now, cfg, ts_offset=tso)
+        self._conns[(local_ip, local_port, rip, rport)] = conn
+        self.counters["active_opens"] += 1
+        return conn
+
+    def accept(self, listener: TcpListener) -> TcpConnection | None:
+        """The next connection that completed its handshake (already demultiplexed)."""
+        return listener.accept()
+
+    # -- visibility ------------------------------------------------------------------------
+    def connections(self) -> list[TcpConnection]:
+        return list(self._conns.values())
+
+    def listeners(self) -> list[ListenerInfo]:
+        return [
+            ListenerInfo(lst.local, lst.backlog, lst.pending, lst.embryonic) for lst in self._listeners.values()
+        ]
+
+    def table(self) -> list[TcpInfo]:
+        """One :class:`TcpInfo` per connection, sorted by local then remote address."""
+        infos = [c.info() for c in self._conns.values()]
+        return sorted(infos, key=lambda i: (int(i.local[0]), i.local[1], int(i.remote[0]), i.remote[1]))
+
+
+def format_table(infos: Iterable[TcpInfo], listeners: Iterable[ListenerInfo] = ()) -> str:
+    """A text table like ``ss -tin``: state, queues, addresses, cwnd, srtt, retransmits."""
+    lines = [f"{'State':<12} {'Recv-Q':>7} {'Send-Q':>7} {'Local':<21} {'Peer':<21} details"]
+    for lst in listeners:
+        local = f"{lst.local[0]}:{lst.local[1]}"
+        lines.append(f"{'LISTEN':<12} {lst.pending:>7} {lst.backlog:>7} {local:<21} {'*:*':<21} syn-queue:{lst.embryonic}")
+    for i in infos:
+        local = f"{i.local[0]}:{i.local[1]}"
+        peer = f"{i.remote[0]}:{i.remote[1]}"
+        srtt = "-" if i.srtt is None else f"{i.srtt * 1000:.1f}/{(i.rttvar or 0) * 1000:.1f}"
+        ssthresh = "" if i.ssthresh is None else f" ssthresh:{i.ssthresh // max(i.snd_mss, 1)}"
+        details = (
+            f"{i.congestion} {' '.join(i.options)} rto:{i.rto * 1000:.0f} rtt:{srtt} mss:{i.snd_mss}"
+            f" cwnd:{i.cwnd // max(i.snd_mss, 1)}{ssthresh} bytes_acked:{i.bytes_acked}"
+            f" bytes_received:{i.bytes_received} retrans:{i.retransmits}"
+        )
+        lines.append(f"{i.state.value:<12} {i.recv_queue:>7} {i.send_queue:>7} {local:<21} {peer:<21} {details}")
+    return "\n".join(lines)
+
