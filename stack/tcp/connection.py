@@ -57,6 +57,7 @@ CLOSING, LAST_ACK, TIME_WAIT = S.CLOSING, S.LAST_ACK, S.TIME_WAIT
 FIN, SYN, RST, PSH, ACK, URG = TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST, TcpFlags.PSH, TcpFlags.ACK, TcpFlags.URG
 _F_ACK = TcpFlags.ACK
 _F_ACK_PSH = TcpFlags.ACK | TcpFlags.PSH
+_FLAG = tuple(TcpFlags(i) for i in range(256))  # int -> TcpFlags without IntFlag arithmetic
 _F_SYN_ACK = TcpFlags.SYN | TcpFlags.ACK
 _RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 _SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
@@ -211,6 +212,8 @@ class TcpConnection:
         self.bytes_acked = 0
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.segs_in = 0
+        self.segs_out = 0
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -503,8 +506,8 @@ class TcpConnection:
             bytes_acked=self.bytes_acked,
             bytes_received=self.bytes_received,
             bytes_sent=self.bytes_sent,
-            segs_in=self.stats["segs_in"],
-            segs_out=self.stats["segs_out"],
+            segs_in=self.segs_in,
+            segs_out=self.segs_out,
             sacked=self._sacked.total,
             lost=self._lost.total,
             congestion=cc.name,
@@ -562,7 +565,7 @@ class TcpConnection:
     # -- receiving ----------------------------------------------------------------------
     def receive_segment(self, seg: TcpRepr, payload, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7). Never raises for bad input."""
-        self.stats["segs_in"] += 1
+        self.segs_in += 1
         st = self.state
         if st is ESTABLISHED:
             # Fast path: in-order data or a pure ACK, nothing special (the
@@ -1222,7 +1225,7 @@ class TcpConnection:
         self._ack_now = False
         self._delack_at = None
         self._unacked_rcv = 0
-        self.stats["segs_out"] += 1
+        self.segs_out += 1
         return r, payload
 
     def _syn_segment(self, now: float) -> Segment:
@@ -1255,7 +1258,7 @@ class TcpConnection:
                 timestamps=(self._ts_clock(now), self.ts_recent) if self.ts_ok else None,
             )
             self._last_ack_sent = self.rcv_nxt
-        self.stats["segs_out"] += 1
+        self.segs_out += 1
         return r, b""
 
     def _output(self, now: float, out: list[Segment]) -> None:
@@ -1373,16 +1376,16 @@ class TcpConnection:
             return False
         self._force_send = False
         end = nxt + n
-        flags = _F_ACK_PSH if end == data_end else _F_ACK
+        flags = 0x18 if end == data_end else 0x10  # ACK, and PSH on the last of the queue
         if self._fin_queued and end == self._fin_seq:
-            flags |= FIN
+            flags |= 0x01
         off = nxt - base
         payload = bytes(self._sndbuf[off : off + n])
-        seg = self._make(nxt, flags, payload, now)
+        seg = self._make(nxt, _FLAG[flags], payload, now)
         if self._snd_up is not None:
             self._mark_urgent(seg[0], nxt)
         out.append(seg)
-        self.snd_nxt = end + 1 if flags & FIN else end
+        self.snd_nxt = end + 1 if flags & 0x01 else end
         self.bytes_sent += n
         if n < mss:
             self._snd_sml = end
@@ -1393,7 +1396,7 @@ class TcpConnection:
         if self._rto_at is None:
             self._rto_at = now + self.rtt.rto
         self._persist_at = None
-        return not flags & FIN
+        return not flags & 0x01
 
     def _mark_urgent(self, r: TcpRepr, seq: int) -> None:
         # MUST-62: the pointer is the offset of the first non-urgent octet.

@@ -52,8 +52,9 @@ _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
 # ICMP destination-unreachable codes that end a connection attempt (Linux's
 # icmp_err_convert "fatal" entries): protocol and port unreachable, and the
-# administratively prohibited ones. Net/host unreachable stay soft (MUST-56).
-_HARD_UNREACH = frozenset({2, 3, 5, 9, 10, 13})
+# administratively prohibited ones. Net/host unreachable and source route
+# failed (codes 0, 1, 5) stay soft (MUST-56).
+_HARD_UNREACH = frozenset({2, 3, 9, 10, 13})
 
 
 def icmp_is_hard(code: int) -> bool:

@@ -85,6 +85,13 @@ def test_every_second_full_segment_is_acked_at_once():
     assert d.conn.poll_at() is None  # the delayed-ACK timer went with it
 
 
+def test_acks_are_aggregated_over_everything_received():  # MUST-58, MUST-59
+    d = established_driver()
+    for i in range(5):  # five segments arrive before the stack polls
+        d.feed(".", seq=1 + 1000 * i, ack=1, data=b"x" * 1000)
+    assert d.out() == ["[.] seq=1 ack=5001 win=60535 len=0"]  # one ACK covering all
+
+
 def test_ack_rides_on_data_we_send():
     d = established_driver(plain_config(nodelay=True))
     d.feed("P.", seq=1, ack=1, data=b"ping")

@@ -189,3 +189,11 @@ def test_rst_needs_no_timestamp_and_skips_paws():
     d = ts_driver()
     d.feed("R", seq=1, ts=(1, 0))
     assert d.conn.state is S.CLOSED
+
+
+def test_rst_is_taken_even_with_a_zero_window():  # MUST-66
+    d = established_driver(plain_config(rcvbuf=100))
+    d.feed("P.", seq=1, ack=1, data=b"x" * 100)
+    assert d.conn.rcv_adv == d.conn.rcv_nxt  # the window is closed
+    d.feed("R", seq=101)
+    assert d.conn.state is S.CLOSED and d.conn.error == errno.ECONNRESET
