@@ -17,7 +17,8 @@ class CliError(Exception):
 _ERROR_CLASSES = [
     ("nicdev.net.portspec", "PortSpecError"),
     ("nicdev.net.errors", "PortError"),
-    ("nicdev.vhost_user.server", "SocketInUseError"),
+    ("nicdev.vhost_user.server", "SocketPathError"),       # SocketInUseError is one
+    ("nicdev.vhost_user.frontend", "BackendError"),        # BackendUnavailable, IncompatibleBackend
     ("guest.errors", "GuestBuildError"),
     ("guest.errors", "GuestTimeout"),
     ("guest.errors", "GuestChannelError"),

@@ -38,9 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.port:
         raise CliError("no ports: give at least one --port NAME=KIND:ARG (see mnet switch --help)")
+    if not args.ageing > 0:
+        raise CliError(f"bad --ageing {args.ageing:g}: give a positive number of seconds")
+    if not args.stats_interval >= 0:
+        raise CliError(f"bad --stats-interval {args.stats_interval:g}: give 0 (off) or a positive number of seconds")
     specs = parse_port_specs(args.port)
     loop = EventLoop()
     switch = Switch(loop, ageing=args.ageing)
+    running = False
     try:
         for spec in specs:
             switch.add_port(build_port(spec))
@@ -58,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
                 loop.call_later(args.stats_interval, tick)
             loop.call_later(args.stats_interval, tick)
         print("switch running; Ctrl-C to stop", flush=True)
+        running = True
         loop.run()
     finally:
-        for port in list(switch.ports.values()):
-            print(f"port {port.name}: {port.status}")
-        print(switch.summary())
+        # After a failed start the error line alone is the output: no table.
+        if running:
+            for port in list(switch.ports.values()):
+                print(f"port {port.name}: {port.status}")
+            print(switch.summary())
         switch.close()
         loop.close()
     sys.stdout.flush()

@@ -1,0 +1,114 @@
+"""Running `mnet` as a user would, for the CLI tests: as a subprocess, with
+bounded waits on its output. Shared by tests/unit/test_cli_*.py and
+tests/integration/test_cli.py."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+MNET = [sys.executable, "-m", "nicdev.cli.main"]
+
+
+def mnet(*args: str, env: dict | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run `mnet ARGS...` to completion; stdout and stderr as text."""
+    return subprocess.run([*MNET, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, command: str, *fragments: str) -> str:
+    """The contract for wrong input: non-zero status, nothing on stdout, exactly
+    one line on stderr, `mnet COMMAND: ...`, no traceback. Returns the line."""
+    assert r.returncode != 0, f"exit status 0 for wrong input; stdout: {r.stdout!r} stderr: {r.stderr!r}"
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{r.stderr}"
+    assert lines[0].startswith(f"mnet {command}: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert r.stdout == "", f"unexpected stdout: {r.stdout!r}"
+    return lines[0]
+
+
+class MnetProcess:
+    """A long-running `mnet ...` (switch, stack) with its output collected.
+
+    `expect(text, timeout)` waits until `text` appears on stdout;
+    `interrupt()` sends SIGINT and returns (status, stdout, stderr)."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc = subprocess.Popen([*MNET, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.out = b""
+        self.err = b""
+
+    def _pump(self, timeout: float) -> bool:
+        """Read what is there within `timeout`; False once both pipes are closed."""
+        fds = [f for f in (self.proc.stdout, self.proc.stderr) if not f.closed]
+        if not fds:
+            return False
+        ready, _, _ = select.select(fds, [], [], timeout)
+        for f in ready:
+            data = os.read(f.fileno(), 65536)
+            if not data:
+                f.close()
+            elif f is self.proc.stdout:
+                self.out += data
+            else:
+                self.err += data
+        return True
+
+    def expect(self, text: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0 or (not self._pump(min(left, 0.2)) and text.encode() not in self.out):
+                raise AssertionError(f"`mnet {' '.join(self.args)}` did not print {text!r} within {timeout:g} s "
+                                     f"(exit {self.proc.poll()});\nstdout: {self.out.decode(errors='replace')}\n"
+                                     f"stderr: {self.err.decode(errors='replace')}")
+
+    def interrupt(self, timeout: float = 20.0) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while self._pump(max(0.0, min(0.2, deadline - time.monotonic()))):
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"`mnet {' '.join(self.args)}` did not end within {timeout:g} s of SIGINT")
+        status = self.proc.wait(max(1.0, deadline - time.monotonic()))
+        return status, self.out.decode(errors="replace"), self.err.decode(errors="replace")
+
+    def close(self) -> None:
+        """Stop it if it still runs (test clean-up)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if not f.closed:
+                f.close()
+
+
+def path_without(directory, *prefixes: str) -> str:
+    """A PATH that finds every program the current PATH finds except those
+    whose names start with one of `prefixes`: `directory` is filled with
+    symlinks to them. The honest way to run something "on a machine without
+    QEMU" on a machine that has it."""
+    os.makedirs(directory, exist_ok=True)
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            link = os.path.join(directory, name)
+            target = os.path.join(d, name)
+            if name.startswith(prefixes) or os.path.lexists(link) or not os.access(target, os.X_OK):
+                continue
+            os.symlink(target, link)
+    return str(directory)
