@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import math
 import os
@@ -29,8 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nicdev.cli.errors import CliError
     from stack import IpAddress, SocketType
-    from stack.wire import EchoReply, EchoRequest, IpProtocol, emit_icmpv4, parse_icmpv4
-    from stack.wire import Ipv4Repr, MalformedPacket
+    from stack.wire import EchoRequest, IpProtocol, emit_icmpv4
 
     try:
         target = ipaddress.IPv4Address(args.host)
@@ -39,44 +39,30 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1 or not 0 <= args.size <= 65507 - 8 or args.interval < 0 or args.wait <= 0:
         raise CliError("bad -c/-s/-i/-W value")
     stack, nic = open_stack(args, privileged=True)
+    own_ip = args.ip.split("/")[0]
     ident = os.getpid() & 0xFFFF
     rtts: list[float] = []
-    sent = 0
+    errors = sent = 0
     started = time.monotonic()
     try:
         sock = stack.socket(SocketType.RAW, IpProtocol.ICMP)
         print(f"PING {target} ({target}) {args.size}({args.size + 28}) bytes of data.", flush=True)
+        payload = bytes(i & 0xFF for i in range(args.size))
         for seq in range(1, args.count + 1):
-            payload = bytes(i & 0xFF for i in range(args.size))
             t0 = time.monotonic()
+            sent += 1
             try:
                 sock.send_to(emit_icmpv4(EchoRequest(ident, seq, payload)), IpAddress(str(target), 0))
+                line, rtt = _await_reply(sock, target, ident, seq, t0, t0 + args.wait)
             except OSError as exc:
-                print(f"From {args.ip.split('/')[0]} icmp_seq={seq} {exc.strerror or exc}", flush=True)
-                sent += 1
-                time.sleep(args.interval)
-                continue
-            sent += 1
-            deadline = t0 + args.wait
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                sock.set_timeout(remaining)
-                try:
-                    packet, _ = sock.recv_from(65535)
-                except TimeoutError:
-                    break
-                try:
-                    ip, icmp = Ipv4Repr.parse(packet)
-                    reply = parse_icmpv4(icmp)
-                except MalformedPacket:
-                    continue
-                if isinstance(reply, EchoReply) and reply.ident == ident and reply.seq == seq and ip.src == target:
-                    rtt = (time.monotonic() - t0) * 1000
-                    rtts.append(rtt)
-                    print(f"{len(icmp)} bytes from {ip.src}: icmp_seq={seq} ttl={ip.ttl} time={rtt:.2f} ms", flush=True)
-                    break
+                # ARP gave up on the target: the socket carries EHOSTUNREACH (ping(8): "From us ...")
+                line, rtt = f"From {own_ip} icmp_seq={seq} {_strerror(exc)}", None
+            if line:
+                print(line, flush=True)
+            if rtt is not None:
+                rtts.append(rtt)
+            elif line:
+                errors += 1
             if seq < args.count:
                 time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
         sock.close()
@@ -84,11 +70,64 @@ def run(args: argparse.Namespace) -> int:
         stack.stop()
         nic.close()
     elapsed = (time.monotonic() - started) * 1000
-    loss = 100.0 * (sent - len(rtts)) / sent if sent else 100.0
+    loss = 100.0 * (sent - len(rtts)) / sent
+    errs = f", +{errors} errors" if errors else ""
     print(f"\n--- {target} ping statistics ---")
-    print(f"{sent} packets transmitted, {len(rtts)} received, {loss:.0f}% packet loss, time {elapsed:.0f}ms")
+    print(f"{sent} packets transmitted, {len(rtts)} received{errs}, {loss:.0f}% packet loss, time {elapsed:.0f}ms")
     if rtts:
         avg = sum(rtts) / len(rtts)
         mdev = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
         print(f"rtt min/avg/max/mdev = {min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/{mdev:.3f} ms")
     return 0 if rtts else 1
+
+
+def _await_reply(sock, target, ident: int, seq: int, sent_at: float,
+                 deadline: float) -> tuple[str | None, float | None]:
+    """Wait for the reply to (ident, seq) until `deadline`: (line to print, RTT in ms or None).
+
+    An ICMP error quoting our request gives ping(8)'s "From HOST ..." line;
+    nothing by the deadline gives (None, None). Other packets are skipped.
+    """
+    from stack.wire import DestUnreachable, EchoReply, Ipv4Repr, MalformedPacket, TimeExceeded, parse_icmpv4
+
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.set_timeout(remaining)
+        try:
+            packet, _ = sock.recv_from(65535)
+        except TimeoutError:
+            break
+        try:
+            ip, icmp = Ipv4Repr.parse(packet)
+            msg = parse_icmpv4(icmp)
+        except MalformedPacket:
+            continue
+        if isinstance(msg, EchoReply) and msg.ident == ident and msg.seq == seq and ip.src == target:
+            rtt = (time.monotonic() - sent_at) * 1000
+            return f"{len(icmp)} bytes from {ip.src}: icmp_seq={seq} ttl={ip.ttl} time={rtt:.2f} ms", rtt
+        if isinstance(msg, (DestUnreachable, TimeExceeded)) and _quotes_our_request(msg.header, ident, seq):
+            what = "Time to live exceeded" if isinstance(msg, TimeExceeded) else _UNREACHABLE.get(
+                int(msg.code), f"Destination Unreachable (code {int(msg.code)})")
+            return f"From {ip.src} icmp_seq={seq} {what}", None
+    return None, None
+
+
+# ping(8)'s words for the destination-unreachable codes it meets most
+_UNREACHABLE = {0: "Destination Net Unreachable", 1: "Destination Host Unreachable",
+                2: "Destination Protocol Unreachable", 3: "Destination Port Unreachable",
+                4: "Frag needed", 13: "Packet filtered"}
+
+
+def _quotes_our_request(quoted: bytes, ident: int, seq: int) -> bool:
+    """True if an ICMP error's quoted packet is our echo request (ident, seq)."""
+    if len(quoted) < 20:
+        return False
+    hlen = (quoted[0] & 0x0F) * 4
+    inner = quoted[hlen:hlen + 8]
+    return (quoted[9] == 1 and len(inner) == 8 and inner[0] == 8
+            and int.from_bytes(inner[4:6], "big") == ident and int.from_bytes(inner[6:8], "big") == seq)
+
+
+def _strerror(exc: OSError) -> str:
+    if exc.errno == errno.EHOSTUNREACH:
+        return "Destination Host Unreachable"
+    return exc.strerror or str(exc)

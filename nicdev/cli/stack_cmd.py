@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import errno
+import logging
 import signal
 import threading
 
-from .stack_common import add_stack_arguments, open_stack
+from .stack_common import add_stack_arguments, format_counters, open_stack
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Run the MultiOS network stack as a host on the virtual network. Its NIC is a
@@ -16,7 +19,7 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
   udp-echo:PORT     send every datagram back to its sender
 
 The stack answers ARP and ping. Runs until SIGINT/SIGTERM, then prints its
-counters.
+counters and exits 0 (1 if the stack's thread failed).
 """
 
 SERVICES = ("udp-echo",)
@@ -44,22 +47,35 @@ def parse_service(text: str) -> tuple[str, int]:
     return kind, number
 
 
-def udp_echo(stack, port: int, stopping: threading.Event) -> None:
+def open_service(stack, kind: str, port: int):
+    """The service's socket, bound before the stack says it is up (so no datagram is refused)."""
+    from nicdev.cli.errors import CliError
     from stack import IpAddress, SocketType
 
-    with stack.socket(SocketType.DATAGRAM) as sock:
-        sock.bind(IpAddress.new_v4(0, 0, 0, 0, port))
-        sock.set_timeout(0.5)
+    sock = stack.socket(SocketType.DATAGRAM)
+    try:
+        sock.bind(IpAddress.any(port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(f"--serve {kind}:{port}: {exc.strerror or exc}", status=1) from None
+    sock.set_timeout(0.5)
+    return sock
+
+
+def udp_echo(sock, port: int, stopping: threading.Event) -> None:
+    """Echo every datagram on `sock` until `stopping` is set or the stack goes down."""
+    with sock:
         while not stopping.is_set():
             try:
                 data, peer = sock.recv_from(65535)
+                sock.send_to(data, peer)
             except TimeoutError:
                 continue
-            except OSError:
-                if stopping.is_set():
+            except OSError as exc:
+                if stopping.is_set() or exc.errno in (errno.EBADF, errno.ENETDOWN):
                     return
-                raise
-            sock.send_to(data, peer)
+                # One peer's trouble (its ARP failed: EHOSTUNREACH) must not end the service.
+                log.warning("udp-echo:%d: %s", port, exc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *a: done.set())
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     threads = []
+    status = 0
     try:
         for kind, port in services:
-            t = threading.Thread(target=udp_echo, args=(stack, port, stopping), name=f"{kind}:{port}", daemon=True)
+            sock = open_service(stack, kind, port)
+            t = threading.Thread(target=udp_echo, args=(sock, port, stopping), name=f"{kind}:{port}", daemon=True)
             t.start()
             threads.append(t)
             print(f"serving {kind} on port {port}", flush=True)
@@ -80,12 +98,13 @@ def run(args: argparse.Namespace) -> int:
         while not done.wait(0.5):
             if stack.failure is not None:
                 print(f"stack stopped: {stack.failure}", flush=True)
+                status = 1
                 break
     finally:
         stopping.set()
         stack.stop()
         for t in threads:
             t.join(2)
-        print(json.dumps({"stack": stack.counters(), "nic": dict(getattr(nic, "counters", {}))}, default=str, indent=1))
+        print("counters:\n" + format_counters(stack.counters()), flush=True)
         nic.close()
-    return 0
+    return status

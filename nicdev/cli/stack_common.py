@@ -47,3 +47,14 @@ def open_stack(args: argparse.Namespace, *, privileged: bool = False):
     stack = Stack(nic, str(iface), gateway=args.gateway, privileged=privileged)
     stack.start()
     return stack, nic
+
+
+def format_counters(counters: dict[str, dict[str, int]], indent: str = "  ") -> str:
+    """One line per protocol, non-zero counters only: `udp  rx 5, tx 5, drop.no socket 1`."""
+    width = max((len(proto) for proto in counters), default=0)
+    lines = []
+    for proto, values in counters.items():
+        shown = ", ".join(f"{name} {value}" for name, value in values.items() if value)
+        if shown:
+            lines.append(f"{indent}{proto:<{width}}  {shown}")
+    return "\n".join(lines)

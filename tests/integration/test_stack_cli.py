@@ -1,0 +1,258 @@
+"""`mnet stack` and `mnet ping` as a user runs them, against a switch.
+
+One lab per module: a switch in this process with two vhost-user ports
+(one for `mnet stack`, one for each `mnet ping`) and a TAP port into a
+namespace this module creates, where the host kernel is the peer at
+10.0.0.254 (with forwarding on, so it answers "net unreachable" for
+addresses it has no route to, as a router would).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+HOST_IP = "10.0.0.254"
+MNET = [sys.executable, "-m", "nicdev.cli.main"]
+WAIT = 15.0
+
+
+class Lab:
+    def __init__(self, tmp, netns: str) -> None:
+        from nicdev.net import netns as ns
+        from nicdev.net.background import BackgroundSwitch
+        from nicdev.net.tap_port import TapPort
+        from nicdev.net.vhost_user_port import VhostUserPort
+
+        self.netns = netns
+        self.stack_sock = str(tmp / "stack.sock")
+        self.ping_sock = str(tmp / "ping.sock")
+        self.bg = BackgroundSwitch()
+        try:
+            self.bg.add_port(VhostUserPort("stack", self.stack_sock))
+            self.bg.add_port(VhostUserPort("ping", self.ping_sock))
+            tap = self.bg.add_port(TapPort("host", "mnscli%d", netns=netns))
+            ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
+            subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        except BaseException:
+            self.bg.close()
+            raise
+
+    def close(self) -> None:
+        print(self.bg.summary())
+        self.bg.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from nicdev.net.netns import temporary_netns
+
+    with temporary_netns("mnet-cli") as netns:
+        lab = Lab(tmp_path_factory.mktemp("stackcli"), netns)
+        try:
+            yield lab
+        finally:
+            lab.close()
+
+
+def mnet(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([*MNET, *args], capture_output=True, text=True, timeout=timeout, cwd=_repo())
+
+
+def _repo() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Output:
+    """Collects a process's stdout lines on a thread, so waits on them can be bounded.
+
+    (select() on a text pipe misses lines already sitting in Python's buffer.)
+    """
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def until(self, pattern: str, timeout: float = WAIT) -> list[str]:
+        """Lines until one matches `pattern` (bounded); all lines read so far."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                break  # EOF: the process ended
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return self.seen
+        pytest.fail(f"no line matching {pattern!r} within {timeout:.0f} s (exit code {self.proc.poll()}); got:\n"
+                    + "".join(self.seen))
+
+    def finish(self, timeout: float = WAIT) -> tuple[str, str]:
+        """Wait for the process to end (bounded); (all stdout, all stderr)."""
+        self.proc.wait(timeout)
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.seen.append(line)
+        return "".join(self.seen), self.proc.stderr.read()
+
+
+def start_mnet_stack(*args: str) -> tuple[subprocess.Popen, Output]:
+    proc = subprocess.Popen([*MNET, "stack", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=_repo())
+    return proc, Output(proc)
+
+
+def kernel_udp(netns: str, dst: str, port: int, messages: list[bytes]) -> subprocess.CompletedProcess:
+    """The kernel (python in the namespace) sends each message and prints each reply's repr."""
+    code = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(5)\n"
+            "s.connect((sys.argv[1],int(sys.argv[2])))\n"
+            "for m in sys.argv[3:]:\n"
+            "    s.send(m.encode()); print(s.recv(65535).decode())\n")
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code, dst, str(port),
+                           *(m.decode() for m in messages)], capture_output=True, text=True, timeout=30)
+
+
+# -- mnet stack ----------------------------------------------------------------------------------
+
+def test_mnet_stack_serves_udp_echo_to_the_kernel_and_prints_counters_on_sigint(lab):
+    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+                                    "--mac", "52:54:00:00:00:09", "--serve", "udp-echo:7", "--serve", "udp-echo:1234")
+    try:
+        banner = output.until(r"^stack up: ")
+        assert "serving udp-echo on port 7\n" in banner and "serving udp-echo on port 1234\n" in banner, banner
+        assert "mac 52:54:00:00:00:09" in banner[-1], banner
+        r = kernel_udp(lab.netns, "10.0.0.9", 7, [b"one", b"two", b"three"])
+        assert r.returncode == 0 and r.stdout.split() == ["one", "two", "three"], r.stdout + r.stderr
+        r = kernel_udp(lab.netns, "10.0.0.9", 1234, [b"x" * 3000])  # fragmented both ways
+        assert r.returncode == 0 and r.stdout.strip() == "x" * 3000, r.stdout[:200] + r.stderr
+        proc.send_signal(signal.SIGINT)
+        out, err = output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    counters = out[out.index("counters:"):]
+    udp = re.search(r"^\s*udp\s+(.*)$", counters, re.M)
+    assert udp and "rx 4" in udp.group(1) and "tx 4" in udp.group(1), counters
+    assert re.search(r"^\s*nic\s+.*tx_frames \d+", counters, re.M), counters
+
+
+def test_mnet_stack_refuses_the_kernel_on_a_port_it_does_not_serve(lab):
+    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+                                    "--serve", "udp-echo:7")
+    try:
+        output.until(r"^stack up: ")
+        r = kernel_udp(lab.netns, "10.0.0.9", 8, [b"hello?"])
+        assert r.returncode != 0 and "ConnectionRefusedError" in r.stderr, r.stdout + r.stderr
+        proc.send_signal(signal.SIGTERM)
+        out, err = output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
+    assert re.search(r"^\s*icmpv4\s+.*tx_error 1", out, re.M), out
+
+
+# -- mnet ping -------------------------------------------------------------------------------------
+
+def test_mnet_ping_the_kernel_prints_replies_and_rtts_like_ping(lab):
+    r = mnet("ping", "--nic", f"vhost-user:{lab.ping_sock}", "--ip", "10.0.0.8/24", "-c", "3", "-i", "0.2",
+             "-s", "100", HOST_IP)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"PING {HOST_IP} ({HOST_IP}) 100(128) bytes of data.", lines
+    replies = [line for line in lines if line.startswith("108 bytes from")]
+    assert len(replies) == 3, r.stdout
+    for seq, line in enumerate(replies, 1):
+        assert re.fullmatch(rf"108 bytes from {HOST_IP}: icmp_seq={seq} ttl=64 time=\d+\.\d\d ms", line), line
+    assert f"--- {HOST_IP} ping statistics ---" in lines
+    assert re.search(r"^3 packets transmitted, 3 received, 0% packet loss, time \d+ms$", r.stdout, re.M), r.stdout
+    assert re.search(r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$", r.stdout, re.M), r.stdout
+
+
+def test_mnet_ping_an_address_nobody_has_exits_1_with_full_loss(lab):
+    # ARP for 10.0.0.77 gets no answer: ping(8)'s "Destination Host Unreachable", from ourselves
+    started = time.monotonic()
+    r = mnet("ping", "--nic", f"vhost-user:{lab.ping_sock}", "--ip", "10.0.0.8/24", "-c", "2", "-W", "1",
+             "10.0.0.77")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert re.search(r"^2 packets transmitted, 0 received(, \+\d errors)?, 100% packet loss", r.stdout, re.M), \
+        r.stdout
+    assert "rtt min" not in r.stdout
+    assert time.monotonic() - started < 30
+
+
+def test_mnet_ping_through_a_gateway_without_a_route_reports_net_unreachable(lab):
+    r = mnet("ping", "--nic", f"vhost-user:{lab.ping_sock}", "--ip", "10.0.0.8/24", "--gateway", HOST_IP,
+             "-c", "2", "-i", "0.2", "192.0.2.1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.findall(rf"^From {HOST_IP} icmp_seq=(\d) Destination Net Unreachable$", r.stdout, re.M) == ["1", "2"], \
+        r.stdout
+    assert "2 packets transmitted, 0 received, +2 errors, 100% packet loss" in r.stdout, r.stdout
+
+
+# -- bad input: one clear line, non-zero ------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["stack", "--nic", "tap:x", "--ip", "10.0.0.9/24"], "bad --nic 'tap:x': expected vhost-user:PATH"),
+    (["stack", "--nic", "vhost-user:", "--ip", "10.0.0.9/24"], "bad --nic 'vhost-user:'"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9"], "give the prefix length too, like 10.0.0.9/24"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.300/24"], "bad --ip '10.0.0.300/24'"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--gateway", "10.1.0.1"],
+     "gateway 10.1.0.1 is not in 10.0.0.0/24"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--mac", "52:54:00"], "bad --mac '52:54:00'"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "tcp-echo:7"], "bad --serve 'tcp-echo:7'"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "udp-echo:70000"],
+     "port must be 1..65535"),
+    (["ping", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "example.org"], "bad host 'example.org'"),
+    (["ping", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "-c", "0", "10.0.0.1"], "bad -c/-s/-i/-W value"),
+    (["stack", "--nic", "vhost-user:/nonexistent/mnet.sock", "--ip", "10.0.0.9/24"],
+     "no vhost-user backend listening on /nonexistent/mnet.sock"),
+])
+def test_bad_options_give_one_clear_line(args, message):
+    r = mnet(*args, timeout=30)
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mnet {args[0]}: ") and message in err[0], r.stderr
+    assert r.stdout == ""
+
+
+def test_a_port_served_twice_is_one_clear_line(lab):
+    r = mnet("stack", "--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+             "--serve", "udp-echo:7", "--serve", "udp-echo:7", timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.strip() == "mnet stack: --serve udp-echo:7: address 0.0.0.0:7 is already in use", r.stderr
+
+
+def test_missing_required_options_are_usage_errors():
+    r = mnet("stack", "--ip", "10.0.0.9/24", timeout=30)
+    assert r.returncode == 2 and "the following arguments are required: --nic" in r.stderr, r.stderr
