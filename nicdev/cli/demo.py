@@ -2,7 +2,10 @@
 
 A switch with two vhost-user ports (our virtio-net device, twice), two Linux
 guests booted on them under QEMU; guest A pings guest B and fetches a page
-from busybox httpd in guest B. Prints what happened and the switch counters.
+from busybox httpd in guest B. Then the MultiOS stack (a Python TCP/IP stack
+driving its own virtio-net NIC) joins the switch on a third vhost-user port:
+guest A pings it, it pings guest A, and they exchange UDP echo. Prints what
+happened, the stack's counters and the switch's.
 """
 from __future__ import annotations
 
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             r = a.run("timeout 30 wget -q -O - http://10.0.0.2/", timeout=60)
             print(_indent(r.output))
             failures += r.status != 0
+
+            failures += _stack_steps(bg, tmp, a)
         finally:
             for vm in vms.values():
                 vm.stop()
@@ -80,6 +85,62 @@ def run(args: argparse.Namespace) -> int:
             print(bg.summary())
     step("demo " + ("succeeded" if not failures else f"had {failures} failing step(s)"))
     return 1 if failures else 0
+
+
+STACK_IP = "10.0.0.9"
+ECHO_PORT = 7
+
+
+def _stack_steps(bg, tmp: Path, guest) -> int:
+    """The MultiOS stack joins the running switch and talks to `guest`; returns the failed steps."""
+    import threading
+
+    from nicdev.cli.ping_cmd import echo
+    from nicdev.cli.stack_cmd import open_service, udp_echo
+    from nicdev.cli.stack_common import format_counters
+    from nicdev.net.vhost_user_port import VhostUserPort
+    from stack import SocketType, Stack
+    from stack.drivers import VirtioNetNic
+    from stack.wire import IpProtocol
+
+    failures = 0
+    step(f"MultiOS stack joins the switch: port stack, {STACK_IP}/24, serving udp-echo:{ECHO_PORT}")
+    port = bg.add_port(VhostUserPort("stack", str(tmp / "stack.sock")))
+    nic = VirtioNetNic(port.socket_path)
+    stack = Stack(nic, f"{STACK_IP}/24", privileged=True).start()   # privileged: RAW sockets for ping
+    print(f"    {nic.describe()}")
+    stopping = threading.Event()
+    service = threading.Thread(target=udp_echo, args=(open_service(stack, "udp-echo", ECHO_PORT), ECHO_PORT, stopping),
+                               daemon=True)
+    service.start()
+    try:
+        step(f"{guest.name}: ping -c 3 {STACK_IP} (the stack)")
+        r = guest.run(f"ping -c 3 -W 5 {STACK_IP}", timeout=60)
+        print(_indent(r.output))
+        failures += r.status != 0
+
+        guest_ip = guest.ip.split("/")[0]
+        step(f"stack: ping {guest_ip} ({guest.name}) from a RAW ICMP socket")
+        with stack.socket(SocketType.RAW, IpProtocol.ICMP) as sock:
+            replies = 0
+            for seq in range(1, 4):
+                line, rtt = echo(sock, STACK_IP, guest_ip, 0x4D4F, seq, bytes(56), wait=5.0)
+                print(f"    {line or f'no reply to icmp_seq={seq}'}")
+                replies += rtt is not None
+        failures += replies != 3
+
+        step(f"{guest.name}: socat sends a line to the stack's udp-echo:{ECHO_PORT} and reads it back")
+        r = guest.run(f"echo 'hello MultiOS, from {guest.name}' | socat -t2 - UDP:{STACK_IP}:{ECHO_PORT}", timeout=30)
+        print(_indent(r.output or "(nothing came back)"))
+        failures += r.status != 0 or "hello MultiOS" not in r.output
+    finally:
+        stopping.set()
+        stack.stop()
+        service.join(2)
+        step("MultiOS stack counters")
+        print(format_counters(stack.counters(), indent="    "))
+        nic.close()
+    return failures
 
 
 def _indent(text: str) -> str:

@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nicdev.cli.errors import CliError
-    from stack import IpAddress, SocketType
-    from stack.wire import EchoRequest, IpProtocol, emit_icmpv4
+    from stack import SocketType
+    from stack.wire import IpProtocol
 
     try:
         target = ipaddress.IPv4Address(args.host)
@@ -51,12 +51,7 @@ def run(args: argparse.Namespace) -> int:
         for seq in range(1, args.count + 1):
             t0 = time.monotonic()
             sent += 1
-            try:
-                sock.send_to(emit_icmpv4(EchoRequest(ident, seq, payload)), IpAddress(str(target), 0))
-                line, rtt = _await_reply(sock, target, ident, seq, t0, t0 + args.wait)
-            except OSError as exc:
-                # ARP gave up on the target: the socket carries EHOSTUNREACH (ping(8): "From us ...")
-                line, rtt = f"From {own_ip} icmp_seq={seq} {_strerror(exc)}", None
+            line, rtt = echo(sock, own_ip, target, ident, seq, payload, args.wait)
             if line:
                 print(line, flush=True)
             if rtt is not None:
@@ -79,6 +74,26 @@ def run(args: argparse.Namespace) -> int:
         mdev = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
         print(f"rtt min/avg/max/mdev = {min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/{mdev:.3f} ms")
     return 0 if rtts else 1
+
+
+def echo(sock, own_ip: str, target, ident: int, seq: int, payload: bytes,
+         wait: float) -> tuple[str | None, float | None]:
+    """One echo request from RAW ICMP socket `sock`; (ping(8)-style line or None, RTT in ms or None).
+
+    The line is "N bytes from ...: icmp_seq=... ttl=... time=... ms" for a
+    reply, "From HOST icmp_seq=... ..." for an ICMP error about it or for
+    ARP giving up (EHOSTUNREACH on the socket), None when nothing came back
+    within `wait` seconds.
+    """
+    from stack import IpAddress
+    from stack.wire import EchoRequest, emit_icmpv4
+
+    t0 = time.monotonic()
+    try:
+        sock.send_to(emit_icmpv4(EchoRequest(ident, seq, payload)), IpAddress(str(target), 0))
+        return _await_reply(sock, ipaddress.IPv4Address(str(target)), ident, seq, t0, t0 + wait)
+    except OSError as exc:
+        return f"From {own_ip} icmp_seq={seq} {_strerror(exc)}", None
 
 
 def _await_reply(sock, target, ident: int, seq: int, sent_at: float,
