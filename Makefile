@@ -17,6 +17,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/guest_throughput.py
+	$(PY) bench/ring_datapath.py
+	$(PY) bench/udp_rr.py
 
 setup: $(SETUP_STAMP)
 

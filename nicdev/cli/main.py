@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "vm": ("nicdev.cli.vm_cmd", "boot a QEMU guest whose NIC is a switch port"),
     "stack": ("nicdev.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
     "ping": ("nicdev.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
-    "demo": ("nicdev.cli.demo", "two guests on our virtio-net device: ping and HTTP"),
+    "demo": ("nicdev.cli.demo", "guests and a MultiOS stack on our virtio-net device: ping, HTTP, UDP"),
 }
 
 
