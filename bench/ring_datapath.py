@@ -25,9 +25,7 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.port import Port  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
+from nicdev.testing import Testpmd, TestpmdError, find_testpmd  # noqa: E402
 from stack.drivers import VirtioNetNic  # noqa: E402
 
-TESTPMD = shutil.which("dpdk-testpmd") or "/usr/bin/dpdk-testpmd"
 SIZES = (64, 1500)
 
 
@@ -52,51 +50,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-class Testpmd:
-    """One dpdk-testpmd process; output goes to a file we can read while it runs."""
-
-    def __init__(self, workdir: str, tag: str, vdev: str, mode: str, lcores: str, extra=()) -> None:
-        self.prefix = f"mnet-bench-{os.getpid()}-{tag}"
-        self.log = os.path.join(workdir, f"testpmd-{tag}.log")
-        self.out = open(self.log, "w")
-        cmd = [TESTPMD, "--no-huge", "-m", "256", "--no-pci", "--file-prefix", self.prefix, "--lcores", lcores,
-               "--vdev", vdev, "--", "--stats-period", "1", f"--forward-mode={mode}", "--total-num-mbufs=16384",
-               *extra]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        self.out.flush()
-        with open(self.log, errors="replace") as f:
-            return f.read()
-
-    def numbers(self, label: str) -> list[int]:
-        return [int(n) for n in re.findall(rf"{label}:\s+(\d+)", self.output())]
-
-    def wait_for(self, cond, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not cond():
-            raise RuntimeError(f"timed out waiting for {what}; testpmd output:\n{self.output()[-3000:]}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.out.close()
-        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
-        with open(self.log, errors="replace") as f:
-            return f.read()
 
 
 class SinkPort(Port):
@@ -154,9 +107,8 @@ def case_driver_to_port(workdir: str, size: int, batch: int, seconds: float) -> 
 
 def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float) -> dict:
     sock = os.path.join(workdir, f"vhost-{size}.sock")
-    pmd = Testpmd(workdir, f"rx-{size}", f"net_vhost0,iface={sock},queues=1", "rxonly", "0@0,1@1")
+    pmd = Testpmd.backend(sock, "rxonly", workdir, tag=f"rx-{size}", lcores="0@0,1@1")
     try:
-        pmd.wait_for(lambda: os.path.exists(sock), "testpmd's vhost-user socket")
         nic = VirtioNetNic(sock)
         try:
             frame = frame_of(size, bytes(nic.mac))
@@ -174,12 +126,11 @@ def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float) -> 
 
 def case_anchor(workdir: str, size: int, seconds: float) -> dict:
     sock = os.path.join(workdir, f"anchor-{size}.sock")
-    rx = Testpmd(workdir, f"anchor-rx-{size}", f"net_vhost0,iface={sock},queues=1", "rxonly", "0@0,1@1")
+    rx = Testpmd.backend(sock, "rxonly", workdir, tag=f"anchor-rx-{size}", lcores="0@0,1@1")
     tx = None
     try:
-        rx.wait_for(lambda: os.path.exists(sock), "the anchor's vhost-user socket")
-        tx = Testpmd(workdir, f"anchor-tx-{size}", f"net_virtio_user0,path={sock},queues=1", "txonly", "0@1,1@0",
-                     [f"--txpkts={size}"])
+        tx = Testpmd.frontend(sock, "txonly", workdir, tag=f"anchor-tx-{size}", lcores="0@1,1@0",
+                              extra=[f"--txpkts={size}"])
         # testpmd prints Rx-pps once a second; skip the first samples (start-up).
         rx.wait_for(lambda: len([n for n in rx.numbers("Rx-pps") if n > 0]) >= 2 + int(seconds),
                     "the anchor's RX rate samples", timeout=30 + seconds)
@@ -196,8 +147,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
     parser.add_argument("--batch", type=int, default=64, help="frames per transmit() call")
     args = parser.parse_args()
-    if not os.path.exists(TESTPMD):
-        print(f"{TESTPMD} not found (install dpdk-dev)", file=sys.stderr)
+    try:
+        find_testpmd()
+    except TestpmdError as exc:
+        print(f"ring_datapath: {exc}", file=sys.stderr)
         return 2
     cpu = cpu_model()
     workdir = tempfile.mkdtemp(prefix="mnet-bench-")

@@ -12,10 +12,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def guest_image():
-    from guest.image import build_image
-
-    return build_image(progress=lambda line: print(f"[guest image] {line}", flush=True))
+def guest_image(mnet_guest_image):
+    # The project's own tests use the same fixture the `mnet` pytest plugin gives users.
+    return mnet_guest_image
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,15 +14,12 @@ its busy-polling forwarding lcore on CPU 1.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import subprocess
 import time
 
 import pytest
 
+from nicdev.testing import Testpmd
 from nicdev.virtio.features import VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, has
 from stack import IpAddress, SocketType, Stack
 from stack.arp_cache import ArpCache
@@ -31,68 +28,15 @@ from stack.wire import EchoReply, EchoRequest, IpProtocol, Ipv4Repr, emit_icmpv4
 
 pytestmark = pytest.mark.integration
 
-TESTPMD = shutil.which("dpdk-testpmd") or "/usr/bin/dpdk-testpmd"
 WAIT = 10.0
-
-
-class VhostPmd:
-    """dpdk-testpmd as a vhost-user back-end listening on `path`; output in a file."""
-
-    def __init__(self, path: str, mode: str, tmp_path, extra=(), run: int = 0) -> None:
-        if not os.path.exists(TESTPMD):
-            pytest.fail(f"{TESTPMD} not found: install the dpdk-dev package (Makefile DEB_PACKAGES)")
-        self.path = path
-        self.prefix = f"mnet-stack-{os.getpid()}-{mode}-{run}"
-        self.out_path = tmp_path / f"testpmd-{mode}-{run}.log"
-        self.out = open(self.out_path, "w")
-        cmd = [
-            TESTPMD, "--no-huge", "-m", "256", "--no-pci", "--file-prefix", self.prefix,
-            "--lcores", "0@0,1@1", "--vdev", f"net_vhost0,iface={path},queues=1",
-            "--", "--stats-period", "1", f"--forward-mode={mode}", "--total-num-mbufs=16384", *extra,
-        ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
-        self.wait_for(lambda: os.path.exists(path), f"testpmd to create {path}")
-
-    def output(self) -> str:
-        self.out.flush()
-        return self.out_path.read_text(errors="replace")
-
-    def numbers(self, label: str) -> list[int]:
-        """Every value printed after `label:` so far (e.g. "RX-packets")."""
-        return [int(n) for n in re.findall(rf"{label}:\s+(\d+)", self.output())]
-
-    def wait_for(self, cond, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        if cond():
-            return
-        pytest.fail(f"timed out waiting for {what} (testpmd exit code {self.proc.poll()});\n"
-                    f"testpmd output:\n{self.output()}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.out.close()
-        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
-        return self.out_path.read_text(errors="replace")
 
 
 @pytest.fixture
 def pmds(tmp_path):
-    started: list[VhostPmd] = []
+    started: list[Testpmd] = []
 
     def start(mode, extra=(), path=None):
-        pmd = VhostPmd(path or str(tmp_path / "vhost.sock"), mode, tmp_path, extra, run=len(started))
+        pmd = Testpmd.backend(path or str(tmp_path / "vhost.sock"), mode, tmp_path, tag=f"stack-{mode}", extra=extra)
         started.append(pmd)
         return pmd
     yield start

@@ -14,12 +14,8 @@ it and prints its final statistics.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
 import struct
-import subprocess
 import threading
 import time
 
@@ -27,10 +23,10 @@ import pytest
 
 from nicdev.net.loop import EventLoop
 from nicdev.net.vhost_user_port import VhostUserPort
+from nicdev.testing import Testpmd
 
 pytestmark = pytest.mark.integration
 
-TESTPMD = shutil.which("dpdk-testpmd") or "/usr/bin/dpdk-testpmd"
 RING_SIZE = 256     # virtio-user's default queue_size
 
 
@@ -94,54 +90,9 @@ def _valid_udp_frame(frame: bytes) -> bool:
     return total == 0xFFFF and struct.unpack("!H", ip[2:4])[0] == 50 and ip[9] == 17
 
 
-class Pmd:
-    """dpdk-testpmd as a virtio-user front-end on `path`; output in a file."""
-
-    def __init__(self, path: str, mode: str, tmp_path, extra=()) -> None:
-        if not os.path.exists(TESTPMD):
-            pytest.fail(f"{TESTPMD} not found: install the dpdk-dev package (Makefile DEB_PACKAGES)")
-        self.prefix = f"mnet-vu-{os.getpid()}-{mode}"
-        self.out_path = tmp_path / f"testpmd-{mode}.log"
-        self.out = open(self.out_path, "w")
-        cmd = [
-            TESTPMD, "--no-huge", "-m", "256", "--no-pci", "--file-prefix", self.prefix,
-            "--lcores", "0@0,1@1", "--vdev", f"net_virtio_user0,path={path},queues=1",
-            "--", "--stats-period", "1", f"--forward-mode={mode}", "--total-num-mbufs=16384", *extra,
-        ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        self.out.flush()
-        return self.out_path.read_text(errors="replace")
-
-    def numbers(self, label: str) -> list[int]:
-        """Every value printed after `label:` so far (e.g. "RX-packets")."""
-        return [int(n) for n in re.findall(rf"{label}:\s+(\d+)", self.output())]
-
-    def wait_for(self, cond, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        if cond():
-            return
-        pytest.fail(f"timed out waiting for {what} (testpmd exit code {self.proc.poll()});\n"
-                    f"testpmd output:\n{self.output()}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.out.close()
-        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
-        return self.out_path.read_text(errors="replace")
+def Pmd(path: str, mode: str, tmp_path, extra=()) -> Testpmd:
+    """dpdk-testpmd as a virtio-user front-end on `path`."""
+    return Testpmd.frontend(path, mode, tmp_path, tag=f"vu-{mode}", extra=extra)
 
 
 @pytest.fixture
