@@ -177,12 +177,11 @@ class TcpLayer:
         gone = []
         for key, conn in self._conns.items():
             at = conn.poll_at()
-            if at is None or at > now:
-                continue
-            src, dst, ttl = conn.local[0], conn.remote[0], conn.config.ttl
-            for header, payload in conn.poll(now):
-                out.append(OutSegment(src, dst, header, payload, ttl, conn))
-            if conn.finished:
+            if at is not None and at <= now:
+                src, dst, ttl = conn.local[0], conn.remote[0], conn.config.ttl
+                for header, payload in conn.poll(now):
+                    out.append(OutSegment(src, dst, header, payload, ttl, conn))
+            if conn.finished:  # (also one reset by a RST, which has no timer left)
                 gone.append(key)
         for key in gone:
             del self._conns[key]

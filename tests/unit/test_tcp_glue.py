@@ -306,3 +306,16 @@ def test_options_need_not_be_word_aligned():  # MUST-64
     layer.receive(A, B, bytes(header), 0.0)
     child = layer.connections()[0]
     assert child.snd_mss == 1000 and child.snd_wscale == 2 and lst.embryonic == 1
+
+
+def test_a_reset_connection_leaves_the_table_and_frees_its_port():
+    w = Wire()
+    lst = w.b.listen(ANY, 80, 5)
+    port = w.a.bind(A, 7002)
+    client = w.a.connect(A, (B, 80), w.now, local_port=port)
+    w.exchange()
+    w.b.accept(lst).abort()
+    w.exchange()
+    assert client.state is S.CLOSED and client.error == errno.ECONNRESET
+    assert w.a.connections() == [] and w.b.connections() == []
+    assert w.a.bind(A, 7002) == 7002
