@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 import stat
 import sys
@@ -169,7 +170,15 @@ def _image(args: argparse.Namespace):
     return build_image(progress=_progress)
 
 
+def _exit_on_signal(signum, frame) -> None:
+    # QEMU runs in a session of its own and would outlive us (atexit handlers
+    # do not run when a signal kills Python): unwind instead, so the VM stops.
+    raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     iface, nic = check_options(args)
     check_backend(nic)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -88,6 +89,34 @@ def test_vm_run_prints_the_output_and_exits_with_the_status(lab):
     assert "ready after" in err and "Traceback" not in err, err
     assert seven.returncode == 7, f"stdout:\n{out7}\nstderr:\n{err7}"
     assert out7 == "", out7
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def test_sigterm_to_mnet_vm_stops_its_qemu(lab):
+    vm = MnetProcess("vm", "--nic", f"vhost-user:{lab.paths['c']}", "--ip", "10.0.0.3/24",
+                     "--boot-timeout", BOOT, "--run", "sleep 300")
+    try:
+        vm.expect("ready after", 300, stderr=True)
+        workdir = re.search(r"console in (/\S+)/console\.log", vm.err.decode()).group(1)
+        assert _processes_mentioning(workdir), "no QEMU found for the VM"
+        status, _, err = vm.interrupt(60, sig=signal.SIGTERM)
+    finally:
+        vm.close()
+    assert status == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    assert not _processes_mentioning(workdir), f"QEMU outlived `mnet vm` ({workdir})"
 
 
 def test_vm_on_a_port_with_a_guest_already_is_refused(lab):

@@ -62,18 +62,23 @@ class MnetProcess:
                 self.err += data
         return True
 
-    def expect(self, text: str, timeout: float = 15.0) -> None:
+    def expect(self, text: str, timeout: float = 15.0, *, stderr: bool = False) -> None:
+        """Wait until `text` has appeared on stdout (stderr with `stderr=True`)."""
+        def seen() -> bool:
+            return text.encode() in (self.err if stderr else self.out)
+
         deadline = time.monotonic() + timeout
-        while text.encode() not in self.out:
+        while not seen():
             left = deadline - time.monotonic()
-            if left <= 0 or (not self._pump(min(left, 0.2)) and text.encode() not in self.out):
+            if left <= 0 or (not self._pump(min(left, 0.2)) and not seen()):
                 raise AssertionError(f"`mnet {' '.join(self.args)}` did not print {text!r} within {timeout:g} s "
                                      f"(exit {self.proc.poll()});\nstdout: {self.out.decode(errors='replace')}\n"
                                      f"stderr: {self.err.decode(errors='replace')}")
 
-    def interrupt(self, timeout: float = 20.0) -> tuple[int, str, str]:
+    def interrupt(self, timeout: float = 20.0, sig: int = signal.SIGINT) -> tuple[int, str, str]:
+        """Send `sig` (SIGINT by default); wait for the exit and all output."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         deadline = time.monotonic() + timeout
         while self._pump(max(0.0, min(0.2, deadline - time.monotonic()))):
             if time.monotonic() > deadline:
