@@ -63,6 +63,12 @@ class TxMeta:
 
     csum_start: int | None = None
     csum_offset: int | None = None
+    # Segmentation (NicOffloads.TSO): a TCP frame larger than the MTU that the
+    # NIC cuts into segments of at most gso_size payload bytes. gso_type is
+    # virtio's VIRTIO_NET_HDR_GSO_* value (1 = TCP over IPv4); it needs the
+    # checksum request above (csum_start at the TCP header, csum_offset 16).
+    gso_type: int = 0
+    gso_size: int = 0
 
     @property
     def needs_csum(self) -> bool:
@@ -74,6 +80,7 @@ class RxMeta:
     """Per-frame receive information from the NIC."""
 
     csum_valid: bool = False  # the NIC checked the L4 checksum (DATA_VALID)
+    gso_size: int = 0  # > 0: a coalesced TCP frame (GUEST_TSO4) that stood for segments of this size
 
 
 NO_RX_META = RxMeta()
