@@ -170,6 +170,7 @@ class TcpConnection:
         self._sacked = RangeSet()
         self._lost = RangeSet()
         self._retrans = RangeSet()
+        self._rtx_hi: dict[int, tuple[int, int]] = {}  # retransmitted chunk start -> (end, SND.NXT then)
         self._dupacks = 0
         self._dup_bytes = 0  # NewReno without SACK: each dupACK stands for one segment that left
         self._recovery: str | None = None  # None, "fast" or "loss"
@@ -403,6 +404,7 @@ class TcpConnection:
         self.cc.mss = mss
         self.stats["pmtu_reductions"] += 1
         self._retrans.clear()
+        self._rtx_hi.clear()
         pos = self.snd_una
         for s, e in self._sacked:
             if pos < s:
@@ -760,7 +762,7 @@ class TcpConnection:
             if ts is None:
                 self.stats["drop_no_timestamp"] += 1
                 return
-            if (ts[0] - self.ts_recent) & MASK >= _HALF:
+            if (ts[0] - self.ts_recent) & MASK >= _HALF and not self._disordered_ack(seg, seq, plen, flags):
                 self.stats["drop_paws"] += 1
                 self._send_dupack(now, pure=False)
                 return
@@ -794,8 +796,8 @@ class TcpConnection:
         self._last_rx = now
         self._ka_probes = 0
         self._ka_at = None
-        if ts is not None and self.ts_ok and seq <= self._last_ack_sent:
-            self.ts_recent = ts[0]  # RFC 7323 4.3 (the PAWS check already held)
+        if ts is not None and self.ts_ok and seq <= self._last_ack_sent and (ts[0] - self.ts_recent) & MASK < _HALF:
+            self.ts_recent = ts[0]  # RFC 7323 4.3 (never backwards: a disordered ACK is older)
         # Second: RST (RFC 5961 3.2: exact match resets, otherwise challenge).
         if rst:
             if seq == rn:
@@ -891,6 +893,23 @@ class TcpConnection:
                 self._ack_now = True  # CLOSE-WAIT and later: a repeated FIN, ACK it
                 self._want_output = True
 
+    def _disordered_ack(self, seg: TcpRepr, seq: int, plen: int, flags: int) -> bool:
+        """A duplicate ACK that was merely reordered, exempt from PAWS (as Linux does).
+
+        Only a pure ACK at RCV.NXT that repeats SND.UNA, keeps the window and
+        is older than TS.Recent by less than one RTO (in TSval milliseconds):
+        it carries SACK information, and dropping it would hide a loss.
+        """
+        if plen or flags & 0x07 or seq != self.rcv_nxt:
+            return False
+        if unwrap(seg.ack, self.snd_una) != self.snd_una or (seg.window << self.snd_wscale) != self.snd_wnd:
+            return False
+        age_ms = (self.ts_recent - seg.timestamps[0]) & MASK
+        if age_ms > self.rtt.rto * 1000:
+            return False
+        self.stats["paws_disordered_ack"] += 1
+        return True
+
     def _process_ack_only(self, seg: TcpRepr, now: float) -> None:
         ack = unwrap(seg.ack, self.snd_una)
         if self.snd_una <= ack <= self.snd_nxt:
@@ -933,6 +952,8 @@ class TcpConnection:
                 self._enter_fast_recovery(now)
             elif self._recovery == "fast":
                 self._mark_lost_sack()
+                if newly_sacked and self._rtx_hi:
+                    self._detect_lost_retransmits()
 
     def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
         """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
@@ -953,6 +974,9 @@ class TcpConnection:
             self._sacked.discard_below(ack)
             self._lost.discard_below(ack)
             self._retrans.discard_below(ack)
+            if self._rtx_hi:
+                for start in [k for k, (end, _) in self._rtx_hi.items() if end <= ack]:
+                    del self._rtx_hi[start]
         # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
         ts = seg.timestamps
         if self.ts_ok and ts is not None and ts[1]:
@@ -1090,6 +1114,19 @@ class TcpConnection:
                 pos = e
         if pos < boundary:
             self._lost.add(pos, boundary)
+
+    def _detect_lost_retransmits(self) -> None:
+        """A retransmission is lost if data sent after it was SACKed (as Linux did
+        before RACK): send it again now instead of waiting for the RTO."""
+        high = self._sacked.high
+        una = self.snd_una
+        for start, (end, hi) in list(self._rtx_hi.items()):
+            if end <= una or self._retrans.covered(start, end) == 0:
+                del self._rtx_hi[start]  # delivered (acked or SACKed)
+            elif high is not None and high > hi:
+                del self._rtx_hi[start]
+                self._retrans.remove(start, end)
+                self.stats["lost_retransmits"] += 1
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675 SetPipe, by byte ranges)."""
@@ -1316,6 +1353,8 @@ class TcpConnection:
             return False
         self._force_rtx = False
         self._retrans.add(s, e)
+        if self.sack_ok:
+            self._rtx_hi[s] = (e, self.snd_nxt)
         flags = _F_ACK
         data_end = e
         if self._fin_queued and e > self._fin_seq:
@@ -1481,6 +1520,7 @@ class TcpConnection:
             self._dupacks = 0
             self._dup_bytes = 0
             self._retrans.clear()
+            self._rtx_hi.clear()
             pos = self.snd_una
             for s, e in self._sacked:
                 if pos < s:
@@ -1540,6 +1580,7 @@ class TcpConnection:
         self._sndbuf.clear()
         self._lost.clear()
         self._retrans.clear()
+        self._rtx_hi.clear()
         self._sacked.clear()
 
     def _fail(self, err: int) -> None:
@@ -1558,6 +1599,7 @@ class TcpConnection:
         self._ooo.clear()
         self._lost.clear()
         self._retrans.clear()
+        self._rtx_hi.clear()
         self._sacked.clear()
         if self.listener is not None and was is SYN_RECEIVED:
             self.listener._forget(self)

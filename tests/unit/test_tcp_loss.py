@@ -187,3 +187,20 @@ def test_rto_during_sack_recovery_resends_every_unsacked_hole():
     base = d.conn.iss
     lost = [(a - base, b - base) for a, b in d.conn._lost.ranges()]
     assert lost == [(1, 2001), (5001, 7001), (8001, 11001)]  # every hole up to SND.NXT
+
+
+def test_lost_retransmission_is_detected_by_later_sacks():
+    d = ten_segments(sack=True)
+    c = d.conn
+    d.feed(".", seq=1, ack=1001)
+    d.out()
+    for hi in (3001, 4001, 5001):
+        d.feed(".", seq=1, ack=1001, sack=[(2001, hi)])
+        d.out()
+    assert c.stats["retransmits"] == 1  # 1001 resent while SND.NXT was 14001
+    d.feed(".", seq=1, ack=1001, sack=[(2001, 12001)])
+    assert d.out() == [seg(14001), seg(15001), seg(16001), seg(17001)]  # pipe 3000, cwnd 7700
+    # Data sent after the retransmission arrives, the retransmission does not: resend it now.
+    d.feed(".", seq=1, ack=1001, sack=[(14001, 15001), (2001, 12001)])
+    assert d.out()[0] == seg(1001)
+    assert c.stats["lost_retransmits"] == 1 and c.stats["timeouts"] == 0

@@ -197,3 +197,16 @@ def test_rst_is_taken_even_with_a_zero_window():  # MUST-66
     assert d.conn.rcv_adv == d.conn.rcv_nxt  # the window is closed
     d.feed("R", seq=101)
     assert d.conn.state is S.CLOSED and d.conn.error == errno.ECONNRESET
+
+
+def test_reordered_duplicate_ack_is_exempt_from_paws():
+    # As Linux: an old pure duplicate ACK still counts (its SACK blocks matter).
+    d = established_driver(TcpConfig(rcvbuf=65535))
+    d.conn.send(b"x" * 3000)
+    d.out()
+    d.feed(".", seq=1, ack=1, window=65535 >> 7, ts=(1010, 0), sack=[(1449, 2897)])
+    d.feed(".", seq=1, ack=1, window=65535 >> 7, ts=(1005, 0), sack=[(1449, 3001)])
+    assert d.conn.stats["paws_disordered_ack"] == 1 and d.conn.stats["drop_paws"] == 0
+    assert d.conn._sacked.total == 1552 and d.conn.stats["dupacks_in"] == 2
+    d.feed("P.", seq=1, ack=1, window=65535 >> 7, ts=(1005, 0), data=b"old data")
+    assert d.conn.stats["drop_paws"] == 1 and d.conn.recv(10) == b""
