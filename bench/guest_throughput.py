@@ -2,7 +2,6 @@
 
 Two Linux guests (TCG, the image `mnet guest build` makes) are linked two ways
 in one run:
-
   switch   guest A -- vhost-user -- [our virtio-net device, port a]
                                       switch (Python, a thread of this program)
            guest B -- vhost-user -- [our virtio-net device, port b]
@@ -42,6 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))     # guestlab: bounded waits in a guest
 
+# All imports up front: a broken tree fails now, not after the first setup ran.
+from guest.errors import GuestError  # noqa: E402
+from guest.image import build_image  # noqa: E402
+from guestlab import wait_in_guest  # noqa: E402
+from nicdev.net.background import BackgroundSwitch  # noqa: E402
+from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
+from qemu.cmdline import NicConfig  # noqa: E402
+from qemu.errors import QemuError  # noqa: E402
+from qemu.launcher import find_qemu  # noqa: E402
+from qemu.vm import VirtualMachine  # noqa: E402
+
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
 PREFIX = 24
 IPERF_PORT = 5201
@@ -62,6 +72,17 @@ def log(line: str) -> None:
 
 class BenchError(Exception):
     """A step failed; the message says which and quotes the guest."""
+
+
+def source_version() -> str:
+    """The git commit measured (with -dirty if the tree has local changes)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
 
 
 def cpu_model() -> str:
@@ -88,21 +109,14 @@ class GuestPair:
         self.vms = []
 
     def _vm(self, name: str, ip: str, nic):
-        from qemu.vm import VirtualMachine
-
         return VirtualMachine(name, self.image, nic=nic, ip=f"{ip}/{PREFIX}", workdir=self.workdir / name,
                               memory_mb=self.memory_mb, progress=log)
 
     def __enter__(self) -> "GuestPair":
-        from qemu.cmdline import NicConfig
-
         w = self.workdir
         w.mkdir(parents=True, exist_ok=True)
         try:
             if self.setup == "switch":
-                from nicdev.net.background import BackgroundSwitch
-                from nicdev.net.vhost_user_port import VhostUserPort
-
                 self.bg = BackgroundSwitch()
                 for port in ("a", "b"):
                     self.bg.add_port(VhostUserPort(port, str(w / f"{port}.sock")))
@@ -218,8 +232,6 @@ def _delta(before: dict, after: dict) -> dict:
 
 
 def measure(pair: GuestPair, args: argparse.Namespace) -> dict[str, dict]:
-    from guestlab import wait_in_guest
-
     a, b = pair.a, pair.b
     # ARP and the first-packet path warm: the RTT figures are steady state.
     run_checked(a, f"ping -c 2 -w 20 {B_IP}", 40)
@@ -269,10 +281,6 @@ def main() -> int:
     if args.seconds < 1 or args.pings < 1 or args.interval <= 0 or args.rounds < 1:
         ap.error("--seconds, --pings, --rounds must be >= 1 and --interval > 0")
 
-    from guest.errors import GuestError
-    from guest.image import build_image
-    from qemu.errors import QemuError
-    from qemu.launcher import find_qemu
 
     try:
         find_qemu()
@@ -309,6 +317,7 @@ def main() -> int:
         "guests": {"accel": "tcg", "vcpus": 1, "memory_mb": args.memory, "kernel": image.kernel_version,
                    "mtu": MTU},
         "rounds": args.rounds,
+        "source": source_version(),
     }
     for case, (key, units, better) in CASES.items():
         mine, theirs = ours[case], anchor[case]
