@@ -540,7 +540,6 @@ class TcpConnection:
     def poll(self, now: float) -> list[Segment]:
         """Run due timers and return the segments to transmit now."""
         out: list[Segment] = []
-        self._want_output = False
         if self._close_at is not None and now >= self._close_at:
             self._close_at = None
             self.stats["closed_by_timer"] += 1
@@ -560,6 +559,7 @@ class TcpConnection:
         if self._ctl_out:
             out.extend(self._ctl_out)
             self._ctl_out.clear()
+        self._want_output = False  # (after the timers, which may ask for output)
         if self.state is not CLOSED:
             self._output(now, out)
         return out
@@ -1303,6 +1303,7 @@ class TcpConnection:
         if st is SYN_SENT or st is SYN_RECEIVED:
             if self._syn_pending:
                 self._syn_pending = False
+                self._ack_now = False  # a SYN-ACK carries the ACK
                 out.append(self._syn_segment(now))
                 if self.snd_nxt == self.iss:
                     self.snd_nxt = self.iss + 1
@@ -1311,6 +1312,10 @@ class TcpConnection:
                 if self._rtt_seq is None and not self._syn_retransmitted:
                     self._rtt_seq = self.iss + 1
                     self._rtt_time = now
+            elif self._ack_now:
+                if st is SYN_RECEIVED:  # an unacceptable segment: <SEQ=SND.NXT><ACK=RCV.NXT>
+                    out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+                self._ack_now = False
             return
         if st is TIME_WAIT:
             if self._ack_now:

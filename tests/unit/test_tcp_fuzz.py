@@ -161,6 +161,8 @@ def run_actions(d: SegmentDriver, actions) -> None:
             wire = seg.emit(payload, CLIENT[0], SERVER[0])  # options must fit, fields must encode
             assert TcpRepr.parse(wire, CLIENT[0], SERVER[0])[0].seq == seg.seq
         check_invariants(c)
+        at = c.poll_at()
+        assert at is None or at > d.now, "poll left work due now: the caller would spin"
 
 
 @pytest.mark.parametrize("state", STATES)

@@ -400,3 +400,11 @@ def test_rst_on_embryo_frees_its_syn_queue_slot():
 def test_established_helper_consumes_the_handshake():
     d = established_driver(TcpConfig())
     assert d.conn.state is TcpState.ESTABLISHED and d.out() == []
+
+
+def test_unacceptable_segment_in_syn_received_gets_an_ack_and_no_busy_loop():
+    d = passive()
+    d.out()
+    d.feed(".", seq=90000, ack=1)
+    assert d.out() == ["[.] seq=1 ack=1 win=65535 len=0"]
+    assert d.conn.poll_at() == 1.0  # just the SYN-ACK timer
