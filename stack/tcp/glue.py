@@ -127,10 +127,12 @@ class TcpLayer:
             return
         key = (dst, seg.dst_port, src, seg.src_port)
         conn = self._conns.get(key)
+        iss_floor = None
         if conn is not None:
             if conn.state is TcpState.TIME_WAIT and conn.may_reopen(seg) and self._find_listener(dst, seg.dst_port):
-                # MAY-2: a new SYN ends TIME-WAIT early (the clock-driven ISN is larger).
+                # MAY-2: a new SYN ends TIME-WAIT early; the new ISN starts beyond the old SND.NXT.
                 self.counters["time_wait_reopened"] += 1
+                iss_floor = (conn.snd_nxt + 65536) & 0xFFFFFFFF
                 del self._conns[key]
             else:
                 conn.receive_segment(seg, payload, now)
@@ -153,7 +155,7 @@ class TcpLayer:
         if src.is_multicast or src.is_unspecified or src == _LIMITED_BROADCAST or src.is_loopback and not dst.is_loopback:
             self.counters["drop.bad source"] += 1  # MUST-63
             return
-        child = listener.on_syn(dst, (src, seg.src_port), seg, now)
+        child = listener.on_syn(dst, (src, seg.src_port), seg, now, iss_floor=iss_floor)
         if child is None:
             self.counters["drop.listen queue"] += 1
             return

@@ -23,7 +23,7 @@ from typing import Callable
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection
-from stack.tcp.seq import IsnGenerator
+from stack.tcp.seq import IsnGenerator, seq_lt
 from stack.tcp.state import TcpState
 from stack.wire.tcp import TcpRepr
 
@@ -79,8 +79,15 @@ class TcpListener:
     def readable(self) -> bool:
         return bool(self._accept_queue) or self.closed
 
-    def on_syn(self, local_ip: IPv4Address, remote: Endpoint, syn: TcpRepr, now: float) -> TcpConnection | None:
-        """A SYN for us (no ACK, no RST): a new SYN-RECEIVED connection, or None if dropped."""
+    def on_syn(
+        self, local_ip: IPv4Address, remote: Endpoint, syn: TcpRepr, now: float, *, iss_floor: int | None = None
+    ) -> TcpConnection | None:
+        """A SYN for us (no ACK, no RST): a new SYN-RECEIVED connection, or None if dropped.
+
+        ``iss_floor`` (a wire sequence number) is set when the SYN ends a
+        TIME-WAIT: the new ISN must lie beyond the old connection's SND.NXT
+        (RFC 1122 4.2.2.13), so old duplicates cannot fall into the new one.
+        """
         if self.closed:
             return None
         if self.accept_queue_full:
@@ -94,6 +101,8 @@ class TcpListener:
         if key in self._syn_queue:
             return None  # the glue delivers to that connection; never two
         iss = self.isn.isn(local_ip, local[1], remote[0], remote[1], now)
+        if iss_floor is not None and seq_lt(iss, iss_floor):
+            iss = iss_floor
         tso = self.isn.ts_offset(local_ip, local[1], remote[0], remote[1])
         conn = TcpConnection.from_syn(local, remote, syn, iss, now, self.config, ts_offset=tso, listener=self)
         self._syn_queue[key] = conn

@@ -199,7 +199,12 @@ def test_time_wait_is_reopened_by_a_newer_syn():
     again = w.a.connect(A, (B, 80), w.now, local_port=w.a.bind(A, 7001, reuse_addr=True))
     w.exchange()
     assert again.state is S.ESTABLISHED and w.b.counters["time_wait_reopened"] == 1
-    assert w.b.accept(lst) is not None
+    new_server = w.b.accept(lst)
+    assert new_server is not None
+    # RFC 1122 4.2.2.13: the new incarnation's ISN lies beyond the old SND.NXT.
+    from stack.tcp.seq import seq_gt
+
+    assert seq_gt(new_server.iss, server.snd_nxt & 0xFFFFFFFF)
 
 
 def test_icmp_errors_reach_the_right_connection():

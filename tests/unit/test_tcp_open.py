@@ -408,3 +408,13 @@ def test_unacceptable_segment_in_syn_received_gets_an_ack_and_no_busy_loop():
     d.feed(".", seq=90000, ack=1)
     assert d.out() == ["[.] seq=1 ack=1 win=65535 len=0"]
     assert d.conn.poll_at() == 1.0  # just the SYN-ACK timer
+
+
+def test_iss_floor_after_time_wait():
+    lst = _listener()
+    plain = IsnGenerator(KEY).isn(SERVER[0], 80, _client(1)[0], _client(1)[1], 0.0)
+    floor = (plain + 1_000_000) & 0xFFFFFFFF
+    conn = lst.on_syn(SERVER[0], _client(1), _syn(), 0.0, iss_floor=floor)
+    assert conn.iss == floor  # the clock alone would have gone below the old SND.NXT
+    conn2 = lst.on_syn(SERVER[0], _client(2), _syn(), 0.0, iss_floor=(plain - 10) & 0xFFFFFFFF)
+    assert conn2.iss != (plain - 10) & 0xFFFFFFFF  # a floor already passed changes nothing
