@@ -11,6 +11,15 @@ Quick start (see docs/stack.md)::
         client = a.socket(SocketType.DATAGRAM)
         client.send_to(b"hi", IpAddress.parse("10.0.0.2:5353"))
         data, sender = server.recv_from(2048)
+
+        listener = b.socket(SocketType.STREAM)       # TCP
+        listener.bind(IpAddress.any(7))
+        listener.listen()
+        conn = a.socket(SocketType.STREAM)
+        conn.connect(IpAddress.parse("10.0.0.2:7"))
+        peer, address = listener.accept()
+        conn.sendall(b"hello")
+        peer.recv(100)
 """
 from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads, RxMeta, TxMeta
 from stack.runtime import Stack, get_default_stack, set_default_stack
@@ -23,6 +32,8 @@ from stack.socket_api import (
     SocketType,
     poll,
 )
+from stack.stream_socket import StreamSocket
+from stack.tcp import TcpConfig, TcpInfo
 
 __all__ = [
     "Impairment",
@@ -38,6 +49,9 @@ __all__ = [
     "SocketOption",
     "SocketType",
     "Stack",
+    "StreamSocket",
+    "TcpConfig",
+    "TcpInfo",
     "TxMeta",
     "get_default_stack",
     "poll",

@@ -1,4 +1,4 @@
-"""The interface: Ethernet, ARP, IPv4, ICMP and UDP for one NIC, sans-IO.
+"""The interface: Ethernet, ARP, IPv4, ICMP, UDP and TCP for one NIC, sans-IO.
 
 Frames go in with :meth:`Interface.receive_frame`, frames to send come out
 of :meth:`Interface.poll`, and :meth:`Interface.poll_at` says when ``poll``
@@ -7,9 +7,10 @@ clock, blocks or touches a descriptor: ``now`` is passed into every call, so
 tests drive it with a fake clock and the runtime (stack/runtime.py) drives
 it with ``time.monotonic``. The model is smoltcp's ``Interface::poll``.
 
-Sockets live in the core as plain state (stack/udp.py, stack/raw.py); the
-socket API calls the ``udp_*``/``raw_*`` methods below under the runtime's
-lock. A bad frame from the wire is counted and dropped, never raised; a bad
+Sockets live in the core as plain state (stack/udp.py, stack/raw.py, and
+the TCP engine's connections and listeners behind :attr:`Interface.tcp`, a
+:class:`stack.tcp.glue.TcpLayer`); the socket API calls the ``udp_*``/
+``raw_*``/``tcp_*`` methods below under the runtime's lock. A bad frame from the wire is counted and dropped, never raised; a bad
 request from a local socket raises ``OSError`` with the errno a POSIX stack
 would give.
 """
@@ -31,6 +32,9 @@ from stack.ratelimit import KeyedRateLimiter
 from stack.raw import RawSocketState, RawTable
 from stack.routes import LOOPBACK_NET, UNSPECIFIED, Route, RouteKind, RouteTable
 from stack.sockstate import SocketState
+from stack.tcp.config import TcpConfig
+from stack.tcp.connection import TcpConnection
+from stack.tcp.glue import TcpLayer, icmp_is_hard
 from stack.udp import UdpSocketState, UdpTable
 from stack.wire import (
     ArpOperation,
@@ -66,6 +70,8 @@ MAX_UDP_PAYLOAD = 65535 - IP_HEADER_LEN - UDP_HEADER_LEN  # 65507
 ZERO_MAC = MacAddress(bytes(6))
 LOOPED_META = RxMeta(csum_valid=True)  # in-stack loopback: checksums are ours
 LOOPBACK_BURST = 256  # looped packets handled per poll, so a loop cannot hang poll
+ROUTE_CACHE_SIZE = 1024  # routes never change, but peers are many: bound the memo
+TCP_MIN_QUOTE = 8  # ports and sequence number: what RFC 5927 needs from the quoted header
 
 # What an ICMP destination-unreachable code means to a socket (as in Linux's
 # icmp_err_convert table); anything not listed is EHOSTUNREACH.
@@ -114,6 +120,8 @@ class Interface:
         arp_cache: ArpCache | None = None,
         reassembler: Reassembler | None = None,
         icmp_rate_limiter: KeyedRateLimiter | None = None,
+        tcp_config: TcpConfig | None = None,
+        tcp: TcpLayer | None = None,
     ) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"IPv4 needs an MTU between 68 and 65535, got {mtu}")
@@ -130,9 +138,14 @@ class Interface:
         self._rng = rng or random.Random()
         self.udp = UdpTable(self._rng)
         self.raw = RawTable()
+        # TCP segments are sized for this interface's MTU whatever the caller's config says.
+        if tcp is None:
+            tcp = TcpLayer(dataclasses.replace(tcp_config or TcpConfig(), mtu=mtu))
+        self.tcp = tcp
         self._tx: list[TxItem] = []
         self._loop: deque[bytes] = deque()  # IP packets on the in-stack loopback
         self._ident = self._rng.randrange(1 << 16)
+        self._route_cache: dict[tuple[IPv4Address, IPv4Address], Route] = {}  # TCP's (dst, src) -> route
 
     # -- configuration views -----------------------------------------------------
     @property
@@ -182,6 +195,7 @@ class Interface:
                 # RFC 792: time exceeded (reassembly) only if fragment 0 came.
                 self._icmp_error(TimeExceeded(TimeExceededCode.FRAG_REASSEMBLY, first), src, now)
         self._run_loopback(now)
+        self._poll_tcp(now)
         self._poll_arp(now)
         out, self._tx = self._tx, []
         self.counters.bump("ethernet", "tx", len(out))
@@ -191,7 +205,7 @@ class Interface:
         """When ``poll`` next has work: 0.0 for "now", None for "only on input"."""
         if self._tx or self._loop:
             return 0.0
-        times = [t for t in (self.arp.poll_at(), self.reassembler.next_deadline()) if t is not None]
+        times = [t for t in (self.arp.poll_at(), self.reassembler.next_deadline(), self.tcp.poll_at()) if t is not None]
         return min(times) if times else None
 
     # -- UDP socket calls (from the socket API, under the runtime's lock) --------
@@ -286,6 +300,35 @@ class Interface:
     def raw_close(self, sock: RawSocketState) -> None:
         self.raw.remove(sock)
         sock.mark_closed()
+
+    # -- TCP socket calls (the engine lives in self.tcp; these add the IP layer's checks) --
+    def tcp_bind(self, ip: IPv4Address, port: int, reuse_addr: bool = False) -> int:
+        """Reserve ``(ip, port)`` for a TCP socket (port 0: ephemeral); return the port."""
+        self._check_bindable(ip)
+        return self.tcp.bind(ip, port, reuse_addr)
+
+    def tcp_connect(
+        self,
+        ip: IPv4Address,
+        port: int,
+        now: float,
+        *,
+        local: tuple[IPv4Address, int] | None = None,
+        config: TcpConfig | None = None,
+    ) -> TcpConnection:
+        """Active open to ``(ip, port)``; the SYN leaves on the next :meth:`poll`.
+
+        ``local`` is the socket's earlier binding (its port moves to the
+        connection); without one, the route picks the source address and an
+        RFC 6056 ephemeral port is chosen. Like Linux, a broadcast or
+        multicast destination is ENETUNREACH.
+        """
+        if self.routes.is_broadcast(ip) or ip.is_multicast:
+            raise OSError(errno.ENETUNREACH, f"cannot open a TCP connection to {ip}")
+        bound_ip, bound_port = local if local is not None else (UNSPECIFIED, 0)
+        route = self.routes.lookup(ip, bound_ip)
+        src = bound_ip if bound_ip != UNSPECIFIED else route.src
+        return self.tcp.connect(src, (ip, port), now, local_port=bound_port, config=config)
 
     def _check_bindable(self, ip: IPv4Address) -> None:
         if ip != UNSPECIFIED and not self.routes.is_local(ip):
@@ -395,6 +438,35 @@ class Interface:
                     told.add(id(item.owner))
                     item.owner.set_error(errno.EHOSTUNREACH)
 
+    def _poll_tcp(self, now: float) -> None:
+        """Send the TCP engine's segments: checksum offloaded when the NIC offers it."""
+        segments = self.tcp.poll(now)
+        if not segments:
+            return
+        routes = self._route_cache
+        offload = self.tx_csum_offload
+        for o in segments:
+            key = (o.dst, o.src)
+            route = routes.get(key)
+            try:
+                if route is None:
+                    if len(routes) >= ROUTE_CACHE_SIZE:
+                        routes.clear()
+                    route = routes[key] = self.routes.lookup(o.dst, o.src)
+                meta = None
+                if offload and route.kind is not RouteKind.LOCAL:
+                    segment, start, offset = o.encode(partial_checksum=True)
+                    meta = TxMeta(ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
+                else:
+                    segment = o.encode()
+                # Segments are sized for the MTU: Don't Fragment, and path MTU discovery works.
+                self._send_ip(route, o.dst, IpProtocol.TCP, segment, now, ttl=o.ttl, owner=o.owner, meta=meta,
+                              dont_frag=True)
+            except OSError as exc:  # no route (any more), or larger than the MTU: the engine retransmits
+                self.counters.drop("tcp", f"tx unroutable ({errno.errorcode.get(exc.errno, exc.errno)})")
+                continue
+            self.counters.bump("tcp", "tx_segments")
+
     def _run_loopback(self, now: float) -> None:
         # Packets looped while handling these (an echo reply to ourselves)
         # are handled too, up to a bound: poll_at() says "now" for the rest.
@@ -493,6 +565,11 @@ class Interface:
             self._receive_icmp(ip, data, now, meta, broadcast)
         elif ip.protocol == IpProtocol.UDP:
             self._receive_udp(ip, data, full, now, meta, broadcast)
+        elif ip.protocol == IpProtocol.TCP:
+            # A closed port gets a RST from the engine, never an ICMP error.
+            # Bad checksums and headers raise MalformedPacket ("tcp: ...").
+            self.counters.bump("tcp", "rx_segments")
+            self.tcp.receive(ip.src, ip.dst, data, now, csum_valid=meta.csum_valid, broadcast=broadcast)
         elif not raw:
             self.counters.drop("ipv4", "unknown protocol")
             if self._may_send_error_about(ip, broadcast):
@@ -524,11 +601,14 @@ class Interface:
             self.counters.bump("icmpv4", "rx_other")
 
     def _icmp_error_to_socket(self, msg: DestUnreachable | TimeExceeded) -> None:
-        """Report an ICMP error to the connected UDP socket it is about."""
+        """Report an ICMP error to the connected UDP socket or TCP connection it is about."""
         quoted = Ipv4Packet(msg.header)
         hlen = quoted.header_len
         if quoted.version != 4 or hlen < IP_HEADER_LEN or len(msg.header) < hlen + UDP_HEADER_LEN:
             self.counters.drop("icmpv4", "bad quoted packet")
+            return
+        if quoted.protocol == IpProtocol.TCP:
+            self._icmp_error_to_tcp(msg, quoted, bytes(msg.header[hlen : hlen + TCP_MIN_QUOTE]))
             return
         if quoted.protocol != IpProtocol.UDP:
             self.counters.bump("icmpv4", "rx_error_not_udp")
@@ -548,6 +628,23 @@ class Interface:
             err = errno.EHOSTUNREACH
         sock.set_error(err)
         self.counters.bump("udp", "icmp_error_reported")
+
+    def _icmp_error_to_tcp(self, msg: DestUnreachable | TimeExceeded, quoted: Ipv4Packet, tcp_head: bytes) -> None:
+        """Hand an ICMP error to the engine (RFC 5927 checks, soft/hard errors, path MTU)."""
+        mtu = None
+        hard = False
+        if isinstance(msg, DestUnreachable):
+            err = ICMP_ERRNO.get(msg.code, errno.EHOSTUNREACH)
+            hard = icmp_is_hard(msg.code)
+            if msg.code == DestUnreachableCode.FRAG_NEEDED:
+                # RFC 1191; a pre-1191 router says 0: fall back to 576, the size every host takes.
+                mtu = msg.next_hop_mtu if msg.next_hop_mtu >= 68 else 576
+        else:
+            err = errno.EHOSTUNREACH
+        if self.tcp.icmp_error(quoted.src, quoted.dst, tcp_head, err, hard, mtu):
+            self.counters.bump("tcp", "icmp_error_reported")
+        else:
+            self.counters.bump("tcp", "icmp_error_ignored")
 
     def _receive_udp(self, ip: Ipv4Repr, data, full, now: float, meta: RxMeta, broadcast: bool) -> None:
         udp, payload = UdpRepr.parse(data, ip.src, ip.dst, verify_checksum=not meta.csum_valid)

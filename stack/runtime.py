@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from stack.iface import Interface
 from stack.nic import Nic, NicOffloads
+from stack.tcp.connection import TcpInfo
+from stack.tcp.glue import ListenerInfo, format_table
 
 if TYPE_CHECKING:
     from stack.socket_api import PollEvent, Socket, SocketType
@@ -42,7 +44,8 @@ class Stack:
     ``ip`` is one address with prefix (``"10.0.0.2/24"``) or a list of them.
     A ``privileged`` stack hands out RAW sockets (like CAP_NET_RAW).
     ``interface_options`` go to :class:`~stack.iface.Interface` (for example
-    ``arp_cache=ArpCache(retry_interval=0.1)`` in tests).
+    ``arp_cache=ArpCache(retry_interval=0.1)`` in tests, or
+    ``tcp_config=TcpConfig(syn_retries=2)`` for every TCP socket's defaults).
     """
 
     def __init__(
@@ -96,15 +99,20 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        """Close every socket of this stack and stop the thread (the NIC stays open)."""
+        """Close every socket of this stack and stop the thread (the NIC stays open).
+
+        TCP connections get their FIN (or RST) out, but nothing is retransmitted
+        afterwards: linger on a socket first if its data must arrive.
+        """
         with self._lock:
             if self._stopped:
                 return
-            self._stopped = True
-            self._running = False
+            self._stopped = True  # no new sockets from here on
             sockets = list(self._sockets)
         for sock in sockets:
-            sock.close()
+            sock.close()  # while still running, so TCP's FINs and RSTs go out
+        with self._lock:
+            self._running = False
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
@@ -144,7 +152,28 @@ class Stack:
             if nic_counters is not None:
                 snap["nic"] = dict(nic_counters)
             snap["reassembly"] = dict(self.iface.reassembler.counters)
+            # The interface counts TCP segments in and out and their drops; the
+            # engine's glue counts RSTs, opens, ICMP verdicts: one "tcp" line.
+            tcp = snap.setdefault("tcp", {})
+            for name, value in self.iface.tcp.counters.items():
+                tcp[name] = tcp.get(name, 0) + value
         return snap
+
+    def connections(self) -> list[TcpInfo]:
+        """A :class:`~stack.tcp.connection.TcpInfo` per TCP connection (TIME-WAIT and
+        orphans included), sorted by local then remote address."""
+        with self._lock:
+            return self.iface.tcp.table()
+
+    def tcp_listeners(self) -> list[ListenerInfo]:
+        """Every listening TCP socket: address, backlog, accept and SYN queue lengths."""
+        with self._lock:
+            return self.iface.tcp.listeners()
+
+    def connection_table(self) -> str:
+        """Listeners and connections as text, like ``ss -tin``."""
+        with self._lock:
+            return format_table(self.iface.tcp.table(), self.iface.tcp.listeners())
 
     # -- used by the socket API (always with self._lock held) ------------------------
     def _now(self) -> float:

@@ -1,16 +1,19 @@
 """The public socket API of the MultiOS stack (POSIX-style).
 
 ``Socket(SocketType.DATAGRAM)`` is a UDP socket, ``SocketType.RAW`` an ICMP
-raw socket (privileged stacks only); ``SocketType.STREAM`` (TCP) is not
-implemented yet. Errors are the standard ``OSError`` subclasses with the
+raw socket (privileged stacks only) and ``SocketType.STREAM`` a TCP socket
+(:class:`stack.stream_socket.StreamSocket`, a subclass of :class:`Socket`
+that ``Socket(SocketType.STREAM)`` returns). Errors are the standard ``OSError`` subclasses with the
 errno a POSIX system would give (``BlockingIOError`` for EAGAIN,
 ``TimeoutError``, ``ConnectionRefusedError``, ``PermissionError``, or plain
 ``OSError`` with ``.errno`` set).
 
-Every socket has a real file descriptor (an eventfd) that is readable while
-a receive call would not block (data, a pending error, or end of input), so
-``select``, ``selectors`` and ``poll`` work on it, and :func:`poll` waits on
-several sockets at once. Sockets are thread-safe.
+Every socket has a real file descriptor that is readable while a receive
+call would not block (data, a pending error, or end of input; for STREAM
+sockets also a connection to accept) and, for STREAM sockets, writable while
+a send would not block, so ``select``, ``selectors`` and ``poll`` work on
+it, and :func:`poll` waits on several sockets at once. Sockets are
+thread-safe.
 """
 from __future__ import annotations
 
@@ -40,12 +43,11 @@ __all__ = [
 ]
 
 STUCK_FD_RECHECK = 0.005
-TCP_NOT_IMPLEMENTED = "TCP is not implemented yet in MultiOS (see the TCP issue)"
 
 
 class SocketType(enum.Enum):
     DATAGRAM = "datagram"  # UDP
-    STREAM = "stream"  # TCP (not implemented yet)
+    STREAM = "stream"  # TCP
     RAW = "raw"  # whole ICMP packets
 
 
@@ -55,6 +57,15 @@ class SocketOption(enum.Enum):
     RECEIVE_BUFFER_SIZE = "receive_buffer_size"  # int bytes
     SEND_BUFFER_SIZE = "send_buffer_size"  # int bytes (UDP sends never wait on it)
     TTL = "ttl"  # int 1..255 for outgoing packets
+    ERROR = "error"  # get only: the pending errno (0 if none), cleared, like SO_ERROR
+    # STREAM (TCP) sockets only:
+    TCP_NO_DELAY = "tcp_no_delay"  # bool: send small segments at once (no Nagle)
+    KEEP_ALIVE = "keep_alive"  # bool: probe an idle connection
+    KEEP_IDLE = "keep_idle"  # seconds of idleness before the first probe (TCP_KEEPIDLE)
+    KEEP_INTERVAL = "keep_interval"  # seconds between probes (TCP_KEEPINTVL)
+    KEEP_COUNT = "keep_count"  # unanswered probes before ETIMEDOUT (TCP_KEEPCNT)
+    LINGER = "linger"  # None (off) or seconds >= 0 that close() waits; 0 resets (SO_LINGER)
+    CONGESTION = "congestion"  # "cubic" or "newreno" (TCP_CONGESTION), before connect/listen
 
 
 class Shutdown(enum.Flag):
@@ -151,13 +162,24 @@ def _error(code: int, detail: str | None = None) -> OSError:
 
 
 class Socket:
-    """A socket on a MultiOS stack (the default stack unless ``stack=``)."""
+    """A socket on a MultiOS stack (the default stack unless ``stack=``).
+
+    ``Socket(SocketType.STREAM)`` gives a :class:`stack.stream_socket.StreamSocket`.
+    """
+
+    # Does fileno() become writable only when a send would not block? (STREAM: yes.)
+    _fd_signals_write = False
+
+    def __new__(cls, type: SocketType = SocketType.DATAGRAM, protocol: int | None = None, *, stack: Stack | None = None):
+        if cls is Socket and type is SocketType.STREAM:
+            from stack.stream_socket import StreamSocket
+
+            return super().__new__(StreamSocket)
+        return super().__new__(cls)
 
     def __init__(self, type: SocketType = SocketType.DATAGRAM, protocol: int | None = None, *, stack: Stack | None = None) -> None:
         if not isinstance(type, SocketType):
             raise TypeError(f"type must be a SocketType, got {type!r}")
-        if type is SocketType.STREAM:
-            raise OSError(errno.EPROTONOSUPPORT, TCP_NOT_IMPLEMENTED)
         st = stack if stack is not None else get_default_stack()
         self._stack = st
         self.type = type
@@ -368,6 +390,10 @@ class Socket:
                 SocketOption.SEND_BUFFER_SIZE: s.sndbuf,
                 SocketOption.TTL: s.ttl,
             }
+            if option is SocketOption.ERROR:
+                err = s.take_error()
+                self._sync_fd_locked()
+                return err or 0
         if option not in values:
             raise _error(errno.ENOPROTOOPT, f"unknown socket option {option!r}")
         return values[option]
@@ -481,10 +507,16 @@ def poll(
     deadline = None if timeout is None else time.monotonic() + timeout
     cap: float | None = None  # set once a readable fd stops being a useful wake-up
     with selectors.DefaultSelector() as sel:
-        for sock in socks:
+        masks: dict[int, int] = {}
+        for sock, w in zip(socks, wanted):
             fd = sock.fileno()
-            if fd >= 0 and fd not in sel.get_map():
-                sel.register(fd, selectors.EVENT_READ)
+            if fd >= 0:
+                mask = selectors.EVENT_READ
+                if PollEvent.WRITE in w and sock._fd_signals_write:
+                    mask |= selectors.EVENT_WRITE  # a STREAM socket's fd is writable when send would not block
+                masks[fd] = masks.get(fd, 0) | mask
+        for fd, mask in masks.items():
+            sel.register(fd, mask)
         while True:
             ready = [(s, ev) for s, w in zip(socks, wanted) if (ev := s._revents(w))]
             if ready:

@@ -213,11 +213,11 @@ def test_no_icmp_error_about_broadcasts_icmp_errors_or_fragments():
     assert link.b.counters.get("icmpv4", "drop.bad checksum") == 1, "the hand-made unknown type had no checksum"
 
 
-def test_protocol_unreachable_for_tcp_until_tcp_lands():
+def test_protocol_unreachable_for_a_protocol_the_stack_does_not_handle():
     link = Link()
     link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
     seg = bytes(20)
-    link.b.receive_frame(frame_to(MAC_B, Ipv4Repr(IP_A, IP_B, IpProtocol.TCP, len(seg)), seg), 0.0)
+    link.b.receive_frame(frame_to(MAC_B, Ipv4Repr(IP_A, IP_B, 132, len(seg)), seg), 0.0)  # SCTP
     (eth, payload), = [EthernetRepr.parse(f) for f in link.b.poll(0.0)]
     msg = parse_icmpv4(Ipv4Repr.parse(payload)[1])
     assert isinstance(msg, DestUnreachable) and msg.code == DestUnreachableCode.PROTOCOL

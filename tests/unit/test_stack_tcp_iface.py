@@ -1,0 +1,278 @@
+"""TCP wired into the sans-IO interface: receive, poll, poll_at, offloads, ICMP errors, ARP failure.
+
+Driven by stack.testing.Link (two interfaces, a fake wire, a fake clock).
+"""
+import errno
+from ipaddress import IPv4Address as A
+
+import pytest
+
+from stack.arp_cache import ArpCache
+from stack.nic import RxMeta, TxMeta, complete_checksum
+from stack.tcp import TcpConfig, TcpState
+from stack.testing import IP_A, IP_B, MAC_A, MAC_B, Link
+from stack.wire import (
+    DestUnreachable,
+    DestUnreachableCode,
+    EthernetRepr,
+    EtherType,
+    IpProtocol,
+    Ipv4Repr,
+    TimeExceeded,
+    TimeExceededCode,
+    emit_icmpv4,
+    error_payload,
+    parse_icmpv4,
+)
+from stack.wire.tcp import TcpFlags, TcpRepr
+
+ANY = A("0.0.0.0")
+
+
+def tcp_packets(frames):
+    """(Ipv4Repr, TcpRepr, payload) of every TCP frame in ``frames`` (parsed Ethernet)."""
+    out = []
+    for eth, p in frames:
+        if eth.ethertype != EtherType.IPV4:
+            continue
+        ip, data = Ipv4Repr.parse(p)
+        if ip.protocol == IpProtocol.TCP:
+            seg, payload = TcpRepr.parse(data, ip.src, ip.dst)
+            out.append((ip, seg, bytes(payload)))
+    return out
+
+
+def ip_packets(frames):
+    return [bytes(p) for eth, p in frames if eth.ethertype == EtherType.IPV4]
+
+
+def frame_to(dst_mac, ip: Ipv4Repr, payload: bytes, src_mac=MAC_A) -> bytes:
+    return EthernetRepr(dst_mac, src_mac, EtherType.IPV4).emit(ip.emit(payload))
+
+
+def syn_frame(dport=80, sport=40000, checksum_ok=True):
+    seg = TcpRepr(sport, dport, 1000, 0, TcpFlags.SYN, 65535, mss=1460).emit(b"", IP_A, IP_B)
+    if not checksum_ok:
+        seg = seg[:16] + bytes([seg[16] ^ 0xFF]) + seg[17:]
+    return frame_to(MAC_B, Ipv4Repr(IP_A, IP_B, IpProtocol.TCP, len(seg)), seg)
+
+
+def listening(iface, port=80, backlog=8):
+    iface.tcp_bind(ANY, port)
+    return iface.tcp.listen(ANY, port, backlog)
+
+
+def established(link, port=80):
+    lst = listening(link.b, port)
+    conn = link.a.tcp_connect(IP_B, port, link.now)
+    link.exchange()
+    server = link.b.tcp.accept(lst)
+    assert conn.state is TcpState.ESTABLISHED and server is not None
+    return conn, server
+
+
+def test_syn_to_a_closed_port_gets_a_rst_not_protocol_unreachable():
+    link = Link()
+    link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
+    link.b.receive_frame(syn_frame(dport=81), 0.0)
+    (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f in link.b.poll(0.0)])
+    assert seg.flags == TcpFlags.RST | TcpFlags.ACK and seg.ack == 1001 and (ip.src, ip.dst) == (IP_B, IP_A)
+    assert link.b.counters.get("tcp", "rx_segments") == 1
+    assert link.b.counters.get("icmpv4", "tx_error") == 0
+    assert link.b.tcp.counters["tx_rst"] == 1
+
+
+def test_a_malformed_segment_is_counted_under_tcp():
+    link = Link()
+    seg = bytes(20)  # ports 0 and data offset 0
+    link.b.receive_frame(frame_to(MAC_B, Ipv4Repr(IP_A, IP_B, IpProtocol.TCP, len(seg)), seg), 0.0)
+    assert link.b.poll(0.0) == []
+    assert link.b.counters.get("tcp", "drop.bad data offset") == 1
+    assert link.b.counters.drops("iface") == 0
+
+
+def test_handshake_and_data_go_out_with_dont_fragment_and_the_engine_ttl():
+    link = Link(a_kwargs={"tcp_config": TcpConfig(ttl=33)})
+    conn, server = established(link)
+    conn.send(b"x" * 3000)
+    link.exchange()
+    assert server.recv(5000) == b"x" * 3000
+    sent = tcp_packets(link.take_a())
+    assert sent and all(ip.dont_frag and ip.ttl == 33 for ip, _, _ in sent)
+    assert max(len(p) for _, _, p in sent) <= 1460, "segments fit the MTU"
+    assert link.a.counters.get("tcp", "tx_segments") == len(sent)
+    assert link.b.counters.get("tcp", "rx_segments") == len(sent)
+    assert link.a.tcp.config.mtu == 1500
+
+
+def test_tcp_config_mtu_follows_the_interface():
+    link = Link(a_kwargs={"mtu": 1000, "tcp_config": TcpConfig(mtu=9000)})
+    assert link.a.tcp.config.mtu == 1000 and link.a.tcp.config.mss == 960
+
+
+def test_checksum_offload_leaves_a_partial_checksum_and_meta():
+    link = Link(a_kwargs={"tx_csum_offload": True})
+    link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
+    conn = link.a.tcp_connect(IP_B, 80, 0.0)
+    (item,) = link.a.poll(0.0)
+    frame, meta = item
+    assert isinstance(meta, TxMeta) and meta.csum_start == 14 + 20 and meta.csum_offset == 16
+    eth, p = EthernetRepr.parse(frame)
+    ip, data = Ipv4Repr.parse(p)
+    with pytest.raises(Exception):
+        TcpRepr.parse(data, ip.src, ip.dst)  # not complete yet
+    eth, p = EthernetRepr.parse(complete_checksum(frame, meta))
+    ip, data = Ipv4Repr.parse(p)
+    seg, _ = TcpRepr.parse(data, ip.src, ip.dst)
+    assert seg.flags == TcpFlags.SYN and conn.state is TcpState.SYN_SENT
+
+
+def test_in_stack_loopback_connections_use_full_checksums_and_never_touch_the_nic():
+    link = Link(a_kwargs={"tx_csum_offload": True})
+    lst = listening(link.a, 7)
+    conn = link.a.tcp_connect(A("127.0.0.1"), 7, 0.0)
+    for _ in range(10):
+        assert link.a.poll(0.0) == []
+    server = link.a.tcp.accept(lst)
+    assert conn.state is TcpState.ESTABLISHED and server.local == (A("127.0.0.1"), 7)
+    conn.send(b"ping")
+    link.a.poll(0.0)
+    link.a.poll(0.0)
+    assert server.recv(10) == b"ping"
+    assert link.a.counters.get("tcp", "drop.bad checksum") == 0
+
+
+def test_data_valid_skips_the_tcp_checksum_and_a_bad_one_is_dropped_otherwise():
+    link = Link()
+    link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
+    lst = listening(link.b)
+    link.b.receive_frame(syn_frame(checksum_ok=False), 0.0)
+    assert link.b.poll(0.0) == [] and lst.embryonic == 0
+    assert link.b.counters.get("tcp", "drop.bad checksum") == 1
+    link.b.receive_frame(syn_frame(checksum_ok=False), 0.0, RxMeta(csum_valid=True))
+    (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f in link.b.poll(0.0)])
+    assert seg.flags == TcpFlags.SYN | TcpFlags.ACK and lst.embryonic == 1
+
+
+def test_poll_at_includes_the_tcp_timers():
+    link = Link(b_connected=False)
+    link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
+    conn = link.a.tcp_connect(IP_B, 80, 0.0)
+    assert link.a.poll_at() == 0.0, "the SYN is due now"
+    link.exchange()
+    assert link.a.poll_at() == pytest.approx(1.0), "the SYN's retransmission timer (initial RTO 1 s)"
+    link.advance(1.0)
+    assert conn.info().retransmits == 1
+    assert len(tcp_packets(link.take_a())) == 2
+
+
+def opening_connection(link, port=80):
+    """a sent a SYN to b (ARP pre-learnt); returns (conn, the SYN's IP packet)."""
+    link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
+    conn = link.a.tcp_connect(IP_B, port, link.now)
+    (packet,) = ip_packets([EthernetRepr.parse(f) for f in link.a.poll(link.now)])
+    return conn, packet
+
+
+def icmp_to_a(msg, src=IP_B) -> bytes:
+    icmp = emit_icmpv4(msg)
+    return frame_to(MAC_A, Ipv4Repr(src, IP_A, IpProtocol.ICMP, len(icmp)), icmp, src_mac=MAC_B)
+
+
+def test_icmp_port_unreachable_refuses_an_opening_connection():
+    link = Link(b_connected=False)
+    conn, syn = opening_connection(link)
+    link.a.receive_frame(icmp_to_a(DestUnreachable(DestUnreachableCode.PORT, error_payload(syn))), 0.0)
+    assert conn.state is TcpState.CLOSED and conn.error == errno.ECONNREFUSED
+    assert link.a.counters.get("tcp", "icmp_error_reported") == 1
+
+
+def test_icmp_host_unreachable_is_soft_and_reported_when_the_syns_time_out():
+    link = Link(a_kwargs={"tcp_config": TcpConfig(syn_retries=1)}, b_connected=False)
+    conn, syn = opening_connection(link)
+    link.a.receive_frame(icmp_to_a(DestUnreachable(DestUnreachableCode.HOST, error_payload(syn))), 0.0)
+    assert conn.state is TcpState.SYN_SENT and conn.error is None, "soft error (RFC 9293 MUST-56)"
+    link.advance(1.0)
+    link.advance(2.0)
+    assert conn.state is TcpState.CLOSED and conn.error == errno.EHOSTUNREACH
+
+
+def test_time_exceeded_is_soft_too():
+    link = Link(b_connected=False)
+    conn, syn = opening_connection(link)
+    link.a.receive_frame(icmp_to_a(TimeExceeded(TimeExceededCode.TTL_EXPIRED, error_payload(syn))), 0.0)
+    assert conn.state is TcpState.SYN_SENT
+    assert link.a.counters.get("tcp", "icmp_error_reported") == 1
+
+
+def test_icmp_error_quoting_a_sequence_number_we_did_not_send_is_ignored():
+    link = Link(b_connected=False)
+    conn, syn = opening_connection(link)
+    forged = bytearray(syn)
+    forged[20 + 4 : 20 + 8] = ((conn.iss + 5000) & 0xFFFFFFFF).to_bytes(4, "big")  # RFC 5927 check
+    link.a.receive_frame(icmp_to_a(DestUnreachable(DestUnreachableCode.PORT, error_payload(bytes(forged)))), 0.0)
+    assert conn.state is TcpState.SYN_SENT
+    assert link.a.counters.get("tcp", "icmp_error_ignored") == 1
+    # ... and one about a connection that does not exist
+    other = bytearray(syn)
+    other[20:22] = (1234).to_bytes(2, "big")
+    link.a.receive_frame(icmp_to_a(DestUnreachable(DestUnreachableCode.PORT, error_payload(bytes(other)))), 0.0)
+    assert link.a.counters.get("tcp", "icmp_error_ignored") == 2
+
+
+def test_icmp_quoting_too_little_of_the_tcp_header_is_a_counted_drop():
+    link = Link(b_connected=False)
+    conn, syn = opening_connection(link)
+    short = syn[:20 + 4]
+    link.a.receive_frame(icmp_to_a(DestUnreachable(DestUnreachableCode.PORT, short)), 0.0)
+    assert conn.state is TcpState.SYN_SENT
+    assert link.a.counters.get("icmpv4", "drop.truncated error") == 1
+
+
+def test_fragmentation_needed_lowers_the_segment_size():
+    link = Link()
+    conn, server = established(link)
+    conn.send(bytes(4000))
+    data_packets = [p for p in ip_packets([EthernetRepr.parse(f) for f in link.a.poll(link.now)])]
+    assert data_packets
+    msg = DestUnreachable(DestUnreachableCode.FRAG_NEEDED, error_payload(data_packets[0]), next_hop_mtu=1000)
+    link.a.receive_frame(icmp_to_a(msg), link.now)
+    assert conn.snd_mss <= 960
+    link.exchange()
+    resent = tcp_packets(link.take_a())
+    assert resent and all(20 + seg.header_len + len(p) <= 1000 for ip, seg, p in resent)
+    link.exchange()
+    assert server.recv(10000) == bytes(4000)
+
+
+def test_arp_failure_fails_an_opening_connection_with_ehostunreach():
+    link = Link(a_kwargs={"arp_cache": ArpCache(retry_interval=0.1)})
+    conn = link.a.tcp_connect(A("10.0.0.3"), 80, 0.0)
+    link.exchange()
+    for _ in range(5):
+        link.advance(0.1)
+    assert conn.state is TcpState.CLOSED and conn.error == errno.EHOSTUNREACH
+    assert link.a.counters.get("arp", "resolution_failed") == 1
+
+
+def test_connect_refuses_broadcast_and_bind_refuses_foreign_addresses():
+    link = Link()
+    for dst in ("10.0.0.255", "255.255.255.255", "224.0.0.1"):
+        with pytest.raises(OSError) as exc:
+            link.a.tcp_connect(A(dst), 80, 0.0)
+        assert exc.value.errno == errno.ENETUNREACH
+    with pytest.raises(OSError) as exc:
+        link.a.tcp_bind(A("10.0.0.2"), 80)
+    assert exc.value.errno == errno.EADDRNOTAVAIL
+    with pytest.raises(OSError) as exc:
+        link.a.tcp_connect(A("192.0.2.1"), 80, 0.0)  # no gateway
+    assert exc.value.errno == errno.ENETUNREACH
+
+
+def test_a_connection_from_a_bound_address_and_port_uses_them():
+    link = Link()
+    lst = listening(link.b)
+    port = link.a.tcp_bind(IP_A, 5555)
+    conn = link.a.tcp_connect(IP_B, 80, 0.0, local=(IP_A, port))
+    link.exchange()
+    assert conn.local == (IP_A, 5555) and link.b.tcp.accept(lst).remote == (IP_A, 5555)
