@@ -260,11 +260,15 @@ CASES = {
 
 
 def median_result(runs: list[dict]) -> dict:
-    """Per key, the median over rounds (numbers) or the first value."""
+    """Per key, the median over rounds for numbers; other values (drop
+    reasons) as a list with one entry per round, or the value if one round."""
     out = {}
     for key, value in runs[0].items():
         values = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = statistics.median(values) if isinstance(value, (int, float)) and values else value
+        if isinstance(value, (int, float)) and values:
+            out[key] = statistics.median(values)
+        else:
+            out[key] = values if len(runs) > 1 else value
     return out
 
 
@@ -331,6 +335,8 @@ def main() -> int:
             **common, "case": case, "figure": mine[key], "units": units, "better": better,
             "anchor": theirs[key], "ratio": round(mine[key] / theirs[key], 3) if theirs[key] else None,
             "sizes": sizes, "detail": mine, "anchor_detail": theirs,
+            "rounds_figures": [r[case][key] for r in runs["switch"]],
+            "rounds_anchor": [r[case][key] for r in runs[args.anchor]],
         }
         print(json.dumps(line), flush=True)
     return 0
