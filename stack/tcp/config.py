@@ -48,6 +48,7 @@ class TcpConfig:
     challenge_ack_rate: float = 10.0
     oow_ack_interval: float = 0.5  # at most one dupACK per this for out-of-window pure ACKs
     dupthresh: int = 3
+    tail_loss_probe: bool = True  # RFC 8985 TLP (with SACK only)
     ttl: int = 64  # MUST-49: the IP layer uses it for our segments
 
     def __post_init__(self) -> None:

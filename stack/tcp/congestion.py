@@ -38,6 +38,10 @@ class CongestionControl(ABC):
             self.mss = mss
             self.cwnd = segs * mss
 
+    def set_cwnd(self, cwnd: int) -> None:
+        """Set the window directly (undoing a needless reduction)."""
+        self.cwnd = max(int(cwnd), self.mss)
+
     @property
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
@@ -116,6 +120,10 @@ class Cubic(CongestionControl):
 
     def set_mss(self, mss: int) -> None:
         super().set_mss(mss)
+        self._seg = float(self.cwnd) / self.mss
+
+    def set_cwnd(self, cwnd: int) -> None:
+        super().set_cwnd(cwnd)
         self._seg = float(self.cwnd) / self.mss
 
     def _w_cubic(self, t: float) -> float:

@@ -29,6 +29,7 @@ What the engine does, by RFC:
 """
 from __future__ import annotations
 
+import copy
 import errno
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -166,6 +167,7 @@ class TcpConnection:
         self._orphan = False  # the application closed it: nobody will read
         self._rcv_up: int | None = None
         self._unacked_rcv = 0
+        self._dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
         # Loss recovery: the scoreboard (RFC 6675) and NewReno state.
         self._sacked = RangeSet()
         self._lost = RangeSet()
@@ -176,6 +178,12 @@ class TcpConnection:
         self._recovery: str | None = None  # None, "fast" or "loss"
         self._recover = 0
         self._force_rtx = False
+        # Undoing a needless window reduction (RFC 3522 Eifel detection, RFC 3708 D-SACK).
+        self._undo_cc = None  # the congestion state before the episode began
+        self._undo_retrans = 0  # retransmissions of the episode not yet shown needless
+        self._undo_tsval: int | None = None  # TSval of its first retransmission
+        self._undo_una = 0
+        self._undo_high = 0
         self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
         self.rtt = RttEstimator(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
         self._rtt_seq: int | None = None
@@ -184,6 +192,10 @@ class TcpConnection:
         # Timers (absolute times or None).
         self._rto_at: float | None = None
         self._persist_at: float | None = None
+        self._tlp_at: float | None = None
+        self._tlp_high: int | None = None  # SND.NXT after a tail loss probe, until its episode ends
+        self._tlp_rtx = False  # the probe was a retransmission (not new data)
+        self._tlp_force = False  # the next new segment is a probe: cwnd does not hold it
         self._delack_at: float | None = None
         self._ka_at: float | None = None
         self._close_at: float | None = None
@@ -523,7 +535,7 @@ class TcpConnection:
         if self._want_output or self._ctl_out or self._ack_now:
             return 0.0
         t = self._rto_at
-        for x in (self._persist_at, self._delack_at, self._close_at):
+        for x in (self._persist_at, self._tlp_at, self._delack_at, self._close_at):
             if x is not None and (t is None or x < t):
                 t = x
         if self.config.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
@@ -550,6 +562,8 @@ class TcpConnection:
                 self._on_rto(now)
             if self._persist_at is not None and now >= self._persist_at:
                 self._on_persist(now)
+            if self._tlp_at is not None and now >= self._tlp_at:
+                self._on_tlp(now)
             if self._delack_at is not None and now >= self._delack_at:
                 self._delack_at = None
                 self._ack_now = True
@@ -573,7 +587,13 @@ class TcpConnection:
             # Fast path: in-order data or a pure ACK, nothing special (the
             # common case of a bulk transfer in either direction).
             flags = int(seg.flags)
-            if flags & 0x37 == 0x10 and not self._ooo and self._ooo_fin is None and not self._recovery:
+            if (
+                flags & 0x37 == 0x10
+                and not self._ooo
+                and self._ooo_fin is None
+                and not self._recovery
+                and self._tlp_high is None
+            ):
                 # (0x37: exactly ACK among FIN, SYN, RST, ACK, URG)
                 seq = unwrap(seg.seq, self.rcv_nxt)
                 if seq == self.rcv_nxt and self._fast_path(seg, seq, payload, now):
@@ -791,6 +811,8 @@ class TcpConnection:
             if wnd == 0 and seq == rn and flags & ACK and not syn:
                 # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
                 self._process_ack_only(seg, now)
+            if plen and seq < rn and self.sack_ok:
+                self._dsack = (seq, min(seq + plen, rn))  # tell the sender it was a duplicate
             self._send_dupack(now, pure=seglen == 0)
             return
         self._last_rx = now
@@ -935,8 +957,12 @@ class TcpConnection:
             self.snd_wl1 = seq
             self.snd_wl2 = ack
         newly_sacked = 0
+        dsack = False
         if self.sack_ok and seg.sack_blocks:
+            dsack = self._is_dsack(seg.sack_blocks, ack)
             newly_sacked = self._take_sack(seg.sack_blocks)
+            if dsack and self._undo_cc is not None:
+                self._dsack_undo(seg.sack_blocks[0], now)
         if ack > snd_una:
             self._new_ack(seg, ack, now)
         elif (
@@ -954,6 +980,8 @@ class TcpConnection:
                 self._mark_lost_sack()
                 if newly_sacked and self._rtx_hi:
                     self._detect_lost_retransmits()
+        if self._tlp_high is not None:
+            self._tlp_episode(ack, dsack, now)
 
     def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
         """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
@@ -986,11 +1014,14 @@ class TcpConnection:
             self._rtt_seq = None
         self._retries = 0
         self._persist_backoff = 0
+        if self._undo_tsval is not None and ack > self._undo_una:
+            self._eifel_check(ts, now)
         # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
         if self.snd_nxt > ack:
             self._rto_at = now + self.rtt.rto
         else:
             self._rto_at = None
+        self._arm_tlp(now)
         rec = self._recovery
         if rec is None:
             self._dupacks = 0
@@ -1067,10 +1098,12 @@ class TcpConnection:
 
     def _enter_fast_recovery(self, now: float) -> None:
         self.stats["fast_retransmits"] += 1
+        self._start_undo_episode()
         self.cc.on_congestion(now, self.snd_nxt - self.snd_una)
         self._recovery = "fast"
         self._recover = self.snd_nxt
         self._rtt_seq = None
+        self._tlp_at = None
         una = self.snd_una
         if self.sack_ok:
             self._mark_lost_sack()
@@ -1114,6 +1147,135 @@ class TcpConnection:
                 pos = e
         if pos < boundary:
             self._lost.add(pos, boundary)
+
+    def _start_undo_episode(self) -> None:
+        """Remember the congestion state before a loss response, in case it proves needless."""
+        self._undo_cc = copy.copy(self.cc)
+        self._undo_retrans = 0
+        self._undo_tsval = None
+        self._undo_una = self.snd_una
+        self._undo_high = self.snd_nxt
+
+    def _eifel_check(self, ts, now: float) -> None:
+        """RFC 3522: an ACK for the first retransmission echoing an older TSval means the
+        original got there: the retransmission (and the reduction) were needless."""
+        first_rtx_tsval = self._undo_tsval
+        self._undo_tsval = None  # one look, at the first ACK covering it
+        if ts is None or not ts[1]:
+            return
+        if (ts[1] - first_rtx_tsval) & MASK >= _HALF:
+            self._undo(now, "eifel")
+
+    def _dsack_undo(self, block, now: float) -> None:
+        """RFC 3708: each D-SACK for a retransmission of the episode shows one was needless."""
+        left = unwrap(block[0], self.snd_una)
+        right = unwrap(block[1], self.snd_una)
+        if not (self._undo_una <= left < right <= self._undo_high) or self._undo_retrans <= 0:
+            return
+        self._undo_retrans -= -(-(right - left) // self.snd_mss)
+        if self._undo_retrans <= 0:
+            self._undo(now, "dsack")
+
+    def _undo(self, now: float, why: str) -> None:
+        """Put the congestion state back as it was; nothing was lost after all."""
+        restored = self._undo_cc
+        self._undo_cc = None
+        self._undo_tsval = None
+        if restored.cwnd < self.cc.cwnd:
+            restored.set_cwnd(self.cc.cwnd)
+        self.cc = restored
+        if self._recovery is not None:
+            self._recovery = None
+            self._lost.clear()
+            self._retrans.clear()
+            self._rtx_hi.clear()
+            self._dupacks = 0
+            self._dup_bytes = 0
+        self.stats["undo_" + why] += 1
+        self._want_output = True
+
+    def _is_dsack(self, blocks, ack: int) -> bool:
+        """RFC 2883: the first block reports a duplicate (below the ACK or inside the second block)."""
+        left = unwrap(blocks[0][0], self.snd_una)
+        right = unwrap(blocks[0][1], self.snd_una)
+        if right <= ack:
+            return True
+        if len(blocks) > 1:
+            l2 = unwrap(blocks[1][0], self.snd_una)
+            r2 = unwrap(blocks[1][1], self.snd_una)
+            return l2 <= left and right <= r2
+        return False
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 7.2: probe the tail after 2*SRTT without ACKs (never past the RTO)."""
+        if (
+            not self.sack_ok
+            or not self.config.tail_loss_probe
+            or self._recovery is not None
+            or self._tlp_high is not None
+            or self.snd_nxt <= self.snd_una
+            or self.rtt.srtt is None
+            or self.state not in _SENDING
+        ):
+            self._tlp_at = None
+            return
+        pto = max(2 * self.rtt.srtt, 0.01)
+        if self.snd_nxt - self.snd_una <= self.snd_mss:
+            pto += 0.2  # one segment out: the peer may be delaying its ACK (WCDelAckT)
+        at = now + pto
+        self._tlp_at = at if self._rto_at is None or at < self._rto_at else None
+
+    def _on_tlp(self, now: float) -> None:
+        """Send a tail loss probe: new data if the window allows, else the last segment again."""
+        self._tlp_at = None
+        una, nxt = self.snd_una, self.snd_nxt
+        if nxt <= una or self._recovery is not None or self._tlp_high is not None:
+            return
+        self.stats["tlp_probes"] += 1
+        data_end = self._snd_base + len(self._sndbuf)
+        if data_end > nxt and una + self.snd_wnd > nxt:
+            self._tlp_force = True  # _send_new sends one segment whatever cwnd says
+            self._tlp_rtx = False
+        else:
+            start = max(una, nxt - self.snd_mss)
+            gap = None
+            for s, e in reversed(self._sacked.ranges()):  # the last bytes not SACKed
+                if e < nxt and e > start:
+                    start = e
+                if s <= start:
+                    break
+            gap = (start, nxt) if self._sacked.covered(start, nxt) == 0 else None
+            if gap is None:
+                return
+            self._lost.add(*gap)
+            self._retrans.remove(*gap)
+            self._force_rtx = True
+            self._tlp_rtx = True
+            self._tlp_high = nxt
+        self._rto_at = now + self.rtt.rto  # RFC 8985 7.3: the RTO runs again from the probe
+        self._want_output = True
+
+    def _tlp_episode(self, ack: int, dsack: bool, now: float) -> None:
+        """RFC 8985 7.4: what the ACKs after a probe say."""
+        high = self._tlp_high
+        if ack >= high:
+            self._tlp_high = None
+            if self._tlp_rtx and not dsack and self._recovery is None:
+                # The probe repaired a loss nobody else saw: respond as fast recovery would.
+                self.stats["tlp_recoveries"] += 1
+                self.cc.on_congestion(now, self._pipe())
+            return
+        if self._sacked.contains(high - 1):
+            # The probe arrived, the holes below it (all sent earlier) did not: lost.
+            self._tlp_high = None
+            self.stats["tlp_loss_detected"] += 1
+            pos = self.snd_una
+            for s, e in self._sacked:
+                if pos < s:
+                    self._lost.add(pos, s)
+                pos = max(pos, e)
+            if self._recovery is None:
+                self._enter_fast_recovery(now)
 
     def _detect_lost_retransmits(self) -> None:
         """A retransmission is lost if data sent after it was SACKed (as Linux did
@@ -1176,10 +1338,13 @@ class TcpConnection:
         else:
             # Out of order: keep it (bounded), remember a FIN, and send a dupACK now.
             if n:
-                if self._ooo.add(seq, payload) < 0:
+                added = self._ooo.add(seq, payload)
+                if added < 0:
                     self.stats["drop_ooo_full"] += 1
                 else:
                     self.stats["ooo_segments"] += 1
+                    if added == 0 and self.sack_ok:
+                        self._dsack = (seq, seq + n)
             if fin:
                 self._ooo_fin = seq + n
             self._ack_now = True
@@ -1255,9 +1420,15 @@ class TcpConnection:
         r = TcpRepr(self._lport, self._rport, seq & MASK, self.rcv_nxt & MASK, flags, self._window_field())
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
-        if self.sack_ok and self._ooo:
+        if self.sack_ok and (self._ooo or self._dsack):
             limit = 3 if self.ts_ok else 4
-            r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in self._ooo.sack_blocks(limit))
+            blocks = []
+            if self._dsack is not None:
+                blocks.append(self._dsack)
+                self._dsack = None
+            if self._ooo:
+                blocks += self._ooo.sack_blocks(limit - len(blocks))
+            r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
         self._last_ack_sent = self.rcv_nxt
         self._ack_now = False
         self._delack_at = None
@@ -1360,6 +1531,10 @@ class TcpConnection:
         self._retrans.add(s, e)
         if self.sack_ok:
             self._rtx_hi[s] = (e, self.snd_nxt)
+        if self._recovery is not None and self._undo_cc is not None:
+            self._undo_retrans += 1
+            if self._undo_retrans == 1 and self.ts_ok:
+                self._undo_tsval = self._ts_clock(now)
         flags = _F_ACK
         data_end = e
         if self._fin_queued and e > self._fin_seq:
@@ -1395,7 +1570,7 @@ class TcpConnection:
             return False
         n = left if left < mss else mss
         usable = self.snd_una + self.snd_wnd - nxt
-        force = self._force_send
+        force = self._force_send or self._tlp_force
         if usable < n:
             if usable <= 0:
                 if force and nxt == self.snd_una:
@@ -1416,7 +1591,7 @@ class TcpConnection:
             if self._snd_sml > self.snd_una:
                 return False
         flight = self._pipe()
-        if flight + n > cc.cwnd and flight > 0:
+        if flight + n > cc.cwnd and flight > 0 and not self._tlp_force:
             return False
         self._force_send = False
         end = nxt + n
@@ -1440,6 +1615,11 @@ class TcpConnection:
         if self._rto_at is None:
             self._rto_at = now + self.rtt.rto
         self._persist_at = None
+        if self._tlp_force:
+            self._tlp_force = False
+            self._tlp_high = self.snd_nxt
+            return False  # the probe is one segment
+        self._arm_tlp(now)
         return not flags & 0x01
 
     def _mark_urgent(self, r: TcpRepr, seq: int) -> None:
@@ -1482,6 +1662,9 @@ class TcpConnection:
     # -- timers -------------------------------------------------------------------------
     def _on_rto(self, now: float) -> None:
         self._rto_at = None
+        self._tlp_at = None
+        self._tlp_high = None
+        self._tlp_force = False
         st = self.state
         cfg = self.config
         self.stats["timeouts"] += 1
@@ -1519,6 +1702,10 @@ class TcpConnection:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
             # RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost.
+            if self._recovery is None:
+                self._start_undo_episode()
+            else:
+                self._undo_tsval = None  # the episode goes on; its first retransmission stays
             self.cc.on_rto(now, self._pipe())
             self._recovery = "loss"
             self._recover = self.snd_nxt
@@ -1580,7 +1767,7 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
-        self._rto_at = self._persist_at = self._delack_at = self._ka_at = None
+        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._tlp_at = None
         self._close_at = now + self.config.time_wait
         self._sndbuf.clear()
         self._lost.clear()
@@ -1597,7 +1784,7 @@ class TcpConnection:
     def _to_closed(self) -> None:
         was = self.state
         self._set_state(CLOSED)
-        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._close_at = None
+        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._close_at = self._tlp_at = None
         self._ack_now = False
         self._syn_pending = False
         self._sndbuf.clear()

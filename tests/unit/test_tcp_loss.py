@@ -51,7 +51,7 @@ def test_rto_timeout_reports_a_soft_icmp_error():
 
 
 def test_rto_collapses_cwnd_and_resends_in_slow_start():
-    d = established_driver(plain_config(congestion="newreno", sack=True), peer_mss=1000)
+    d = established_driver(plain_config(congestion="newreno", sack=True, tail_loss_probe=False), peer_mss=1000)
     c = d.conn
     c.send(b"d" * 10000)
     d.out()
@@ -204,3 +204,117 @@ def test_lost_retransmission_is_detected_by_later_sacks():
     d.feed(".", seq=1, ack=1001, sack=[(14001, 15001), (2001, 12001)])
     assert d.out()[0] == seg(1001)
     assert c.stats["lost_retransmits"] == 1 and c.stats["timeouts"] == 0
+
+
+# -- tail loss probe (RFC 8985 section 7) -------------------------------------------------------------
+
+
+def five_segments_then_ack_3001():
+    d = established_driver(plain_config(sack=True), peer_mss=1000)
+    d.conn.send(b"t" * 5000)
+    assert len(d.out()) == 5
+    d.now = 0.02
+    d.feed(".", seq=1, ack=3001)  # segments 4 and 5 are still out
+    assert d.out() == []
+    assert d.conn.poll_at() == pytest.approx(0.04)  # PTO = 2 * SRTT, before the RTO (0.22)
+    assert d.advance(0.03) == [(0.04, seg(4001, flags="P."))]  # the last segment again
+    assert d.conn.poll_at() == pytest.approx(0.24)  # the RTO runs again from the probe
+    return d
+
+
+def test_tail_loss_probe_reveals_a_lost_tail_segment():
+    d = five_segments_then_ack_3001()
+    d.feed(".", seq=1, ack=3001, sack=[(4001, 5001)])  # the probe arrived, 3001 did not
+    assert d.out() == [seg(3001)]
+    c = d.conn
+    assert c._recovery == "fast" and c.stats["tlp_loss_detected"] == 1
+    d.feed(".", seq=1, ack=5001)
+    assert c._recovery is None and c.stats["timeouts"] == 0
+
+
+def test_tail_loss_probe_that_repaired_a_loss_reduces_cwnd():
+    d = five_segments_then_ack_3001()
+    d.feed(".", seq=1, ack=5001)
+    c = d.conn
+    assert c.stats["tlp_recoveries"] == 1 and c.cc.ssthresh == 10500  # CUBIC: 0.7 * 15000
+
+
+def test_spurious_tail_loss_probe_is_recognised_by_dsack():
+    d = five_segments_then_ack_3001()
+    d.feed(".", seq=1, ack=5001, sack=[(4001, 5001)])  # D-SACK: the probe was a duplicate
+    assert d.conn.stats["tlp_recoveries"] == 0 and d.conn.cc.ssthresh > 1 << 60
+
+
+def test_tail_loss_probe_sends_new_data_when_it_can():
+    d = established_driver(plain_config(sack=True), peer_mss=1000)
+    d.conn.send(b"t" * 20000)
+    d.out()  # cwnd: 10 segments
+    assert d.advance(0.03) == [(0.03, seg(10001))]  # one new segment beyond cwnd
+    assert d.conn.stats["tlp_probes"] == 1
+
+
+def test_no_probe_for_a_single_segment_or_without_sack():
+    d = established_driver(plain_config(sack=True), peer_mss=1000)
+    d.conn.send(b"t" * 1000)
+    d.out()
+    assert d.advance(0.3)[0][0] == pytest.approx(0.21)  # PTO would add 200 ms: the RTO comes first
+    d = established_driver(plain_config(), peer_mss=1000)
+    d.conn.send(b"t" * 5000)
+    d.out()
+    assert d.advance(0.3)[0][0] == pytest.approx(0.21)
+
+
+# -- undoing needless reductions (RFC 3522 Eifel, RFC 2883/3708 D-SACK) --------------------------------
+
+
+def reordered_recovery(config):
+    """Segment 2 is only late: three SACKed dupACKs trigger a (needless) fast retransmit."""
+    d = established_driver(config, peer_mss=1000 + (12 if config.timestamps else 0))
+    c = d.conn
+    c.send(b"x" * 10000)
+    d.out()
+    d.now = 0.05
+    for hi in (2001, 3001, 4001):
+        d.feed(".", seq=1, ack=1, sack=[(1001, hi)])
+    assert d.out()[0].startswith("[.] seq=1 ack=1 ") and c._recovery == "fast"
+    return d
+
+
+def test_eifel_undoes_a_spurious_fast_retransmit():
+    from stack.tcp.config import TcpConfig
+
+    d = reordered_recovery(TcpConfig(rcvbuf=65535))
+    c = d.conn
+    before = c._undo_cc.cwnd
+    assert c.cc.ssthresh == 7000 and c._undo_tsval == 50
+    d.now = 0.06
+    d.feed(".", seq=1, ack=5001, ts=(d.peer_ts, 10))  # echoes the original's TSval (10 < 50)
+    assert c.stats["undo_eifel"] == 1 and c._recovery is None
+    assert c.cc.ssthresh > 1 << 60 and c.cc.cwnd >= before
+
+
+def test_eifel_keeps_the_reduction_for_a_real_loss():
+    from stack.tcp.config import TcpConfig
+
+    d = reordered_recovery(TcpConfig(rcvbuf=65535))
+    d.now = 0.06
+    d.feed(".", seq=1, ack=5001, ts=(d.peer_ts, 50))  # the retransmission filled the hole
+    assert d.conn.stats["undo_eifel"] == 0 and d.conn.cc.ssthresh == 7000
+
+
+def test_dsack_undoes_a_spurious_fast_retransmit():
+    d = reordered_recovery(plain_config(sack=True))
+    c = d.conn
+    d.feed(".", seq=1, ack=5001, sack=[(1, 1001)])  # D-SACK: segment 1 arrived twice
+    assert c.stats["undo_dsack"] == 1 and c.cc.ssthresh > 1 << 60
+
+
+def test_receiver_reports_duplicates_with_dsack():
+    d = established_driver(plain_config(sack=True))
+    d.feed(".", seq=1, ack=1, data=b"a" * 100)
+    d.feed(".", seq=1, ack=1, data=b"a" * 100)  # the same segment again
+    assert d.out() == ["[.] seq=1 ack=101 win=65435 len=0 sack=1-101"]
+    d.feed(".", seq=1001, ack=1, data=b"b" * 100)
+    d.out()
+    d.feed(".", seq=1001, ack=1, data=b"b" * 100)  # a duplicate of held out-of-order data
+    assert d.out() == ["[.] seq=1 ack=101 win=65435 len=0 sack=1001-1101,1001-1101"]
