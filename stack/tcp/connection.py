@@ -272,6 +272,41 @@ class TcpConnection:
         conn._last_rx = now
         return conn
 
+    @classmethod
+    def from_cookie(
+        cls,
+        local: Endpoint,
+        remote: Endpoint,
+        iss: int,
+        irs: int,
+        mss: int,
+        ack: TcpRepr,
+        now: float,
+        config: TcpConfig | None = None,
+    ) -> "TcpConnection":
+        """ESTABLISHED from a valid SYN cookie (the listener kept no state).
+
+        The cookie carried only the MSS, so the connection runs without
+        window scaling, SACK or timestamps (as Linux's cookies without TS).
+        """
+        conn = cls(local, remote, iss, config)
+        conn._passive = True
+        conn.irs = irs
+        conn.rcv_nxt = irs + 1
+        conn._last_ack_sent = conn.rcv_nxt
+        conn.snd_una = conn.snd_nxt = conn.iss + 1
+        conn.snd_mss = max(min(mss, conn.config.mss), _MIN_SND_MSS)
+        conn.rcv_mss = min(conn.config.mss, DEFAULT_SEND_MSS)
+        conn.cc.set_mss(conn.snd_mss)
+        conn.snd_wnd = conn.max_snd_wnd = ack.window
+        conn.snd_wl1 = conn.rcv_nxt
+        conn.snd_wl2 = conn.snd_una
+        conn.rcv_adv = conn.rcv_nxt + min(conn.config.rcvbuf, 0xFFFF)
+        conn._last_rx = now
+        conn._established(now)
+        conn.stats["from_syn_cookie"] += 1
+        return conn
+
     def configure(self, **changes) -> None:
         """Change settings (``nodelay``, ``rcvbuf``, ``sndbuf``, ``keepalive*``...) now."""
         cfg = replace(self.config, **changes)

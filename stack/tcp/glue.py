@@ -97,8 +97,10 @@ class TcpLayer:
         isn: IsnGenerator | None = None,
         ports: PortAllocator | None = None,
         max_syn_backlog: int = 256,
+        syncookies: bool = True,
     ) -> None:
         self.config = config or TcpConfig()
+        self.syncookies = syncookies
         self.isn = isn or IsnGenerator()
         self.ports = ports or PortAllocator()
         self.max_syn_backlog = max_syn_backlog
@@ -147,6 +149,13 @@ class TcpLayer:
             self.counters["drop.rst to listener"] += 1
             return
         if flags & TcpFlags.ACK:
+            if not flags & TcpFlags.SYN:
+                child = listener.on_cookie_ack(dst, (src, seg.src_port), seg, now)
+                if child is not None:  # the final ACK of a SYN-cookie handshake
+                    self._conns[key] = child
+                    if len(payload) or flags & TcpFlags.FIN:
+                        child.receive_segment(seg, payload, now)
+                    return
             self._reply_rst(src, dst, seg, len(payload))  # RFC 9293 3.10.7.2
             return
         if not flags & TcpFlags.SYN:
@@ -157,7 +166,12 @@ class TcpLayer:
             return
         child = listener.on_syn(dst, (src, seg.src_port), seg, now, iss_floor=iss_floor)
         if child is None:
-            self.counters["drop.listen queue"] += 1
+            synack = listener.cookie_synack(dst, (src, seg.src_port), seg, now) if listener.syn_queue_full else None
+            if synack is not None:
+                self.counters["tx_syn_cookie"] += 1
+                self._replies.append(OutSegment(dst, src, synack, b"", self.config.ttl, None))
+            else:
+                self.counters["drop.listen queue"] += 1
             return
         self._conns[key] = child
         # Data in a SYN is not acceptable yet (no TFO); it is simply retransmitted later.
@@ -276,7 +290,10 @@ class TcpLayer:
             lst = self._listeners[key]
             lst.listen(backlog)
             return lst
-        lst = TcpListener(key, backlog, config or self.config, self.isn, max_syn_backlog=self.max_syn_backlog)
+        lst = TcpListener(
+            key, backlog, config or self.config, self.isn,
+            max_syn_backlog=self.max_syn_backlog, syncookies=self.syncookies,
+        )
         self._listeners[key] = lst
         self.unbind(ip, port)
         return lst

@@ -14,22 +14,35 @@ and retransmits its SYN-ACK). The SYN queue has its own bound,
 ``max_syn_backlog`` (Linux's ``tcp_max_syn_backlog``); a SYN flood beyond it
 is dropped and counted, and connections already queued are unaffected.
 Values above ``somaxconn`` (4096) or below zero are clamped to it, as in Linux.
+
+SYN cookies (RFC 4987, on by default like Linux's ``tcp_syncookies=1``): while
+the SYN queue is full, a SYN is answered with a SYN-ACK whose ISN is a keyed
+MAC of the 4-tuple, a 64-second time slot and the MSS, and nothing is kept.
+An ACK that returns a valid cookie (at most two slots old) becomes an
+ESTABLISHED connection straight away, so a SYN flood cannot lock legitimate
+clients out. Such a connection has no window scaling, SACK or timestamps,
+because the cookie cannot carry them.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter, deque
 from ipaddress import IPv4Address
 from typing import Callable
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection
-from stack.tcp.seq import IsnGenerator, seq_lt
+from stack.tcp.seq import MASK, IsnGenerator, seq_lt
 from stack.tcp.state import TcpState
-from stack.wire.tcp import TcpRepr
+from stack.wire.tcp import TcpFlags, TcpRepr
 
-__all__ = ["TcpListener", "SOMAXCONN"]
+__all__ = ["TcpListener", "SOMAXCONN", "COOKIE_MSS"]
 
 SOMAXCONN = 4096
+COOKIE_MSS = (536, 1220, 1440, 1460)  # what a cookie can say about the peer's MSS (2 bits)
+_COOKIE_SLOT = 64.0  # seconds per time slot; a cookie is good for this slot and the last
+_COOKIE_MAC_BITS = 25
 
 
 class TcpListener:
@@ -45,6 +58,8 @@ class TcpListener:
         isn: IsnGenerator | None = None,
         *,
         max_syn_backlog: int = 256,
+        syncookies: bool = True,
+        cookie_key: bytes | None = None,
     ) -> None:
         self.local = local
         self.backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
@@ -54,6 +69,9 @@ class TcpListener:
         self._syn_queue: dict[tuple[Endpoint, Endpoint], TcpConnection] = {}
         self._accept_queue: deque[TcpConnection] = deque()
         self.closed = False
+        self.syncookies = syncookies
+        self._cookie_key = cookie_key if cookie_key is not None else os.urandom(32)
+        self._cookies_sent_at: float | None = None
         self.on_change: Callable[[], None] | None = None
         self.stats: Counter[str] = Counter()
 
@@ -64,6 +82,10 @@ class TcpListener:
     @property
     def accept_queue_full(self) -> bool:
         return len(self._accept_queue) > self.backlog
+
+    @property
+    def syn_queue_full(self) -> bool:
+        return len(self._syn_queue) >= self.max_syn_backlog
 
     @property
     def pending(self) -> int:
@@ -107,6 +129,64 @@ class TcpListener:
         conn = TcpConnection.from_syn(local, remote, syn, iss, now, self.config, ts_offset=tso, listener=self)
         self._syn_queue[key] = conn
         self.stats["syn_received"] += 1
+        return conn
+
+    # -- SYN cookies ---------------------------------------------------------------------
+    def _cookie_mac(self, local_ip, lport: int, remote: Endpoint, irs: int, slot: int, mss_index: int) -> int:
+        data = b"".join(
+            (
+                int(local_ip).to_bytes(4, "big"),
+                lport.to_bytes(2, "big"),
+                int(remote[0]).to_bytes(4, "big"),
+                remote[1].to_bytes(2, "big"),
+                irs.to_bytes(4, "big"),
+                bytes((slot, mss_index)),
+            )
+        )
+        h = hashlib.blake2s(data, key=self._cookie_key, digest_size=4).digest()
+        return int.from_bytes(h, "big") & ((1 << _COOKIE_MAC_BITS) - 1)
+
+    def cookie_synack(self, local_ip: IPv4Address, remote: Endpoint, syn: TcpRepr, now: float) -> TcpRepr | None:
+        """The stateless SYN-ACK for ``syn`` while the SYN queue is full (None: cookies off)."""
+        if not self.syncookies or self.closed or self.accept_queue_full:
+            return None
+        peer_mss = syn.mss if syn.mss is not None else 536
+        mss_index = max(i for i, m in enumerate(COOKIE_MSS) if m <= max(peer_mss, 536))
+        slot = int(now // _COOKIE_SLOT) & 0x1F
+        # ISN: 5 bits of time slot, 2 bits of MSS, 25 bits of MAC.
+        cookie = (slot << 27) | (mss_index << 25) | self._cookie_mac(local_ip, self.local[1], remote, syn.seq, slot, mss_index)
+        self._cookies_sent_at = now
+        self.stats["syn_cookies_sent"] += 1
+        window = min(self.config.rcvbuf, 0xFFFF)
+        return TcpRepr(
+            self.local[1], remote[1], cookie, (syn.seq + 1) & MASK, TcpFlags.SYN | TcpFlags.ACK, window,
+            mss=min(self.config.mss, 0xFFFF),
+        )
+
+    def on_cookie_ack(
+        self, local_ip: IPv4Address, remote: Endpoint, ack: TcpRepr, now: float
+    ) -> TcpConnection | None:
+        """An ACK with no connection: a connection if it returns a valid cookie, else None."""
+        if self._cookies_sent_at is None or now - self._cookies_sent_at > 2 * _COOKIE_SLOT or self.closed:
+            return None
+        if self.accept_queue_full:
+            self.stats["cookie_drop_accept_queue_full"] += 1
+            return None
+        cookie = (ack.ack - 1) & MASK
+        irs = (ack.seq - 1) & MASK
+        slot, mss_index, mac = cookie >> 27, (cookie >> 25) & 3, cookie & ((1 << _COOKIE_MAC_BITS) - 1)
+        now_slot = int(now // _COOKIE_SLOT) & 0x1F
+        if slot not in (now_slot, (now_slot - 1) & 0x1F):
+            self.stats["cookie_expired"] += 1
+            return None
+        if mac != self._cookie_mac(local_ip, self.local[1], remote, irs, slot, mss_index):
+            self.stats["cookie_invalid"] += 1
+            return None
+        local = (local_ip, self.local[1])
+        conn = TcpConnection.from_cookie(local, remote, cookie, irs, COOKIE_MSS[mss_index], ack, now, self.config)
+        self._accept_queue.append(conn)
+        self.stats["cookie_established"] += 1
+        self._notify()
         return conn
 
     def accept(self) -> TcpConnection | None:

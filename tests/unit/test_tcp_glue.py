@@ -324,3 +324,26 @@ def test_a_reset_connection_leaves_the_table_and_frees_its_port():
     assert client.state is S.CLOSED and client.error == errno.ECONNRESET
     assert w.a.connections() == [] and w.b.connections() == []
     assert w.a.bind(A, 7002) == 7002
+
+
+def test_syn_flood_does_not_lock_out_a_real_client():
+    import random
+
+    w = Wire(max_syn_backlog=4)
+    lst = w.b.listen(ANY, 80, 16)
+    rng = random.Random(3)
+    for _ in range(2000):  # spoofed SYNs that never complete
+        sport = rng.randrange(1024, 65536)
+        seg = TcpRepr(sport, 80, rng.randrange(1 << 32), 0, TcpFlags.SYN, 1000, mss=1460)
+        w.b.receive(IPv4Address("10.9.0.1"), B, seg.emit(b"", IPv4Address("10.9.0.1"), B), w.now)
+    flood_replies = w.b.poll(w.now)  # cookie SYN-ACKs to the spoofed source, no state kept
+    assert lst.embryonic == 4 and len(w.b.connections()) == 4
+    assert len(flood_replies) >= 1990 and w.b.counters["tx_syn_cookie"] >= 1990  # (a few ports repeat)
+    client = w.a.connect(A, (B, 80), w.now)
+    w.exchange()
+    assert client.state is S.ESTABLISHED
+    server = w.b.accept(lst)
+    assert server is not None and server.stats["from_syn_cookie"] == 1
+    client.send(b"still serving")
+    w.exchange()
+    assert server.recv(100) == b"still serving"

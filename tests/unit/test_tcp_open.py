@@ -419,3 +419,50 @@ def test_iss_floor_after_time_wait():
     plain2 = IsnGenerator(KEY).isn(SERVER[0], 80, _client(2)[0], _client(2)[1], 0.0)
     conn2 = lst.on_syn(SERVER[0], _client(2), _syn(), 0.0, iss_floor=(plain2 - 10) & 0xFFFFFFFF)
     assert conn2.iss == plain2  # a floor the clock already passed changes nothing
+
+
+# -- SYN cookies (RFC 4987) ----------------------------------------------------------------------
+
+
+def _syn_from(n, seq=PEER_ISS, mss=1460):
+    return TcpRepr(_client(n)[1], SERVER[1], seq, 0, TcpFlags.SYN, 64240, mss=mss)
+
+
+def test_syn_cookie_answers_when_the_syn_queue_is_full():
+    lst = TcpListener(SERVER, 8, plain_config(), IsnGenerator(KEY), max_syn_backlog=1, cookie_key=KEY)
+    assert lst.on_syn(SERVER[0], _client(1), _syn_from(1), 0.0) is not None
+    assert lst.syn_queue_full and lst.on_syn(SERVER[0], _client(2), _syn_from(2), 0.0) is None
+    synack = lst.cookie_synack(SERVER[0], _client(2), _syn_from(2, mss=1300), 10.0)
+    assert synack.flags == TcpFlags.SYN | TcpFlags.ACK and synack.ack == PEER_ISS + 1
+    assert synack.mss == 1460 and synack.window_scale is None and not synack.sack_permitted
+    assert synack.seq >> 27 == 0 and (synack.seq >> 25) & 3 == 1  # time slot 0, MSS 1220
+    assert lst.embryonic == 1  # nothing was kept for it
+    ack = TcpRepr(_client(2)[1], SERVER[1], PEER_ISS + 1, (synack.seq + 1) & 0xFFFFFFFF, TcpFlags.ACK, 5000)
+    conn = lst.on_cookie_ack(SERVER[0], _client(2), ack, 20.0)
+    assert conn is not None and conn.state is TcpState.ESTABLISHED
+    assert conn.snd_mss == 1220 and conn.snd_wnd == 5000 and not (conn.ts_ok or conn.sack_ok)
+    assert lst.accept() is conn and conn.iss == synack.seq
+
+
+def test_invalid_or_stale_cookies_are_refused():
+    lst = TcpListener(SERVER, 8, plain_config(), IsnGenerator(KEY), max_syn_backlog=1, cookie_key=KEY)
+    lst.on_syn(SERVER[0], _client(1), _syn_from(1), 0.0)
+    synack = lst.cookie_synack(SERVER[0], _client(2), _syn_from(2), 0.0)
+
+    def ack(n, ackno, now):
+        a = TcpRepr(_client(n)[1], SERVER[1], PEER_ISS + 1, ackno & 0xFFFFFFFF, TcpFlags.ACK, 5000)
+        return lst.on_cookie_ack(SERVER[0], _client(n), a, now)
+
+    assert ack(2, synack.seq + 2, 1.0) is None  # a guessed cookie
+    assert ack(3, synack.seq + 1, 1.0) is None  # someone else's cookie
+    assert ack(2, synack.seq + 1, 200.0) is None  # too old (and no cookies sent lately)
+    assert lst.stats["cookie_invalid"] == 2
+    assert ack(2, synack.seq + 1, 100.0) is not None  # the next 64 s slot is still fine
+
+
+def test_no_cookies_when_disabled_or_quiet():
+    lst = TcpListener(SERVER, 8, plain_config(), IsnGenerator(KEY), max_syn_backlog=1, syncookies=False)
+    assert lst.cookie_synack(SERVER[0], _client(2), _syn_from(2), 0.0) is None
+    lst = TcpListener(SERVER, 8, plain_config(), IsnGenerator(KEY))
+    a = TcpRepr(_client(2)[1], SERVER[1], PEER_ISS + 1, 12345, TcpFlags.ACK, 5000)
+    assert lst.on_cookie_ack(SERVER[0], _client(2), a, 0.0) is None  # no cookie was ever sent
