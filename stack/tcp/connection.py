@@ -1061,7 +1061,12 @@ class TcpConnection:
         if rec is None:
             self._dupacks = 0
             self._dup_bytes = 0
-            self.cc.on_ack(acked, now, self.rtt.srtt)
+            # Grow cwnd only while it is what limits sending (RFC 7661's idea, Linux's
+            # tcp_is_cwnd_limited): an application- or window-limited flow keeps its cwnd.
+            cwnd = self.cc.cwnd
+            flight = self.snd_nxt - snd_una
+            if flight + self.snd_mss >= cwnd or (cwnd < self.cc.ssthresh and cwnd < 2 * flight):
+                self.cc.on_ack(acked, now, self.rtt.srtt)
         elif rec == "fast":
             if ack >= self._recover:
                 self._recovery = None

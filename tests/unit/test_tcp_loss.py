@@ -236,7 +236,7 @@ def test_tail_loss_probe_that_repaired_a_loss_reduces_cwnd():
     d = five_segments_then_ack_3001()
     d.feed(".", seq=1, ack=5001)
     c = d.conn
-    assert c.stats["tlp_recoveries"] == 1 and c.cc.ssthresh == 10500  # CUBIC: 0.7 * 15000
+    assert c.stats["tlp_recoveries"] == 1 and c.cc.ssthresh == 7000  # CUBIC: 0.7 * 10000 (5 of 10 used: no growth)
 
 
 def test_spurious_tail_loss_probe_is_recognised_by_dsack():
@@ -318,3 +318,17 @@ def test_receiver_reports_duplicates_with_dsack():
     d.out()
     d.feed(".", seq=1001, ack=1, data=b"b" * 100)  # a duplicate of held out-of-order data
     assert d.out() == ["[.] seq=1 ack=101 win=65435 len=0 sack=1001-1101,1001-1101"]
+
+
+def test_cwnd_does_not_grow_when_the_application_is_the_limit():
+    d = established_driver(peer_mss=1000)
+    c = d.conn
+    for i in range(20):  # one small request at a time: never more than 1 of 10 segments out
+        c.send(b"q" * 100)
+        d.out()
+        d.feed(".", seq=1, ack=1 + 100 * (i + 1))
+    assert c.cc.cwnd == 10_000
+    c.send(b"b" * 20_000)
+    d.out()
+    d.feed(".", seq=1, ack=2001 + 10_000)  # now cwnd-limited: slow start again
+    assert c.cc.cwnd == 20_000
