@@ -57,7 +57,6 @@ CLOSING, LAST_ACK, TIME_WAIT = S.CLOSING, S.LAST_ACK, S.TIME_WAIT
 
 FIN, SYN, RST, PSH, ACK, URG = TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST, TcpFlags.PSH, TcpFlags.ACK, TcpFlags.URG
 _F_ACK = TcpFlags.ACK
-_F_ACK_PSH = TcpFlags.ACK | TcpFlags.PSH
 _FLAG = tuple(TcpFlags(i) for i in range(256))  # int -> TcpFlags without IntFlag arithmetic
 _F_SYN_ACK = TcpFlags.SYN | TcpFlags.ACK
 _RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
@@ -1278,17 +1277,13 @@ class TcpConnection:
             self._tlp_rtx = False
         else:
             start = max(una, nxt - self.snd_mss)
-            gap = None
-            for s, e in reversed(self._sacked.ranges()):  # the last bytes not SACKed
-                if e < nxt and e > start:
-                    start = e
-                if s <= start:
-                    break
-            gap = (start, nxt) if self._sacked.covered(start, nxt) == 0 else None
-            if gap is None:
-                return
-            self._lost.add(*gap)
-            self._retrans.remove(*gap)
+            if self._sacked.covered(start, nxt):
+                high = self._sacked.high  # probe only what lies above everything SACKed
+                if high >= nxt:
+                    return
+                start = max(start, high)
+            self._lost.add(start, nxt)
+            self._retrans.remove(start, nxt)
             self._force_rtx = True
             self._tlp_rtx = True
             self._tlp_high = nxt
