@@ -315,6 +315,13 @@ class TcpConnection:
         if "keepalive" in changes or "keepalive_idle" in changes:
             self._ka_at = None
             self._ka_probes = 0
+        if "congestion" in changes and changes["congestion"].lower() != self.cc.name:
+            # TCP_CONGESTION on a live connection: the new algorithm starts from today's window.
+            old = self.cc
+            self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
+            self.cc.ssthresh = old.ssthresh
+            self.cc.set_cwnd(old.cwnd)
+            self._undo_cc = None
         self._want_output = True
         self._notify()
 

@@ -332,3 +332,16 @@ def test_cwnd_does_not_grow_when_the_application_is_the_limit():
     d.out()
     d.feed(".", seq=1, ack=2001 + 10_000)  # now cwnd-limited: slow start again
     assert c.cc.cwnd == 20_000
+
+
+def test_congestion_control_can_be_switched_on_a_live_connection():
+    d = established_driver(peer_mss=1000)
+    c = d.conn
+    assert c.cc.name == "cubic"
+    c.send(b"x" * 10_000)
+    d.out()
+    d.feed(".", seq=1, ack=10_001)
+    c.configure(congestion="newreno")
+    assert c.cc.name == "newreno" and c.cc.cwnd == 20_000 and c.info().congestion == "newreno"
+    with pytest.raises(ValueError):
+        c.configure(congestion="nonsense")
