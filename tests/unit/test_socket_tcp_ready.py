@@ -1,0 +1,501 @@
+"""STREAM sockets: options, readiness (select/selectors/poll/stack.poll), backlog, threads."""
+import errno
+import select
+import selectors
+import threading
+import time
+
+import pytest
+
+from stack import Impairment, IpAddress, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack
+from stack.tcp import TcpConfig, TcpState
+from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
+from stack.wire.tcp import TcpRepr
+
+WAIT = 5.0
+FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
+
+
+@pytest.fixture
+def nics():
+    pair = LoopbackNicPair()
+    yield pair
+    pair.close()
+
+
+@pytest.fixture
+def stacks(nics):
+    a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST).start()
+    b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def listener(st, port=7, backlog=8, **options):
+    s = st.socket(SocketType.STREAM)
+    for opt, value in options.items():
+        s.set_option(SocketOption[opt], value)
+    s.bind(IpAddress.any(port))
+    s.listen(backlog)
+    s.set_timeout(WAIT)
+    return s
+
+
+def connected_pair(a, b, port=7, **options):
+    lst = listener(b, port, **options)
+    client = a.socket(SocketType.STREAM)
+    client.set_timeout(WAIT)
+    client.connect(("10.0.0.2", port))
+    server, _ = lst.accept()
+    server.set_timeout(WAIT)
+    return client, server, lst
+
+
+def tcp_of(frame: bytes):
+    """(Ipv4Repr, TcpRepr, payload) of a TCP frame, or None."""
+    eth, payload = EthernetRepr.parse(frame)
+    if eth.ethertype != EtherType.IPV4:
+        return None
+    ip, data = Ipv4Repr.parse(payload)
+    if ip.protocol != IpProtocol.TCP:
+        return None
+    seg, body = TcpRepr.parse(data, ip.src, ip.dst)
+    return ip, seg, bytes(body)
+
+
+class Recorder:
+    """An impairment hook that drops nothing and logs (time, direction, TCP segment)."""
+
+    def __init__(self, log, name, drop=lambda frame: False):
+        self.log, self.name, self.drop = log, name, drop
+
+    def __call__(self, frame):
+        parsed = tcp_of(frame)
+        if parsed is not None:
+            self.log.append((time.monotonic(), self.name, parsed))
+        return self.drop(frame)
+
+
+def select_state(sock):
+    r, w, _ = select.select([sock], [sock], [], 0)
+    return bool(r), bool(w)
+
+
+def wait_for(predicate, what, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+# -- options ------------------------------------------------------------------------------------
+
+def test_option_defaults_and_round_trips(stacks):
+    a, _ = stacks
+    s = a.socket(SocketType.STREAM)
+    defaults = {
+        SocketOption.REUSE_ADDR: False, SocketOption.TCP_NO_DELAY: False, SocketOption.KEEP_ALIVE: False,
+        SocketOption.KEEP_IDLE: 7200.0, SocketOption.KEEP_INTERVAL: 75.0, SocketOption.KEEP_COUNT: 9,
+        SocketOption.LINGER: None, SocketOption.RECEIVE_BUFFER_SIZE: 262144,
+        SocketOption.SEND_BUFFER_SIZE: 262144, SocketOption.TTL: 64, SocketOption.CONGESTION: "cubic",
+        SocketOption.ERROR: 0,
+    }
+    assert {opt: s.get_option(opt) for opt in defaults} == defaults
+    values = {
+        SocketOption.REUSE_ADDR: True, SocketOption.TCP_NO_DELAY: True, SocketOption.KEEP_ALIVE: True,
+        SocketOption.KEEP_IDLE: 10.0, SocketOption.KEEP_INTERVAL: 2.0, SocketOption.KEEP_COUNT: 3,
+        SocketOption.LINGER: 5.0, SocketOption.RECEIVE_BUFFER_SIZE: 50000,
+        SocketOption.SEND_BUFFER_SIZE: 60000, SocketOption.TTL: 9, SocketOption.CONGESTION: "newreno",
+    }
+    for opt, value in values.items():
+        s.set_option(opt, value)
+    assert {opt: s.get_option(opt) for opt in values} == values
+    s.set_option(SocketOption.LINGER, False)
+    assert s.get_option(SocketOption.LINGER) is None
+
+
+@pytest.mark.parametrize("option, value", [
+    (SocketOption.TCP_NO_DELAY, "yes"), (SocketOption.KEEP_IDLE, 0), (SocketOption.KEEP_INTERVAL, -1),
+    (SocketOption.KEEP_COUNT, 0), (SocketOption.LINGER, -1), (SocketOption.RECEIVE_BUFFER_SIZE, 0),
+    (SocketOption.SEND_BUFFER_SIZE, True), (SocketOption.TTL, 256), (SocketOption.CONGESTION, "bbr"),
+    (SocketOption.REUSE_ADDR, 2),
+])
+def test_bad_option_values_are_einval(stacks, option, value):
+    a, _ = stacks
+    with pytest.raises(OSError) as exc:
+        a.socket(SocketType.STREAM).set_option(option, value)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_options_of_the_wrong_kind_are_enoprotoopt(stacks):
+    a, _ = stacks
+    tcp = a.socket(SocketType.STREAM)
+    udp = a.socket(SocketType.DATAGRAM)
+    for sock, opt in ((tcp, SocketOption.BROADCAST), (tcp, SocketOption.ERROR), (udp, SocketOption.TCP_NO_DELAY),
+                      (udp, SocketOption.KEEP_ALIVE), (udp, SocketOption.LINGER)):
+        with pytest.raises(OSError) as exc:
+            sock.set_option(opt, 1)
+        assert exc.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(OSError) as exc:
+        tcp.get_option(SocketOption.BROADCAST)
+    assert exc.value.errno == errno.ENOPROTOOPT
+
+
+def test_udp_sockets_have_the_error_option_too(stacks):
+    a, _ = stacks
+    udp = a.socket(SocketType.DATAGRAM)
+    udp.connect("10.0.0.2:9")
+    udp.send(b"x")  # port unreachable comes back
+    wait_for(lambda: a.poll([udp], PollEvent.NONE, timeout=0), "the ICMP error")
+    assert udp.get_option(SocketOption.ERROR) == errno.ECONNREFUSED
+    assert udp.get_option(SocketOption.ERROR) == 0
+
+
+def test_congestion_control_per_socket_before_connect(stacks):
+    a, b = stacks
+    client, server, lst = connected_pair(a, b, CONGESTION="newreno")
+    assert server.tcp_info().congestion == "newreno", "inherited from the listener"
+    assert client.tcp_info().congestion == "cubic"
+    with pytest.raises(OSError) as exc:
+        client.set_option(SocketOption.CONGESTION, "newreno")
+    assert exc.value.errno == errno.EISCONN
+    c2 = a.socket(SocketType.STREAM)
+    c2.set_option(SocketOption.CONGESTION, "NewReno")
+    c2.set_timeout(WAIT)
+    c2.connect("10.0.0.2:7")
+    assert c2.tcp_info().congestion == "newreno"
+
+
+def test_accepted_sockets_inherit_the_listeners_options(stacks):
+    a, b = stacks
+    _, server, _ = connected_pair(a, b, TCP_NO_DELAY=True, LINGER=0, RECEIVE_BUFFER_SIZE=30000, KEEP_ALIVE=True)
+    assert server.get_option(SocketOption.TCP_NO_DELAY) is True
+    assert server.get_option(SocketOption.LINGER) == 0
+    assert server.get_option(SocketOption.RECEIVE_BUFFER_SIZE) == 30000
+    assert server.get_option(SocketOption.KEEP_ALIVE) is True
+    assert server.tcp_info().rcv_wnd <= 30000
+
+
+def test_receive_buffer_bounds_the_advertised_window(stacks):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b, RECEIVE_BUFFER_SIZE=20000)
+    client.set_nonblocking(True)
+    queued = 0
+    try:
+        while True:
+            queued += client.send(bytes(65536))
+    except BlockingIOError:
+        pass
+    wait_for(lambda: server.tcp_info().recv_queue > 0 and client.tcp_info().snd_wnd == 0, "a full window")
+    assert server.tcp_info().recv_queue <= 20000
+    assert client.tcp_info().send_queue > 0
+
+
+def test_ttl_option_sets_the_ip_ttl(stacks, nics):
+    a, b = stacks
+    log = []
+    nics.a.impairment = Impairment(drop=Recorder(log, "a"))
+    client, server, _ = connected_pair(a, b)
+    client.set_option(SocketOption.TTL, 7)
+    client.send(b"ttl")
+    assert server.recv(10) == b"ttl"
+    data = [ip for _, _, (ip, seg, body) in log if body]
+    assert data and data[-1].ttl == 7
+    assert all(ip.ttl == 64 for _, _, (ip, seg, body) in log if not body and seg.flags & 0x02), "the SYN had 64"
+
+
+def test_nagle_holds_a_small_segment_until_the_ack_and_tcp_no_delay_does_not(stacks, nics):
+    a, b = stacks
+    log = []
+    nics.a.impairment = Impairment(drop=Recorder(log, "a"))
+    nics.b.impairment = Impairment(drop=Recorder(log, "b"))
+    client, server, _ = connected_pair(a, b)
+
+    def two_small_sends():
+        log.clear()
+        client.send(b"1")
+        client.send(b"2")
+        got = b""
+        while len(got) < 2:
+            got += server.recv(10)
+        return [(name, body) for _, name, (ip, seg, body) in log if name == "a" and body or name == "b"]
+
+    order = two_small_sends()
+    assert order[:3] == [("a", b"1"), ("b", b""), ("a", b"2")], "Nagle: the 2 waits for the ACK of the 1"
+    client.set_option(SocketOption.TCP_NO_DELAY, True)
+    order = two_small_sends()
+    assert order[:2] == [("a", b"1"), ("a", b"2")], "TCP_NO_DELAY: both leave before any ACK"
+
+
+def test_keepalive_probes_an_idle_connection_and_ends_a_dead_one(stacks, nics):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b)
+    client.set_option(SocketOption.KEEP_IDLE, 0.2)
+    client.set_option(SocketOption.KEEP_INTERVAL, 0.1)
+    client.set_option(SocketOption.KEEP_COUNT, 2)
+    client.set_option(SocketOption.KEEP_ALIVE, True)
+    before = client.tcp_info().segs_out
+    time.sleep(0.5)
+    assert client.tcp_info().segs_out >= before + 1, "probes went out"
+    assert client.tcp_info().state is TcpState.ESTABLISHED, "and were answered"
+    nics.b.impairment = Impairment(drop=lambda frame: tcp_of(frame) is not None)  # the peer goes silent
+    t0 = time.monotonic()
+    client.set_timeout(WAIT)
+    with pytest.raises(TimeoutError) as exc:
+        client.recv(10)
+    assert exc.value.errno == errno.ETIMEDOUT and time.monotonic() - t0 < 2.0
+
+
+# -- readiness -----------------------------------------------------------------------------------
+
+def test_fresh_and_bound_sockets_are_not_ready(stacks):
+    a, _ = stacks
+    s = a.socket(SocketType.STREAM)
+    assert select_state(s) == (False, False)
+    assert a.poll([s], PollEvent.READ | PollEvent.WRITE, timeout=0) == []
+    s.bind("0.0.0.0:0")
+    assert select_state(s) == (False, False)
+
+
+def test_listener_is_readable_while_a_connection_waits(stacks):
+    a, b = stacks
+    lst = listener(b)
+    assert select_state(lst) == (False, False)
+    c = a.socket(SocketType.STREAM)
+    c.set_timeout(WAIT)
+    c.connect("10.0.0.2:7")
+    r, _, _ = select.select([lst], [], [], WAIT)
+    assert r == [lst] and select_state(lst) == (True, False)
+    ((sock, ev),) = b.poll([lst], PollEvent.READ, timeout=WAIT)
+    assert ev == PollEvent.READ
+    lst.accept()
+    assert select_state(lst) == (False, False)
+    lst.set_nonblocking(True)
+    with pytest.raises(BlockingIOError) as exc:
+        lst.accept()
+    assert exc.value.errno == errno.EAGAIN
+    lst.set_timeout(0.05)
+    with pytest.raises(TimeoutError):
+        lst.accept()
+
+
+def test_connected_socket_readable_with_data_writable_with_room(stacks):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b)
+    assert select_state(client) == (False, True)
+    client.send(b"data")
+    r, _, _ = select.select([server], [], [], WAIT)
+    assert r == [server]
+    ((sock, ev),) = b.poll([server], PollEvent.READ | PollEvent.WRITE, timeout=0)
+    assert ev == PollEvent.READ | PollEvent.WRITE
+    assert server.recv(100) == b"data"
+    assert select_state(server) == (False, True)
+
+
+def test_writability_follows_the_send_buffer(stacks):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b, RECEIVE_BUFFER_SIZE=16384)
+    client.set_option(SocketOption.SEND_BUFFER_SIZE, 16384)
+    client.set_nonblocking(True)
+
+    def fill():
+        try:
+            while True:
+                client.send(bytes(4096))
+        except BlockingIOError:
+            pass
+
+    fill()  # the send buffer, then the peer's window...
+    wait_for(lambda: client.tcp_info().snd_wnd == 0, "the peer's window to close")
+    fill()  # ... and the send buffer again
+    assert select_state(client) == (False, False)
+    assert a.poll([client], PollEvent.WRITE, timeout=0.05) == []
+
+    def drain():
+        while select.select([server], [], [], 0.2)[0]:
+            server.recv(65536)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    with selectors.DefaultSelector() as sel:
+        sel.register(client, selectors.EVENT_WRITE)
+        assert sel.select(WAIT), "writable again once the peer reads"
+    ((sock, ev),) = a.poll([client], PollEvent.WRITE, timeout=WAIT)
+    assert ev == PollEvent.WRITE
+    t.join(WAIT)
+
+
+def test_end_of_stream_is_readable_and_both_fins_are_a_hang_up(stacks):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b)
+    client.shutdown(Shutdown.WRITE)
+    r, _, _ = select.select([server], [], [], WAIT)
+    assert r == [server] and server.recv(10) == b""
+    assert select_state(server) == (True, True)
+    ((sock, ev),) = b.poll([server], PollEvent.READ, timeout=0)
+    assert ev == PollEvent.READ, "half-closed is not hung up"
+    server.shutdown(Shutdown.WRITE)
+    ((sock, ev),) = b.poll([server], PollEvent.NONE, timeout=0)
+    assert ev == PollEvent.HANGUP
+    p = select.poll()
+    p.register(server.fileno(), select.POLLIN | select.POLLOUT)
+    ((fd, revents),) = p.poll(0)
+    assert revents & select.POLLHUP and revents & select.POLLIN
+    wait_for(lambda: client.recv(10) == b"", "EOF at the client")
+    ((sock, ev),) = a.poll([client], PollEvent.NONE, timeout=WAIT)
+    assert PollEvent.HANGUP in ev
+
+
+def test_a_reset_connection_is_readable_writable_error_and_hang_up(stacks):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b)
+    server.set_option(SocketOption.LINGER, 0)
+    server.close()
+    r, _, _ = select.select([client], [], [], WAIT)
+    assert r == [client] and select_state(client) == (True, True)
+    ((sock, ev),) = a.poll([client], PollEvent.READ, timeout=WAIT)
+    assert ev == PollEvent.READ | PollEvent.ERROR | PollEvent.HANGUP
+    p = select.poll()
+    p.register(client.fileno(), select.POLLIN)
+    ((fd, revents),) = p.poll(0)
+    assert revents & select.POLLHUP
+    assert client.get_option(SocketOption.ERROR) == errno.ECONNRESET
+    ((sock, ev),) = a.poll([client], PollEvent.READ, timeout=0)
+    assert ev == PollEvent.READ | PollEvent.HANGUP
+    assert client.recv(10) == b""
+
+
+def test_poll_reports_a_closed_socket_as_invalid_and_waits_on_many(stacks):
+    a, b = stacks
+    c1, s1, lst = connected_pair(a, b)
+    c2 = a.socket(SocketType.STREAM)
+    c2.set_timeout(WAIT)
+    c2.connect("10.0.0.2:7")
+    s2, _ = lst.accept()
+    dead = a.socket(SocketType.STREAM)
+    dead.close()
+    assert a.poll([dead], PollEvent.READ, timeout=0) == [(dead, PollEvent.INVALID)]
+    threading.Timer(0.05, lambda: s2.send(b"second")).start()
+    ready = a.poll([c1, c2], [PollEvent.READ, PollEvent.READ], timeout=WAIT)
+    assert ready == [(c2, PollEvent.READ)]
+    ready = a.poll([c1, c2, c1], [PollEvent.READ, PollEvent.READ, PollEvent.WRITE], timeout=WAIT)
+    assert (c2, PollEvent.READ) in ready and (c1, PollEvent.WRITE) in ready
+
+
+def test_a_blocked_select_wakes_when_a_non_blocking_connect_completes(stacks, nics):
+    a, b = stacks
+    lst = listener(b)
+    nics.a.impairment = Impairment(drop=lambda frame: tcp_of(frame) is not None and tcp_of(frame)[1].flags & 0x02)
+    c = a.socket(SocketType.STREAM)
+    c.set_nonblocking(True)
+    with pytest.raises(BlockingIOError):
+        c.connect("10.0.0.2:7")
+    assert select.select([], [c], [], 0.05)[1] == [], "the SYN was lost: still connecting"
+    nics.a.impairment = None
+    _, w, _ = select.select([], [c], [], WAIT)  # the retransmitted SYN gets through
+    assert w == [c] and c.take_error() is None
+
+
+# -- backlog --------------------------------------------------------------------------------------
+
+def test_backlog_bounds_the_accept_queue(stacks):
+    a, b = stacks
+    lst = listener(b, backlog=1)
+    clients = []
+    for n in range(3):
+        c = a.socket(SocketType.STREAM)
+        c.set_nonblocking(True)
+        with pytest.raises(BlockingIOError):
+            c.connect("10.0.0.2:7")
+        clients.append(c)
+        if n < 2:  # one at a time, so that the third SYN meets a full queue
+            wait_for(lambda: b.tcp_listeners()[0].pending == n + 1, f"connection {n + 1} queued")
+    # Like Linux, backlog 1 lets two connections wait; the third SYN is dropped.
+    assert [s for s, ev in a.poll(clients, PollEvent.WRITE, timeout=0)] == clients[:2]
+    (info,) = b.tcp_listeners()
+    assert info.pending == 2 and info.backlog == 1
+    assert a.poll([clients[2]], PollEvent.WRITE, timeout=0.1) == []
+    lst.accept()
+    ((sock, ev),) = a.poll([clients[2]], PollEvent.WRITE, timeout=WAIT)  # its SYN is retransmitted
+    assert ev == PollEvent.WRITE and clients[2].take_error() is None
+    assert b.counters()["tcp"].get("drop.listen queue", 0) >= 1
+
+
+def test_backlog_can_grow_with_a_second_listen(stacks):
+    a, b = stacks
+    lst = listener(b, backlog=0)
+    lst.listen(10)
+    assert b.tcp_listeners()[0].backlog == 10
+
+
+# -- threads ------------------------------------------------------------------------------------
+
+def test_many_clients_in_threads_against_a_threaded_echo_server(stacks):
+    a, b = stacks
+    lst = listener(b, backlog=16)
+    stop = threading.Event()
+
+    def echo(conn):
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def acceptor():
+        lst.set_timeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = lst.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    accepting = threading.Thread(target=acceptor, daemon=True)
+    accepting.start()
+    results = {}
+
+    def client(n):
+        with a.socket(SocketType.STREAM) as c:
+            c.set_timeout(WAIT)
+            c.connect("10.0.0.2:7")
+            message = bytes([n]) * (1000 * (n + 1))
+            c.sendall(message)
+            c.shutdown(Shutdown.WRITE)
+            got = bytearray()
+            while d := c.recv(65536):
+                got += d
+            results[n] = bytes(got) == message
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 2)
+    stop.set()
+    accepting.join(WAIT)
+    assert results == {n: True for n in range(8)}
+
+
+def test_one_socket_read_and_written_by_two_threads_at_once(stacks):
+    a, b = stacks
+    client, server, _ = connected_pair(a, b)
+    size = 2_000_000
+    out = bytes(range(251)) * (size // 251)
+    got = {}
+
+    def reader(sock, key):
+        buf = bytearray()
+        while len(buf) < len(out):
+            buf += sock.recv(65536)
+        got[key] = bytes(buf) == out
+
+    threads = [threading.Thread(target=reader, args=(client, "client")),
+               threading.Thread(target=reader, args=(server, "server")),
+               threading.Thread(target=client.sendall, args=(out,)),
+               threading.Thread(target=server.sendall, args=(out,))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 4)
+    assert got == {"client": True, "server": True}
