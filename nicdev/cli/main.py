@@ -23,8 +23,15 @@ SUBCOMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (the full usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mnet",
         description="multios-net: a virtio-net device in Python (vhost-user backend), "
         "an L2 switch, Linux guests under QEMU, and the MultiOS network stack.",
