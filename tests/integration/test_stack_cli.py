@@ -230,7 +230,7 @@ def test_mnet_ping_through_a_gateway_without_a_route_reports_net_unreachable(lab
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--gateway", "10.1.0.1"],
      "gateway 10.1.0.1 is not in 10.0.0.0/24"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--mac", "52:54:00"], "bad --mac '52:54:00'"),
-    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "tcp-echo:7"], "bad --serve 'tcp-echo:7'"),
+    (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "sctp-echo:7"], "bad --serve 'sctp-echo:7'"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "udp-echo:70000"],
      "port must be 1..65535"),
     (["ping", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "example.org"], "bad host 'example.org'"),
