@@ -5,12 +5,23 @@ behind a vhost-user socket, a TAP device, a QEMU socket netdev. The switch
 calls `transmit(frame)` to hand a frame *out of* the port; the port calls
 `self.deliver(frame)` for every frame it received, which the switch hooks.
 Ports register their own file descriptors with the event loop in `start()`.
+
+Offloads: a frame may travel with a `nicdev.net.offload.FrameMeta` (partial
+checksum, GSO, DATA_VALID); None, the common case, is a finished frame. A
+port that can pass such frames on says so with `accepts_csum_partial` and
+`accepts_gso` (the GSO kinds, `offload.GSO_*`); the switch then calls
+`transmit(frame, meta)`. Every other port only ever sees `transmit(frame)`
+with finished frames: the switch finishes them first. A port whose peer
+sends such frames calls `self.deliver(frame, meta)`.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
 from typing import Callable
+
+from . import offload
+from .offload import FrameMeta, OffloadError
 
 __all__ = ["Port", "PortCounters"]
 
@@ -38,31 +49,56 @@ class Port(abc.ABC):
     """Base class: subclasses implement start/transmit/close and `status`."""
 
     kind = "port"
+    # What transmit() may be given besides finished frames (see the module doc).
+    accepts_csum_partial: bool = False
+    accepts_gso: frozenset = frozenset()
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.counters = PortCounters()
         self.link_up = True
         # Set by the switch when the port is added; frames from the peer go here.
-        self._sink: Callable[["Port", bytes], None] | None = None
+        self._sink: Callable | None = None
+        self._sink_takes_meta = False
 
-    def attach(self, sink: Callable[["Port", bytes], None]) -> None:
+    def attach(self, sink: Callable | None, *, metadata: bool = False) -> None:
+        """Send the peer's frames to `sink(port, frame)`; with `metadata=True`
+        frames with offload metadata come as `sink(port, frame, meta)`, else
+        they are finished (checksummed, segmented) first."""
         self._sink = sink
+        self._sink_takes_meta = metadata
 
-    def deliver(self, frame: bytes) -> None:
-        """Called by the port implementation for each frame from its peer."""
+    def deliver(self, frame: bytes, meta: FrameMeta | None = None) -> None:
+        """Called by the port implementation for each frame from its peer
+        (with `meta` if it is not finished; see the module doc)."""
         self.counters.rx_frames += 1
         self.counters.rx_bytes += len(frame)
-        if self._sink is not None:
-            self._sink(self, frame)
+        sink = self._sink
+        if sink is None:
+            return
+        if meta is None:
+            sink(self, frame)
+        elif self._sink_takes_meta:
+            sink(self, frame, meta)
+        else:
+            try:
+                frames = offload.finish(frame, meta)
+            except OffloadError as e:
+                self.counters.rx_dropped += 1
+                self.counters.count_error(e.reason)
+                return
+            for f in frames:
+                sink(self, f)
 
     @abc.abstractmethod
     def start(self, loop) -> None:
         """Register the port's file descriptors with the event loop."""
 
     @abc.abstractmethod
-    def transmit(self, frame: bytes) -> bool:
-        """Send one frame to the peer. Return False (and count) if it was dropped."""
+    def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
+        """Send one frame to the peer. Return False (and count) if it was dropped.
+
+        `meta` comes only to a port that declared it can take it."""
 
     def close(self) -> None:
         pass

@@ -6,6 +6,13 @@ Ethernet frames. The interface can then be moved into a network namespace
 (pyroute2) and the descriptor keeps working; it is brought up there, but its
 addresses are the user's business (see nicdev.net.netns.set_address). Closing
 the descriptor of a TAP we created removes the interface, wherever it is.
+
+With `vnet_hdr=True` every frame carries a 12-byte virtio_net_hdr and, by
+default (`offloads=True`), TUNSETOFFLOAD tells the kernel we take partial
+checksums and TCP segmentation (v4, v6, ECN): the kernel then hands us
+NEEDS_CSUM and GSO frames (its TSO) and DATA_VALID ones, and takes ours
+the same way, doing the checksums and segmentation itself when it must.
+Without vnet_hdr only finished frames pass.
 """
 from __future__ import annotations
 
@@ -15,9 +22,13 @@ import logging
 import os
 import struct
 
+from nicdev.virtio.net_hdr import NetHdr
+
+from . import offload
 from .errors import PortError
 from .ethernet import MAX_FRAME_LEN
 from .netns import NetnsError, check_netns_name, link_up, move_link, netns_exists
+from .offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
 from .port import Port
 
 log = logging.getLogger(__name__)
@@ -27,6 +38,11 @@ __all__ = ["TapPort", "PortError", "check_ifname"]
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 TUNSETVNETHDRSZ = 0x400454D8
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01                       # we take partial checksums
+TUN_F_TSO4 = 0x02                       # ... and TCP GSO frames (needs TUN_F_CSUM)
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -35,7 +51,9 @@ _IFREQ = struct.Struct("16sH22x")       # ifr_name, ifr_flags, rest of the union
 # num_buffers), the same size our virtio-net device uses.
 VNET_HDR_LEN = 12
 _VNET_ZERO = bytes(VNET_HDR_LEN)
-_VNET_F_NEEDS_CSUM = 1
+_TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+_GSO_KINDS = frozenset({GSO_TCPV4, GSO_TCPV6, GSO_ECN})
+_VLAN_TAG = 4
 _BURST = 64                              # frames per readable event, so other ports get a turn
 
 
@@ -52,12 +70,15 @@ class TapPort(Port):
 
     The interface is created by `start()` and removed by `close()`. An
     existing persistent TAP of that name is attached to instead, and left in
-    place on close.
+    place on close. `vnet_hdr`: frames carry a virtio_net_hdr; `offloads`
+    (default: the same as vnet_hdr) turns the kernel's checksum and TCP
+    segmentation offloads on over it (see the module doc).
     """
 
     kind = "tap"
 
-    def __init__(self, name: str, ifname: str, *, netns: str | None = None, vnet_hdr: bool = False) -> None:
+    def __init__(self, name: str, ifname: str, *, netns: str | None = None, vnet_hdr: bool = False,
+                 offloads: bool | None = None) -> None:
         super().__init__(name)
         self.ifname = check_ifname(ifname)
         self.netns = netns
@@ -65,10 +86,18 @@ class TapPort(Port):
             check_netns_name(netns)
             self._require_netns()
         self.vnet_hdr = bool(vnet_hdr)
+        self.offloads = self.vnet_hdr if offloads is None else bool(offloads)
+        if self.offloads and not self.vnet_hdr:
+            raise PortError(f"tap port {name!r}: offloads need vnet_hdr (the kernel says what to do in it)")
+        if self.vnet_hdr:
+            # The kernel takes NEEDS_CSUM and GSO frames over a vnet header
+            # whatever TUNSETOFFLOAD says: that only governs what it gives us.
+            self.accepts_csum_partial = True
+            self.accepts_gso = _GSO_KINDS
         self._fd: int | None = None
         self._loop = None
         self._failed: str | None = None
-        self._read_size = MAX_FRAME_LEN + (VNET_HDR_LEN if self.vnet_hdr else 0)
+        self._read_size = MAX_FRAME_LEN + _VLAN_TAG + (VNET_HDR_LEN if self.vnet_hdr else 0)
 
     def _require_netns(self) -> None:
         if self.netns is not None and not netns_exists(self.netns):
@@ -111,6 +140,8 @@ class TapPort(Port):
             answer = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(self.ifname.encode(), flags))
             if self.vnet_hdr:
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                # 0 switches them off again on a persistent TAP that had them.
+                fcntl.ioctl(fd, TUNSETOFFLOAD, _TAP_OFFLOADS if self.offloads else 0)
         except OSError as exc:
             os.close(fd)
             reason = {
@@ -137,37 +168,45 @@ class TapPort(Port):
                 self._fail(f"read failed: {exc.strerror}")
                 return
             if self.vnet_hdr:
-                data = self._strip_vnet_hdr(data)
-                if data is None:
+                if len(data) < VNET_HDR_LEN:
+                    self.counters.rx_dropped += 1
+                    self.counters.count_error("short vnet header")
                     continue
-            self.deliver(data)
+                if data[0] or data[1]:
+                    self._deliver_offloaded(data)
+                else:
+                    self.deliver(data[VNET_HDR_LEN:])
+            else:
+                self.deliver(data)
             if self._fd != fd:          # closed by whoever handled the frame
                 return
 
-    def _strip_vnet_hdr(self, data: bytes) -> bytes | None:
-        if len(data) < VNET_HDR_LEN:
-            self.counters.rx_dropped += 1
-            self.counters.count_error("short vnet header")
-            return None
-        # We never enable offloads (TUNSETOFFLOAD), so the kernel should hand
-        # us finished frames; anything else we cannot pass on intact.
-        if data[1] != 0:
-            self.counters.rx_dropped += 1
-            self.counters.count_error("gso frame")
-            return None
-        if data[0] & _VNET_F_NEEDS_CSUM:
-            self.counters.rx_dropped += 1
-            self.counters.count_error("partial checksum frame")
-            return None
-        return data[VNET_HDR_LEN:]
+    def _deliver_offloaded(self, data: bytes) -> None:
+        """A frame whose header asks for something: check it, pass it on with its metadata."""
+        meta = FrameMeta.from_hdr(NetHdr.unpack(data, VNET_HDR_LEN))
+        frame = data[VNET_HDR_LEN:]
+        if meta is not None:
+            try:
+                meta = offload.check(frame, meta)
+            except OffloadError as e:
+                self.counters.rx_dropped += 1
+                self.counters.count_error(e.reason)
+                log.debug("tap port %s: dropped a frame from the kernel: %s", self.name, e)
+                return
+        self.deliver(frame, meta)
 
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         fd = self._fd
         if fd is None:
             self.counters.tx_dropped += 1
             return False
         try:
-            os.write(fd, _VNET_ZERO + frame if self.vnet_hdr else frame)
+            if not self.vnet_hdr:
+                os.write(fd, frame)
+            elif meta is None:
+                os.write(fd, _VNET_ZERO + frame)
+            else:
+                os.writev(fd, (meta.to_hdr().pack(VNET_HDR_LEN), frame))
         except BlockingIOError:
             self.counters.tx_dropped += 1           # the kernel's queue is full
             return False

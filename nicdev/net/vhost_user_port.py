@@ -3,6 +3,11 @@
 QEMU (or DPDK's virtio-user, or our own stack) connects to `socket_path` as
 the front-end. Frames the switch sends out of this port go into the guest's
 receive ring; frames the guest transmits come into the switch.
+
+Offloads follow what the guest negotiated: its partial-checksum and GSO
+frames enter the switch with their metadata, and the port takes such frames
+(`accepts_csum_partial`, `accepts_gso`) when the guest negotiated
+GUEST_CSUM and GUEST_TSO4/6 (and GUEST_ECN for ECN-marked ones).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import logging
 from nicdev.vhost_user.server import SocketPathError, VhostUserServer
 
 from .errors import PortError
+from .offload import FrameMeta
 from .port import Port
 from .virtio_net import VirtioNetDevice
 
@@ -20,16 +26,18 @@ log = logging.getLogger(__name__)
 
 
 class VhostUserPort(Port):
-    """`VhostUserPort(name, socket_path=None)`: a virtio-net device port.
+    """`VhostUserPort(name, socket_path=None, *, offloads=True)`: a virtio-net device port.
 
     With no `socket_path` a private directory is made for the socket; the
-    real path is in `socket_path` after construction."""
+    real path is in `socket_path` after construction. `offloads=False`
+    offers the guest no checksum or segmentation offloads."""
 
     kind = "vhost-user"
 
-    def __init__(self, name: str, socket_path: str | None = None) -> None:
+    def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True) -> None:
         super().__init__(name)
-        self.device = VirtioNetDevice(self._from_guest, name=name, on_drop=self._count_drop)
+        self.device = VirtioNetDevice(self._from_guest, name=name, on_drop=self._count_drop,
+                                      on_offload_frame=self._from_guest_offload, offloads=offloads)
         self.backend = self.device.make_backend(name)
         try:
             self.server = VhostUserServer(self.backend, socket_path, name=name)
@@ -56,8 +64,19 @@ class VhostUserPort(Port):
     def _from_guest(self, frame: bytes) -> None:
         self.deliver(frame)
 
-    def transmit(self, frame: bytes) -> bool:
-        if not self.device.receive(frame):
+    def _from_guest_offload(self, frame: bytes, meta: FrameMeta) -> None:
+        self.deliver(frame, meta)
+
+    @property
+    def accepts_csum_partial(self) -> bool:
+        return self.device.guest_csum
+
+    @property
+    def accepts_gso(self) -> frozenset:
+        return self.device.rx_gso
+
+    def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
+        if not self.device.receive(frame, meta):
             return False            # counted by _count_drop
         self.counters.tx_frames += 1
         self.counters.tx_bytes += len(frame)

@@ -14,6 +14,15 @@ chain, an address outside its memory...) is marked broken with the reason:
 the device stops using that ring and counts what it drops, the rest of the
 process carries on, and the front-end's next set-up of the ring (or a
 reconnect) clears it.
+
+Offloads (`offloads=True`, the default): the device offers CSUM, HOST_TSO4/6
+and HOST_ECN (the guest may send partial checksums and GSO frames: they
+reach `on_offload_frame(frame, meta)` with a `nicdev.net.offload.FrameMeta`,
+after `offload.check`), and GUEST_CSUM, GUEST_TSO4/6 and GUEST_ECN
+(`receive(frame, meta)` hands such frames to a guest that negotiated them,
+with NEEDS_CSUM, GSO or DATA_VALID in the header; metadata the guest did not
+negotiate is done here in software first). Hostile headers are counted
+drops (`tx_bad_csum_offsets`, `tx_gso_size_zero`, `tx_gso_headers`...).
 """
 from __future__ import annotations
 
@@ -27,28 +36,40 @@ from nicdev.vhost_user.backend import BackendDevice, RequestFailed, VhostUserBac
 from nicdev.vhost_user.protocol import ProtocolFeature
 from nicdev.virtio.device_queue import DescriptorChain
 from nicdev.virtio.features import (
-    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, describe, has, mask,
 )
 from nicdev.virtio.memory import GuestMemory
 from nicdev.virtio.net_hdr import NetHdr, header_size
 from nicdev.virtio.ring import QueueBroken
 
+from . import offload
 from .ethernet import BROADCAST, HEADER_LEN, MAX_FRAME_LEN
+from .offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
 
-__all__ = ["VirtioNetDevice", "DeviceCounters", "DEVICE_FEATURES", "PROTOCOL_FEATURES", "RX_RING", "TX_RING",
-           "make_rarp"]
+__all__ = ["VirtioNetDevice", "DeviceCounters", "DEVICE_FEATURES", "BASE_FEATURES", "OFFLOAD_FEATURES",
+           "PROTOCOL_FEATURES", "RX_RING", "TX_RING", "make_rarp"]
 
 log = logging.getLogger(__name__)
 
 RX_RING = 0
 TX_RING = 1
 
-# What we offer. No checksum/GSO offloads: every frame is whole and finished.
-DEVICE_FEATURES = mask(
+# What we offer without offloads: every frame whole and finished.
+BASE_FEATURES = mask(
     VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU,
 )
+# Checksum and TCP segmentation offloads, both ways. Whatever a receiver did
+# not negotiate is done in software (nicdev.net.offload), so offering them
+# is always safe.
+OFFLOAD_FEATURES = mask(
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_ECN,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN,
+)
+DEVICE_FEATURES = BASE_FEATURES | OFFLOAD_FEATURES
 PROTOCOL_FEATURES = mask(
     ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.RARP, ProtocolFeature.NET_MTU,
     ProtocolFeature.STATUS,
@@ -58,6 +79,10 @@ _VLAN_TAG = 4
 _MIN_MTU = 68
 _MAX_MTU = 65535
 _POLL_INTERVAL = 0.001   # ring polling when the front-end gave no kick fd
+# A GSO frame may be as long as a 64 KiB IP packet, whatever the MTU.
+_MAX_GSO_FRAME = MAX_FRAME_LEN + _VLAN_TAG
+_NO_GSO: frozenset = frozenset()
+_NEEDS_CSUM = 1
 # Frames that found no receive buffer wait here (in order) until the guest
 # posts more and kicks the RX ring, as a real NIC's FIFO would; beyond this
 # they are dropped. TCP bursts from a fast peer otherwise lose segments
@@ -77,6 +102,12 @@ class DeviceCounters:
     rx_kicks: int = 0
     calls: int = 0          # used-buffer notifications sent
     rx_backlogged: int = 0  # frames that had to wait for receive buffers
+    tx_csum_partial: int = 0  # guest frames with NEEDS_CSUM (GSO ones included)
+    tx_gso: int = 0         # guest frames with GSO (TSO)
+    rx_csum_partial: int = 0  # frames given to the guest with NEEDS_CSUM
+    rx_gso: int = 0         # frames given to the guest as GSO
+    rx_data_valid: int = 0  # frames given to the guest with DATA_VALID
+    rx_finished: int = 0    # frames whose metadata the guest could not take: done in software here
     drops: dict = field(default_factory=dict)
 
     def drop(self, reason: str) -> None:
@@ -100,11 +131,14 @@ def make_rarp(mac: bytes) -> bytes:
 class VirtioNetDevice(BackendDevice):
     """A virtio-net device behind a `VhostUserBackend`.
 
-    `on_frame(frame)` gets each frame the guest transmits; `on_drop(direction,
-    reason)` (optional) hears about each drop, direction "rx" (towards the
-    guest) or "tx" (from the guest). Call `attach_loop(loop)` before the
-    rings start so kick fds can be watched; without a loop (unit tests) call
-    `process_tx()` yourself.
+    `on_frame(frame)` gets each finished frame the guest transmits;
+    `on_offload_frame(frame, meta)` (optional) gets those with a partial
+    checksum or GSO (without it they are finished here and go to
+    `on_frame`). `on_drop(direction, reason)` (optional) hears about each
+    drop, direction "rx" (towards the guest) or "tx" (from the guest).
+    `offloads=False` offers no checksum or GSO features. Call
+    `attach_loop(loop)` before the rings start so kick fds can be watched;
+    without a loop (unit tests) call `process_tx()` yourself.
     """
 
     def __init__(
@@ -113,11 +147,15 @@ class VirtioNetDevice(BackendDevice):
         *,
         name: str = "virtio-net",
         on_drop: Callable[[str, str], None] | None = None,
+        on_offload_frame: Callable[[bytes, FrameMeta], None] | None = None,
+        offloads: bool = True,
         tx_burst: int = 64,
         tx_budget: int = 1024,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
+        self.on_offload_frame = on_offload_frame
+        self.offered_features = DEVICE_FEATURES if offloads else BASE_FEATURES
         self.on_drop = on_drop
         self.tx_burst = tx_burst
         self.tx_budget = tx_budget      # chains per turn of the loop, so one guest cannot starve the rest
@@ -130,12 +168,13 @@ class VirtioNetDevice(BackendDevice):
         self.hdr_len = 12
         self.mrg_rxbuf = False
         self.mtu: int | None = None
+        self._set_offloads(0)
         self.status = 0
         self.mem: GuestMemory | None = None
         self.rx: Vring | None = None
         self.tx: Vring | None = None
         self._rx_held: collections.deque[DescriptorChain] = collections.deque()
-        self._rx_backlog: collections.deque[bytes] = collections.deque()
+        self._rx_backlog: collections.deque[tuple[bytes, FrameMeta | None]] = collections.deque()
         self._rx_notify_pending = False
         self._timers: dict[int, object] = {}
         self._watched: dict[int, int] = {}   # ring index -> kick fd registered with the loop
@@ -145,8 +184,33 @@ class VirtioNetDevice(BackendDevice):
 
     def make_backend(self, name: str | None = None) -> VhostUserBackend:
         """A back-end offering this device's features, with this device attached."""
-        return VhostUserBackend(DEVICE_FEATURES, PROTOCOL_FEATURES, 2, device=self, queue_num=1,
+        return VhostUserBackend(self.offered_features, PROTOCOL_FEATURES, 2, device=self, queue_num=1,
                                 name=name or self.name)
+
+    def _set_offloads(self, features: int) -> None:
+        """What each direction may carry, from the negotiated features."""
+        # TX (from the guest): what the guest may ask of us.
+        self.tx_csum = has(features, VIRTIO_NET_F_CSUM)
+        kinds = set()
+        if self.tx_csum:
+            if has(features, VIRTIO_NET_F_HOST_TSO4):
+                kinds.add(GSO_TCPV4)
+            if has(features, VIRTIO_NET_F_HOST_TSO6):
+                kinds.add(GSO_TCPV6)
+            if kinds and has(features, VIRTIO_NET_F_HOST_ECN):
+                kinds.add(GSO_ECN)
+        self.tx_gso = frozenset(kinds)
+        # RX (to the guest): what it takes. GUEST_TSO needs GUEST_CSUM (spec).
+        self.guest_csum = has(features, VIRTIO_NET_F_GUEST_CSUM)
+        kinds = set()
+        if self.guest_csum:
+            if has(features, VIRTIO_NET_F_GUEST_TSO4):
+                kinds.add(GSO_TCPV4)
+            if has(features, VIRTIO_NET_F_GUEST_TSO6):
+                kinds.add(GSO_TCPV6)
+            if kinds and has(features, VIRTIO_NET_F_GUEST_ECN):
+                kinds.add(GSO_ECN)
+        self.rx_gso = frozenset(kinds) if kinds else _NO_GSO
 
     # -- state ---------------------------------------------------------------
     @property
@@ -185,6 +249,7 @@ class VirtioNetDevice(BackendDevice):
         self.features = features
         self.hdr_len = header_size(features)
         self.mrg_rxbuf = has(features, VIRTIO_NET_F_MRG_RXBUF)
+        self._set_offloads(features)
         if not has(features, VIRTIO_NET_F_MTU):
             self.mtu = None
         log.info("%s: features %s (header %d bytes)", self.name, "+".join(describe(features)), self.hdr_len)
@@ -390,25 +455,72 @@ class VirtioNetDevice(BackendDevice):
             # A disabled ring is drained without side effects.
             self._drop("tx", "tx_ring_disabled")
             return None
-        if n - hdr_len > self.max_frame:
+        size = n - hdr_len
+        if size > self.max_frame and (not self.tx_gso or size > _MAX_GSO_FRAME):
             self._drop("tx", "tx_frame_too_big")
             return None
         data = chain.read(mem)
-        # No offloads were offered, so the header must ask for none.
-        if data[1] or data[0] & 1:
-            self._drop("tx", "tx_offload_not_negotiated")
+        if data[1] or data[0] & _NEEDS_CSUM:
+            return self._tx_offload(data, hdr_len)
+        if size > self.max_frame:
+            self._drop("tx", "tx_frame_too_big")     # only a GSO frame may be longer
             return None
         return data[hdr_len:]
 
-    def _emit(self, frames: list[bytes]) -> None:
+    def _tx_offload(self, data: bytes, hdr_len: int) -> tuple[bytes, FrameMeta] | None:
+        """A guest frame with NEEDS_CSUM or GSO: (frame, checked metadata), or a counted drop."""
+        hdr = NetHdr.unpack(data, hdr_len)
+        frame = data[hdr_len:]
+        gso = hdr.gso_type
+        if (hdr.needs_csum and not self.tx_csum) or (gso and (
+                gso & ~GSO_ECN not in self.tx_gso or (gso & GSO_ECN and GSO_ECN not in self.tx_gso))):
+            self._drop("tx", "tx_offload_not_negotiated")
+            return None
+        if not gso and len(frame) > self.max_frame:
+            self._drop("tx", "tx_frame_too_big")
+            return None
+        try:
+            meta = offload.check(frame, FrameMeta.from_hdr(hdr, data_valid=False))
+        except OffloadError as e:
+            log.debug("%s: dropped a guest frame: %s", self.name, e)
+            self._drop("tx", "tx_" + e.reason)
+            return None
+        return frame, meta
+
+    def _emit(self, frames: list) -> None:
+        counters = self.counters
         for frame in frames:
-            self.counters.tx_frames += 1
-            self.counters.tx_bytes += len(frame)
+            if type(frame) is tuple:
+                self._emit_offload(*frame)
+                continue
+            counters.tx_frames += 1
+            counters.tx_bytes += len(frame)
             self.on_frame(frame)
 
+    def _emit_offload(self, frame: bytes, meta: FrameMeta) -> None:
+        counters = self.counters
+        counters.tx_frames += 1
+        counters.tx_bytes += len(frame)
+        if meta.needs_csum:
+            counters.tx_csum_partial += 1
+        if meta.gso_type:
+            counters.tx_gso += 1
+        if self.on_offload_frame is not None:
+            self.on_offload_frame(frame, meta)
+            return
+        for done in offload.finish(frame, meta):     # checked on the way in: cannot fail
+            self.on_frame(done)
+
     # -- RX: frames to the guest ------------------------------------------------
-    def receive(self, frame: bytes) -> bool:
-        """Put one frame into the guest's receive ring. False = dropped (counted)."""
+    def can_take(self, meta: FrameMeta) -> bool:
+        """Would the guest get a frame with `meta` as it is (negotiated offloads)?"""
+        return offload.acceptable(meta, self.guest_csum, self.rx_gso)
+
+    def receive(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
+        """Put one frame into the guest's receive ring. False = dropped (counted).
+
+        `meta`: a partial checksum, GSO or DATA_VALID to pass on in the
+        header; what the guest did not negotiate is done in software first."""
         ring = self.rx
         if ring is None or ring.queue is None or self.mem is None:
             return self._drop("rx", "rx_ring_not_started")
@@ -416,35 +528,62 @@ class VirtioNetDevice(BackendDevice):
             return self._drop("rx", "ring_broken")
         if not ring.enabled:
             return self._drop("rx", "rx_ring_disabled")
-        if len(frame) > self.max_frame:
+        if meta is not None:
+            if not self.can_take(meta):
+                return self._receive_finished(frame, meta)
+            if not self.guest_csum:
+                meta = None             # DATA_VALID alone, to a guest that cannot use it
+        if len(frame) > (self.max_frame if meta is None or not meta.gso_type else _MAX_GSO_FRAME):
             return self._drop("rx", "frame_too_big")
         if self._rx_backlog:
             self._flush_backlog()       # buffers may have come without a kick (no loop)
             if self._rx_backlog:
-                return self._backlog_rx(ring, frame)     # keep the order
+                return self._backlog_rx(ring, frame, meta)     # keep the order
         try:
-            failure = self._receive(ring, frame)
+            failure = self._receive(ring, frame, meta)
         except QueueBroken as e:
             self._break(ring, e.reason)
             return self._drop("rx", "ring_broken")
         if failure is None:
-            self._delivered(frame)
+            self._delivered(frame, meta)
             self._schedule_rx_notify()
             return True
         if failure == "no_rx_buffers":
-            return self._backlog_rx(ring, frame)
+            return self._backlog_rx(ring, frame, meta)
         return self._drop("rx", failure)
 
-    def _delivered(self, frame: bytes) -> None:
-        self.counters.rx_frames += 1
-        self.counters.rx_bytes += len(frame)
+    def _receive_finished(self, frame: bytes, meta: FrameMeta) -> bool:
+        # The switch normally does this; a direct caller may not have.
+        try:
+            frames = offload.finish(frame, meta)
+        except OffloadError as e:
+            log.debug("%s: frame for the guest dropped: %s", self.name, e)
+            return self._drop("rx", "rx_" + e.reason)
+        self.counters.rx_finished += 1
+        done = DATA_VALID if self.guest_csum else None
+        ok = True
+        for f in frames:
+            ok = self.receive(f, done) and ok
+        return ok
 
-    def _backlog_rx(self, ring: Vring, frame: bytes) -> bool:
+    def _delivered(self, frame: bytes, meta: FrameMeta | None) -> None:
+        counters = self.counters
+        counters.rx_frames += 1
+        counters.rx_bytes += len(frame)
+        if meta is not None:
+            if meta.needs_csum:
+                counters.rx_csum_partial += 1
+            elif meta.data_valid:
+                counters.rx_data_valid += 1
+            if meta.gso_type:
+                counters.rx_gso += 1
+
+    def _backlog_rx(self, ring: Vring, frame: bytes, meta: FrameMeta | None) -> bool:
         """Hold a frame until the guest posts receive buffers (bounded)."""
         if len(self._rx_backlog) >= RX_BACKLOG_FRAMES:
             return self._drop("rx", "no_rx_buffers")
         first = not self._rx_backlog
-        self._rx_backlog.append(frame)
+        self._rx_backlog.append((frame, meta))
         self.counters.rx_backlogged += 1
         if first:
             # Ask for a kick when buffers arrive; if some arrived meanwhile,
@@ -464,15 +603,15 @@ class VirtioNetDevice(BackendDevice):
         delivered = 0
         try:
             while self._rx_backlog:
-                frame = self._rx_backlog[0]
-                failure = self._receive(ring, frame)
+                frame, meta = self._rx_backlog[0]
+                failure = self._receive(ring, frame, meta)
                 if failure == "no_rx_buffers":
                     if ring.queue.enable_notifications(self.mem):
                         continue        # buffers arrived while we looked
                     break               # wait for the next kick
                 self._rx_backlog.popleft()
                 if failure is None:
-                    self._delivered(frame)
+                    self._delivered(frame, meta)
                     delivered += 1
                 else:
                     self._drop("rx", failure)
@@ -492,7 +631,7 @@ class VirtioNetDevice(BackendDevice):
             return self._rx_held.popleft()
         return ring.queue.pop(self.mem)
 
-    def _receive(self, ring: Vring, frame: bytes) -> str | None:
+    def _receive(self, ring: Vring, frame: bytes, meta: FrameMeta | None) -> str | None:
         """Write one frame into receive buffers; None, or why it could not."""
         mem, hdr_len = self.mem, self.hdr_len
         need = hdr_len + len(frame)
@@ -512,7 +651,10 @@ class VirtioNetDevice(BackendDevice):
             if not chains or self.mrg_rxbuf:
                 return "no_rx_buffers"
             return "frame_too_big"
-        hdr = NetHdr(num_buffers=len(chains)).pack(hdr_len) if hdr_len == 12 else NetHdr().pack(10)
+        if meta is None:
+            hdr = NetHdr(num_buffers=len(chains)).pack(hdr_len) if hdr_len == 12 else NetHdr().pack(10)
+        else:
+            hdr = meta.to_hdr(len(chains) if hdr_len == 12 else 0).pack(hdr_len)
         data = memoryview(hdr + frame)
         pos = 0
         used = []

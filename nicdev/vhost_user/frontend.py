@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from nicdev.virtio.driver_queue import DriverQueue
 from nicdev.virtio.features import (
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM,
-    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, describe, has, mask,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU, describe, has, mask,
 )
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
 from nicdev.virtio.ring import SplitRingLayout, check_queue_size
@@ -58,7 +59,7 @@ from .protocol import F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, VERSION, ProtocolFea
 
 __all__ = [
     "VhostUserFrontend", "FrontendRing", "BackendError", "BackendUnavailable", "IncompatibleBackend",
-    "OPTIONAL_FEATURES", "REQUIRED_FEATURES",
+    "OPTIONAL_FEATURES", "REQUIRED_FEATURES", "GSO_FEATURES",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ OPTIONAL_FEATURES = mask(
     VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM,
 )
+# Segmentation offloads: accepted only when the caller asks for them (a
+# driver that sets them must send and take GSO frames; the stack's does).
+GSO_FEATURES = mask(VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_GUEST_TSO4)
 _BIT30 = 1 << F_PROTOCOL_FEATURES
 
 # Protocol features we use. STATUS is left out on purpose: a back-end that
@@ -133,7 +137,7 @@ class VhostUserFrontend:
     RX/TX pairs (rings 2i and 2i+1); more than one needs the MQ protocol
     feature. `pool_size`: bytes of buffer memory after the rings (default 2
     KiB per ring entry). `features`: the optional virtio features to accept
-    (default `OPTIONAL_FEATURES`). `mtu`: told to the back-end with
+    (default `OPTIONAL_FEATURES`; `GSO_FEATURES` may be added). `mtu`: told to the back-end with
     NET_SET_MTU when it offers VIRTIO_NET_F_MTU and the NET_MTU protocol
     feature. `timeout`: seconds to wait for a connection or a reply.
 
@@ -291,7 +295,7 @@ class VhostUserFrontend:
             raise IncompatibleBackend(
                 f"the back-end does not offer VIRTIO_F_VERSION_1 (offered: {'+'.join(describe(offered)) or 'nothing'}); "
                 "this driver speaks virtio 1.x only", "GET_FEATURES")
-        features = offered & (REQUIRED_FEATURES | (wanted & OPTIONAL_FEATURES))
+        features = offered & (REQUIRED_FEATURES | (wanted & (OPTIONAL_FEATURES | GSO_FEATURES)))
         if has(offered, F_PROTOCOL_FEATURES):
             features |= _BIT30
             self.offered_protocol_features = self.request(Request.GET_PROTOCOL_FEATURES)

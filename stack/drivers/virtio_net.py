@@ -21,6 +21,12 @@ way a guest's virtio-net driver does:
   NEEDS_CSUM (else it is finished in software); with GUEST_CSUM a DATA_VALID
   frame arrives as `RxMeta(csum_valid=True)` (a NEEDS_CSUM one is finished
   here and marked valid too).
+* Segmentation: with HOST_TSO4 a `TxMeta(gso_type=1, gso_size=MSS)` TCP
+  frame of up to 64 KiB goes out whole in one of the big TX slots (an eighth
+  of the ring) with GSO in the header, and the back-end segments it; without
+  it (or with CWR set, as HOST_ECN is not negotiated) it is segmented here.
+  With GUEST_TSO4 (only asked for together with MRG_RXBUF) the back-end may
+  hand us coalesced TCP frames: `RxMeta(csum_valid=True, gso_size=MSS)`.
 * Interrupts: `fileno()` is an epoll fd that is readable when the device
   signalled the RX call eventfd, when the back-end hangs up or reports a
   broken ring, and when a reconnect attempt is due. `receive()` disables RX
@@ -51,15 +57,21 @@ import threading
 import time
 from typing import Iterable
 
-from nicdev.vhost_user.frontend import OPTIONAL_FEATURES, BackendError, VhostUserFrontend
-from nicdev.virtio.features import VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF, describe, has
+from nicdev.net.offload import FrameMeta, OffloadError, segment
+from nicdev.vhost_user.frontend import GSO_FEATURES, OPTIONAL_FEATURES, BackendError, VhostUserFrontend
+from nicdev.virtio.features import (
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_MRG_RXBUF, describe, has,
+)
 from nicdev.virtio.memory import GuestMemoryError
-from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM
+from nicdev.virtio.net_hdr import (
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
+)
 from nicdev.virtio.ring import QueueBroken
 from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta, complete_checksum
 from stack.wire import MacAddress
 
-__all__ = ["VirtioNetNic", "RX_RING", "TX_RING"]
+__all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +83,13 @@ ETH_HEADER_LEN = 14
 VLAN_TAG_LEN = 4        # room for one 802.1Q tag on top of the MTU, as Linux allows
 MRG_BUFFER = 2048       # receive buffer size with MRG_RXBUF
 _SLOT_ALIGN = 64
+MAX_GSO_FRAME = 65535 + ETH_HEADER_LEN + VLAN_TAG_LEN    # a 64 KiB IP packet
+_TCP_CSUM_OFFSET = 16
+_TCP_CWR = 0x80
+
+#: What the driver accepts by default: the front-end's optional features
+#: plus TCP segmentation both ways (HOST_TSO4, GUEST_TSO4).
+DEFAULT_FEATURES = OPTIONAL_FEATURES | GSO_FEATURES
 
 _ZERO_HDR = bytes(HDR_LEN)
 _HDR = struct.Struct("<BBHHHHH")
@@ -88,10 +107,17 @@ def _frame_limit(mtu: int) -> int:
     return mtu + ETH_HEADER_LEN + VLAN_TAG_LEN
 
 
-def pool_bytes(queue_size: int, mtu: int) -> int:
-    """Buffer memory a NIC needs: RX buffers of the larger kind, plus TX slots."""
+def big_tx_slots(queue_size: int, features: int) -> int:
+    """TX slots for whole GSO frames: an eighth of the ring, if HOST_TSO4 may be negotiated."""
+    return max(1, queue_size // 8) if has(features, VIRTIO_NET_F_HOST_TSO4) else 0
+
+
+def pool_bytes(queue_size: int, mtu: int, big_slots: int = 0) -> int:
+    """Buffer memory a NIC needs: RX buffers of the larger kind, plus TX slots
+    (`big_slots` of them large enough for a 64 KiB GSO frame)."""
     full = _align(HDR_LEN + _frame_limit(mtu), _SLOT_ALIGN)
-    return queue_size * max(MRG_BUFFER, full) + queue_size * full
+    big = _align(HDR_LEN + MAX_GSO_FRAME, _SLOT_ALIGN)
+    return queue_size * max(MRG_BUFFER, full) + (queue_size - big_slots) * full + big_slots * big
 
 
 def _drain_eventfd(fd: int) -> int:
@@ -107,7 +133,8 @@ class _Link:
     A new `_Link` (new memfd, new rings) is made for every (re)connection, so
     nothing from a dead connection leaks into the next."""
 
-    def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter) -> None:
+    def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter,
+                 big_slots: int = 0) -> None:
         self.frontend = frontend
         self.counters = counters
         self.mem = frontend.mem
@@ -116,6 +143,9 @@ class _Link:
         self.mrg = has(self.features, VIRTIO_NET_F_MRG_RXBUF)
         self.tx_csum = has(self.features, VIRTIO_NET_F_CSUM)
         self.guest_csum = has(self.features, VIRTIO_NET_F_GUEST_CSUM)
+        # Spec: HOST_TSO4 needs CSUM, GUEST_TSO4 needs GUEST_CSUM.
+        self.tso = self.tx_csum and has(self.features, VIRTIO_NET_F_HOST_TSO4)
+        self.guest_tso = self.guest_csum and has(self.features, VIRTIO_NET_F_GUEST_TSO4)
         rx, tx = frontend.rings[RX_RING], frontend.rings[TX_RING]
         self.rxq, self.txq = rx.queue, tx.queue
         self.rx_kick_fd, self.tx_kick_fd = rx.kick_fd, tx.kick_fd
@@ -128,10 +158,22 @@ class _Link:
         self.rx_buf = MRG_BUFFER if self.mrg else full
         self.tx_slot = full
         self.tx_base = qs * self.rx_buf          # pool offset of TX slot 0
-        if self.tx_base + qs * full > frontend.pool_size:
+        big = _align(HDR_LEN + MAX_GSO_FRAME, _SLOT_ALIGN)
+        small = qs - big_slots
+        # Pool offset of each TX slot: `small` normal ones, then the big ones.
+        self.tx_off = [self.tx_base + i * full for i in range(small)]
+        self.tx_off += [self.tx_base + small * full + i * big for i in range(big_slots)]
+        if self.tx_base + small * full + big_slots * big > frontend.pool_size:
             raise ValueError(f"buffer pool of {frontend.pool_size} bytes is too small for {qs} RX and TX buffers")
         self.pool_gpa = frontend.pool_gpa
-        self.tx_free = list(range(qs - 1, -1, -1))
+        self.tx_small = small
+        if self.tso:
+            self.tx_free = list(range(small - 1, -1, -1))
+            self.tx_big_free = list(range(qs - 1, small - 1, -1))
+        else:
+            # Without TSO the big slots are just (roomy) normal ones.
+            self.tx_free = list(range(qs - 1, -1, -1))
+            self.tx_big_free = []
         self.rx_irq_enabled = True
         self.partial: list | None = None        # a mergeable frame still missing buffers
         # The device need not tell us about TX completions: we reap on demand.
@@ -176,7 +218,7 @@ class _Link:
             if written < HDR_LEN:
                 counters["rx_drop_short_buffer"] += 1
                 continue
-            flags, gso, _, _, csum_start, csum_offset, nbuf = _HDR.unpack_from(pool, off)
+            flags, gso, _, gso_size, csum_start, csum_offset, nbuf = _HDR.unpack_from(pool, off)
             data = bytes(pool[off + HDR_LEN:off + written])
             if self.mrg and nbuf != 1:
                 if nbuf == 0:
@@ -184,21 +226,27 @@ class _Link:
                 elif nbuf > self.size:
                     raise QueueBroken(f"device says a frame spans {nbuf} buffers; the ring has {self.size}")
                 else:
-                    partial = [flags, gso, (csum_start, csum_offset), [data], nbuf - 1]
+                    partial = [flags, (gso, gso_size), (csum_start, csum_offset), [data], nbuf - 1]
                     continue
-            self._finish(out, data, flags, gso, (csum_start, csum_offset))
+            self._finish(out, data, flags, (gso, gso_size), (csum_start, csum_offset))
         self.partial = partial
         for slot, _ in used:
             q.add(mem, (), ((gpa + slot * size, size),), slot)
         self._publish_rx()
 
-    def _finish(self, out: collections.deque, frame: bytes, flags: int, gso: int, csum: tuple[int, int]) -> None:
+    def _finish(self, out: collections.deque, frame: bytes, flags: int, gso: tuple[int, int],
+                csum: tuple[int, int]) -> None:
         counters = self.counters
         n = len(frame)
-        if gso:
-            counters["rx_drop_gso_not_negotiated"] += 1
-            return
-        if n > self.max_frame:
+        gso_type, gso_size = gso
+        if gso_type:
+            if not self.guest_tso or gso_type & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_TCPV4:
+                counters["rx_drop_gso_not_negotiated"] += 1
+                return
+            if n > MAX_GSO_FRAME:
+                counters["rx_drop_oversize"] += 1
+                return
+        elif n > self.max_frame:
             counters["rx_drop_oversize"] += 1
             return
         if n < ETH_HEADER_LEN:
@@ -215,6 +263,10 @@ class _Link:
             meta = _RX_VALID
         elif flags & VIRTIO_NET_HDR_F_DATA_VALID and self.guest_csum:
             meta = _RX_VALID
+        if gso_type:
+            # A coalesced TCP frame: its data came checksummed from its sender.
+            meta = RxMeta(csum_valid=meta.csum_valid, gso_size=gso_size)
+            counters["rx_gso"] += 1
         counters["rx_frames"] += 1
         counters["rx_bytes"] += n
         out.append((frame, meta))
@@ -227,8 +279,14 @@ class _Link:
     # -- TX ---------------------------------------------------------------------
     def reap_tx(self) -> None:
         done = self.txq.reap(self.mem)
-        if done:
+        if not done:
+            return
+        if not self.tso:
             self.tx_free.extend(slot for slot, _ in done)
+            return
+        small, free, big = self.tx_small, self.tx_free, self.tx_big_free
+        for slot, _ in done:
+            (free if slot < small else big).append(slot)
 
     def transmit(self, frames: list) -> tuple[int, bool]:
         """Queue a burst; returns (frames taken, whether the ring was full)."""
@@ -236,14 +294,22 @@ class _Link:
         free = self.tx_free
         if len(free) < len(frames):
             self.reap_tx()
-        mem, q, pool, slot_size = self.mem, self.txq, self.pool, self.tx_slot
-        base, gpa, max_frame = self.tx_base, self.pool_gpa + self.tx_base, self.max_frame
+        mem, q, pool, tx_off = self.mem, self.txq, self.pool, self.tx_off
+        gpa, max_frame = self.pool_gpa, self.max_frame
         add = q.add
-        taken = nbytes = 0
+        taken = nbytes = gso_taken = 0
         full = False
         for i, item in enumerate(frames):
             if type(item) is tuple:
                 frame, meta = item
+                if meta is not None and meta.gso_type:
+                    status = self._transmit_gso(frame, meta)
+                    if status is None:
+                        counters["tx_drop_ring_full"] += len(frames) - i
+                        full = True
+                        break
+                    gso_taken += status        # counted in _put
+                    continue
             else:
                 frame, meta = item, None
             n = len(frame)
@@ -256,12 +322,14 @@ class _Link:
             if not free:
                 self._publish_tx()              # let the device see what it has, then look again
                 self.reap_tx()
+                if not free and self.tx_big_free:
+                    free.append(self.tx_big_free.pop())     # lend a big slot (reaping returns it)
                 if not free:
                     counters["tx_drop_ring_full"] += len(frames) - i
                     full = True
                     break
             slot = free.pop()
-            off = base + slot * slot_size
+            off = tx_off[slot]
             if meta is not None and meta.needs_csum:
                 start, field = meta.csum_start, meta.csum_offset
                 if not (0 <= start and start + field + 2 <= n and field >= 0):
@@ -277,13 +345,74 @@ class _Link:
             else:
                 pool[off:off + HDR_LEN] = _ZERO_HDR
             pool[off + HDR_LEN:off + HDR_LEN + n] = frame
-            add(mem, ((gpa + slot * slot_size, HDR_LEN + n),), (), slot)
+            add(mem, ((gpa + off, HDR_LEN + n),), (), slot)
             taken += 1
             nbytes += n
         self._publish_tx()
         counters["tx_frames"] += taken
         counters["tx_bytes"] += nbytes
-        return taken, full
+        return taken + gso_taken, full
+
+    def _slot(self, free: list) -> int | None:
+        if not free:
+            self._publish_tx()                  # let the device see what it has, then look again
+            self.reap_tx()
+            if not free and free is self.tx_free and self.tx_big_free:
+                return self.tx_big_free.pop()   # lend a big slot (reaping returns it)
+            if not free:
+                return None
+        return free.pop()
+
+    def _put(self, slot: int, frame: bytes, hdr: tuple | None) -> None:
+        off = self.tx_off[slot]
+        n = len(frame)
+        if hdr is None:
+            self.pool[off:off + HDR_LEN] = _ZERO_HDR
+        else:
+            _HDR.pack_into(self.pool, off, *hdr)
+        self.pool[off + HDR_LEN:off + HDR_LEN + n] = frame
+        self.txq.add(self.mem, ((self.pool_gpa + off, HDR_LEN + n),), (), slot)
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += n
+
+    def _transmit_gso(self, frame: bytes, meta: TxMeta) -> int | None:
+        """One TCP GSO frame: whole with a GSO header (TSO negotiated), else
+        segmented here. 1 = taken, 0 = dropped (counted), None = ring full."""
+        counters = self.counters
+        n = len(frame)
+        start = meta.csum_start
+        if (meta.gso_type != VIRTIO_NET_HDR_GSO_TCPV4 or not meta.gso_size > 0 or not meta.needs_csum
+                or meta.csum_offset != _TCP_CSUM_OFFSET or n > MAX_GSO_FRAME
+                or not ETH_HEADER_LEN + 20 <= start <= n - 20):
+            counters["tx_drop_bad_gso"] += 1
+            return 0
+        # HOST_ECN is not negotiated: a CWR segment must not be sent as GSO.
+        if self.tso and not frame[start + 13] & _TCP_CWR:
+            slot = self._slot(self.tx_big_free)
+            if slot is None:
+                return None
+            hdr_len = start + (frame[start + 12] >> 4) * 4
+            self._put(slot, frame, (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, hdr_len,
+                                    meta.gso_size, start, meta.csum_offset, 0))
+            counters["tx_gso"] += 1
+            return 1
+        try:
+            segments = segment(frame, FrameMeta(True, start, meta.csum_offset, False, meta.gso_type,
+                                                meta.gso_size))
+        except OffloadError:
+            counters["tx_drop_bad_gso"] += 1
+            return 0
+        counters["tx_sw_gso"] += 1
+        for k, seg in enumerate(segments):
+            if len(seg) > self.max_frame:
+                counters["tx_drop_oversize"] += len(segments) - k
+                return 0
+            slot = self._slot(self.tx_free)
+            if slot is None:
+                counters["tx_drop_ring_full"] += len(segments) - k - 1
+                return None
+            self._put(slot, seg, None)
+        return 1
 
     def _publish_tx(self) -> None:
         q = self.txq
@@ -332,7 +461,7 @@ class VirtioNetNic(Nic):
         queue_size: int = 256,
         reconnect: bool = True,
         *,
-        features: int = OPTIONAL_FEATURES,
+        features: int = DEFAULT_FEATURES,
         reconnect_interval: float = 0.5,
         timeout: float = 5.0,
         name: str | None = None,
@@ -347,7 +476,11 @@ class VirtioNetNic(Nic):
         self.reconnect_interval = reconnect_interval
         self.timeout = timeout
         self.name = name or f"virtio-net:{os.path.basename(socket_path)}"
+        if not has(features, VIRTIO_NET_F_MRG_RXBUF):
+            # Coalesced frames would not fit our MTU-sized receive buffers.
+            features &= ~(1 << VIRTIO_NET_F_GUEST_TSO4)
         self.wanted_features = features
+        self._big_slots = big_tx_slots(queue_size, features)
         self.offloads = NicOffloads.NONE
         self.counters: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
@@ -409,10 +542,11 @@ class VirtioNetNic(Nic):
     # -- connection life ---------------------------------------------------------
     def _connect(self) -> None:
         frontend = VhostUserFrontend(
-            self.socket_path, queue_size=self.queue_size, pool_size=pool_bytes(self.queue_size, self.mtu),
+            self.socket_path, queue_size=self.queue_size,
+            pool_size=pool_bytes(self.queue_size, self.mtu, self._big_slots),
             features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name)
         try:
-            link = _Link(frontend, self.mtu, self.counters)
+            link = _Link(frontend, self.mtu, self.counters, self._big_slots)
             for fd in link.fds():
                 self._epoll.register(fd, select.EPOLLIN)
         except BaseException:
@@ -422,6 +556,8 @@ class VirtioNetNic(Nic):
         offloads = NicOffloads.NONE
         if link.tx_csum:
             offloads |= NicOffloads.TX_CSUM
+        if link.tso:
+            offloads |= NicOffloads.TSO
         if link.guest_csum:
             offloads |= NicOffloads.RX_CSUM_TRUSTED
         self.offloads = offloads

@@ -23,7 +23,8 @@ from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, ProtocolFeature, Req
 from nicdev.vhost_user.server import VhostUserServer
 from nicdev.virtio.features import (
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM,
-    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, has, mask,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU, has, mask,
 )
 
 WAIT = 5.0
@@ -130,8 +131,10 @@ def test_negotiation_and_rings_with_our_backend(bg, tmp_path):
         for bit in (VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_RING_EVENT_IDX,
                     VIRTIO_F_RING_INDIRECT_DESC, F_PROTOCOL_FEATURES, VIRTIO_NET_F_MTU):
             assert has(fe.features, bit), bit
-        # Our device offers no checksum offloads, so none are negotiated.
-        assert not has(fe.features, VIRTIO_NET_F_CSUM) and not has(fe.features, VIRTIO_NET_F_GUEST_CSUM)
+        # Our device offers checksum and GSO offloads; by default the front-end
+        # takes the checksum ones only (GSO needs a driver that handles it).
+        assert has(fe.features, VIRTIO_NET_F_CSUM) and has(fe.features, VIRTIO_NET_F_GUEST_CSUM)
+        assert not has(fe.features, VIRTIO_NET_F_HOST_TSO4) and not has(fe.features, VIRTIO_NET_F_GUEST_TSO4)
         assert fe.protocol_features == mask(ProtocolFeature.REPLY_ACK, ProtocolFeature.MQ, ProtocolFeature.NET_MTU)
 
         def backend_view():
