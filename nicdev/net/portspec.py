@@ -5,6 +5,9 @@ Parsing checks everything that can be checked without touching the system
 opened; `build_port()` then makes the Port object (which opens nothing until
 the switch starts it). See docs/switch.md for the kinds.
 
+Every kind but pcap also takes impairment keys (loss, delay, ...); the port
+is then wrapped in a `nicdev.net.impair.ImpairedPort`.
+
 As in QEMU's options, a literal comma inside a value is written twice (",,").
 """
 from __future__ import annotations
@@ -16,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .errors import PortError
+from .impair import ImpairedPort, Impairment
 from .port import Port
 
-__all__ = ["PortSpec", "PortSpecError", "KINDS", "PORT_SPEC_HELP", "parse_port_spec", "parse_port_specs",
-           "build_port", "build_ports"]
+__all__ = ["PortSpec", "PortSpecError", "KINDS", "IMPAIR_KEYS", "PORT_SPEC_HELP", "parse_port_spec",
+           "parse_port_specs", "build_port", "build_ports"]
 
 KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
 
@@ -33,12 +37,22 @@ PORT_SPEC_HELP = """\
                                         (UDP, numeric address; [IPv6]:PORT) or both unix socket
                                         paths containing a '/' (e.g. ./a.sock)
   NAME=pcap:FILE[,snaplen=N]            write every forwarded or flooded frame to FILE (pcap)
-NAME: letters, digits, '_', '.', '-' (at most 32). A ',' inside a value is written ',,'."""
+NAME: letters, digits, '_', '.', '-' (at most 32). A ',' inside a value is written ',,'.
+Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay=5ms,seed=1):
+  loss=P, duplicate=P, reorder=P, corrupt=P
+                                        P as 5% or 0.05; reorder sends a frame after the next one,
+                                        corrupt flips one bit after the Ethernet header
+  delay=T, jitter=T                     T as 10ms, 500us or 0.2s (jitter +-, never reorders)
+  seed=N                                the same random pattern every run
+  limit=N                               frames waiting for their delay at most (default 1000)
+  impair=both|out|in                    which way (default both; out = to the port's peer)"""
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
 _KEYS = {"vhost-user": (), "tap": ("netns", "vnet_hdr"), "stream": (), "dgram": ("remote",), "pcap": ("snaplen",)}
+IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
+_IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
 _CLASSES = {
     # Imported when a port of that kind is built, so a kind's module (and its
     # dependencies) are only needed by users of that kind.
@@ -65,6 +79,8 @@ class PortSpec:
     options: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     text: str = ""
+    impair_out: Impairment | None = None    # frames to the peer
+    impair_in: Impairment | None = None     # frames from the peer
 
     def __str__(self) -> str:
         return self.text or f"{self.name}={self.kind}:{self.arg}"
@@ -105,23 +121,88 @@ def parse_port_spec(text: str) -> PortSpec:
         raise fail(f"unknown kind {kind!r}; kinds are " + ", ".join(KINDS))
     arg, *pairs = _split(body)
     options: dict[str, str] = {}
+    impair: dict[str, str] = {}
     for pair in pairs:
         key, has_eq, value = pair.partition("=")
         if not has_eq or not key:
             raise fail(f"expected key=value after ',', got {pair!r}")
-        if key not in _KEYS[kind]:
+        impairment_key = kind in _IMPAIRABLE and key in IMPAIR_KEYS
+        if key not in _KEYS[kind] and not impairment_key:
             known = ", ".join(_KEYS[kind]) or "none"
-            raise fail(f"unknown key {key!r} for {kind} (keys: {known})")
+            more = f"; impairments: {', '.join(IMPAIR_KEYS)}" if kind in _IMPAIRABLE else ""
+            raise fail(f"unknown key {key!r} for {kind} (keys: {known}){more}")
         if key in options:
             raise fail(f"key {key!r} given twice")
         if not value:
             raise fail(f"empty value for {key!r}")
         options[key] = value
+        if impairment_key:
+            impair[key] = value
     try:
-        params = _PARAMS[kind](arg, options)
+        params = _PARAMS[kind](arg, {k: v for k, v in options.items() if k not in impair})
+        out, in_ = _impairments(impair) if impair else (None, None)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    return PortSpec(name=name, kind=kind, arg=arg, options=options, params=params, text=text)
+    return PortSpec(name=name, kind=kind, arg=arg, options=options, params=params, text=text,
+                    impair_out=out, impair_in=in_)
+
+
+# -- impairment keys -> Impairment per direction (ValueError on bad input)
+_PERCENT_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)%")
+_FRACTION_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(us|ms|s)")
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _probability(key: str, text: str) -> float:
+    m = _PERCENT_RE.fullmatch(text)
+    if m:
+        value = float(m.group(1)) / 100
+    elif _FRACTION_RE.fullmatch(text):
+        value = float(text)
+        if value > 1:
+            raise ValueError(f"{key}={text} is more than 1: write {text}% for a percentage")
+    else:
+        raise ValueError(f"{key} must be a percentage (5%) or a fraction (0.05), not {text!r}")
+    if value > 1:
+        raise ValueError(f"{key}={text} is more than 100%")
+    return value
+
+
+def _duration(key: str, text: str) -> float:
+    if text == "0":
+        return 0.0
+    m = _DURATION_RE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{key} must be a time with a unit (10ms, 500us, 0.2s), not {text!r}")
+    value = float(m.group(1)) * _UNITS[m.group(2)]
+    if value >= 3600:
+        raise ValueError(f"{key}={text} is an hour or more")
+    return value
+
+
+def _impairments(keys: dict) -> tuple[Impairment | None, Impairment | None]:
+    kwargs: dict = {}
+    for key in ("loss", "duplicate", "reorder", "corrupt"):
+        if key in keys:
+            kwargs[key] = _probability(key, keys[key])
+    for key in ("delay", "jitter"):
+        if key in keys:
+            kwargs[key] = _duration(key, keys[key])
+    if not kwargs:
+        raise ValueError("seed, limit and impair need an impairment (loss, duplicate, reorder, corrupt, delay, jitter)")
+    for key in ("seed", "limit"):
+        if key in keys:
+            if not keys[key].isdigit():
+                raise ValueError(f"{key} must be a whole number, not {keys[key]!r}")
+            kwargs[key] = int(keys[key])
+    if kwargs.get("limit") == 0:
+        raise ValueError("limit must be at least 1")
+    way = keys.get("impair", "both").lower()
+    if way not in ("both", "in", "out"):
+        raise ValueError(f"impair must be both, in or out, not {keys['impair']!r}")
+    impairment = Impairment(**kwargs)
+    return (impairment if way != "in" else None), (impairment if way != "out" else None)
 
 
 # -- per kind: ARG and options -> constructor keywords (ValueError on bad input)
@@ -248,7 +329,10 @@ def build_port(spec: PortSpec) -> Port:
     """
     module_name, class_name = _CLASSES[spec.kind]
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(spec.name, **spec.params)
+    port = cls(spec.name, **spec.params)
+    if spec.impair_out is not None or spec.impair_in is not None:
+        port = ImpairedPort(port, out=spec.impair_out, in_=spec.impair_in)
+    return port
 
 
 def build_ports(specs: Iterable[PortSpec]) -> list[Port]:
