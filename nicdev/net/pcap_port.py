@@ -3,6 +3,8 @@
 The classic libpcap format (what tcpdump -r and Wireshark read): a 24-byte
 file header, then per frame a 16-byte record header (seconds, microseconds,
 captured length, original length) and the frame. Link type 1 is Ethernet.
+The port takes no offload metadata, so the switch hands it finished frames
+(GSO frames segmented, partial checksums completed), as a wire would carry.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ virtio header):
   `-netdev dgram,id=n0,local.type=inet,local.host=H,local.port=P,remote.type=inet,...`
   with the two addresses swapped.
 
+Neither carries a virtio header, so these ports take no offload metadata:
+the switch hands them finished frames (segmented, checksums completed).
+
 Bad input from a peer never raises: a stream whose length prefix is 0 or
 larger than any frame closes that connection (logged, counted); a bad
 datagram is dropped and counted.
