@@ -28,10 +28,15 @@ run):
 
 Delays and held frames use the event loop's `call_later`, so the port must
 be started (the switch does that). Extra arguments of `transmit` and
-`deliver` (offload metadata) travel with their frame untouched. A port that
-corrupts frames does not take or give partial-checksum and GSO frames: the
-switch (or the inner port) finishes them first, so the corruption lands on
-bytes a checksum covers.
+`deliver` (offload metadata) travel with their frame untouched.
+
+Impairments act on wire frames, as on a real link: an impaired direction
+takes no GSO frames, so a 64 KiB TSO burst is cut into MTU-sized frames
+(by the switch on the way out, by the inner port on the way in) before
+each frame meets its fate. A direction that corrupts frames also takes no
+partial-checksum frames, so the flipped bit lands on bytes a checksum
+covers. Frames coming in through an impaired direction are therefore all
+finished frames, without metadata.
 """
 from __future__ import annotations
 
@@ -291,8 +296,8 @@ class ImpairedPort(Port):
 
     @property
     def accepts_gso(self) -> frozenset:
-        if self._out_on and self._out.imp.corrupt:
-            return frozenset()
+        if self._out_on:
+            return frozenset()      # loss and the rest apply to wire frames: segment first
         return getattr(self.inner, "accepts_gso", frozenset())
 
     def __getattr__(self, name: str):
@@ -340,8 +345,10 @@ class ImpairedPort(Port):
         if sink is None:
             self.inner.attach(None, **kwargs)
             return
-        if self._in_on and self._in.imp.corrupt and kwargs.get("metadata"):
-            kwargs["metadata"] = False      # finished frames only, so the flipped bit is caught
+        if self._in_on and kwargs.get("metadata"):
+            # Finished (segmented, checksummed) frames only: impairments act on
+            # wire frames, and a flipped bit must land under a checksum.
+            kwargs["metadata"] = False
         self.inner.attach(self._from_peer, **kwargs)
 
     def start(self, loop) -> None:

@@ -182,10 +182,11 @@ def test_metadata_stays_with_its_frame_through_every_impairment():
 def test_delegates_to_the_inner_port():
     loop = FakeLoop()
     inner = FakePort("host", csum=True, gso=frozenset({1}))
-    port = ImpairedPort(inner, out=Impairment(loss=0.5))
+    port = ImpairedPort(inner, in_=Impairment(loss=0.5))
     assert port.name == "host" and port.kind == "fake" and port.counters is inner.counters
     assert port.ifname == "fake0"                       # any other attribute
     assert port.accepts_csum_partial and port.accepts_gso == frozenset({1})
+    port.set_impairments(out=Impairment(loss=0.5))
     port.start(loop)
     assert inner.started and inner.loop is loop
     port.link_up = False
@@ -271,19 +272,21 @@ def test_corrupt_flips_exactly_one_bit_after_the_ethernet_header():
     assert port.impair_counters["out"].corrupted == 200
 
 
-def test_corruption_turns_off_partial_checksum_frames():
-    # Out: the switch must finish such frames before we flip a bit in them.
-    loop = FakeLoop()
+def test_impaired_directions_see_wire_frames_and_corruption_no_partial_checksums():
+    # Out: the switch segments GSO frames for us (impairments act per wire
+    # frame), and finishes checksums too before we would flip a bit.
     inner = FakePort(csum=True, gso=frozenset({1, 4}))
     port = ImpairedPort(inner, out=Impairment(corrupt=0.01))
     assert port.accepts_csum_partial is False and port.accepts_gso == frozenset()
     port.set_impairments(out=Impairment(loss=0.01))
+    assert port.accepts_csum_partial is True and port.accepts_gso == frozenset()
+    port.set_impairments(in_=Impairment(loss=0.01))
     assert port.accepts_csum_partial is True and port.accepts_gso == frozenset({1, 4})
-    # In: the inner port is asked for finished frames only.
+    # In: the inner port is asked for finished frames only while impaired.
     port.attach(lambda *a: None, metadata=True)
-    assert inner.attach_calls[-1] == {"metadata": True}
-    port.set_impairments(in_=Impairment(corrupt=0.5))
     assert inner.attach_calls[-1] == {"metadata": False}
+    port.set_impairments(out=Impairment(corrupt=0.5))
+    assert inner.attach_calls[-1] == {"metadata": True}
     port.attach(None)
     assert inner.attach_calls[-1] == {} and inner._sink is None
 
@@ -441,6 +444,26 @@ def test_on_a_switch_frames_and_metadata_cross_the_impaired_port():
     assert stats["rx_frames"] == 1 and stats["tx_frames"] == 1 and "impaired" in stats["status"]
     switch.close()
     assert b_inner.closed
+
+
+def test_on_a_switch_gso_frames_are_segmented_before_the_impairment():
+    from nicdev.net import offload
+    from offload_frames import tcp4_frame
+
+    loop = FakeLoop()
+    switch = Switch(loop)
+    a = switch.add_port(FakePort("a", csum=True, gso=frozenset({offload.GSO_TCPV4})))
+    b_inner = FakePort("b", csum=True, gso=frozenset({offload.GSO_TCPV4}))
+    b = switch.add_port(ImpairedPort(b_inner, out=Impairment(loss=1.0)))
+    big = tcp4_frame(bytes(range(256)) * 16)            # 4096 bytes of payload
+    a.from_peer(big, offload.tcp_gso_meta(big, 1000))  # flooded: b's MAC is unknown
+    assert b.impair_counters["out"].impaired_dropped == 5     # five wire frames, each lost on its own
+    b.set_impairments(out=Impairment(duplicate=1.0))
+    a.from_peer(big, offload.tcp_gso_meta(big, 1000))
+    assert len(b_inner.sent) == 10 and all(len(f) <= 14 + 20 + 20 + 1000 for f in b_inner.frames)
+    b.set_impairments()                                 # unimpaired: GSO frames pass as they are
+    a.from_peer(big, offload.tcp_gso_meta(big, 1000))
+    assert b_inner.sent[-1][0] == big and b_inner.sent[-1][1][0].gso_size == 1000
 
 
 # -- port specs -----------------------------------------------------------------------------------------
