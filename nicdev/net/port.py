@@ -73,12 +73,14 @@ class Port(abc.ABC):
         (with `meta` if it is not finished; see the module doc)."""
         self.counters.rx_frames += 1
         self.counters.rx_bytes += len(frame)
+        if meta is None:
+            if self._sink is not None:
+                self._sink(self, frame)
+            return
         sink = self._sink
         if sink is None:
             return
-        if meta is None:
-            sink(self, frame)
-        elif self._sink_takes_meta:
+        if self._sink_takes_meta:
             sink(self, frame, meta)
         else:
             try:

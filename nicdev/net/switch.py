@@ -209,16 +209,19 @@ class Switch:
         (done once per frame, kept in `finished` for the next port)."""
         takes_meta = port.accepts_csum_partial
         if takes_meta and offload.acceptable(meta, True, port.accepts_gso):
-            self._send(port, frame, meta)
+            self._send_meta(port, frame, meta)
             return
         if not meta.needs_csum and not meta.gso_type:
             self._send(port, frame)            # DATA_VALID to a port that cannot use it
             return
         if not finished:
             finished.append(self._finish(ingress, frame, meta))
-        done = DATA_VALID if takes_meta else None
-        for f in finished[0]:
-            self._send(port, f, done)
+        if takes_meta:
+            for f in finished[0]:
+                self._send_meta(port, f, DATA_VALID)
+        else:
+            for f in finished[0]:
+                self._send(port, f)
 
     def _finish(self, ingress: Port, frame: bytes, meta: FrameMeta) -> list[bytes]:
         try:
@@ -251,23 +254,33 @@ class Switch:
             entry.port = port
         entry.seen = now
 
-    def _send(self, port: Port, frame: bytes, meta: FrameMeta | None = None) -> None:
+    def _send(self, port: Port, frame: bytes) -> None:
         if not port.link_up:
             port.counters.tx_dropped += 1
             return
         try:
-            if meta is None:
-                port.transmit(frame)
-            else:
-                port.transmit(frame, meta)
+            port.transmit(frame)
         except Exception as exc:
+            self._transmit_failed(port, exc)
+
+    def _send_meta(self, port: Port, frame: bytes, meta: FrameMeta) -> None:
+        if not port.link_up:
             port.counters.tx_dropped += 1
-            port.counters.count_error(f"transmit raised {type(exc).__name__}")
-            if port.name not in self._failing:
-                self._failing.add(port.name)
-                log.exception("port %s: transmit failed (further failures logged at debug level)", port.name)
-            else:
-                log.debug("port %s: transmit failed: %r", port.name, exc)
+            return
+        try:
+            port.transmit(frame, meta)
+        except Exception as exc:
+            self._transmit_failed(port, exc)
+
+    def _transmit_failed(self, port: Port, exc: Exception) -> None:
+        # Called from the except clause, so log.exception still has the traceback.
+        port.counters.tx_dropped += 1
+        port.counters.count_error(f"transmit raised {type(exc).__name__}")
+        if port.name not in self._failing:
+            self._failing.add(port.name)
+            log.exception("port %s: transmit failed (further failures logged at debug level)", port.name)
+        else:
+            log.debug("port %s: transmit failed: %r", port.name, exc)
 
     # -- ageing -------------------------------------------------------------
     def _sweep(self) -> None:

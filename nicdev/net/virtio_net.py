@@ -456,13 +456,14 @@ class VirtioNetDevice(BackendDevice):
             self._drop("tx", "tx_ring_disabled")
             return None
         size = n - hdr_len
-        if size > self.max_frame and (not self.tx_gso or size > _MAX_GSO_FRAME):
+        too_big = size > self.max_frame
+        if too_big and (not self.tx_gso or size > _MAX_GSO_FRAME):
             self._drop("tx", "tx_frame_too_big")
             return None
         data = chain.read(mem)
         if data[1] or data[0] & _NEEDS_CSUM:
             return self._tx_offload(data, hdr_len)
-        if size > self.max_frame:
+        if too_big:
             self._drop("tx", "tx_frame_too_big")     # only a GSO frame may be longer
             return None
         return data[hdr_len:]
