@@ -1,0 +1,99 @@
+"""TapPort's virtio header handling with offloads, without a real TAP: the
+port's descriptor is one end of a datagram socketpair (one read = one frame,
+as on a TAP), the test plays the kernel at the other end."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from nicdev.net.errors import PortError
+from nicdev.net.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
+from nicdev.net.tap_port import VNET_HDR_LEN, TapPort
+from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
+
+from offload_frames import split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
+
+TSO_HDR = NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16)
+
+
+@pytest.fixture
+def tap():
+    """(port, kernel socket, frames the switch got)"""
+    port = TapPort("host", "mnettest0", vnet_hdr=True)
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    port._fd = os.dup(ours.fileno())
+    ours.close()
+    got = []
+    port.attach(lambda p, frame, meta=None: got.append((frame, meta)), metadata=True)
+    yield port, kernel, got
+    os.close(port._fd)
+    kernel.close()
+
+
+def from_kernel(tap, hdr: NetHdr | bytes, frame: bytes) -> None:
+    port, kernel, _ = tap
+    kernel.send((hdr.pack(VNET_HDR_LEN) if isinstance(hdr, NetHdr) else hdr) + frame)
+    port._on_readable()
+
+
+def test_a_vnet_hdr_tap_declares_what_the_kernel_takes():
+    port = TapPort("host", "mnettest0", vnet_hdr=True)
+    assert port.offloads and port.accepts_csum_partial and port.accepts_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
+    plain = TapPort("host", "mnettest0")
+    assert not plain.offloads and not plain.accepts_csum_partial and not plain.accepts_gso
+    assert not TapPort("host", "mnettest0", vnet_hdr=True, offloads=False).offloads
+    with pytest.raises(PortError, match="offloads need vnet_hdr"):
+        TapPort("host", "mnettest0", offloads=True)
+
+
+def test_kernel_frames_come_with_their_metadata(tap):
+    _, _, got = tap
+    tso = tcp4_frame(bytes(5000))
+    from_kernel(tap, TSO_HDR, tso)
+    from_kernel(tap, NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 6), udp4_frame(b"p"))
+    from_kernel(tap, NetHdr(VIRTIO_NET_HDR_F_DATA_VALID), udp4_frame(b"v", partial=False))
+    from_kernel(tap, NetHdr(), udp4_frame(b"plain", partial=False))
+    assert got == [
+        (tso, FrameMeta(True, 34, 16, False, GSO_TCPV4, 1448, 54)),
+        (udp4_frame(b"p"), FrameMeta(True, 34, 6)),
+        (udp4_frame(b"v", partial=False), DATA_VALID),
+        (udp4_frame(b"plain", partial=False), None),
+    ]
+
+
+def test_bad_headers_from_the_kernel_are_counted_drops(tap):
+    port, _, got = tap
+    from_kernel(tap, b"\x01\x00", b"")                                        # shorter than the header
+    from_kernel(tap, NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 500, 6), udp4_frame(b"x"))
+    from_kernel(tap, NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 0, 0, 34, 16), tcp4_frame(bytes(3000)))
+    from_kernel(tap, TSO_HDR, udp4_frame(bytes(3000)))
+    from_kernel(tap, NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 3, 0, 1000, 34, 6), udp4_frame(bytes(3000)))  # UFO
+    assert got == []
+    assert port.counters.rx_dropped == 5
+    assert port.counters.errors == {"short vnet header": 1, "bad_csum_offsets": 1, "gso_size_zero": 1,
+                                    "gso_headers": 1, "gso_unsupported": 1}
+
+
+def test_frames_to_the_kernel_carry_their_header(tap):
+    port, kernel, _ = tap
+    tso = tcp4_frame(bytes(5000))
+    meta = FrameMeta(True, 34, 16, False, GSO_TCPV4, 1448, 54)
+    assert port.transmit(tso, meta) and port.transmit(b"\x02" * 60) and port.transmit(udp4_frame(b"v"), DATA_VALID)
+    first, second, third = kernel.recv(70000), kernel.recv(70000), kernel.recv(70000)
+    assert NetHdr.unpack(first) == NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 54, 1448, 34, 16)
+    assert first[VNET_HDR_LEN:] == tso
+    assert second == bytes(VNET_HDR_LEN) + b"\x02" * 60
+    assert NetHdr.unpack(third).flags == VIRTIO_NET_HDR_F_DATA_VALID
+    assert port.counters.tx_frames == 3
+
+
+def test_a_sink_without_metadata_gets_the_kernels_tso_segmented(tap):
+    port, _, _ = tap
+    plain = []
+    port.attach(lambda p, frame: plain.append(frame))
+    from_kernel(tap, TSO_HDR, tcp4_frame(bytes(3000)))
+    assert len(plain) == 3 and all(tcp4_checksums_ok(f) for f in plain)
+    assert sum(len(split_tcp4(f)[2]) for f in plain) == 3000
