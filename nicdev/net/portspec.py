@@ -28,7 +28,9 @@ __all__ = ["PortSpec", "PortSpecError", "KINDS", "IMPAIR_KEYS", "PORT_SPEC_HELP"
 KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
 
 PORT_SPEC_HELP = """\
-  NAME=vhost-user:PATH                  a virtio-net device; QEMU connects to unix socket PATH
+  NAME=vhost-user:PATH[,offloads=on|off]
+                                        a virtio-net device; QEMU connects to unix socket PATH;
+                                        offloads=off offers no checksum/TSO (default on)
   NAME=tap:IFNAME[,netns=NS][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
                                         moved into network namespace NS
@@ -50,7 +52,7 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
-_KEYS = {"vhost-user": (), "tap": ("netns", "vnet_hdr"), "stream": (), "dgram": ("remote",), "pcap": ("snaplen",)}
+_KEYS = {"vhost-user": ("offloads",), "tap": ("netns", "vnet_hdr"), "stream": (), "dgram": ("remote",), "pcap": ("snaplen",)}
 IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
 _IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
 _CLASSES = {
@@ -222,7 +224,10 @@ def _socket_path(arg: str) -> str:
 
 
 def _vhost_user(arg: str, options: dict) -> dict:
-    return {"socket_path": _socket_path(arg)}
+    offloads = options.get("offloads", "on").lower()
+    if offloads not in _BOOLS:
+        raise ValueError(f"offloads must be on or off, not {options['offloads']!r}")
+    return {"socket_path": _socket_path(arg), "offloads": _BOOLS[offloads]}
 
 
 def _tap(arg: str, options: dict) -> dict:

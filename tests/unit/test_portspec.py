@@ -18,7 +18,8 @@ GENERIC = "expected NAME=KIND:ARG, kinds are vhost-user, tap, stream, dgram, pca
 
 
 @pytest.mark.parametrize("text, kind, params", [
-    ("vm0=vhost-user:/tmp/vm0.sock", "vhost-user", {"socket_path": "/tmp/vm0.sock"}),
+    ("vm0=vhost-user:/tmp/vm0.sock", "vhost-user", {"socket_path": "/tmp/vm0.sock", "offloads": True}),
+    ("vm0=vhost-user:/tmp/vm0.sock,offloads=off", "vhost-user", {"socket_path": "/tmp/vm0.sock", "offloads": False}),
     ("host=tap:mnet0", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": False}),
     ("host=tap:mnet0,netns=lab,vnet_hdr=on", "tap", {"ifname": "mnet0", "netns": "lab", "vnet_hdr": True}),
     ("host=tap:mnet0,vnet_hdr=OFF", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": False}),
@@ -53,7 +54,8 @@ def test_valid_specs(text, kind, params):
     ("a=pcap:", "empty file name"),
     ("a=tap:", "empty interface name"),
     ("a=stream:/" + "x" * 107, "socket path longer than 107 bytes"),
-    ("a=vhost-user:/tmp/x,queues=2", "unknown key 'queues' for vhost-user (keys: none)"),
+    ("a=vhost-user:/tmp/x,queues=2", "unknown key 'queues' for vhost-user (keys: offloads)"),
+    ("a=vhost-user:/tmp/x,offloads=maybe", "offloads must be on or off, not 'maybe'"),
     ("a=tap:t0,nets=lab", "unknown key 'nets' for tap (keys: netns, vnet_hdr)"),
     ("a=tap:t0,netns", "expected key=value after ',', got 'netns'"),
     ("a=tap:t0,=lab", "expected key=value after ',', got '=lab'"),
@@ -125,7 +127,7 @@ def test_build_vhost_user_imports_its_module_only_then(monkeypatch):
     class FakeVhostUserPort(Port):
         kind = "vhost-user"
 
-        def __init__(self, name, socket_path=None):
+        def __init__(self, name, socket_path=None, offloads=True):
             super().__init__(name)
             self.socket_path = socket_path
             made.append(self)
