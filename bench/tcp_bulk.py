@@ -11,7 +11,8 @@ Cases (side a first, side b second):
   stack-stack   a MultiOS stack -- vhost-user -- our switch -- vhost-user --
                 another MultiOS stack (two processes)
   stack-guest   a MultiOS stack -- vhost-user -- our switch -- vhost-user --
-                a Linux guest under QEMU (TCG, 1 vCPU; busybox nc, socat)
+                a Linux guest under QEMU (TCG, 1 vCPU): socat (or busybox nc,
+                --guest-tool nc) for bulk data, socat as the echo server
 
 Each case runs three tests:
 
@@ -485,12 +486,19 @@ def rr(client: Side, server: Side, seconds: float, timeout: float) -> dict:
     return {"rr_per_s": out["rr_per_s"], "p50_us": out["p50_us"], "p99_us": out["p99_us"], "client": out["net"]}
 
 
-def guest_bulk_to_stack(guest: GuestSide, stack: Side, total: int, timeout: float) -> dict:
+# What moves the bytes in the guest. busybox nc copies through a small
+# buffer, so under TCG the guest's system calls limit it; socat with 256 KiB
+# blocks shows what the path itself carries.
+GUEST_SEND = {"nc": "nc {ip} {port}", "socat": "socat -u -b 262144 - TCP:{ip}:{port}"}
+GUEST_RECV = {"nc": "nc -l -p {port} < /tmp/b.fifo", "socat": "socat -u -b 262144 TCP-LISTEN:{port},reuseaddr -"}
+
+
+def guest_bulk_to_stack(guest: GuestSide, stack: Side, total: int, timeout: float, tool: str) -> dict:
     rx = stack.start("recv", BULK_PORT, timeout)
     try:
         rx.ready()
-        guest.run(f"dd if=/dev/zero bs=65536 count={total // 65536} 2>/dev/null | nc {stack.ip} {BULK_PORT}",
-                  timeout=timeout)
+        send = GUEST_SEND[tool].format(ip=stack.ip, port=BULK_PORT)
+        guest.run(f"dd if=/dev/zero bs=65536 count={total // 65536} 2>/dev/null | {send}", timeout=timeout)
         got = rx.result(30)
     finally:
         rx.kill()
@@ -500,10 +508,11 @@ def guest_bulk_to_stack(guest: GuestSide, stack: Side, total: int, timeout: floa
             "gbit_per_s": total * 8 / got["seconds"] / 1e9, "receiver": got["net"]}
 
 
-def stack_bulk_to_guest(stack: Side, guest: GuestSide, total: int, timeout: float) -> dict:
+def stack_bulk_to_guest(stack: Side, guest: GuestSide, total: int, timeout: float, tool: str) -> dict:
     # busybox nc ends when either input ends: stdin from a fifo held open, so it stops at our FIN.
+    recv = GUEST_RECV[tool].format(port=BULK_PORT)
     guest.run(f"rm -f /tmp/b.fifo /tmp/b.count; mkfifo /tmp/b.fifo; (sleep {int(timeout)} > /tmp/b.fifo & s=$!; "
-              f"nc -l -p {BULK_PORT} < /tmp/b.fifo | wc -c > /tmp/b.count; kill $s) >/dev/null 2>&1 &")
+              f"{recv} | wc -c > /tmp/b.count; kill $s) >/dev/null 2>&1 &")
     guest.wait_listening(BULK_PORT)
     tx = stack.start("send", guest.ip, BULK_PORT, total, timeout)
     try:
@@ -640,9 +649,9 @@ def run_test(labs: Labs, case: str, test: str) -> dict:
     if case == "stack-guest":
         total = args.guest_mbytes * 1_000_000 // 65536 * 65536     # whole dd blocks
         if test == "bulk a->b":
-            return stack_bulk_to_guest(a, b, total, t)
+            return {**stack_bulk_to_guest(a, b, total, t, args.guest_tool), "guest_tool": args.guest_tool}
         if test == "bulk b->a":
-            return guest_bulk_to_stack(b, a, total, t)
+            return {**guest_bulk_to_stack(b, a, total, t, args.guest_tool), "guest_tool": args.guest_tool}
         return stack_rr_with_guest(a, b, args.seconds, t)
     total = (args.anchor_mbytes if case == "anchor" else args.mbytes) * 1_000_000
     if test == "bulk a->b":
@@ -696,6 +705,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--offloads", choices=("on", "off"), default="on",
                         help="checksum/TSO offloads for the stacks, our ports and the TAP (default on)")
     parser.add_argument("--verify", action="store_true", help="SHA-256 at both ends of each bulk transfer")
+    parser.add_argument("--guest-tool", choices=tuple(GUEST_SEND), default="socat",
+                        help="what moves bulk data in the guest: socat with 256 KiB blocks (default) or busybox nc")
     parser.add_argument("--stack", choices=("thread", "process"), default="thread",
                         help="side a's stack on a thread of this program beside the switch (default), or in a "
                              "process of its own; stack-stack's side b is always a process")
@@ -756,6 +767,8 @@ def main(argv: list[str]) -> int:
                              "p99_us": round(statistics.median(s["p99_us"] for s in runs), 1)})
             else:
                 line.update({"bytes": runs[0]["bytes"], "write_bytes": CHUNK, "timed_by": runs[0]["timed_by"]})
+                if "guest_tool" in runs[0]:
+                    line["guest_tool"] = runs[0]["guest_tool"]
             line["offloads"] = offloads_of(case, runs[-1], extras.get(case, {})) if args.offloads == "on" else "off"
             if args.offloads == "on" and case == "anchor":
                 line["offloads"] = "linux veth defaults (TSO, GSO, GRO, checksum offload)"
