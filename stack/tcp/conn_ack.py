@@ -1,0 +1,183 @@
+"""TcpConnection's ACK processing: what an acceptable ACK does.
+
+Window updates (SND.WL1/WL2), SACK blocks into the scoreboard, new data
+acknowledged (buffer, RTT, congestion window, state moves) and duplicate
+ACKs; ``_pipe`` is RFC 6675's estimate of the bytes in flight.
+"""
+from __future__ import annotations
+
+from stack.tcp.conn_defs import FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, _HALF
+from stack.tcp.seq import MASK, unwrap
+from stack.wire.tcp import TcpRepr
+
+
+class AckMixin:
+    """ACK processing for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+
+    def _process_ack(self, seg: TcpRepr, seq: int, ack: int, plen: int, fin, now: float) -> None:
+        """RFC 9293 fifth step for ESTABLISHED and later: window, SACK, new data acked."""
+        snd_una = self.snd_una
+        self._probes_out = 0
+        self._last_ack_rx = now
+        window = seg.window << self.snd_wscale
+        window_changed = False
+        if ack >= snd_una and (self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack)):
+            if window != self.snd_wnd:
+                window_changed = True
+                if window > self.snd_wnd:
+                    self._want_output = True
+                    self._persist_backoff = 0
+                self.snd_wnd = window
+                if window > self.max_snd_wnd:
+                    self.max_snd_wnd = window
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+        newly_sacked = 0
+        dsack = False
+        if self.sack_ok and seg.sack_blocks:
+            dsack = self._is_dsack(seg.sack_blocks, ack)
+            newly_sacked = self._take_sack(seg.sack_blocks)
+            if dsack and self._undo_cc is not None:
+                self._dsack_undo(seg.sack_blocks[0], now)
+        if ack > snd_una:
+            self._new_ack(seg, ack, now)
+        elif (
+            ack == snd_una
+            and self.snd_nxt > snd_una
+            and plen == 0
+            and not fin
+            and (newly_sacked > 0 if self.sack_ok else not window_changed)
+        ):
+            self._dupack(now)
+        if self.sack_ok and self._sacked and self.snd_nxt > self.snd_una:
+            if self._recovery is None and self._is_lost(self.snd_una):
+                self._enter_fast_recovery(now)
+            elif self._recovery == "fast":
+                self._mark_lost_sack()
+                if newly_sacked and self._rtx_hi:
+                    self._detect_lost_retransmits()
+        if self._tlp_high is not None:
+            self._tlp_episode(ack, dsack, now)
+
+    def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
+        """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
+        snd_una = self.snd_una
+        acked = ack - snd_una
+        base = self._snd_base
+        end = base + len(self._sndbuf)
+        if ack < end:
+            end = ack
+        if end > base:
+            del self._sndbuf[: end - base]
+            self._snd_base = end
+            self.bytes_acked += end - base
+        self.snd_una = ack
+        if self._snd_up is not None and ack >= self._snd_up:
+            self._snd_up = None
+        if self._sacked or self._lost or self._retrans:
+            self._sacked.discard_below(ack)
+            self._lost.discard_below(ack)
+            self._retrans.discard_below(ack)
+            if self._rtx_hi:
+                for start in [k for k, (end, _) in self._rtx_hi.items() if end <= ack]:
+                    del self._rtx_hi[start]
+        # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
+        ts = seg.timestamps
+        if self.ts_ok and ts is not None and ts[1]:
+            self._ts_sample(ts[1], now)
+        elif self._rtt_seq is not None and ack >= self._rtt_seq:
+            self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+        self._retries = 0
+        self._persist_backoff = 0
+        if self._undo_tsval is not None and ack > self._undo_una:
+            self._eifel_check(ts, now)
+        # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
+        if self.snd_nxt > ack:
+            self._rto_at = now + self.rtt.rto
+        else:
+            self._rto_at = None
+        self._arm_tlp(now)
+        rec = self._recovery
+        if rec is None:
+            self._dupacks = 0
+            self._dup_bytes = 0
+            # Grow cwnd only while it is what limits sending (RFC 7661's idea, Linux's
+            # tcp_is_cwnd_limited): an application- or window-limited flow keeps its cwnd.
+            cwnd = self.cc.cwnd
+            flight = self.snd_nxt - snd_una
+            if flight + self.snd_mss >= cwnd or (cwnd < self.cc.ssthresh and cwnd < 2 * flight):
+                self.cc.on_ack(acked, now, self.rtt.srtt)
+        elif rec == "fast":
+            if ack >= self._recover:
+                self._recovery = None
+                self._dupacks = 0
+                self._dup_bytes = 0
+                self.cc.on_recovery_exit(now, self._pipe())
+            elif not self.sack_ok:
+                # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
+                self._dup_bytes = max(0, self._dup_bytes - acked + self.snd_mss)
+                self._lost.add(ack, min(ack + self.snd_mss, self.snd_nxt))
+                self._force_rtx = True
+            else:
+                # With SACK too: the new head is a hole the scoreboard may not
+                # call lost yet (nothing SACKed above it); retransmit it now.
+                first = self._sacked.ranges()[0][0] if self._sacked else self.snd_nxt
+                if first > ack:
+                    self._lost.add(ack, min(ack + self.snd_mss, first))
+        else:  # "loss": slow start again after an RTO
+            self.cc.on_ack(acked, now, self.rtt.srtt)
+            if ack >= self._recover:
+                self._recovery = None
+                self._dupacks = 0
+        self._want_output = True
+        st = self.state
+        if self._fin_queued and ack > self._fin_seq:
+            # Our FIN is acknowledged.
+            if st is FIN_WAIT_1:
+                self._set_state(FIN_WAIT_2)
+                if self._orphan:
+                    self._close_at = now + self.config.fin_wait2_timeout
+            elif st is CLOSING:
+                self._enter_time_wait(now)
+            elif st is LAST_ACK:
+                self._to_closed()
+                return
+        self._notify()
+
+    def _ts_sample(self, tsecr: int, now: float) -> None:
+        d = (self._ts_clock(now) - tsecr) & MASK
+        if d < _HALF:
+            self.rtt.sample(d / 1000.0)
+
+    def _take_sack(self, blocks) -> int:
+        """Record the peer's SACK blocks; return the bytes newly SACKed."""
+        una, nxt = self.snd_una, self.snd_nxt
+        new = 0
+        for left, right in blocks:
+            left = unwrap(left, una)
+            right = unwrap(right, una)
+            if not una < left < right <= nxt:
+                continue  # D-SACK or bogus: ignored
+            added = self._sacked.add(left, right)
+            if added:
+                new += added
+                self._lost.remove(left, right)
+                self._retrans.remove(left, right)
+        return new
+
+    def _dupack(self, now: float) -> None:
+        self._dupacks += 1
+        self.stats["dupacks_in"] += 1
+        if not self.sack_ok:
+            # Each dupACK means a segment left the network (RFC 5681 inflation /
+            # RFC 3042 limited transmit, folded into pipe).
+            self._dup_bytes = min(self._dup_bytes + self.snd_mss, self.snd_nxt - self.snd_una)
+        if self._recovery is None and self._dupacks >= self.config.dupthresh:
+            self._enter_fast_recovery(now)
+        self._want_output = True
+
+    def _pipe(self) -> int:
+        """Bytes believed in the network (RFC 6675 SetPipe, by byte ranges)."""
+        p = (self.snd_nxt - self.snd_una) - self._sacked.total - self._lost.total + self._retrans.total - self._dup_bytes
+        return p if p > 0 else 0

@@ -1,0 +1,30 @@
+"""Names shared by the modules of :class:`~stack.tcp.connection.TcpConnection`.
+
+Type aliases, state and flag shorthands and a few constants; module-level
+names so the hot path reads them as plain globals.
+"""
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from stack.tcp.state import TcpState
+from stack.wire.tcp import TcpFlags, TcpRepr
+
+Endpoint = tuple[IPv4Address, int]
+Segment = tuple[TcpRepr, bytes]
+
+S = TcpState
+CLOSED, SYN_SENT, SYN_RECEIVED, ESTABLISHED = S.CLOSED, S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED
+FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT = S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT
+CLOSING, LAST_ACK, TIME_WAIT = S.CLOSING, S.LAST_ACK, S.TIME_WAIT
+
+FIN, SYN, RST, PSH, ACK, URG = TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST, TcpFlags.PSH, TcpFlags.ACK, TcpFlags.URG
+_F_ACK = TcpFlags.ACK
+_FLAG = tuple(TcpFlags(i) for i in range(256))  # int -> TcpFlags without IntFlag arithmetic
+_F_SYN_ACK = TcpFlags.SYN | TcpFlags.ACK
+_RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+_SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+_RST_ON_ABORT = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT})
+_HALF = 0x80000000
+_MIN_SND_MSS = 48  # Linux's tcp_min_snd_mss: a tiny MSS option must not explode segment counts
+_TS_OPTION_LEN = 12

@@ -1,0 +1,414 @@
+"""TcpConnection's receive path: segment arrival (RFC 9293 3.10.7).
+
+Header prediction for in-order data and pure ACKs, the acceptability
+test, PAWS (RFC 7323), RST/SYN/ACK checks with RFC 5961 challenge ACKs,
+urgent data, in-order and out-of-order text, and the FIN.
+"""
+from __future__ import annotations
+
+import errno
+
+from stack.tcp.conn_defs import (
+    CLOSED,
+    SYN_SENT,
+    SYN_RECEIVED,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    CLOSE_WAIT,
+    CLOSING,
+    LAST_ACK,
+    TIME_WAIT,
+    FIN,
+    SYN,
+    RST,
+    ACK,
+    URG,
+    _RECEIVING,
+    _HALF,
+)
+from stack.tcp.seq import MASK, unwrap
+from stack.wire.tcp import TcpRepr
+
+
+class ReceiveMixin:
+    """Segment arrival for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+
+    def receive_segment(self, seg: TcpRepr, payload, now: float) -> None:
+        """Process one arriving segment (RFC 9293 3.10.7). Never raises for bad input."""
+        self.segs_in += 1
+        st = self.state
+        if st is ESTABLISHED:
+            # Fast path: in-order data or a pure ACK, nothing special (the
+            # common case of a bulk transfer in either direction).
+            flags = int(seg.flags)
+            if (
+                flags & 0x37 == 0x10
+                and not self._ooo
+                and self._ooo_fin is None
+                and not self._recovery
+                and self._tlp_high is None
+            ):
+                # (0x37: exactly ACK among FIN, SYN, RST, ACK, URG)
+                seq = unwrap(seg.seq, self.rcv_nxt)
+                if seq == self.rcv_nxt and self._fast_path(seg, seq, payload, now):
+                    return
+            self._receive_synchronized(seg, payload, now)
+            return
+        if st is SYN_SENT:
+            self._receive_syn_sent(seg, payload, now)
+        elif st is not CLOSED:
+            self._receive_synchronized(seg, payload, now)
+
+    def _fast_path(self, seg: TcpRepr, seq: int, payload, now: float) -> bool:
+        """Header prediction: return False to fall back to the full rules."""
+        ts = seg.timestamps
+        if self.ts_ok:
+            if ts is None or (ts[0] - self.ts_recent) & MASK >= _HALF:
+                return False
+        ack = unwrap(seg.ack, self.snd_una)
+        snd_una = self.snd_una
+        if ack < snd_una or ack > self.snd_nxt or seg.sack_blocks:
+            return False
+        n = len(payload)
+        if n and (self._read_shutdown or seq + n > self.rcv_adv):
+            return False
+        window = seg.window << self.snd_wscale
+        if ack == snd_una and n == 0 and window == self.snd_wnd and self.snd_nxt != snd_una:
+            return False  # a duplicate ACK: the full path counts it
+        self._last_rx = now
+        self._ka_probes = 0
+        self._ka_at = None
+        if ts is not None and seq <= self._last_ack_sent:
+            self.ts_recent = ts[0]
+        # Window update (SND.WL1/WL2 rule).
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            if window != self.snd_wnd:
+                if window > self.snd_wnd:
+                    self._want_output = True
+                self.snd_wnd = window
+                if window > self.max_snd_wnd:
+                    self.max_snd_wnd = window
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+        self._probes_out = 0
+        self._last_ack_rx = now
+        if ack > snd_una:
+            self._new_ack(seg, ack, now)
+        if n:
+            self._rx += payload
+            self.rcv_nxt = seq + n
+            self.bytes_received += n
+            if n > self.rcv_mss:
+                self.rcv_mss = n
+            self._unacked_rcv += n
+            if self._unacked_rcv >= 2 * self.rcv_mss:
+                self._ack_now = True
+                self._want_output = True
+            elif self._delack_at is None:
+                self._delack_at = now + self.config.delayed_ack
+            self._notify()
+        return True
+
+    def _receive_synchronized(self, seg: TcpRepr, payload, now: float) -> None:
+        st = self.state
+        flags = int(seg.flags)
+        rst = flags & RST
+        syn = flags & SYN
+        fin = flags & FIN
+        plen = len(payload)
+        rn = self.rcv_nxt
+        seq = unwrap(seg.seq, rn)
+        if st is SYN_RECEIVED and syn and not rst and seq == self.irs:
+            if not flags & ACK:
+                # The peer retransmitted its SYN: our SYN-ACK was lost; resend it.
+                self._syn_pending = True
+                self._want_output = True
+                self.stats["syn_retransmit_seen"] += 1
+                return
+            if not self._passive and unwrap(seg.ack, self.snd_una) == self.snd_nxt:
+                # Simultaneous open, step 6 of RFC 9293 figure 8: the peer's SYN,ACK
+                # completes our handshake (its SYN is old news; as Linux does).
+                self._take_handshake_rtt(seg, now)
+                self.snd_una = self.snd_nxt
+                self._established(now)
+                self.snd_wnd = seg.window
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = self.snd_una
+                return
+        # RFC 7323 5.3: PAWS and the TSopt requirement (never for RSTs).
+        ts = seg.timestamps
+        if self.ts_ok and not rst:
+            if ts is None:
+                self.stats["drop_no_timestamp"] += 1
+                return
+            if (ts[0] - self.ts_recent) & MASK >= _HALF and not self._disordered_ack(seg, seq, plen, flags):
+                self.stats["drop_paws"] += 1
+                self._send_dupack(now, pure=False)
+                return
+        # First: is the segment acceptable (RFC 9293 3.10.7.4)?
+        wnd = self.rcv_adv - rn
+        if wnd < 0:
+            wnd = 0
+        seglen = plen + (1 if syn else 0) + (1 if fin else 0)
+        if seglen == 0:
+            # RFC 9293 says RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND; like Linux we also
+            # take SEG.SEQ = RCV.NXT+RCV.WND: a sender that filled our window
+            # sends its ACKs from exactly there (RFC 9293 appendix A.2).
+            ok = rn <= seq <= rn + wnd
+        elif wnd == 0:
+            ok = False
+        else:
+            last = seq + seglen - 1
+            ok = (rn <= seq < rn + wnd) or (rn <= last < rn + wnd)
+        if not ok:
+            if rst:
+                self.stats["drop_rst_out_of_window"] += 1
+                return
+            self.stats["drop_out_of_window"] += 1
+            if st is TIME_WAIT and fin:
+                self._close_at = now + self.config.time_wait  # the peer's FIN again
+            if wnd == 0 and seq == rn and flags & ACK and not syn:
+                # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
+                self._process_ack_only(seg, now)
+            if plen and seq < rn and self.sack_ok:
+                self._dsack = (seq, min(seq + plen, rn))  # tell the sender it was a duplicate
+            self._send_dupack(now, pure=seglen == 0)
+            return
+        self._last_rx = now
+        self._ka_probes = 0
+        self._ka_at = None
+        if ts is not None and self.ts_ok and seq <= self._last_ack_sent and (ts[0] - self.ts_recent) & MASK < _HALF:
+            self.ts_recent = ts[0]  # RFC 7323 4.3 (never backwards: a disordered ACK is older)
+        # Second: RST (RFC 5961 3.2: exact match resets, otherwise challenge).
+        if rst:
+            if seq == rn:
+                self.stats["rst_in"] += 1
+                self._on_reset()
+            else:
+                self.stats["rst_challenged"] += 1
+                self._challenge_ack(now)
+            return
+        # Fourth: SYN in a synchronized state (RFC 5961 4.2).
+        if syn:
+            if st is SYN_RECEIVED and self._passive:
+                # Back to LISTEN: this embryonic connection is dropped.
+                self.stats["syn_in_syn_received"] += 1
+                self._to_closed()
+                return
+            self.stats["syn_challenged"] += 1
+            self._challenge_ack(now)
+            return
+        # Fifth: the ACK field.
+        if not flags & ACK:
+            self.stats["drop_no_ack"] += 1
+            return
+        ack = unwrap(seg.ack, self.snd_una)
+        if st is SYN_RECEIVED:
+            if self.snd_una < ack <= self.snd_nxt:
+                if self.listener is not None and not self.listener._admit(self):
+                    # Accept queue full: act as if the ACK was lost (Linux).
+                    self.stats["drop_accept_queue_full"] += 1
+                    return
+                self._take_handshake_rtt(seg, now)
+                self.snd_una = ack
+                self._established(now)
+                st = self.state
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+            else:
+                self._queue_rst(seg.ack)
+                self.stats["drop_bad_ack"] += 1
+                return
+        if ack > self.snd_nxt:
+            if self._probe_end is not None and ack <= self._probe_end:
+                self.snd_nxt = ack  # the peer took our zero-window probe byte
+                self._probe_end = None
+            else:
+                self.stats["drop_ack_unsent"] += 1
+                self._challenge_ack(now)
+                return
+        if ack < self.snd_una - self.max_snd_wnd:
+            self.stats["drop_ack_too_old"] += 1
+            self._challenge_ack(now)
+            return
+        self._process_ack(seg, seq, ack, plen, fin, now)
+        st = self.state
+        if st is CLOSED:
+            return
+        if st is CLOSING or st is LAST_ACK:
+            return  # nothing more to take from this segment
+        if st is TIME_WAIT:
+            if fin:
+                self._ack_now = True
+                self._want_output = True
+                self._close_at = now + self.config.time_wait
+            return
+        # Sixth: URG.
+        if flags & URG and st in _RECEIVING:
+            up = seq + seg.urgent
+            if self._rcv_up is None or up > self._rcv_up:
+                self._rcv_up = up
+                self.stats["urgent_in"] += 1
+                self._notify()
+        # Seventh and eighth: text and FIN.
+        if plen or fin:
+            if seq < rn:
+                cut = rn - seq
+                payload = payload[cut:]
+                seq = rn
+            right = self.rcv_adv
+            if seq + len(payload) > right:
+                payload = payload[: max(0, right - seq)]
+                fin = 0  # the FIN lies beyond the window: not taken
+            if st in _RECEIVING:
+                if self._orphan and len(payload):
+                    # Data for a closed socket: nobody will read it (RFC 9293 SHLD-3, Linux).
+                    self.stats["rst_data_after_close"] += 1
+                    self.abort()
+                    self.error = errno.ECONNRESET
+                    return
+                self._receive_text(seq, payload, bool(fin), now)
+            elif fin:
+                self._ack_now = True  # CLOSE-WAIT and later: a repeated FIN, ACK it
+                self._want_output = True
+
+    def _disordered_ack(self, seg: TcpRepr, seq: int, plen: int, flags: int) -> bool:
+        """A duplicate ACK that was merely reordered, exempt from PAWS (as Linux does).
+
+        Only a pure ACK at RCV.NXT that repeats SND.UNA, keeps the window and
+        is older than TS.Recent by less than one RTO (in TSval milliseconds):
+        it carries SACK information, and dropping it would hide a loss.
+        """
+        if plen or flags & 0x07 or seq != self.rcv_nxt:
+            return False
+        if unwrap(seg.ack, self.snd_una) != self.snd_una or (seg.window << self.snd_wscale) != self.snd_wnd:
+            return False
+        age_ms = (self.ts_recent - seg.timestamps[0]) & MASK
+        if age_ms > self.rtt.rto * 1000:
+            return False
+        self.stats["paws_disordered_ack"] += 1
+        return True
+
+    def _process_ack_only(self, seg: TcpRepr, now: float) -> None:
+        ack = unwrap(seg.ack, self.snd_una)
+        if self.snd_una <= ack <= self.snd_nxt:
+            seq = unwrap(seg.seq, self.rcv_nxt)
+            self._process_ack(seg, seq, ack, 0, 0, now)
+
+    def _receive_text(self, seq: int, payload, fin: bool, now: float) -> None:
+        """Seventh/eighth steps: queue data in order or out of order, then the FIN."""
+        n = len(payload)
+        rn = self.rcv_nxt
+        if seq == rn:
+            had_ooo = bool(self._ooo)
+            if n:
+                if not self._read_shutdown:
+                    self._rx += payload
+                self.rcv_nxt = rn = seq + n
+                self.bytes_received += n
+                if n > self.rcv_mss:
+                    self.rcv_mss = n
+                self._unacked_rcv += n
+            if had_ooo:
+                while True:
+                    chunk = self._ooo.pop_ready(rn)
+                    if chunk is None:
+                        break
+                    if not self._read_shutdown:
+                        self._rx += chunk
+                    rn += len(chunk)
+                    self.bytes_received += len(chunk)
+                self.rcv_nxt = rn
+                self._ack_now = True  # a hole was (partly) filled: ACK at once
+                self.stats["ooo_filled"] += 1
+            fin = fin and seq + n == rn  # (a FIN below data held out of order is bogus)
+            if self._ooo_fin is not None and rn == self._ooo_fin:
+                fin = True
+                self._ooo_fin = None
+            if fin:
+                self._on_fin(now)
+            elif self._ack_now or self._ooo:
+                self._ack_now = True
+            elif self._unacked_rcv >= 2 * self.rcv_mss:
+                self._ack_now = True
+            elif n and self._delack_at is None:
+                self._delack_at = now + self.config.delayed_ack
+            if n or had_ooo:
+                self._notify()
+        else:
+            # Out of order: keep it (bounded), remember a FIN, and send a dupACK now.
+            if n:
+                added = self._ooo.add(seq, payload)
+                if added < 0:
+                    self.stats["drop_ooo_full"] += 1
+                else:
+                    self.stats["ooo_segments"] += 1
+                    if added == 0 and self.sack_ok:
+                        self._dsack = (seq, seq + n)
+            if fin:
+                self._ooo_fin = seq + n
+            self._ack_now = True
+        if self._ack_now:
+            self._want_output = True
+
+    def _on_fin(self, now: float) -> None:
+        if self._fin_received:
+            self._ack_now = True
+            return
+        self._fin_received = True
+        self.rcv_nxt += 1
+        self._ack_now = True
+        self._want_output = True
+        st = self.state
+        if st is ESTABLISHED or st is SYN_RECEIVED:
+            self._set_state(CLOSE_WAIT)
+        elif st is FIN_WAIT_1:
+            if self._fin_queued and self.snd_una > self._fin_seq:
+                self._enter_time_wait(now)
+            else:
+                self._set_state(CLOSING)  # simultaneous close
+        elif st is FIN_WAIT_2:
+            self._enter_time_wait(now)
+        self._notify()
+
+    def _on_reset(self) -> None:
+        st = self.state
+        if st is SYN_RECEIVED:
+            if self._passive:
+                self._to_closed()  # back to LISTEN: the listener forgets it
+            else:
+                self._fail(errno.ECONNREFUSED)
+        elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self._fail(errno.ECONNRESET)
+        else:
+            self._to_closed()
+
+    def _send_dupack(self, now: float, pure: bool) -> None:
+        """An ACK for an unacceptable segment; pure ACKs are rate-limited (as Linux)."""
+        if pure:
+            if now - self._oow_time < self.config.oow_ack_interval:
+                self.stats["oow_ack_suppressed"] += 1
+                return
+            self._oow_time = now
+        self._ack_now = True
+        self._want_output = True
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 challenge ACK, token-bucket limited per connection (section 7)."""
+        cfg = self.config
+        tokens = self._chack_tokens + (now - self._chack_time) * cfg.challenge_ack_rate
+        if tokens > cfg.challenge_ack_burst:
+            tokens = float(cfg.challenge_ack_burst)
+        self._chack_time = now
+        if tokens < 1.0:
+            self._chack_tokens = tokens
+            self.stats["challenge_ack_suppressed"] += 1
+            return
+        self._chack_tokens = tokens - 1.0
+        self.stats["challenge_acks"] += 1
+        self._ack_now = True
+        self._want_output = True

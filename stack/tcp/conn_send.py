@@ -1,0 +1,245 @@
+"""TcpConnection's send path: what :meth:`poll` puts on the wire.
+
+Building segments (ACK, advertised window with receiver SWS avoidance,
+timestamps, SACK blocks), retransmitting lost ranges, segmenting new data
+under cwnd and the peer's window (Nagle, sender SWS avoidance, zero-window
+probes), urgent data and RSTs.
+"""
+from __future__ import annotations
+
+from stack.tcp.conn_defs import (
+    Segment,
+    SYN_SENT,
+    SYN_RECEIVED,
+    FIN_WAIT_2,
+    TIME_WAIT,
+    FIN,
+    RST,
+    PSH,
+    URG,
+    _F_ACK,
+    _FLAG,
+    _SENDING,
+)
+from stack.tcp.seq import MASK
+from stack.wire.tcp import TcpRepr
+
+
+class SendMixin:
+    """Segment output for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+
+    def _ts_clock(self, now: float) -> int:
+        return (int(now * 1000) + self._ts_offset) & MASK
+
+    def _window_field(self) -> int:
+        """The window to advertise, with receiver SWS avoidance (RFC 9293 3.8.6.2.2)."""
+        free = self.config.rcvbuf - len(self._rx)
+        if free < 0:
+            free = 0
+        rn = self.rcv_nxt
+        edge = self.rcv_adv
+        cand = rn + free
+        if cand - edge >= self._sws_thresh:
+            edge = cand
+        win = edge - rn
+        if win < 0:
+            win = 0
+        shift = self.rcv_wscale
+        field = win >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        right = rn + (field << shift)
+        if right > self.rcv_adv:
+            self.rcv_adv = right
+        return field
+
+    def _window_update_due(self) -> bool:
+        free = self.config.rcvbuf - len(self._rx)
+        cand = self.rcv_nxt + free
+        cur = self.rcv_adv - self.rcv_nxt
+        return cand - self.rcv_adv >= self._sws_thresh and (cand - self.rcv_nxt) >= 2 * cur
+
+    def _make(self, seq: int, flags, payload: bytes, now: float) -> Segment:
+        """Build an outgoing segment with ACK, window and options; it carries our ACK."""
+        r = TcpRepr(self._lport, self._rport, seq & MASK, self.rcv_nxt & MASK, flags, self._window_field())
+        if self.ts_ok:
+            r.timestamps = (self._ts_clock(now), self.ts_recent)
+        if self.sack_ok and (self._ooo or self._dsack):
+            limit = 3 if self.ts_ok else 4
+            blocks = []
+            if self._dsack is not None:
+                blocks.append(self._dsack)
+                self._dsack = None
+            if self._ooo:
+                blocks += self._ooo.sack_blocks(limit - len(blocks))
+            r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
+        self._last_ack_sent = self.rcv_nxt
+        self._ack_now = False
+        self._delack_at = None
+        self._unacked_rcv = 0
+        self.segs_out += 1
+        return r, payload
+
+    def _output(self, now: float, out: list[Segment]) -> None:
+        st = self.state
+        if st is SYN_SENT or st is SYN_RECEIVED:
+            if self._syn_pending:
+                self._syn_pending = False
+                self._ack_now = False  # a SYN-ACK carries the ACK
+                out.append(self._syn_segment(now))
+                if self.snd_nxt == self.iss:
+                    self.snd_nxt = self.iss + 1
+                if self._rto_at is None:
+                    self._rto_at = now + self.rtt.rto
+                if self._rtt_seq is None and not self._syn_retransmitted:
+                    self._rtt_seq = self.iss + 1
+                    self._rtt_time = now
+            elif self._ack_now:
+                if st is SYN_RECEIVED:  # an unacceptable segment: <SEQ=SND.NXT><ACK=RCV.NXT>
+                    out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+                self._ack_now = False
+            return
+        if st is TIME_WAIT:
+            if self._ack_now:
+                out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+            return
+        if st in _SENDING:
+            self._send_data(now, out)
+        if st is FIN_WAIT_2 and self._orphan and self._close_at is None:
+            self._close_at = now + self.config.fin_wait2_timeout
+        if self._ack_now:
+            out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+
+    def _send_data(self, now: float, out: list[Segment]) -> None:
+        mss = self.snd_mss
+        cc = self.cc
+        while True:
+            if self._lost.total > self._retrans.total and self._retransmit_one(now, out, mss):
+                continue
+            if not self._send_new(now, out, mss, cc):
+                break
+        # Persist timer: data waits, nothing is in flight to bring an ACK.
+        if (
+            self._persist_at is None
+            and self._rto_at is None
+            and self.snd_nxt == self.snd_una
+            and (self._snd_base + len(self._sndbuf) > self.snd_nxt)
+        ):
+            self._persist_at = now + min(self.rtt.rto * (1 << self._persist_backoff), self.config.max_rto)
+
+    def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
+        rng = None
+        for s, e in self._lost:
+            rng = self._retrans.first_gap(s, e, mss)
+            if rng is not None:
+                break
+        if rng is None:
+            return False
+        s, e = rng
+        if not self._force_rtx and self._pipe() + (e - s) > self.cc.cwnd:
+            return False
+        self._force_rtx = False
+        self._retrans.add(s, e)
+        if self.sack_ok:
+            self._rtx_hi[s] = (e, self.snd_nxt)
+        if self._recovery is not None and self._undo_cc is not None:
+            self._undo_retrans += 1
+            if self._undo_retrans == 1 and self.ts_ok:
+                self._undo_tsval = self._ts_clock(now)
+        flags = _F_ACK
+        data_end = e
+        if self._fin_queued and e > self._fin_seq:
+            flags |= FIN
+            data_end = self._fin_seq
+        base = self._snd_base
+        payload = bytes(self._sndbuf[s - base : data_end - base]) if data_end > s else b""
+        if payload and data_end == base + len(self._sndbuf):
+            flags |= PSH
+        seg = self._make(s, flags, payload, now)
+        self._mark_urgent(seg[0], s)
+        out.append(seg)
+        self.stats["retransmits"] += 1
+        self._rtt_seq = None  # Karn: nothing retransmitted is timed
+        if self._rto_at is None:
+            self._rto_at = now + self.rtt.rto
+        return True
+
+    def _send_new(self, now: float, out: list[Segment], mss: int, cc) -> bool:
+        """Send one segment of new data (or the FIN); False when nothing may go."""
+        nxt = self.snd_nxt
+        base = self._snd_base
+        data_end = base + len(self._sndbuf)
+        left = data_end - nxt
+        if left <= 0:
+            if self._fin_queued and nxt == self._fin_seq:
+                # A bare FIN (it needs no window; MUST-61 PSH rule is moot).
+                out.append(self._make(nxt, _F_ACK | FIN, b"", now))
+                self.snd_nxt = nxt + 1
+                if self._rto_at is None:
+                    self._rto_at = now + self.rtt.rto
+                return False
+            return False
+        n = left if left < mss else mss
+        usable = self.snd_una + self.snd_wnd - nxt
+        force = self._force_send or self._tlp_force
+        if usable < n:
+            if usable <= 0:
+                if force and nxt == self.snd_una:
+                    # Zero-window probe: one new octet, not counted as sent
+                    # until the peer acknowledges it (MUST-36).
+                    self._force_send = False
+                    payload = bytes(self._sndbuf[nxt - base : nxt - base + 1])
+                    out.append(self._make(nxt, _F_ACK, payload, now))
+                    self._probe_end = nxt + 1
+                    self.stats["window_probes"] += 1
+                return False
+            if not force and usable < self.max_snd_wnd // 2:
+                return False  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
+            n = usable
+        elif n < mss and not force and not self.config.nodelay and not self._fin_queued:
+            # Nagle with Minshall's refinement (as Linux): hold a partial segment
+            # while an earlier partial one is unacknowledged.
+            if self._snd_sml > self.snd_una:
+                return False
+        flight = self._pipe()
+        if flight + n > cc.cwnd and flight > 0 and not self._tlp_force:
+            return False
+        self._force_send = False
+        end = nxt + n
+        flags = 0x18 if end == data_end else 0x10  # ACK, and PSH on the last of the queue
+        if self._fin_queued and end == self._fin_seq:
+            flags |= 0x01
+        off = nxt - base
+        payload = bytes(self._sndbuf[off : off + n])
+        seg = self._make(nxt, _FLAG[flags], payload, now)
+        if self._snd_up is not None:
+            self._mark_urgent(seg[0], nxt)
+        out.append(seg)
+        self.snd_nxt = end + 1 if flags & 0x01 else end
+        self.bytes_sent += n
+        if n < mss:
+            self._snd_sml = end
+        self._probe_end = None
+        if self._rtt_seq is None and not self.ts_ok:
+            self._rtt_seq = end
+            self._rtt_time = now
+        if self._rto_at is None:
+            self._rto_at = now + self.rtt.rto
+        self._persist_at = None
+        if self._tlp_force:
+            self._tlp_force = False
+            self._tlp_high = self.snd_nxt
+            return False  # the probe is one segment
+        self._arm_tlp(now)
+        return not flags & 0x01
+
+    def _mark_urgent(self, r: TcpRepr, seq: int) -> None:
+        # MUST-62: the pointer is the offset of the first non-urgent octet.
+        up = self._snd_up
+        if up is not None and up > seq:
+            r.flags |= URG
+            r.urgent = min(up - seq, 0xFFFF)
+
+    def _queue_rst(self, wire_seq: int) -> None:
+        self._ctl_out.append((TcpRepr(self._lport, self._rport, wire_seq & MASK, 0, RST, 0), b""))
+        self.stats["rst_out"] += 1

@@ -1,0 +1,173 @@
+"""TcpConnection's timers: :meth:`poll_at`, :meth:`poll` and what expires.
+
+Retransmission (RFC 6298, with SYN retries and zero-window stalls),
+persist (zero-window probing), keepalive, delayed ACK, tail loss probe and
+the close timer (TIME-WAIT, FIN-WAIT-2 of an orphan).
+"""
+from __future__ import annotations
+
+import errno
+
+from stack.tcp.conn_defs import (
+    Segment,
+    CLOSED,
+    SYN_SENT,
+    SYN_RECEIVED,
+    ESTABLISHED,
+    FIN_WAIT_2,
+    CLOSE_WAIT,
+    _F_ACK,
+)
+
+
+class TimerMixin:
+    """Timers for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+
+    def poll_at(self) -> float | None:
+        """When :meth:`poll` has work: 0.0 for "now", None for "only on input"."""
+        if self._want_output or self._ctl_out or self._ack_now:
+            return 0.0
+        t = self._rto_at
+        for x in (self._persist_at, self._tlp_at, self._delack_at, self._close_at):
+            if x is not None and (t is None or x < t):
+                t = x
+        if self.config.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
+            ka = self._keepalive_deadline()
+            if t is None or ka < t:
+                t = ka
+        return t
+
+    def _keepalive_deadline(self) -> float:
+        if self._ka_at is None:
+            self._ka_at = self._last_rx + self.config.keepalive_idle
+        return self._ka_at
+
+    def poll(self, now: float) -> list[Segment]:
+        """Run due timers and return the segments to transmit now."""
+        out: list[Segment] = []
+        if self._close_at is not None and now >= self._close_at:
+            self._close_at = None
+            self.stats["closed_by_timer"] += 1
+            self._to_closed()
+        st = self.state
+        if st is not CLOSED:
+            if self._rto_at is not None and now >= self._rto_at:
+                self._on_rto(now)
+            if self._persist_at is not None and now >= self._persist_at:
+                self._on_persist(now)
+            if self._tlp_at is not None and now >= self._tlp_at:
+                self._on_tlp(now)
+            if self._delack_at is not None and now >= self._delack_at:
+                self._delack_at = None
+                self._ack_now = True
+            if self.config.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
+                if now >= self._keepalive_deadline():
+                    self._on_keepalive(now, out)
+        if self._ctl_out:
+            out.extend(self._ctl_out)
+            self._ctl_out.clear()
+        self._want_output = False  # (after the timers, which may ask for output)
+        if self.state is not CLOSED:
+            self._output(now, out)
+        return out
+
+    def _on_rto(self, now: float) -> None:
+        self._rto_at = None
+        self._tlp_at = None
+        self._tlp_high = None
+        self._tlp_force = False
+        st = self.state
+        cfg = self.config
+        self.stats["timeouts"] += 1
+        if st is SYN_SENT or st is SYN_RECEIVED:
+            limit = cfg.syn_retries if st is SYN_SENT else cfg.synack_retries
+            if self._retries >= limit:
+                if self._passive:
+                    self.stats["synack_timeout"] += 1
+                    self._to_closed()
+                else:
+                    self._fail(self._soft_error or errno.ETIMEDOUT)
+                return
+            self._retries += 1
+            self.rtt.on_timeout()
+            self._syn_retransmitted = True
+            self._rtt_seq = None
+            self._syn_pending = True
+            self.stats["retransmits"] += 1
+            self._want_output = True
+            return
+        if self.snd_nxt <= self.snd_una:
+            return
+        self.rtt.on_timeout()
+        self._rtt_seq = None
+        if self.snd_wnd == 0:
+            # The peer shrank its window to zero with data out: our retransmissions
+            # are window probes and do not end the connection while it answers
+            # (MUST-37); without any ACK for max_rto it does end (as Linux).
+            if now - self._last_ack_rx > cfg.max_rto:
+                self._fail(self._soft_error or errno.ETIMEDOUT)
+                return
+        else:
+            self._retries += 1
+            if self._retries > cfg.max_retries:
+                self._fail(self._soft_error or errno.ETIMEDOUT)
+                return
+            # RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost.
+            if self._recovery is None:
+                self._start_undo_episode()
+            else:
+                self._undo_tsval = None  # the episode goes on; its first retransmission stays
+            self.cc.on_rto(now, self._pipe())
+            self._recovery = "loss"
+            self._recover = self.snd_nxt
+            self._dupacks = 0
+            self._dup_bytes = 0
+            self._retrans.clear()
+            self._rtx_hi.clear()
+            pos = self.snd_una
+            for s, e in self._sacked:
+                if pos < s:
+                    self._lost.add(pos, s)
+                pos = max(pos, e)
+            if pos < self.snd_nxt:
+                self._lost.add(pos, self.snd_nxt)
+        if self.snd_wnd == 0:
+            head = min(self.snd_una + self.snd_mss, self.snd_nxt)
+            self._lost.add(self.snd_una, head)
+            self._retrans.remove(self.snd_una, head)
+        self._force_rtx = True
+        self._rto_at = now + self.rtt.rto
+        self._want_output = True
+
+    def _on_persist(self, now: float) -> None:
+        self._persist_at = None
+        if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) <= self.snd_nxt:
+            self._persist_backoff = 0
+            return
+        self._probes_out += 1
+        if self._probes_out > self.config.max_retries:
+            self._fail(self._soft_error or errno.ETIMEDOUT)
+            return
+        if self.rtt.rto * (1 << self._persist_backoff) < self.config.max_rto:
+            self._persist_backoff += 1
+        self._force_send = True
+        self._want_output = True
+
+    def _on_keepalive(self, now: float, out: list[Segment]) -> None:
+        cfg = self.config
+        if self._ka_probes == 0 and now < self._last_rx + cfg.keepalive_idle:
+            self._ka_at = self._last_rx + cfg.keepalive_idle
+            return
+        if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) > self.snd_nxt:
+            # Data is moving (or stuck): the retransmission timer watches it.
+            self._ka_at = now + cfg.keepalive_idle
+            return
+        if self._ka_probes >= cfg.keepalive_count:
+            self.stats["keepalive_timeout"] += 1
+            self._fail(self._soft_error or errno.ETIMEDOUT)
+            return
+        self._ka_probes += 1
+        self.stats["keepalives"] += 1
+        # SEG.SEQ = SND.NXT - 1, no data: the peer must answer with an ACK (SHLD-12).
+        out.append(self._make(self.snd_nxt - 1, _F_ACK, b"", now))
+        self._ka_at = now + cfg.keepalive_interval
