@@ -391,11 +391,36 @@ class ImpairedPort(Port):
 
     @property
     def status(self) -> str:
+        """The inner port's status, then per impaired direction what is applied
+        and what it did (only the counters of the impairments in use)."""
         lanes = []
         for label, on, lane in (("out", self._out_on, self._out), ("in", self._in_on, self._in)):
             if on:
-                c = lane.counters
-                lanes.append(f"{label} [{lane.imp}]: lost {c.impaired_dropped + c.delay_overflow}, "
-                             f"dup {c.duplicated}, reord {c.reordered}, corrupt {c.corrupted}, "
-                             f"delayed {c.delayed}")
-        return self.inner.status + ("; impaired " + "; ".join(lanes) if lanes else "")
+                lanes.append((label, lane.imp, _summary(lane.imp, lane.counters)))
+        if not lanes:
+            return self.inner.status
+        if len(lanes) == 2 and _same_but_seed(lanes[0][1], lanes[1][1]):
+            text = f"impaired both ways [{lanes[0][1]}]: out {lanes[0][2]}; in {lanes[1][2]}"
+        else:
+            text = "impaired " + "; ".join(f"{label} [{imp}]: {summary}" for label, imp, summary in lanes)
+        return f"{self.inner.status}; {text}"
+
+
+def _same_but_seed(a: Impairment, b: Impairment) -> bool:
+    return [getattr(a, f.name) for f in fields(a) if f.name != "seed"] == \
+        [getattr(b, f.name) for f in fields(b) if f.name != "seed"]
+
+
+def _summary(imp: Impairment, c: ImpairCounters) -> str:
+    parts = []
+    if imp.loss or c.impaired_dropped or c.delay_overflow:
+        parts.append(f"lost {c.impaired_dropped + c.delay_overflow}")
+    if imp.duplicate or c.duplicated:
+        parts.append(f"dup {c.duplicated}")
+    if imp.reorder or c.reordered:
+        parts.append(f"reord {c.reordered}")
+    if imp.corrupt or c.corrupted:
+        parts.append(f"corrupt {c.corrupted}")
+    if imp.delays or c.delayed:
+        parts.append(f"delayed {c.delayed}")
+    return ", ".join(parts) or "nothing yet"

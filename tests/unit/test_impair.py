@@ -191,7 +191,12 @@ def test_delegates_to_the_inner_port():
     assert inner.started and inner.loop is loop
     port.link_up = False
     assert inner.link_up is False and port.link_up is False
-    assert port.status.startswith("down; impaired out [loss 50%]: lost 0, dup 0")
+    assert port.status == "down; impaired out [loss 50%]: lost 0"
+    port.set_impairments(out=Impairment(loss=0.5, seed=1), in_=Impairment(loss=0.5, delay=0.001))
+    assert port.status == "down; impaired out [loss 50%, seed 1]: lost 0; in [loss 50%, delay 1ms]: lost 0, delayed 0"
+    port.set_impairments(out=Impairment(reorder=0.5, seed=1), in_=Impairment(reorder=0.5, seed=2))
+    assert port.status == "down; impaired both ways [reorder 50%, seed 1]: out reord 0; in reord 0"
+    port.set_impairments(out=Impairment(loss=0.5))
     port.close()
     assert inner.closed
     with pytest.raises(AttributeError):
@@ -497,7 +502,7 @@ def test_port_spec_impairment_keys(text, out, in_):
     ("h=tap:t0,loss=1%,impair=sideways", "impair must be both, in or out, not 'sideways'"),
     ("h=tap:t0,loss=1%,loss=2%", "key 'loss' given twice"),
     ("c=pcap:x.pcap,loss=1%", "unknown key 'loss' for pcap (keys: snaplen)"),
-    ("v=vhost-user:/tmp/x,lose=1%", "unknown key 'lose' for vhost-user (keys: none); impairments: loss,"),
+    ("s=stream:/tmp/x,lose=1%", "unknown key 'lose' for stream (keys: none); impairments: loss,"),
 ])
 def test_port_spec_impairment_errors(text, reason):
     with pytest.raises(PortSpecError) as info:
