@@ -15,7 +15,6 @@ One lab for the module: a switch on a thread of this process with
 """
 from __future__ import annotations
 
-import collections
 import random
 import threading
 import time
@@ -50,7 +49,9 @@ class AttackerPort(Port):
 
         self.mac = MacAddress(mac)
         self.ip = IPv4Address(ip)
-        self.frames: collections.deque = collections.deque(maxlen=200_000)   # appended on the loop thread
+        # Appended on the loop thread, read by the test's (list.append is atomic).
+        # This module moves little data, so the whole capture is kept.
+        self.frames: list[bytes] = []
         self.loop = None
 
     def start(self, loop) -> None:
@@ -128,12 +129,12 @@ class Attacker:
 
     def mark(self) -> int:
         """A position in the capture: what comes after it is new."""
-        return len(self.port.frames) if len(self.port.frames) < self.port.frames.maxlen else -1
+        return len(self.port.frames)
 
     def since(self, mark: int, *, src: str | None = None, dst: str | None = None, dport: int | None = None,
               sport: int | None = None) -> list:
         """TCP segments captured after `mark`, filtered by addresses and ports."""
-        frames = list(self.port.frames)[mark:]
+        frames = self.port.frames[mark:]
         out = []
         for f in frames:
             parsed = parse(f)
