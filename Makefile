@@ -19,6 +19,7 @@ bench: setup
 	$(PY) bench/guest_throughput.py
 	$(PY) bench/ring_datapath.py
 	$(PY) bench/udp_rr.py
+	$(PY) bench/tcp_bulk.py
 
 setup: $(SETUP_STAMP)
 

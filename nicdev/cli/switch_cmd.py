@@ -5,19 +5,14 @@ import argparse
 import signal
 import sys
 
-DESCRIPTION = """\
-Run the L2 learning switch. Each --port adds one port:
+def _description() -> str:
+    from nicdev.net.portspec import PORT_SPEC_HELP
 
-  NAME=vhost-user:PATH          a virtio-net device; QEMU connects to PATH
-                                (-chardev socket,path=PATH -netdev vhost-user)
-  NAME=tap:IFNAME[,netns=NS]    a TAP device, the host kernel as a peer,
-                                optionally moved into network namespace NS
-  NAME=stream:PATH              QEMU -netdev stream (unix socket, we listen)
-  NAME=dgram:HOST:PORT,remote=HOST:PORT   QEMU -netdev dgram
-  NAME=pcap:FILE                capture every frame the switch forwards
+    return ("Run the L2 learning switch. Each --port adds one port:\n\n" + PORT_SPEC_HELP +
+            "\n\nRuns until SIGINT or SIGTERM, then prints each port's status and counters.\n")
 
-Runs until SIGINT or SIGTERM, then prints each port's status and counters.
-"""
+
+DESCRIPTION = _description()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
