@@ -34,7 +34,7 @@ from stack.routes import LOOPBACK_NET, UNSPECIFIED, Route, RouteKind, RouteTable
 from stack.sockstate import SocketState
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
-from stack.tcp.glue import TcpLayer, icmp_is_hard
+from stack.tcp.glue import OutSegment, TcpLayer, icmp_is_hard
 from stack.udp import UdpSocketState, UdpTable
 from stack.wire import (
     ArpOperation,
@@ -453,6 +453,10 @@ class Interface:
                     if len(routes) >= ROUTE_CACHE_SIZE:
                         routes.clear()
                     route = routes[key] = self.routes.lookup(o.dst, o.src)
+                if o.gso_size and route.kind is not RouteKind.LOCAL:
+                    self._send_tcp_tso(o, route, now, offload)
+                    self.counters.bump("tcp", "tx_segments")
+                    continue
                 meta = None
                 if offload and route.kind is not RouteKind.LOCAL:
                     segment, start, offset = o.encode(partial_checksum=True)
@@ -466,6 +470,24 @@ class Interface:
                 self.counters.drop("tcp", f"tx unroutable ({errno.errorcode.get(exc.errno, exc.errno)})")
                 continue
             self.counters.bump("tcp", "tx_segments")
+
+    def _send_tcp_tso(self, o: OutSegment, route: Route, now: float, offload: bool) -> None:
+        """A TSO segment (``TcpConfig.tso_max``): whole to the NIC, which cuts it
+        into ``gso_size`` pieces (TxMeta gso_type 1), never IP-fragmented.
+        Without checksum offload (the NIC could not segment it either) it is
+        cut here into MSS-sized segments."""
+        if offload and route.kind in (RouteKind.LINK, RouteKind.GATEWAY):
+            segment, meta = o.encode_offloaded(ETH_HEADER_LEN + IP_HEADER_LEN)
+            ip = Ipv4Repr(route.src, o.dst, IpProtocol.TCP, len(segment), ttl=o.ttl, ident=self._next_ident(),
+                          dont_frag=True)
+            self.counters.bump("ipv4", "tx")
+            self.counters.bump("tcp", "tx_tso")
+            self._send_to_next_hop(route.next_hop, ip.emit(segment), now, o.owner, meta)
+            return
+        self.counters.bump("tcp", "tx_tso_software")
+        for piece in o.split():
+            self._send_ip(route, piece.dst, IpProtocol.TCP, piece.encode(), now, ttl=piece.ttl, owner=piece.owner,
+                          dont_frag=True)
 
     def _run_loopback(self, now: float) -> None:
         # Packets looped while handling these (an echo reply to ourselves)

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 from stack.tcp.congestion import ALGORITHMS
 
-__all__ = ["TcpConfig", "IPV4_TCP_HEADERS", "DEFAULT_SEND_MSS"]
+__all__ = ["TcpConfig", "IPV4_TCP_HEADERS", "DEFAULT_SEND_MSS", "TSO_MAX_PAYLOAD"]
 
 IPV4_TCP_HEADERS = 40  # IPv4 + TCP headers without options
 DEFAULT_SEND_MSS = 536  # RFC 9293 MUST-15: assumed when the peer sends no MSS option
+# The largest TSO payload: an IPv4 datagram is at most 65535 bytes, less a
+# 20-byte IP header and a TCP header with the most options (60 bytes).
+TSO_MAX_PAYLOAD = 65535 - 20 - 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class TcpConfig:
     dupthresh: int = 3
     tail_loss_probe: bool = True  # RFC 8985 TLP (with SACK only)
     ttl: int = 64  # MUST-49: the IP layer uses it for our segments
+    # TSO: largest segment (payload bytes) handed to the NIC, cut there into
+    # MSS-sized segments; 0 = off (one segment per MSS). The interface sets it
+    # only when the NIC segments TCP (NicOffloads.TSO with TX_CSUM).
+    tso_max: int = 0
 
     def __post_init__(self) -> None:
         if not 68 <= self.mtu <= 65535:
@@ -68,6 +75,8 @@ class TcpConfig:
             raise ValueError("bad TIME-WAIT / FIN-WAIT-2 timeout")
         if self.dupthresh < 1:
             raise ValueError("dupthresh must be >= 1")
+        if not 0 <= self.tso_max <= TSO_MAX_PAYLOAD:
+            raise ValueError(f"tso_max must be 0 (off) .. {TSO_MAX_PAYLOAD}, got {self.tso_max}")
 
     @property
     def mss(self) -> int:

@@ -204,6 +204,16 @@ class SendMixin:
         flight = self._pipe()
         if flight + n > cc.cwnd and flight > 0 and not self._tlp_force:
             return False
+        if n == mss and not force:
+            tso = self.config.tso_max
+            if tso > mss:
+                # TSO: whole MSSes up to what the window, cwnd and the NIC
+                # allow go out as one segment; the NIC cuts it back into MSSes.
+                # Only full MSSes, so Nagle and SWS (decided on the first) hold
+                # for the total; a partial tail goes next, by the usual rules.
+                room = min(left, usable, tso, max(cc.cwnd - flight, mss))
+                if room >= 2 * mss:
+                    n = room - room % mss
         self._force_send = False
         end = nxt + n
         flags = 0x18 if end == data_end else 0x10  # ACK, and PSH on the last of the queue

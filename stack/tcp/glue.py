@@ -29,6 +29,7 @@ error (reported if it then times out, as Linux does).
 """
 from __future__ import annotations
 
+import copy
 import errno
 import struct
 from collections import Counter
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Iterable, NamedTuple
 
+from stack.nic import TxMeta
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
 from stack.tcp.listener import TcpListener
@@ -54,6 +56,7 @@ _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 # icmp_err_convert "fatal" entries): protocol and port unreachable, and the
 # administratively prohibited ones. Net/host unreachable and source route
 # failed (codes 0, 1, 5) stay soft (MUST-56).
+GSO_TCPV4 = 1  # virtio's VIRTIO_NET_HDR_GSO_TCPV4, as TxMeta.gso_type wants it
 _HARD_UNREACH = frozenset({2, 3, 9, 10, 13})
 
 
@@ -63,7 +66,13 @@ def icmp_is_hard(code: int) -> bool:
 
 
 class OutSegment(NamedTuple):
-    """A segment to send: addresses, header (no checksum yet), payload, TTL, owner."""
+    """A segment to send: addresses, header (no checksum yet), payload, TTL, owner.
+
+    ``gso_size`` > 0 marks a TSO segment (``TcpConfig.tso_max``): more payload
+    than one MSS, to be cut by the NIC into segments of ``gso_size`` bytes.
+    It must never be IP-fragmented: send it with :meth:`encode_offloaded`, or
+    :meth:`split` it first when the route or the NIC cannot take it whole.
+    """
 
     src: IPv4Address
     dst: IPv4Address
@@ -71,12 +80,49 @@ class OutSegment(NamedTuple):
     payload: bytes
     ttl: int
     owner: TcpConnection | None
+    gso_size: int = 0
 
     def encode(self, partial_checksum: bool = False):
         """``bytes`` with the checksum, or ``(bytes, csum_start, csum_offset)`` for offload."""
         if partial_checksum:
             return self.header.emit_partial_csum(self.payload, self.src, self.dst)
         return self.header.emit(self.payload, self.src, self.dst)
+
+    def encode_offloaded(self, l4_offset: int) -> tuple[bytes, TxMeta]:
+        """The segment with a partial checksum, and the :class:`TxMeta` for it.
+
+        ``l4_offset`` is where the TCP header starts in the frame (Ethernet +
+        IP header lengths). The meta asks the NIC to finish the checksum and,
+        for a TSO segment, to cut it into ``gso_size`` pieces (TCPv4 GSO).
+        """
+        segment, start, offset = self.header.emit_partial_csum(self.payload, self.src, self.dst)
+        if self.gso_size:
+            return segment, TxMeta(l4_offset + start, offset, GSO_TCPV4, self.gso_size)
+        return segment, TxMeta(l4_offset + start, offset)
+
+    def split(self) -> list[OutSegment]:
+        """A TSO segment as the ``gso_size`` segments a NIC would make (software
+        GSO); any other segment as itself. Sequence numbers advance, the urgent
+        pointer follows, and PSH/FIN stay on the last piece only."""
+        size = self.gso_size
+        payload = self.payload
+        if not size or len(payload) <= size:
+            return [self._replace(gso_size=0)]
+        h = self.header
+        out = []
+        for pos in range(0, len(payload), size):
+            r = copy.copy(h)
+            r.seq = (h.seq + pos) & 0xFFFFFFFF
+            if pos + size < len(payload):
+                r.flags = TcpFlags(h.flags & ~(TcpFlags.PSH | TcpFlags.FIN))
+            if h.flags & TcpFlags.URG:
+                if h.urgent > pos:
+                    r.urgent = h.urgent - pos
+                else:
+                    r.flags = TcpFlags(r.flags & ~TcpFlags.URG)
+                    r.urgent = 0
+            out.append(self._replace(header=r, payload=payload[pos : pos + size], gso_size=0))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +241,9 @@ class TcpLayer:
             at = conn.poll_at()
             if at is not None and at <= now:
                 src, dst, ttl = conn.local[0], conn.remote[0], conn.config.ttl
+                mss = conn.snd_mss
                 for header, payload in conn.poll(now):
-                    out.append(OutSegment(src, dst, header, payload, ttl, conn))
+                    out.append(OutSegment(src, dst, header, payload, ttl, conn, mss if len(payload) > mss else 0))
             if conn.finished:  # (also one reset by a RST, which has no timer left)
                 gone.append(key)
         for key in gone:
