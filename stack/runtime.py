@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from stack.iface import Interface
 from stack.nic import Nic, NicOffloads
+from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 from stack.tcp.connection import TcpInfo
 from stack.tcp.glue import ListenerInfo, format_table
 
@@ -65,6 +66,11 @@ class Stack:
                 raise ValueError(f"give the address with its prefix length, e.g. '{a}/24'")
         self.nic = nic
         self.privileged = privileged
+        tso = NicOffloads.TSO in nic.offloads and NicOffloads.TX_CSUM in nic.offloads
+        if tso and interface_options.get("tcp_config") is None:
+            # The NIC segments and checksums: TCP may hand it whole-MSS multiples
+            # (a caller's own tcp_config decides for itself).
+            interface_options["tcp_config"] = TcpConfig(tso_max=TSO_MAX_PAYLOAD)
         self.iface = Interface(
             nic.mac,
             addresses,
