@@ -458,14 +458,24 @@ class Interface:
                     self.counters.bump("tcp", "tx_segments")
                     continue
                 meta = None
-                if offload and route.kind is not RouteKind.LOCAL:
+                fits = route.kind is RouteKind.LOCAL or (
+                    IP_HEADER_LEN + o.header.header_len + len(o.payload) <= self.mtu
+                )
+                if not fits and o.header.sack_blocks:
+                    o = self._trim_sack(o)
+                    fits = IP_HEADER_LEN + o.header.header_len + len(o.payload) <= self.mtu
+                if offload and fits and route.kind is not RouteKind.LOCAL:
                     segment, start, offset = o.encode(partial_checksum=True)
                     meta = TxMeta(ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
                 else:
                     segment = o.encode()
+                if not fits:
+                    # The engine sizes segments for the MTU; one that still does not
+                    # fit (an engine bug) goes out fragmented rather than not at all.
+                    self.counters.bump("tcp", "tx_oversize_fragmented")
                 # Segments are sized for the MTU: Don't Fragment, and path MTU discovery works.
                 self._send_ip(route, o.dst, IpProtocol.TCP, segment, now, ttl=o.ttl, owner=o.owner, meta=meta,
-                              dont_frag=True)
+                              dont_frag=fits)
             except OSError as exc:  # no route (any more), or larger than the MTU: the engine retransmits
                 self.counters.drop("tcp", f"tx unroutable ({errno.errorcode.get(exc.errno, exc.errno)})")
                 continue
@@ -488,6 +498,22 @@ class Interface:
         for piece in o.split():
             self._send_ip(route, piece.dst, IpProtocol.TCP, piece.encode(), now, ttl=piece.ttl, owner=piece.owner,
                           dont_frag=True)
+
+    def _trim_sack(self, o):
+        """Drop SACK blocks from a segment too big for the MTU until it fits.
+
+        SACK blocks are advice (RFC 2018: as many as fit), so fewer of them
+        beat a fragmented segment, which a lossy path delivers far less often
+        and which ties up the peer's reassembly buffers when a piece is lost.
+        """
+        room = self.mtu - IP_HEADER_LEN - len(o.payload)
+        blocks = o.header.sack_blocks
+        header = o.header
+        while blocks and header.header_len > room:
+            blocks = blocks[:-1]
+            header = dataclasses.replace(header, sack_blocks=blocks)
+        self.counters.bump("tcp", "tx_sack_trimmed")
+        return o._replace(header=header)
 
     def _run_loopback(self, now: float) -> None:
         # Packets looped while handling these (an echo reply to ourselves)

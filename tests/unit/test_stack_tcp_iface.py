@@ -10,6 +10,7 @@ import pytest
 from stack.arp_cache import ArpCache
 from stack.nic import RxMeta, TxMeta, complete_checksum
 from stack.tcp import TcpConfig, TcpState
+from stack.tcp.glue import OutSegment, TcpLayer
 from stack.testing import IP_A, IP_B, MAC_A, MAC_B, Link
 from stack.wire import (
     DestUnreachable,
@@ -276,3 +277,41 @@ def test_a_connection_from_a_bound_address_and_port_uses_them():
     conn = link.a.tcp_connect(IP_B, 80, 0.0, local=(IP_A, port))
     link.exchange()
     assert conn.local == (IP_A, 5555) and link.b.tcp.accept(lst).remote == (IP_A, 5555)
+
+
+class OversizeOnce(TcpLayer):
+    """A TcpLayer that emits one segment too big for the MTU (as a buggy engine might)."""
+
+    def __init__(self, segment):
+        super().__init__()
+        self._pending = [segment]
+
+    def poll(self, now):
+        out, self._pending = self._pending + super().poll(now), []
+        return out
+
+
+def test_a_segment_larger_than_the_mtu_still_arrives_fragmented_and_is_counted():
+    big = TcpRepr(40000, 81, 1000, 0, TcpFlags.SYN, 65535, mss=1460)
+    link = Link(a_kwargs={"tcp": OversizeOnce(OutSegment(IP_A, IP_B, big, bytes(1470), 64, None)),
+                          "tx_csum_offload": True})
+    link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
+    link.exchange()
+    assert link.a.counters.get("tcp", "tx_oversize_fragmented") == 1
+    assert link.a.counters.get("ipv4", "tx_fragments") == 2
+    assert link.b.counters.get("ipv4", "reassembled") == 1
+    assert link.b.counters.get("tcp", "rx_segments") == 1 and link.b.counters.get("tcp", "drop.bad checksum") == 0
+    assert link.b.tcp.counters["tx_rst"] == 1, "the reassembled segment reached TCP (closed port: RST)"
+
+
+def test_sack_blocks_are_trimmed_from_a_segment_that_would_not_fit():
+    blocks = ((5000, 6000), (7000, 8000), (9000, 10000))
+    seg = TcpRepr(40000, 81, 1000, 1, TcpFlags.ACK, 65535, timestamps=(1, 2), sack_blocks=blocks)
+    payload = bytes(1500 - 20 - 32 - 12)  # fits with timestamps and one SACK block, not with three
+    link = Link(a_kwargs={"tcp": OversizeOnce(OutSegment(IP_A, IP_B, seg, payload, 64, None))})
+    link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
+    sent = tcp_packets([EthernetRepr.parse(f) for f in link.a.poll(0.0)])
+    ((ip, got, body),) = sent
+    assert got.sack_blocks == blocks[:1] and ip.dont_frag and len(body) == len(payload)
+    assert link.a.counters.get("tcp", "tx_sack_trimmed") == 1
+    assert link.a.counters.get("tcp", "tx_oversize_fragmented") == 0
