@@ -65,7 +65,7 @@ class SocketOption(enum.Enum):
     KEEP_INTERVAL = "keep_interval"  # seconds between probes (TCP_KEEPINTVL)
     KEEP_COUNT = "keep_count"  # unanswered probes before ETIMEDOUT (TCP_KEEPCNT)
     LINGER = "linger"  # None (off) or seconds >= 0 that close() waits; 0 resets (SO_LINGER)
-    CONGESTION = "congestion"  # "cubic" or "newreno" (TCP_CONGESTION), before connect/listen
+    CONGESTION = "congestion"  # "cubic" or "newreno" (TCP_CONGESTION)
 
 
 class Shutdown(enum.Flag):

@@ -515,8 +515,6 @@ class StreamSocket(Socket):
                 raise _error(errno.ENOPROTOOPT, f"{option!r} is not an option of STREAM sockets")
             field, check = _CONFIG_OPTIONS[option]
             value = check(value)
-            if field == "congestion" and (self._conn is not None or self._listener is not None):
-                raise _error(errno.EISCONN, "set the congestion control before connect() or listen()")
             try:
                 dataclasses.replace(st.iface.tcp.config, **{field: value})
             except ValueError as exc:
