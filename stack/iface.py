@@ -454,6 +454,8 @@ class Interface:
                         routes.clear()
                     route = routes[key] = self.routes.lookup(o.dst, o.src)
                 if o.gso_size and route.kind is not RouteKind.LOCAL:
+                    if o.header.sack_blocks and IP_HEADER_LEN + o.header.header_len + o.gso_size > self.mtu:
+                        o = self._trim_sack(o, o.gso_size)  # each piece carries the header
                     self._send_tcp_tso(o, route, now, offload)
                     self.counters.bump("tcp", "tx_segments")
                     continue
@@ -462,7 +464,7 @@ class Interface:
                     IP_HEADER_LEN + o.header.header_len + len(o.payload) <= self.mtu
                 )
                 if not fits and o.header.sack_blocks:
-                    o = self._trim_sack(o)
+                    o = self._trim_sack(o, len(o.payload))
                     fits = IP_HEADER_LEN + o.header.header_len + len(o.payload) <= self.mtu
                 if offload and fits and route.kind is not RouteKind.LOCAL:
                     segment, start, offset = o.encode(partial_checksum=True)
@@ -499,14 +501,17 @@ class Interface:
             self._send_ip(route, piece.dst, IpProtocol.TCP, piece.encode(), now, ttl=piece.ttl, owner=piece.owner,
                           dont_frag=True)
 
-    def _trim_sack(self, o):
+    def _trim_sack(self, o: OutSegment, payload_len: int) -> OutSegment:
         """Drop SACK blocks from a segment too big for the MTU until it fits.
+
+        ``payload_len`` is the payload each packet will carry (a TSO piece's
+        ``gso_size``, else the whole payload).
 
         SACK blocks are advice (RFC 2018: as many as fit), so fewer of them
         beat a fragmented segment, which a lossy path delivers far less often
         and which ties up the peer's reassembly buffers when a piece is lost.
         """
-        room = self.mtu - IP_HEADER_LEN - len(o.payload)
+        room = self.mtu - IP_HEADER_LEN - payload_len
         blocks = o.header.sack_blocks
         header = o.header
         while blocks and header.header_len > room:

@@ -315,3 +315,18 @@ def test_sack_blocks_are_trimmed_from_a_segment_that_would_not_fit():
     assert got.sack_blocks == blocks[:1] and ip.dont_frag and len(body) == len(payload)
     assert link.a.counters.get("tcp", "tx_sack_trimmed") == 1
     assert link.a.counters.get("tcp", "tx_oversize_fragmented") == 0
+
+
+def test_sack_blocks_are_trimmed_from_a_tso_segment_whose_pieces_would_not_fit():
+    blocks = ((5000, 6000), (7000, 8000))
+    seg = TcpRepr(40000, 81, 1000, 1, TcpFlags.ACK, 65535, timestamps=(1, 2), sack_blocks=blocks)
+    o = OutSegment(IP_A, IP_B, seg, bytes(3 * 1448), 64, None, gso_size=1448)
+    link = Link(a_kwargs={"tcp": OversizeOnce(o), "tx_csum_offload": True})
+    link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
+    ((frame, meta),) = link.a.poll(0.0)
+    assert meta.gso_size == 1448
+    eth, packet = EthernetRepr.parse(frame)
+    ip, data = Ipv4Repr.parse(packet)
+    got, _ = TcpRepr.parse(data, ip.src, ip.dst, verify_checksum=False)
+    assert got.sack_blocks == () and 20 + got.header_len + 1448 == 1500, "every piece fits the MTU"
+    assert link.a.counters.get("tcp", "tx_sack_trimmed") == 1 and link.a.counters.get("tcp", "tx_tso") == 1
