@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 
 
 def add_stack_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,6 +14,7 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_stack(args: argparse.Namespace, *, privileged: bool = False):
     """Build the virtio NIC and a started Stack from the parsed options."""
+    from nicdev.cli.addresses import parse_ip_and_gateway
     from nicdev.cli.errors import CliError
     from stack import Stack
     from stack.wire import MacAddress
@@ -22,19 +22,7 @@ def open_stack(args: argparse.Namespace, *, privileged: bool = False):
     kind, sep, path = args.nic.partition(":")
     if kind != "vhost-user" or not sep or not path:
         raise CliError(f"bad --nic '{args.nic}': expected vhost-user:PATH")
-    if "/" not in args.ip:
-        raise CliError(f"bad --ip '{args.ip}': give the prefix length too, like {args.ip}/24")
-    try:
-        iface = ipaddress.IPv4Interface(args.ip)
-    except ValueError:
-        raise CliError(f"bad --ip '{args.ip}': expected ADDR/LEN like 10.0.0.9/24") from None
-    if args.gateway:
-        try:
-            gw = ipaddress.IPv4Address(args.gateway)
-        except ValueError:
-            raise CliError(f"bad --gateway '{args.gateway}'") from None
-        if gw not in iface.network:
-            raise CliError(f"gateway {gw} is not in {iface.network}")
+    iface = parse_ip_and_gateway(args.ip, args.gateway)
     mac = None
     if args.mac:
         try:

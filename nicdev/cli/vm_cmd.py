@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import signal
 import socket
@@ -65,23 +64,12 @@ def check_options(args: argparse.Namespace):
     """Validate everything that needs no I/O; returns (interface, NicConfig with its MAC).
 
     Raises CliError with one line naming the option at fault."""
+    from nicdev.cli.addresses import parse_ip_and_gateway
     from nicdev.cli.errors import CliError
     from qemu.cmdline import mac_for, validate_mac
     from qemu.errors import QemuConfigError
 
-    if "/" not in args.ip:
-        raise CliError(f"bad --ip '{args.ip}': give the prefix length too, like {args.ip}/24")
-    try:
-        iface = ipaddress.IPv4Interface(args.ip)
-    except ValueError:
-        raise CliError(f"bad --ip '{args.ip}': expected ADDR/LEN like 10.0.0.1/24") from None
-    if args.gateway:
-        try:
-            gateway = ipaddress.IPv4Address(args.gateway)
-        except ValueError:
-            raise CliError(f"bad --gateway '{args.gateway}': expected an IPv4 address") from None
-        if gateway not in iface.network:
-            raise CliError(f"bad --gateway '{args.gateway}': not in {iface.network}")
+    iface = parse_ip_and_gateway(args.ip, args.gateway)
     nic = parse_nic(args.nic)
     if args.mac:
         try:

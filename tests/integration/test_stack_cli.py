@@ -228,7 +228,7 @@ def test_mnet_ping_through_a_gateway_without_a_route_reports_net_unreachable(lab
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9"], "give the prefix length too, like 10.0.0.9/24"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.300/24"], "bad --ip '10.0.0.300/24'"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--gateway", "10.1.0.1"],
-     "gateway 10.1.0.1 is not in 10.0.0.0/24"),
+     "bad --gateway '10.1.0.1': not in 10.0.0.0/24"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--mac", "52:54:00"], "bad --mac '52:54:00'"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "sctp-echo:7"], "bad --serve 'sctp-echo:7'"),
     (["stack", "--nic", "vhost-user:S", "--ip", "10.0.0.9/24", "--serve", "udp-echo:70000"],

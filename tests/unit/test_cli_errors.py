@@ -167,7 +167,7 @@ def test_vm_missing_qemu(switch, tmp_path):
     (["--nic", "vhost-user:/tmp/x.sock", "--ip", "10.0.0.999/24"], "bad --ip"),
     (["--nic", "vhost-user:/tmp/x.sock", "--ip", "10.0.0.9/24", "--gateway", "gw"], "bad --gateway 'gw'"),
     (["--nic", "vhost-user:/tmp/x.sock", "--ip", "10.0.0.9/24", "--gateway", "10.9.9.9"],
-     "gateway 10.9.9.9 is not in 10.0.0.0/24"),
+     "bad --gateway '10.9.9.9': not in 10.0.0.0/24"),
     (["--nic", "vhost-user:/tmp/x.sock", "--ip", "10.0.0.9/24", "--mac", "52:54"], "bad --mac '52:54'"),
 ])
 def test_stack_and_ping_wrong_options(command, args, fragment):
