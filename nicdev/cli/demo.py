@@ -96,7 +96,7 @@ def _stack_steps(bg, tmp: Path, guest) -> int:
     import threading
 
     from nicdev.cli.ping_cmd import echo
-    from nicdev.cli.stack_cmd import open_service, udp_echo
+    from nicdev.cli.stack_cmd import Service, open_service, udp_echo
     from nicdev.cli.stack_common import format_counters
     from nicdev.net.vhost_user_port import VhostUserPort
     from stack import SocketType, Stack
@@ -110,8 +110,9 @@ def _stack_steps(bg, tmp: Path, guest) -> int:
     stack = Stack(nic, f"{STACK_IP}/24", privileged=True).start()   # privileged: RAW sockets for ping
     print(f"    {nic.describe()}")
     stopping = threading.Event()
-    service = threading.Thread(target=udp_echo, args=(open_service(stack, "udp-echo", ECHO_PORT), ECHO_PORT, stopping),
-                               daemon=True)
+    svc = Service("udp-echo", ECHO_PORT)
+    service = threading.Thread(target=udp_echo, args=(open_service(stack, svc), svc, stopping,
+                                                      lambda line: print(f"    {line}")), daemon=True)
     service.start()
     try:
         step(f"{guest.name}: ping -c 3 {STACK_IP} (the stack)")
