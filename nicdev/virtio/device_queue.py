@@ -99,22 +99,12 @@ class DescriptorChain:
         """Copy readable bytes, starting `offset` bytes into them, into `out`.
 
         Returns the number of bytes copied: min(len(out), readable_len - offset)."""
-        if offset < 0:
-            raise ValueError(f"negative offset {offset}")
         out = memoryview(out).cast("B")
-        want = min(len(out), max(0, self.readable_len - offset))
         pos = 0
         try:
-            for gpa, n in self.readable:
-                if pos >= want:
-                    break
-                if offset >= n:
-                    offset -= n
-                    continue
-                take = min(n - offset, want - pos)
-                mem.read_into(gpa + offset, out[pos : pos + take])
+            for gpa, pos, take in _pieces(self.readable, self.readable_len, offset, len(out)):
+                mem.read_into(gpa, out[pos : pos + take])
                 pos += take
-                offset = 0
         except GuestMemoryError as e:
             raise QueueBroken(f"chain {self.head}: readable buffer no longer in guest memory: {e}") from None
         return pos
@@ -124,25 +114,36 @@ class DescriptorChain:
 
         Never writes past the chain's capacity; returns the bytes written,
         which is less than len(data) when the chain is too small."""
-        if offset < 0:
-            raise ValueError(f"negative offset {offset}")
         data = memoryview(data).cast("B")
-        want = min(len(data), max(0, self.writable_len - offset))
         pos = 0
         try:
-            for gpa, n in self.writable:
-                if pos >= want:
-                    break
-                if offset >= n:
-                    offset -= n
-                    continue
-                take = min(n - offset, want - pos)
-                mem.write(gpa + offset, data[pos : pos + take])
+            for gpa, pos, take in _pieces(self.writable, self.writable_len, offset, len(data)):
+                mem.write(gpa, data[pos : pos + take])
                 pos += take
-                offset = 0
         except GuestMemoryError as e:
             raise QueueBroken(f"chain {self.head}: writable buffer no longer in guest memory: {e}") from None
         return pos
+
+
+def _pieces(segments, capacity: int, offset: int, size: int):
+    """Walk (gpa, len) segments from byte `offset` for at most `size` bytes.
+
+    Yields (gpa, position in the caller's buffer, byte count) for each piece;
+    the walk that both gathering (read) and scattering (write) need."""
+    if offset < 0:
+        raise ValueError(f"negative offset {offset}")
+    want = min(size, max(0, capacity - offset))
+    pos = 0
+    for gpa, n in segments:
+        if pos >= want:
+            break
+        if offset >= n:
+            offset -= n
+            continue
+        take = min(n - offset, want - pos)
+        yield gpa + offset, pos, take
+        pos += take
+        offset = 0
 
 
 class DeviceQueue:
