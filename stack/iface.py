@@ -504,6 +504,11 @@ class Interface:
     def _trim_sack(self, o: OutSegment, payload_len: int) -> OutSegment:
         """Drop SACK blocks from a segment too big for the MTU until it fits.
 
+        A safety net only: the engine sizes every segment for the options it
+        carries (``SendMixin._seg_mss``), so this fires only for a segment
+        an engine bug made too big, or one from a ``TcpLayer`` whose MTU is
+        not this interface's; the counter says it happened.
+
         ``payload_len`` is the payload each packet will carry (a TSO piece's
         ``gso_size``, else the whole payload).
 

@@ -26,5 +26,15 @@ _RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 _SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 _RST_ON_ABORT = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT})
 _HALF = 0x80000000
-_MIN_SND_MSS = 48  # Linux's tcp_min_snd_mss: a tiny MSS option must not explode segment counts
+# Linux's tcp_min_snd_mss: a tiny MSS option must not explode segment counts.
+# It is room for a full 40 bytes of options and 8 bytes of data, the floor of
+# the payload per segment whatever options a segment carries (_seg_mss).
+_MIN_SND_MSS = 48
 _TS_OPTION_LEN = 12
+# SACK blocks that fit in the 40 option bytes of a segment: beside timestamps, and without.
+_SACK_LIMIT_TS, _SACK_LIMIT = 3, 4
+
+
+def _sack_option_len(blocks: int) -> int:
+    """Option bytes for ``blocks`` SACK blocks as emitted (NOP, NOP, kind, length, 8 per block)."""
+    return 4 + 8 * blocks if blocks else 0

@@ -20,6 +20,9 @@ from stack.tcp.conn_defs import (
     _F_ACK,
     _FLAG,
     _SENDING,
+    _SACK_LIMIT,
+    _SACK_LIMIT_TS,
+    _sack_option_len,
 )
 from stack.tcp.seq import MASK
 from stack.wire.tcp import TcpRepr
@@ -65,7 +68,7 @@ class SendMixin:
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
         if self.sack_ok and (self._ooo or self._dsack):
-            limit = 3 if self.ts_ok else 4
+            limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT  # what fits in 40 option bytes
             blocks = []
             if self._dsack is not None:
                 blocks.append(self._dsack)
@@ -110,10 +113,36 @@ class SendMixin:
         if self._ack_now:
             out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
 
-    def _send_data(self, now: float, out: list[Segment]) -> None:
+    def _seg_mss(self) -> int:
+        """The payload that fits the next data segment (as Linux's tcp_current_mss).
+
+        The MSS counts data only; options other than the fixed header take
+        from it (RFC 9293 3.7.1, RFC 6691). ``snd_mss`` already leaves room
+        for the timestamps every segment carries; the SACK blocks that
+        :meth:`_make` adds come and go with out-of-order data (and a D-SACK
+        goes on one segment only), so their bytes are taken off here, for
+        each segment. The count is exactly what :meth:`_make` emits. With
+        ``snd_mss`` at least 48 less timestamps, this stays >= 8 bytes.
+        """
         mss = self.snd_mss
+        if self.sack_ok and (self._ooo or self._dsack is not None):
+            n = len(self._ooo) + (self._dsack is not None)
+            limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT
+            mss -= _sack_option_len(n if n < limit else limit)
+        return mss
+
+    def segment_mss(self, header: TcpRepr) -> int:
+        """The payload per wire segment for a segment this connection built:
+        ``snd_mss`` less its SACK option. A TSO segment's pieces each repeat
+        the header, so this is its ``gso_size``."""
+        return self.snd_mss - _sack_option_len(len(header.sack_blocks))
+
+    def _send_data(self, now: float, out: list[Segment]) -> None:
         cc = self.cc
         while True:
+            # Per segment: the SACK blocks (so the room for data) can change
+            # from one to the next.
+            mss = self._seg_mss()
             if self._lost.total > self._retrans.total and self._retransmit_one(now, out, mss):
                 continue
             if not self._send_new(now, out, mss, cc):

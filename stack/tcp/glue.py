@@ -241,9 +241,12 @@ class TcpLayer:
             at = conn.poll_at()
             if at is not None and at <= now:
                 src, dst, ttl = conn.local[0], conn.remote[0], conn.config.ttl
+                segments = conn.poll(now)
                 mss = conn.snd_mss
-                for header, payload in conn.poll(now):
-                    out.append(OutSegment(src, dst, header, payload, ttl, conn, mss if len(payload) > mss else 0))
+                for header, payload in segments:
+                    # gso_size is the payload per piece: every piece repeats the options.
+                    m = conn.segment_mss(header) if header.sack_blocks else mss
+                    out.append(OutSegment(src, dst, header, payload, ttl, conn, m if len(payload) > m else 0))
             if conn.finished:  # (also one reset by a RST, which has no timer left)
                 gone.append(key)
         for key in gone:
