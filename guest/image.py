@@ -37,6 +37,11 @@ from guest.tree import ImageTree
 
 #: Leaf modules the guest needs; their dependencies come from .modinfo.
 DEFAULT_MODULES = ("virtio_pci", "virtio_net")
+#: What `tc qdisc ... netem` needs in the guest, both ways: netem itself, and for
+#: the receive side an ingress qdisc whose matchall filter redirects to ifb0.
+NETEM_MODULES = ("sch_netem", "sch_ingress", "cls_matchall", "act_mirred", "ifb")
+#: ethtool turns GSO/GRO off, so netem sees (and drops) single packets, not 64 KB aggregates.
+NETEM_PROGRAMS = ("tc", "ethtool")
 BUSYBOX = "/bin/busybox"
 #: Bump when the image layout changes in a way the recipe hash cannot see.
 FORMAT_VERSION = 1
