@@ -167,12 +167,18 @@ class Stack:
 
     def connections(self) -> list[TcpInfo]:
         """A :class:`~stack.tcp.connection.TcpInfo` per TCP connection (TIME-WAIT and
-        orphans included), sorted by local then remote address."""
+        orphans included), sorted by local then remote address.
+
+        Each is a snapshot taken under the stack's lock, the engine's
+        per-connection ``counters`` included: the same one ``Socket.tcp_info()``
+        gives for a socket and the table of :meth:`connection_table` shows.
+        """
         with self._lock:
             return self.iface.tcp.table()
 
     def tcp_listeners(self) -> list[ListenerInfo]:
-        """Every listening TCP socket: address, backlog, accept and SYN queue lengths."""
+        """A :class:`~stack.tcp.listener.ListenerInfo` per listening TCP socket: address,
+        backlog, accept and SYN queue lengths and the listener's ``counters``."""
         with self._lock:
             return self.iface.tcp.listeners()
 

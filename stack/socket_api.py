@@ -398,6 +398,13 @@ class Socket:
             raise _error(errno.ENOPROTOOPT, f"unknown socket option {option!r}")
         return values[option]
 
+    def tcp_info(self):
+        """TCP's snapshot (STREAM sockets only): OSError(ENOPROTOOPT) here, as Linux's
+        getsockopt(TCP_INFO) on a UDP or RAW socket."""
+        with self._stack._lock:
+            self._check_open_locked()
+        raise _error(errno.ENOPROTOOPT, f"tcp_info() needs a STREAM socket, this one is {self.type.name}")
+
     def take_error(self) -> OSError | None:
         """Return and clear the pending asynchronous error (like SO_ERROR)."""
         with self._stack._lock:

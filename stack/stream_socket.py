@@ -52,7 +52,7 @@ from stack.socket_api import (
 from stack.tcp.config import TcpConfig
 from stack.tcp.congestion import ALGORITHMS
 from stack.tcp.connection import TcpConnection, TcpInfo
-from stack.tcp.listener import TcpListener
+from stack.tcp.listener import ListenerInfo, TcpListener
 from stack.tcp.state import TcpState
 from stack.wire import IpProtocol
 
@@ -643,10 +643,23 @@ class StreamSocket(Socket):
             c.on_change = None
 
     # -- visibility ------------------------------------------------------------------------------
-    def tcp_info(self) -> TcpInfo:
-        """A snapshot of the connection (state, queues, cwnd, srtt, retransmits...)."""
+    def tcp_info(self) -> TcpInfo | ListenerInfo:
+        """A snapshot, taken under the stack's lock (like Linux's TCP_INFO).
+
+        A socket with a connection (connecting, connected, or closed by the
+        peer or an error) gets a :class:`~stack.tcp.connection.TcpInfo`:
+        state, addresses, queues, cwnd, srtt, retransmits... and the engine's
+        per-connection ``counters``. A listening socket gets a
+        :class:`~stack.tcp.listener.ListenerInfo`: accept and SYN queues,
+        backlog and the listener's ``counters`` (SYN cookies, drops...). Both
+        have ``state`` and ``local``. ``OSError(ENOTCONN)`` for a socket with
+        neither (fresh, only bound, or a failed connect already reported),
+        EBADF once closed.
+        """
         with self._stack._lock:
             self._check_open_locked()
+            if self._listener is not None:
+                return self._listener.info()
             return self._connection_locked().info()
 
     def fileno(self) -> int:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from stack.tcp.config import DEFAULT_SEND_MSS, TcpConfig
@@ -117,6 +117,10 @@ class TcpInfo:
     congestion: str
     options: tuple[str, ...]  # "ts", "sack", "wscale:S,R"
     error: int | None
+    # The engine's own per-connection counters (a copy of ``TcpConnection.stats``:
+    # "retransmits", "dupacks_in", "drop_out_of_window", "rst_challenged"...; a
+    # name appears with its first count). Left out of the hash: a dict has none.
+    counters: dict[str, int] = field(default_factory=dict, hash=False)
 
 
 class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendMixin, TimerMixin):
@@ -588,6 +592,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             congestion=cc.name,
             options=tuple(options),
             error=self.error,
+            counters=dict(self.stats),
         )
 
     # -- state changes ----------------------------------------------------------------

@@ -33,14 +33,13 @@ import copy
 import errno
 import struct
 from collections import Counter
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Iterable, NamedTuple
 
 from stack.nic import TxMeta
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
-from stack.tcp.listener import TcpListener
+from stack.tcp.listener import ListenerInfo, TcpListener
 from stack.tcp.reset import reset_for
 from stack.tcp.seq import IsnGenerator, PortAllocator, unwrap
 from stack.tcp.state import TcpState
@@ -123,14 +122,6 @@ class OutSegment(NamedTuple):
                     r.urgent = 0
             out.append(self._replace(header=r, payload=payload[pos : pos + size], gso_size=0))
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerInfo:
-    local: Endpoint
-    backlog: int
-    pending: int  # waiting for accept()
-    embryonic: int  # in the SYN queue
 
 
 class TcpLayer:
@@ -402,9 +393,8 @@ class TcpLayer:
         return list(self._conns.values())
 
     def listeners(self) -> list[ListenerInfo]:
-        return [
-            ListenerInfo(lst.local, lst.backlog, lst.pending, lst.embryonic) for lst in self._listeners.values()
-        ]
+        """One :class:`ListenerInfo` (queues and counters) per listener."""
+        return [lst.info() for lst in self._listeners.values()]
 
     def table(self) -> list[TcpInfo]:
         """One :class:`TcpInfo` per connection, sorted by local then remote address."""

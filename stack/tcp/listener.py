@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, deque
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Callable
 
@@ -37,12 +38,30 @@ from stack.tcp.seq import MASK, IsnGenerator, seq_lt
 from stack.tcp.state import TcpState
 from stack.wire.tcp import TcpFlags, TcpRepr
 
-__all__ = ["TcpListener", "SOMAXCONN", "COOKIE_MSS"]
+__all__ = ["TcpListener", "ListenerInfo", "SOMAXCONN", "COOKIE_MSS"]
 
 SOMAXCONN = 4096
 COOKIE_MSS = (536, 1220, 1440, 1460)  # what a cookie can say about the peer's MSS (2 bits)
 _COOKIE_SLOT = 64.0  # seconds per time slot; a cookie is good for this slot and the last
 _COOKIE_MAC_BITS = 25
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerInfo:
+    """A snapshot of one listener, the LISTEN line of ``ss -tl`` plus its counters."""
+
+    local: Endpoint
+    backlog: int
+    pending: int  # waiting for accept() (the accept queue)
+    embryonic: int  # in the SYN queue
+    max_syn_backlog: int = 0  # the SYN queue's bound
+    state: TcpState = TcpState.LISTEN  # CLOSED once the listener was shut down
+    # The listener's own counters (a copy of ``TcpListener.stats``): "syn_received",
+    # "established", "accepted", "syn_cookies_sent", "cookie_established",
+    # "cookie_invalid", "cookie_expired", "syn_drop_syn_queue_full",
+    # "syn_drop_accept_queue_full", "ack_drop_accept_queue_full", "embryonic_dropped"...
+    # (a name appears with its first count). Left out of the hash: a dict has none.
+    counters: dict[str, int] = field(default_factory=dict, hash=False)
 
 
 class TcpListener:
@@ -100,6 +119,18 @@ class TcpListener:
     @property
     def readable(self) -> bool:
         return bool(self._accept_queue) or self.closed
+
+    def info(self) -> ListenerInfo:
+        """A snapshot: queues, bounds and counters."""
+        return ListenerInfo(
+            self.local,
+            self.backlog,
+            len(self._accept_queue),
+            len(self._syn_queue),
+            self.max_syn_backlog,
+            TcpState.CLOSED if self.closed else TcpState.LISTEN,
+            dict(self.stats),
+        )
 
     def on_syn(
         self, local_ip: IPv4Address, remote: Endpoint, syn: TcpRepr, now: float, *, iss_floor: int | None = None
