@@ -20,6 +20,7 @@ bench: setup
 	$(PY) bench/ring_datapath.py
 	$(PY) bench/udp_rr.py
 	$(PY) bench/tcp_bulk.py
+	$(PY) bench/tcp_lossy.py --mbytes 10
 
 setup: $(SETUP_STAMP)
 
