@@ -257,7 +257,7 @@ class Interface:
             meta = TxMeta(ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
         else:
             datagram = udp.emit(data, route.src, ip)
-        self._send_ip(route, ip, IpProtocol.UDP, datagram, now, ttl=sock.ttl, owner=sock, meta=meta)
+        self._send_ip(route, ip, IpProtocol.UDP, datagram, now, ttl=sock.ttl, tos=sock.tos, owner=sock, meta=meta)
         self.counters.bump("udp", "tx")
         return len(data)
 
@@ -293,7 +293,7 @@ class Interface:
             raise OSError(errno.EMSGSIZE, f"{len(data)} bytes do not fit in an IPv4 packet")
         self._check_broadcast_allowed(sock, dst)
         route = self.routes.lookup(dst, sock.local[0] if sock.local else None)
-        self._send_ip(route, dst, sock.protocol, bytes(data), now, ttl=sock.ttl, owner=sock)
+        self._send_ip(route, dst, sock.protocol, bytes(data), now, ttl=sock.ttl, tos=sock.tos, owner=sock)
         self.counters.bump("raw", "tx")
         return len(data)
 
@@ -352,12 +352,14 @@ class Interface:
         now: float,
         *,
         ttl: int = 64,
+        tos: int = 0,
         owner: SocketState | None = None,
         meta: TxMeta | None = None,
         dont_frag: bool = False,
     ) -> None:
         """Route, fragment and queue (or loop back) one IP datagram."""
-        ip = Ipv4Repr(route.src, dst, protocol, len(payload), ttl=ttl, ident=self._next_ident(), dont_frag=dont_frag)
+        ip = Ipv4Repr(route.src, dst, protocol, len(payload), ttl=ttl, ident=self._next_ident(), dont_frag=dont_frag,
+                      tos=tos)
         self.counters.bump("ipv4", "tx")
         if route.kind is RouteKind.LOCAL:
             # The loopback "device" has a 64 KiB MTU: never fragment here.
@@ -476,7 +478,7 @@ class Interface:
                     # fit (an engine bug) goes out fragmented rather than not at all.
                     self.counters.bump("tcp", "tx_oversize_fragmented")
                 # Segments are sized for the MTU: Don't Fragment, and path MTU discovery works.
-                self._send_ip(route, o.dst, IpProtocol.TCP, segment, now, ttl=o.ttl, owner=o.owner, meta=meta,
+                self._send_ip(route, o.dst, IpProtocol.TCP, segment, now, ttl=o.ttl, tos=o.tos, owner=o.owner, meta=meta,
                               dont_frag=fits)
             except OSError as exc:  # no route (any more), or larger than the MTU: the engine retransmits
                 self.counters.drop("tcp", f"tx unroutable ({errno.errorcode.get(exc.errno, exc.errno)})")
@@ -491,14 +493,15 @@ class Interface:
         if offload and route.kind in (RouteKind.LINK, RouteKind.GATEWAY):
             segment, meta = o.encode_offloaded(ETH_HEADER_LEN + IP_HEADER_LEN)
             ip = Ipv4Repr(route.src, o.dst, IpProtocol.TCP, len(segment), ttl=o.ttl, ident=self._next_ident(),
-                          dont_frag=True)
+                          dont_frag=True, tos=o.tos)
             self.counters.bump("ipv4", "tx")
             self.counters.bump("tcp", "tx_tso")
             self._send_to_next_hop(route.next_hop, ip.emit(segment), now, o.owner, meta)
             return
         self.counters.bump("tcp", "tx_tso_software")
         for piece in o.split():
-            self._send_ip(route, piece.dst, IpProtocol.TCP, piece.encode(), now, ttl=piece.ttl, owner=piece.owner,
+            self._send_ip(route, piece.dst, IpProtocol.TCP, piece.encode(), now, ttl=piece.ttl, tos=piece.tos,
+                          owner=piece.owner,
                           dont_frag=True)
 
     def _trim_sack(self, o: OutSegment, payload_len: int) -> OutSegment:

@@ -57,6 +57,7 @@ class SocketOption(enum.Enum):
     RECEIVE_BUFFER_SIZE = "receive_buffer_size"  # int bytes
     SEND_BUFFER_SIZE = "send_buffer_size"  # int bytes (UDP sends never wait on it)
     TTL = "ttl"  # int 1..255 for outgoing packets
+    TOS = "tos"  # int 0..255: the IP header's DSCP/ECN byte (IP_TOS); STREAM keeps the ECN bits 0
     ERROR = "error"  # get only: the pending errno (0 if none), cleared, like SO_ERROR
     # STREAM (TCP) sockets only:
     TCP_NO_DELAY = "tcp_no_delay"  # bool: send small segments at once (no Nagle)
@@ -375,6 +376,8 @@ class Socket:
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
                     raise _error(errno.EINVAL, f"TTL must be an int in 1..255, got {value!r}")
                 s.ttl = value
+            elif option is SocketOption.TOS:
+                s.tos = _tos(value)
             else:
                 raise _error(errno.ENOPROTOOPT, f"unknown socket option {option!r}")
 
@@ -389,6 +392,7 @@ class Socket:
                 SocketOption.RECEIVE_BUFFER_SIZE: s.rcvbuf,
                 SocketOption.SEND_BUFFER_SIZE: s.sndbuf,
                 SocketOption.TTL: s.ttl,
+                SocketOption.TOS: s.tos,
             }
             if option is SocketOption.ERROR:
                 err = s.take_error()
@@ -485,6 +489,12 @@ def _flag(value) -> bool:
     if isinstance(value, bool) or value in (0, 1):
         return bool(value)
     raise _error(errno.EINVAL, f"expected a bool, got {value!r}")
+
+
+def _tos(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise _error(errno.EINVAL, f"TOS must be an int in 0..255, got {value!r}")
+    return value
 
 
 def _size(value) -> int:

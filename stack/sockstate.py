@@ -31,6 +31,7 @@ class SocketState:
         self.reuse_addr = False
         self.broadcast = False
         self.ttl = DEFAULT_TTL
+        self.tos = 0  # the IP header's DSCP/ECN byte (SocketOption.TOS)
         self.rcvbuf = DEFAULT_BUFFER_SIZE
         self.sndbuf = DEFAULT_BUFFER_SIZE
         self.read_shutdown = False

@@ -48,6 +48,7 @@ from stack.socket_api import (
     _error,
     _flag,
     _size,
+    _tos,
 )
 from stack.tcp.config import TcpConfig
 from stack.tcp.congestion import ALGORITHMS
@@ -82,6 +83,12 @@ def _ttl(value) -> int:
     return value
 
 
+def _stream_tos(value) -> int:
+    # Like Linux's IP_TOS on a TCP socket: the ECN bits belong to TCP (which
+    # does no ECN here), so only the DSCP part is taken.
+    return _tos(value) & ~0x03
+
+
 def _congestion(value) -> str:
     if not isinstance(value, str) or value.lower() not in ALGORITHMS:
         raise _error(errno.EINVAL, f"congestion control must be one of {sorted(ALGORITHMS)}, got {value!r}")
@@ -106,6 +113,7 @@ _CONFIG_OPTIONS = {
     SocketOption.KEEP_INTERVAL: ("keepalive_interval", _seconds),
     SocketOption.KEEP_COUNT: ("keepalive_count", _count),
     SocketOption.TTL: ("ttl", _ttl),
+    SocketOption.TOS: ("tos", _stream_tos),
     SocketOption.CONGESTION: ("congestion", _congestion),
 }
 

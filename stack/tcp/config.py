@@ -53,6 +53,9 @@ class TcpConfig:
     dupthresh: int = 3
     tail_loss_probe: bool = True  # RFC 8985 TLP (with SACK only)
     ttl: int = 64  # MUST-49: the IP layer uses it for our segments
+    # MUST-48: the DSCP for our segments' IP headers (IP_TOS without the ECN
+    # bits, which belong to TCP: we do not do ECN, so they stay 0).
+    tos: int = 0
     # TSO: largest segment (payload bytes) handed to the NIC, cut there into
     # MSS-sized segments; 0 = off (one segment per MSS). The interface sets it
     # only when the NIC segments TCP (NicOffloads.TSO with TX_CSUM).
@@ -75,6 +78,8 @@ class TcpConfig:
             raise ValueError("bad TIME-WAIT / FIN-WAIT-2 timeout")
         if self.dupthresh < 1:
             raise ValueError("dupthresh must be >= 1")
+        if not 0 <= self.tos <= 255 or self.tos & 0x03:
+            raise ValueError(f"tos must be 0..255 with the two ECN bits clear, got {self.tos}")
         if not 0 <= self.tso_max <= TSO_MAX_PAYLOAD:
             raise ValueError(f"tso_max must be 0 (off) .. {TSO_MAX_PAYLOAD}, got {self.tso_max}")
 

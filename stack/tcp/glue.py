@@ -80,6 +80,7 @@ class OutSegment(NamedTuple):
     ttl: int
     owner: TcpConnection | None
     gso_size: int = 0
+    tos: int = 0  # the IP header's DSCP/ECN byte (TcpConfig.tos)
 
     def encode(self, partial_checksum: bool = False):
         """``bytes`` with the checksum, or ``(bytes, csum_start, csum_offset)`` for offload."""
@@ -206,7 +207,8 @@ class TcpLayer:
             synack = listener.cookie_synack(dst, (src, seg.src_port), seg, now) if listener.syn_queue_full else None
             if synack is not None:
                 self.counters["tx_syn_cookie"] += 1
-                self._replies.append(OutSegment(dst, src, synack, b"", self.config.ttl, None))
+                self._replies.append(OutSegment(dst, src, synack, b"", listener.config.ttl, None,
+                                                   tos=listener.config.tos))
             else:
                 self.counters["drop.listen queue"] += 1
             return
@@ -231,13 +233,13 @@ class TcpLayer:
         for key, conn in self._conns.items():
             at = conn.poll_at()
             if at is not None and at <= now:
-                src, dst, ttl = conn.local[0], conn.remote[0], conn.config.ttl
+                src, dst, ttl, tos = conn.local[0], conn.remote[0], conn.config.ttl, conn.config.tos
                 segments = conn.poll(now)
                 mss = conn.snd_mss
                 for header, payload in segments:
                     # gso_size is the payload per piece: every piece repeats the options.
                     m = conn.segment_mss(header) if header.sack_blocks else mss
-                    out.append(OutSegment(src, dst, header, payload, ttl, conn, m if len(payload) > m else 0))
+                    out.append(OutSegment(src, dst, header, payload, ttl, conn, m if len(payload) > m else 0, tos))
             if conn.finished:  # (also one reset by a RST, which has no timer left)
                 gone.append(key)
         for key in gone:

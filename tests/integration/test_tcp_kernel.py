@@ -198,6 +198,41 @@ def test_stack_to_kernel_over_a_bad_link(lab, bad_link):
     assert stats["out"]["impaired_dropped"] > 100 and stats["out"]["corrupted"] > 20, stats
 
 
+# -- Diffserv (MUST-48) ---------------------------------------------------------------------------------------
+
+def test_the_kernel_sees_the_tos_a_stack_socket_sets(lab):
+    """tcpdump in the namespace catches our SYN and data with TOS 0xb8 (EF)
+    on the wire the kernel receives from."""
+    import select
+
+    from stack import IpAddress, SocketOption, SocketType
+
+    ifname = lab.host.inner.ifname
+    dump = subprocess.Popen(["ip", "netns", "exec", lab.netns, "timeout", "30", "tcpdump", "-i", ifname, "-n", "-v",
+                             "-l", "-c", "3", "tcp dst port 5010 and ip[1] = 0xb8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    receiver = KernelProgram(lab.netns, KERNEL_RECEIVER, HOST_IP, 5010, 30)
+    try:
+        ready, _, _ = select.select([dump.stderr], [], [], WAIT)
+        assert ready and "listening" in dump.stderr.readline(), "tcpdump did not start"
+        assert receiver.line(WAIT, "ready line") == "ready"
+        with lab.stack.socket(SocketType.STREAM) as sock:
+            sock.set_option(SocketOption.TOS, 0xB8)
+            sock.set_timeout(WAIT)
+            sock.connect(IpAddress(HOST_IP, 5010))
+            sock.sendall(b"diffserv" * 1000)
+            sock.close()
+        got, _, _ = receiver.result(WAIT)
+        out, err = dump.communicate(timeout=30)
+    finally:
+        receiver.stop()
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert got == 8000
+    assert dump.returncode == 0 and out.count("tos 0xb8") == 3, out + err
+
+
 # -- errors ---------------------------------------------------------------------------------------------------
 
 def test_connecting_to_a_closed_kernel_port_is_refused(lab):
