@@ -477,24 +477,138 @@ def test_many_clients_in_threads_against_a_threaded_echo_server(stacks):
 
 
 def test_one_socket_read_and_written_by_two_threads_at_once(stacks):
+    # 2 MB each way, many times the buffers: each socket's reader and writer
+    # block on it over and over, and every byte must arrive intact and in order.
+    # What is bounded is progress (a recv or send call raises TimeoutError after
+    # WAIT s with nothing moved), not the total time: on a loaded 2-core machine
+    # the exchange has taken 4 to 34 s, and a sendall is bounded as a whole by
+    # the socket's timeout. (A lost wake-up only costs a waiter its timeout here,
+    # since it looks again before giving up: the next test is the one that
+    # catches those.)
     a, b = stacks
     client, server, _ = connected_pair(a, b)
     size = 2_000_000
     out = bytes(range(251)) * (size // 251)
     got = {}
+    errors = {}
+    moved = {"client received": 0, "server received": 0, "client sent": 0, "server sent": 0}
 
     def reader(sock, key):
         buf = bytearray()
-        while len(buf) < len(out):
-            buf += sock.recv(65536)
-        got[key] = bytes(buf) == out
+        try:
+            while len(buf) < len(out):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                buf += data
+                moved[f"{key} received"] = len(buf)
+            got[key] = bytes(buf) == out
+        except OSError as exc:
+            errors[f"{key} recv"] = exc
+
+    def writer(sock, key):
+        view = memoryview(out)
+        try:
+            while view:  # send() returns what it queued when its timeout runs out
+                n = sock.send(view)
+                view = view[n:]
+                moved[f"{key} sent"] += n
+        except OSError as exc:
+            errors[f"{key} send"] = exc
 
     threads = [threading.Thread(target=reader, args=(client, "client")),
                threading.Thread(target=reader, args=(server, "server")),
-               threading.Thread(target=client.sendall, args=(out,)),
-               threading.Thread(target=server.sendall, args=(out,))]
+               threading.Thread(target=writer, args=(client, "client")),
+               threading.Thread(target=writer, args=(server, "server"))]
     for t in threads:
         t.start()
+    # Every thread ends by itself (done, or a TimeoutError after WAIT s without
+    # progress); this bound only keeps a broken build from hanging the run.
+    deadline = time.monotonic() + 30 * WAIT
     for t in threads:
-        t.join(WAIT * 4)
-    assert got == {"client": True, "server": True}
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"still running after {30 * WAIT} s; bytes moved {moved}"
+    assert errors == {}, f"bytes moved {moved}"
+    assert got == {"client": True, "server": True}, f"bytes moved {moved}"
+
+
+class TracedCondition(threading.Condition):
+    """A socket's condition variable that records which threads wait on it, in order."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self.waiting = []
+
+    def wait(self, timeout=None):
+        name = threading.current_thread().name
+        self.waiting.append(name)  # under the stack's lock, like the wait itself
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting.remove(name)
+
+
+@pytest.mark.parametrize("first", ["sender", "reader"])
+def test_a_change_wakes_the_thread_queued_second_on_the_same_socket(stacks, first):
+    """A recv and a send block on one socket (one condition variable); a change that
+    only one of them waits for must wake that one even when it queued second.
+
+    A lost wake-up here (notify() instead of notify_all(), or a readiness
+    change recorded without waking anyone) leaves it blocked although its
+    call could go on.
+    """
+    a, b = stacks
+    # A 4 KB window against a 16 KB send buffer: acknowledgements never free the
+    # half of the buffer that makes the socket writable, so the sender stays
+    # blocked and no readiness change reorders the two waiters.
+    client, server, _ = connected_pair(a, b, RECEIVE_BUFFER_SIZE=4096)
+    client.set_option(SocketOption.SEND_BUFFER_SIZE, 16384)
+    client.set_timeout(WAIT * 6)  # the blocked calls outlive this test's own bounded waits
+    cond = client._cond = TracedCondition(a._lock)  # only to see who waits, in which order
+    blob = bytes(range(256)) * 200  # 51200 bytes: more than the send buffer and the window
+    result = {}
+
+    def send():
+        try:
+            client.sendall(blob)
+            result["sent"] = True
+        except OSError as exc:
+            result["sent"] = exc
+
+    def recv():
+        try:
+            result["received"] = client.recv(100)
+        except OSError as exc:
+            result["received"] = exc
+
+    sender = threading.Thread(target=send, name="sender")
+    reader = threading.Thread(target=recv, name="reader")
+    order = [sender, reader] if first == "sender" else [reader, sender]
+    order[0].start()
+    wait_for(lambda: cond.waiting == [order[0].name], f"the {order[0].name} to block")
+    order[1].start()
+    wait_for(lambda: cond.waiting == [t.name for t in order], f"the {order[1].name} to block behind it")
+    wait_for(lambda: (lambda i: i.snd_wnd == 0 and i.in_flight == 0 and i.send_queue > 0)(client.tcp_info()),
+             "the window to shut with data still queued")
+    assert cond.waiting == [t.name for t in order], "nothing reordered the waiters"
+
+    if first == "sender":
+        server.send(b"reply")  # readable only: the window stays shut
+        reader.join(WAIT)
+        assert not reader.is_alive(), f"the reader was not woken by the data; waiting: {cond.waiting}"
+        assert result["received"] == b"reply"
+        assert sender.is_alive(), "the sender still waits for room"
+    got = bytearray()
+    try:
+        while len(got) < len(blob):  # room only: the client's sendall must go on
+            got += server.recv(65536)
+    except TimeoutError:
+        pytest.fail(f"the sender was not woken by the room; {len(got)} bytes arrived, waiting: {cond.waiting}")
+    assert bytes(got) == blob
+    sender.join(WAIT)
+    assert not sender.is_alive() and result["sent"] is True
+    if first == "reader":
+        assert reader.is_alive(), "the reader still waits for data"
+        server.send(b"reply")
+        reader.join(WAIT)
+        assert not reader.is_alive() and result["received"] == b"reply"
