@@ -190,8 +190,7 @@ class EchoServer:
 
     @property
     def listener_stats(self) -> dict:
-        with self.sock._stack._lock:                   # the engine's own counters, read under the stack's lock
-            return dict(self.sock._listener.stats)
+        return self.sock.tcp_info().counters           # the listener's own counters (a snapshot)
 
     def stop(self) -> None:
         self._stop.set()
@@ -206,10 +205,9 @@ def count(stack, section: str, name: str) -> int:
 
 def connection_stats(stack, local_port: int, remote_port: int) -> tuple[str, dict]:
     """The engine's state and counters of one connection."""
-    with stack._lock:
-        for conn in stack.iface.tcp.connections():
-            if conn.local[1] == local_port and conn.remote[1] == remote_port:
-                return conn.state.name, dict(conn.stats)
+    for info in stack.connections():
+        if info.local[1] == local_port and info.remote[1] == remote_port:
+            return info.state.name, info.counters
     raise AssertionError(f"no connection {local_port} <- {remote_port}")
 
 
