@@ -46,10 +46,16 @@ class CongestionControl(ABC):
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
-    def _slow_start(self, acked: int) -> None:
+    def _slow_start(self, acked: int) -> int:
+        """Grow by the bytes acked, up to ssthresh; return what is left for
+        congestion avoidance."""
         # Byte counting (RFC 3465) without the L limit, as Linux: a stretch ACK
         # (one ACK for a whole burst, MUST-58) still doubles cwnd per round trip.
-        self.cwnd += acked
+        # But not past ssthresh (as Linux's tcp_slow_start): after recovery, one
+        # ACK for a whole window would otherwise overshoot the reduced target.
+        grow = min(acked, self.ssthresh - self.cwnd)
+        self.cwnd += grow
+        return acked - grow
 
     @abstractmethod
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
@@ -64,8 +70,15 @@ class CongestionControl(ABC):
         """Retransmission timeout: ssthresh from the algorithm, cwnd = 1 segment."""
 
     def on_recovery_exit(self, now: float, flight: int) -> None:
-        """Fast recovery ended (RFC 6582: cwnd = min(ssthresh, flight + SMSS))."""
-        self.cwnd = max(min(self.ssthresh, max(flight, self.mss) + self.mss), self.mss)
+        """Fast recovery ended: cwnd = ssthresh (RFC 6582 3.2 step 6, its second
+        choice; where RFC 6937 PRR ends, and what Linux does).
+
+        Not the first choice, min(ssthresh, flight + SMSS): the connection
+        takes a batch of ACKs before it sends again, so the flight it sees at
+        the ACK that ends recovery is only what is left of the batch, and cwnd
+        would fall below ssthresh after nearly every recovery.
+        """
+        self.cwnd = max(self.ssthresh, self.mss)
 
 
 class NewReno(CongestionControl):
@@ -79,15 +92,19 @@ class NewReno(CongestionControl):
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
         if self.cwnd < self.ssthresh:
-            self._slow_start(acked)
-            return
+            acked = self._slow_start(acked)
+            if acked <= 0:
+                return
         self._acked += acked
         if self._acked >= self.cwnd:
             self._acked -= self.cwnd
             self.cwnd += self.mss
 
     def on_congestion(self, now: float, flight: int) -> None:
-        self.ssthresh = max(flight // 2, 2 * self.mss)
+        # Half of cwnd, as Linux's tcp_reno_ssthresh (RFC 9438 4.6 allows cwnd where it
+        # only grows while it is the limit). ``flight`` is what is left of a batch of
+        # ACKs the connection has not answered yet, and includes limited transmit.
+        self.ssthresh = max(self.cwnd // 2, 2 * self.mss)
         self.cwnd = self.ssthresh
         self._acked = 0
 
@@ -135,9 +152,10 @@ class Cubic(CongestionControl):
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
         if self.cwnd < self.ssthresh:
-            self._slow_start(acked)
+            acked = self._slow_start(acked)
             self._seg = float(self.cwnd) / self.mss
-            return
+            if acked <= 0:
+                return
         seg = self._seg
         if self.epoch_start is None:
             # A new congestion avoidance stage (RFC 9438 4.2).

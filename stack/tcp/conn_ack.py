@@ -104,9 +104,9 @@ class AckMixin:
             self._dup_bytes = 0
             # Grow cwnd only while it is what limits sending (RFC 7661's idea, Linux's
             # tcp_is_cwnd_limited): an application- or window-limited flow keeps its cwnd.
+            # In slow start, up to twice the largest flight of the window.
             cwnd = self.cc.cwnd
-            flight = self.snd_nxt - snd_una
-            if flight + self.snd_mss >= cwnd or (cwnd < self.cc.ssthresh and cwnd < 2 * flight):
+            if self._cwnd_limited or (cwnd < self.cc.ssthresh and cwnd < 2 * self._max_flight):
                 self.cc.on_ack(acked, now, self.rtt.srtt)
         elif rec == "fast":
             if ack >= self._recover:

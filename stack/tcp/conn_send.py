@@ -147,6 +147,7 @@ class SendMixin:
                 continue
             if not self._send_new(now, out, mss, cc):
                 break
+        self._note_cwnd_use()
         # Persist timer: data waits, nothing is in flight to bring an ACK.
         if (
             self._persist_at is None
@@ -155,6 +156,28 @@ class SendMixin:
             and (self._snd_base + len(self._sndbuf) > self.snd_nxt)
         ):
             self._persist_at = now + min(self.rtt.rto * (1 << self._persist_backoff), self.config.max_rto)
+
+    def _note_cwnd_use(self) -> None:
+        """Remember, per window of data, whether cwnd was what held sending back.
+
+        Decided here, when sending stops, not when ACKs come: ACKs often arrive
+        in a batch that is processed before anything is sent again, and the
+        flight shrinks with every ACK of it, so a test at ACK time would credit
+        only the first ACK of each round trip. As Linux's tcp_cwnd_validate:
+        the mark and the largest flight hold until the window they describe
+        has been acknowledged (or a stronger signal comes).
+        """
+        pipe = self._pipe()
+        limited = pipe + self.snd_mss > self.cc.cwnd
+        flight = self.snd_nxt - self.snd_una
+        if (
+            self.snd_una >= self._cwnd_use_seq
+            or limited
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = limited
+            self._max_flight = flight
+            self._cwnd_use_seq = self.snd_nxt
 
     def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
         rng = None

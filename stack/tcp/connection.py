@@ -201,6 +201,11 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._recovery: str | None = None  # None, "fast" or "loss"
         self._recover = 0
         self._force_rtx = False
+        # Was cwnd the limit on sending (RFC 7661's idea, Linux's is_cwnd_limited)?
+        # Noted when sending stops, per window of data (SendMixin._note_cwnd_use).
+        self._cwnd_limited = False
+        self._max_flight = 0  # the largest SND.NXT - SND.UNA of that window
+        self._cwnd_use_seq = 0  # SND.NXT when they were noted
         # Undoing a needless window reduction (RFC 3522 Eifel detection, RFC 3708 D-SACK).
         self._undo_cc = None  # the congestion state before the episode began
         self._undo_retrans = 0  # retransmissions of the episode not yet shown needless

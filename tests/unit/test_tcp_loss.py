@@ -92,17 +92,18 @@ def test_newreno_limited_transmit_fast_retransmit_and_recovery():
     assert d.out() == [seg(13001)]
     d.feed(".", seq=1, ack=1001)  # the third duplicate: fast retransmit
     assert d.out() == [seg(1001)]
-    assert (c.cc.ssthresh, c.cc.cwnd) == (6500, 6500)  # half of 13000 in flight
+    # Half of cwnd (11000): the limited-transmit segments do not count (RFC 5681 3.2 step 2).
+    assert (c.cc.ssthresh, c.cc.cwnd) == (5500, 5500)
     outs = []
-    for _ in range(5):  # each further dupACK lets one segment's worth leave
+    for _ in range(6):  # each further dupACK lets one segment's worth leave
         d.feed(".", seq=1, ack=1001)
         outs += d.out()
     assert outs == [seg(14001)]
     d.feed(".", seq=1, ack=4001)  # partial ACK: the next hole is resent at once
     assert d.out() == [seg(4001), seg(15001)]
     d.feed(".", seq=1, ack=16001)  # everything up to the recovery point and more
-    assert c._recovery is None and c.cc.cwnd == 2000  # min(ssthresh, flight + MSS)
-    assert c.stats["fast_retransmits"] == 1 and c.stats["dupacks_in"] == 8
+    assert c._recovery is None and c.cc.cwnd == 5500  # ssthresh (RFC 6582 3.2 step 6, as PRR ends)
+    assert c.stats["fast_retransmits"] == 1 and c.stats["dupacks_in"] == 9
 
 
 def test_window_updates_and_data_are_not_duplicate_acks():
@@ -146,7 +147,7 @@ def test_sack_recovery_retransmits_only_the_holes():
     d.feed(".", seq=1, ack=7001, sack=[(8001, 13001)])
     assert d.out() == [seg(17001), seg(18001)]  # 7001 was already resent: not again
     d.feed(".", seq=1, ack=15001)
-    assert c._recovery is None and c.cc.cwnd == 5000
+    assert c._recovery is None and c.cc.cwnd == 7700  # ssthresh (RFC 6582 3.2 step 6, as PRR ends)
     assert c.stats["retransmits"] == 2
 
 
@@ -345,3 +346,32 @@ def test_congestion_control_can_be_switched_on_a_live_connection():
     assert c.cc.name == "newreno" and c.cc.cwnd == 20_000 and c.info().congestion == "newreno"
     with pytest.raises(ValueError):
         c.configure(congestion="nonsense")
+
+
+def test_congestion_avoidance_credits_every_ack_of_a_batch():
+    # ACKs often arrive together and are all taken before anything is sent again,
+    # so the flight shrinks under each one. Whether cwnd was the limit is decided
+    # when sending stopped, for the whole window (as Linux): all five ACKs count.
+    d = established_driver(plain_config(congestion="newreno"), peer_mss=1000)
+    c = d.conn
+    c.cc.ssthresh = 5000
+    c.cc.set_cwnd(5000)  # congestion avoidance, 5 segments
+    c.send(b"a" * 20000)
+    assert d.out() == [seg(1 + 1000 * i) for i in range(5)]
+    d.now = 0.01
+    for i in range(1, 6):
+        d.feed(".", seq=1, ack=1 + 1000 * i)
+    assert c.cc.cwnd == 6000  # a whole window acked: one MSS more (RFC 5681 3.1)
+    assert d.out() == [seg(5001 + 1000 * i) for i in range(6)]
+
+
+def test_slow_start_after_a_batch_reaches_twice_the_window():
+    d = established_driver(plain_config(congestion="newreno"), peer_mss=1000)
+    c = d.conn
+    c.send(b"a" * 40000)
+    assert len(d.out()) == 10
+    d.now = 0.01
+    for i in range(1, 11):  # one ACK per segment, all in one batch
+        d.feed(".", seq=1, ack=1 + 1000 * i)
+    assert c.cc.cwnd == 20_000
+    assert d.out() == [seg(10001 + 1000 * i) for i in range(20)]

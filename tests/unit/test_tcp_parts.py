@@ -199,14 +199,39 @@ def test_newreno_slow_start_avoidance_and_loss():
     assert cc.ssthresh == 2000  # never below two segments
 
 
-def test_recovery_exit_uses_rfc6582_rule():
+def test_recovery_exit_sets_cwnd_to_ssthresh():
+    # RFC 6582 3.2 step 6, its second choice (where PRR ends, as Linux): the
+    # flight seen at the ACK that ends recovery does not matter.
+    for cc in (NewReno(mss=1000), Cubic(mss=1000)):
+        cc.on_ack(30_000, 0.0, 0.1)  # slow start to 40 segments
+        cc.on_congestion(0.0, 40_000)
+        target = cc.ssthresh
+        cc.on_recovery_exit(0.1, flight=5_000)
+        assert cc.cwnd == target and not cc.in_slow_start, cc.name
+        cc.on_congestion(0.2, 40_000)
+        cc.on_recovery_exit(0.3, flight=50_000)
+        assert cc.cwnd == cc.ssthresh < target, cc.name
+
+
+def test_newreno_halves_cwnd_not_the_flight_it_is_told():
+    # As Linux's tcp_reno_ssthresh (RFC 9438 4.6 allows cwnd where cwnd only grows
+    # while it is the limit): the flight seen mid-way through a batch of ACKs, or
+    # swollen by limited transmit, does not set the new window.
     cc = NewReno(mss=1000)
-    cc.on_congestion(0.0, 40_000)
-    cc.on_recovery_exit(0.1, flight=5_000)
-    assert cc.cwnd == 6_000
-    cc.on_congestion(0.2, 40_000)
-    cc.on_recovery_exit(0.3, flight=50_000)
-    assert cc.cwnd == cc.ssthresh
+    cc.on_congestion(0.0, flight=4_000)
+    assert cc.ssthresh == cc.cwnd == 5_000
+    cc.on_congestion(0.1, flight=30_000)
+    assert cc.ssthresh == cc.cwnd == 2_500
+
+
+def test_slow_start_stops_at_ssthresh_and_the_rest_is_congestion_avoidance():
+    for cc in (NewReno(mss=1000), Cubic(mss=1000)):
+        cc.on_congestion(0.0, 0)  # ssthresh 5000 (NewReno) or 7000 (CUBIC)
+        target = cc.ssthresh
+        cc.set_cwnd(2_000)
+        cc.on_ack(12_000, 0.1, 0.01)  # one ACK for far more than ssthresh - cwnd
+        assert target <= cc.cwnd <= target + 1_000, cc.name
+        assert not cc.in_slow_start
 
 
 def test_cubic_reduction_is_beta_and_fast_convergence():
