@@ -33,11 +33,12 @@ from stack.socket_api import (
     poll,
 )
 from stack.stream_socket import StreamSocket
-from stack.tcp import TcpConfig, TcpInfo
+from stack.tcp import ListenerInfo, TcpConfig, TcpInfo
 
 __all__ = [
     "Impairment",
     "IpAddress",
+    "ListenerInfo",
     "LoopbackNic",
     "LoopbackNicPair",
     "Nic",

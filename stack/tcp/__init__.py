@@ -15,7 +15,7 @@ events out; the interface and the socket layer drive it (see docs/tcp.md).
 from stack.tcp.config import TcpConfig
 from stack.tcp.congestion import Cubic, NewReno, make_congestion_control
 from stack.tcp.connection import TcpConnection, TcpInfo
-from stack.tcp.listener import SOMAXCONN, TcpListener
+from stack.tcp.listener import SOMAXCONN, ListenerInfo, TcpListener
 from stack.tcp.reset import reset_for
 from stack.tcp.seq import (
     EPHEMERAL_PORTS,
@@ -35,6 +35,7 @@ __all__ = [
     "Cubic",
     "EPHEMERAL_PORTS",
     "IsnGenerator",
+    "ListenerInfo",
     "NewReno",
     "PortAllocator",
     "SOMAXCONN",
