@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -36,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model, source_version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,28 +72,6 @@ def log(line: str) -> None:
 
 class BenchError(Exception):
     """A step failed; the message says which and quotes the guest."""
-
-
-def source_version() -> str:
-    """The git commit measured (with -dirty if the tree has local changes)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class GuestPair:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from machine import cpu_model
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,17 +39,6 @@ from nicdev.testing import Testpmd, TestpmdError, find_testpmd  # noqa: E402
 from stack.drivers import VirtioNetNic  # noqa: E402
 
 SIZES = (64, 1500)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class SinkPort(Port):

@@ -48,7 +48,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import select
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model, source_version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -659,25 +659,6 @@ def run_test(labs: Labs, case: str, test: str) -> dict:
     if test == "bulk b->a":
         return bulk(b, a, total, t)
     return rr(a, b, args.seconds, t)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def source_version() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def offloads_of(case: str, sample: dict, extra: dict) -> dict:

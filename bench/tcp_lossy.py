@@ -59,7 +59,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import queue
 import select
 import socket
@@ -71,6 +70,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from machine import cpu_model, source_version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -432,25 +432,6 @@ def run_rounds(lab: Lab, args, wanted: list[str], link: dict, total: int, sample
                 f"({s['rto_timeouts']} RTO), impaired data {s['impaired']['data']}")
             samples[name].append(s)
         lab.impair(None)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def source_version() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def link_text(link: dict) -> str:

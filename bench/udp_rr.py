@@ -32,13 +32,13 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from machine import cpu_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -83,17 +83,6 @@ while True:
     rtts.append(clock() - t0)
 print(json.dumps({"count": len(rtts), "elapsed": clock() - start, "rtts": rtts}))
 """
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summarize(count: int, elapsed: float, rtts: list[float]) -> dict:

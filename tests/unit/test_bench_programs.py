@@ -1,0 +1,37 @@
+"""The benchmark programs start: `--help` of each works from any directory (they
+import bench/machine.py beside them), and a wrong argument is one line, status 2."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+PROGRAMS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "machine.py")
+
+
+def test_there_are_benchmarks():
+    assert {"tcp_bulk.py", "tcp_lossy.py", "udp_rr.py", "ring_datapath.py", "guest_throughput.py"} <= set(PROGRAMS)
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_help_and_a_wrong_argument(program, tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / program), "--help"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, str(BENCH / program), "--no-such-option"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "--no-such-option" in r.stderr
+
+
+def test_machine_description():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import machine
+    finally:
+        sys.path.remove(str(BENCH))
+    assert machine.cpu_model().strip() != ""
+    assert machine.source_version() != ""
