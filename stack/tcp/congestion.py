@@ -69,6 +69,18 @@ class CongestionControl(ABC):
     def on_rto(self, now: float, flight: int) -> None:
         """Retransmission timeout: ssthresh from the algorithm, cwnd = 1 segment."""
 
+    def on_rto_in_recovery(self, now: float) -> None:
+        """A timeout while a recovery is already under way (fast recovery, or the
+        same data timing out again): cwnd = 1 segment, ssthresh kept.
+
+        The reduction for this loss was made when the episode began; the
+        flight now is what the recovery left and would cut ssthresh twice for
+        one event (RFC 5681 3.1 sets ssthresh when a segment "has not yet been
+        resent by way of the retransmission timer"; Linux's tcp_enter_loss
+        keeps the ssthresh of a recovery or loss episode still running).
+        """
+        self.cwnd = self.mss
+
     def on_recovery_exit(self, now: float, flight: int) -> None:
         """Fast recovery ended: cwnd = ssthresh (RFC 6582 3.2 step 6, its second
         choice; where RFC 6937 PRR ends, and what Linux does).
@@ -111,6 +123,10 @@ class NewReno(CongestionControl):
     def on_rto(self, now: float, flight: int) -> None:
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
+        self._acked = 0
+
+    def on_rto_in_recovery(self, now: float) -> None:
+        super().on_rto_in_recovery(now)
         self._acked = 0
 
 
@@ -194,6 +210,11 @@ class Cubic(CongestionControl):
 
     def on_rto(self, now: float, flight: int) -> None:
         self._reduce()
+        self._set_seg(1.0)
+
+    def on_rto_in_recovery(self, now: float) -> None:
+        # W_max and K stay those of the reduction already made; growth starts a new epoch.
+        self.epoch_start = None
         self._set_seg(1.0)
 
     def on_recovery_exit(self, now: float, flight: int) -> None:

@@ -115,9 +115,15 @@ class TimerMixin:
             # RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost.
             if self._recovery is None:
                 self._start_undo_episode()
+                self.cc.on_rto(now, self._pipe())
             else:
                 self._undo_tsval = None  # the episode goes on; its first retransmission stays
-            self.cc.on_rto(now, self._pipe())
+                if self._recovery == "fast" or self._retries > 1:
+                    # In fast recovery, or the same data timing out again with no ACK
+                    # between: ssthresh was set for this loss already (as Linux).
+                    self.cc.on_rto_in_recovery(now)
+                else:  # loss recovery made progress (ACKs) and timed out anew: reduce again
+                    self.cc.on_rto(now, self._pipe())
             self._recovery = "loss"
             self._recover = self.snd_nxt
             self._dupacks = 0

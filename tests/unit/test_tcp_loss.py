@@ -193,6 +193,32 @@ def test_rto_during_sack_recovery_resends_every_unsacked_hole():
     assert lost == [(1, 2001), (5001, 7001), (8001, 11001)]  # every hole up to SND.NXT
 
 
+def test_rto_during_fast_recovery_keeps_the_recovery_ssthresh():
+    # The reduction for this loss was made when fast recovery began (CUBIC: 0.7 of
+    # 10 segments). The timeout only collapses cwnd; computing ssthresh again from
+    # the shrunken window would cut twice for one loss (as Linux's tcp_enter_loss).
+    for cc, ssthresh in (("cubic", 7000), ("newreno", 5000)):
+        d = ten_segments(sack=True, congestion=cc)
+        d.feed(".", seq=1, ack=1, sack=[(2001, 5001), (7001, 8001)])
+        assert d.conn._recovery == "fast" and d.conn.cc.ssthresh == ssthresh, cc
+        d.out()
+        assert d.advance(0.25) == [(0.21, seg(1))] and d.conn._recovery == "loss"
+        assert (d.conn.cc.cwnd, d.conn.cc.ssthresh) == (1000, ssthresh), cc
+
+
+def test_repeated_rto_of_the_same_data_keeps_ssthresh():
+    # RFC 5681 3.1: ssthresh is set when a segment "has not yet been resent by way
+    # of the retransmission timer"; the second timeout, with no ACK between, keeps it.
+    d = established_driver(plain_config(congestion="newreno"), peer_mss=1000)
+    c = d.conn
+    c.send(b"d" * 8000)
+    d.out()
+    assert d.advance(0.25) == [(0.21, seg(1))]
+    assert (c.cc.cwnd, c.cc.ssthresh) == (1000, 4000)  # half of the 8000 in flight
+    assert d.advance(0.4) == [(0.61, seg(1))]  # backed off: 400 ms
+    assert (c.cc.cwnd, c.cc.ssthresh) == (1000, 4000)
+
+
 def test_lost_retransmission_is_detected_by_later_sacks():
     d = ten_segments(sack=True)
     c = d.conn
