@@ -118,6 +118,7 @@ class RecoveryMixin:
         """Remember the congestion state before a loss response, in case it proves needless."""
         self._undo_cc = copy.copy(self.cc)
         self._undo_retrans = 0
+        self._undo_rtx.clear()
         self._undo_tsval = None
         self._undo_una = self.snd_una
         self._undo_high = self.snd_nxt
@@ -133,12 +134,19 @@ class RecoveryMixin:
             self._undo(now, "eifel")
 
     def _dsack_undo(self, block, now: float) -> None:
-        """RFC 3708: each D-SACK for a retransmission of the episode shows one was needless."""
+        """RFC 3708: each D-SACK for a retransmission of the episode shows one was needless.
+
+        A D-SACK for data never retransmitted (the link duplicated the original)
+        says nothing about the retransmissions, so only what the episode resent counts.
+        """
         left = unwrap(block[0], self.snd_una)
         right = unwrap(block[1], self.snd_una)
         if not (self._undo_una <= left < right <= self._undo_high) or self._undo_retrans <= 0:
             return
-        self._undo_retrans -= -(-(right - left) // self.snd_mss)
+        resent = self._undo_rtx.covered(left, right)
+        if resent <= 0:
+            return
+        self._undo_retrans -= -(-resent // self.snd_mss)
         if self._undo_retrans <= 0:
             self._undo(now, "dsack")
 
@@ -146,6 +154,7 @@ class RecoveryMixin:
         """Put the congestion state back as it was; nothing was lost after all."""
         restored = self._undo_cc
         self._undo_cc = None
+        self._undo_rtx.clear()
         self._undo_tsval = None
         if restored.cwnd < self.cc.cwnd:
             restored.set_cwnd(self.cc.cwnd)

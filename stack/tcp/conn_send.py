@@ -200,6 +200,7 @@ class SendMixin:
             self._rtx_hi[s] = (e, self.snd_nxt)
         if self._recovery is not None and self._undo_cc is not None:
             self._undo_retrans += 1
+            self._undo_rtx.add(s, e)
             if self._undo_retrans == 1 and self.ts_ok:
                 self._undo_tsval = self._ts_clock(now)
         flags = _F_ACK

@@ -218,6 +218,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         # Undoing a needless window reduction (RFC 3522 Eifel detection, RFC 3708 D-SACK).
         self._undo_cc = None  # the congestion state before the episode began
         self._undo_retrans = 0  # retransmissions of the episode not yet shown needless
+        self._undo_rtx = RangeSet()  # what the episode retransmitted (only their D-SACKs count)
         self._undo_tsval: int | None = None  # TSval of its first retransmission
         self._undo_una = 0
         self._undo_high = 0

@@ -339,6 +339,32 @@ def test_dsack_undoes_a_spurious_fast_retransmit():
     assert c.stats["undo_dsack"] == 1 and c.cc.ssthresh > 1 << 60
 
 
+def test_dsack_for_data_never_retransmitted_does_not_undo():
+    # A link that duplicates frames makes D-SACKs for original data too; only a
+    # D-SACK for a retransmission shows the retransmission was needless (RFC 3708).
+    d = reordered_recovery(plain_config(sack=True))
+    c = d.conn
+    d.feed(".", seq=1, ack=1, sack=[(3001, 4001), (1001, 4001)])  # segment 4 arrived twice
+    assert c.stats["undo_dsack"] == 0 and c._recovery == "fast" and c.cc.ssthresh < 1 << 60
+    d.feed(".", seq=1, ack=5001)
+    d.feed(".", seq=1, ack=5001, sack=[(1, 1001)])  # now the retransmission of segment 1
+    assert c.stats["undo_dsack"] == 1 and c.cc.ssthresh > 1 << 60
+
+
+def test_link_duplicates_of_acks_and_dsacks_are_not_dupacks():
+    # One segment above a hole (a one-position reorder), that ACK duplicated by the
+    # link, then a D-SACK for the same segment: one dupACK only, no fast retransmit.
+    d = ten_segments(sack=True)
+    c = d.conn
+    for _ in range(4):
+        d.feed(".", seq=1, ack=1, sack=[(1001, 2001)])
+    d.feed(".", seq=1, ack=1, sack=[(1001, 2001), (1001, 2001)])
+    d.feed(".", seq=1, ack=1, sack=[(1001, 2001), (1001, 2001)])
+    assert c.stats["dupacks_in"] == 1 and c._recovery is None
+    d.feed(".", seq=1, ack=2001)  # the late segment fills the hole
+    assert c._recovery is None and c.stats["retransmits"] == 0 and c.stats["fast_retransmits"] == 0
+
+
 def test_receiver_reports_duplicates_with_dsack():
     d = established_driver(plain_config(sack=True))
     d.feed(".", seq=1, ack=1, data=b"a" * 100)
