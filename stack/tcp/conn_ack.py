@@ -19,9 +19,6 @@ class AckMixin:
         snd_una = self.snd_una
         self._probes_out = 0
         self._last_ack_rx = now
-        # What the peer is known to hold before this ACK (PRR's DeliveredData is its change).
-        self._ack_delivered_mark = mark = snd_una + self._sacked.total + self._dup_bytes
-        lost_marked = self._lost_marked
         window = seg.window << self.snd_wscale
         window_changed = False
         if ack >= snd_una and (self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack)):
@@ -61,17 +58,6 @@ class AckMixin:
                     self._detect_lost_retransmits()
         if self._tlp_high is not None:
             self._tlp_episode(ack, dsack, now)
-        if self._recovery == "fast":
-            # RFC 9937 DeliveredData: newly ACKed + newly SACKed bytes (without SACK,
-            # one MSS per dupACK, in _dup_bytes). Not for the ACK that ends recovery.
-            delivered = self.snd_una + self._sacked.total + self._dup_bytes - mark
-            if delivered > 0:
-                self._prr_delivered += delivered
-                self._prr_batch += delivered
-                if self.snd_una > snd_una:
-                    self._prr_una_moved = True
-                if self._lost_marked > lost_marked:
-                    self._prr_new_loss = True
 
     def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
         """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
@@ -129,16 +115,16 @@ class AckMixin:
                 self._dup_bytes = 0
                 self.cc.on_recovery_exit(now, self._pipe())
             elif not self.sack_ok:
-                # RFC 6582 partial ACK: the next hole is lost; deflate by what left.
-                # PRR decides when it goes (as Linux), not an unconditional resend.
+                # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
                 self._dup_bytes = max(0, self._dup_bytes - acked + self.snd_mss)
-                self._add_lost(ack, min(ack + self.snd_mss, self.snd_nxt))
+                self._lost.add(ack, min(ack + self.snd_mss, self.snd_nxt))
+                self._force_rtx = True
             else:
                 # With SACK too: the new head is a hole the scoreboard may not
-                # call lost yet (nothing SACKed above it); it goes next.
+                # call lost yet (nothing SACKed above it); retransmit it now.
                 first = self._sacked.ranges()[0][0] if self._sacked else self.snd_nxt
                 if first > ack:
-                    self._add_lost(ack, min(ack + self.snd_mss, first))
+                    self._lost.add(ack, min(ack + self.snd_mss, first))
         else:  # "loss": slow start again after an RTO
             self.cc.on_ack(acked, now, self.rtt.srtt)
             if ack >= self._recover:

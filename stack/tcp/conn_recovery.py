@@ -1,7 +1,6 @@
 """TcpConnection's loss detection and recovery.
 
-Fast recovery (RFC 5681/6582, RFC 6675 IsLost with SACK), paced by
-Proportional Rate Reduction (RFC 9937, which obsoletes RFC 6937), undoing a
+Fast recovery (RFC 5681/6582, RFC 6675 IsLost with SACK), undoing a
 needless window reduction (RFC 3522 Eifel, RFC 3708 D-SACK), tail loss
 probes (RFC 8985) and lost retransmissions.
 """
@@ -22,15 +21,6 @@ class RecoveryMixin:
         self.cc.on_congestion(now, self.snd_nxt - self.snd_una)
         self._recovery = "fast"
         self._recover = self.snd_nxt
-        # PRR (RFC 9937 4): RecoverFS is what was out and not yet known delivered
-        # before this ACK; the ACK's own deliveries count in prr_delivered (at the end
-        # of _process_ack), those before it do not.
-        self._prr_delivered = 0
-        self._prr_out = 0
-        self._prr_recover_fs = max(self.snd_nxt - self._ack_delivered_mark, self.snd_mss)
-        self._prr_batch = 0
-        self._prr_una_moved = False
-        self._prr_new_loss = False
         self._rtt_seq = None
         self._tlp_at = None
         una = self.snd_una
@@ -38,46 +28,9 @@ class RecoveryMixin:
             self._mark_lost_sack()
         # The first unacknowledged segment is retransmitted at once (RFC 5681 3.2 / 6675 5 (4.3)).
         first_sacked = self._sacked.ranges()[0][0] if self._sacked else self.snd_nxt
-        self._add_lost(una, min(una + self.snd_mss, first_sacked, self.snd_nxt))
+        self._lost.add(una, min(una + self.snd_mss, first_sacked, self.snd_nxt))
         self._force_rtx = True
         self._want_output = True
-
-    def _add_lost(self, start: int, end: int) -> None:
-        """Mark ``[start, end)`` lost, counting what is newly marked (PRR's "further loss")."""
-        self._lost_marked += self._lost.add(start, end)
-
-    def _prr_set_cwnd(self) -> None:
-        """RFC 9937 4: what the ACKs taken since the last send allow out now.
-
-        Run when sending, for the ACKs taken since the last send (the engine
-        takes a batch of ACKs before it sends; for one ACK it is the RFC's
-        per-ACK step). cwnd becomes pipe + sndcnt, as in Linux's
-        tcp_cwnd_reduction. While pipe is above ssthresh, sending is
-        proportional: ssthresh/RecoverFS of what was delivered. At or below it,
-        PRR-CRB sends what was delivered (catching up on what was not sent),
-        and PRR-SSRB one MSS more when the ACK moved SND.UNA and marked no
-        further loss, never past ssthresh.
-        """
-        delivered = self._prr_batch
-        self._prr_batch = 0
-        safe = self._prr_una_moved and not self._prr_new_loss
-        self._prr_una_moved = False
-        self._prr_new_loss = False
-        cc = self.cc
-        pipe = self._pipe()
-        ssthresh = cc.ssthresh
-        if pipe > ssthresh:
-            sndcnt = -(-self._prr_delivered * ssthresh // self._prr_recover_fs) - self._prr_out
-        else:
-            sndcnt = max(self._prr_delivered - self._prr_out, delivered)
-            if safe:
-                sndcnt += self.snd_mss
-            sndcnt = min(ssthresh - pipe, sndcnt)
-        if sndcnt < 0:
-            sndcnt = 0
-        if self._prr_out == 0 and sndcnt == 0:
-            sndcnt = self.snd_mss  # the fast retransmit goes whatever the sums say
-        cc.set_cwnd(pipe + sndcnt)
 
     def _is_lost(self, seq: int) -> bool:
         return seq < self._lost_boundary()
@@ -108,11 +61,11 @@ class RecoveryMixin:
             if s >= boundary:
                 break
             if pos < s:
-                self._add_lost(pos, s)
+                self._lost.add(pos, s)
             if e > pos:
                 pos = e
         if pos < boundary:
-            self._add_lost(pos, boundary)
+            self._lost.add(pos, boundary)
 
     def _start_undo_episode(self) -> None:
         """Remember the congestion state before a loss response, in case it proves needless."""
@@ -258,5 +211,5 @@ class RecoveryMixin:
                 del self._rtx_hi[start]  # delivered (acked or SACKed)
             elif high is not None and high > hi:
                 del self._rtx_hi[start]
-                self._lost_marked += self._retrans.remove(start, end)
+                self._retrans.remove(start, end)
                 self.stats["lost_retransmits"] += 1

@@ -138,8 +138,6 @@ class SendMixin:
         return self.snd_mss - _sack_option_len(len(header.sack_blocks))
 
     def _send_data(self, now: float, out: list[Segment]) -> None:
-        if self._recovery == "fast" and self._prr_batch > 0:
-            self._prr_set_cwnd()  # PRR: cwnd for what the ACKs since the last send delivered
         cc = self.cc
         while True:
             # Per segment: the SACK blocks (so the room for data) can change
@@ -194,8 +192,6 @@ class SendMixin:
             return False
         self._force_rtx = False
         self._retrans.add(s, e)
-        if self._recovery == "fast":
-            self._prr_out += e - s
         if self.sack_ok:
             self._rtx_hi[s] = (e, self.snd_nxt)
         if self._recovery is not None and self._undo_cc is not None:
@@ -284,8 +280,6 @@ class SendMixin:
         out.append(seg)
         self.snd_nxt = end + 1 if flags & 0x01 else end
         self.bytes_sent += n
-        if self._recovery == "fast":
-            self._prr_out += n
         if n < mss:
             self._snd_sml = end
         self._probe_end = None

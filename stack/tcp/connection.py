@@ -201,15 +201,6 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._recovery: str | None = None  # None, "fast" or "loss"
         self._recover = 0
         self._force_rtx = False
-        # Proportional Rate Reduction in fast recovery (RFC 9937, ex RFC 6937; as Linux).
-        self._prr_delivered = 0  # bytes delivered to the peer since recovery began
-        self._prr_out = 0  # bytes sent (new or again) since recovery began
-        self._prr_recover_fs = 1  # RecoverFS: what was in flight, not yet delivered, at the start
-        self._prr_batch = 0  # DeliveredData of the ACKs taken since cwnd was last set
-        self._prr_una_moved = False  # ... one of them moved SND.UNA
-        self._prr_new_loss = False  # ... one of them marked more data lost
-        self._lost_marked = 0  # bytes ever marked lost (to tell an ACK that marked more)
-        self._ack_delivered_mark = 0  # SND.UNA + SACKed + dupACK bytes before the ACK in hand
         # Was cwnd the limit on sending (RFC 7661's idea, Linux's is_cwnd_limited)?
         # Noted when sending stops, per window of data (SendMixin._note_cwnd_use).
         self._cwnd_limited = False
