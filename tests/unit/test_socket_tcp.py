@@ -11,8 +11,8 @@ from stack.arp_cache import ArpCache
 from stack.stream_socket import StreamSocket
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
+from tcp_socket_support import WAIT, connected_pair, listener, wait_for
 
-WAIT = 5.0  # generous bound for anything that should take milliseconds
 FAST = TcpConfig(initial_rto=0.2, syn_retries=2, time_wait=1.0)  # short timers for failure cases
 
 
@@ -32,36 +32,9 @@ def stacks(nics):
     b.stop()
 
 
-def listener(st, port=7, backlog=8):
-    s = st.socket(SocketType.STREAM)
-    s.bind(IpAddress.any(port))
-    s.listen(backlog)
-    s.set_timeout(WAIT)
-    return s
-
-
-def connected_pair(a, b, port=7):
-    """(client on a, server-side socket on b, listener on b)."""
-    lst = listener(b, port)
-    client = a.socket(SocketType.STREAM)
-    client.set_timeout(WAIT)
-    client.connect(("10.0.0.2", port))
-    server, _ = lst.accept()
-    server.set_timeout(WAIT)
-    return client, server, lst
-
-
 def is_tcp(frame: bytes) -> bool:
     eth, payload = EthernetRepr.parse(frame)
     return eth.ethertype == EtherType.IPV4 and Ipv4Repr.parse(payload)[0].protocol == IpProtocol.TCP
-
-
-def wait_for(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 # -- opening ----------------------------------------------------------------------------------------

@@ -3,18 +3,15 @@ Stack.tcp_listeners(), and their errors."""
 import dataclasses
 import errno
 import threading
-import time
 from ipaddress import IPv4Address
 
 import pytest
 
-from stack import Impairment, IpAddress, LoopbackNicPair, Shutdown, SocketType, Stack
+from stack import Impairment, LoopbackNicPair, Shutdown, SocketType, Stack
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.tcp.listener import ListenerInfo
-from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
-from stack.wire.tcp import TcpRepr
+from tcp_socket_support import WAIT, listener, tcp_of, wait_for
 
-WAIT = 5.0
 FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
 A, B = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")
 
@@ -35,14 +32,6 @@ def stacks(nics):
     b.stop()
 
 
-def listener(st, port=7, backlog=8):
-    s = st.socket(SocketType.STREAM)
-    s.bind(IpAddress.any(port))
-    s.listen(backlog)
-    s.set_timeout(WAIT)
-    return s
-
-
 def connect(st, port=7, local=None):
     c = st.socket(SocketType.STREAM)
     c.set_timeout(WAIT)
@@ -50,26 +39,6 @@ def connect(st, port=7, local=None):
         c.bind(local)
     c.connect(("10.0.0.2", port))
     return c
-
-
-def tcp_of(frame: bytes):
-    """(TcpRepr, payload) of a TCP frame, or None."""
-    eth, payload = EthernetRepr.parse(frame)
-    if eth.ethertype != EtherType.IPV4:
-        return None
-    ip, data = Ipv4Repr.parse(payload)
-    if ip.protocol != IpProtocol.TCP:
-        return None
-    seg, body = TcpRepr.parse(data, ip.src, ip.dst)
-    return seg, bytes(body)
-
-
-def wait_for(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def test_a_connections_snapshot_carries_the_engines_counters(stacks, nics):
@@ -82,7 +51,7 @@ def test_a_connections_snapshot_carries_the_engines_counters(stacks, nics):
 
     def drop_first_data(frame):  # lose the first data segment once: one retransmission
         parsed = tcp_of(frame)
-        if parsed is not None and parsed[1] and not dropped:
+        if parsed is not None and parsed[2] and not dropped:
             dropped.append(frame)
             return True
         return False
@@ -127,7 +96,7 @@ def test_a_listeners_snapshot_counts_its_queues_and_syn_cookies(stacks, nics):
     # The first client's final ACK is lost (always), so its connection stays in the SYN queue...
     def drop_pure_acks_from_40001(frame):
         parsed = tcp_of(frame)
-        return parsed is not None and parsed[0].src_port == 40001 and int(parsed[0].flags) == 0x10 and not parsed[1]
+        return parsed is not None and parsed[1].src_port == 40001 and int(parsed[1].flags) == 0x10 and not parsed[2]
 
     nics.a.impairment = Impairment(drop=drop_pure_acks_from_40001)
     connect(a, local="10.0.0.1:40001")

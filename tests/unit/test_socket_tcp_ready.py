@@ -7,12 +7,10 @@ import time
 
 import pytest
 
-from stack import Impairment, IpAddress, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack
+from stack import Impairment, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack
 from stack.tcp import TcpConfig, TcpState
-from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
-from stack.wire.tcp import TcpRepr
+from tcp_socket_support import WAIT, connected_pair, listener, tcp_of, wait_for
 
-WAIT = 5.0
 FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
 
 
@@ -32,38 +30,6 @@ def stacks(nics):
     b.stop()
 
 
-def listener(st, port=7, backlog=8, **options):
-    s = st.socket(SocketType.STREAM)
-    for opt, value in options.items():
-        s.set_option(SocketOption[opt], value)
-    s.bind(IpAddress.any(port))
-    s.listen(backlog)
-    s.set_timeout(WAIT)
-    return s
-
-
-def connected_pair(a, b, port=7, **options):
-    lst = listener(b, port, **options)
-    client = a.socket(SocketType.STREAM)
-    client.set_timeout(WAIT)
-    client.connect(("10.0.0.2", port))
-    server, _ = lst.accept()
-    server.set_timeout(WAIT)
-    return client, server, lst
-
-
-def tcp_of(frame: bytes):
-    """(Ipv4Repr, TcpRepr, payload) of a TCP frame, or None."""
-    eth, payload = EthernetRepr.parse(frame)
-    if eth.ethertype != EtherType.IPV4:
-        return None
-    ip, data = Ipv4Repr.parse(payload)
-    if ip.protocol != IpProtocol.TCP:
-        return None
-    seg, body = TcpRepr.parse(data, ip.src, ip.dst)
-    return ip, seg, bytes(body)
-
-
 class Recorder:
     """An impairment hook that drops nothing and logs (time, direction, TCP segment)."""
 
@@ -80,14 +46,6 @@ class Recorder:
 def select_state(sock):
     r, w, _ = select.select([sock], [sock], [], 0)
     return bool(r), bool(w)
-
-
-def wait_for(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 # -- options ------------------------------------------------------------------------------------
