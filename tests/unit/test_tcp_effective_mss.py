@@ -17,7 +17,7 @@ import pytest
 from stack.tcp.config import TcpConfig
 from stack.tcp.glue import ANY, TcpLayer
 from stack.tcp.seq import IsnGenerator, PortAllocator
-from stack.tcp.testing import CLIENT, SERVER, LinkConfig, LinkPair, established_driver, plain_config
+from stack.tcp.testing import CLIENT, SERVER, LayerPair, LinkConfig, LinkPair, established_driver, plain_config
 
 MSS = 1460  # both ends: a 1500-byte MTU
 SRC, DST = CLIENT[0], SERVER[0]
@@ -146,45 +146,25 @@ def test_the_floor_is_eight_bytes_at_the_smallest_mss():
 # -- TSO: the pieces repeat the options -----------------------------------------------------
 
 
-class Layers:
+class Layers(LayerPair):
     """Two TcpLayers joined directly; TSO segments are cut as the NIC would (split)."""
 
     def __init__(self, config: TcpConfig):
-        self.now = 0.0
-        self.a = TcpLayer(config, isn=IsnGenerator(bytes(32)), ports=PortAllocator(key=bytes(32)))
-        self.b = TcpLayer(config, isn=IsnGenerator(bytes(range(32))))
+        super().__init__(TcpLayer(config, isn=IsnGenerator(bytes(32)), ports=PortAllocator(key=bytes(32))),
+                         TcpLayer(config, isn=IsnGenerator(bytes(range(32)))))
         self.drop = None  # callable(name, piece) -> True to lose it
         self.sent = {"a": [], "b": []}  # OutSegments as polled (before the cut)
         self.pieces = 0
 
-    def exchange(self, rounds=200):
-        for _ in range(rounds):
-            moved = False
-            for src, dst, name in ((self.a, self.b, "a"), (self.b, self.a, "b")):
-                for o in src.poll(self.now):
-                    moved = True
-                    self.sent[name].append(o)
-                    for piece in o.split():
-                        self.pieces += 1
-                        wire = piece.encode()
-                        n = len(wire)
-                        assert n <= MSS + 20 and 20 + n <= 1500, f"{name}: a {n}-byte piece (gso_size {o.gso_size})"
-                        if self.drop is None or not self.drop(name, piece):
-                            dst.receive(piece.src, piece.dst, wire, self.now)
-            if not moved:
-                return
-        raise AssertionError("the layers never went quiet")
-
-    def advance(self, dt):
-        end = self.now + dt
-        while True:
-            self.exchange()
-            times = [t for t in (self.a.poll_at(), self.b.poll_at()) if t is not None]
-            if not times or min(times) > end:
-                self.now = end
-                self.exchange()
-                return
-            self.now = max(self.now, min(times))
+    def transmit(self, name, o, dst):
+        self.sent[name].append(o)
+        for piece in o.split():
+            self.pieces += 1
+            wire = piece.encode()
+            n = len(wire)
+            assert n <= MSS + 20 and 20 + n <= 1500, f"{name}: a {n}-byte piece (gso_size {o.gso_size})"
+            if self.drop is None or not self.drop(name, piece):
+                dst.receive(piece.src, piece.dst, wire, self.now)
 
 
 def test_tso_segments_carrying_sack_blocks_are_cut_into_pieces_that_fit():

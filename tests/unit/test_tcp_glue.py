@@ -9,6 +9,7 @@ from stack.tcp.config import TcpConfig
 from stack.tcp.glue import ANY, TcpLayer, format_table, icmp_is_hard
 from stack.tcp.seq import IsnGenerator, PortAllocator
 from stack.tcp.state import TcpState
+from stack.tcp.testing import LayerPair
 from stack.wire import MalformedPacket
 from stack.wire.tcp import TcpFlags, TcpRepr
 
@@ -17,37 +18,17 @@ B = IPv4Address("10.0.0.2")
 S = TcpState
 
 
-class Wire:
-    """Two TcpLayers joined directly (the IP layer reduced to a function call)."""
+class Wire(LayerPair):
+    """Two TcpLayers joined directly, logging (from, header) of everything that crossed."""
 
     def __init__(self, **kw):
-        self.now = 0.0
-        self.a = TcpLayer(isn=IsnGenerator(bytes(32)), ports=PortAllocator(key=bytes(32)), **kw)
-        self.b = TcpLayer(isn=IsnGenerator(bytes(range(32))), **kw)
-        self.log = []  # (from, header) of everything that crossed
+        super().__init__(TcpLayer(isn=IsnGenerator(bytes(32)), ports=PortAllocator(key=bytes(32)), **kw),
+                         TcpLayer(isn=IsnGenerator(bytes(range(32))), **kw))
+        self.log = []
 
-    def exchange(self, rounds=50):
-        for _ in range(rounds):
-            moved = False
-            for src, dst, name in ((self.a, self.b, "a"), (self.b, self.a, "b")):
-                for o in src.poll(self.now):
-                    self.log.append((name, o.header))
-                    dst.receive(o.src, o.dst, o.encode(), self.now)
-                    moved = True
-            if not moved:
-                return
-        raise AssertionError("never quiet")
-
-    def advance(self, dt):
-        end = self.now + dt
-        while True:
-            self.exchange()
-            times = [t for t in (self.a.poll_at(), self.b.poll_at()) if t is not None]
-            if not times or min(times) > end:
-                self.now = end
-                self.exchange()
-                return
-            self.now = max(self.now, min(times))
+    def transmit(self, name, o, dst):
+        self.log.append((name, o.header))
+        super().transmit(name, o, dst)
 
 
 def test_listen_connect_accept_transfer_close():
