@@ -52,6 +52,18 @@ class RecoveryMixin:
             acc += e - s
         return max(b1, b2)
 
+    def _mark_unsacked_lost(self, end: int) -> None:
+        """Mark everything in ``[SND.UNA, end)`` that is not SACKed as lost."""
+        pos = self.snd_una
+        for s, e in self._sacked:
+            if s >= end:
+                break
+            if pos < s:
+                self._lost.add(pos, s)
+            pos = max(pos, e)
+        if pos < end:
+            self._lost.add(pos, end)
+
     def _mark_lost_sack(self) -> None:
         boundary = self._lost_boundary()
         pos = self.snd_una
@@ -193,11 +205,7 @@ class RecoveryMixin:
             # The probe arrived, the holes below it (all sent earlier) did not: lost.
             self._tlp_high = None
             self.stats["tlp_loss_detected"] += 1
-            pos = self.snd_una
-            for s, e in self._sacked:
-                if pos < s:
-                    self._lost.add(pos, s)
-                pos = max(pos, e)
+            self._mark_unsacked_lost(self._sacked.high)
             if self._recovery is None:
                 self._enter_fast_recovery(now)
 

@@ -130,13 +130,7 @@ class TimerMixin:
             self._dup_bytes = 0
             self._retrans.clear()
             self._rtx_hi.clear()
-            pos = self.snd_una
-            for s, e in self._sacked:
-                if pos < s:
-                    self._lost.add(pos, s)
-                pos = max(pos, e)
-            if pos < self.snd_nxt:
-                self._lost.add(pos, self.snd_nxt)
+            self._mark_unsacked_lost(self.snd_nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
         if self.snd_wnd == 0:
             head = min(self.snd_una + self.snd_mss, self.snd_nxt)
             self._lost.add(self.snd_una, head)

@@ -488,13 +488,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.stats["pmtu_reductions"] += 1
         self._retrans.clear()
         self._rtx_hi.clear()
-        pos = self.snd_una
-        for s, e in self._sacked:
-            if pos < s:
-                self._lost.add(pos, s)
-            pos = max(pos, e)
-        if pos < self.snd_nxt:
-            self._lost.add(pos, self.snd_nxt)
+        self._mark_unsacked_lost(self.snd_nxt)  # resent at the new, smaller size
         self._force_rtx = True
         self._want_output = True
 
