@@ -65,19 +65,8 @@ class RecoveryMixin:
             self._lost.add(pos, end)
 
     def _mark_lost_sack(self) -> None:
-        boundary = self._lost_boundary()
-        pos = self.snd_una
-        if boundary <= pos:
-            return
-        for s, e in self._sacked:
-            if s >= boundary:
-                break
-            if pos < s:
-                self._lost.add(pos, s)
-            if e > pos:
-                pos = e
-        if pos < boundary:
-            self._lost.add(pos, boundary)
+        """RFC 6675 IsLost: the holes below the boundary are lost."""
+        self._mark_unsacked_lost(self._lost_boundary())
 
     def _start_undo_episode(self) -> None:
         """Remember the congestion state before a loss response, in case it proves needless."""
