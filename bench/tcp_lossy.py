@@ -448,34 +448,23 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1 (0.02 = 2 %)")
-    return value
+def bounded(convert, low, high, what: str):
+    """An argparse type: ``convert(text)`` within [low, high], else one clear line."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if convert is int else 'a number'}") \
+                from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 10.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a delay from 0 to 10 seconds")
-    return value
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
-    return value
+fraction = bounded(float, 0.0, 1.0, "a fraction from 0 to 1 (0.02 = 2 %)")
+seconds = bounded(float, 0.0, 10.0, "a delay from 0 to 10 seconds")
+positive = bounded(int, 1, float("inf"), "at least 1")
 
 
 def main(argv: list[str]) -> int:
