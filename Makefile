@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := qemu-system-x86 busybox-static iperf3 socat iproute2 netcat-openbsd \
+DEB_PACKAGES := qemu-system-x86 busybox-static iperf3 socat iproute2 ethtool netcat-openbsd \
 	curl cpio kmod dpdk dpdk-dev tcpdump python3-venv
 SETUP_STAMP := $(VENV)/.setup-done
 
