@@ -22,7 +22,9 @@ Quick start (see docs/stack.md)::
         peer.recv(100)
 """
 from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads, RxMeta, TxMeta
-from stack.runtime import Stack, get_default_stack, set_default_stack
+from stack.clock import MonotonicClock, VirtualClock
+from stack.datagram_socket import DatagramSocket
+from stack.runtime import Stack
 from stack.socket_api import (
     IpAddress,
     PollEvent,
@@ -32,15 +34,18 @@ from stack.socket_api import (
     SocketType,
     poll,
 )
+from stack.socket_host import get_default_stack, set_default_stack
 from stack.stream_socket import StreamSocket
 from stack.tcp import ListenerInfo, TcpConfig, TcpInfo
 
 __all__ = [
+    "DatagramSocket",
     "Impairment",
     "IpAddress",
     "ListenerInfo",
     "LoopbackNic",
     "LoopbackNicPair",
+    "MonotonicClock",
     "Nic",
     "NicOffloads",
     "PollEvent",
@@ -54,6 +59,7 @@ __all__ = [
     "TcpConfig",
     "TcpInfo",
     "TxMeta",
+    "VirtualClock",
     "get_default_stack",
     "poll",
     "set_default_stack",

@@ -35,6 +35,7 @@ from stack.sockstate import SocketState
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
 from stack.tcp.glue import OutSegment, TcpLayer, icmp_is_hard
+from stack.tcp.listener import TcpListener
 from stack.udp import UdpSocketState, UdpTable
 from stack.wire import (
     ArpOperation,
@@ -329,6 +330,28 @@ class Interface:
         route = self.routes.lookup(ip, bound_ip)
         src = bound_ip if bound_ip != UNSPECIFIED else route.src
         return self.tcp.connect(src, (ip, port), now, local_port=bound_port, config=config)
+
+    # The rest of a TCP socket's calls, so that sockets need nothing but these tcp_* methods.
+    @property
+    def tcp_config(self) -> TcpConfig:
+        """The defaults every TCP socket starts from (a socket's options replace fields)."""
+        return self.tcp.config
+
+    def tcp_unbind(self, ip: IPv4Address, port: int) -> None:
+        """Release a :meth:`tcp_bind` reservation that was never used."""
+        self.tcp.unbind(ip, port)
+
+    def tcp_listen(self, ip: IPv4Address, port: int, backlog: int, config: TcpConfig | None = None) -> TcpListener:
+        """Turn a :meth:`tcp_bind` reservation into a listener."""
+        return self.tcp.listen(ip, port, backlog, config=config)
+
+    def tcp_accept(self, listener: TcpListener) -> TcpConnection | None:
+        """The listener's next established connection, or None."""
+        return self.tcp.accept(listener)
+
+    def tcp_close_listener(self, listener: TcpListener) -> None:
+        """Stop listening; queued connections are reset on the next :meth:`poll`."""
+        self.tcp.close_listener(listener)
 
     def _check_bindable(self, ip: IPv4Address) -> None:
         if ip != UNSPECIFIED and not self.routes.is_local(ip):

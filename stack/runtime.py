@@ -7,8 +7,12 @@ received frames in and transmits what ``poll()`` returns. Sockets call into
 the interface from their own threads under the stack's one lock, so the
 core never sees two callers at once.
 
-A process-wide default stack lets seed-style code write
-``Socket(SocketType.DATAGRAM)`` without naming a stack.
+:meth:`Stack.socket` is the one factory of sockets (``Socket(...)`` calls it
+too). The socket modules know the stack only through the small public
+interface of :class:`stack.socket_host.SocketHost` (``lock``, ``now``,
+``register``, ``unregister``, ``pump``, ``iface``'s socket calls), so they
+never import this module; it imports them. Time comes from a
+:class:`stack.clock.Clock`: the monotonic clock, or a virtual one in tests.
 """
 from __future__ import annotations
 
@@ -17,22 +21,22 @@ import logging
 import os
 import selectors
 import threading
-import time
 from ipaddress import IPv4Interface
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Sequence
 
+from stack.clock import Clock, MonotonicClock
+from stack.datagram_socket import DatagramSocket
 from stack.iface import Interface
 from stack.nic import Nic, NicOffloads
+from stack.socket_api import PollEvent, Socket, SocketType, poll
+from stack.stream_socket import StreamSocket
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 from stack.tcp.connection import TcpInfo
 from stack.tcp.glue import ListenerInfo, format_table
 
-if TYPE_CHECKING:
-    from stack.socket_api import PollEvent, Socket, SocketType
-
 log = logging.getLogger(__name__)
 
-__all__ = ["Stack", "set_default_stack", "get_default_stack"]
+__all__ = ["Stack"]
 
 RX_BURST = 64
 RX_BURSTS_PER_ROUND = 8  # bound the time the lock is held for one round
@@ -47,6 +51,9 @@ class Stack:
     ``interface_options`` go to :class:`~stack.iface.Interface` (for example
     ``arp_cache=ArpCache(retry_interval=0.1)`` in tests, or
     ``tcp_config=TcpConfig(syn_retries=2)`` for every TCP socket's defaults).
+    ``clock`` is where the runtime and the sockets read the time and wait
+    (:class:`~stack.clock.MonotonicClock` unless a test gives a
+    :class:`~stack.clock.VirtualClock`).
     """
 
     def __init__(
@@ -56,7 +63,7 @@ class Stack:
         gateway: str | None = None,
         privileged: bool = False,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         **interface_options: Any,
     ) -> None:
         addresses = [ip] if isinstance(ip, (str, IPv4Interface)) else list(ip)
@@ -79,8 +86,8 @@ class Stack:
             tx_csum_offload=NicOffloads.TX_CSUM in nic.offloads,
             **interface_options,
         )
-        self._clock = clock
-        self._lock = threading.Lock()
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.lock = threading.Lock()  # the one lock around the core (sockets wait on conditions built on it)
         self._sockets: set[Socket] = set()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -92,14 +99,14 @@ class Stack:
     # -- life cycle -------------------------------------------------------------
     def start(self) -> "Stack":
         """Announce the addresses (gratuitous ARP) and start the thread."""
-        with self._lock:
+        with self.lock:
             if self._stopped:
                 raise OSError(errno.ENETDOWN, "this stack was stopped; make a new one")
             if self._running:
                 return self
             self._running = True
-            self.iface.start(self._clock())
-            self._pump_locked()
+            self.iface.start(self.clock.now())
+            self.pump()
         self._thread = threading.Thread(target=self._run, name=f"multios-stack-{self.iface.mac}", daemon=True)
         self._thread.start()
         return self
@@ -110,14 +117,14 @@ class Stack:
         TCP connections get their FIN (or RST) out, but nothing is retransmitted
         afterwards: linger on a socket first if its data must arrive.
         """
-        with self._lock:
+        with self.lock:
             if self._stopped:
                 return
             self._stopped = True  # no new sockets from here on
             sockets = list(self._sockets)
         for sock in sockets:
             sock.close()  # while still running, so TCP's FINs and RSTs go out
-        with self._lock:
+        with self.lock:
             self._running = False
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -136,23 +143,26 @@ class Stack:
         return self._running
 
     # -- public helpers -----------------------------------------------------------
-    def socket(self, type: "SocketType | None" = None, protocol: int | None = None) -> "Socket":
-        """A new socket on this stack (DATAGRAM unless ``type`` says otherwise)."""
-        from stack.socket_api import Socket, SocketType
-
-        return Socket(type if type is not None else SocketType.DATAGRAM, protocol, stack=self)
+    def socket(self, type: SocketType | None = None, protocol: int | None = None) -> Socket:
+        """A new socket on this stack (DATAGRAM unless ``type`` says otherwise): the one
+        factory of sockets, which ``Socket(type, protocol, stack=...)`` calls too."""
+        if type is None:
+            type = SocketType.DATAGRAM
+        if not isinstance(type, SocketType):
+            raise TypeError(f"type must be a SocketType, got {type!r}")
+        if type is SocketType.STREAM:
+            return StreamSocket(self, protocol)
+        return DatagramSocket(self, type, protocol)
 
     def poll(
-        self, sockets: Sequence["Socket"], events: "PollEvent | Sequence[PollEvent]", timeout: float | None = None
-    ) -> list[tuple["Socket", "PollEvent"]]:
+        self, sockets: Sequence[Socket], events: PollEvent | Sequence[PollEvent], timeout: float | None = None
+    ) -> list[tuple[Socket, PollEvent]]:
         """Same as :func:`stack.socket_api.poll`."""
-        from stack.socket_api import poll
-
         return poll(sockets, events, timeout)
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per-protocol counters of the interface, plus the NIC's if it has any."""
-        with self._lock:
+        with self.lock:
             snap = self.iface.counters.snapshot()
             nic_counters = getattr(self.nic, "counters", None)
             if nic_counters is not None:
@@ -173,46 +183,51 @@ class Stack:
         per-connection ``counters`` included: the same one ``Socket.tcp_info()``
         gives for a socket and the table of :meth:`connection_table` shows.
         """
-        with self._lock:
+        with self.lock:
             return self.iface.tcp.table()
 
     def tcp_listeners(self) -> list[ListenerInfo]:
         """A :class:`~stack.tcp.listener.ListenerInfo` per listening TCP socket: address,
         backlog, accept and SYN queue lengths and the listener's ``counters``."""
-        with self._lock:
+        with self.lock:
             return self.iface.tcp.listeners()
 
     def connection_table(self) -> str:
         """Listeners and connections as text, like ``ss -tin``."""
-        with self._lock:
+        with self.lock:
             return format_table(self.iface.tcp.table(), self.iface.tcp.listeners())
 
-    # -- used by the socket API (always with self._lock held) ------------------------
-    def _now(self) -> float:
-        return self._clock()
+    # -- the interface sockets use (stack.socket_host.SocketHost; self.lock held) -------
+    def now(self) -> float:
+        """The time on this stack's clock."""
+        return self.clock.now()
 
-    def _register(self, sock: "Socket") -> None:
+    def register(self, sock: Socket) -> None:
+        """Count ``sock`` as open: :meth:`stop` closes it and a failure reaches it.
+        ``OSError(ENETDOWN)`` once the stack is stopped or its thread failed."""
         self._check_alive()
         if self._stopped:
             raise OSError(errno.ENETDOWN, "the stack is stopped")
         self._sockets.add(sock)
 
-    def _unregister(self, sock: "Socket") -> None:
+    def unregister(self, sock: Socket) -> None:
+        """Forget a closed socket."""
         self._sockets.discard(sock)
+
+    def pump(self) -> None:
+        """Send what the core has queued now (a socket call just queued something);
+        wake the thread if its next timer moved earlier."""
+        self._check_alive()
+        if not self._running:
+            return  # frames wait in the core until start()
+        self._transmit(self.iface.poll(self.clock.now()))
+        at = self.iface.poll_at()
+        if at is not None and (self._thread_deadline is None or at < self._thread_deadline):
+            self._wake()
 
     def _check_alive(self) -> None:
         if self.failure is not None:
             raise OSError(errno.ENETDOWN, f"the stack's thread failed: {self.failure!r}")
-
-    def _pump_locked(self) -> None:
-        """Send what the core has queued; wake the thread if its timer moved earlier."""
-        self._check_alive()
-        if not self._running:
-            return  # frames wait in the core until start()
-        self._transmit(self.iface.poll(self._clock()))
-        at = self.iface.poll_at()
-        if at is not None and (self._thread_deadline is None or at < self._thread_deadline):
-            self._wake()
 
     # -- the thread -------------------------------------------------------------------
     def _transmit(self, frames: list) -> None:
@@ -229,7 +244,7 @@ class Stack:
         for _ in range(RX_BURSTS_PER_ROUND):
             frames = self.nic.receive(RX_BURST)
             if frames:
-                now = self._clock()
+                now = self.clock.now()
                 for frame, meta in frames:
                     self.iface.receive_frame(frame, now, meta)
             if len(frames) < RX_BURST:
@@ -241,49 +256,39 @@ class Stack:
         nic_fd = self.nic.fileno()
         if nic_fd is not None:
             sel.register(nic_fd, selectors.EVENT_READ)
+        self.clock.attach(self._wake)  # a virtual clock's advance() wakes this thread
         try:
-            while True:
-                with self._lock:
-                    if not self._running:
-                        return
-                    self._receive_locked()
-                    self._transmit(self.iface.poll(self._clock()))
-                    at = self.iface.poll_at()
-                    self._thread_deadline = at
-                timeout = None if at is None else max(0.0, at - self._clock())
-                if nic_fd is None:
-                    timeout = NO_FD_POLL_INTERVAL if timeout is None else min(timeout, NO_FD_POLL_INTERVAL)
-                sel.select(timeout)
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+            while self._run_round(sel, nic_fd):
+                pass
         except Exception as exc:  # the NIC went away or a bug: fail loudly, not silently
             log.exception("MultiOS stack thread failed")
             self.failure = exc
-            with self._lock:
+            with self.lock:
                 self._running = False
                 for sock in list(self._sockets):
-                    sock._fail_locked(errno.ENETDOWN)
+                    sock.stack_failed(errno.ENETDOWN)
         finally:
+            self.clock.detach(self._wake)
             sel.close()
 
-
-_default_stack: Stack | None = None
-_default_lock = threading.Lock()
-
-
-def set_default_stack(stack: Stack | None) -> None:
-    """Make ``stack`` the one ``Socket(...)`` uses when given no ``stack=``."""
-    global _default_stack
-    with _default_lock:
-        _default_stack = stack
-
-
-def get_default_stack() -> Stack:
-    """The default stack; ``OSError(ENETDOWN)`` if none was set."""
-    with _default_lock:
-        if _default_stack is None:
-            raise OSError(errno.ENETDOWN, "no default MultiOS stack: call stack.set_default_stack(Stack(nic, ...))")
-        return _default_stack
+    def _run_round(self, sel: selectors.BaseSelector, nic_fd: int | None) -> bool:
+        """Receive, do the timed work, sleep until the next timer or input; False once stopped."""
+        with self.lock:
+            if not self._running:
+                return False
+            seen = self.clock.now()  # this round does all the work due by then
+            self._receive_locked()
+            self._transmit(self.iface.poll(self.clock.now()))
+            at = self.iface.poll_at()
+            self._thread_deadline = at
+        self.clock.idle(self._wake, seen)
+        timeout = self.clock.timeout(at)
+        if nic_fd is None:
+            timeout = NO_FD_POLL_INTERVAL if timeout is None else min(timeout, NO_FD_POLL_INTERVAL)
+        sel.select(timeout)
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return True

@@ -1,10 +1,12 @@
 """STREAM (TCP) sockets: the socket API over the TCP engine.
 
-``Socket(SocketType.STREAM)`` returns a :class:`StreamSocket`. It holds, at
+``stack.socket(SocketType.STREAM)`` (and so ``Socket(SocketType.STREAM)``)
+returns a :class:`StreamSocket`. It holds, at
 different times, nothing, a port reservation (``bind``), a
 :class:`~stack.tcp.listener.TcpListener` (``listen``) or a
 :class:`~stack.tcp.connection.TcpConnection` (``connect``/``accept``); the
-engine lives in the interface's :class:`~stack.tcp.glue.TcpLayer` and every
+engine lives in the interface's :class:`~stack.tcp.glue.TcpLayer`, reached
+through the interface's ``tcp_*`` socket calls, and every
 call here runs under the stack's one lock, so a socket may be used from
 several threads at once. Blocking calls wait on a condition variable built
 on that lock; the engine's ``on_change`` callback wakes them when the
@@ -30,12 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import threading
-import time
 from ipaddress import IPv4Address
 
 from stack.readyfd import ReadyFd
-from stack.runtime import Stack, get_default_stack
 from stack.socket_api import (
     AddressLike,
     IpAddress,
@@ -44,12 +43,13 @@ from stack.socket_api import (
     Socket,
     SocketOption,
     SocketType,
-    _address,
-    _error,
-    _flag,
-    _size,
-    _tos,
+    address_of,
+    check_flag,
+    check_size,
+    check_tos,
+    socket_error,
 )
+from stack.socket_host import SocketHost
 from stack.tcp.config import TcpConfig
 from stack.tcp.congestion import ALGORITHMS
 from stack.tcp.connection import TcpConnection, TcpInfo
@@ -67,31 +67,31 @@ SYN_SENT = TcpState.SYN_SENT
 
 def _seconds(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise _error(errno.EINVAL, f"expected a number of seconds > 0, got {value!r}")
+        raise socket_error(errno.EINVAL, f"expected a number of seconds > 0, got {value!r}")
     return float(value)
 
 
 def _count(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _error(errno.EINVAL, f"expected an int >= 1, got {value!r}")
+        raise socket_error(errno.EINVAL, f"expected an int >= 1, got {value!r}")
     return value
 
 
 def _ttl(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
-        raise _error(errno.EINVAL, f"TTL must be an int in 1..255, got {value!r}")
+        raise socket_error(errno.EINVAL, f"TTL must be an int in 1..255, got {value!r}")
     return value
 
 
 def _stream_tos(value) -> int:
     # Like Linux's IP_TOS on a TCP socket: the ECN bits belong to TCP (which
     # does no ECN here), so only the DSCP part is taken.
-    return _tos(value) & ~0x03
+    return check_tos(value) & ~0x03
 
 
 def _congestion(value) -> str:
     if not isinstance(value, str) or value.lower() not in ALGORITHMS:
-        raise _error(errno.EINVAL, f"congestion control must be one of {sorted(ALGORITHMS)}, got {value!r}")
+        raise socket_error(errno.EINVAL, f"congestion control must be one of {sorted(ALGORITHMS)}, got {value!r}")
     return value.lower()
 
 
@@ -99,16 +99,16 @@ def _linger(value) -> float | None:
     if value is None or value is False:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise _error(errno.EINVAL, f"LINGER is None (off) or seconds >= 0, got {value!r}")
+        raise socket_error(errno.EINVAL, f"LINGER is None (off) or seconds >= 0, got {value!r}")
     return float(value)
 
 
 # Options that are TcpConfig fields: option -> (field, validator).
 _CONFIG_OPTIONS = {
-    SocketOption.TCP_NO_DELAY: ("nodelay", _flag),
-    SocketOption.RECEIVE_BUFFER_SIZE: ("rcvbuf", _size),
-    SocketOption.SEND_BUFFER_SIZE: ("sndbuf", _size),
-    SocketOption.KEEP_ALIVE: ("keepalive", _flag),
+    SocketOption.TCP_NO_DELAY: ("nodelay", check_flag),
+    SocketOption.RECEIVE_BUFFER_SIZE: ("rcvbuf", check_size),
+    SocketOption.SEND_BUFFER_SIZE: ("sndbuf", check_size),
+    SocketOption.KEEP_ALIVE: ("keepalive", check_flag),
     SocketOption.KEEP_IDLE: ("keepalive_idle", _seconds),
     SocketOption.KEEP_INTERVAL: ("keepalive_interval", _seconds),
     SocketOption.KEEP_COUNT: ("keepalive_count", _count),
@@ -123,28 +123,20 @@ class StreamSocket(Socket):
 
     _fd_signals_write = True
 
-    def __init__(self, type: SocketType = SocketType.STREAM, protocol: int | None = None, *, stack: Stack | None = None) -> None:
-        if type is not SocketType.STREAM:
-            raise TypeError("StreamSocket is for SocketType.STREAM")
+    def __init__(self, stack: SocketHost, protocol: int | None = None) -> None:
         if protocol not in (None, 0, IpProtocol.TCP):
             raise OSError(errno.EPROTONOSUPPORT, f"STREAM sockets are TCP, not protocol {protocol}")
-        st = stack if stack is not None else get_default_stack()
-        self._setup(st)
-        with st._lock:
-            st._register(self)
+        self._setup(stack)
+        with stack.lock:
+            stack.register(self)
             try:
                 self._fd = ReadyFd()
             except BaseException:
-                st._unregister(self)
+                stack.unregister(self)
                 raise
 
-    def _setup(self, st: Stack) -> None:
-        self._stack = st
-        self.type = SocketType.STREAM
-        self.protocol = IpProtocol.TCP
-        self._timeout: float | None = None
-        self._cond = threading.Condition(st._lock)
-        self._closed = False
+    def _setup(self, st: SocketHost) -> None:
+        Socket.__init__(self, st, SocketType.STREAM, IpProtocol.TCP)
         self._conn: TcpConnection | None = None
         self._listener: TcpListener | None = None
         self._bound: tuple[IPv4Address, int] | None = None  # a bind() not yet used by listen/connect
@@ -163,11 +155,11 @@ class StreamSocket(Socket):
         st = parent._stack
         sock = object.__new__(cls)
         sock._setup(st)
-        st._register(sock)
+        st.register(sock)
         try:
             sock._fd = ReadyFd()
         except OSError:
-            st._unregister(sock)
+            st.unregister(sock)
             conn.abort()  # out of descriptors: the peer learns at once
             raise
         sock._reuse_addr = parent._reuse_addr
@@ -212,8 +204,8 @@ class StreamSocket(Socket):
             # A failed attempt is not made final, because connect() may try again.
             self._fd.set(readable, writable)
 
-    def _fail_locked(self, code: int) -> None:
-        """The stack died: report ``code`` to whoever uses the socket next."""
+    def stack_failed(self, code: int) -> None:
+        """The stack's thread died (its lock held): report ``code`` to whoever uses the socket next."""
         if not self._closed:
             self._error = code
             self._cond.notify_all()
@@ -223,53 +215,49 @@ class StreamSocket(Socket):
         err, self._error = self._error, None
         if err is not None:
             self._sync_fd_locked()
-            raise _error(err)
+            raise socket_error(err)
 
     def _take_conn_error_locked(self, c: TcpConnection) -> None:
         err = c.take_error()
         if err is not None:
             self._sync_fd_locked()
-            raise _error(err)
-
-    def _deadline(self) -> float | None:
-        return None if self._timeout is None else time.monotonic() + self._timeout
+            raise socket_error(err)
 
     def _wait_locked(self, deadline: float | None, what: str) -> None:
         """Wait for a change; ``BlockingIOError`` / ``TimeoutError`` per the timeout."""
         if self._timeout == 0:
-            raise _error(errno.EAGAIN, f"{what} would block (non-blocking socket)")
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise _error(errno.ETIMEDOUT, f"timed out: {what}")
+            raise socket_error(errno.EAGAIN, f"{what} would block (non-blocking socket)")
+        if self._expired(deadline):
+            raise socket_error(errno.ETIMEDOUT, f"timed out: {what}")
         self._sync_fd_locked()  # so the engine's next change of readiness wakes us
-        self._cond.wait(remaining)
+        self._sleep_locked(deadline)
 
     def _config(self) -> TcpConfig | None:
         """This socket's TcpConfig, or None for the interface's default."""
         if not self._changes:
             return None
-        return dataclasses.replace(self._stack.iface.tcp.config, **self._changes)
+        return dataclasses.replace(self._stack.iface.tcp_config, **self._changes)
 
     def _pump_quietly_locked(self) -> None:
         try:
-            self._stack._pump_locked()
+            self._stack.pump()
         except OSError:
             pass  # the stack died; the socket still closes cleanly
 
     # -- addresses ---------------------------------------------------------------------------
     def bind(self, address: AddressLike) -> None:
         """Reserve a local address; port 0 picks an ephemeral port (RFC 6056)."""
-        addr = _address(address)
-        with self._stack._lock:
+        addr = address_of(address)
+        with self._stack.lock:
             self._check_open_locked()
             if self._bound is not None or self._conn is not None or self._listener is not None:
-                raise _error(errno.EINVAL, "socket is already bound")
+                raise socket_error(errno.EINVAL, "socket is already bound")
             port = self._stack.iface.tcp_bind(addr.ip, addr.port, self._reuse_addr)
             self._bound = (addr.ip, port)
 
     def local_address(self) -> IpAddress:
         """The local address (0.0.0.0:0 before bind/listen/connect)."""
-        with self._stack._lock:
+        with self._stack.lock:
             self._check_open_locked()
             if self._conn is not None:
                 return IpAddress(*self._conn.local)
@@ -279,11 +267,11 @@ class StreamSocket(Socket):
 
     def peer_address(self) -> IpAddress:
         """The peer of a connected socket; ``OSError(ENOTCONN)`` otherwise."""
-        with self._stack._lock:
+        with self._stack.lock:
             self._check_open_locked()
             c = self._conn
             if c is None or not c.connected or c.state is CLOSED:
-                raise _error(errno.ENOTCONN)
+                raise socket_error(errno.ENOTCONN)
             return IpAddress(*c.remote)
 
     # -- passive open ---------------------------------------------------------------------------
@@ -296,16 +284,16 @@ class StreamSocket(Socket):
         if isinstance(backlog, bool) or not isinstance(backlog, int):
             raise TypeError(f"backlog must be an int, got {backlog!r}")
         st = self._stack
-        with st._lock:
+        with st.lock:
             self._check_open_locked()
             if self._conn is not None:
-                raise _error(errno.EINVAL, "a connected socket cannot listen")
+                raise socket_error(errno.EINVAL, "a connected socket cannot listen")
             if self._listener is not None:
                 self._listener.listen(backlog)
                 return
             if self._bound is None:
                 self._bound = (ANY, st.iface.tcp_bind(ANY, 0, self._reuse_addr))
-            lst = st.iface.tcp.listen(*self._bound, backlog, config=self._config())
+            lst = st.iface.tcp_listen(*self._bound, backlog, config=self._config())
             self._bound = None
             self._listener = lst
             lst.on_change = self._on_change_locked
@@ -319,15 +307,15 @@ class StreamSocket(Socket):
         blocking and has this socket's options.
         """
         st = self._stack
-        with st._lock:
+        with st.lock:
             deadline = self._deadline()
             while True:
                 self._check_open_locked()
                 self._raise_socket_error_locked()
                 lst = self._listener
                 if lst is None or lst.closed:
-                    raise _error(errno.EINVAL, "socket is not listening")
-                conn = st.iface.tcp.accept(lst)
+                    raise socket_error(errno.EINVAL, "socket is not listening")
+                conn = st.iface.tcp_accept(lst)
                 if conn is not None:
                     child = StreamSocket._accepted(self, conn)
                     self._sync_fd_locked()
@@ -345,39 +333,39 @@ class StreamSocket(Socket):
         the attempt ends, and ``take_error()`` says how. A second call gives
         EALREADY while connecting, and EISCONN once connected.
         """
-        addr = _address(address)
+        addr = address_of(address)
         st = self._stack
-        with st._lock:
+        with st.lock:
             self._check_open_locked()
             self._raise_socket_error_locked()
             if self._listener is not None:
-                raise _error(errno.EISCONN, "a listening socket cannot connect")
+                raise socket_error(errno.EISCONN, "a listening socket cannot connect")
             c = self._conn
             if c is not None and c.state is CLOSED and not c.connected:
                 # The last attempt failed: report it once, then allow a new one (as Linux).
                 err = c.take_error()
                 self._drop_connection_locked()
                 if err is not None:
-                    raise _error(err)
+                    raise socket_error(err)
                 c = None
             if c is not None:
                 if c.connected:
                     if self._connect_reported:
-                        raise _error(errno.EISCONN, "socket is already connected")
+                        raise socket_error(errno.EISCONN, "socket is already connected")
                     self._connect_reported = True
                     return
                 if self._timeout == 0:
-                    raise _error(errno.EALREADY, "a connection attempt is in progress")
+                    raise socket_error(errno.EALREADY, "a connection attempt is in progress")
             else:
-                c = st.iface.tcp_connect(addr.ip, addr.port, st._now(), local=self._bound, config=self._config())
+                c = st.iface.tcp_connect(addr.ip, addr.port, st.now(), local=self._bound, config=self._config())
                 self._bound = None
                 self._conn = c
                 self._connect_reported = False
                 c.on_change = self._on_change_locked
-                st._pump_locked()
+                st.pump()
                 self._sync_fd_locked()
                 if self._timeout == 0:
-                    raise _error(errno.EINPROGRESS, f"connecting to {addr}")
+                    raise socket_error(errno.EINPROGRESS, f"connecting to {addr}")
             deadline = self._deadline()
             while True:
                 self._check_open_locked()
@@ -388,12 +376,11 @@ class StreamSocket(Socket):
                 if c.state is CLOSED:
                     err = c.take_error() or errno.ECONNABORTED
                     self._drop_connection_locked()
-                    raise _error(err, f"connect to {addr}: {errno.errorcode.get(err, err)}")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise _error(errno.ETIMEDOUT, f"timed out connecting to {addr} (the attempt goes on)")
+                    raise socket_error(err, f"connect to {addr}: {errno.errorcode.get(err, err)}")
+                if self._expired(deadline):
+                    raise socket_error(errno.ETIMEDOUT, f"timed out connecting to {addr} (the attempt goes on)")
                 self._sync_fd_locked()
-                self._cond.wait(remaining)
+                self._sleep_locked(deadline)
 
     def _drop_connection_locked(self) -> None:
         """Forget a failed attempt (the engine forgets it too once CLOSED)."""
@@ -406,7 +393,7 @@ class StreamSocket(Socket):
     # -- data ------------------------------------------------------------------------------------
     def _connection_locked(self) -> TcpConnection:
         if self._conn is None:
-            raise _error(errno.ENOTCONN, "socket is not connected")
+            raise socket_error(errno.ENOTCONN, "socket is not connected")
         return self._conn
 
     def send(self, data) -> int:
@@ -431,7 +418,7 @@ class StreamSocket(Socket):
     def _send(self, view: memoryview, partial_ok: bool) -> int:
         total = len(view)
         st = self._stack
-        with st._lock:
+        with st.lock:
             deadline = self._deadline()
             sent = 0
             while True:
@@ -439,7 +426,7 @@ class StreamSocket(Socket):
                 self._raise_socket_error_locked()
                 c = self._connection_locked()
                 if self._shut_wr:
-                    raise _error(errno.EPIPE, "socket is shut down for writing")
+                    raise socket_error(errno.EPIPE, "socket is shut down for writing")
                 if c.state is not SYN_SENT:  # as Linux: a send waits for the handshake
                     try:
                         n = c.send(view[sent:]) if sent < total else 0
@@ -450,11 +437,11 @@ class StreamSocket(Socket):
                         raise
                     if n:
                         sent += n
-                        st._pump_locked()
+                        st.pump()
                     if sent == total:
                         self._sync_fd_locked()
                         return sent
-                out_of_time = self._timeout == 0 or (deadline is not None and deadline <= time.monotonic())
+                out_of_time = self._timeout == 0 or self._expired(deadline)
                 if out_of_time and sent and partial_ok:
                     self._sync_fd_locked()
                     return sent
@@ -462,11 +449,11 @@ class StreamSocket(Socket):
 
     def send_to(self, data, address: AddressLike) -> int:
         """Not for TCP: EISCONN on a connected socket, ENOTCONN otherwise (as BSD)."""
-        _address(address)
-        with self._stack._lock:
+        address_of(address)
+        with self._stack.lock:
             self._check_open_locked()
             connected = self._conn is not None and self._conn.connected
-        raise _error(errno.EISCONN if connected else errno.ENOTCONN, "STREAM sockets send with send()")
+        raise socket_error(errno.EISCONN if connected else errno.ENOTCONN, "STREAM sockets send with send()")
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` received bytes; ``b""`` at end of stream.
@@ -478,7 +465,7 @@ class StreamSocket(Socket):
         if bufsize < 0:
             raise ValueError("negative buffer size in recv")
         st = self._stack
-        with st._lock:
+        with st.lock:
             deadline = self._deadline()
             while True:
                 self._check_open_locked()
@@ -489,7 +476,7 @@ class StreamSocket(Socket):
                 data = c.recv(bufsize)
                 if data:
                     if c.poll_at() == 0.0:
-                        st._pump_locked()  # the window opened: the update goes out now
+                        st.pump()  # the window opened: the update goes out now
                     self._sync_fd_locked()
                     return data
                 if bufsize == 0:
@@ -502,7 +489,7 @@ class StreamSocket(Socket):
     def recv_from(self, bufsize: int) -> tuple[bytes, IpAddress]:
         """``recv`` plus the peer's address."""
         data = self.recv(bufsize)
-        with self._stack._lock:
+        with self._stack.lock:
             c = self._conn
             peer = IpAddress(*c.remote) if c is not None else IpAddress.any()
         return data, peer
@@ -511,22 +498,22 @@ class StreamSocket(Socket):
     def set_option(self, option: SocketOption, value) -> None:
         """Set a :class:`SocketOption` (TCP ones apply to the live connection at once)."""
         st = self._stack
-        with st._lock:
+        with st.lock:
             self._check_open_locked()
             if option is SocketOption.REUSE_ADDR:
-                self._reuse_addr = _flag(value)
+                self._reuse_addr = check_flag(value)
                 return
             if option is SocketOption.LINGER:
                 self._linger = _linger(value)
                 return
             if option not in _CONFIG_OPTIONS:
-                raise _error(errno.ENOPROTOOPT, f"{option!r} is not an option of STREAM sockets")
+                raise socket_error(errno.ENOPROTOOPT, f"{option!r} is not an option of STREAM sockets")
             field, check = _CONFIG_OPTIONS[option]
             value = check(value)
             try:
-                dataclasses.replace(st.iface.tcp.config, **{field: value})
+                dataclasses.replace(st.iface.tcp_config, **{field: value})
             except ValueError as exc:
-                raise _error(errno.EINVAL, str(exc)) from None
+                raise socket_error(errno.EINVAL, str(exc)) from None
             self._changes[field] = value
             if self._conn is not None:
                 self._conn.configure(**{field: value})
@@ -537,7 +524,7 @@ class StreamSocket(Socket):
 
     def get_option(self, option: SocketOption):
         """The current value of a :class:`SocketOption` (ERROR clears the pending error)."""
-        with self._stack._lock:
+        with self._stack.lock:
             self._check_open_locked()
             if option is SocketOption.REUSE_ADDR:
                 return self._reuse_addr
@@ -547,11 +534,11 @@ class StreamSocket(Socket):
                 err = self._take_any_error_locked()
                 return err or 0
             if option not in _CONFIG_OPTIONS:
-                raise _error(errno.ENOPROTOOPT, f"{option!r} is not an option of STREAM sockets")
+                raise socket_error(errno.ENOPROTOOPT, f"{option!r} is not an option of STREAM sockets")
             field = _CONFIG_OPTIONS[option][0]
             if field in self._changes:
                 return self._changes[field]
-            return getattr(self._stack.iface.tcp.config, field)
+            return getattr(self._stack.iface.tcp_config, field)
 
     def _take_any_error_locked(self) -> int | None:
         err, self._error = self._error, None
@@ -562,10 +549,10 @@ class StreamSocket(Socket):
 
     def take_error(self) -> OSError | None:
         """Return and clear the pending error (SO_ERROR); how a non-blocking connect ended."""
-        with self._stack._lock:
+        with self._stack.lock:
             self._check_open_locked()
             err = self._take_any_error_locked()
-        return _error(err) if err is not None else None
+        return socket_error(err) if err is not None else None
 
     # -- ending ----------------------------------------------------------------------------------
     def shutdown(self, how: Shutdown) -> None:
@@ -575,19 +562,19 @@ class StreamSocket(Socket):
         if not isinstance(how, Shutdown) or not how:
             raise ValueError("how must be Shutdown.READ, WRITE or BOTH")
         st = self._stack
-        with st._lock:
+        with st.lock:
             self._check_open_locked()
             lst = self._listener
             if lst is not None and not lst.closed:
                 if Shutdown.READ in how:
-                    st.iface.tcp.close_listener(lst)
+                    st.iface.tcp_close_listener(lst)
                     self._cond.notify_all()
                     self._pump_quietly_locked()
                     self._sync_fd_locked()
                 return
             c = self._conn
             if c is None or (c.state is CLOSED and not c.connected):
-                raise _error(errno.ENOTCONN, "shutdown needs a connected socket")
+                raise socket_error(errno.ENOTCONN, "shutdown needs a connected socket")
             if Shutdown.WRITE in how and not self._shut_wr:
                 self._shut_wr = True
                 c.shutdown_write()
@@ -608,7 +595,7 @@ class StreamSocket(Socket):
         Unread received data turns a close into a reset, as on Linux.
         """
         st = self._stack
-        with st._lock:
+        with st.lock:
             if self._closed:
                 return
             self._closed = True
@@ -617,9 +604,9 @@ class StreamSocket(Socket):
             if lst is not None:
                 lst.on_change = None
                 if not lst.closed:
-                    st.iface.tcp.close_listener(lst)
+                    st.iface.tcp_close_listener(lst)
             elif c is None and self._bound is not None:
-                st.iface.tcp.unbind(*self._bound)
+                st.iface.tcp_unbind(*self._bound)
             if c is not None:
                 c.on_change = None
                 if self._linger == 0:
@@ -628,7 +615,7 @@ class StreamSocket(Socket):
                     c.close()
                     if self._linger is not None and c.state is not CLOSED:
                         wait_for = self._linger
-            st._unregister(self)
+            st.unregister(self)
             self._cond.notify_all()
             self._fd.close()
             self._pump_quietly_locked()
@@ -640,13 +627,12 @@ class StreamSocket(Socket):
         st = self._stack
         cond = self._cond
         c.on_change = cond.notify_all
-        deadline = time.monotonic() + seconds
+        deadline = st.now() + seconds
         try:
             while not (c.all_acked or c.state is CLOSED) and st.running:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if self._expired(deadline):
                     return
-                cond.wait(remaining)
+                self._sleep_locked(deadline)
         finally:
             c.on_change = None
 
@@ -664,7 +650,7 @@ class StreamSocket(Socket):
         neither (fresh, only bound, or a failed connect already reported),
         EBADF once closed.
         """
-        with self._stack._lock:
+        with self._stack.lock:
             self._check_open_locked()
             if self._listener is not None:
                 return self._listener.info()
@@ -685,7 +671,7 @@ class StreamSocket(Socket):
         return f"<Socket STREAM{' ' + str(IpAddress(*self._bound)) if self._bound else ''}>"
 
     def _revents(self, wanted: PollEvent) -> PollEvent:
-        with self._stack._lock:
+        with self._stack.lock:
             if self._closed:
                 return PollEvent.INVALID
             readable, writable, hangup, err = self._readiness_locked()

@@ -522,7 +522,7 @@ def test_a_change_wakes_the_thread_queued_second_on_the_same_socket(stacks, firs
     client, server, _ = connected_pair(a, b, RECEIVE_BUFFER_SIZE=4096)
     client.set_option(SocketOption.SEND_BUFFER_SIZE, 16384)
     client.set_timeout(WAIT * 6)  # the blocked calls outlive this test's own bounded waits
-    cond = client._cond = TracedCondition(a._lock)  # only to see who waits, in which order
+    cond = client._cond = TracedCondition(a.lock)  # only to see who waits, in which order
     blob = bytes(range(256)) * 200  # 51200 bytes: more than the send buffer and the window
     result = {}
 

@@ -1,0 +1,141 @@
+"""The socket layer's structure: one factory, no import loop, only the stack's public interface."""
+import ast
+import pathlib
+
+import pytest
+
+import stack
+from stack import DatagramSocket, LoopbackNicPair, Socket, SocketType, Stack, StreamSocket
+
+STACK_DIR = pathlib.Path(stack.__file__).parent
+SOCKET_MODULES = ("socket_api", "datagram_socket", "stream_socket", "socket_host")
+
+
+def imports_of(path: pathlib.Path) -> set[str]:
+    """Every module a file imports, lazy (inside functions) and TYPE_CHECKING ones included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def import_graph(modules: dict[str, pathlib.Path]) -> dict[str, set[str]]:
+    """Module name -> the modules of ``modules`` it imports (``from a.b import c`` is a.b.c if
+    that is a module, else a.b)."""
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for target in imports_of(path):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                deps.add(target)
+        graph[name] = deps
+    return graph
+
+
+def stack_modules() -> dict[str, pathlib.Path]:
+    modules = {}
+    for path in STACK_DIR.rglob("*.py"):
+        parts = ("stack",) + path.relative_to(STACK_DIR).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_sees_a_loop_hidden_in_a_lazy_import(tmp_path):
+    # The shape main had: runtime <-> socket_api, the way back inside a function.
+    (tmp_path / "runtime.py").write_text("def socket():\n    from stack.socket_api import Socket\n")
+    (tmp_path / "socket_api.py").write_text("from stack.runtime import Stack\n")
+    modules = {f"stack.{p.stem}": p for p in tmp_path.glob("*.py")}
+    assert find_cycle(import_graph(modules)) == ["stack.runtime", "stack.socket_api", "stack.runtime"]
+    (tmp_path / "socket_api.py").write_text("import enum\n")
+    assert find_cycle(import_graph(modules)) is None
+
+
+def test_the_stack_package_has_no_import_cycle():
+    assert find_cycle(import_graph(stack_modules())) is None
+
+
+def test_socket_modules_do_not_import_the_runtime():
+    for name in SOCKET_MODULES:
+        imported = imports_of(STACK_DIR / f"{name}.py")
+        assert not {m for m in imported if m == "stack.runtime" or m.startswith("stack.runtime.")}, name
+
+
+def test_sockets_use_only_the_stacks_public_interface():
+    """No socket module reads a private attribute of its stack (``self._stack._x``,
+    ``st._x``) or reaches the TCP engine as ``iface.tcp``."""
+    for name in SOCKET_MODULES:
+        for node in ast.walk(ast.parse((STACK_DIR / f"{name}.py").read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", None)
+            if owner_name in ("_stack", "st", "stack", "host"):
+                assert not node.attr.startswith("_"), f"{name}: {owner_name}.{node.attr}"
+            if owner_name == "iface":
+                assert node.attr != "tcp", f"{name}: iface.tcp"
+
+
+@pytest.fixture
+def counting_stack():
+    class CountingStack(Stack):
+        made = 0
+
+        def socket(self, type=None, protocol=None):
+            CountingStack.made += 1
+            return super().socket(type, protocol)
+
+    nics = LoopbackNicPair()
+    st = CountingStack(nics.a, "10.0.0.1/24").start()
+    yield st
+    st.stop()
+    nics.close()
+
+
+def test_socket_is_made_by_the_stacks_factory(counting_stack):
+    st = counting_stack
+    stream = Socket(SocketType.STREAM, stack=st)
+    datagram = Socket(stack=st)
+    raw_refused = None
+    try:
+        Socket(SocketType.RAW, stack=st)
+    except PermissionError as exc:
+        raw_refused = exc
+    assert type(stream) is StreamSocket and type(datagram) is DatagramSocket
+    assert isinstance(stream, Socket) and isinstance(datagram, Socket)
+    assert raw_refused is not None, "the factory's checks apply to Socket(...) too"
+    assert type(st).made == 3
+    stack.set_default_stack(st)
+    try:
+        assert type(Socket(SocketType.STREAM)) is StreamSocket and type(st).made == 4
+    finally:
+        stack.set_default_stack(None)
+    with pytest.raises(TypeError):
+        Socket("stream", stack=st)
