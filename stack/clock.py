@@ -83,11 +83,23 @@ class VirtualClock:
             return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward and wake every waiter to look at it."""
+        """Move time forward by ``seconds`` and wake every waiter to look at it."""
         if not seconds >= 0:
             raise ValueError(f"time only moves forward, got {seconds!r}")
         with self._lock:
             self._now += seconds
+        self._wake_everyone()
+
+    def advance_to(self, when: float) -> None:
+        """Move time forward to exactly ``when`` (no rounding from adding up steps)."""
+        with self._lock:
+            if not when >= self._now:
+                raise ValueError(f"time only moves forward: {when!r} is before {self._now!r}")
+            self._now = float(when)
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        with self._lock:
             waiting = list(dict.fromkeys(self._waiting))
             wakes = list(self._runtimes)
         for wake in wakes:

@@ -1,8 +1,10 @@
-"""Helpers shared by the STREAM socket tests (test_socket_tcp*.py): a listener,
-a connected pair, a TCP frame parser for impairment hooks, a bounded wait.
+"""Helpers shared by the socket tests (test_socket_*.py, test_stack_clock.py): a listener,
+a connected pair, a TCP frame parser for impairment hooks, a bounded wait, a
+blocking call on its own thread timed on a stack's clock.
 Not a test module; each test module keeps its own fixtures (their configs differ)."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -54,3 +56,25 @@ def wait_for(predicate, what, timeout=WAIT):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+class Call:
+    """``fn()`` on its own thread: what it returned (``result``) or raised (``error``), and
+    ``ended_at``, the clock's time when it ended (a VirtualClock's, in the tests that use one)."""
+
+    def __init__(self, clock, fn):
+        self.clock, self.result, self.error, self.ended_at = clock, None, None, None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn):
+        try:
+            self.result = fn()
+        except Exception as exc:
+            self.error = exc
+        self.ended_at = self.clock.now()
+
+    def done(self, timeout=WAIT) -> bool:
+        """Wait (real time, up to ``timeout``) for the call to end; has it?"""
+        self.thread.join(timeout)
+        return not self.thread.is_alive()

@@ -6,12 +6,12 @@ import time
 import pytest
 
 import stack
-from stack import IpAddress, LoopbackNicPair, PollEvent, Shutdown, Socket, SocketOption, SocketType, Stack
+from stack import IpAddress, LoopbackNicPair, PollEvent, Shutdown, Socket, SocketOption, SocketType, Stack, VirtualClock
 from stack.arp_cache import ArpCache
 from stack.stream_socket import StreamSocket
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
-from tcp_socket_support import WAIT, connected_pair, listener, wait_for
+from tcp_socket_support import WAIT, Call, connected_pair, listener, wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=2, time_wait=1.0)  # short timers for failure cases
 
@@ -27,6 +27,22 @@ def nics():
 def stacks(nics):
     a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST, arp_cache=ArpCache(retry_interval=0.05)).start()
     b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def virtual_stacks(nics, clock):
+    """The stacks of ``stacks`` on one virtual clock: TCP's timers and the sockets'
+    timeouts run on virtual time, which a test lets pass with ``clock.flowing()``."""
+    a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST, arp_cache=ArpCache(retry_interval=0.05), clock=clock).start()
+    b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST, clock=clock).start()
     yield a, b
     a.stop()
     b.stop()
@@ -155,33 +171,34 @@ def test_non_blocking_connect_twice_is_ealready(stacks, nics):
     assert a.poll([c], PollEvent.WRITE | PollEvent.READ, timeout=0.05) == []
 
 
-def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(stacks, nics):
-    a, b = stacks
+def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(virtual_stacks, nics, clock):
+    a, b = virtual_stacks
     lst = listener(b)
     nics.a.impairment = stack.Impairment(drop=is_tcp)
     c = a.socket(SocketType.STREAM)
     c.set_timeout(0.1)
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError):
+    t0 = clock.now()
+    with clock.flowing(), pytest.raises(TimeoutError):
         c.connect("10.0.0.2:7")
-    assert time.monotonic() - t0 < 1.0
+    assert clock.now() - t0 < 1.0
     nics.a.impairment = None  # the next SYN retransmission gets through
     c.set_timeout(WAIT)
-    c.connect("10.0.0.2:7")
+    with clock.flowing():
+        c.connect("10.0.0.2:7")
     server, _ = lst.accept()
     assert server.peer_address() == c.local_address()
 
 
-def test_connect_to_a_host_that_never_answers_times_out(stacks, nics):
-    a, _ = stacks
+def test_connect_to_a_host_that_never_answers_times_out(virtual_stacks, nics, clock):
+    a, _ = virtual_stacks
     nics.a.impairment = stack.Impairment(drop=is_tcp)  # ARP works, TCP is black-holed
     c = a.socket(SocketType.STREAM)
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError) as exc:
+    t0 = clock.now()
+    with clock.flowing(), pytest.raises(TimeoutError) as exc:
         c.connect("10.0.0.2:7")
     assert exc.value.errno == errno.ETIMEDOUT
     # initial RTO 0.2 s, two retries: 0.2 + 0.4 + 0.8
-    assert 1.2 < time.monotonic() - t0 < 4.0
+    assert 1.2 < clock.now() - t0 < 4.0
 
 
 def test_connect_to_an_address_nobody_has_is_host_unreachable(stacks):
@@ -482,8 +499,8 @@ def test_close_with_unread_data_resets(stacks):
         client.recv(10)
 
 
-def test_linger_waits_until_the_data_is_acknowledged(stacks, nics):
-    a, b = stacks
+def test_linger_waits_until_the_data_is_acknowledged(virtual_stacks, nics, clock):
+    a, b = virtual_stacks
     client, server, _ = connected_pair(a, b)
     client.set_option(SocketOption.LINGER, 3)
     dropped = []
@@ -496,25 +513,31 @@ def test_linger_waits_until_the_data_is_acknowledged(stacks, nics):
 
     nics.a.impairment = stack.Impairment(drop=drop_first_data)
     client.sendall(bytes(1200))
-    t0 = time.monotonic()
-    client.close()
-    waited = time.monotonic() - t0
+    t0 = clock.now()
+    with clock.flowing():
+        client.close()
+        waited = clock.now() - t0
+        got = 0
+        while d := server.recv(65536):
+            got += len(d)
     assert dropped and 0.15 < waited < 3.0, waited
-    got = 0
-    while d := server.recv(65536):
-        got += len(d)
     assert got == 1200
 
 
-def test_linger_gives_up_after_its_time(stacks, nics):
-    a, b = stacks
+def test_linger_gives_up_after_its_time(virtual_stacks, nics, clock):
+    a, b = virtual_stacks
     client, server, _ = connected_pair(a, b)
     client.set_option(SocketOption.LINGER, 0.3)
     nics.a.impairment = stack.Impairment(drop=is_tcp)
     client.send(b"lost")
-    t0 = time.monotonic()
-    client.close()
-    assert 0.25 < time.monotonic() - t0 < 2.0
+    t0 = clock.now()
+    call = Call(clock, client.close)
+    assert clock.wait_for_sleepers(1)
+    clock.advance_to(t0 + 0.25)
+    assert not call.done(0.05), "0.25 s of a 0.3 s linger: still waiting"
+    clock.advance_to(t0 + 0.3)
+    assert call.done() and call.error is None
+    assert 0.25 < call.ended_at - t0 < 2.0
 
 
 def test_close_wakes_a_thread_blocked_in_recv_with_ebadf(stacks):

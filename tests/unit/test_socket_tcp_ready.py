@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stack import Impairment, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack
+from stack import Impairment, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack, VirtualClock
 from stack.tcp import TcpConfig, TcpState
 from tcp_socket_support import WAIT, connected_pair, listener, tcp_of, wait_for
 
@@ -25,6 +25,21 @@ def nics():
 def stacks(nics):
     a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST).start()
     b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def virtual_stacks(nics, clock):
+    """The stacks of ``stacks`` on one virtual clock (``clock.flowing()`` lets time pass)."""
+    a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST, clock=clock).start()
+    b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST, clock=clock).start()
     yield a, b
     a.stop()
     b.stop()
@@ -186,23 +201,26 @@ def test_nagle_holds_a_small_segment_until_the_ack_and_tcp_no_delay_does_not(sta
     assert order[:2] == [("a", b"1"), ("a", b"2")], "TCP_NO_DELAY: both leave before any ACK"
 
 
-def test_keepalive_probes_an_idle_connection_and_ends_a_dead_one(stacks, nics):
-    a, b = stacks
+def test_keepalive_probes_an_idle_connection_and_ends_a_dead_one(virtual_stacks, nics, clock):
+    a, b = virtual_stacks
     client, server, _ = connected_pair(a, b)
     client.set_option(SocketOption.KEEP_IDLE, 0.2)
     client.set_option(SocketOption.KEEP_INTERVAL, 0.1)
     client.set_option(SocketOption.KEEP_COUNT, 2)
     client.set_option(SocketOption.KEEP_ALIVE, True)
     before = client.tcp_info().segs_out
-    time.sleep(0.5)
+    idle_from = clock.now()
+    with clock.flowing():
+        wait_for(lambda: clock.now() >= idle_from + 0.5, "0.5 s of virtual idleness")
+    clock.settle()
     assert client.tcp_info().segs_out >= before + 1, "probes went out"
     assert client.tcp_info().state is TcpState.ESTABLISHED, "and were answered"
     nics.b.impairment = Impairment(drop=lambda frame: tcp_of(frame) is not None)  # the peer goes silent
-    t0 = time.monotonic()
+    t0 = clock.now()
     client.set_timeout(WAIT)
-    with pytest.raises(TimeoutError) as exc:
+    with clock.flowing(), pytest.raises(TimeoutError) as exc:
         client.recv(10)
-    assert exc.value.errno == errno.ETIMEDOUT and time.monotonic() - t0 < 2.0
+    assert exc.value.errno == errno.ETIMEDOUT and clock.now() - t0 < 2.0
 
 
 # -- readiness -----------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ from stack import (
     SocketOption,
     SocketType,
     Stack,
+    VirtualClock,
 )
 from stack.arp_cache import ArpCache
 from stack.udp import EPHEMERAL_PORTS
 from stack.wire import EthernetRepr, EtherType, Ipv4Repr
+from tcp_socket_support import Call
 
 WAIT = 5.0  # generous bound for anything that should take milliseconds
 
@@ -39,6 +41,21 @@ def nics():
 def stacks(nics):
     a = Stack(nics.a, "10.0.0.1/24").start()
     b = Stack(nics.b, "10.0.0.2/24").start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def virtual_stacks(nics, clock):
+    """The two stacks on one virtual clock: time moves only when the test says so."""
+    a = Stack(nics.a, "10.0.0.1/24", clock=clock).start()
+    b = Stack(nics.b, "10.0.0.2/24", clock=clock).start()
     yield a, b
     a.stop()
     b.stop()
@@ -137,17 +154,23 @@ def test_blocking_recv_is_woken_by_arrival(stacks):
     assert not t.is_alive() and got == [b"wake up"]
 
 
-def test_timeout(stacks):
-    _, b = stacks
+def test_timeout(virtual_stacks, clock):
+    _, b = virtual_stacks
     server = server_on(b)
     server.set_timeout(0.2)
     assert server.get_timeout() == 0.2
-    start = time.monotonic()
-    with pytest.raises(TimeoutError) as exc:
-        server.recv(10)
-    elapsed = time.monotonic() - start
+    start = clock.now()
+    call = Call(clock, lambda: server.recv(10))
+    assert clock.wait_for_sleepers(1)
+    clock.advance_to(start + 0.19)
+    assert not call.done(0.05), "0.19 s of a 0.2 s timeout: still waiting"
+    clock.advance_to(start + 0.2)
+    assert call.done()
+    elapsed = call.ended_at - start
     assert 0.19 <= elapsed < WAIT
-    assert exc.value.errno == errno.ETIMEDOUT
+    assert elapsed == 0.2, "the timeout ends exactly at its deadline"
+    assert isinstance(call.error, TimeoutError)
+    assert call.error.errno == errno.ETIMEDOUT
 
 
 def test_nonblocking(stacks):
@@ -189,13 +212,18 @@ def test_select_and_selectors_follow_readiness(stacks):
         assert sel.select(0) == [], "drained: no longer readable"
 
 
-def test_stack_poll_helper(stacks):
-    a, b = stacks
+def test_stack_poll_helper(virtual_stacks, clock):
+    a, b = virtual_stacks
     s1, s2 = server_on(b, 1001), server_on(b, 1002)
     assert stack.poll([s1, s2], PollEvent.READ, timeout=0) == []
-    start = time.monotonic()
-    assert b.poll([s1, s2], PollEvent.READ, timeout=0.1) == []
-    assert time.monotonic() - start >= 0.09
+    start = clock.now()
+    call = Call(clock, lambda: b.poll([s1, s2], PollEvent.READ, timeout=0.1))
+    clock.advance_to(start + 0.09)
+    assert not call.done(0.05), "0.09 s of a 0.1 s timeout: still waiting"
+    clock.advance_to(start + 0.1)
+    assert call.done() and call.error is None
+    assert call.result == []
+    assert call.ended_at - start >= 0.09
     a.socket().send_to(b"x", "10.0.0.2:1002")
     assert stack.poll([s1, s2], PollEvent.READ, timeout=WAIT) == [(s2, PollEvent.READ)]
     ready = stack.poll([s1, s2], [PollEvent.WRITE, PollEvent.READ], timeout=0)
@@ -287,17 +315,17 @@ def test_connected_socket_ignores_other_senders(stacks):
     assert friend.recv_from(100) == (b"reply", IpAddress.parse("10.0.0.2:5353"))
 
 
-def test_arp_failure_gives_ehostunreach(nics):
-    a = Stack(nics.a, "10.0.0.1/24", arp_cache=ArpCache(retry_interval=0.05)).start()
+def test_arp_failure_gives_ehostunreach(nics, clock):
+    a = Stack(nics.a, "10.0.0.1/24", arp_cache=ArpCache(retry_interval=0.05), clock=clock).start()
     try:
         s = a.socket()
         s.set_timeout(WAIT)
-        start = time.monotonic()
+        start = clock.now()
         s.send_to(b"hello?", "10.0.0.99:53")
-        with pytest.raises(OSError) as exc:
+        with clock.flowing(), pytest.raises(OSError) as exc:
             s.recv_from(100)
         assert exc.value.errno == errno.EHOSTUNREACH
-        assert time.monotonic() - start >= 0.14, "three tries 50 ms apart"
+        assert clock.now() - start >= 0.14, "three tries 50 ms apart"
         assert a.counters()["arp"]["tx_request"] == 3
     finally:
         a.stop()
