@@ -625,8 +625,7 @@ class StreamSocket(Socket):
     def _linger_locked(self, c: TcpConnection, seconds: float) -> None:
         """SO_LINGER: wait until all is acknowledged, the connection ends, or time runs out."""
         st = self._stack
-        cond = self._cond
-        c.on_change = cond.notify_all
+        c.on_change = self._cond.notify_all
         deadline = st.now() + seconds
         try:
             while not (c.all_acked or c.state is CLOSED) and st.running:
