@@ -210,7 +210,7 @@ class LoopbackNic(Nic):
         whose checksums it may trust (as from a real NIC's segmentation).
         """
         # Imported here: the rest of the loopback NIC needs nothing of nicdev.
-        from nicdev.net.offload import FrameMeta, OffloadError, segment
+        from nicdev.virtio.offload import FrameMeta, OffloadError, segment
 
         if NicOffloads.TSO not in self.offloads or NicOffloads.TX_CSUM not in self.offloads:
             self.counters["tx_drop_tso_not_offered"] += 1

@@ -57,7 +57,7 @@ import threading
 import time
 from typing import Iterable
 
-from nicdev.net.offload import FrameMeta, OffloadError, segment
+from nicdev.virtio.offload import FrameMeta, OffloadError, segment
 from nicdev.vhost_user.frontend import GSO_FEATURES, OPTIONAL_FEATURES, BackendError, VhostUserFrontend
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,

@@ -1,4 +1,4 @@
-"""nicdev.net.offload: TCP/UDP segmentation and checksum completion, checked
+"""nicdev.virtio.offload: TCP/UDP segmentation and checksum completion, checked
 with an independent (word-by-word) checksum, and hostile metadata."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nicdev.net import offload
-from nicdev.net.offload import (
+from nicdev.virtio import offload
+from nicdev.virtio.offload import (
     DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, MAX_SEGMENTS, FrameMeta, OffloadError,
 )
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
