@@ -25,7 +25,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
-from stack.wire import MacAddress, internet_checksum
+from nicdev.virtio.offload import FrameMeta, OffloadError, complete_checksum, segment
+from stack.wire import MacAddress
 
 __all__ = [
     "Nic",
@@ -36,7 +37,6 @@ __all__ = [
     "Impairment",
     "LoopbackNic",
     "LoopbackNicPair",
-    "complete_checksum",
 ]
 
 ETH_HEADER_LEN = 14
@@ -119,16 +119,6 @@ class Nic(ABC):
         """Release the NIC's resources; later calls raise ``OSError(EBADF)``."""
 
 
-def complete_checksum(frame: bytes, meta: TxMeta) -> bytes:
-    """Finish a NEEDS_CSUM checksum the way a NIC would (see :class:`TxMeta`)."""
-    start, field = meta.csum_start, meta.csum_start + meta.csum_offset
-    if start < 0 or field + 2 > len(frame) or field < start:
-        raise ValueError("checksum offsets outside the frame")
-    # The field holds the pseudo-header sum; summing over it folds it in.
-    csum = internet_checksum(frame[start:])
-    return frame[:field] + csum.to_bytes(2, "big") + frame[field + 2 :]
-
-
 @dataclass
 class Impairment:
     """Test hooks on one direction of a loopback link.
@@ -209,9 +199,6 @@ class LoopbackNic(Nic):
         Only with NicOffloads.TSO and TX_CSUM; the peer gets finished frames
         whose checksums it may trust (as from a real NIC's segmentation).
         """
-        # Imported here: the rest of the loopback NIC needs nothing of nicdev.
-        from nicdev.virtio.offload import FrameMeta, OffloadError, segment
-
         if NicOffloads.TSO not in self.offloads or NicOffloads.TX_CSUM not in self.offloads:
             self.counters["tx_drop_tso_not_offered"] += 1
             return 0

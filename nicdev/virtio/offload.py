@@ -251,12 +251,19 @@ def _checked(frame: bytes, meta: FrameMeta) -> tuple[FrameMeta, _Layout | None]:
 # -- doing the work ----------------------------------------------------------------------
 def complete_checksum(frame: bytes, meta: FrameMeta) -> bytes:
     """Finish a NEEDS_CSUM frame: sum from csum_start to the end, seeded by the
-    field's pseudo-header sum, and store the result (0 is sent as 0xFFFF, as
-    Linux does: both mean zero in ones' complement)."""
+    field's pseudo-header sum, and store the result.
+
+    A computed 0 in a UDP checksum field is sent as 0xFFFF: in UDP a 0 means
+    "no checksum" (RFC 768); TCP keeps 0. virtio's header does not name the
+    protocol, the field's offset does (6 in a UDP header, 16 in TCP's).
+    Whatever else puts its checksum at offset 6 still verifies: 0 and
+    0xFFFF are the same number in ones' complement."""
     start, field = meta.csum_start, meta.csum_start + meta.csum_offset
     if start < 0 or meta.csum_offset < 0 or field + 2 > len(frame):
         raise OffloadError("bad_csum_offsets", f"checksum at {start}+{meta.csum_offset} outside the frame")
-    value = internet_checksum(memoryview(frame)[start:]) or 0xFFFF
+    value = internet_checksum(memoryview(frame)[start:])
+    if value == 0 and meta.csum_offset == _UDP_CSUM:
+        value = 0xFFFF
     return b"".join((frame[:field], _U16.pack(value), frame[field + 2:]))
 
 

@@ -57,7 +57,7 @@ import threading
 import time
 from typing import Iterable
 
-from nicdev.virtio.offload import FrameMeta, OffloadError, segment
+from nicdev.virtio.offload import FrameMeta, OffloadError, complete_checksum, segment
 from nicdev.vhost_user.frontend import GSO_FEATURES, OPTIONAL_FEATURES, BackendError, VhostUserFrontend
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
@@ -68,7 +68,7 @@ from nicdev.virtio.net_hdr import (
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
 )
 from nicdev.virtio.ring import QueueBroken
-from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta, complete_checksum
+from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta
 from stack.wire import MacAddress
 
 __all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
@@ -256,7 +256,7 @@ class _Link:
         if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
             # A partial checksum (GUEST_CSUM): finish it, so the bytes are right.
             try:
-                frame = complete_checksum(frame, TxMeta(*csum))
+                frame = complete_checksum(frame, FrameMeta(True, *csum))
             except ValueError:
                 counters["rx_drop_bad_csum_offsets"] += 1
                 return

@@ -165,6 +165,19 @@ def test_a_zero_result_is_written_as_ffff():
     assert naive_checksum(out[34:], pseudo4(17, len(out) - 34)) == 0
 
 
+def test_a_zero_tcp_result_stays_zero():
+    # RFC 768's rule is UDP's: a TCP checksum that computes to 0 is sent as 0.
+    frame = bytearray(tcp4_frame(b"\0\0zero sum"))     # the field holds the pseudo-header sum
+    tcp = bytearray(frame[34:])
+    tcp[16:18] = b"\0\0"
+    total = naive_sum(bytes(tcp)) + pseudo4(6, len(tcp))
+    total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into(">H", frame, 54, ~total & 0xFFFF)  # the first payload word
+    out = offload.complete_checksum(bytes(frame), FrameMeta(True, 34, 16))
+    assert out[50:52] == b"\0\0"
+    assert naive_checksum(out[34:], pseudo4(6, len(out) - 34)) == 0
+
+
 def test_finish_leaves_finished_frames_alone():
     frame = tcp4_frame(b"x" * 10, partial=False)
     assert offload.finish(frame, None) == [frame]

@@ -4,9 +4,10 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from nicdev.virtio.offload import complete_checksum
 from stack.arp_cache import ArpCache
 from stack.iface import Interface, MAX_UDP_PAYLOAD
-from stack.nic import RxMeta, complete_checksum
+from stack.nic import RxMeta
 from stack.ratelimit import KeyedRateLimiter
 from stack.testing import IP_A, IP_B, MAC_A, MAC_B, Link
 from stack.wire import (

@@ -1,11 +1,14 @@
 """LoopbackNicPair: delivery, fileno readiness, MTU, impairments, checksum offload."""
 import errno
 import select
+import struct
+from ipaddress import IPv4Address
 
 import pytest
 
-from stack.nic import Impairment, LoopbackNicPair, NicOffloads, RxMeta, TxMeta, complete_checksum
-from stack.wire import verify
+from nicdev.virtio.offload import complete_checksum
+from stack.nic import Impairment, LoopbackNicPair, NicOffloads, RxMeta, TxMeta
+from stack.wire import Ipv4Repr, fold, internet_checksum, pseudo_header_sum_v4, verify
 
 
 def readable(fd: int) -> bool:
@@ -78,6 +81,34 @@ def test_checksum_offload_refused_when_not_offered():
     a, b = LoopbackNicPair()
     assert a.transmit([(bytes(60), TxMeta(0, 4))]) == 0
     assert a.counters["tx_drop_csum_not_offered"] == 1
+
+
+def zero_sum_frame(proto: int) -> tuple[bytes, TxMeta]:
+    """An IPv4 UDP or TCP frame with a partial checksum whose finished
+    checksum computes to 0 (its first payload word is chosen for that)."""
+    src, dst = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")
+    field = 6 if proto == 17 else 16
+    if proto == 17:
+        header = struct.pack(">HHHH", 4000, 5000, 18, 0)
+    else:
+        header = struct.pack(">HHIIBBHHH", 4000, 5000, 1, 0, 0x50, 0x18, 512, 0, 0)
+    l4 = bytearray(header + b"\0\0zero sum")
+    pseudo = pseudo_header_sum_v4(src, dst, proto, len(l4))
+    l4[len(header):len(header) + 2] = internet_checksum(l4, pseudo).to_bytes(2, "big")
+    l4[field:field + 2] = fold(pseudo).to_bytes(2, "big")
+    ip = Ipv4Repr(src, dst, proto, len(l4)).emit(bytes(l4))
+    return bytes(14) + ip, TxMeta(csum_start=34, csum_offset=field)
+
+
+def test_checksum_offload_sends_a_zero_udp_checksum_as_ffff():
+    pair = LoopbackNicPair(offloads=NicOffloads.TX_CSUM)
+    udp, udp_meta = zero_sum_frame(17)
+    tcp, tcp_meta = zero_sum_frame(6)
+    pair.a.transmit([(udp, udp_meta), (tcp, tcp_meta)])
+    (got_udp, _), (got_tcp, _) = pair.b.receive()
+    assert got_udp[40:42] == b"\xff\xff", "RFC 768: a computed 0 is sent as all ones (0 means no checksum)"
+    assert got_tcp[50:52] == b"\0\0", "TCP keeps 0"
+    assert verify(got_udp[34:], pseudo_header_sum_v4(IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"), 17, 18))
 
 
 def test_complete_checksum_rejects_offsets_outside_frame():

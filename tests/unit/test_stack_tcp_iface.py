@@ -7,8 +7,9 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from nicdev.virtio.offload import complete_checksum
 from stack.arp_cache import ArpCache
-from stack.nic import RxMeta, TxMeta, complete_checksum
+from stack.nic import RxMeta, TxMeta
 from stack.tcp import TcpConfig, TcpState
 from stack.tcp.glue import OutSegment, TcpLayer
 from stack.testing import IP_A, IP_B, MAC_A, MAC_B, Link

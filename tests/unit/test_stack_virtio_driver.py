@@ -487,6 +487,17 @@ def test_software_checksum_when_the_device_has_no_csum(pair):
     assert got == udp_frame(a), "completed in software: the same bytes as a full checksum"
 
 
+def test_software_checksum_sends_a_zero_udp_checksum_as_ffff(pair):
+    a, b = pair(features=DEFAULT_FEATURES & ~mask(VIRTIO_NET_F_CSUM))
+    # The first payload word is the datagram's checksum: with it the sum folds to 0.
+    first = udp_frame(a, b"\0\0zero sum")[40:42]
+    partial, meta = udp_frame(a, first + b"zero sum", partial=True)
+    assert a.transmit([(partial, meta)]) == 1
+    (got, _), = collect(b, 1)
+    assert got[40:42] == b"\xff\xff", "RFC 768: a computed 0 is sent as all ones"
+    assert got == udp_frame(a, first + b"zero sum")
+
+
 def test_rx_checksum_flags(offload, bg):
     nic, device = offload
     good, partial = udp_frame(nic), udp_frame(nic, partial=True)[0]

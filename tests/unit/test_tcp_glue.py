@@ -4,7 +4,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from stack.nic import TxMeta, complete_checksum
+from nicdev.virtio.offload import complete_checksum
+from stack.nic import TxMeta
 from stack.tcp.config import TcpConfig
 from stack.tcp.glue import ANY, TcpLayer, format_table, icmp_is_hard
 from stack.tcp.seq import IsnGenerator, PortAllocator
