@@ -52,9 +52,9 @@ import errno
 import logging
 import os
 import select
-import struct
 import threading
 import time
+from dataclasses import dataclass
 from typing import Iterable
 
 from nicdev.virtio.offload import FrameMeta, OffloadError, complete_checksum, segment
@@ -64,9 +64,7 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
 from nicdev.virtio.memory import GuestMemoryError
-from nicdev.virtio.net_hdr import (
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
-)
+from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
 from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta
 from stack.wire import MacAddress
@@ -91,9 +89,7 @@ _TCP_CWR = 0x80
 #: plus TCP segmentation both ways (HOST_TSO4, GUEST_TSO4).
 DEFAULT_FEATURES = OPTIONAL_FEATURES | GSO_FEATURES
 
-_ZERO_HDR = bytes(HDR_LEN)
-_HDR = struct.Struct("<BBHHHHH")
-_CSUM_HDR = struct.Struct("<HH")
+_ZERO_HDR = NetHdr().pack(HDR_LEN)
 _EVENTFD_ONE = (1).to_bytes(8, "little")
 _RX_PLAIN = RxMeta()
 _RX_VALID = RxMeta(csum_valid=True)
@@ -125,6 +121,15 @@ def _drain_eventfd(fd: int) -> int:
         return int.from_bytes(os.read(fd, 8), "little")
     except BlockingIOError:
         return 0
+
+
+@dataclass(slots=True)
+class _PartialFrame:
+    """A mergeable frame whose first buffer came, still missing `missing` buffers."""
+
+    hdr: NetHdr
+    pieces: list[bytes]
+    missing: int
 
 
 class _Link:
@@ -175,7 +180,7 @@ class _Link:
             self.tx_free = list(range(qs - 1, -1, -1))
             self.tx_big_free = []
         self.rx_irq_enabled = True
-        self.partial: list | None = None        # a mergeable frame still missing buffers
+        self.partial: _PartialFrame | None = None        # a mergeable frame still missing buffers
         # The device need not tell us about TX completions: we reap on demand.
         self.txq.disable_interrupts(self.mem)
         self._fill_rx()
@@ -209,38 +214,40 @@ class _Link:
         for slot, written in used:
             off = slot * size
             if partial is not None:             # a continuation buffer of a mergeable frame
-                partial[3].append(bytes(pool[off:off + written]))
-                partial[4] -= 1
-                if not partial[4]:
-                    self._finish(out, b"".join(partial[3]), partial[0], partial[1], partial[2])
+                partial.pieces.append(bytes(pool[off:off + written]))
+                partial.missing -= 1
+                if not partial.missing:
+                    self._finish(out, b"".join(partial.pieces), partial.hdr)
                     partial = None
                 continue
             if written < HDR_LEN:
                 counters["rx_drop_short_buffer"] += 1
                 continue
-            flags, gso, _, gso_size, csum_start, csum_offset, nbuf = _HDR.unpack_from(pool, off)
+            hdr = NetHdr.unpack(pool, HDR_LEN, off)
             data = bytes(pool[off + HDR_LEN:off + written])
+            nbuf = hdr.num_buffers
             if self.mrg and nbuf != 1:
                 if nbuf == 0:
                     counters["rx_bad_num_buffers"] += 1     # device bug; treat as 1
                 elif nbuf > self.size:
                     raise QueueBroken(f"device says a frame spans {nbuf} buffers; the ring has {self.size}")
                 else:
-                    partial = [flags, (gso, gso_size), (csum_start, csum_offset), [data], nbuf - 1]
+                    partial = _PartialFrame(hdr, [data], nbuf - 1)
                     continue
-            self._finish(out, data, flags, (gso, gso_size), (csum_start, csum_offset))
+            self._finish(out, data, hdr)
         self.partial = partial
         for slot, _ in used:
             q.add(mem, (), ((gpa + slot * size, size),), slot)
         self._publish_rx()
 
-    def _finish(self, out: collections.deque, frame: bytes, flags: int, gso: tuple[int, int],
-                csum: tuple[int, int]) -> None:
+    def _finish(self, out: collections.deque, frame: bytes, hdr: NetHdr) -> None:
         counters = self.counters
         n = len(frame)
-        gso_type, gso_size = gso
+        # DATA_VALID means something only with GUEST_CSUM negotiated.
+        offload = FrameMeta.from_hdr(hdr, data_valid=self.guest_csum)
+        gso_type = hdr.gso_type
         if gso_type:
-            if not self.guest_tso or gso_type & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_TCPV4:
+            if not self.guest_tso or hdr.gso != VIRTIO_NET_HDR_GSO_TCPV4:
                 counters["rx_drop_gso_not_negotiated"] += 1
                 return
             if n > MAX_GSO_FRAME:
@@ -253,19 +260,19 @@ class _Link:
             counters["rx_drop_runt"] += 1
             return
         meta = _RX_PLAIN
-        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        if offload is not None and offload.needs_csum:
             # A partial checksum (GUEST_CSUM): finish it, so the bytes are right.
             try:
-                frame = complete_checksum(frame, FrameMeta(True, *csum))
+                frame = complete_checksum(frame, offload)
             except ValueError:
                 counters["rx_drop_bad_csum_offsets"] += 1
                 return
             meta = _RX_VALID
-        elif flags & VIRTIO_NET_HDR_F_DATA_VALID and self.guest_csum:
+        elif offload is not None and offload.data_valid:
             meta = _RX_VALID
         if gso_type:
             # A coalesced TCP frame: its data came checksummed from its sender.
-            meta = RxMeta(csum_valid=meta.csum_valid, gso_size=gso_size)
+            meta = RxMeta(csum_valid=meta.csum_valid, gso_size=hdr.gso_size)
             counters["rx_gso"] += 1
         counters["rx_frames"] += 1
         counters["rx_bytes"] += n
@@ -337,7 +344,7 @@ class _Link:
                     free.append(slot)
                     continue
                 if self.tx_csum:
-                    _HDR.pack_into(pool, off, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, start, field, 0)
+                    NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start=start, csum_offset=field).pack_into(pool, off)
                 else:
                     frame = complete_checksum(frame, meta)
                     counters["tx_sw_csum"] += 1
@@ -363,13 +370,13 @@ class _Link:
                 return None
         return free.pop()
 
-    def _put(self, slot: int, frame: bytes, hdr: tuple | None) -> None:
+    def _put(self, slot: int, frame: bytes, hdr: NetHdr | None) -> None:
         off = self.tx_off[slot]
         n = len(frame)
         if hdr is None:
             self.pool[off:off + HDR_LEN] = _ZERO_HDR
         else:
-            _HDR.pack_into(self.pool, off, *hdr)
+            hdr.pack_into(self.pool, off)
         self.pool[off + HDR_LEN:off + HDR_LEN + n] = frame
         self.txq.add(self.mem, ((self.pool_gpa + off, HDR_LEN + n),), (), slot)
         self.counters["tx_frames"] += 1
@@ -392,8 +399,8 @@ class _Link:
             if slot is None:
                 return None
             hdr_len = start + (frame[start + 12] >> 4) * 4
-            self._put(slot, frame, (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, hdr_len,
-                                    meta.gso_size, start, meta.csum_offset, 0))
+            self._put(slot, frame, NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, hdr_len,
+                                          meta.gso_size, start, meta.csum_offset))
             counters["tx_gso"] += 1
             return 1
         try:
