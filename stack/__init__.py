@@ -21,7 +21,7 @@ Quick start (see docs/stack.md)::
         conn.sendall(b"hello")
         peer.recv(100)
 """
-from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads, RxMeta, TxMeta
+from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads
 from stack.runtime import Stack, get_default_stack, set_default_stack
 from stack.socket_api import (
     IpAddress,
@@ -44,7 +44,6 @@ __all__ = [
     "Nic",
     "NicOffloads",
     "PollEvent",
-    "RxMeta",
     "Shutdown",
     "Socket",
     "SocketOption",
@@ -53,7 +52,6 @@ __all__ = [
     "StreamSocket",
     "TcpConfig",
     "TcpInfo",
-    "TxMeta",
     "get_default_stack",
     "poll",
     "set_default_stack",

@@ -5,14 +5,18 @@ TAP device or the :class:`LoopbackNicPair` used by tests all look the same.
 Frames move in bursts (``transmit(list)``, ``receive(max)``) because per-call
 overhead dominates in Python and the virtio driver works in bursts anyway.
 
-Checksum offloads follow virtio-net's two header flags:
+Offloads are described by ``nicdev.virtio.offload.FrameMeta``, the project's
+one offload-metadata type (virtio-net's header flags):
 
 * ``NicOffloads.TX_CSUM`` (``VIRTIO_NET_HDR_F_NEEDS_CSUM``): the stack may hand
   over a frame whose L4 checksum field holds only the pseudo-header sum, with
-  ``TxMeta(csum_start, csum_offset)``; the NIC finishes the checksum.
+  ``FrameMeta(needs_csum=True, csum_start=..., csum_offset=...)``; the NIC
+  finishes the checksum.
+* ``NicOffloads.TSO`` (GSO): a TCP frame larger than the MTU, with the checksum
+  request above and ``gso_type=GSO_TCPV4``, ``gso_size=MSS``; the NIC cuts it.
 * ``NicOffloads.RX_CSUM_TRUSTED`` (``VIRTIO_NET_HDR_F_DATA_VALID``): the NIC may
-  mark a received frame ``RxMeta(csum_valid=True)``; the stack then skips the
-  L4 checksum check.
+  mark a received frame ``DATA_VALID`` (``data_valid=True``); the stack then
+  skips the L4 checksum check.
 """
 from __future__ import annotations
 
@@ -25,14 +29,16 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
-from nicdev.virtio.offload import FrameMeta, OffloadError, complete_checksum, segment
+from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, FrameMeta, OffloadError, complete_checksum, segment
 from stack.wire import MacAddress
 
 __all__ = [
     "Nic",
     "NicOffloads",
-    "TxMeta",
-    "RxMeta",
+    "FrameMeta",
+    "DATA_VALID",
+    "GSO_TCPV4",
+    "NO_RX_META",
     "TxItem",
     "Impairment",
     "LoopbackNic",
@@ -46,46 +52,17 @@ class NicOffloads(enum.Flag):
     """What the NIC does for the stack (negotiated features, for virtio)."""
 
     NONE = 0
-    RX_CSUM_TRUSTED = enum.auto()  # receive: csum_valid may be set (DATA_VALID)
+    RX_CSUM_TRUSTED = enum.auto()  # receive: data_valid may be set (DATA_VALID)
     TX_CSUM = enum.auto()  # transmit: the NIC completes L4 checksums (NEEDS_CSUM)
     TSO = enum.auto()  # transmit: the NIC segments large TCP frames (for TCP later)
 
 
-@dataclass(frozen=True, slots=True)
-class TxMeta:
-    """Per-frame transmit instructions.
+#: A received frame the NIC says nothing about (checksum not checked).
+NO_RX_META = FrameMeta()
 
-    ``csum_start``/``csum_offset`` request a checksum the way virtio's
-    NEEDS_CSUM does: the ones' complement sum from ``csum_start`` to the end of
-    the frame, seeded by the 16-bit value already stored at
-    ``csum_start + csum_offset``, is written back at that place.
-    """
-
-    csum_start: int | None = None
-    csum_offset: int | None = None
-    # Segmentation (NicOffloads.TSO): a TCP frame larger than the MTU that the
-    # NIC cuts into segments of at most gso_size payload bytes. gso_type is
-    # virtio's VIRTIO_NET_HDR_GSO_* value (1 = TCP over IPv4); it needs the
-    # checksum request above (csum_start at the TCP header, csum_offset 16).
-    gso_type: int = 0
-    gso_size: int = 0
-
-    @property
-    def needs_csum(self) -> bool:
-        return self.csum_start is not None and self.csum_offset is not None
-
-
-@dataclass(frozen=True, slots=True)
-class RxMeta:
-    """Per-frame receive information from the NIC."""
-
-    csum_valid: bool = False  # the NIC checked the L4 checksum (DATA_VALID)
-    gso_size: int = 0  # > 0: a coalesced TCP frame (GUEST_TSO4) that stood for segments of this size
-
-
-NO_RX_META = RxMeta()
-
-TxItem = Union[bytes, tuple[bytes, TxMeta]]
+#: What `Nic.transmit` takes: a finished frame, or a frame with its offload
+#: request (NEEDS_CSUM, GSO).
+TxItem = Union[bytes, tuple[bytes, FrameMeta]]
 
 
 class Nic(ABC):
@@ -104,7 +81,7 @@ class Nic(ABC):
         """
 
     @abstractmethod
-    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+    def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:
         """Return up to ``max`` received frames (possibly none), never blocking."""
 
     def fileno(self) -> int | None:
@@ -153,11 +130,11 @@ class LoopbackNic(Nic):
         self.impairment: Impairment | None = None
         self.counters: Counter[str] = Counter()
         self.peer: LoopbackNic | None = None
-        self._rx: deque[tuple[bytes, RxMeta]] = deque()
+        self._rx: deque[tuple[bytes, FrameMeta]] = deque()
         self._rx_queue_len = rx_queue_len
         self._lock = threading.Lock()  # guards the receive queue
         self._tx_lock = threading.Lock()  # one transmitting thread at a time
-        self._held: tuple[bytes, RxMeta] | None = None
+        self._held: tuple[bytes, FrameMeta] | None = None
         self._efd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._signalled = False
 
@@ -193,7 +170,7 @@ class LoopbackNic(Nic):
             self._send_to_peer(frame, valid)
         return taken
 
-    def _transmit_gso(self, frame: bytes, meta: TxMeta) -> int:
+    def _transmit_gso(self, frame: bytes, meta: FrameMeta) -> int:
         """A TSO frame: cut into MTU-sized segments in "hardware" (1 = taken).
 
         Only with NicOffloads.TSO and TX_CSUM; the peer gets finished frames
@@ -206,8 +183,7 @@ class LoopbackNic(Nic):
             self.counters["tx_drop_bad_gso"] += 1
             return 0
         try:
-            pieces = segment(frame, FrameMeta(True, meta.csum_start, meta.csum_offset, False, meta.gso_type,
-                                              meta.gso_size))
+            pieces = segment(frame, meta)
         except (OffloadError, ValueError):
             self.counters["tx_drop_bad_gso"] += 1
             return 0
@@ -220,9 +196,9 @@ class LoopbackNic(Nic):
             self._send_to_peer(p, True)
         return 1
 
-    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+    def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:
         self._check_open()
-        out: list[tuple[bytes, RxMeta]] = []
+        out: list[tuple[bytes, FrameMeta]] = []
         with self._lock:
             while self._rx and len(out) < max:
                 out.append(self._rx.popleft())
@@ -259,7 +235,7 @@ class LoopbackNic(Nic):
         if peer is None or peer.closed:
             self.counters["tx_drop_link_down"] += 1
             return
-        meta = RxMeta(csum_valid=valid and NicOffloads.RX_CSUM_TRUSTED in peer.offloads)
+        meta = DATA_VALID if valid and NicOffloads.RX_CSUM_TRUSTED in peer.offloads else NO_RX_META
         imp = self.impairment
         if imp is None:
             peer._enqueue(frame, meta)
@@ -282,7 +258,7 @@ class LoopbackNic(Nic):
             self._held = None
             peer._enqueue(*held_before)
 
-    def _enqueue(self, frame: bytes, meta: RxMeta) -> None:
+    def _enqueue(self, frame: bytes, meta: FrameMeta) -> None:
         with self._lock:
             if self._efd is None:
                 return

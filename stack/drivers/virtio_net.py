@@ -17,16 +17,17 @@ way a guest's virtio-net driver does:
   device). `transmit(frames)` publishes the whole burst once and kicks at
   most once. Used TX slots are reaped when the burst needs them; a full ring
   drops the frame and counts it.
-* Checksums: with CSUM negotiated a `TxMeta` checksum request becomes
+* Checksums: with CSUM negotiated a `FrameMeta` checksum request becomes
   NEEDS_CSUM (else it is finished in software); with GUEST_CSUM a DATA_VALID
-  frame arrives as `RxMeta(csum_valid=True)` (a NEEDS_CSUM one is finished
+  frame arrives as `DATA_VALID` (a NEEDS_CSUM one is finished
   here and marked valid too).
-* Segmentation: with HOST_TSO4 a `TxMeta(gso_type=1, gso_size=MSS)` TCP
+* Segmentation: with HOST_TSO4 a `FrameMeta(gso_type=GSO_TCPV4, gso_size=MSS)` TCP
   frame of up to 64 KiB goes out whole in one of the big TX slots (an eighth
   of the ring) with GSO in the header, and the back-end segments it; without
   it (or with CWR set, as HOST_ECN is not negotiated) it is segmented here.
   With GUEST_TSO4 (only asked for together with MRG_RXBUF) the back-end may
-  hand us coalesced TCP frames: `RxMeta(csum_valid=True, gso_size=MSS)`.
+  hand us coalesced TCP frames: `FrameMeta(data_valid=True, gso_type=GSO_TCPV4,
+  gso_size=MSS)`.
 * Interrupts: `fileno()` is an epoll fd that is readable when the device
   signalled the RX call eventfd, when the back-end hangs up or reports a
   broken ring, and when a reconnect attempt is due. `receive()` disables RX
@@ -54,19 +55,19 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
-from nicdev.virtio.offload import FrameMeta, OffloadError, complete_checksum, segment
+from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError, complete_checksum, segment
 from nicdev.vhost_user.frontend import GSO_FEATURES, OPTIONAL_FEATURES, BackendError, VhostUserFrontend
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
 from nicdev.virtio.memory import GuestMemoryError
-from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
+from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
-from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta
+from stack.nic import NO_RX_META, Nic, NicOffloads, TxItem
 from stack.wire import MacAddress
 
 __all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
@@ -91,8 +92,6 @@ DEFAULT_FEATURES = OPTIONAL_FEATURES | GSO_FEATURES
 
 _ZERO_HDR = NetHdr().pack(HDR_LEN)
 _EVENTFD_ONE = (1).to_bytes(8, "little")
-_RX_PLAIN = RxMeta()
-_RX_VALID = RxMeta(csum_valid=True)
 
 
 def _align(value: int, alignment: int) -> int:
@@ -259,7 +258,7 @@ class _Link:
         if n < ETH_HEADER_LEN:
             counters["rx_drop_runt"] += 1
             return
-        meta = _RX_PLAIN
+        meta = NO_RX_META
         if offload is not None and offload.needs_csum:
             # A partial checksum (GUEST_CSUM): finish it, so the bytes are right.
             try:
@@ -267,12 +266,12 @@ class _Link:
             except ValueError:
                 counters["rx_drop_bad_csum_offsets"] += 1
                 return
-            meta = _RX_VALID
+            meta = DATA_VALID
         elif offload is not None and offload.data_valid:
-            meta = _RX_VALID
+            meta = DATA_VALID
         if gso_type:
             # A coalesced TCP frame: its data came checksummed from its sender.
-            meta = RxMeta(csum_valid=meta.csum_valid, gso_size=hdr.gso_size)
+            meta = FrameMeta(data_valid=meta.data_valid, gso_type=gso_type, gso_size=hdr.gso_size)
             counters["rx_gso"] += 1
         counters["rx_frames"] += 1
         counters["rx_bytes"] += n
@@ -344,7 +343,7 @@ class _Link:
                     free.append(slot)
                     continue
                 if self.tx_csum:
-                    NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start=start, csum_offset=field).pack_into(pool, off)
+                    meta.to_hdr().pack_into(pool, off)
                 else:
                     frame = complete_checksum(frame, meta)
                     counters["tx_sw_csum"] += 1
@@ -382,7 +381,7 @@ class _Link:
         self.counters["tx_frames"] += 1
         self.counters["tx_bytes"] += n
 
-    def _transmit_gso(self, frame: bytes, meta: TxMeta) -> int | None:
+    def _transmit_gso(self, frame: bytes, meta: FrameMeta) -> int | None:
         """One TCP GSO frame: whole with a GSO header (TSO negotiated), else
         segmented here. 1 = taken, 0 = dropped (counted), None = ring full."""
         counters = self.counters
@@ -399,13 +398,11 @@ class _Link:
             if slot is None:
                 return None
             hdr_len = start + (frame[start + 12] >> 4) * 4
-            self._put(slot, frame, NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, hdr_len,
-                                          meta.gso_size, start, meta.csum_offset))
+            self._put(slot, frame, replace(meta, hdr_len=hdr_len).to_hdr())
             counters["tx_gso"] += 1
             return 1
         try:
-            segments = segment(frame, FrameMeta(True, start, meta.csum_offset, False, meta.gso_type,
-                                                meta.gso_size))
+            segments = segment(frame, meta)
         except OffloadError:
             counters["tx_drop_bad_gso"] += 1
             return 0
@@ -492,7 +489,7 @@ class VirtioNetNic(Nic):
         self.counters: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self._lock = threading.Lock()
-        self._backlog: collections.deque[tuple[bytes, RxMeta]] = collections.deque()
+        self._backlog: collections.deque[tuple[bytes, FrameMeta]] = collections.deque()
         self._link: _Link | None = None
         self._closed = False
         self._next_attempt = 0.0
@@ -665,7 +662,7 @@ class VirtioNetNic(Nic):
                     self._link_down(reason, stop_rings=False)
             return taken
 
-    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+    def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:
         """Up to `max` received frames, never blocking (see the module doc)."""
         with self._lock:
             self._check_open()

@@ -26,7 +26,8 @@ from nicdev.virtio.features import (
 from nicdev.virtio.net_hdr import (
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr,
 )
-from stack import IpAddress, NicOffloads, RxMeta, SocketType, Stack, TxMeta
+from nicdev.virtio.offload import DATA_VALID, FrameMeta
+from stack import IpAddress, NicOffloads, SocketType, Stack
 from stack.arp_cache import ArpCache
 from stack.drivers import VirtioNetNic
 from stack.drivers.virtio_net import DEFAULT_FEATURES
@@ -121,7 +122,7 @@ def test_frames_both_ways_intact(pair):
         assert src.transmit(frames) == len(frames)
         got = collect(dst, len(frames))
         assert [f for f, _ in got] == frames
-        assert all(meta == RxMeta() for _, meta in got)
+        assert all(meta == FrameMeta() for _, meta in got)
     assert a.counters["tx_frames"] == b.counters["rx_frames"] == len(sizes)
     assert a.drops == {} and b.drops == {}
 
@@ -211,7 +212,7 @@ def test_receive_max_leaves_the_rest_readable(pair):
 def test_bad_frames_are_dropped_and_counted(pair):
     a, b = pair()
     good = frame(a, b, b"fine" * 20)
-    burst = [bytes(10), frame(a, b, bytes(1519 - 14)), good, (good, TxMeta(csum_start=100, csum_offset=6))]
+    burst = [bytes(10), frame(a, b, bytes(1519 - 14)), good, (good, FrameMeta(True, 100, 6))]
     assert a.transmit(burst) == 1
     assert a.drops == {"tx_drop_runt": 1, "tx_drop_oversize": 1, "tx_drop_bad_csum_offsets": 1}
     assert [f for f, _ in collect(b, 1)] == [good]
@@ -459,7 +460,7 @@ def udp_frame(nic, payload=b"checksum me", partial=False):
     eth = b"\x02\x00\x00\x00\x00\x02" + bytes(nic.mac) + b"\x08\x00"
     frame_ = eth + ip
     if partial:
-        return frame_, TxMeta(csum_start=14 + 20 + start, csum_offset=offset)
+        return frame_, FrameMeta(True, 14 + 20 + start, offset)
     return frame_
 
 
@@ -508,7 +509,7 @@ def test_rx_checksum_flags(offload, bg):
     bg.call(lambda: device.push_rx(hdr(flags=VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start=34, csum_offset=600) + partial))
     bg.call(lambda: device.push_rx(hdr(gso_type=VIRTIO_NET_HDR_GSO_TCPV4, gso_size=1448) + good))
     got = collect(nic, 3)
-    assert got == [(good, RxMeta(True)), (good, RxMeta(False)), (good, RxMeta(True))]
+    assert got == [(good, DATA_VALID), (good, FrameMeta()), (good, DATA_VALID)]
     wait_for(lambda: nic.receive() == [] and sum(nic.drops.values()) == 2, "the two bad frames to be counted")
     assert nic.drops == {"rx_drop_bad_csum_offsets": 1, "rx_drop_gso_not_negotiated": 1}
 
@@ -521,7 +522,7 @@ def test_mergeable_frame_split_across_receive_calls(offload, bg):
     bg.call(lambda: device.push_rx(first))
     wait_for(lambda: nic.receive() == [] and nic.counters["rx_buffers"] == 1, "the first buffer")
     bg.call(lambda: device.push_rx(f[1000:]))
-    assert collect(nic, 1) == [(f, RxMeta())]
+    assert collect(nic, 1) == [(f, FrameMeta())]
 
 
 def test_impossible_num_buffers_breaks_the_link(offload, bg):
