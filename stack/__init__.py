@@ -21,7 +21,7 @@ Quick start (see docs/stack.md)::
         conn.sendall(b"hello")
         peer.recv(100)
 """
-from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads
+from stack.drivers import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads
 from stack.runtime import Stack, get_default_stack, set_default_stack
 from stack.socket_api import (
     IpAddress,

@@ -27,7 +27,7 @@ from typing import Iterable, NamedTuple
 from stack.arp_cache import ArpCache
 from stack.counters import Counters
 from stack.ip_fragments import FragmentationNeeded, Reassembler, fragment
-from stack.nic import DATA_VALID, NO_RX_META, FrameMeta, TxItem
+from stack.drivers import DATA_VALID, NO_RX_META, FrameMeta, TxItem
 from stack.ratelimit import KeyedRateLimiter
 from stack.raw import RawSocketState, RawTable
 from stack.routes import LOOPBACK_NET, UNSPECIFIED, Route, RouteKind, RouteTable

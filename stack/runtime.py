@@ -1,6 +1,6 @@
 """The I/O edge of the stack: a thread that drives the sans-IO interface.
 
-:class:`Stack` owns an :class:`~stack.iface.Interface` and a :class:`~stack.nic.Nic`.
+:class:`Stack` owns an :class:`~stack.iface.Interface` and a :class:`~stack.drivers.nic.Nic`.
 A background thread waits (``selectors``) on the NIC's descriptor and on a
 wake-up pipe, with the interface's ``poll_at()`` as the timeout; it feeds
 received frames in and transmits what ``poll()`` returns. Sockets call into
@@ -22,7 +22,7 @@ from ipaddress import IPv4Interface
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from stack.iface import Interface
-from stack.nic import Nic, NicOffloads
+from stack.drivers import Nic, NicOffloads
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 from stack.tcp.connection import TcpInfo
 from stack.tcp.glue import ListenerInfo, format_table

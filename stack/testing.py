@@ -9,7 +9,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from stack.iface import Interface
-from stack.nic import NO_RX_META
+from stack.drivers import NO_RX_META
 from stack.wire import EthernetRepr, MacAddress
 
 __all__ = ["Link", "MAC_A", "MAC_B", "IP_A", "IP_B"]

@@ -36,7 +36,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 from typing import Iterable, NamedTuple
 
-from stack.nic import GSO_TCPV4, FrameMeta
+from stack.drivers import GSO_TCPV4, FrameMeta
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
 from stack.tcp.listener import ListenerInfo, TcpListener

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from nicdev.virtio.offload import FrameMeta, complete_checksum
-from stack.nic import Impairment, LoopbackNicPair, NicOffloads
+from stack.drivers import Impairment, LoopbackNicPair, NicOffloads
 from stack.wire import Ipv4Repr, fold, internet_checksum, pseudo_header_sum_v4, verify
 
 

@@ -30,7 +30,7 @@ from nicdev.virtio.offload import DATA_VALID, FrameMeta
 from stack import IpAddress, NicOffloads, SocketType, Stack
 from stack.arp_cache import ArpCache
 from stack.drivers import VirtioNetNic
-from stack.drivers.virtio_net import DEFAULT_FEATURES
+from stack.drivers.virtio_driver import DEFAULT_FEATURES
 from stack.wire import Ipv4Repr, UdpRepr
 
 WAIT = 5.0
@@ -293,7 +293,7 @@ def test_backend_disappears_then_comes_back(bg, tmp_path, make_nic, caplog):
     a, b = make_nic(pa.socket_path), make_nic(pb.socket_path)
     assert a.transmit([frame(a, b, b"before" * 10)]) == 1
     collect(b, 1)
-    caplog.set_level(logging.DEBUG, logger="stack.drivers.virtio_net")
+    caplog.set_level(logging.DEBUG, logger="stack.drivers.virtio_driver")
     bg.remove_port("b")
     wait_for(lambda: b.receive() == [] and not b.link_up, "the hang-up to be noticed")
     assert "closed the connection" in b.last_error and b.counters["link_down"] == 1

@@ -17,7 +17,7 @@ from nicdev.virtio.features import (
 from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, GSO_TCPV6, FrameMeta
 from stack import NicOffloads
 from stack.drivers import VirtioNetNic
-from stack.drivers.virtio_net import DEFAULT_FEATURES
+from stack.drivers.virtio_driver import DEFAULT_FEATURES
 
 from offload_frames import ACK, CWR, FIN, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame
 

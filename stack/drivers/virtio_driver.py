@@ -67,7 +67,7 @@ from nicdev.virtio.features import (
 from nicdev.virtio.memory import GuestMemoryError
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
-from stack.nic import NO_RX_META, Nic, NicOffloads, TxItem
+from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem
 from stack.wire import MacAddress
 
 __all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
@@ -443,7 +443,7 @@ class _Link:
 
 
 class VirtioNetNic(Nic):
-    """A `stack.nic.Nic` on a vhost-user-net back-end at `socket_path`.
+    """A `stack.drivers.nic.Nic` on a vhost-user-net back-end at `socket_path`.
 
     `mac`: the card's address (a random locally administered one if None).
     `mtu`: the largest IP packet; frames up to MTU + 18 bytes (Ethernet
