@@ -3,8 +3,15 @@
 What one :class:`LoopbackNic` transmits, its peer receives, through a bounded
 queue with an eventfd. With ``NicOffloads.TX_CSUM`` and ``TSO`` it finishes
 checksums and cuts TSO frames the way hardware would (with the one
-completion and segmentation in ``nicdev.virtio.offload``); an
-:class:`Impairment` on one end loses, duplicates or reorders frames.
+completion and segmentation in ``nicdev.virtio.offload``).
+
+``nic.impairment = Impairment(...)`` (``nicdev.virtio.impairment``, the
+project's one impairment model) loses, duplicates, corrupts or reorders the
+frames that end transmits; each of those is a fraction drawn from the
+impairment's seeded generator or a rule ``frame -> bool``. The NIC has no
+timer, so an impairment that delays (delay, jitter, rate) is refused, and a
+frame held back for reordering waits for the next frame however long that
+takes.
 """
 from __future__ import annotations
 
@@ -12,30 +19,16 @@ import errno
 import os
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
+from nicdev.virtio.impairment import Impairment, LinkImpairer
 from nicdev.virtio.offload import OffloadError, complete_checksum, segment
 from stack.drivers.nic import DATA_VALID, NO_RX_META, FrameMeta, Nic, NicOffloads, TxItem
 from stack.wire import MacAddress
 
-__all__ = ["Impairment", "LoopbackNic", "LoopbackNicPair"]
+__all__ = ["LoopbackNic", "LoopbackNicPair"]
 
 ETH_HEADER_LEN = 14
-
-
-@dataclass
-class Impairment:
-    """Test hooks on one direction of a loopback link.
-
-    Each hook is called with the frame and says yes or no: ``drop`` loses the
-    frame, ``duplicate`` delivers it twice, ``reorder`` holds it back so it
-    arrives after the next frame (a held frame waits for that next frame).
-    """
-
-    drop: Callable[[bytes], bool] | None = None
-    duplicate: Callable[[bytes], bool] | None = None
-    reorder: Callable[[bytes], bool] | None = None
 
 
 class LoopbackNic(Nic):
@@ -55,14 +48,16 @@ class LoopbackNic(Nic):
         self.mac = mac
         self.mtu = mtu
         self.offloads = offloads
-        self.impairment: Impairment | None = None
+        self._impairment: Impairment | None = None
+        # One model for the NIC's life, so its counters go on across changes;
+        # the Ethernet header is left alone: a corrupted frame still arrives.
+        self._impairer = LinkImpairer(Impairment(), corrupt_from=ETH_HEADER_LEN)
         self.counters: Counter[str] = Counter()
         self.peer: LoopbackNic | None = None
         self._rx: deque[tuple[bytes, FrameMeta]] = deque()
         self._rx_queue_len = rx_queue_len
         self._lock = threading.Lock()  # guards the receive queue
         self._tx_lock = threading.Lock()  # one transmitting thread at a time
-        self._held: tuple[bytes, FrameMeta] | None = None
         self._efd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._signalled = False
 
@@ -153,6 +148,20 @@ class LoopbackNic(Nic):
     def closed(self) -> bool:
         return self._efd is None
 
+    # -- impairments --------------------------------------------------------------
+    @property
+    def impairment(self) -> Impairment | None:
+        """What happens to the frames this end transmits (None: nothing)."""
+        return self._impairment
+
+    @impairment.setter
+    def impairment(self, impairment: Impairment | None) -> None:
+        if impairment is not None and impairment.delays:
+            raise ValueError(f"a loopback NIC has no timer and cannot delay frames: {impairment}")
+        if impairment is not None:
+            self._impairer.configure(impairment)
+        self._impairment = impairment
+
     # -- wiring ---------------------------------------------------------------
     def _check_open(self) -> None:
         if self._efd is None:
@@ -164,27 +173,17 @@ class LoopbackNic(Nic):
             self.counters["tx_drop_link_down"] += 1
             return
         meta = DATA_VALID if valid and NicOffloads.RX_CSUM_TRUSTED in peer.offloads else NO_RX_META
-        imp = self.impairment
-        if imp is None:
+        if self._impairment is None:
             peer._enqueue(frame, meta)
             return
-        if imp.drop is not None and imp.drop(frame):
-            self.counters["tx_impaired_drop"] += 1
-            return
-        copies = 2 if imp.duplicate is not None and imp.duplicate(frame) else 1
-        if copies == 2:
-            self.counters["tx_impaired_duplicate"] += 1
-        held_before = self._held
-        if held_before is None and imp.reorder is not None and imp.reorder(frame):
-            self.counters["tx_impaired_reorder"] += 1
-            self._held = (frame, meta)
-            copies -= 1
-        for _ in range(copies):
-            peer._enqueue(frame, meta)
-        if held_before is not None:
-            # The held frame goes out right after the one that overtook it.
-            self._held = None
-            peer._enqueue(*held_before)
+        # No clock: nothing is delayed, so every frame that leaves is due now.
+        for _, out, out_meta in self._impairer.push(frame, 0.0, meta):
+            peer._enqueue(out, out_meta)
+        c = self._impairer.counters
+        for key, value in (("tx_impaired_drop", c.impaired_dropped), ("tx_impaired_duplicate", c.duplicated),
+                           ("tx_impaired_corrupt", c.corrupted), ("tx_impaired_reorder", c.reordered)):
+            if value:
+                self.counters[key] = value
 
     def _enqueue(self, frame: bytes, meta: FrameMeta) -> None:
         with self._lock:
@@ -203,8 +202,8 @@ class LoopbackNicPair:
     """Two :class:`LoopbackNic` wired back to back: ``a, b = LoopbackNicPair()``.
 
     What ``a`` transmits, ``b`` receives and the other way round. Set
-    ``pair.a.impairment`` (or ``b``) to an :class:`Impairment` to lose,
-    duplicate or reorder frames in that direction.
+    ``pair.a.impairment`` (or ``b``) to an ``Impairment`` to lose,
+    duplicate, corrupt or reorder frames in that direction.
     """
 
     def __init__(

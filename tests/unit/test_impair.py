@@ -8,10 +8,11 @@ import random
 
 import pytest
 
-from nicdev.net.impair import DEFAULT_LIMIT, REORDER_HOLD, ImpairCounters, ImpairedPort, Impairment
+from nicdev.net.impair import ImpairedPort
 from nicdev.net.port import Port, PortCounters
 from nicdev.net.portspec import PORT_SPEC_HELP, PortSpecError, build_port, parse_port_spec
 from nicdev.net.switch import Switch
+from nicdev.virtio.impairment import DEFAULT_LIMIT, REORDER_HOLD, ImpairCounters, Impairment
 
 
 class FakeTimer:

@@ -144,7 +144,7 @@ def test_non_blocking_connect_refused_shows_as_writable_and_take_error(stacks):
 
 def test_non_blocking_connect_twice_is_ealready(stacks, nics):
     a, b = stacks
-    nics.a.impairment = stack.Impairment(drop=is_tcp)  # the SYNs vanish
+    nics.a.impairment = stack.Impairment(loss=is_tcp)  # the SYNs vanish
     c = a.socket(SocketType.STREAM)
     c.set_nonblocking(True)
     with pytest.raises(BlockingIOError):
@@ -158,7 +158,7 @@ def test_non_blocking_connect_twice_is_ealready(stacks, nics):
 def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(stacks, nics):
     a, b = stacks
     lst = listener(b)
-    nics.a.impairment = stack.Impairment(drop=is_tcp)
+    nics.a.impairment = stack.Impairment(loss=is_tcp)
     c = a.socket(SocketType.STREAM)
     c.set_timeout(0.1)
     t0 = time.monotonic()
@@ -174,7 +174,7 @@ def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(stacks, nics):
 
 def test_connect_to_a_host_that_never_answers_times_out(stacks, nics):
     a, _ = stacks
-    nics.a.impairment = stack.Impairment(drop=is_tcp)  # ARP works, TCP is black-holed
+    nics.a.impairment = stack.Impairment(loss=is_tcp)  # ARP works, TCP is black-holed
     c = a.socket(SocketType.STREAM)
     t0 = time.monotonic()
     with pytest.raises(TimeoutError) as exc:
@@ -494,7 +494,7 @@ def test_linger_waits_until_the_data_is_acknowledged(stacks, nics):
             return True
         return False
 
-    nics.a.impairment = stack.Impairment(drop=drop_first_data)
+    nics.a.impairment = stack.Impairment(loss=drop_first_data)
     client.sendall(bytes(1200))
     t0 = time.monotonic()
     client.close()
@@ -510,7 +510,7 @@ def test_linger_gives_up_after_its_time(stacks, nics):
     a, b = stacks
     client, server, _ = connected_pair(a, b)
     client.set_option(SocketOption.LINGER, 0.3)
-    nics.a.impairment = stack.Impairment(drop=is_tcp)
+    nics.a.impairment = stack.Impairment(loss=is_tcp)
     client.send(b"lost")
     t0 = time.monotonic()
     client.close()

@@ -57,7 +57,7 @@ def test_closed_nic_raises_ebadf_and_peer_counts_link_down():
 
 def test_impairment_drop_duplicate_reorder():
     pair = LoopbackNicPair()
-    pair.a.impairment = Impairment(drop=lambda f: f == b"drop", duplicate=lambda f: f == b"dup")
+    pair.a.impairment = Impairment(loss=lambda f: f == b"drop", duplicate=lambda f: f == b"dup")
     pair.a.transmit([b"one", b"drop", b"dup", b"two"])
     assert [f for f, _ in pair.b.receive()] == [b"one", b"dup", b"dup", b"two"]
     pair.a.impairment = Impairment(reorder=lambda f: f == b"first")

@@ -9,7 +9,7 @@ from stack.tcp.config import TcpConfig
 from stack.tcp.glue import ANY, TcpLayer, format_table, icmp_is_hard
 from stack.tcp.seq import IsnGenerator, PortAllocator
 from stack.tcp.state import TcpState
-from stack.tcp.testing import LayerPair
+from stack.testing.tcp_link import LayerPair
 from stack.wire import MalformedPacket
 from stack.wire.tcp import TcpFlags, TcpRepr
 

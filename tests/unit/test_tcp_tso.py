@@ -260,5 +260,5 @@ def test_end_to_end_transfer_with_tso_and_loss():
         count[0] += 1
         return count[0] % 97 == 0
 
-    pair, a = _transfer(1_000_000, TcpConfig(tso_max=TSO_MAX_PAYLOAD), Impairment(drop=drop))
+    pair, a = _transfer(1_000_000, TcpConfig(tso_max=TSO_MAX_PAYLOAD), Impairment(loss=drop))
     assert pair.a.counters["tx_gso"] > 0 and pair.a.counters["tx_impaired_drop"] > 0
