@@ -122,7 +122,7 @@ class StackNet:
                                             VIRTIO_NET_F_HOST_TSO4, mask)
         from stack import Stack
         from stack.drivers import VirtioNetNic
-        from stack.drivers.virtio_net import DEFAULT_FEATURES
+        from stack.drivers.virtio_driver import DEFAULT_FEATURES
 
         features = DEFAULT_FEATURES
         if not offloads:

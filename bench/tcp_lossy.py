@@ -310,7 +310,7 @@ class Lab:
             raise BenchError(f"receiver: expected 'ready', got {ready!r}")
 
     def impair(self, link: dict | None, seed: int = 0) -> None:
-        from nicdev.net.impair import Impairment
+        from nicdev.virtio.impairment import Impairment
 
         if link is None:
             self.bg.call(lambda: self.port_b.set_impairments(None, None))

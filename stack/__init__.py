@@ -21,7 +21,7 @@ Quick start (see docs/stack.md)::
         conn.sendall(b"hello")
         peer.recv(100)
 """
-from stack.nic import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads, RxMeta, TxMeta
+from stack.drivers import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads
 from stack.clock import MonotonicClock, VirtualClock
 from stack.datagram_socket import DatagramSocket
 from stack.runtime import Stack
@@ -49,7 +49,6 @@ __all__ = [
     "Nic",
     "NicOffloads",
     "PollEvent",
-    "RxMeta",
     "Shutdown",
     "Socket",
     "SocketOption",
@@ -58,7 +57,6 @@ __all__ = [
     "StreamSocket",
     "TcpConfig",
     "TcpInfo",
-    "TxMeta",
     "VirtualClock",
     "get_default_stack",
     "poll",

@@ -27,7 +27,7 @@ from typing import Iterable, NamedTuple
 from stack.arp_cache import ArpCache
 from stack.counters import Counters
 from stack.ip_fragments import FragmentationNeeded, Reassembler, fragment
-from stack.nic import NO_RX_META, RxMeta, TxItem, TxMeta
+from stack.drivers import DATA_VALID, NO_RX_META, FrameMeta, TxItem
 from stack.ratelimit import KeyedRateLimiter
 from stack.raw import RawSocketState, RawTable
 from stack.routes import LOOPBACK_NET, UNSPECIFIED, Route, RouteKind, RouteTable
@@ -69,7 +69,7 @@ IP_HEADER_LEN = 20
 UDP_HEADER_LEN = 8
 MAX_UDP_PAYLOAD = 65535 - IP_HEADER_LEN - UDP_HEADER_LEN  # 65507
 ZERO_MAC = MacAddress(bytes(6))
-LOOPED_META = RxMeta(csum_valid=True)  # in-stack loopback: checksums are ours
+LOOPED_META = DATA_VALID  # in-stack loopback: checksums are ours
 LOOPBACK_BURST = 256  # looped packets handled per poll, so a loop cannot hang poll
 ROUTE_CACHE_SIZE = 1024  # routes never change, but peers are many: bound the memo
 TCP_MIN_QUOTE = 8  # ports and sequence number: what RFC 5927 needs from the quoted header
@@ -97,7 +97,7 @@ class _Waiting(NamedTuple):
 
     packet: bytes
     owner: SocketState | None
-    meta: TxMeta | None
+    meta: FrameMeta | None
 
 
 def _layer(reason: str) -> tuple[str, str]:
@@ -164,7 +164,7 @@ class Interface:
             self._queue_arp(ArpOperation.REQUEST, a.ip, ZERO_MAC, a.ip, MacAddress.broadcast())
             self.counters.bump("arp", "tx_gratuitous")
 
-    def receive_frame(self, frame: bytes, now: float, meta: RxMeta = NO_RX_META) -> None:
+    def receive_frame(self, frame: bytes, now: float, meta: FrameMeta = NO_RX_META) -> None:
         """Process one received Ethernet frame. Never raises for bad input."""
         try:
             self._receive_frame(frame, now, meta)
@@ -255,7 +255,7 @@ class Interface:
         meta = None
         if self.tx_csum_offload and route.kind in (RouteKind.LINK, RouteKind.GATEWAY) and size <= self.mtu:
             datagram, start, offset = udp.emit_partial_csum(data, route.src, ip)
-            meta = TxMeta(ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
+            meta = FrameMeta(True, ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
         else:
             datagram = udp.emit(data, route.src, ip)
         self._send_ip(route, ip, IpProtocol.UDP, datagram, now, ttl=sock.ttl, tos=sock.tos, owner=sock, meta=meta)
@@ -377,7 +377,7 @@ class Interface:
         ttl: int = 64,
         tos: int = 0,
         owner: SocketState | None = None,
-        meta: TxMeta | None = None,
+        meta: FrameMeta | None = None,
         dont_frag: bool = False,
     ) -> None:
         """Route, fragment and queue (or loop back) one IP datagram."""
@@ -404,7 +404,7 @@ class Interface:
             self._send_to_next_hop(route.next_hop, p, now, owner, meta)
 
     def _send_to_next_hop(
-        self, hop: IPv4Address, packet: bytes, now: float, owner: SocketState | None, meta: TxMeta | None
+        self, hop: IPv4Address, packet: bytes, now: float, owner: SocketState | None, meta: FrameMeta | None
     ) -> None:
         mac = self.arp.lookup(hop, now)
         if mac is not None:
@@ -413,7 +413,7 @@ class Interface:
         for _ in self.arp.enqueue(hop, _Waiting(packet, owner, meta), now):
             self.counters.drop("arp", "queue full")
 
-    def _queue_frame(self, dst: MacAddress, ethertype: EtherType, payload: bytes, meta: TxMeta | None = None) -> None:
+    def _queue_frame(self, dst: MacAddress, ethertype: EtherType, payload: bytes, meta: FrameMeta | None = None) -> None:
         frame = EthernetRepr(dst, self.mac, ethertype).emit(payload)
         self._tx.append((frame, meta) if meta is not None else frame)
 
@@ -493,7 +493,7 @@ class Interface:
                     fits = IP_HEADER_LEN + o.header.header_len + len(o.payload) <= self.mtu
                 if offload and fits and route.kind is not RouteKind.LOCAL:
                     segment, start, offset = o.encode(partial_checksum=True)
-                    meta = TxMeta(ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
+                    meta = FrameMeta(True, ETH_HEADER_LEN + IP_HEADER_LEN + start, offset)
                 else:
                     segment = o.encode()
                 if not fits:
@@ -510,7 +510,7 @@ class Interface:
 
     def _send_tcp_tso(self, o: OutSegment, route: Route, now: float, offload: bool) -> None:
         """A TSO segment (``TcpConfig.tso_max``): whole to the NIC, which cuts it
-        into ``gso_size`` pieces (TxMeta gso_type 1), never IP-fragmented.
+        into ``gso_size`` pieces (FrameMeta gso_type GSO_TCPV4), never IP-fragmented.
         Without checksum offload (the NIC could not segment it either) it is
         cut here into MSS-sized segments."""
         if offload and route.kind in (RouteKind.LINK, RouteKind.GATEWAY):
@@ -562,7 +562,7 @@ class Interface:
             self._receive_looped(packet, now)
 
     # -- receiving -----------------------------------------------------------------
-    def _receive_frame(self, frame: bytes, now: float, meta: RxMeta) -> None:
+    def _receive_frame(self, frame: bytes, now: float, meta: FrameMeta) -> None:
         self.counters.bump("ethernet", "rx")
         eth, payload = EthernetRepr.parse(frame)
         if eth.dst != self.mac and not eth.dst.is_broadcast:
@@ -609,7 +609,7 @@ class Interface:
             return "broadcast"
         return None
 
-    def _receive_ipv4(self, packet, now: float, meta: RxMeta, *, link_broadcast: bool, looped: bool) -> None:
+    def _receive_ipv4(self, packet, now: float, meta: FrameMeta, *, link_broadcast: bool, looped: bool) -> None:
         ip, data = Ipv4Repr.parse(packet)
         self.counters.bump("ipv4", "rx")
         kind = self._dst_kind(ip.dst, looped)
@@ -635,7 +635,7 @@ class Interface:
             full = memoryview(packet)[: hlen + ip.payload_len]  # without Ethernet padding
         self._deliver(ip, data, full, now, meta, broadcast=kind == "broadcast" or link_broadcast)
 
-    def _deliver(self, ip: Ipv4Repr, data, full, now: float, meta: RxMeta, broadcast: bool) -> None:
+    def _deliver(self, ip: Ipv4Repr, data, full, now: float, meta: FrameMeta, broadcast: bool) -> None:
         """Hand a whole datagram to the raw sockets and to its protocol."""
         raw = self.raw.matching(ip.protocol, ip.src, ip.dst)
         if raw:
@@ -653,14 +653,14 @@ class Interface:
             # A closed port gets a RST from the engine, never an ICMP error.
             # Bad checksums and headers raise MalformedPacket ("tcp: ...").
             self.counters.bump("tcp", "rx_segments")
-            self.tcp.receive(ip.src, ip.dst, data, now, csum_valid=meta.csum_valid, broadcast=broadcast)
+            self.tcp.receive(ip.src, ip.dst, data, now, csum_valid=meta.data_valid, broadcast=broadcast)
         elif not raw:
             self.counters.drop("ipv4", "unknown protocol")
             if self._may_send_error_about(ip, broadcast):
                 self._icmp_error(DestUnreachable(DestUnreachableCode.PROTOCOL, error_payload(full)), ip.src, now)
 
-    def _receive_icmp(self, ip: Ipv4Repr, data, now: float, meta: RxMeta, broadcast: bool) -> None:
-        msg = parse_icmpv4(data, verify_checksum=not meta.csum_valid)
+    def _receive_icmp(self, ip: Ipv4Repr, data, now: float, meta: FrameMeta, broadcast: bool) -> None:
+        msg = parse_icmpv4(data, verify_checksum=not meta.data_valid)
         self.counters.bump("icmpv4", "rx")
         if isinstance(msg, EchoRequest):
             self.counters.bump("icmpv4", "rx_echo_request")
@@ -730,8 +730,8 @@ class Interface:
         else:
             self.counters.bump("tcp", "icmp_error_ignored")
 
-    def _receive_udp(self, ip: Ipv4Repr, data, full, now: float, meta: RxMeta, broadcast: bool) -> None:
-        udp, payload = UdpRepr.parse(data, ip.src, ip.dst, verify_checksum=not meta.csum_valid)
+    def _receive_udp(self, ip: Ipv4Repr, data, full, now: float, meta: FrameMeta, broadcast: bool) -> None:
+        udp, payload = UdpRepr.parse(data, ip.src, ip.dst, verify_checksum=not meta.data_valid)
         self.counters.bump("udp", "rx")
         socks = self.udp.lookup(ip.dst, udp.dst_port, ip.src, udp.src_port, broadcast=broadcast)
         if not socks:

@@ -1,6 +1,6 @@
 """The I/O edge of the stack: a thread that drives the sans-IO interface.
 
-:class:`Stack` owns an :class:`~stack.iface.Interface` and a :class:`~stack.nic.Nic`.
+:class:`Stack` owns an :class:`~stack.iface.Interface` and a :class:`~stack.drivers.nic.Nic`.
 A background thread waits (``selectors``) on the NIC's descriptor and on a
 wake-up pipe, with the interface's ``poll_at()`` as the timeout; it feeds
 received frames in and transmits what ``poll()`` returns. Sockets call into
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from stack.clock import Clock, MonotonicClock
 from stack.datagram_socket import DatagramSocket
 from stack.iface import Interface
-from stack.nic import Nic, NicOffloads
+from stack.drivers import Nic, NicOffloads
 from stack.socket_api import PollEvent, Socket, SocketType, poll
 from stack.stream_socket import StreamSocket
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig

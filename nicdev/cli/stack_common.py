@@ -29,7 +29,7 @@ def open_stack(args: argparse.Namespace, *, privileged: bool = False):
             mac = MacAddress(args.mac)
         except ValueError:
             raise CliError(f"bad --mac '{args.mac}': expected six hex pairs like 52:54:00:12:34:56") from None
-    from stack.drivers.virtio_net import VirtioNetNic
+    from stack.drivers.virtio_driver import VirtioNetNic
 
     nic = VirtioNetNic(path, mac=mac)
     stack = Stack(nic, str(iface), gateway=args.gateway, privileged=privileged)

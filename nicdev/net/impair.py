@@ -9,26 +9,15 @@ port's, so the switch cannot tell the difference. This is what `tc netem`
 does on a Linux interface, for kernels without sch_netem and for ports that
 are not Linux interfaces at all (a guest's vhost-user NIC, a socket netdev).
 
-Each frame meets the impairments in a fixed order, each decided by the
-lane's own seeded `random.Random` (so a seed gives the same pattern every
-run):
-
-1. **loss**: dropped (`impaired_dropped`).
-2. **duplicate**: sent twice (`duplicated`); each copy goes on through 3-5.
-3. **corrupt**: one random bit flipped after the 14-byte Ethernet header, so
-   the frame still reaches its port and the receiver's checksums see it
-   (`corrupted`).
-4. **reorder**: held back and sent right after the next frame (`reordered`);
-   a held frame that no other frame follows goes out after `REORDER_HOLD`
-   seconds.
-5. **delay**: queued for `delay` seconds, +- uniform `jitter` (`delayed`).
-   The queue keeps the order frames entered it (jitter never reorders; that
-   is what `reorder` is for) and holds at most `limit` frames: more are
-   dropped (`delay_overflow`), as netem's `limit` does.
-
-Delays and held frames use the event loop's `call_later`, so the port must
-be started (the switch does that). Extra arguments of `transmit` and
-`deliver` (offload metadata) travel with their frame untouched.
+What happens to each frame (loss, duplicate, corrupt after the 14-byte
+Ethernet header, reorder, delay +- jitter with a bounded queue) is decided
+by `nicdev.virtio.impairment`, the project's one impairment model, with
+each direction's own seeded `random.Random` (so a seed gives the same
+pattern every run). This port only schedules what the model says: frames
+due later and held frames waiting for a successor use the event loop's
+`call_later`, so the port must be started (the switch does that). Extra
+arguments of `transmit` and `deliver` (offload metadata) travel with their
+frame untouched.
 
 Impairments act on wire frames, as on a real link: an impaired direction
 takes no GSO frames, so a 64 KiB TSO burst is cut into MTU-sized frames
@@ -42,210 +31,107 @@ from __future__ import annotations
 
 import collections
 import random
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Callable
+
+from nicdev.virtio.impairment import ImpairCounters, Impairment, LinkImpairer
 
 from .port import Port
 
-__all__ = ["Impairment", "ImpairCounters", "ImpairedPort", "REORDER_HOLD", "DEFAULT_LIMIT"]
+__all__ = ["ImpairedPort"]
 
-# How long a frame held back for reordering waits for a next frame at most.
-REORDER_HOLD = 0.01
-# Frames waiting in one direction's delay queue at most (netem's default limit).
-DEFAULT_LIMIT = 1000
 _ETH_HEADER = 14
 # Due times are computed as now + delay and compared with the clock again
 # when the timer fires; allow for float rounding between the two.
 _EPSILON = 1e-9
 
 
-def _fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a fraction from 0 to 1, not {value!r}")
-    return float(value)
-
-
-def _seconds(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 3600.0:
-        raise ValueError(f"{name} must be a number of seconds from 0 to 3600, not {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Impairment:
-    """What to do to the frames of one direction. Probabilities are fractions
-    (0.05 = 5 %), times are seconds. `seed` fixes the random pattern."""
-
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    corrupt: float = 0.0
-    delay: float = 0.0
-    jitter: float = 0.0
-    seed: int | None = None
-    limit: int = DEFAULT_LIMIT
-
-    def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder", "corrupt"):
-            object.__setattr__(self, name, _fraction(name, getattr(self, name)))
-        for name in ("delay", "jitter"):
-            object.__setattr__(self, name, _seconds(name, getattr(self, name)))
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"seed must be an int or None, not {self.seed!r}")
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
-            raise ValueError(f"limit must be an int >= 1, not {self.limit!r}")
-
-    @property
-    def delays(self) -> bool:
-        return self.delay > 0 or self.jitter > 0
-
-    def __str__(self) -> str:
-        parts = [f"{name} {getattr(self, name) * 100:g}%" for name in ("loss", "duplicate", "reorder", "corrupt")
-                 if getattr(self, name)]
-        if self.delays:
-            parts.append(f"delay {self.delay * 1000:g}ms" + (f"+-{self.jitter * 1000:g}ms" if self.jitter else ""))
-        if self.seed is not None:
-            parts.append(f"seed {self.seed}")
-        return ", ".join(parts) or "nothing"
-
-
-@dataclass
-class ImpairCounters:
-    """What one direction's impairment did."""
-
-    impaired_dropped: int = 0   # lost on purpose
-    duplicated: int = 0         # frames sent twice
-    reordered: int = 0          # frames held back and sent after the next one
-    corrupted: int = 0          # frames (copies) with a bit flipped
-    delayed: int = 0            # frames that went through the delay queue
-    delay_overflow: int = 0     # dropped because the delay queue was full
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+def _lane_rng(impairment: Impairment, salt: str) -> random.Random:
+    # A string seed is hashed deterministically; the salt keeps the two
+    # directions of one port from making identical decisions.
+    return random.Random(None if impairment.seed is None else f"{impairment.seed}:{salt}")
 
 
 class _Lane:
-    """One direction: the impairment stages in front of `emit(frame, args, kwargs)`."""
+    """One direction: the impairment model, and the timers that release what it says, to `emit(frame, args, kwargs)`."""
 
     def __init__(self, impairment: Impairment, salt: str, emit: Callable) -> None:
-        self.counters = ImpairCounters()
+        self._salt = salt
+        self.model = LinkImpairer(impairment, _lane_rng(impairment, salt), corrupt_from=_ETH_HEADER)
         self._emit = emit
         self.loop = None
-        self._queue: collections.deque = collections.deque()   # (due, frame, args, kwargs)
-        self._last_due = 0.0
+        self._queue: collections.deque = collections.deque()   # (due, frame, (args, kwargs)), due in order
         self._timer = None
-        self._held = None                                       # (frame, args, kwargs)
-        self._held_timer = None
-        self._salt = salt
-        self.configure(impairment)
+        self._hold_timer = None
+
+    @property
+    def imp(self) -> Impairment:
+        return self.model.impairment
+
+    @property
+    def counters(self) -> ImpairCounters:
+        return self.model.counters
 
     def configure(self, impairment: Impairment) -> None:
-        self.imp = impairment
-        # A string seed is hashed deterministically; the salt keeps the two
-        # directions of one port from making identical decisions.
-        seed = None if impairment.seed is None else f"{impairment.seed}:{self._salt}"
-        self.rng = random.Random(seed)
+        self.model.configure(impairment, _lane_rng(impairment, self._salt))
 
-    # -- the stages --------------------------------------------------------------------
     def push(self, frame, args: tuple, kwargs: dict) -> bool:
-        """Take one frame; returns what an immediate emit returned (True if held)."""
-        imp, rng, c = self.imp, self.rng, self.counters
-        if imp.loss and rng.random() < imp.loss:
-            c.impaired_dropped += 1
-            return True
-        copies = 1
-        if imp.duplicate and rng.random() < imp.duplicate:
-            c.duplicated += 1
-            copies = 2
-        result = True
-        for _ in range(copies):
-            f = frame
-            if imp.corrupt and rng.random() < imp.corrupt:
-                f = self._flip_a_bit(f)
-                c.corrupted += 1
-            result = self._reorder(f, args, kwargs) and result
+        """Take one frame; returns what an immediate emit returned (True if held or delayed)."""
+        now = self.loop.now() if self.loop is not None else 0.0
+        result = self._send(self.model.push(frame, now, (args, kwargs)), now)
+        self._watch_the_held_frame(now)
         return result
 
-    def _flip_a_bit(self, frame) -> bytes:
-        data = bytearray(frame)
-        start = _ETH_HEADER if len(data) > _ETH_HEADER else 0
-        if len(data) > start:
-            i = self.rng.randrange(start, len(data))
-            data[i] ^= 1 << self.rng.randrange(8)
-        return bytes(data)
-
-    def _reorder(self, frame, args, kwargs) -> bool:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._cancel_held_timer()
-            result = self._delay(frame, args, kwargs)
-            self._delay(*held)
-            return result
-        if self.imp.reorder and self.rng.random() < self.imp.reorder:
-            self._held = (frame, args, kwargs)
-            self.counters.reordered += 1
-            if self.loop is not None:
-                self._held_timer = self.loop.call_later(REORDER_HOLD, self._release_held)
-            return True
-        return self._delay(frame, args, kwargs)
-
-    def _release_held(self) -> None:
-        self._held_timer = None
-        held, self._held = self._held, None
-        if held is not None:
-            self._delay(*held)
-
-    def _cancel_held_timer(self) -> None:
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-            self._held_timer = None
-
-    def _delay(self, frame, args, kwargs) -> bool:
-        imp = self.imp
-        # With no delay the frame goes at once, unless frames still wait from
-        # a delay switched off since: it queues behind them, keeping the order.
-        # A port not started has no loop and cannot delay.
-        if self.loop is None or (not imp.delays and not self._queue):
-            return self._emit(frame, args, kwargs)
-        if len(self._queue) >= imp.limit:
-            self.counters.delay_overflow += 1
-            return True
-        now = self.loop.now()
-        wait = imp.delay + (self.rng.uniform(-imp.jitter, imp.jitter) if imp.jitter else 0.0)
-        due = max(now + max(0.0, wait), self._last_due)
-        self._last_due = due
-        self._queue.append((due, frame, args, kwargs))
-        self.counters.delayed += 1
-        if self._timer is None and self.loop is not None:
-            self._timer = self.loop.call_later(self._queue[0][0] - now, self._release_due)
-        return True
+    def _send(self, leaving: list, now: float) -> bool:
+        result = True
+        for due, frame, (args, kwargs) in leaving:
+            # A port not started has no loop and cannot delay.
+            if self.loop is None or (due <= now + _EPSILON and not self._queue):
+                result = self._emit(frame, args, kwargs) and result
+                continue
+            self._queue.append((due, frame, (args, kwargs)))
+            if self._timer is None:
+                self._timer = self.loop.call_later(due - now, self._release_due)
+        return result
 
     def _release_due(self) -> None:
         self._timer = None
         now = self.loop.now()
         queue = self._queue
         while queue and queue[0][0] <= now + _EPSILON:
-            _, frame, args, kwargs = queue.popleft()
+            _, frame, (args, kwargs) = queue.popleft()
             self._emit(frame, args, kwargs)
             if self.loop is None:       # closed by whoever handled the frame
                 return
         if queue:
             self._timer = self.loop.call_later(queue[0][0] - now, self._release_due)
 
-    # -- life cycle ----------------------------------------------------------------------
-    @property
-    def waiting(self) -> int:
-        """Frames held back or queued, not yet emitted."""
-        return len(self._queue) + (self._held is not None)
+    def _watch_the_held_frame(self, now: float) -> None:
+        expires = self.model.hold_expires
+        if expires is None:
+            self._cancel_hold_timer()
+        elif self._hold_timer is None and self.loop is not None:
+            self._hold_timer = self.loop.call_later(expires - now, self._release_held)
 
+    def _release_held(self) -> None:
+        self._hold_timer = None
+        now = self.loop.now()
+        self._send(self.model.expire(now), now)
+        self._watch_the_held_frame(now)
+
+    def _cancel_hold_timer(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    # -- life cycle ----------------------------------------------------------------------
     def close(self) -> None:
         """Forget what waits (the link is gone) and stop the timers."""
-        self._cancel_held_timer()
+        self._cancel_hold_timer()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._held = None
+        self.model.clear()
         self._queue.clear()
         self.loop = None
 
@@ -413,8 +299,8 @@ def _same_but_seed(a: Impairment, b: Impairment) -> bool:
 
 def _summary(imp: Impairment, c: ImpairCounters) -> str:
     parts = []
-    if imp.loss or c.impaired_dropped or c.delay_overflow:
-        parts.append(f"lost {c.impaired_dropped + c.delay_overflow}")
+    if imp.loss or c.impaired_dropped or c.delay_overflow or c.queue_overflow:
+        parts.append(f"lost {c.impaired_dropped + c.delay_overflow + c.queue_overflow}")
     if imp.duplicate or c.duplicated:
         parts.append(f"dup {c.duplicated}")
     if imp.reorder or c.reordered:

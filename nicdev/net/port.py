@@ -20,8 +20,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import offload
-from .offload import FrameMeta, OffloadError
+from nicdev.virtio import offload
+from nicdev.virtio.offload import FrameMeta, OffloadError
 
 __all__ = ["Port", "PortCounters"]
 

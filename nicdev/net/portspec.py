@@ -18,8 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from nicdev.virtio.impairment import Impairment
+
 from .errors import PortError
-from .impair import ImpairedPort, Impairment
+from .impair import ImpairedPort
 from .port import Port
 
 __all__ = ["PortSpec", "PortSpecError", "KINDS", "IMPAIR_KEYS", "PORT_SPEC_HELP", "parse_port_spec",

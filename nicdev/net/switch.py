@@ -27,9 +27,9 @@ from dataclasses import dataclass, fields
 from typing import Mapping
 
 from .errors import PortError
-from . import offload
+from nicdev.virtio import offload
 from .ethernet import MAX_FRAME_LEN, MIN_FRAME_LEN, mac_str
-from .offload import DATA_VALID, FrameMeta, OffloadError
+from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError
 from .port import Port
 
 log = logging.getLogger(__name__)

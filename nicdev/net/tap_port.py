@@ -24,11 +24,11 @@ import struct
 
 from nicdev.virtio.net_hdr import NetHdr
 
-from . import offload
+from nicdev.virtio import offload
 from .errors import PortError
 from .ethernet import MAX_FRAME_LEN
 from .netns import NetnsError, check_netns_name, link_up, move_link, netns_exists
-from .offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
+from nicdev.virtio.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
 from .port import Port
 
 log = logging.getLogger(__name__)

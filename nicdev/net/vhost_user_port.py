@@ -16,7 +16,7 @@ import logging
 from nicdev.vhost_user.server import SocketPathError, VhostUserServer
 
 from .errors import PortError
-from .offload import FrameMeta
+from nicdev.virtio.offload import FrameMeta
 from .port import Port
 from .virtio_net import VirtioNetDevice
 

@@ -45,9 +45,9 @@ from nicdev.virtio.memory import GuestMemory
 from nicdev.virtio.net_hdr import NetHdr, header_size
 from nicdev.virtio.ring import QueueBroken
 
-from . import offload
+from nicdev.virtio import offload
 from .ethernet import BROADCAST, HEADER_LEN, MAX_FRAME_LEN
-from .offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
+from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
 
 __all__ = ["VirtioNetDevice", "DeviceCounters", "DEVICE_FEATURES", "BASE_FEATURES", "OFFLOAD_FEATURES",
            "PROTOCOL_FEATURES", "RX_RING", "TX_RING", "make_rarp"]

@@ -27,7 +27,7 @@ agree; a back-end needs nothing more than that consistency.
 
 The data path is not here: `queues` are plain `DriverQueue`s over `mem`, and
 `kick(i)` / `call_fd(i)` are the notifications. The network card on top is
-stack.drivers.virtio_net.
+stack.drivers.virtio_driver.
 
 Errors: `BackendUnavailable` (nobody listens on the path), `IncompatibleBackend`
 (no VERSION_1, too few queues), `BackendError` (a refusal, a malformed or

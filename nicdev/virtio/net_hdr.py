@@ -116,9 +116,9 @@ class NetHdr:
             raise NetHdrError(f"cannot pack {self} at {offset}: {e}") from None
 
     @classmethod
-    def unpack(cls, data, size: int = 12) -> "NetHdr":
-        """Decode the first `size` bytes of `data`; the rest (the frame) is ignored."""
+    def unpack(cls, data, size: int = 12, offset: int = 0) -> "NetHdr":
+        """Decode the `size` bytes of `data` at `offset`; the rest (the frame) is ignored."""
         layout = _layout(size)
-        if len(data) < size:
-            raise NetHdrError(f"{len(data)} bytes are too short for a {size}-byte virtio_net_hdr")
-        return cls(*layout.unpack_from(data))
+        if offset < 0 or len(data) - offset < size:
+            raise NetHdrError(f"{len(data) - offset} bytes at {offset} are too short for a {size}-byte virtio_net_hdr")
+        return cls(*layout.unpack_from(data, offset))

@@ -10,7 +10,7 @@ What the interface owner calls (all under the stack's one lock)::
 
     tcp = TcpLayer(TcpConfig(mtu=iface.mtu))
     # receiving: in _deliver(), for ip.protocol == IpProtocol.TCP
-    tcp.receive(ip.src, ip.dst, data, now, csum_valid=meta.csum_valid,
+    tcp.receive(ip.src, ip.dst, data, now, csum_valid=meta.data_valid,
                 broadcast=broadcast)          # raises MalformedPacket like UDP
     # sending: in poll(), before ARP
     for o in tcp.poll(now):                   # OutSegment(src, dst, header, payload, ttl, owner)
@@ -36,7 +36,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 from typing import Iterable, NamedTuple
 
-from stack.nic import TxMeta
+from stack.drivers import GSO_TCPV4, FrameMeta
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
 from stack.tcp.listener import ListenerInfo, TcpListener
@@ -55,7 +55,6 @@ _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 # icmp_err_convert "fatal" entries): protocol and port unreachable, and the
 # administratively prohibited ones. Net/host unreachable and source route
 # failed (codes 0, 1, 5) stay soft (MUST-56).
-GSO_TCPV4 = 1  # virtio's VIRTIO_NET_HDR_GSO_TCPV4, as TxMeta.gso_type wants it
 _HARD_UNREACH = frozenset({2, 3, 9, 10, 13})
 
 
@@ -88,8 +87,8 @@ class OutSegment(NamedTuple):
             return self.header.emit_partial_csum(self.payload, self.src, self.dst)
         return self.header.emit(self.payload, self.src, self.dst)
 
-    def encode_offloaded(self, l4_offset: int) -> tuple[bytes, TxMeta]:
-        """The segment with a partial checksum, and the :class:`TxMeta` for it.
+    def encode_offloaded(self, l4_offset: int) -> tuple[bytes, FrameMeta]:
+        """The segment with a partial checksum, and the :class:`FrameMeta` for it.
 
         ``l4_offset`` is where the TCP header starts in the frame (Ethernet +
         IP header lengths). The meta asks the NIC to finish the checksum and,
@@ -97,8 +96,8 @@ class OutSegment(NamedTuple):
         """
         segment, start, offset = self.header.emit_partial_csum(self.payload, self.src, self.dst)
         if self.gso_size:
-            return segment, TxMeta(l4_offset + start, offset, GSO_TCPV4, self.gso_size)
-        return segment, TxMeta(l4_offset + start, offset)
+            return segment, FrameMeta(True, l4_offset + start, offset, False, GSO_TCPV4, self.gso_size)
+        return segment, FrameMeta(True, l4_offset + start, offset)
 
     def split(self) -> list[OutSegment]:
         """A TSO segment as the ``gso_size`` segments a NIC would make (software

@@ -6,8 +6,10 @@ and raises :class:`MalformedPacket`, and whose ``emit`` serializes).  See
 docs/stack-wire.md for conventions.
 """
 
+from nicdev.virtio.checksum import fold, internet_checksum, ones_complement_sum, verify
+
 from .arp import ARP_LEN, ArpOperation, ArpPacket, ArpRepr
-from .checksum import fold, internet_checksum, ones_complement_sum, pseudo_header_sum_v4, verify
+from .checksum import pseudo_header_sum_v4
 from .errors import MalformedPacket
 from .ethernet import EtherType, EthernetFrame, EthernetRepr, MacAddress
 from .icmpv4 import (

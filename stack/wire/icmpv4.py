@@ -12,7 +12,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .checksum import fold, internet_checksum, ones_complement_sum
+from nicdev.virtio.checksum import fold, internet_checksum, ones_complement_sum
+
 from .errors import MalformedPacket
 
 __all__ = [

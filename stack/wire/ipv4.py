@@ -13,7 +13,8 @@ from enum import IntEnum
 from functools import lru_cache
 from ipaddress import IPv4Address
 
-from .checksum import internet_checksum, ones_complement_sum, fold
+from nicdev.virtio.checksum import fold, internet_checksum, ones_complement_sum
+
 from .errors import MalformedPacket
 
 __all__ = ["HEADER_LEN", "MAX_PACKET_LEN", "IpProtocol", "Ipv4Packet", "Ipv4Repr", "ipv4_address"]

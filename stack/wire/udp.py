@@ -6,7 +6,9 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from .checksum import fold, ones_complement_sum, pseudo_header_sum_v4
+from nicdev.virtio.checksum import fold, ones_complement_sum
+
+from .checksum import pseudo_header_sum_v4
 from .errors import MalformedPacket
 
 __all__ = ["HEADER_LEN", "UdpDatagram", "UdpRepr"]

@@ -46,7 +46,7 @@ def lab(tmp_path_factory):
 @pytest.fixture
 def bad_link(lab):
     """The TAP port impaired both ways for one test, with fixed seeds."""
-    from nicdev.net.impair import Impairment
+    from nicdev.virtio.impairment import Impairment
 
     lab.impair(out=Impairment(**BAD_LINK, seed=1), in_=Impairment(**BAD_LINK, seed=2))
     try:
@@ -258,7 +258,7 @@ def test_connecting_to_an_address_nobody_has_is_unreachable(lab):
 
 
 def test_connecting_over_a_dead_link_times_out(lab):
-    from nicdev.net.impair import Impairment
+    from nicdev.virtio.impairment import Impairment
     from stack import IpAddress, SocketType
 
     with lab.stack.socket(SocketType.STREAM) as sock:        # the kernel's MAC is known: ARP is not the issue

@@ -8,10 +8,11 @@ import random
 
 import pytest
 
-from nicdev.net.impair import DEFAULT_LIMIT, REORDER_HOLD, ImpairCounters, ImpairedPort, Impairment
+from nicdev.net.impair import ImpairedPort
 from nicdev.net.port import Port, PortCounters
 from nicdev.net.portspec import PORT_SPEC_HELP, PortSpecError, build_port, parse_port_spec
 from nicdev.net.switch import Switch
+from nicdev.virtio.impairment import DEFAULT_LIMIT, REORDER_HOLD, ImpairCounters, Impairment
 
 
 class FakeTimer:
@@ -452,7 +453,7 @@ def test_on_a_switch_frames_and_metadata_cross_the_impaired_port():
 
 
 def test_on_a_switch_gso_frames_are_segmented_before_the_impairment():
-    from nicdev.net import offload
+    from nicdev.virtio import offload
     from offload_frames import tcp4_frame
 
     loop = FakeLoop()

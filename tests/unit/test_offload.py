@@ -1,4 +1,4 @@
-"""nicdev.net.offload: TCP/UDP segmentation and checksum completion, checked
+"""nicdev.virtio.offload: TCP/UDP segmentation and checksum completion, checked
 with an independent (word-by-word) checksum, and hostile metadata."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nicdev.net import offload
-from nicdev.net.offload import (
+from nicdev.virtio import offload
+from nicdev.virtio.checksum import internet_checksum
+from nicdev.virtio.offload import (
     DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, MAX_SEGMENTS, FrameMeta, OffloadError,
 )
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
@@ -164,6 +165,19 @@ def test_a_zero_result_is_written_as_ffff():
     assert naive_checksum(out[34:], pseudo4(17, len(out) - 34)) == 0
 
 
+def test_a_zero_tcp_result_stays_zero():
+    # RFC 768's rule is UDP's: a TCP checksum that computes to 0 is sent as 0.
+    frame = bytearray(tcp4_frame(b"\0\0zero sum"))     # the field holds the pseudo-header sum
+    tcp = bytearray(frame[34:])
+    tcp[16:18] = b"\0\0"
+    total = naive_sum(bytes(tcp)) + pseudo4(6, len(tcp))
+    total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into(">H", frame, 54, ~total & 0xFFFF)  # the first payload word
+    out = offload.complete_checksum(bytes(frame), FrameMeta(True, 34, 16))
+    assert out[50:52] == b"\0\0"
+    assert naive_checksum(out[34:], pseudo4(6, len(out) - 34)) == 0
+
+
 def test_finish_leaves_finished_frames_alone():
     frame = tcp4_frame(b"x" * 10, partial=False)
     assert offload.finish(frame, None) == [frame]
@@ -173,9 +187,9 @@ def test_finish_leaves_finished_frames_alone():
 def test_internet_checksum_matches_the_naive_one():
     for n in (0, 1, 2, 3, 20, 1499, 65535):
         data = os.urandom(n)
-        assert offload.checksum(data) == naive_checksum(data)
-        assert offload.checksum(data, 0x1FFFE) == naive_checksum(data, 0x1FFFE)
-    assert offload.checksum(b"\xff\xff") == 0 and offload.checksum(b"\0\0") == 0xFFFF
+        assert internet_checksum(data) == naive_checksum(data)
+        assert internet_checksum(data, 0x1FFFE) == naive_checksum(data, 0x1FFFE)
+    assert internet_checksum(b"\xff\xff") == 0 and internet_checksum(b"\0\0") == 0xFFFF
 
 
 # -- hostile metadata ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from nicdev.net.loop import EventLoop
-from nicdev.net.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, FrameMeta
+from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, FrameMeta
 from nicdev.net.pcap_port import PcapPort
 from nicdev.net.port import Port
 from nicdev.net.switch import Switch

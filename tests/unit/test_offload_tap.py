@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from nicdev.net.errors import PortError
-from nicdev.net.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
+from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
 from nicdev.net.tap_port import VNET_HDR_LEN, TapPort
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
 

@@ -160,7 +160,7 @@ def test_non_blocking_connect_refused_shows_as_writable_and_take_error(stacks):
 
 def test_non_blocking_connect_twice_is_ealready(stacks, nics):
     a, b = stacks
-    nics.a.impairment = stack.Impairment(drop=is_tcp)  # the SYNs vanish
+    nics.a.impairment = stack.Impairment(loss=is_tcp)  # the SYNs vanish
     c = a.socket(SocketType.STREAM)
     c.set_nonblocking(True)
     with pytest.raises(BlockingIOError):
@@ -174,7 +174,7 @@ def test_non_blocking_connect_twice_is_ealready(stacks, nics):
 def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(virtual_stacks, nics, clock):
     a, b = virtual_stacks
     lst = listener(b)
-    nics.a.impairment = stack.Impairment(drop=is_tcp)
+    nics.a.impairment = stack.Impairment(loss=is_tcp)
     c = a.socket(SocketType.STREAM)
     c.set_timeout(0.1)
     t0 = clock.now()
@@ -191,7 +191,7 @@ def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(virtual_stacks
 
 def test_connect_to_a_host_that_never_answers_times_out(virtual_stacks, nics, clock):
     a, _ = virtual_stacks
-    nics.a.impairment = stack.Impairment(drop=is_tcp)  # ARP works, TCP is black-holed
+    nics.a.impairment = stack.Impairment(loss=is_tcp)  # ARP works, TCP is black-holed
     c = a.socket(SocketType.STREAM)
     t0 = clock.now()
     with clock.flowing(), pytest.raises(TimeoutError) as exc:
@@ -511,7 +511,7 @@ def test_linger_waits_until_the_data_is_acknowledged(virtual_stacks, nics, clock
             return True
         return False
 
-    nics.a.impairment = stack.Impairment(drop=drop_first_data)
+    nics.a.impairment = stack.Impairment(loss=drop_first_data)
     client.sendall(bytes(1200))
     t0 = clock.now()
     with clock.flowing():
@@ -528,7 +528,7 @@ def test_linger_gives_up_after_its_time(virtual_stacks, nics, clock):
     a, b = virtual_stacks
     client, server, _ = connected_pair(a, b)
     client.set_option(SocketOption.LINGER, 0.3)
-    nics.a.impairment = stack.Impairment(drop=is_tcp)
+    nics.a.impairment = stack.Impairment(loss=is_tcp)
     client.send(b"lost")
     t0 = clock.now()
     call = Call(clock, client.close)

@@ -30,7 +30,7 @@ LOSSY_CONFIG = TcpConfig()
 def impairment(seed: int) -> Impairment:
     """Seeded loss, reordering and duplication for one direction of the pair."""
     rng = random.Random(seed)  # one direction is always driven under its stack's lock
-    return Impairment(drop=lambda frame: rng.random() < LOSS,
+    return Impairment(loss=lambda frame: rng.random() < LOSS,
                       duplicate=lambda frame: rng.random() < DUPLICATE,
                       reorder=lambda frame: rng.random() < REORDER)
 

@@ -56,7 +56,7 @@ def test_a_connections_snapshot_carries_the_engines_counters(stacks, nics):
             return True
         return False
 
-    nics.a.impairment = Impairment(drop=drop_first_data)
+    nics.a.impairment = Impairment(loss=drop_first_data)
     client.sendall(b"x" * 1000)
     got = b""
     while len(got) < 1000:
@@ -98,7 +98,7 @@ def test_a_listeners_snapshot_counts_its_queues_and_syn_cookies(stacks, nics):
         parsed = tcp_of(frame)
         return parsed is not None and parsed[1].src_port == 40001 and int(parsed[1].flags) == 0x10 and not parsed[2]
 
-    nics.a.impairment = Impairment(drop=drop_pure_acks_from_40001)
+    nics.a.impairment = Impairment(loss=drop_pure_acks_from_40001)
     connect(a, local="10.0.0.1:40001")
     wait_for(lambda: lst.tcp_info().embryonic == 1, "a half-open connection")
     # ...and the second one, meeting a full SYN queue, gets in by SYN cookie.

@@ -168,7 +168,7 @@ def test_receive_buffer_bounds_the_advertised_window(stacks):
 def test_ttl_option_sets_the_ip_ttl(stacks, nics):
     a, b = stacks
     log = []
-    nics.a.impairment = Impairment(drop=Recorder(log, "a"))
+    nics.a.impairment = Impairment(loss=Recorder(log, "a"))
     client, server, _ = connected_pair(a, b)
     client.set_option(SocketOption.TTL, 7)
     client.send(b"ttl")
@@ -181,8 +181,8 @@ def test_ttl_option_sets_the_ip_ttl(stacks, nics):
 def test_nagle_holds_a_small_segment_until_the_ack_and_tcp_no_delay_does_not(stacks, nics):
     a, b = stacks
     log = []
-    nics.a.impairment = Impairment(drop=Recorder(log, "a"))
-    nics.b.impairment = Impairment(drop=Recorder(log, "b"))
+    nics.a.impairment = Impairment(loss=Recorder(log, "a"))
+    nics.b.impairment = Impairment(loss=Recorder(log, "b"))
     client, server, _ = connected_pair(a, b)
 
     def two_small_sends():
@@ -215,7 +215,7 @@ def test_keepalive_probes_an_idle_connection_and_ends_a_dead_one(virtual_stacks,
     clock.settle()
     assert client.tcp_info().segs_out >= before + 1, "probes went out"
     assert client.tcp_info().state is TcpState.ESTABLISHED, "and were answered"
-    nics.b.impairment = Impairment(drop=lambda frame: tcp_of(frame) is not None)  # the peer goes silent
+    nics.b.impairment = Impairment(loss=lambda frame: tcp_of(frame) is not None)  # the peer goes silent
     t0 = clock.now()
     client.set_timeout(WAIT)
     with clock.flowing(), pytest.raises(TimeoutError) as exc:
@@ -362,7 +362,7 @@ def test_poll_reports_a_closed_socket_as_invalid_and_waits_on_many(stacks):
 def test_a_blocked_select_wakes_when_a_non_blocking_connect_completes(stacks, nics):
     a, b = stacks
     lst = listener(b)
-    nics.a.impairment = Impairment(drop=lambda frame: tcp_of(frame) is not None and tcp_of(frame)[1].flags & 0x02)
+    nics.a.impairment = Impairment(loss=lambda frame: tcp_of(frame) is not None and tcp_of(frame)[1].flags & 0x02)
     c = a.socket(SocketType.STREAM)
     c.set_nonblocking(True)
     with pytest.raises(BlockingIOError):

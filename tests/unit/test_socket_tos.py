@@ -42,7 +42,7 @@ def record(nic) -> list[tuple[int, int, int]]:
             seen.append((ip.protocol, ip.tos, ip.payload_len + 20))
         return False                           # a hook that never drops
 
-    nic.impairment = Impairment(drop=look)
+    nic.impairment = Impairment(loss=look)
     return seen
 
 

@@ -131,7 +131,7 @@ def test_lost_fragment_means_no_datagram(nics):
                 return frag_count[0] == 2
             return False
 
-        nics.a.impairment = Impairment(drop=lose_second_fragment)
+        nics.a.impairment = Impairment(loss=lose_second_fragment)
         client.send_to(bytes(5000), "10.0.0.2:5353")
         client.send_to(b"after", "10.0.0.2:5353")
         assert server.recv(100) == b"after", "the incomplete datagram never shows up"
@@ -392,7 +392,7 @@ def test_options_and_ttl_on_the_wire(nics, stacks):
         s.set_option("TTL", 5)
     assert exc.value.errno == errno.ENOPROTOOPT
     seen = []
-    nics.a.impairment = Impairment(drop=lambda f: seen.append(f) and False)
+    nics.a.impairment = Impairment(loss=lambda f: seen.append(f) and False)
     server = server_on(b)
     s.send_to(b"ttl", "10.0.0.2:5353")
     assert server.recv(10) == b"ttl"

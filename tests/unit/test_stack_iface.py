@@ -4,9 +4,9 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from nicdev.virtio.offload import DATA_VALID, FrameMeta, complete_checksum
 from stack.arp_cache import ArpCache
 from stack.iface import Interface, MAX_UDP_PAYLOAD
-from stack.nic import RxMeta, complete_checksum
 from stack.ratelimit import KeyedRateLimiter
 from stack.testing import IP_A, IP_B, MAC_A, MAC_B, Link
 from stack.wire import (
@@ -268,10 +268,10 @@ def test_rx_csum_valid_skips_checksum_check():
     sock = bound_socket(link.b, 53)
     bad = bytearray(udp_frame(b"payload"))
     bad[14 + 20 + 6] ^= 0xFF  # break the UDP checksum
-    link.b.receive_frame(bytes(bad), 0.0, RxMeta(csum_valid=False))
+    link.b.receive_frame(bytes(bad), 0.0, FrameMeta())
     assert sock.pop() is None
     assert link.b.counters.get("udp", "drop.bad checksum") == 1
-    link.b.receive_frame(bytes(bad), 0.0, RxMeta(csum_valid=True))
+    link.b.receive_frame(bytes(bad), 0.0, DATA_VALID)
     assert sock.pop()[0] == b"payload", "the NIC vouched for it (DATA_VALID)"
 
 

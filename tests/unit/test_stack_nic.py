@@ -1,11 +1,14 @@
 """LoopbackNicPair: delivery, fileno readiness, MTU, impairments, checksum offload."""
 import errno
 import select
+import struct
+from ipaddress import IPv4Address
 
 import pytest
 
-from stack.nic import Impairment, LoopbackNicPair, NicOffloads, RxMeta, TxMeta, complete_checksum
-from stack.wire import verify
+from nicdev.virtio.offload import FrameMeta, complete_checksum
+from stack.drivers import Impairment, LoopbackNicPair, NicOffloads
+from stack.wire import Ipv4Repr, fold, internet_checksum, pseudo_header_sum_v4, verify
 
 
 def readable(fd: int) -> bool:
@@ -19,9 +22,9 @@ def test_frames_cross_and_fileno_tracks_queue():
     assert a.transmit([b"x" * 60, b"y" * 60]) == 2
     assert readable(b.fileno())
     got = b.receive(max=1)
-    assert got == [(b"x" * 60, RxMeta())]
+    assert got == [(b"x" * 60, FrameMeta())]
     assert readable(b.fileno()), "one frame still waits"
-    assert b.receive() == [(b"y" * 60, RxMeta())]
+    assert b.receive() == [(b"y" * 60, FrameMeta())]
     assert not readable(b.fileno())
     assert b.receive() == []
     assert a.counters["tx_frames"] == 2 and b.counters["rx_frames"] == 2
@@ -54,7 +57,7 @@ def test_closed_nic_raises_ebadf_and_peer_counts_link_down():
 
 def test_impairment_drop_duplicate_reorder():
     pair = LoopbackNicPair()
-    pair.a.impairment = Impairment(drop=lambda f: f == b"drop", duplicate=lambda f: f == b"dup")
+    pair.a.impairment = Impairment(loss=lambda f: f == b"drop", duplicate=lambda f: f == b"dup")
     pair.a.transmit([b"one", b"drop", b"dup", b"two"])
     assert [f for f, _ in pair.b.receive()] == [b"one", b"dup", b"dup", b"two"]
     pair.a.impairment = Impairment(reorder=lambda f: f == b"first")
@@ -67,19 +70,47 @@ def test_checksum_offload_is_completed_and_marked_valid():
     pair = LoopbackNicPair(offloads=NicOffloads.TX_CSUM | NicOffloads.RX_CSUM_TRUSTED)
     body = bytearray(b"\x00" * 4 + b"\x12\x34" + b"abcdefgh")
     frame = bytes(body)
-    pair.a.transmit([(frame, TxMeta(csum_start=0, csum_offset=4))])
+    pair.a.transmit([(frame, FrameMeta(True, 0, 4))])
     (got, meta), = pair.b.receive()
-    assert meta.csum_valid
+    assert meta.data_valid
     # The seed (a pseudo-header sum in real use) is folded into the result.
     assert verify(got, 0x1234)
 
 
 def test_checksum_offload_refused_when_not_offered():
     a, b = LoopbackNicPair()
-    assert a.transmit([(bytes(60), TxMeta(0, 4))]) == 0
+    assert a.transmit([(bytes(60), FrameMeta(True, 0, 4))]) == 0
     assert a.counters["tx_drop_csum_not_offered"] == 1
+
+
+def zero_sum_frame(proto: int) -> tuple[bytes, FrameMeta]:
+    """An IPv4 UDP or TCP frame with a partial checksum whose finished
+    checksum computes to 0 (its first payload word is chosen for that)."""
+    src, dst = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")
+    field = 6 if proto == 17 else 16
+    if proto == 17:
+        header = struct.pack(">HHHH", 4000, 5000, 18, 0)
+    else:
+        header = struct.pack(">HHIIBBHHH", 4000, 5000, 1, 0, 0x50, 0x18, 512, 0, 0)
+    l4 = bytearray(header + b"\0\0zero sum")
+    pseudo = pseudo_header_sum_v4(src, dst, proto, len(l4))
+    l4[len(header):len(header) + 2] = internet_checksum(l4, pseudo).to_bytes(2, "big")
+    l4[field:field + 2] = fold(pseudo).to_bytes(2, "big")
+    ip = Ipv4Repr(src, dst, proto, len(l4)).emit(bytes(l4))
+    return bytes(14) + ip, FrameMeta(True, 34, field)
+
+
+def test_checksum_offload_sends_a_zero_udp_checksum_as_ffff():
+    pair = LoopbackNicPair(offloads=NicOffloads.TX_CSUM)
+    udp, udp_meta = zero_sum_frame(17)
+    tcp, tcp_meta = zero_sum_frame(6)
+    pair.a.transmit([(udp, udp_meta), (tcp, tcp_meta)])
+    (got_udp, _), (got_tcp, _) = pair.b.receive()
+    assert got_udp[40:42] == b"\xff\xff", "RFC 768: a computed 0 is sent as all ones (0 means no checksum)"
+    assert got_tcp[50:52] == b"\0\0", "TCP keeps 0"
+    assert verify(got_udp[34:], pseudo_header_sum_v4(IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"), 17, 18))
 
 
 def test_complete_checksum_rejects_offsets_outside_frame():
     with pytest.raises(ValueError):
-        complete_checksum(bytes(10), TxMeta(csum_start=8, csum_offset=4))
+        complete_checksum(bytes(10), FrameMeta(True, 8, 4))

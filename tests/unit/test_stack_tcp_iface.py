@@ -7,8 +7,8 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from nicdev.virtio.offload import DATA_VALID, FrameMeta, complete_checksum
 from stack.arp_cache import ArpCache
-from stack.nic import RxMeta, TxMeta, complete_checksum
 from stack.tcp import TcpConfig, TcpState
 from stack.tcp.glue import OutSegment, TcpLayer
 from stack.testing import IP_A, IP_B, MAC_A, MAC_B, Link
@@ -117,7 +117,7 @@ def test_checksum_offload_leaves_a_partial_checksum_and_meta():
     conn = link.a.tcp_connect(IP_B, 80, 0.0)
     (item,) = link.a.poll(0.0)
     frame, meta = item
-    assert isinstance(meta, TxMeta) and meta.csum_start == 14 + 20 and meta.csum_offset == 16
+    assert isinstance(meta, FrameMeta) and meta.needs_csum and meta.csum_start == 14 + 20 and meta.csum_offset == 16
     eth, p = EthernetRepr.parse(frame)
     ip, data = Ipv4Repr.parse(p)
     with pytest.raises(Exception):
@@ -150,7 +150,7 @@ def test_data_valid_skips_the_tcp_checksum_and_a_bad_one_is_dropped_otherwise():
     link.b.receive_frame(syn_frame(checksum_ok=False), 0.0)
     assert link.b.poll(0.0) == [] and lst.embryonic == 0
     assert link.b.counters.get("tcp", "drop.bad checksum") == 1
-    link.b.receive_frame(syn_frame(checksum_ok=False), 0.0, RxMeta(csum_valid=True))
+    link.b.receive_frame(syn_frame(checksum_ok=False), 0.0, DATA_VALID)
     (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f in link.b.poll(0.0)])
     assert seg.flags == TcpFlags.SYN | TcpFlags.ACK and lst.embryonic == 1
 

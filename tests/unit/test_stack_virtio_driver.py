@@ -26,10 +26,11 @@ from nicdev.virtio.features import (
 from nicdev.virtio.net_hdr import (
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr,
 )
-from stack import IpAddress, NicOffloads, RxMeta, SocketType, Stack, TxMeta
+from nicdev.virtio.offload import DATA_VALID, FrameMeta
+from stack import IpAddress, NicOffloads, SocketType, Stack
 from stack.arp_cache import ArpCache
 from stack.drivers import VirtioNetNic
-from stack.drivers.virtio_net import DEFAULT_FEATURES
+from stack.drivers.virtio_driver import DEFAULT_FEATURES
 from stack.wire import Ipv4Repr, UdpRepr
 
 WAIT = 5.0
@@ -121,7 +122,7 @@ def test_frames_both_ways_intact(pair):
         assert src.transmit(frames) == len(frames)
         got = collect(dst, len(frames))
         assert [f for f, _ in got] == frames
-        assert all(meta == RxMeta() for _, meta in got)
+        assert all(meta == FrameMeta() for _, meta in got)
     assert a.counters["tx_frames"] == b.counters["rx_frames"] == len(sizes)
     assert a.drops == {} and b.drops == {}
 
@@ -211,7 +212,7 @@ def test_receive_max_leaves_the_rest_readable(pair):
 def test_bad_frames_are_dropped_and_counted(pair):
     a, b = pair()
     good = frame(a, b, b"fine" * 20)
-    burst = [bytes(10), frame(a, b, bytes(1519 - 14)), good, (good, TxMeta(csum_start=100, csum_offset=6))]
+    burst = [bytes(10), frame(a, b, bytes(1519 - 14)), good, (good, FrameMeta(True, 100, 6))]
     assert a.transmit(burst) == 1
     assert a.drops == {"tx_drop_runt": 1, "tx_drop_oversize": 1, "tx_drop_bad_csum_offsets": 1}
     assert [f for f, _ in collect(b, 1)] == [good]
@@ -292,7 +293,7 @@ def test_backend_disappears_then_comes_back(bg, tmp_path, make_nic, caplog):
     a, b = make_nic(pa.socket_path), make_nic(pb.socket_path)
     assert a.transmit([frame(a, b, b"before" * 10)]) == 1
     collect(b, 1)
-    caplog.set_level(logging.DEBUG, logger="stack.drivers.virtio_net")
+    caplog.set_level(logging.DEBUG, logger="stack.drivers.virtio_driver")
     bg.remove_port("b")
     wait_for(lambda: b.receive() == [] and not b.link_up, "the hang-up to be noticed")
     assert "closed the connection" in b.last_error and b.counters["link_down"] == 1
@@ -459,7 +460,7 @@ def udp_frame(nic, payload=b"checksum me", partial=False):
     eth = b"\x02\x00\x00\x00\x00\x02" + bytes(nic.mac) + b"\x08\x00"
     frame_ = eth + ip
     if partial:
-        return frame_, TxMeta(csum_start=14 + 20 + start, csum_offset=offset)
+        return frame_, FrameMeta(True, 14 + 20 + start, offset)
     return frame_
 
 
@@ -487,6 +488,17 @@ def test_software_checksum_when_the_device_has_no_csum(pair):
     assert got == udp_frame(a), "completed in software: the same bytes as a full checksum"
 
 
+def test_software_checksum_sends_a_zero_udp_checksum_as_ffff(pair):
+    a, b = pair(features=DEFAULT_FEATURES & ~mask(VIRTIO_NET_F_CSUM))
+    # The first payload word is the datagram's checksum: with it the sum folds to 0.
+    first = udp_frame(a, b"\0\0zero sum")[40:42]
+    partial, meta = udp_frame(a, first + b"zero sum", partial=True)
+    assert a.transmit([(partial, meta)]) == 1
+    (got, _), = collect(b, 1)
+    assert got[40:42] == b"\xff\xff", "RFC 768: a computed 0 is sent as all ones"
+    assert got == udp_frame(a, first + b"zero sum")
+
+
 def test_rx_checksum_flags(offload, bg):
     nic, device = offload
     good, partial = udp_frame(nic), udp_frame(nic, partial=True)[0]
@@ -497,7 +509,7 @@ def test_rx_checksum_flags(offload, bg):
     bg.call(lambda: device.push_rx(hdr(flags=VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start=34, csum_offset=600) + partial))
     bg.call(lambda: device.push_rx(hdr(gso_type=VIRTIO_NET_HDR_GSO_TCPV4, gso_size=1448) + good))
     got = collect(nic, 3)
-    assert got == [(good, RxMeta(True)), (good, RxMeta(False)), (good, RxMeta(True))]
+    assert got == [(good, DATA_VALID), (good, FrameMeta()), (good, DATA_VALID)]
     wait_for(lambda: nic.receive() == [] and sum(nic.drops.values()) == 2, "the two bad frames to be counted")
     assert nic.drops == {"rx_drop_bad_csum_offsets": 1, "rx_drop_gso_not_negotiated": 1}
 
@@ -510,7 +522,7 @@ def test_mergeable_frame_split_across_receive_calls(offload, bg):
     bg.call(lambda: device.push_rx(first))
     wait_for(lambda: nic.receive() == [] and nic.counters["rx_buffers"] == 1, "the first buffer")
     bg.call(lambda: device.push_rx(f[1000:]))
-    assert collect(nic, 1) == [(f, RxMeta())]
+    assert collect(nic, 1) == [(f, FrameMeta())]
 
 
 def test_impossible_num_buffers_breaks_the_link(offload, bg):

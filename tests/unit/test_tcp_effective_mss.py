@@ -17,7 +17,8 @@ import pytest
 from stack.tcp.config import TcpConfig
 from stack.tcp.glue import ANY, TcpLayer
 from stack.tcp.seq import IsnGenerator, PortAllocator
-from stack.tcp.testing import CLIENT, SERVER, LayerPair, LinkConfig, LinkPair, established_driver, plain_config
+from stack.tcp.testing import CLIENT, SERVER, established_driver, plain_config
+from stack.testing.tcp_link import LayerPair, LinkConfig, LinkPair
 
 MSS = 1460  # both ends: a 1500-byte MTU
 SRC, DST = CLIENT[0], SERVER[0]

@@ -204,7 +204,7 @@ def test_blind_in_window_guessing_does_not_reset_or_inject():
 
 
 def test_invariants_hold_after_a_lossy_bulk_transfer():
-    from stack.tcp.testing import LinkConfig, LinkPair
+    from stack.testing.tcp_link import LinkConfig, LinkPair
 
     impaired = dict(delay=0.005, loss=0.08, reorder=0.05, duplicate=0.03)
     pair = LinkPair(up=LinkConfig(**impaired), down=LinkConfig(**impaired), seed=99)

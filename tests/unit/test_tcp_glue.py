@@ -4,12 +4,12 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from stack.nic import TxMeta, complete_checksum
+from nicdev.virtio.offload import FrameMeta, complete_checksum
 from stack.tcp.config import TcpConfig
 from stack.tcp.glue import ANY, TcpLayer, format_table, icmp_is_hard
 from stack.tcp.seq import IsnGenerator, PortAllocator
 from stack.tcp.state import TcpState
-from stack.tcp.testing import LayerPair
+from stack.testing.tcp_link import LayerPair
 from stack.wire import MalformedPacket
 from stack.wire.tcp import TcpFlags, TcpRepr
 
@@ -233,7 +233,7 @@ def test_partial_checksum_encoding_completes_to_a_valid_segment():
     layer.connect(A, (B, 80), 0.0)
     o = layer.poll(0.0)[0]
     seg, start, offset = o.encode(partial_checksum=True)
-    done = complete_checksum(seg, TxMeta(start, offset))
+    done = complete_checksum(seg, FrameMeta(True, start, offset))
     assert done == o.encode()
     TcpRepr.parse(done, A, B)
 

@@ -11,7 +11,7 @@ import pytest
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.state import TcpState
-from stack.tcp.testing import LinkConfig, LinkPair
+from stack.testing.tcp_link import LinkConfig, LinkPair
 
 S = TcpState
 

@@ -1,5 +1,5 @@
 """TSO on the TCP path: the engine builds multi-MSS segments (TcpConfig.tso_max),
-the interface hands them to the NIC with TxMeta(gso_type=1, gso_size=MSS),
+the interface hands them to the NIC with FrameMeta(gso_type=GSO_TCPV4, gso_size=MSS),
 the loopback NIC cuts them, and loss inside one is recovered by SACK."""
 import hashlib
 import threading
@@ -8,11 +8,11 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from nicdev.virtio.offload import GSO_TCPV4, FrameMeta
 from stack import Impairment, IpAddress, LoopbackNicPair, NicOffloads, SocketType, Stack
-from stack.nic import TxMeta
 from stack.tcp import TcpConfig
 from stack.tcp.config import TSO_MAX_PAYLOAD
-from stack.tcp.glue import GSO_TCPV4, OutSegment
+from stack.tcp.glue import OutSegment
 from stack.tcp.testing import established_driver, plain_config
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr, MacAddress
 from stack.wire.tcp import TcpFlags, TcpRepr
@@ -114,10 +114,10 @@ def _out(payload=b"x" * 2500, flags=TcpFlags.ACK | TcpFlags.PSH, gso=1000, urgen
 
 def test_encode_offloaded_asks_for_checksum_and_segmentation():
     data, meta = _out().encode_offloaded(34)
-    assert meta == TxMeta(34, 16, GSO_TCPV4, 1000)
+    assert meta == FrameMeta(True, 34, 16, False, GSO_TCPV4, 1000)
     assert len(data) == 20 + 2500
     data, meta = _out(payload=b"y" * 10, gso=0).encode_offloaded(34)
-    assert meta == TxMeta(34, 16) and meta.gso_type == 0
+    assert meta == FrameMeta(True, 34, 16) and meta.gso_type == 0
 
 
 def test_split_is_software_segmentation():
@@ -158,7 +158,7 @@ def test_loopback_nic_segments_tso_frames():
         frame, meta = _gso_frame()
         assert pair.a.transmit([(frame, meta)]) == 1
         got = pair.b.receive()
-        assert len(got) == 3 and all(m.csum_valid for _, m in got)
+        assert len(got) == 3 and all(m.data_valid for _, m in got)
         assert all(len(f) <= 14 + 1500 for f, _ in got)
         assert pair.a.counters["tx_gso"] == 1 and pair.a.counters["tx_frames"] == 3
     finally:
@@ -179,9 +179,9 @@ def test_loopback_nic_drops_bad_gso_metadata():
     pair = LoopbackNicPair(offloads=NicOffloads.TX_CSUM | NicOffloads.TSO)
     try:
         frame, _ = _gso_frame()
-        assert pair.a.transmit([(frame, TxMeta(gso_type=GSO_TCPV4, gso_size=1000))]) == 0  # no checksum request
-        assert pair.a.transmit([(frame, TxMeta(34, 16, GSO_TCPV4, 0))]) == 0  # gso_size 0
-        assert pair.a.transmit([(frame[:40], TxMeta(34, 16, GSO_TCPV4, 1000))]) == 0  # truncated headers
+        assert pair.a.transmit([(frame, FrameMeta(gso_type=GSO_TCPV4, gso_size=1000))]) == 0  # no checksum request
+        assert pair.a.transmit([(frame, FrameMeta(True, 34, 16, False, GSO_TCPV4, 0))]) == 0  # gso_size 0
+        assert pair.a.transmit([(frame[:40], FrameMeta(True, 34, 16, False, GSO_TCPV4, 1000))]) == 0  # truncated headers
         assert pair.a.counters["tx_drop_bad_gso"] == 3 and pair.b.receive() == []
         frame, meta = _gso_frame(mss=1490)  # pieces larger than the MTU
         assert pair.a.transmit([(frame, meta)]) == 0 and pair.a.counters["tx_drop_oversize"] == 1
@@ -260,5 +260,5 @@ def test_end_to_end_transfer_with_tso_and_loss():
         count[0] += 1
         return count[0] % 97 == 0
 
-    pair, a = _transfer(1_000_000, TcpConfig(tso_max=TSO_MAX_PAYLOAD), Impairment(drop=drop))
+    pair, a = _transfer(1_000_000, TcpConfig(tso_max=TSO_MAX_PAYLOAD), Impairment(loss=drop))
     assert pair.a.counters["tx_gso"] > 0 and pair.a.counters["tx_impaired_drop"] > 0

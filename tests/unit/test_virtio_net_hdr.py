@@ -71,6 +71,14 @@ def test_short_buffer_is_a_clear_error():
     assert NetHdr.unpack(RAW12[:10], size=10).csum_offset == 16
 
 
+def test_unpack_at_an_offset_of_a_buffer():
+    pool = bytearray(100) + RAW12 + b"frame"
+    assert NetHdr.unpack(pool, offset=100) == NetHdr.unpack(RAW12)
+    assert NetHdr.unpack(memoryview(pool), 10, offset=100).csum_offset == 16
+    with pytest.raises(NetHdrError, match="too short"):
+        NetHdr.unpack(pool, offset=len(pool) - 11)
+
+
 def test_bad_sizes_and_values():
     with pytest.raises(NetHdrError):
         NetHdr().pack(11)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from nicdev.net.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
+from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
 from nicdev.net.virtio_net import BASE_FEATURES, DEVICE_FEATURES, OFFLOAD_FEATURES, VirtioNetDevice
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 from nicdev.virtio.features import (

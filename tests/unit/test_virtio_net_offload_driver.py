@@ -14,9 +14,10 @@ from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_MRG_RXBUF, has, mask,
 )
-from stack import NicOffloads, RxMeta, TxMeta
+from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, GSO_TCPV6, FrameMeta
+from stack import NicOffloads
 from stack.drivers import VirtioNetNic
-from stack.drivers.virtio_net import DEFAULT_FEATURES
+from stack.drivers.virtio_driver import DEFAULT_FEATURES
 
 from offload_frames import ACK, CWR, FIN, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame
 
@@ -24,7 +25,7 @@ WAIT = 5.0
 
 
 def tso(mss=1448, start=34):
-    return TxMeta(csum_start=start, csum_offset=16, gso_type=1, gso_size=mss)
+    return FrameMeta(True, start, 16, False, GSO_TCPV4, mss)
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_a_gso_frame_arrives_whole_at_a_card_with_guest_tso(cards, bg):
     assert a.transmit([(frame, tso(1436))]) == 1
     (got, meta), = collect(b, 1)
     assert got == tcp4_frame(payload, options=TIMESTAMPS, partial=False), "the checksum finished on receipt"
-    assert meta == RxMeta(csum_valid=True, gso_size=1436)
+    assert meta == FrameMeta(data_valid=True, gso_type=GSO_TCPV4, gso_size=1436)
     assert a.counters["tx_gso"] == 1 and b.counters["rx_gso"] == 1
     assert bg.call(lambda: bg.switch.ports["a"].device.counters.tx_gso) == 1
 
@@ -83,7 +84,7 @@ def test_a_gso_frame_is_segmented_for_a_card_without_guest_tso(cards, bg):
     payload = os.urandom(6000)
     assert a.transmit([(tcp4_frame(payload, flags=ACK | PSH | FIN), tso())]) == 1
     got = collect(b, 5)
-    assert all(meta == RxMeta(csum_valid=True) for _, meta in got), "computed by the switch: DATA_VALID"
+    assert all(meta == DATA_VALID for _, meta in got), "computed by the switch: DATA_VALID"
     frames = [f for f, _ in got]
     assert all(tcp4_checksums_ok(f) and len(f) <= 1514 for f in frames)
     assert b"".join(split_tcp4(f)[2] for f in frames) == payload
@@ -121,10 +122,10 @@ def test_bad_gso_requests_are_counted_drops(cards):
     a, b = cards()
     f = tcp4_frame(bytes(3000))
     bad = [
-        (f, TxMeta(csum_start=34, csum_offset=16, gso_type=1, gso_size=0)),
-        (f, TxMeta(gso_type=1, gso_size=1448)),                                  # no checksum request
-        (f, TxMeta(csum_start=34, csum_offset=16, gso_type=4, gso_size=1448)),   # TCPv6: not ours
-        (f, TxMeta(csum_start=34, csum_offset=6, gso_type=1, gso_size=1448)),
+        (f, FrameMeta(True, 34, 16, False, GSO_TCPV4, 0)),
+        (f, FrameMeta(gso_type=GSO_TCPV4, gso_size=1448)),                         # no checksum request
+        (f, FrameMeta(True, 34, 16, False, GSO_TCPV6, 1448)),                      # TCPv6: not ours
+        (f, FrameMeta(True, 34, 6, False, GSO_TCPV4, 1448)),
         (f, tso(start=len(f))),
         (tcp4_frame(bytes(65400)) + bytes(1000), tso()),      # over 64 KiB
     ]

@@ -1,17 +1,15 @@
-"""Internet checksum against a naive word-by-word reference and known values."""
+"""The Internet checksum (nicdev.virtio.checksum) and the IPv4 pseudo-header
+sum (stack.wire.checksum) against a naive word-by-word reference and known values."""
 
+import random
 from ipaddress import IPv4Address
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stack.wire.checksum import (
-    fold,
-    internet_checksum,
-    ones_complement_sum,
-    pseudo_header_sum_v4,
-    verify,
-)
+from nicdev.virtio.checksum import fold, internet_checksum, ones_complement_sum, verify
+from stack.wire.checksum import pseudo_header_sum_v4
 
 
 def naive_sum(data: bytes) -> int:
@@ -110,3 +108,24 @@ def test_filled_checksum_verifies(data, where):
     buf[i : i + 2] = internet_checksum(buf).to_bytes(2, "big")
     assert verify(buf)
     assert naive_sum(bytes(buf)) == 0xFFFF
+
+
+# Sizes around where the sum switches from one integer to pieces of 512 and
+# of 2048 bytes, odd and even, and 64 KiB (a GSO frame).
+PIECE_EDGES = [1023, 1024, 1025, 1026, 1535, 1536, 1537, 4095, 4096, 4097, 4098, 6143, 6144, 6145, 65535, 65536]
+
+
+@pytest.mark.parametrize("size", PIECE_EDGES)
+def test_long_buffers_read_in_pieces_match_naive(size):
+    data = random.Random(size).randbytes(size)
+    assert internet_checksum(data) == naive_checksum(data)
+    assert internet_checksum(memoryview(data)[1:]) == naive_checksum(data[1:])
+    assert fold(ones_complement_sum(data, 0x12345)) == fold(naive_sum(data) + 0x12345)
+
+
+@pytest.mark.parametrize("size", PIECE_EDGES)
+def test_long_buffers_keep_both_zeros(size):
+    ones = b"\xff" * (size & ~1)  # words of 0xFFFF: ones' complement "minus zero"
+    assert fold(ones_complement_sum(bytes(size))) == 0
+    assert fold(ones_complement_sum(ones)) == 0xFFFF
+    assert internet_checksum(ones) == 0 == naive_checksum(ones)

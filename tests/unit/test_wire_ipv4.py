@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stack.wire import IpProtocol, Ipv4Packet, Ipv4Repr, MalformedPacket
-from stack.wire.checksum import internet_checksum
+from nicdev.virtio.checksum import internet_checksum
 from stack.wire.errors import REASONS
 
 from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)

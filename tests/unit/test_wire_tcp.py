@@ -21,7 +21,7 @@ from stack.wire import (
     emit_options,
     parse_options,
 )
-from stack.wire.checksum import internet_checksum
+from nicdev.virtio.checksum import internet_checksum
 from stack.wire.errors import REASONS
 
 from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)

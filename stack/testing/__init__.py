@@ -9,7 +9,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from stack.iface import Interface
-from stack.nic import RxMeta
+from stack.drivers import NO_RX_META
 from stack.wire import EthernetRepr, MacAddress
 
 __all__ = ["Link", "MAC_A", "MAC_B", "IP_A", "IP_B"]
@@ -48,9 +48,9 @@ class Link:
                 fa = self.a_filter(fa)
             if self.b_connected:
                 for f in fa:
-                    self.b.receive_frame(f, self.now, RxMeta())
+                    self.b.receive_frame(f, self.now, NO_RX_META)
                 for f in fb:
-                    self.a.receive_frame(f, self.now, RxMeta())
+                    self.a.receive_frame(f, self.now, NO_RX_META)
         raise AssertionError("the two interfaces never went quiet")
 
     def _due(self, iface: Interface) -> bool:

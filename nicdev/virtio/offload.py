@@ -34,6 +34,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from nicdev.virtio.checksum import internet_checksum, ones_complement_sum
 from nicdev.virtio.net_hdr import (
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, NetHdr,
@@ -41,7 +42,7 @@ from nicdev.virtio.net_hdr import (
 
 __all__ = [
     "FrameMeta", "OffloadError", "DATA_VALID", "MAX_SEGMENTS", "GSO_TCPV4", "GSO_TCPV6", "GSO_UDP_L4", "GSO_ECN",
-    "check", "complete_checksum", "segment", "finish", "acceptable", "checksum", "tcp_gso_meta",
+    "check", "complete_checksum", "segment", "finish", "acceptable", "tcp_gso_meta",
 ]
 
 GSO_NONE = VIRTIO_NET_HDR_GSO_NONE
@@ -138,30 +139,6 @@ def acceptable(meta: FrameMeta, csum_partial: bool, gso_kinds) -> bool:
     if meta.needs_csum:
         return csum_partial
     return True
-
-
-# -- the Internet checksum ------------------------------------------------------------
-def _sum(data) -> int:
-    """Ones' complement sum of `data` as 16-bit big-endian words, unfolded.
-
-    The whole buffer read as one integer is congruent, modulo 0xFFFF, to the
-    sum of its 16-bit words (2**16 == 1 mod 0xFFFF): one C-speed
-    int.from_bytes and one modulo instead of a Python loop. A non-zero sum
-    that is a multiple of 0xFFFF is ones' complement "minus zero", 0xFFFF."""
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    if not n:
-        return 0
-    return n % 0xFFFF or 0xFFFF
-
-
-def checksum(data, initial: int = 0) -> int:
-    """The 16-bit Internet checksum of `data` with a partial sum `initial` folded in."""
-    total = _sum(data) + initial
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 # -- finding the headers ------------------------------------------------------------------
@@ -274,19 +251,26 @@ def _checked(frame: bytes, meta: FrameMeta) -> tuple[FrameMeta, _Layout | None]:
 # -- doing the work ----------------------------------------------------------------------
 def complete_checksum(frame: bytes, meta: FrameMeta) -> bytes:
     """Finish a NEEDS_CSUM frame: sum from csum_start to the end, seeded by the
-    field's pseudo-header sum, and store the result (0 is sent as 0xFFFF, as
-    Linux does: both mean zero in ones' complement)."""
+    field's pseudo-header sum, and store the result.
+
+    A computed 0 in a UDP checksum field is sent as 0xFFFF: in UDP a 0 means
+    "no checksum" (RFC 768); TCP keeps 0. virtio's header does not name the
+    protocol, the field's offset does (6 in a UDP header, 16 in TCP's).
+    Whatever else puts its checksum at offset 6 still verifies: 0 and
+    0xFFFF are the same number in ones' complement."""
     start, field = meta.csum_start, meta.csum_start + meta.csum_offset
     if start < 0 or meta.csum_offset < 0 or field + 2 > len(frame):
         raise OffloadError("bad_csum_offsets", f"checksum at {start}+{meta.csum_offset} outside the frame")
-    value = checksum(memoryview(frame)[start:]) or 0xFFFF
+    value = internet_checksum(memoryview(frame)[start:])
+    if value == 0 and meta.csum_offset == _UDP_CSUM:
+        value = 0xFFFF
     return b"".join((frame[:field], _U16.pack(value), frame[field + 2:]))
 
 
 def _pseudo_sum(frame: bytes, lay: _Layout, length: int) -> int:
     if lay.v6:
-        return _sum(frame[lay.l3 + 8:lay.l3 + 40]) + lay.proto + length
-    return _sum(frame[lay.l3 + 12:lay.l3 + 20]) + lay.proto + length
+        return ones_complement_sum(frame[lay.l3 + 8:lay.l3 + 40]) + lay.proto + length
+    return ones_complement_sum(frame[lay.l3 + 12:lay.l3 + 20]) + lay.proto + length
 
 
 def segment(frame: bytes, meta: FrameMeta) -> list[bytes]:
@@ -332,10 +316,10 @@ def segment(frame: bytes, meta: FrameMeta) -> list[bytes]:
             _U16.pack_into(ip, 2, len(ip) + thl + size)
             _U16.pack_into(ip, 4, (ip_id + index) & 0xFFFF)
             ip[10:12] = b"\0\0"
-            _U16.pack_into(ip, 10, checksum(ip))
+            _U16.pack_into(ip, 10, internet_checksum(ip))
         l4h[meta.csum_offset:meta.csum_offset + 2] = b"\0\0"
         body = bytes(l4h) + chunk
-        value = checksum(body, _pseudo_sum(frame, lay, thl + size))
+        value = internet_checksum(body, _pseudo_sum(frame, lay, thl + size))
         if not tcp and value == 0:
             value = 0xFFFF              # UDP: 0 means "no checksum"
         seg = bytearray(eth)

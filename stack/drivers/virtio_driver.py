@@ -17,16 +17,17 @@ way a guest's virtio-net driver does:
   device). `transmit(frames)` publishes the whole burst once and kicks at
   most once. Used TX slots are reaped when the burst needs them; a full ring
   drops the frame and counts it.
-* Checksums: with CSUM negotiated a `TxMeta` checksum request becomes
+* Checksums: with CSUM negotiated a `FrameMeta` checksum request becomes
   NEEDS_CSUM (else it is finished in software); with GUEST_CSUM a DATA_VALID
-  frame arrives as `RxMeta(csum_valid=True)` (a NEEDS_CSUM one is finished
+  frame arrives as `DATA_VALID` (a NEEDS_CSUM one is finished
   here and marked valid too).
-* Segmentation: with HOST_TSO4 a `TxMeta(gso_type=1, gso_size=MSS)` TCP
+* Segmentation: with HOST_TSO4 a `FrameMeta(gso_type=GSO_TCPV4, gso_size=MSS)` TCP
   frame of up to 64 KiB goes out whole in one of the big TX slots (an eighth
   of the ring) with GSO in the header, and the back-end segments it; without
   it (or with CWR set, as HOST_ECN is not negotiated) it is segmented here.
   With GUEST_TSO4 (only asked for together with MRG_RXBUF) the back-end may
-  hand us coalesced TCP frames: `RxMeta(csum_valid=True, gso_size=MSS)`.
+  hand us coalesced TCP frames: `FrameMeta(data_valid=True, gso_type=GSO_TCPV4,
+  gso_size=MSS)`.
 * Interrupts: `fileno()` is an epoll fd that is readable when the device
   signalled the RX call eventfd, when the back-end hangs up or reports a
   broken ring, and when a reconnect attempt is due. `receive()` disables RX
@@ -52,23 +53,21 @@ import errno
 import logging
 import os
 import select
-import struct
 import threading
 import time
+from dataclasses import dataclass, replace
 from typing import Iterable
 
-from nicdev.net.offload import FrameMeta, OffloadError, segment
+from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError, complete_checksum, segment
 from nicdev.vhost_user.frontend import GSO_FEATURES, OPTIONAL_FEATURES, BackendError, VhostUserFrontend
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
 from nicdev.virtio.memory import GuestMemoryError
-from nicdev.virtio.net_hdr import (
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
-)
+from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
-from stack.nic import Nic, NicOffloads, RxMeta, TxItem, TxMeta, complete_checksum
+from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem
 from stack.wire import MacAddress
 
 __all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
@@ -91,12 +90,8 @@ _TCP_CWR = 0x80
 #: plus TCP segmentation both ways (HOST_TSO4, GUEST_TSO4).
 DEFAULT_FEATURES = OPTIONAL_FEATURES | GSO_FEATURES
 
-_ZERO_HDR = bytes(HDR_LEN)
-_HDR = struct.Struct("<BBHHHHH")
-_CSUM_HDR = struct.Struct("<HH")
+_ZERO_HDR = NetHdr().pack(HDR_LEN)
 _EVENTFD_ONE = (1).to_bytes(8, "little")
-_RX_PLAIN = RxMeta()
-_RX_VALID = RxMeta(csum_valid=True)
 
 
 def _align(value: int, alignment: int) -> int:
@@ -125,6 +120,15 @@ def _drain_eventfd(fd: int) -> int:
         return int.from_bytes(os.read(fd, 8), "little")
     except BlockingIOError:
         return 0
+
+
+@dataclass(slots=True)
+class _PartialFrame:
+    """A mergeable frame whose first buffer came, still missing `missing` buffers."""
+
+    hdr: NetHdr
+    pieces: list[bytes]
+    missing: int
 
 
 class _Link:
@@ -175,7 +179,7 @@ class _Link:
             self.tx_free = list(range(qs - 1, -1, -1))
             self.tx_big_free = []
         self.rx_irq_enabled = True
-        self.partial: list | None = None        # a mergeable frame still missing buffers
+        self.partial: _PartialFrame | None = None        # a mergeable frame still missing buffers
         # The device need not tell us about TX completions: we reap on demand.
         self.txq.disable_interrupts(self.mem)
         self._fill_rx()
@@ -209,38 +213,40 @@ class _Link:
         for slot, written in used:
             off = slot * size
             if partial is not None:             # a continuation buffer of a mergeable frame
-                partial[3].append(bytes(pool[off:off + written]))
-                partial[4] -= 1
-                if not partial[4]:
-                    self._finish(out, b"".join(partial[3]), partial[0], partial[1], partial[2])
+                partial.pieces.append(bytes(pool[off:off + written]))
+                partial.missing -= 1
+                if not partial.missing:
+                    self._finish(out, b"".join(partial.pieces), partial.hdr)
                     partial = None
                 continue
             if written < HDR_LEN:
                 counters["rx_drop_short_buffer"] += 1
                 continue
-            flags, gso, _, gso_size, csum_start, csum_offset, nbuf = _HDR.unpack_from(pool, off)
+            hdr = NetHdr.unpack(pool, HDR_LEN, off)
             data = bytes(pool[off + HDR_LEN:off + written])
+            nbuf = hdr.num_buffers
             if self.mrg and nbuf != 1:
                 if nbuf == 0:
                     counters["rx_bad_num_buffers"] += 1     # device bug; treat as 1
                 elif nbuf > self.size:
                     raise QueueBroken(f"device says a frame spans {nbuf} buffers; the ring has {self.size}")
                 else:
-                    partial = [flags, (gso, gso_size), (csum_start, csum_offset), [data], nbuf - 1]
+                    partial = _PartialFrame(hdr, [data], nbuf - 1)
                     continue
-            self._finish(out, data, flags, (gso, gso_size), (csum_start, csum_offset))
+            self._finish(out, data, hdr)
         self.partial = partial
         for slot, _ in used:
             q.add(mem, (), ((gpa + slot * size, size),), slot)
         self._publish_rx()
 
-    def _finish(self, out: collections.deque, frame: bytes, flags: int, gso: tuple[int, int],
-                csum: tuple[int, int]) -> None:
+    def _finish(self, out: collections.deque, frame: bytes, hdr: NetHdr) -> None:
         counters = self.counters
         n = len(frame)
-        gso_type, gso_size = gso
+        # DATA_VALID means something only with GUEST_CSUM negotiated.
+        offload = FrameMeta.from_hdr(hdr, data_valid=self.guest_csum)
+        gso_type = hdr.gso_type
         if gso_type:
-            if not self.guest_tso or gso_type & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_TCPV4:
+            if not self.guest_tso or hdr.gso != VIRTIO_NET_HDR_GSO_TCPV4:
                 counters["rx_drop_gso_not_negotiated"] += 1
                 return
             if n > MAX_GSO_FRAME:
@@ -252,20 +258,20 @@ class _Link:
         if n < ETH_HEADER_LEN:
             counters["rx_drop_runt"] += 1
             return
-        meta = _RX_PLAIN
-        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        meta = NO_RX_META
+        if offload is not None and offload.needs_csum:
             # A partial checksum (GUEST_CSUM): finish it, so the bytes are right.
             try:
-                frame = complete_checksum(frame, TxMeta(*csum))
+                frame = complete_checksum(frame, offload)
             except ValueError:
                 counters["rx_drop_bad_csum_offsets"] += 1
                 return
-            meta = _RX_VALID
-        elif flags & VIRTIO_NET_HDR_F_DATA_VALID and self.guest_csum:
-            meta = _RX_VALID
+            meta = DATA_VALID
+        elif offload is not None and offload.data_valid:
+            meta = DATA_VALID
         if gso_type:
             # A coalesced TCP frame: its data came checksummed from its sender.
-            meta = RxMeta(csum_valid=meta.csum_valid, gso_size=gso_size)
+            meta = FrameMeta(data_valid=meta.data_valid, gso_type=gso_type, gso_size=hdr.gso_size)
             counters["rx_gso"] += 1
         counters["rx_frames"] += 1
         counters["rx_bytes"] += n
@@ -337,7 +343,7 @@ class _Link:
                     free.append(slot)
                     continue
                 if self.tx_csum:
-                    _HDR.pack_into(pool, off, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, start, field, 0)
+                    meta.to_hdr().pack_into(pool, off)
                 else:
                     frame = complete_checksum(frame, meta)
                     counters["tx_sw_csum"] += 1
@@ -363,19 +369,19 @@ class _Link:
                 return None
         return free.pop()
 
-    def _put(self, slot: int, frame: bytes, hdr: tuple | None) -> None:
+    def _put(self, slot: int, frame: bytes, hdr: NetHdr | None) -> None:
         off = self.tx_off[slot]
         n = len(frame)
         if hdr is None:
             self.pool[off:off + HDR_LEN] = _ZERO_HDR
         else:
-            _HDR.pack_into(self.pool, off, *hdr)
+            hdr.pack_into(self.pool, off)
         self.pool[off + HDR_LEN:off + HDR_LEN + n] = frame
         self.txq.add(self.mem, ((self.pool_gpa + off, HDR_LEN + n),), (), slot)
         self.counters["tx_frames"] += 1
         self.counters["tx_bytes"] += n
 
-    def _transmit_gso(self, frame: bytes, meta: TxMeta) -> int | None:
+    def _transmit_gso(self, frame: bytes, meta: FrameMeta) -> int | None:
         """One TCP GSO frame: whole with a GSO header (TSO negotiated), else
         segmented here. 1 = taken, 0 = dropped (counted), None = ring full."""
         counters = self.counters
@@ -392,13 +398,11 @@ class _Link:
             if slot is None:
                 return None
             hdr_len = start + (frame[start + 12] >> 4) * 4
-            self._put(slot, frame, (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, hdr_len,
-                                    meta.gso_size, start, meta.csum_offset, 0))
+            self._put(slot, frame, replace(meta, hdr_len=hdr_len).to_hdr())
             counters["tx_gso"] += 1
             return 1
         try:
-            segments = segment(frame, FrameMeta(True, start, meta.csum_offset, False, meta.gso_type,
-                                                meta.gso_size))
+            segments = segment(frame, meta)
         except OffloadError:
             counters["tx_drop_bad_gso"] += 1
             return 0
@@ -439,7 +443,7 @@ class _Link:
 
 
 class VirtioNetNic(Nic):
-    """A `stack.nic.Nic` on a vhost-user-net back-end at `socket_path`.
+    """A `stack.drivers.nic.Nic` on a vhost-user-net back-end at `socket_path`.
 
     `mac`: the card's address (a random locally administered one if None).
     `mtu`: the largest IP packet; frames up to MTU + 18 bytes (Ethernet
@@ -485,7 +489,7 @@ class VirtioNetNic(Nic):
         self.counters: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self._lock = threading.Lock()
-        self._backlog: collections.deque[tuple[bytes, RxMeta]] = collections.deque()
+        self._backlog: collections.deque[tuple[bytes, FrameMeta]] = collections.deque()
         self._link: _Link | None = None
         self._closed = False
         self._next_attempt = 0.0
@@ -658,7 +662,7 @@ class VirtioNetNic(Nic):
                     self._link_down(reason, stop_rings=False)
             return taken
 
-    def receive(self, max: int = 64) -> list[tuple[bytes, RxMeta]]:
+    def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:
         """Up to `max` received frames, never blocking (see the module doc)."""
         with self._lock:
             self._check_open()

@@ -1,0 +1,90 @@
+"""The network card as the stack sees it: the interface every driver implements.
+
+The interface core never looks behind :class:`Nic`: the virtio-net driver
+(`stack.drivers.virtio_driver`), the in-process loopback pair
+(`stack.drivers.loopback`) used by tests, anything else all look the same.
+Frames move in bursts (``transmit(list)``, ``receive(max)``) because per-call
+overhead dominates in Python and the virtio driver works in bursts anyway.
+
+Offloads are described by ``nicdev.virtio.offload.FrameMeta``, the project's
+one offload-metadata type (virtio-net's header fields); this module passes
+it, and the constants the stack needs, on to the stack, which imports
+nothing of nicdev itself:
+
+* ``NicOffloads.TX_CSUM`` (``VIRTIO_NET_HDR_F_NEEDS_CSUM``): the stack may hand
+  over a frame whose L4 checksum field holds only the pseudo-header sum, with
+  ``FrameMeta(needs_csum=True, csum_start=..., csum_offset=...)``; the NIC
+  finishes the checksum.
+* ``NicOffloads.TSO`` (GSO): a TCP frame larger than the MTU, with the checksum
+  request above and ``gso_type=GSO_TCPV4``, ``gso_size=MSS``; the NIC cuts it.
+* ``NicOffloads.RX_CSUM_TRUSTED`` (``VIRTIO_NET_HDR_F_DATA_VALID``): the NIC may
+  mark a received frame ``DATA_VALID`` (``data_valid=True``); the stack then
+  skips the L4 checksum check.
+"""
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from typing import Iterable, Union
+
+from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, FrameMeta
+from stack.wire import MacAddress
+
+__all__ = [
+    "Nic",
+    "NicOffloads",
+    "FrameMeta",
+    "DATA_VALID",
+    "GSO_TCPV4",
+    "NO_RX_META",
+    "TxItem",
+]
+
+class NicOffloads(enum.Flag):
+    """What the NIC does for the stack (negotiated features, for virtio)."""
+
+    NONE = 0
+    RX_CSUM_TRUSTED = enum.auto()  # receive: data_valid may be set (DATA_VALID)
+    TX_CSUM = enum.auto()  # transmit: the NIC completes L4 checksums (NEEDS_CSUM)
+    TSO = enum.auto()  # transmit: the NIC segments large TCP frames (GSO)
+
+
+#: A received frame the NIC says nothing about (checksum not checked).
+NO_RX_META = FrameMeta()
+
+#: What `Nic.transmit` takes: a finished frame, or a frame with its offload
+#: request (NEEDS_CSUM, GSO).
+TxItem = Union[bytes, tuple[bytes, FrameMeta]]
+
+
+class Nic(ABC):
+    """A network card: frames in, frames out, a file descriptor to wait on."""
+
+    mac: MacAddress
+    mtu: int = 1500
+    offloads: NicOffloads = NicOffloads.NONE
+
+    @abstractmethod
+    def transmit(self, frames: Iterable[TxItem]) -> int:
+        """Send a burst of Ethernet frames; return how many the NIC took.
+
+        Frames it cannot take (queue full, too long, link down) are dropped
+        and counted by the NIC, not raised: the stack treats the wire as lossy.
+        """
+
+    @abstractmethod
+    def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:
+        """Return up to ``max`` received frames (possibly none), never blocking."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that is readable when frames may be waiting.
+
+        ``None`` means the NIC has nothing to wait on; the stack then polls it.
+        """
+        return None
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the NIC's resources; later calls raise ``OSError(EBADF)``."""
+
+
