@@ -18,7 +18,7 @@ from nicdev.vhost_user.server import SocketPathError, VhostUserServer
 from .errors import PortError
 from nicdev.virtio.offload import FrameMeta
 from .port import Port
-from .virtio_net import VirtioNetDevice
+from .device import VirtioNetDevice
 
 __all__ = ["VhostUserPort"]
 
@@ -69,11 +69,11 @@ class VhostUserPort(Port):
 
     @property
     def accepts_csum_partial(self) -> bool:
-        return self.device.guest_csum
+        return self.device.datapath.guest_csum
 
     @property
     def accepts_gso(self) -> frozenset:
-        return self.device.rx_gso
+        return self.device.datapath.rx_gso
 
     def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         if not self.device.receive(frame, meta):

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from nicdev.net.loop import EventLoop
-from nicdev.net.virtio_net import DEVICE_FEATURES, RX_BACKLOG_FRAMES
+from nicdev.net.device import DEVICE_FEATURES
+from nicdev.net.device_datapath import RX_BACKLOG_FRAMES
 from nicdev.net.errors import PortError
 from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.vhost_user.messages import VringFile

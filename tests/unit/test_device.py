@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from nicdev.net.virtio_net import BASE_FEATURES, DEVICE_FEATURES, VirtioNetDevice, make_rarp
+from nicdev.net.device import BASE_FEATURES, DEVICE_FEATURES, VirtioNetDevice, make_rarp
 from nicdev.vhost_user.messages import RarpMac, VringFile, VringState
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 from nicdev.virtio.features import (
@@ -93,7 +93,7 @@ def test_tx_indirect_chain(net):
 
 def test_tx_legacy_10_byte_header(make_net):
     n = make_net(mask(VIRTIO_F_RING_INDIRECT_DESC) | BIT30)     # neither VERSION_1 nor MRG_RXBUF
-    assert n.dev.hdr_len == 10
+    assert n.dev.datapath.hdr_len == 10
     n.nic.send(frame(100))
     n.dev.process_tx()
     assert n.frames == [frame(100)]
@@ -143,7 +143,7 @@ def test_tx_event_idx_asks_for_the_next_kick(net):
 
 # -- RX: device -> guest ---------------------------------------------------------
 def test_rx_without_buffers_waits_in_a_bounded_backlog(net):
-    from nicdev.net.virtio_net import RX_BACKLOG_FRAMES
+    from nicdev.net.device_datapath import RX_BACKLOG_FRAMES
 
     assert net.dev.receive(frame(60)) is True          # held until buffers come
     assert net.dev.counters.drops == {} and net.dev.counters.rx_backlogged == 1
