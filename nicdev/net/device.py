@@ -6,7 +6,8 @@ control queue (ring 2, CTRL_VQ) is not offered: QEMU and DPDK's virtio-user
 keep it to themselves anyway.
 
 Directions are named from the guest's side, as virtio does: *RX* = towards
-the guest (`receive(frame)`), *TX* = from the guest (`on_frame(frame)`).
+the guest (`receive(frame, meta)`), *TX* = from the guest
+(`on_frame(frame, meta)`).
 
 This module is the glue around the data path (`nicdev.net.device_datapath`,
 which moves frames between rings and callers and knows no file descriptor,
@@ -38,12 +39,15 @@ reconnect) clears it.
 
 Offloads (`offloads=True`, the default): the device offers CSUM, HOST_TSO4/6
 and HOST_ECN (the guest may send partial checksums and GSO frames: they
-reach `on_offload_frame(frame, meta)` with a `nicdev.virtio.offload.FrameMeta`,
-after `offload.check`), and GUEST_CSUM, GUEST_TSO4/6 and GUEST_ECN
-(`receive(frame, meta)` hands such frames to a guest that negotiated them,
-with NEEDS_CSUM, GSO or DATA_VALID in the header; metadata the guest did not
-negotiate is done here in software first). Hostile headers are counted
-drops (`tx_bad_csum_offsets`, `tx_gso_size_zero`, `tx_gso_headers`...).
+reach `on_frame(frame, meta)` as they are, with a
+`nicdev.virtio.offload.FrameMeta` checked by `offload.check`; the device
+never finishes them, whoever needs them finished does), and GUEST_CSUM,
+GUEST_TSO4/6 and GUEST_ECN (`receive(frame, meta)` hands such frames to a
+guest that negotiated them, with NEEDS_CSUM, GSO or DATA_VALID in the
+header; a direct caller's metadata the guest did not negotiate is finished
+here first, as at any egress: `nicdev.net.egress`). Hostile headers are
+counted drops (`tx_bad_csum_offsets`, `tx_gso_size_zero`,
+`tx_gso_headers`...).
 """
 from __future__ import annotations
 
@@ -53,7 +57,6 @@ from typing import Callable
 
 from nicdev.vhost_user.backend import BackendDevice, RequestFailed, VhostUserBackend, Vring
 from nicdev.vhost_user.protocol import ProtocolFeature
-from nicdev.virtio import offload
 from nicdev.virtio.features import (
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM,
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
@@ -61,10 +64,11 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, describe, has, mask,
 )
 from nicdev.virtio.memory import GuestMemory
-from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError
+from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.ring import QueueBroken
 
 from .device_datapath import RX_NOTIFY, RX_RECHECK, RX_TAKEN, DeviceCounters, NetDatapath
+from .egress import EgressFrame
 from .ethernet import BROADCAST
 
 __all__ = ["VirtioNetDevice", "DEVICE_FEATURES", "BASE_FEATURES", "OFFLOAD_FEATURES",
@@ -110,10 +114,9 @@ def make_rarp(mac: bytes) -> bytes:
 class VirtioNetDevice(BackendDevice):
     """A virtio-net device behind a `VhostUserBackend`.
 
-    `on_frame(frame)` gets each finished frame the guest transmits;
-    `on_offload_frame(frame, meta)` (optional) gets those with a partial
-    checksum or GSO (without it they are finished here and go to
-    `on_frame`). `on_drop(direction, reason)` (optional) hears about each
+    `on_frame(frame, meta)` gets each frame the guest transmits, `meta` a
+    `FrameMeta` for a partial checksum or GSO, None for a finished frame.
+    `on_drop(direction, reason)` (optional) hears about each
     drop, direction "rx" (towards the guest) or "tx" (from the guest).
     `offloads=False` offers no checksum or GSO features. Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
@@ -125,18 +128,16 @@ class VirtioNetDevice(BackendDevice):
 
     def __init__(
         self,
-        on_frame: Callable[[bytes], None],
+        on_frame: Callable[[bytes, FrameMeta | None], None],
         *,
         name: str = "virtio-net",
         on_drop: Callable[[str, str], None] | None = None,
-        on_offload_frame: Callable[[bytes, FrameMeta], None] | None = None,
         offloads: bool = True,
         tx_burst: int = 64,
         tx_budget: int = 1024,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
-        self.on_offload_frame = on_offload_frame
         self.offered_features = DEVICE_FEATURES if offloads else BASE_FEATURES
         self.tx_burst = tx_burst
         self.tx_budget = tx_budget      # chains per turn of the loop, so one guest cannot starve the rest
@@ -226,7 +227,7 @@ class VirtioNetDevice(BackendDevice):
     def send_rarp(self, mac: bytes) -> None:
         # Sent as if the guest had: the switch learns the guest's port.
         log.info("%s: RARP for %s", self.name, mac.hex(":"))
-        self.on_frame(make_rarp(mac))
+        self.on_frame(make_rarp(mac), None)
 
     def set_mtu(self, mtu: int) -> None:
         if not has(self.datapath.features, VIRTIO_NET_F_MTU):
@@ -372,13 +373,7 @@ class VirtioNetDevice(BackendDevice):
     def _emit(self, frames: list) -> None:
         on_frame = self.on_frame
         for frame, meta in frames:
-            if meta is None:
-                on_frame(frame)
-            elif self.on_offload_frame is not None:
-                self.on_offload_frame(frame, meta)
-            else:
-                for done in offload.finish(frame, meta):     # checked on the way in: cannot fail
-                    on_frame(done)
+            on_frame(frame, meta)
 
     # -- RX: frames to the guest ------------------------------------------------
     def receive(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
@@ -408,16 +403,17 @@ class VirtioNetDevice(BackendDevice):
         return bool(outcome & RX_TAKEN)
 
     def _receive_finished(self, frame: bytes, meta: FrameMeta) -> bool:
-        # The switch normally does this; a direct caller may not have.
-        try:
-            frames = offload.finish(frame, meta)
-        except OffloadError as e:
-            log.debug("%s: frame for the guest dropped: %s", self.name, e)
-            return self.datapath.drop("rx", "rx_" + e.reason)
+        # The switch never passes metadata the guest cannot take; a direct
+        # caller may: we are the egress that needs the frame finished.
+        datapath = self.datapath
+        egress = EgressFrame(frame, meta)
+        frames = egress.for_egress(datapath.guest_csum, datapath.rx_gso)
+        if egress.error is not None:
+            log.debug("%s: frame for the guest dropped: %s", self.name, egress.error)
+            return datapath.drop("rx", "rx_" + egress.error.reason)
         self.counters.rx_finished += 1
-        done = DATA_VALID if self.datapath.guest_csum else None
         ok = True
-        for f in frames:
+        for f, done in frames:
             ok = self.receive(f, done) and ok
         return ok
 

@@ -10,6 +10,7 @@ import pytest
 
 from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
 from nicdev.net.device import BASE_FEATURES, DEVICE_FEATURES, OFFLOAD_FEATURES, VirtioNetDevice
+from nicdev.net.egress import EgressFrame
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -32,12 +33,14 @@ TSO = NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 0, 1448, 34, 16)
 
 class Net:
     """Device + back-end + a guest started with `features`; frames from the
-    guest land in `plain` (finished) and `offloaded` ((frame, meta))."""
+    guest land in `plain` (finished) and `offloaded` ((frame, meta)). With
+    `metadata=False` the receiver takes no metadata: frames are finished at
+    that egress (`EgressFrame`), as the switch does for such a port."""
 
     def __init__(self, features=ALL, *, metadata=True, offloads=True, ram_mib=4):
         self.plain, self.offloaded, self.drops = [], [], []
-        self.dev = VirtioNetDevice(self.plain.append, on_drop=lambda d, r: self.drops.append((d, r)),
-                                   on_offload_frame=(lambda f, m: self.offloaded.append((f, m))) if metadata else None,
+        self.metadata = metadata
+        self.dev = VirtioNetDevice(self._from_guest, on_drop=lambda d, r: self.drops.append((d, r)),
                                    offloads=offloads)
         self.backend = self.dev.make_backend("test")
         self.ram = GuestRam(size=ram_mib << 20)
@@ -45,6 +48,14 @@ class Net:
         self.fe = Frontend(backend=self.backend)
         self.offered = self.fe.connect(self.nic)
         self.fe.start(self.nic, features & self.offered)
+
+    def _from_guest(self, frame, meta):
+        if meta is None:
+            self.plain.append(frame)
+        elif self.metadata:
+            self.offloaded.append((frame, meta))
+        else:
+            self.plain.extend(f for f, _ in EgressFrame(frame, meta).for_egress(False, frozenset()))
 
     def received(self):
         """(header, frame) for each frame the device wrote (mergeable buffers joined)."""
@@ -124,7 +135,7 @@ def test_tx_gso_frame_over_the_mtu_comes_whole(make_net):
     assert net.dev.counters.tx_gso == 1 and net.dev.counters.drops == {"tx_frame_too_big": 1}
 
 
-def test_tx_without_an_offload_consumer_finishes_frames(make_net):
+def test_tx_frames_are_finished_at_an_egress_that_takes_no_metadata(make_net):
     net = make_net(metadata=False)
     payload = os.urandom(5000)
     frame = tcp4_frame(payload, flags=ACK | PSH)
