@@ -53,7 +53,7 @@ class SinkPort(Port):
     def start(self, loop) -> None:
         pass
 
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta=None) -> bool:
         self.frames += 1
         return True
 

@@ -21,11 +21,12 @@ frame untouched.
 
 Impairments act on wire frames, as on a real link: an impaired direction
 takes no GSO frames, so a 64 KiB TSO burst is cut into MTU-sized frames
-(by the switch on the way out, by the inner port on the way in) before
-each frame meets its fate. A direction that corrupts frames also takes no
-partial-checksum frames, so the flipped bit lands on bytes a checksum
-covers. Frames coming in through an impaired direction are therefore all
-finished frames, without metadata.
+before each frame meets its fate: by the switch on the way out, and on the
+way in here, before the impairments (an impaired link is an egress that
+cannot take metadata: `nicdev.net.egress`). A direction that corrupts
+frames also takes no partial-checksum frames, so the flipped bit lands on
+bytes a checksum covers. Frames coming in through an impaired direction
+are therefore all finished frames, without metadata.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from typing import Callable
 
 from nicdev.virtio.impairment import ImpairCounters, Impairment, LinkImpairer
 
+from .egress import EgressFrame
 from .port import Port
 
 __all__ = ["ImpairedPort"]
@@ -149,7 +151,6 @@ class ImpairedPort(Port):
         self._in = _Lane(in_ or Impairment(), "in", self._emit_in)
         self._out_on = out is not None
         self._in_on = in_ is not None
-        self._attach_kwargs: dict = {}
 
     # -- what is the inner port's ------------------------------------------------------------
     @property
@@ -208,8 +209,6 @@ class ImpairedPort(Port):
         self._out.configure(out or Impairment())
         self._in.configure(in_ or Impairment())
         self._out_on, self._in_on = out is not None, in_ is not None
-        if self._sink is not None:
-            self.attach(self._sink, **self._attach_kwargs)   # the in-direction's metadata choice may change
 
     @property
     def impair_counters(self) -> dict[str, ImpairCounters]:
@@ -224,18 +223,10 @@ class ImpairedPort(Port):
         }
 
     # -- the Port interface ------------------------------------------------------------------
-    def attach(self, sink: Callable | None, **kwargs) -> None:
-        """Frames from the inner port come to us first, then to `sink`."""
+    def attach(self, sink: Callable | None) -> None:
+        """Frames from the inner port come to us first, then to `sink(port, frame, meta)`."""
         self._sink = sink
-        self._attach_kwargs = dict(kwargs)
-        if sink is None:
-            self.inner.attach(None, **kwargs)
-            return
-        if self._in_on and kwargs.get("metadata"):
-            # Finished (segmented, checksummed) frames only: impairments act on
-            # wire frames, and a flipped bit must land under a checksum.
-            kwargs["metadata"] = False
-        self.inner.attach(self._from_peer, **kwargs)
+        self.inner.attach(None if sink is None else self._from_peer)
 
     def start(self, loop) -> None:
         self._out.loop = loop
@@ -257,11 +248,23 @@ class ImpairedPort(Port):
         """A frame from the peer: counted by the inner port, then impaired on the way in."""
         self.inner.deliver(frame, *args, **kwargs)
 
-    def _from_peer(self, port, frame, *args, **kwargs) -> None:
+    def _from_peer(self, port, frame, meta) -> None:
         if not self._in_on:
-            self._emit_in(frame, args, kwargs)
+            self._emit_in(frame, (meta,), {})
             return
-        self._in.push(frame, args, kwargs)
+        if meta is None:
+            self._in.push(frame, (None,), {})
+            return
+        # Finished (segmented, checksummed) frames only: impairments act on
+        # wire frames, and a flipped bit must land under a checksum.
+        egress = EgressFrame(frame, meta)
+        frames = egress.for_egress(False, frozenset())
+        if egress.error is not None:
+            self.inner.counters.rx_dropped += 1
+            self.inner.counters.count_error(egress.error.reason)
+            return
+        for f, _ in frames:
+            self._in.push(f, (None,), {})
 
     def _emit_out(self, frame, args: tuple, kwargs: dict) -> bool:
         if not self.inner.link_up:

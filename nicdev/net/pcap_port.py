@@ -4,13 +4,16 @@ The classic libpcap format (what tcpdump -r and Wireshark read): a 24-byte
 file header, then per frame a 16-byte record header (seconds, microseconds,
 captured length, original length) and the frame. Link type 1 is Ethernet.
 The port takes no offload metadata, so the switch hands it finished frames
-(GSO frames segmented, partial checksums completed), as a wire would carry.
+(GSO frames segmented, partial checksums completed), as a wire would carry:
+`transmit`'s `meta` is always None.
 """
 from __future__ import annotations
 
 import logging
 import struct
 import time
+
+from nicdev.virtio.offload import FrameMeta
 
 from .errors import PortError
 from .port import Port
@@ -58,7 +61,7 @@ class PcapPort(Port):
         self._loop = loop
         self._timer = loop.call_later(_FLUSH_INTERVAL, self._periodic_flush)
 
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         if self._file is None:
             self.counters.tx_dropped += 1
             return False

@@ -1,18 +1,19 @@
 """What the switch sees of a port.
 
 A port is anything that can carry bare Ethernet frames: a virtio-net device
-behind a vhost-user socket, a TAP device, a QEMU socket netdev. The switch
-calls `transmit(frame)` to hand a frame *out of* the port; the port calls
-`self.deliver(frame)` for every frame it received, which the switch hooks.
-Ports register their own file descriptors with the event loop in `start()`.
+behind a vhost-user socket, a TAP device, a QEMU socket netdev. Ports
+register their own file descriptors with the event loop in `start()`.
 
-Offloads: a frame may travel with a `nicdev.net.offload.FrameMeta` (partial
-checksum, GSO, DATA_VALID); None, the common case, is a finished frame. A
-port that can pass such frames on says so with `accepts_csum_partial` and
-`accepts_gso` (the GSO kinds, `offload.GSO_*`); the switch then calls
-`transmit(frame, meta)`. Every other port only ever sees `transmit(frame)`
-with finished frames: the switch finishes them first. A port whose peer
-sends such frames calls `self.deliver(frame, meta)`.
+One contract both ways, `(frame, meta)`: `meta` is a
+`nicdev.virtio.offload.FrameMeta` (partial checksum, GSO, DATA_VALID) or
+None for a finished frame. The port calls `self.deliver(frame, meta)` for
+every frame it received, which hands it to the one sink the switch attached,
+`sink(port, frame, meta)`, as it came: nothing is finished on the way in.
+The switch calls `transmit(frame, meta)` to hand a frame *out of* the port.
+A port that can pass metadata on says so with `accepts_csum_partial` and
+`accepts_gso` (the GSO kinds, `offload.GSO_*`) and gets such frames as they
+are; every other port gets only finished frames, meta None: the frame is
+finished at that egress, once (`nicdev.net.egress`).
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nicdev.virtio import offload
-from nicdev.virtio.offload import FrameMeta, OffloadError
+from nicdev.virtio.offload import FrameMeta
 
 __all__ = ["Port", "PortCounters"]
 
@@ -58,39 +58,20 @@ class Port(abc.ABC):
         self.counters = PortCounters()
         self.link_up = True
         # Set by the switch when the port is added; frames from the peer go here.
-        self._sink: Callable | None = None
-        self._sink_takes_meta = False
+        self._sink: Callable[["Port", bytes, FrameMeta | None], None] | None = None
 
-    def attach(self, sink: Callable | None, *, metadata: bool = False) -> None:
-        """Send the peer's frames to `sink(port, frame)`; with `metadata=True`
-        frames with offload metadata come as `sink(port, frame, meta)`, else
-        they are finished (checksummed, segmented) first."""
+    def attach(self, sink: Callable[["Port", bytes, FrameMeta | None], None] | None) -> None:
+        """Send the peer's frames to `sink(port, frame, meta)` (None: nowhere)."""
         self._sink = sink
-        self._sink_takes_meta = metadata
 
     def deliver(self, frame: bytes, meta: FrameMeta | None = None) -> None:
-        """Called by the port implementation for each frame from its peer
-        (with `meta` if it is not finished; see the module doc)."""
+        """Called by the port implementation for each frame from its peer,
+        with its metadata if it is not finished (see the module doc)."""
         self.counters.rx_frames += 1
         self.counters.rx_bytes += len(frame)
-        if meta is None:
-            if self._sink is not None:
-                self._sink(self, frame)
-            return
         sink = self._sink
-        if sink is None:
-            return
-        if self._sink_takes_meta:
+        if sink is not None:
             sink(self, frame, meta)
-        else:
-            try:
-                frames = offload.finish(frame, meta)
-            except OffloadError as e:
-                self.counters.rx_dropped += 1
-                self.counters.count_error(e.reason)
-                return
-            for f in frames:
-                sink(self, f)
 
     @abc.abstractmethod
     def start(self, loop) -> None:
@@ -100,7 +81,7 @@ class Port(abc.ABC):
     def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         """Send one frame to the peer. Return False (and count) if it was dropped.
 
-        `meta` comes only to a port that declared it can take it."""
+        `meta` other than None comes only to a port that declared it can take it."""
 
     def close(self) -> None:
         pass

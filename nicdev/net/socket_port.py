@@ -13,7 +13,8 @@ virtio header):
   with the two addresses swapped.
 
 Neither carries a virtio header, so these ports take no offload metadata:
-the switch hands them finished frames (segmented, checksums completed).
+the switch hands them finished frames (segmented, checksums completed), so
+`transmit`'s `meta` is always None, and they deliver finished frames.
 
 Bad input from a peer never raises: a stream whose length prefix is 0 or
 larger than any frame closes that connection (logged, counted); a bad
@@ -30,6 +31,8 @@ import os
 import socket
 import stat
 import struct
+
+from nicdev.virtio.offload import FrameMeta
 
 from .errors import PortError
 from .ethernet import MAX_FRAME_LEN
@@ -257,7 +260,7 @@ class StreamPort(Port):
             self._drop_peer(self._decoder.error)
 
     # -- sending ------------------------------------------------------------
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         conn = self._conn
         if conn is None:
             self.counters.tx_dropped += 1
@@ -493,7 +496,7 @@ class DgramPort(Port):
             self.peer_missing = False
             self.deliver(data)
 
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         sock = self._sock
         if sock is None:
             self.counters.tx_dropped += 1

@@ -11,13 +11,19 @@ Everything runs on the event loop's thread: no locks. A frame that is too
 short or too long is counted and dropped; a port whose `transmit` raises is
 logged and counted, and the switch carries on with the other ports.
 
-Offloads: a frame may come with a `FrameMeta` (a partial checksum, a GSO
-frame, DATA_VALID). Each output port that can take it (`accepts_csum_partial`,
-`accepts_gso`) gets it unchanged; for the others the switch finishes it once
-(`offload.finish`: checksum completed, GSO cut into MTU-sized frames) and
-sends the finished frames, marked DATA_VALID to ports that take metadata.
-Capture ports take none, so they record finished frames. Frames without
-metadata take the same path as before, with no extra work.
+Offloads: every port delivers `(frame, meta)` to the switch's one sink,
+`meta` a `FrameMeta` (a partial checksum, a GSO frame, DATA_VALID) or None
+for a finished frame, and the switch hands `(frame, meta)` on to each
+output port. A port that can take the metadata (`accepts_csum_partial`,
+`accepts_gso`) gets the frame unchanged; for the others the frame is
+finished at that egress (`nicdev.net.egress`: checksum completed, GSO cut
+into MTU-sized frames), once however many ports need it, and they get the
+finished frames, marked DATA_VALID to ports that take metadata. Capture
+ports take none, so they record finished frames. Metadata that cannot be
+honoured is a counted drop (`malformed`, and the ingress port's
+`rx_dropped`) for the ports that needed it finished; the others still get
+the frame. Frames without metadata take the same path as before, with no
+extra work.
 """
 from __future__ import annotations
 
@@ -26,10 +32,11 @@ import types
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from nicdev.virtio.offload import FrameMeta
+
+from .egress import EgressFrame
 from .errors import PortError
-from nicdev.virtio import offload
 from .ethernet import MAX_FRAME_LEN, MIN_FRAME_LEN, mac_str
-from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError
 from .port import Port
 
 log = logging.getLogger(__name__)
@@ -109,7 +116,7 @@ class Switch:
             raise PortError(f"a port named {port.name!r} is already on the switch")
         self._ports[port.name] = port
         self._refresh()
-        port.attach(self._on_frame, metadata=True)
+        port.attach(self._on_frame)
         try:
             port.start(self.loop)
         except BaseException:
@@ -156,9 +163,9 @@ class Switch:
         self._table.clear()
 
     # -- the data path ------------------------------------------------------
-    def _on_frame(self, ingress: Port, frame: bytes, meta: FrameMeta | None = None) -> None:
-        """The sink every port delivers its received frames to (with offload
-        metadata if they are not finished)."""
+    def _on_frame(self, ingress: Port, frame: bytes, meta: FrameMeta | None) -> None:
+        """The one sink every port delivers its received frames to, with their
+        offload metadata (None for a finished frame)."""
         if type(frame) is not bytes:
             frame = bytes(frame)
         n = len(frame)
@@ -182,63 +189,49 @@ class Switch:
                     return
                 self.counters.forwarded += 1
                 if meta is None:
-                    self._send(out, frame)
+                    self._send(out, frame, None)
                     for cap in self._captures:
                         if cap is not out and cap is not ingress:
-                            self._send(cap, frame)
+                            self._send(cap, frame, None)
                     return
-                finished: list = []
-                self._send_offloaded(ingress, out, frame, meta, finished)
+                egress = EgressFrame(frame, meta)
+                self._send_egress(out, egress)
                 for cap in self._captures:
                     if cap is not out and cap is not ingress:
-                        self._send_offloaded(ingress, cap, frame, meta, finished)
+                        self._send_egress(cap, egress)
+                self._count_finishing(ingress, egress)
                 return
         self.counters.flooded += 1
         if meta is None:
             for out in self._port_tuple:
                 if out is not ingress:
-                    self._send(out, frame)
+                    self._send(out, frame, None)
             return
-        finished = []
+        egress = EgressFrame(frame, meta)
         for out in self._port_tuple:
             if out is not ingress:
-                self._send_offloaded(ingress, out, frame, meta, finished)
+                self._send_egress(out, egress)
+        self._count_finishing(ingress, egress)
 
-    def _send_offloaded(self, ingress: Port, port: Port, frame: bytes, meta: FrameMeta, finished: list) -> None:
-        """Send a frame with metadata: as it is if `port` takes it, else finished
-        (done once per frame, kept in `finished` for the next port)."""
-        takes_meta = port.accepts_csum_partial
-        if takes_meta and offload.acceptable(meta, True, port.accepts_gso):
-            self._send_meta(port, frame, meta)
-            return
-        if not meta.needs_csum and not meta.gso_type:
-            self._send(port, frame)            # DATA_VALID to a port that cannot use it
-            return
-        if not finished:
-            finished.append(self._finish(ingress, frame, meta))
-        if takes_meta:
-            for f in finished[0]:
-                self._send_meta(port, f, DATA_VALID)
-        else:
-            for f in finished[0]:
-                self._send(port, f)
+    def _send_egress(self, port: Port, egress: EgressFrame) -> None:
+        """A frame with metadata out of `port`: as it is if the port takes it,
+        else finished (done once per frame, then reused for the next port)."""
+        for frame, meta in egress.for_egress(port.accepts_csum_partial, port.accepts_gso):
+            self._send(port, frame, meta)
 
-    def _finish(self, ingress: Port, frame: bytes, meta: FrameMeta) -> list[bytes]:
-        try:
-            frames = offload.finish(frame, meta)
-        except OffloadError as e:
+    def _count_finishing(self, ingress: Port, egress: EgressFrame) -> None:
+        if egress.error is not None:
             # Ports check metadata on the way in, so this is a port's bug.
-            log.warning("port %s: frame with unusable offload metadata dropped: %s", ingress.name, e)
+            log.warning("port %s: frame with unusable offload metadata dropped: %s", ingress.name, egress.error)
             self.counters.malformed += 1
             ingress.counters.rx_dropped += 1
-            ingress.counters.count_error(e.reason)
-            return []
-        if meta.gso_type:
-            self.counters.segmented += 1
-            self.counters.segments += len(frames)
-        else:
-            self.counters.csum_completed += 1
-        return frames
+            ingress.counters.count_error(egress.error.reason)
+        elif egress.finished is not None:
+            if egress.meta.gso_type:
+                self.counters.segmented += 1
+                self.counters.segments += len(egress.finished)
+            else:
+                self.counters.csum_completed += 1
 
     def _learn(self, src: bytes, port: Port, now: float) -> None:
         entry = self._table.get(src)
@@ -254,16 +247,7 @@ class Switch:
             entry.port = port
         entry.seen = now
 
-    def _send(self, port: Port, frame: bytes) -> None:
-        if not port.link_up:
-            port.counters.tx_dropped += 1
-            return
-        try:
-            port.transmit(frame)
-        except Exception as exc:
-            self._transmit_failed(port, exc)
-
-    def _send_meta(self, port: Port, frame: bytes, meta: FrameMeta) -> None:
+    def _send(self, port: Port, frame: bytes, meta: FrameMeta | None) -> None:
         if not port.link_up:
             port.counters.tx_dropped += 1
             return

@@ -5,7 +5,8 @@ the front-end. Frames the switch sends out of this port go into the guest's
 receive ring; frames the guest transmits come into the switch.
 
 Offloads follow what the guest negotiated: its partial-checksum and GSO
-frames enter the switch with their metadata, and the port takes such frames
+frames enter the switch with their metadata (the device hands the port's
+`deliver` each `(frame, meta)`), and the port takes such frames
 (`accepts_csum_partial`, `accepts_gso`) when the guest negotiated
 GUEST_CSUM and GUEST_TSO4/6 (and GUEST_ECN for ECN-marked ones).
 """
@@ -18,7 +19,7 @@ from nicdev.vhost_user.server import SocketPathError, VhostUserServer
 from .errors import PortError
 from nicdev.virtio.offload import FrameMeta
 from .port import Port
-from .virtio_net import VirtioNetDevice
+from .device import VirtioNetDevice
 
 __all__ = ["VhostUserPort"]
 
@@ -36,8 +37,7 @@ class VhostUserPort(Port):
 
     def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True) -> None:
         super().__init__(name)
-        self.device = VirtioNetDevice(self._from_guest, name=name, on_drop=self._count_drop,
-                                      on_offload_frame=self._from_guest_offload, offloads=offloads)
+        self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads)
         self.backend = self.device.make_backend(name)
         try:
             self.server = VhostUserServer(self.backend, socket_path, name=name)
@@ -61,19 +61,13 @@ class VhostUserPort(Port):
         self.server.close()
 
     # -- data path ---------------------------------------------------------------
-    def _from_guest(self, frame: bytes) -> None:
-        self.deliver(frame)
-
-    def _from_guest_offload(self, frame: bytes, meta: FrameMeta) -> None:
-        self.deliver(frame, meta)
-
     @property
     def accepts_csum_partial(self) -> bool:
-        return self.device.guest_csum
+        return self.device.datapath.guest_csum
 
     @property
     def accepts_gso(self) -> frozenset:
-        return self.device.rx_gso
+        return self.device.datapath.rx_gso
 
     def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         if not self.device.receive(frame, meta):

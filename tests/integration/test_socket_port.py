@@ -34,7 +34,7 @@ def loop():
 
 def collect(port):
     got: list[bytes] = []
-    port.attach(lambda p, frame: got.append(frame))
+    port.attach(lambda p, frame, meta: got.append(frame))
     return got
 
 
@@ -385,7 +385,7 @@ def test_handler_closing_the_ports_mid_burst(loop, tmp_path):
     dgram = DgramPort("d", ("127.0.0.1", ours), ("127.0.0.1", theirs))
     got = []
 
-    def sink(port, frame):
+    def sink(port, frame, meta):
         got.append((port.name, frame))
         port.close()                    # e.g. the switch removing the port
 

@@ -82,7 +82,7 @@ class ProbePort(Port):
     def start(self, loop) -> None:
         pass
 
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta=None) -> bool:
         self.got.append(frame)
         self.counters.tx_frames += 1
         self.counters.tx_bytes += len(frame)
@@ -182,7 +182,7 @@ def test_vnet_hdr_tap_carries_the_same_frames(loop, ns):
 def test_frames_the_kernel_sends_reach_the_port(loop, ns):
     tap = TapPort("host", ifname_for("k"), netns=ns)
     got: list[bytes] = []
-    tap.attach(lambda port, frame: got.append(frame))
+    tap.attach(lambda port, frame, meta: got.append(frame))
     tap.start(loop)
     try:
         set_address(tap.ifname, "10.123.0.1/24", netns=ns)
@@ -315,7 +315,7 @@ def test_sink_closing_the_port_mid_burst_stops_reading(loop, ns):
     tap = TapPort("host", ifname_for("b"), netns=ns)
     got: list[bytes] = []
 
-    def sink(port, frame):
+    def sink(port, frame, meta):
         got.append(frame)
         port.close()                    # e.g. the switch removing the port
 

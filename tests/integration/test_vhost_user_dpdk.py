@@ -44,7 +44,7 @@ class PortThread:
         self.thread = threading.Thread(target=self.loop.run, name="port-loop", daemon=True)
         self.thread.start()
 
-    def _sink(self, port, frame: bytes) -> None:
+    def _sink(self, port, frame: bytes, meta) -> None:
         self.count += 1
         if len(self.samples) < 256:
             self.samples.append(frame)

@@ -1,5 +1,6 @@
 """ImpairedPort: loss, duplication, corruption, reordering and delay on a fake
-port and a fake clock, metadata pass-through, delegation, the port-spec keys."""
+port and a fake clock, metadata pass-through (out) and finishing (in),
+delegation, the port-spec keys."""
 from __future__ import annotations
 
 import heapq
@@ -13,6 +14,7 @@ from nicdev.net.port import Port, PortCounters
 from nicdev.net.portspec import PORT_SPEC_HELP, PortSpecError, build_port, parse_port_spec
 from nicdev.net.switch import Switch
 from nicdev.virtio.impairment import DEFAULT_LIMIT, REORDER_HOLD, ImpairCounters, Impairment
+from nicdev.virtio.offload import FrameMeta, complete_checksum
 
 
 class FakeTimer:
@@ -73,12 +75,11 @@ class FakePort(Port):
         self.attach_calls.append(kwargs)
         self._sink = sink
 
-    def deliver(self, frame, *meta):
-        # Hands metadata on as it came, whatever the sink asked for: the
-        # impaired port must pass it through untouched.
+    def deliver(self, frame, meta=None):
+        # Hands metadata on as it came, as every port does.
         self.counters.rx_frames += 1
         if self._sink is not None:
-            self._sink(self, frame, *meta)
+            self._sink(self, frame, meta)
 
     def start(self, loop):
         self.loop, self.started = loop, True
@@ -113,7 +114,7 @@ def rig(out=None, in_=None, **port_kw):
     inner = FakePort(**port_kw)
     port = ImpairedPort(inner, out=out, in_=in_)
     got = []
-    port.attach(lambda p, f, *meta: got.append((p, f, meta, loop.now())))
+    port.attach(lambda p, f, meta: got.append((p, f, () if meta is None else (meta,), loop.now())))
     port.start(loop)
     return loop, inner, port, got
 
@@ -165,11 +166,15 @@ def test_inner_refusal_is_returned_when_sent_at_once():
 
 
 def test_metadata_stays_with_its_frame_through_every_impairment():
+    # Out, whatever comes with a frame stays with it. In, an impaired link is
+    # a wire: frames with metadata are finished before the impairments (the
+    # inner port hands them on as they came), and each stays itself.
     imp = Impairment(duplicate=0.3, reorder=0.3, delay=0.005, jitter=0.004, seed=11)
     loop, inner, port, got = rig(out=imp, in_=imp)
+    partial = FrameMeta(True, 20, 6)
     for i in range(200):
         port.transmit(frame(i), ("meta", i), flag=i)
-        inner.from_peer(frame(i), ("meta", i))
+        inner.from_peer(frame(i), partial)
         loop.advance(0.001)
     loop.advance(1.0)
     assert len(inner.sent) >= 200 and len(got) >= 200
@@ -177,7 +182,7 @@ def test_metadata_stays_with_its_frame_through_every_impairment():
         i = int.from_bytes(f[14:18], "big")
         assert args == (("meta", i),) and kwargs == {"flag": i}
     for _, f, meta, _ in got:
-        assert meta == (("meta", int.from_bytes(f[14:18], "big")),)
+        assert meta == () and f == complete_checksum(frame(int.from_bytes(f[14:18], "big")), partial)
 
 
 def test_delegates_to_the_inner_port():
@@ -288,11 +293,18 @@ def test_impaired_directions_see_wire_frames_and_corruption_no_partial_checksums
     assert port.accepts_csum_partial is True and port.accepts_gso == frozenset()
     port.set_impairments(in_=Impairment(loss=0.01))
     assert port.accepts_csum_partial is True and port.accepts_gso == frozenset({1, 4})
-    # In: the inner port is asked for finished frames only while impaired.
-    port.attach(lambda *a: None, metadata=True)
-    assert inner.attach_calls[-1] == {"metadata": False}
+    # In: frames from the inner port are finished here only while impaired.
+    got = []
+    port.attach(lambda p, f, meta: got.append((f, meta)))
+    port.set_impairments(in_=Impairment())
+    partial, tso = FrameMeta(True, 20, 6), FrameMeta(True, 34, 16, False, 1, 1000)
+    inner.from_peer(frame(1), partial)
+    assert got[-1] == (complete_checksum(frame(1), partial), None)
+    inner.from_peer(frame(2), FrameMeta(True, 20, 600))           # cannot be honoured: a counted drop
+    assert len(got) == 1 and inner.counters.rx_dropped == 1 and inner.counters.errors == {"bad_csum_offsets": 1}
     port.set_impairments(out=Impairment(corrupt=0.5))
-    assert inner.attach_calls[-1] == {"metadata": True}
+    inner.from_peer(frame(3), tso)
+    assert got[-1] == (frame(3), tso)
     port.attach(None)
     assert inner.attach_calls[-1] == {} and inner._sink is None
 
@@ -470,6 +482,19 @@ def test_on_a_switch_gso_frames_are_segmented_before_the_impairment():
     b.set_impairments()                                 # unimpaired: GSO frames pass as they are
     a.from_peer(big, offload.tcp_gso_meta(big, 1000))
     assert b_inner.sent[-1][0] == big and b_inner.sent[-1][1][0].gso_size == 1000
+
+
+def test_gso_frames_coming_in_are_segmented_before_the_impairment():
+    from nicdev.virtio import offload
+    from offload_frames import tcp4_frame
+
+    loop, inner, port, got = rig(in_=Impairment(loss=1.0), csum=True, gso=frozenset({offload.GSO_TCPV4}))
+    big = tcp4_frame(bytes(range(256)) * 16)            # 4096 bytes of payload
+    inner.from_peer(big, offload.tcp_gso_meta(big, 1000))
+    assert port.impair_counters["in"].impaired_dropped == 5 and got == []     # five wire frames, each lost
+    port.set_impairments(in_=Impairment(duplicate=1.0))
+    inner.from_peer(big, offload.tcp_gso_meta(big, 1000))
+    assert len(got) == 10 and all(m == () and len(f) <= 14 + 20 + 20 + 1000 for _, f, m, _ in got)
 
 
 # -- port specs -----------------------------------------------------------------------------------------

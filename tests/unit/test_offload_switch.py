@@ -1,6 +1,6 @@
-"""Frames with offload metadata crossing the switch: unchanged to ports that
-take them, finished (once) for the others, captured finished; and a port's
-sink that takes no metadata."""
+"""Frames with offload metadata crossing the switch: one contract, (frame,
+meta) from port to switch to port; unchanged to ports that take them,
+finished (once, at the egress) for the others, captured finished."""
 from __future__ import annotations
 
 import os
@@ -42,7 +42,7 @@ class OffloadPort(Port):
 
 
 class PlainPort(Port):
-    """A port written before offloads existed: transmit(frame) only."""
+    """A port that takes no metadata: it only ever gets finished frames."""
 
     kind = "plain"
 
@@ -53,7 +53,8 @@ class PlainPort(Port):
     def start(self, loop):
         pass
 
-    def transmit(self, frame):
+    def transmit(self, frame, meta=None):
+        assert meta is None, "metadata went to a port that takes none"
         self.sent.append(frame)
         return True
 
@@ -163,17 +164,73 @@ def test_metadata_that_cannot_be_honoured_is_malformed(loop):
     assert src.counters.rx_dropped == 1 and src.counters.errors == {"gso_size_zero": 1}
 
 
-def test_a_sink_without_metadata_gets_finished_frames():
-    port = OffloadPort("p")
-    got = []
-    port.attach(lambda p, f: got.append(f))
+def test_a_port_that_takes_no_metadata_gets_finished_frames(loop):
+    # The ingress hands frames on as they came; the egress finishes them.
+    sw = Switch(loop)
+    port = sw.add_port(OffloadPort("p"))
+    got = sw.add_port(PlainPort("plain")).sent
     port.deliver(tcp4_frame(bytes(3000)), TSO)
     port.deliver(udp4_frame(b"x"), PARTIAL_UDP)
     port.deliver(udp4_frame(b"y"), FrameMeta(True, 34, 600))
     assert len(got) == 4 and all(tcp4_checksums_ok(f) for f in got[:3])
     assert got[3] == udp4_frame(b"x", partial=False)
     assert port.counters.rx_dropped == 1 and port.counters.errors == {"bad_csum_offsets": 1}
-    with_meta = []
-    port.attach(lambda p, f, m=None: with_meta.append((f, m)), metadata=True)
+    with_meta = sw.add_port(OffloadPort("taker", csum=True)).sent
     port.deliver(udp4_frame(b"x"), PARTIAL_UDP)
     assert with_meta == [(udp4_frame(b"x"), PARTIAL_UDP)]
+
+
+def test_ports_deliver_frame_and_meta_to_one_sink_as_they_came():
+    port = OffloadPort("p")
+    got = []
+    port.attach(lambda p, f, m: got.append((p, f, m)))
+    port.deliver(udp4_frame(b"x"), PARTIAL_UDP)
+    port.deliver(udp4_frame(b"y", partial=False))
+    port.deliver(tcp4_frame(bytes(3000)), FrameMeta(True, 34, 16, False, GSO_TCPV4, 0))   # bad: not checked here
+    assert got == [(port, udp4_frame(b"x"), PARTIAL_UDP), (port, udp4_frame(b"y", partial=False), None),
+                   (port, tcp4_frame(bytes(3000)), FrameMeta(True, 34, 16, False, GSO_TCPV4, 0))]
+    assert port.counters.rx_frames == 3 and port.counters.rx_dropped == 0
+
+
+def test_flooded_to_two_ports_that_cannot_take_it_the_frame_is_finished_once(loop, monkeypatch):
+    from nicdev.virtio import offload
+
+    calls = []
+    real_finish = offload.finish
+    monkeypatch.setattr(offload, "finish", lambda f, m: calls.append(m) or real_finish(f, m))
+    sw = Switch(loop)
+    src = sw.add_port(OffloadPort("src"))
+    a, b = sw.add_port(PlainPort("a")), sw.add_port(PlainPort("b"))
+    csum = sw.add_port(OffloadPort("csum", csum=True))
+    taker = sw.add_port(OffloadPort("taker", csum=True, gso={GSO_TCPV4}))
+    frame = tcp4_frame(os.urandom(3000))
+    src.deliver(frame, TSO)
+    assert calls == [TSO], "finished once for all the ports that needed it"
+    assert len(a.sent) == 3 and a.sent == b.sent == [f for f, _ in csum.sent]
+    assert [m for _, m in csum.sent] == [DATA_VALID] * 3
+    assert taker.sent == [(frame, TSO)], "a port that takes the metadata gets the frame unchanged"
+    assert sw.counters.segmented == 1 and sw.counters.segments == 3
+    calls.clear()
+    src.deliver(udp4_frame(b"z"), PARTIAL_UDP)
+    assert calls == [PARTIAL_UDP] and a.sent[-1] == b.sent[-1] == udp4_frame(b"z", partial=False)
+    assert sw.counters.csum_completed == 1
+    calls.clear()
+    learn(taker, DST_MAC)
+    src.deliver(frame, TSO)                           # forwarded: taker only, nothing to finish
+    assert calls == [] and taker.sent[-1] == (frame, TSO)
+
+
+def test_unusable_metadata_is_one_counted_drop_and_takers_still_get_the_frame(loop):
+    sw = Switch(loop)
+    src = sw.add_port(OffloadPort("src"))
+    a, b = sw.add_port(PlainPort("a")), sw.add_port(PlainPort("b"))
+    taker = sw.add_port(OffloadPort("taker", csum=True))
+    bad = FrameMeta(True, 34, 600)                    # checksum field beyond the frame
+    frame = udp4_frame(b"bad")
+    src.deliver(frame, bad)
+    assert a.sent == [] and b.sent == []
+    assert taker.sent == [(frame, bad)], "a port that takes the metadata is the receiver's business"
+    assert sw.counters.malformed == 1 and sw.counters.csum_completed == 0
+    assert src.counters.rx_dropped == 1 and src.counters.errors == {"bad_csum_offsets": 1}
+    src.deliver(udp4_frame(b"ok"), PARTIAL_UDP)      # the next frame is fine
+    assert a.sent == b.sent == [udp4_frame(b"ok", partial=False)]

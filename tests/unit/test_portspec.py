@@ -135,7 +135,7 @@ def test_build_vhost_user_imports_its_module_only_then(monkeypatch):
         def start(self, loop):
             pass
 
-        def transmit(self, frame):
+        def transmit(self, frame, meta=None):
             return True
 
     fake = types.ModuleType("nicdev.net.vhost_user_port")

@@ -49,7 +49,7 @@ class FakePort(Port):
     def start(self, loop) -> None:
         self.started_with = loop
 
-    def transmit(self, frame: bytes) -> bool:
+    def transmit(self, frame: bytes, meta=None) -> bool:
         if self.fail:
             raise RuntimeError("peer exploded")
         self.sent.append(frame)

@@ -139,7 +139,7 @@ def test_negotiation_and_rings_with_our_backend(bg, tmp_path):
 
         def backend_view():
             b = port.backend
-            return (b.acked_features, port.device.mtu,
+            return (b.acked_features, port.device.datapath.mtu,
                     [(r.started, r.enabled, r.queue.desc_gpa, r.queue.avail_gpa, r.queue.used_gpa, r.queue.size)
                      for r in b.rings])
         acked, mtu, rings = bg.call(backend_view)
@@ -176,7 +176,7 @@ def test_narrowed_features_are_respected(bg, tmp_path):
                                                                                   VIRTIO_F_RING_EVENT_IDX)) as fe:
         assert not has(fe.features, VIRTIO_NET_F_MRG_RXBUF) and not has(fe.features, VIRTIO_F_RING_EVENT_IDX)
         assert not fe.rings[0].queue.event_idx
-        assert bg.call(lambda: port.device.mrg_rxbuf) is False
+        assert bg.call(lambda: port.device.datapath.mrg_rxbuf) is False
 
 
 def test_two_queue_pairs_need_a_backend_with_them(bg, tmp_path):

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from nicdev.net.loop import EventLoop
-from nicdev.net.virtio_net import DEVICE_FEATURES, RX_BACKLOG_FRAMES
+from nicdev.net.device import DEVICE_FEATURES
+from nicdev.net.device_datapath import RX_BACKLOG_FRAMES
 from nicdev.net.errors import PortError
 from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.vhost_user.messages import VringFile
@@ -29,7 +30,7 @@ class Session:
         self.loop = loop
         self.port = VhostUserPort(name, path)
         self.got = []
-        self.port.attach(lambda port, f: self.got.append(f))
+        self.port.attach(lambda port, f, meta: self.got.append(f))
         self.port.start(loop)
         self.ram = GuestRam()
         self.nic = GuestNic(self.ram)
@@ -150,7 +151,7 @@ def test_kick_without_fd_means_the_port_polls(session):
 def test_adopted_socketpair_frontend(loop, tmp_path):
     port = VhostUserPort("pair", str(tmp_path / "pair.sock"))
     got = []
-    port.attach(lambda p, f: got.append(f))
+    port.attach(lambda p, f, meta: got.append(f))
     port.start(loop)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     port.server.adopt(ours)

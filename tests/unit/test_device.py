@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from nicdev.net.virtio_net import BASE_FEATURES, DEVICE_FEATURES, VirtioNetDevice, make_rarp
+from nicdev.net.device import BASE_FEATURES, DEVICE_FEATURES, VirtioNetDevice, make_rarp
 from nicdev.vhost_user.messages import RarpMac, VringFile, VringState
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 from nicdev.virtio.features import (
@@ -32,7 +32,7 @@ class Net:
     def __init__(self, features=ALL, *, queue_size=256):
         self.frames = []
         self.drops = []
-        self.dev = VirtioNetDevice(self.frames.append, on_drop=lambda d, r: self.drops.append((d, r)))
+        self.dev = VirtioNetDevice(self._from_guest, on_drop=lambda d, r: self.drops.append((d, r)))
         self.backend = self.dev.make_backend("test")
         self.ram = GuestRam()
         event_idx = bool(features >> VIRTIO_F_RING_EVENT_IDX & 1)
@@ -41,6 +41,10 @@ class Net:
         self.fe = Frontend(backend=self.backend)
         self.fe.connect(self.nic)
         self.fe.start(self.nic, features)
+
+    def _from_guest(self, frame, meta):
+        assert meta is None, "plain frames from the guest come finished"
+        self.frames.append(frame)
 
     def close(self):
         self.backend.reset()
@@ -93,7 +97,7 @@ def test_tx_indirect_chain(net):
 
 def test_tx_legacy_10_byte_header(make_net):
     n = make_net(mask(VIRTIO_F_RING_INDIRECT_DESC) | BIT30)     # neither VERSION_1 nor MRG_RXBUF
-    assert n.dev.hdr_len == 10
+    assert n.dev.datapath.hdr_len == 10
     n.nic.send(frame(100))
     n.dev.process_tx()
     assert n.frames == [frame(100)]
@@ -143,7 +147,7 @@ def test_tx_event_idx_asks_for_the_next_kick(net):
 
 # -- RX: device -> guest ---------------------------------------------------------
 def test_rx_without_buffers_waits_in_a_bounded_backlog(net):
-    from nicdev.net.virtio_net import RX_BACKLOG_FRAMES
+    from nicdev.net.device_datapath import RX_BACKLOG_FRAMES
 
     assert net.dev.receive(frame(60)) is True          # held until buffers come
     assert net.dev.counters.drops == {} and net.dev.counters.rx_backlogged == 1
@@ -221,7 +225,7 @@ def test_rx_disabled_ring_gets_nothing(net):
 
 
 def test_rx_before_rings_start():
-    dev = VirtioNetDevice(lambda f: None)
+    dev = VirtioNetDevice(lambda f, meta: None)
     assert not dev.receive(frame(60))
     assert dev.counters.drops == {"rx_ring_not_started": 1}
 

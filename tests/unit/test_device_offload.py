@@ -9,7 +9,8 @@ import os
 import pytest
 
 from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
-from nicdev.net.virtio_net import BASE_FEATURES, DEVICE_FEATURES, OFFLOAD_FEATURES, VirtioNetDevice
+from nicdev.net.device import BASE_FEATURES, DEVICE_FEATURES, OFFLOAD_FEATURES, VirtioNetDevice
+from nicdev.net.egress import EgressFrame
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -32,12 +33,14 @@ TSO = NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 0, 1448, 34, 16)
 
 class Net:
     """Device + back-end + a guest started with `features`; frames from the
-    guest land in `plain` (finished) and `offloaded` ((frame, meta))."""
+    guest land in `plain` (finished) and `offloaded` ((frame, meta)). With
+    `metadata=False` the receiver takes no metadata: frames are finished at
+    that egress (`EgressFrame`), as the switch does for such a port."""
 
     def __init__(self, features=ALL, *, metadata=True, offloads=True, ram_mib=4):
         self.plain, self.offloaded, self.drops = [], [], []
-        self.dev = VirtioNetDevice(self.plain.append, on_drop=lambda d, r: self.drops.append((d, r)),
-                                   on_offload_frame=(lambda f, m: self.offloaded.append((f, m))) if metadata else None,
+        self.metadata = metadata
+        self.dev = VirtioNetDevice(self._from_guest, on_drop=lambda d, r: self.drops.append((d, r)),
                                    offloads=offloads)
         self.backend = self.dev.make_backend("test")
         self.ram = GuestRam(size=ram_mib << 20)
@@ -45,6 +48,14 @@ class Net:
         self.fe = Frontend(backend=self.backend)
         self.offered = self.fe.connect(self.nic)
         self.fe.start(self.nic, features & self.offered)
+
+    def _from_guest(self, frame, meta):
+        if meta is None:
+            self.plain.append(frame)
+        elif self.metadata:
+            self.offloaded.append((frame, meta))
+        else:
+            self.plain.extend(f for f, _ in EgressFrame(frame, meta).for_egress(False, frozenset()))
 
     def received(self):
         """(header, frame) for each frame the device wrote (mergeable buffers joined)."""
@@ -88,17 +99,17 @@ def test_offloads_are_offered_and_can_be_switched_off(make_net):
     for bit in (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
                 VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN):
         assert on.offered >> bit & 1, bit
-    assert on.dev.guest_csum and on.dev.rx_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
-    assert on.dev.tx_csum and on.dev.tx_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
+    assert on.dev.datapath.guest_csum and on.dev.datapath.rx_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
+    assert on.dev.datapath.tx_csum and on.dev.datapath.tx_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
     off = make_net(offloads=False)
     assert off.offered & OFFLOAD_FEATURES == 0 and off.offered & BASE_FEATURES == BASE_FEATURES
-    assert not off.dev.guest_csum and not off.dev.rx_gso and not off.dev.tx_gso
+    assert not off.dev.datapath.guest_csum and not off.dev.datapath.rx_gso and not off.dev.datapath.tx_gso
 
 
 def test_a_guest_tso_without_guest_csum_is_not_used(make_net):
     # The spec makes GUEST_TSO4 depend on GUEST_CSUM: without it, no GSO to the guest.
     net = make_net(ALL & ~mask(VIRTIO_NET_F_GUEST_CSUM))
-    assert not net.dev.guest_csum and not net.dev.rx_gso
+    assert not net.dev.datapath.guest_csum and not net.dev.datapath.rx_gso
 
 
 # -- TX: the guest sends offloaded frames ---------------------------------------------
@@ -124,7 +135,7 @@ def test_tx_gso_frame_over_the_mtu_comes_whole(make_net):
     assert net.dev.counters.tx_gso == 1 and net.dev.counters.drops == {"tx_frame_too_big": 1}
 
 
-def test_tx_without_an_offload_consumer_finishes_frames(make_net):
+def test_tx_frames_are_finished_at_an_egress_that_takes_no_metadata(make_net):
     net = make_net(metadata=False)
     payload = os.urandom(5000)
     frame = tcp4_frame(payload, flags=ACK | PSH)
@@ -214,7 +225,7 @@ def test_rx_gso_frame_spans_mergeable_buffers(make_net):
     net.nic.post_rx(40)
     frame = tcp4_frame(os.urandom(60000), options=TIMESTAMPS)
     meta = FrameMeta(True, 34, 16, False, GSO_TCPV4, 1448, 66)
-    assert net.dev.can_take(meta)
+    assert net.dev.datapath.can_take(meta)
     assert net.dev.receive(frame, meta)
     (hdr, got), = net.received()
     assert got == frame
@@ -228,7 +239,7 @@ def test_rx_to_a_guest_without_offloads_gets_finished_frames(make_net):
     net.nic.post_rx(40)
     payload = os.urandom(4000)
     gso = tcp4_frame(payload)
-    assert not net.dev.can_take(FrameMeta(True, 34, 16))
+    assert not net.dev.datapath.can_take(FrameMeta(True, 34, 16))
     assert net.dev.receive(gso, FrameMeta(True, 34, 16, False, GSO_TCPV4, 1448))
     assert net.dev.receive(udp4_frame(b"p"), FrameMeta(True, 34, 6))
     assert net.dev.receive(udp4_frame(b"v", partial=False), DATA_VALID)
@@ -254,7 +265,7 @@ def test_rx_ecn_gso_needs_guest_ecn(make_net):
     net = make_net(ALL & ~mask(VIRTIO_NET_F_GUEST_ECN))
     net.nic.post_rx(10)
     meta = FrameMeta(True, 34, 16, False, GSO_TCPV4 | GSO_ECN, 1448)
-    assert not net.dev.can_take(meta)
+    assert not net.dev.datapath.can_take(meta)
     assert net.dev.receive(tcp4_frame(bytes(3000)), meta)
     assert [h.gso_type for h, _ in net.received()] == [0, 0, 0]
 

@@ -1,0 +1,377 @@
+"""The virtio-net device's data path: the guest's rings in, frames out, and back.
+
+TX (from the guest): `tx_burst` pops descriptor chains from the transmit
+queue, returns them used, and yields each frame with its checked
+`FrameMeta` (partial checksum, GSO) or None for a finished frame. RX (to the
+guest): `rx_put` writes a frame and its metadata into the receive buffers,
+over several of them with MRG_RXBUF, and keeps frames that find no buffer in
+a bounded backlog, in order, until `rx_flush` finds buffers for them.
+Everything it cannot carry is a counted drop with a reason.
+
+No file descriptors, timers or clocks: the caller (`nicdev.net.device`)
+hands in the `DeviceQueue` and the `GuestMemory`, decides when to run, and
+turns what this reports into kicks, calls and timers. So the data path is
+tested on real rings in guest memory, without threads or an event loop.
+`QueueBroken` (a guest breaking its ring) propagates to the caller, which
+marks the ring broken and calls `rx_abandon`.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from nicdev.virtio import offload
+from nicdev.virtio.device_queue import DescriptorChain, DeviceQueue
+from nicdev.virtio.features import (
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, has,
+)
+from nicdev.virtio.memory import GuestMemory
+from nicdev.virtio.net_hdr import NetHdr, header_size
+from nicdev.virtio.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
+
+from .ethernet import HEADER_LEN, MAX_FRAME_LEN
+
+__all__ = ["NetDatapath", "DeviceCounters", "RX_BACKLOG_FRAMES", "RX_TAKEN", "RX_NOTIFY", "RX_RECHECK"]
+
+log = logging.getLogger(__name__)
+
+# Frames that found no receive buffer wait here (in order) until the guest
+# posts more, as a real NIC's FIFO would; beyond this they are dropped. TCP
+# bursts from a fast peer otherwise lose segments every time the guest's
+# driver is a little late refilling its ring.
+RX_BACKLOG_FRAMES = 256
+
+# What `rx_put` and `rx_flush` report, as bits.
+RX_TAKEN = 1        # the frame is in the guest's buffers or waits in the backlog (not dropped)
+RX_NOTIFY = 2       # receive buffers were used: the guest is owed a used-buffer notification
+RX_RECHECK = 4      # buffers came while we asked the guest for a kick: flush the backlog again soon
+
+_VLAN_TAG = 4
+# A GSO frame may be as long as a 64 KiB IP packet, whatever the MTU.
+_MAX_GSO_FRAME = MAX_FRAME_LEN + _VLAN_TAG
+_NO_GSO: frozenset = frozenset()
+_NEEDS_CSUM = 1
+_NO_RX_BUFFERS = "no_rx_buffers"
+# The headers of finished frames, made once: every frame to the guest needs
+# one, and most fit one buffer.
+_PLAIN_HDR10 = NetHdr().pack(10)
+_PLAIN_HDR12_ONE_BUFFER = NetHdr(num_buffers=1).pack(12)
+
+
+@dataclass
+class DeviceCounters:
+    """Device-level counters; `drops` maps a reason to a count. The data
+    path keeps all but the kick and call counts, which its glue keeps."""
+
+    rx_frames: int = 0      # frames written into the guest's receive ring
+    rx_bytes: int = 0
+    tx_frames: int = 0      # frames taken from the guest's transmit ring
+    tx_bytes: int = 0
+    tx_kicks: int = 0
+    rx_kicks: int = 0
+    calls: int = 0          # used-buffer notifications sent
+    rx_backlogged: int = 0  # frames that had to wait for receive buffers
+    tx_csum_partial: int = 0  # guest frames with NEEDS_CSUM (GSO ones included)
+    tx_gso: int = 0         # guest frames with GSO (TSO)
+    rx_csum_partial: int = 0  # frames given to the guest with NEEDS_CSUM
+    rx_gso: int = 0         # frames given to the guest as GSO
+    rx_data_valid: int = 0  # frames given to the guest with DATA_VALID
+    rx_finished: int = 0    # frames whose metadata the guest could not take: done in software here
+    drops: dict = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["drops"] = dict(self.drops)
+        return d
+
+
+class NetDatapath:
+    """Frames to and from one queue pair's rings, by the negotiated features.
+
+    `on_drop(direction, reason)` (optional) hears about each drop, direction
+    "rx" (towards the guest) or "tx" (from the guest)."""
+
+    def __init__(self, counters: DeviceCounters | None = None, *,
+                 on_drop: Callable[[str, str], None] | None = None, name: str = "virtio-net") -> None:
+        self.name = name
+        self.counters = counters if counters is not None else DeviceCounters()
+        self.on_drop = on_drop
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the guest: nothing negotiated, nothing held or waiting."""
+        self.features = 0
+        self.hdr_len = 12
+        self.mrg_rxbuf = False
+        self.mtu: int | None = None
+        self._set_offloads(0)
+        self._rx_held: collections.deque[DescriptorChain] = collections.deque()
+        self._rx_backlog: collections.deque[tuple[bytes, FrameMeta | None]] = collections.deque()
+
+    def negotiate(self, features: int) -> None:
+        """The features the driver acked: header size, mergeable buffers, offloads."""
+        self.features = features
+        self.hdr_len = header_size(features)
+        self.mrg_rxbuf = has(features, VIRTIO_NET_F_MRG_RXBUF)
+        self._set_offloads(features)
+        if not has(features, VIRTIO_NET_F_MTU):
+            self.mtu = None
+
+    def _set_offloads(self, features: int) -> None:
+        """What each direction may carry, from the negotiated features."""
+        # TX (from the guest): what the guest may ask of us.
+        self.tx_csum = has(features, VIRTIO_NET_F_CSUM)
+        kinds = set()
+        if self.tx_csum:
+            if has(features, VIRTIO_NET_F_HOST_TSO4):
+                kinds.add(GSO_TCPV4)
+            if has(features, VIRTIO_NET_F_HOST_TSO6):
+                kinds.add(GSO_TCPV6)
+            if kinds and has(features, VIRTIO_NET_F_HOST_ECN):
+                kinds.add(GSO_ECN)
+        self.tx_gso = frozenset(kinds)
+        # RX (to the guest): what it takes. GUEST_TSO needs GUEST_CSUM (spec).
+        self.guest_csum = has(features, VIRTIO_NET_F_GUEST_CSUM)
+        kinds = set()
+        if self.guest_csum:
+            if has(features, VIRTIO_NET_F_GUEST_TSO4):
+                kinds.add(GSO_TCPV4)
+            if has(features, VIRTIO_NET_F_GUEST_TSO6):
+                kinds.add(GSO_TCPV6)
+            if kinds and has(features, VIRTIO_NET_F_GUEST_ECN):
+                kinds.add(GSO_ECN)
+        self.rx_gso = frozenset(kinds) if kinds else _NO_GSO
+
+    @property
+    def max_frame(self) -> int:
+        """The longest frame either way: MTU + header + one VLAN tag, or 64 KiB."""
+        if self.mtu is not None:
+            return self.mtu + HEADER_LEN + _VLAN_TAG
+        return MAX_FRAME_LEN
+
+    def can_take(self, meta: FrameMeta) -> bool:
+        """Would the guest get a frame with `meta` as it is (negotiated offloads)?"""
+        return offload.acceptable(meta, self.guest_csum, self.rx_gso)
+
+    def drop(self, direction: str, reason: str) -> bool:
+        """Count a drop (and tell `on_drop`); returns False, what a dropped frame's caller returns."""
+        self.counters.drop(reason)
+        if self.on_drop is not None:
+            self.on_drop(direction, reason)
+        return False
+
+    # -- TX: frames from the guest ----------------------------------------------
+    def tx_burst(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool, out: list) -> int:
+        """Take up to `limit` chains from the transmit queue and return them used
+        (one used-idx store); each frame goes to `out` as (frame, FrameMeta | None).
+        Returns the chains taken. A disabled ring (`enabled` False) is drained
+        without side effects: its chains go back, their frames are drops.
+
+        On QueueBroken the frames read so far are in `out` already."""
+        used = []
+        hdr_len = self.hdr_len
+        tx_frame = self._tx_frame
+        while len(used) < limit:
+            chain = queue.pop(mem)
+            if chain is None:
+                break
+            used.append((chain.head, 0))
+            item = tx_frame(chain, mem, hdr_len, enabled)
+            if item is not None:
+                out.append(item)
+        if used:
+            queue.push_many(mem, used)
+        return len(used)
+
+    def _tx_frame(self, chain: DescriptorChain, mem: GuestMemory, hdr_len: int,
+                  enabled: bool) -> tuple[bytes, FrameMeta | None] | None:
+        n = chain.readable_len
+        if n < hdr_len + HEADER_LEN:
+            self.drop("tx", "tx_short_frame" if n >= hdr_len else "tx_no_header")
+            return None
+        if not enabled:
+            self.drop("tx", "tx_ring_disabled")
+            return None
+        size = n - hdr_len
+        too_big = size > self.max_frame
+        if too_big and (not self.tx_gso or size > _MAX_GSO_FRAME):
+            self.drop("tx", "tx_frame_too_big")
+            return None
+        data = chain.read(mem)
+        if data[1] or data[0] & _NEEDS_CSUM:
+            return self._tx_offload(data, hdr_len)
+        if too_big:
+            self.drop("tx", "tx_frame_too_big")     # only a GSO frame may be longer
+            return None
+        counters = self.counters
+        counters.tx_frames += 1
+        counters.tx_bytes += size
+        return data[hdr_len:], None
+
+    def _tx_offload(self, data: bytes, hdr_len: int) -> tuple[bytes, FrameMeta] | None:
+        """A guest frame with NEEDS_CSUM or GSO: (frame, checked metadata), or a counted drop."""
+        hdr = NetHdr.unpack(data, hdr_len)
+        frame = data[hdr_len:]
+        gso = hdr.gso_type
+        if (hdr.needs_csum and not self.tx_csum) or (gso and (
+                gso & ~GSO_ECN not in self.tx_gso or (gso & GSO_ECN and GSO_ECN not in self.tx_gso))):
+            self.drop("tx", "tx_offload_not_negotiated")
+            return None
+        if not gso and len(frame) > self.max_frame:
+            self.drop("tx", "tx_frame_too_big")
+            return None
+        try:
+            meta = offload.check(frame, FrameMeta.from_hdr(hdr, data_valid=False))
+        except OffloadError as e:
+            log.debug("%s: dropped a guest frame: %s", self.name, e)
+            self.drop("tx", "tx_" + e.reason)
+            return None
+        counters = self.counters
+        counters.tx_frames += 1
+        counters.tx_bytes += len(frame)
+        if meta.needs_csum:
+            counters.tx_csum_partial += 1
+        if meta.gso_type:
+            counters.tx_gso += 1
+        return frame, meta
+
+    # -- RX: frames to the guest ------------------------------------------------
+    def rx_put(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> int:
+        """Write one frame into the guest's receive buffers, or queue it in the
+        backlog behind frames already waiting. `meta` must be one the guest can
+        take (`can_take`). Returns RX_* bits (no RX_TAKEN: a counted drop)."""
+        if meta is not None and not self.guest_csum:
+            meta = None                 # DATA_VALID alone, to a guest that cannot use it
+        if len(frame) > (self.max_frame if meta is None or not meta.gso_type else _MAX_GSO_FRAME):
+            self.drop("rx", "frame_too_big")
+            return 0
+        flags = 0
+        if self._rx_backlog:
+            flags = self.rx_flush(queue, mem)       # buffers may have come without a kick
+            if self._rx_backlog:
+                return flags | self._backlog(queue, mem, frame, meta)     # keep the order
+        failure = self._write(queue, mem, frame, meta)
+        if failure is None:
+            if meta is None:        # the common case, counted here: one call less per frame
+                counters = self.counters
+                counters.rx_frames += 1
+                counters.rx_bytes += len(frame)
+            else:
+                self._delivered(frame, meta)
+            return flags | RX_TAKEN | RX_NOTIFY
+        if failure is _NO_RX_BUFFERS:
+            return flags | self._backlog(queue, mem, frame, meta)
+        self.drop("rx", failure)
+        return flags
+
+    def rx_flush(self, queue: DeviceQueue, mem: GuestMemory) -> int:
+        """Move waiting frames into buffers the guest has posted since; when
+        they run out, ask the guest for a kick. Returns RX_NOTIFY if any went."""
+        backlog = self._rx_backlog
+        delivered = 0
+        while backlog:
+            frame, meta = backlog[0]
+            failure = self._write(queue, mem, frame, meta)
+            if failure is _NO_RX_BUFFERS:
+                if queue.enable_notifications(mem):
+                    continue        # buffers arrived while we looked
+                break               # wait for the guest's kick
+            backlog.popleft()
+            if failure is None:
+                self._delivered(frame, meta)
+                delivered += 1
+            else:
+                self.drop("rx", failure)
+        return RX_NOTIFY if delivered else 0
+
+    @property
+    def rx_waiting(self) -> int:
+        """Frames in the backlog."""
+        return len(self._rx_backlog)
+
+    def rx_ring_started(self) -> None:
+        """A (re)started receive ring: chains held from before are not ours any more."""
+        self._rx_held.clear()
+
+    def rx_abandon(self, reason: str) -> int:
+        """The receive ring stops or broke: forget the chains we popped but did
+        not use, and drop the waiting frames as `reason`. Returns how many
+        chains were held (the back-end rewinds the avail index over them)."""
+        held = len(self._rx_held)
+        self._rx_held.clear()
+        while self._rx_backlog:
+            self._rx_backlog.popleft()
+            self.drop("rx", reason)
+        return held
+
+    def _backlog(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> int:
+        """Hold a frame until the guest posts receive buffers (bounded)."""
+        if len(self._rx_backlog) >= RX_BACKLOG_FRAMES:
+            self.drop("rx", _NO_RX_BUFFERS)
+            return 0
+        # The first frame to wait asks for a kick when buffers arrive; if some
+        # arrived meanwhile, the caller comes back soon (the enable-then-recheck race).
+        recheck = not self._rx_backlog and queue.enable_notifications(mem)
+        self._rx_backlog.append((frame, meta))
+        self.counters.rx_backlogged += 1
+        return RX_TAKEN | RX_RECHECK if recheck else RX_TAKEN
+
+    def _delivered(self, frame: bytes, meta: FrameMeta | None) -> None:
+        counters = self.counters
+        counters.rx_frames += 1
+        counters.rx_bytes += len(frame)
+        if meta is not None:
+            if meta.needs_csum:
+                counters.rx_csum_partial += 1
+            elif meta.data_valid:
+                counters.rx_data_valid += 1
+            if meta.gso_type:
+                counters.rx_gso += 1
+
+    def _write(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> str | None:
+        """Write one frame into receive buffers; None, or why it could not."""
+        hdr_len = self.hdr_len
+        need = hdr_len + len(frame)
+        held = self._rx_held
+        chains: list[DescriptorChain] = []
+        room = 0
+        while room < need:
+            # Chains popped for a frame that did not fit come first, in order.
+            chain = held.popleft() if held else queue.pop(mem)
+            if chain is None:
+                break
+            chains.append(chain)
+            room += chain.writable_len
+            if not self.mrg_rxbuf:
+                break       # without MRG_RXBUF a frame must fit in one chain
+        if room < need:
+            # Keep the chains for the next frame, in order (they are the last popped).
+            held.extendleft(reversed(chains))
+            if not chains or self.mrg_rxbuf:
+                return _NO_RX_BUFFERS
+            return "frame_too_big"
+        if meta is None:
+            if hdr_len != 12:
+                hdr = _PLAIN_HDR10
+            elif len(chains) == 1:
+                hdr = _PLAIN_HDR12_ONE_BUFFER
+            else:
+                hdr = NetHdr(num_buffers=len(chains)).pack(12)
+        else:
+            hdr = meta.to_hdr(len(chains) if hdr_len == 12 else 0).pack(hdr_len)
+        data = memoryview(hdr + frame)
+        pos = 0
+        used = []
+        for chain in chains:
+            n = chain.write(mem, data[pos:])
+            pos += n
+            used.append((chain.head, n))
+        queue.push_many(mem, used)
+        return None
