@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.port import Port  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
-from nicdev.testing import Testpmd, TestpmdError, find_testpmd  # noqa: E402
+from nicdev.vhost_user.testpmd import Testpmd, TestpmdError, find_testpmd  # noqa: E402
 from stack.drivers import VirtioNetNic  # noqa: E402
 
 SIZES = (64, 1500)

@@ -204,7 +204,7 @@ def case_stack_process(seconds: float, workdir: str) -> dict:
     path = os.path.join(workdir, "rr-proc.sock")
     ifname = f"mnrrp{os.getpid() % 100000}"
     with ns.temporary_netns("mnrr-p") as a:
-        switch = subprocess.Popen([sys.executable, "-m", "nicdev.cli.main", "switch",
+        switch = subprocess.Popen([sys.executable, "-m", "mnet.cli.main", "switch",
                                    "--port", f"stack=vhost-user:{path}", "--port", f"host=tap:{ifname},netns={a}"],
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:

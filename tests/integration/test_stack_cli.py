@@ -22,7 +22,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 HOST_IP = "10.0.0.254"
-MNET = [sys.executable, "-m", "nicdev.cli.main"]
+MNET = [sys.executable, "-m", "mnet.cli.main"]
 WAIT = 15.0
 
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from nicdev.testing import Testpmd
+from nicdev.vhost_user.testpmd import Testpmd
 from nicdev.virtio.features import VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, has
 from stack import IpAddress, SocketType, Stack
 from stack.arp_cache import ArpCache

@@ -23,7 +23,7 @@ import pytest
 
 from nicdev.net.loop import EventLoop
 from nicdev.net.vhost_user_port import VhostUserPort
-from nicdev.testing import Testpmd
+from nicdev.vhost_user.testpmd import Testpmd
 
 pytestmark = pytest.mark.integration
 

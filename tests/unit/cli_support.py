@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-MNET = [sys.executable, "-m", "nicdev.cli.main"]
+MNET = [sys.executable, "-m", "mnet.cli.main"]
 
 
 def mnet(*args: str, env: dict | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from nicdev.cli.errors import CliError
-from nicdev.cli.stack_cmd import (
+from mnet.cli.errors import CliError
+from mnet.cli.stack_cmd import (
     SOURCE_CHUNK,
     Service,
     connection_table,

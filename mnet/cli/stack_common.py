@@ -14,8 +14,8 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_stack(args: argparse.Namespace, *, privileged: bool = False):
     """Build the virtio NIC and a started Stack from the parsed options."""
-    from nicdev.cli.addresses import parse_ip_and_gateway
-    from nicdev.cli.errors import CliError
+    from mnet.cli.addresses import parse_ip_and_gateway
+    from mnet.cli.errors import CliError
     from stack import Stack
     from stack.wire import MacAddress
 

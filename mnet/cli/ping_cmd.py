@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nicdev.cli.errors import CliError
+    from mnet.cli.errors import CliError
     from stack import SocketType
     from stack.wire import IpProtocol
 

@@ -1,5 +1,9 @@
 """DPDK's testpmd as a second vhost-user implementation to test against.
 
+It lives with the protocol it speaks (either side of it) so that the tests,
+the `mnet_testpmd` pytest fixture and scripts/bench/ring_datapath.py share
+one launcher; it imports nothing of the project.
+
     pmd = Testpmd.frontend("/tmp/vu.sock", "txonly", workdir)   # net_virtio_user: we are the backend
     pmd = Testpmd.backend("/tmp/vh.sock", "icmpecho", workdir)  # net_vhost: we are the frontend
     pmd.wait_for(lambda: sum(pmd.numbers("RX-packets")) > 0, "traffic")

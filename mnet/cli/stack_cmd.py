@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_service(text: str) -> Service:
     """``kind:PORT`` (``tcp-source:PORT,bytes=N``) -> Service; CliError for anything else."""
-    from nicdev.cli.errors import CliError
+    from mnet.cli.errors import CliError
 
     kind, sep, rest = text.partition(":")
     if kind not in SERVICES or not sep:
@@ -110,7 +110,7 @@ def source_chunks(size: int, seed: int = SOURCE_SEED) -> Iterator[bytes]:
 
 def open_service(stack, svc: Service):
     """The service's socket, bound (and listening) before the stack says it is up."""
-    from nicdev.cli.errors import CliError
+    from mnet.cli.errors import CliError
     from stack import IpAddress, SocketType
 
     sock = stack.socket(SocketType.DATAGRAM if svc.kind == "udp-echo" else SocketType.STREAM)

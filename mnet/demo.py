@@ -95,9 +95,9 @@ def _stack_steps(bg, tmp: Path, guest) -> int:
     """The MultiOS stack joins the running switch and talks to `guest`; returns the failed steps."""
     import threading
 
-    from nicdev.cli.ping_cmd import echo
-    from nicdev.cli.stack_cmd import Service, open_service, udp_echo
-    from nicdev.cli.stack_common import format_counters
+    from mnet.cli.ping_cmd import echo
+    from mnet.cli.stack_cmd import Service, open_service, udp_echo
+    from mnet.cli.stack_common import format_counters
     from nicdev.net.vhost_user_port import VhostUserPort
     from stack import SocketType, Stack
     from stack.drivers import VirtioNetNic

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nicdev.cli.errors import CliError
+    from mnet.cli.errors import CliError
     from nicdev.net.loop import EventLoop
     from nicdev.net.portspec import build_port, parse_port_specs
     from nicdev.net.switch import Switch

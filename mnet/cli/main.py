@@ -14,12 +14,12 @@ from .errors import CliError, known_errors
 
 # name -> (module, one-line help). Each module has add_arguments(p) and run(args).
 SUBCOMMANDS = {
-    "guest": ("nicdev.cli.guest_cmd", "build the Linux guest image (kernel + initramfs)"),
-    "switch": ("nicdev.cli.switch_cmd", "run the L2 switch with vhost-user, TAP and socket ports"),
-    "vm": ("nicdev.cli.vm_cmd", "boot a QEMU guest whose NIC is a switch port"),
-    "stack": ("nicdev.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
-    "ping": ("nicdev.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
-    "demo": ("nicdev.cli.demo", "guests and a MultiOS stack on our virtio-net device: ping, HTTP, UDP"),
+    "guest": ("mnet.cli.guest_cmd", "build the Linux guest image (kernel + initramfs)"),
+    "switch": ("mnet.cli.switch_cmd", "run the L2 switch with vhost-user, TAP and socket ports"),
+    "vm": ("mnet.cli.vm_cmd", "boot a QEMU guest whose NIC is a switch port"),
+    "stack": ("mnet.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
+    "ping": ("mnet.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
+    "demo": ("mnet.demo", "guests and a MultiOS stack on our virtio-net device: ping, HTTP, UDP"),
 }
 
 

@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_nic(text: str):
     """`KIND:PATH` -> NicConfig (CliError if malformed)."""
-    from nicdev.cli.errors import CliError
+    from mnet.cli.errors import CliError
     from qemu.cmdline import NicConfig
 
     kind, sep, path = text.partition(":")
@@ -64,8 +64,8 @@ def check_options(args: argparse.Namespace):
     """Validate everything that needs no I/O; returns (interface, NicConfig with its MAC).
 
     Raises CliError with one line naming the option at fault."""
-    from nicdev.cli.addresses import parse_ip_and_gateway
-    from nicdev.cli.errors import CliError
+    from mnet.cli.addresses import parse_ip_and_gateway
+    from mnet.cli.errors import CliError
     from qemu.cmdline import mac_for, validate_mac
     from qemu.errors import QemuConfigError
 
@@ -96,7 +96,7 @@ def check_backend(nic) -> None:
     booting the guest, a stream NIC boots without a link. A port of our switch
     that already has a peer accepts and hangs up at once; that is reported too.
     """
-    from nicdev.cli.errors import CliError
+    from mnet.cli.errors import CliError
 
     path = os.fspath(nic.path)
     start = f"start `mnet switch --port NAME={nic.kind}:{path}` first"

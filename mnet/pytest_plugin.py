@@ -15,7 +15,7 @@ Fixtures:
   the test.
 - `mnet_netns`: a network namespace made for the test, removed after it.
 - `mnet_testpmd`: `.frontend(path, mode)` / `.backend(path, mode)` start
-  DPDK's testpmd (see nicdev.testing.testpmd); stopped after the test.
+  DPDK's testpmd (see nicdev.vhost_user.testpmd); stopped after the test.
 
 Imports are lazy so that merely having the plugin installed costs nothing.
 """
@@ -99,13 +99,13 @@ class _TestpmdFixture:
         self.started = []
 
     def frontend(self, path: str, mode: str, **kw):
-        from nicdev.testing.testpmd import Testpmd
+        from nicdev.vhost_user.testpmd import Testpmd
 
         self.started.append(Testpmd.frontend(path, mode, self.workdir, **kw))
         return self.started[-1]
 
     def backend(self, path: str, mode: str, **kw):
-        from nicdev.testing.testpmd import Testpmd
+        from nicdev.vhost_user.testpmd import Testpmd
 
         self.started.append(Testpmd.backend(path, mode, self.workdir, **kw))
         return self.started[-1]
