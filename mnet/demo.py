@@ -96,8 +96,10 @@ def _stack_steps(bg, tmp: Path, guest) -> int:
     import threading
 
     from mnet.cli.ping_cmd import echo
-    from mnet.cli.stack_cmd import Service, open_service, udp_echo
     from mnet.cli.stack_common import format_counters
+    from mnet.services.runner import open_service
+    from mnet.services.spec import Service
+    from mnet.services.udp_echo import udp_echo
     from nicdev.net.vhost_user_port import VhostUserPort
     from stack import SocketType, Stack
     from stack.drivers import VirtioNetNic

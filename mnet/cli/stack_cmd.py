@@ -2,21 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import hashlib
-import logging
-import random
 import signal
 import threading
-from dataclasses import dataclass
-from typing import Callable, Iterator
 
+from mnet.services.errors import ServiceError, ServiceSpecError
+from mnet.services.source_stream import SOURCE_CHUNK, SOURCE_SEED
+from mnet.services.spec import SERVICE_FORMS, Service, parse_service
+
+from .errors import CliError
 from .stack_common import add_stack_arguments, format_counters, open_stack
-
-log = logging.getLogger(__name__)
-
-SOURCE_SEED = 0
-SOURCE_CHUNK = 65536
 
 DESCRIPTION = f"""\
 Run the MultiOS network stack as a host on the virtual network. Its NIC is a
@@ -42,25 +36,6 @@ then prints the connection table and its counters and exits 0 (1 if the
 stack's thread failed).
 """
 
-SERVICES = ("udp-echo", "tcp-echo", "tcp-discard", "tcp-source")
-SERVICE_FORMS = "udp-echo:PORT, tcp-echo:PORT, tcp-discard:PORT, tcp-source:PORT,bytes=N"
-ACCEPT_POLL = 0.5  # how often an accept loop looks at the stop flag
-DRAIN_TIMEOUT = 30.0  # tcp-source: how long to wait for the peer to close after our FIN
-
-
-@dataclass(frozen=True)
-class Service:
-    """One --serve: its kind, port and (tcp-source) byte count."""
-
-    kind: str
-    port: int
-    size: int = 0
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.port}"
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     add_stack_arguments(p)
@@ -68,162 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a service to run (repeatable): " + SERVICE_FORMS)
 
 
-def parse_service(text: str) -> Service:
-    """``kind:PORT`` (``tcp-source:PORT,bytes=N``) -> Service; CliError for anything else."""
-    from mnet.cli.errors import CliError
-
-    kind, sep, rest = text.partition(":")
-    if kind not in SERVICES or not sep:
-        raise CliError(f"bad --serve '{text}': expected one of {SERVICE_FORMS}")
-    port_text, _, params = rest.partition(",")
+def parse_services(texts: list[str]) -> list[Service]:
     try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise CliError(f"bad --serve '{text}': port must be 1..65535")
-    size = 0
-    if kind == "tcp-source":
-        key, eq, value = params.partition("=")
-        if key != "bytes" or not eq:
-            raise CliError(f"bad --serve '{text}': tcp-source needs bytes=N, as in tcp-source:{port},bytes=1000000")
-        try:
-            size = int(value)
-        except ValueError:
-            size = -1
-        if size < 0:
-            raise CliError(f"bad --serve '{text}': bytes must be a whole number >= 0")
-    elif params:
-        raise CliError(f"bad --serve '{text}': {kind} takes no parameters")
-    return Service(kind, port, size)
-
-
-def source_chunks(size: int, seed: int = SOURCE_SEED) -> Iterator[bytes]:
-    """tcp-source's stream: ``random.Random(seed).randbytes(SOURCE_CHUNK)`` repeated, cut to ``size``."""
-    rng = random.Random(seed)
-    left = size
-    while left > 0:
-        chunk = rng.randbytes(SOURCE_CHUNK)
-        yield chunk if left >= SOURCE_CHUNK else chunk[:left]
-        left -= SOURCE_CHUNK
-
-
-def open_service(stack, svc: Service):
-    """The service's socket, bound (and listening) before the stack says it is up."""
-    from mnet.cli.errors import CliError
-    from stack import IpAddress, SocketType
-
-    sock = stack.socket(SocketType.DATAGRAM if svc.kind == "udp-echo" else SocketType.STREAM)
-    try:
-        sock.bind(IpAddress.any(svc.port))
-        if sock.type is SocketType.STREAM:
-            sock.listen()
-    except OSError as exc:
-        sock.close()
-        raise CliError(f"--serve {svc.label}: {exc.strerror or exc}", status=1) from None
-    sock.set_timeout(ACCEPT_POLL)
-    return sock
-
-
-def udp_echo(sock, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> None:
-    """Echo every datagram on `sock` until `stopping` is set or the stack goes down."""
-    with sock:
-        while not stopping.is_set():
-            try:
-                data, peer = sock.recv_from(65535)
-                sock.send_to(data, peer)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if stopping.is_set() or exc.errno in (errno.EBADF, errno.ENETDOWN):
-                    return
-                # One peer's trouble (its ARP failed: EHOSTUNREACH) must not end the service.
-                log.warning("%s: %s", svc.label, exc)
-
-
-def tcp_accept_loop(listener, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> None:
-    """Accept connections until stopped; each gets a thread running the service."""
-    handler = {"tcp-echo": _tcp_echo, "tcp-discard": _tcp_discard, "tcp-source": _tcp_source}[svc.kind]
-    with listener:
-        while not stopping.is_set():
-            try:
-                conn, peer = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if stopping.is_set() or exc.errno in (errno.EBADF, errno.ENETDOWN, errno.EINVAL):
-                    return
-                log.warning("%s: %s", svc.label, exc)
-                continue
-            t = threading.Thread(target=_tcp_connection, args=(handler, conn, peer, svc, report),
-                                 name=f"{svc.label} {peer}", daemon=True)
-            t.start()
-
-
-def _tcp_connection(handler, conn, peer, svc: Service, report: Callable[[str], None]) -> None:
-    with conn:
-        try:
-            line = handler(conn, svc)
-        except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.ENETDOWN):
-                return  # the stack is stopping
-            line = f"error: {exc.strerror or exc}"
-        report(f"{svc.label} {peer} {line}")
-
-
-def _tcp_echo(conn, svc: Service) -> str:
-    total = 0
-    while data := conn.recv(SOURCE_CHUNK):
-        conn.sendall(data)
-        total += len(data)
-    return f"echoed {total} bytes"
-
-
-def _tcp_discard(conn, svc: Service) -> str:
-    digest = hashlib.sha256()
-    total = 0
-    try:
-        while data := conn.recv(SOURCE_CHUNK):
-            digest.update(data)
-            total += len(data)
-    except OSError as exc:
-        return f"received {total} bytes, then error: {exc.strerror or exc}"
-    return f"received {total} bytes sha256 {digest.hexdigest()}"
-
-
-def _tcp_source(conn, svc: Service) -> str:
-    from stack import Shutdown
-
-    digest = hashlib.sha256()
-    for chunk in source_chunks(svc.size):
-        conn.sendall(chunk)
-        digest.update(chunk)
-    conn.shutdown(Shutdown.WRITE)  # the FIN follows the data
-    # Wait for the peer to close (reading what it sends), so our close is not a reset.
-    conn.set_timeout(DRAIN_TIMEOUT)
-    try:
-        while conn.recv(SOURCE_CHUNK):
-            pass
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return f"sent {svc.size} bytes sha256 {digest.hexdigest()}"
-
-
-def start_service(stack, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> threading.Thread:
-    sock = open_service(stack, svc)
-    target = udp_echo if svc.kind == "udp-echo" else tcp_accept_loop
-    t = threading.Thread(target=target, args=(sock, svc, stopping, report), name=svc.label, daemon=True)
-    t.start()
-    return t
-
-
-def connection_table(stack) -> str:
-    """The TCP table as `mnet stack` prints it (listeners, then connections)."""
-    return "connections:\n" + "\n".join("  " + line for line in stack.connection_table().splitlines())
+        return [parse_service(text) for text in texts]
+    except ServiceSpecError as exc:
+        raise CliError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    services = [parse_service(s) for s in args.serve]
+    from mnet.services.connection_table import connection_table
+    from mnet.services.runner import start_service
+
+    services = parse_services(args.serve)
     stack, nic = open_stack(args)
     stopping = threading.Event()
     wake = threading.Event()
@@ -244,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     try:
         for svc in services:
-            threads.append(start_service(stack, svc, stopping, report))
+            try:
+                threads.append(start_service(stack, svc, stopping, report))
+            except ServiceError as exc:
+                raise CliError(str(exc), status=1) from None
             report(f"serving {svc.kind} on port {svc.port}" + (f" ({svc.size} bytes)" if svc.kind == "tcp-source" else ""))
         report(f"stack up: {args.ip} mac {nic.mac} on {args.nic}; Ctrl-C to stop")
         while not flags["done"]:
