@@ -49,7 +49,7 @@ after the transfer), and what the impairments did to that sender's frames.
 Progress goes to stderr. Root only (namespaces, TAP); traffic stays in the
 namespaces and the switch.
 
-    .venv/bin/python bench/tcp_lossy.py [--mbytes 20] [--rounds 1] [--senders stack-cubic,linux-bbr,...]
+    .venv/bin/python scripts/bench/tcp_lossy.py [--mbytes 20] [--rounds 1] [--senders stack-cubic,linux-bbr,...]
                                         [--loss 0.02] [--delay 0.005] [--reorder 0.01] [--duplicate 0.01]
                                         [--corrupt 0.005]
 """
@@ -72,7 +72,7 @@ import time
 from pathlib import Path
 from machine import cpu_model, source_version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 THIS = str(Path(__file__).resolve())
 

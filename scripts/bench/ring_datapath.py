@@ -15,7 +15,7 @@ Prints one JSON line per case: pps, bits/s (frame bytes * 8 * pps), the
 anchor's pps for the same frame size and the ratio. Needs dpdk-testpmd and
 a unix socket directory; run as root (DPDK wants /var/run/dpdk).
 
-    .venv/bin/python bench/ring_datapath.py [--seconds 3] [--batch 64]
+    .venv/bin/python scripts/bench/ring_datapath.py [--seconds 3] [--batch 64]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import tempfile
 import time
 from machine import cpu_model
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.port import Port  # noqa: E402

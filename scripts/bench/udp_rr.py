@@ -24,7 +24,7 @@ of those frames, p50/p99 round-trip time, the anchor's rate and the ratio
 (of the medians, and per round against that round's anchor).
 Root only (namespaces, TAP, veth); nothing leaves the namespaces.
 
-    .venv/bin/python bench/udp_rr.py [--seconds 3] [--rounds 3]
+    .venv/bin/python scripts/bench/udp_rr.py [--seconds 3] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import tempfile
 import time
 from machine import cpu_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 from nicdev.net import netns as ns  # noqa: E402

@@ -40,7 +40,7 @@ test runs N times (interleaved) and the figure is the median. Progress goes
 to stderr. Root only (namespaces, TAP, veth); traffic stays in the
 namespaces, the switch and the guest.
 
-    .venv/bin/python bench/tcp_bulk.py [--rounds 1] [--mbytes 100] [--cases anchor,stack-kernel,...]
+    .venv/bin/python scripts/bench/tcp_bulk.py [--rounds 1] [--mbytes 100] [--cases anchor,stack-kernel,...]
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 from machine import cpu_model, source_version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 THIS = str(Path(__file__).resolve())
 

@@ -17,7 +17,7 @@ figure, its units, the same figure for the anchor, ratio = ours / anchor,
 sizes, CPU model; progress goes to stderr. With --rounds N the setups
 alternate N times and each figure is the median.
 
-    .venv/bin/python bench/guest_throughput.py [--seconds 10] [--rounds 1] [--anchor stream]
+    .venv/bin/python scripts/bench/guest_throughput.py [--seconds 10] [--rounds 1] [--anchor stream]
 
 Needs QEMU and the guest image (built on first use, with progress lines; it
 downloads Debian's kernel package). No root needed: all traffic stays inside
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from machine import cpu_model, source_version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))     # guestlab: bounded waits in a guest
 
