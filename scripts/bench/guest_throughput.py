@@ -39,12 +39,12 @@ from machine import cpu_model, source_version
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))     # guestlab: bounded waits in a guest
+sys.path.insert(0, str(ROOT / "tests"))     # support.guestlab: bounded waits in a guest
 
 # All imports up front: a broken tree fails now, not after the first setup ran.
 from guest.errors import GuestError  # noqa: E402
 from guest.image import build_image  # noqa: E402
-from guestlab import wait_in_guest  # noqa: E402
+from support.guestlab import wait_in_guest  # noqa: E402
 from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
 from qemu.cmdline import NicConfig  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from guestlab import nc_transfer, ping, wait_in_guest
+from support.guestlab import nc_transfer, ping, wait_in_guest
 
 pytestmark = pytest.mark.integration
 

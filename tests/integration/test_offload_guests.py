@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from guestlab import make_file, nc_transfer, ping, wait_in_guest
+from support.guestlab import make_file, nc_transfer, ping, wait_in_guest
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from guestlab import ping, wait_in_guest
+from support.guestlab import ping, wait_in_guest
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from nicdev.net.port import Port
-from tcplab import HOST_IP, STACK_IP, WAIT, KernelProgram, StackLab, assert_stack_healthy, kernel_run, wait_for
+from support.tcplab import HOST_IP, STACK_IP, WAIT, KernelProgram, StackLab, assert_stack_healthy, kernel_run, wait_for
 
 pytestmark = pytest.mark.integration
 

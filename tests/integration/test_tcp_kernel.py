@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tcplab import (HOST_IP, KERNEL_RECEIVER, KERNEL_SENDER, STACK_IP, WAIT, KernelProgram, StackHttpServer,
+from support.tcplab import (HOST_IP, KERNEL_RECEIVER, KERNEL_SENDER, STACK_IP, WAIT, KernelProgram, StackHttpServer,
                     StackLab, assert_stack_healthy, kernel_run, stack_http_get, stack_receive, stack_send,
                     wait_for)
 

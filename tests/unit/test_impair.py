@@ -453,7 +453,7 @@ def test_on_a_switch_frames_and_metadata_cross_the_impaired_port():
 
 def test_on_a_switch_gso_frames_are_segmented_before_the_impairment():
     from nicdev.net import offload
-    from offload_frames import tcp4_frame
+    from support.offload_frames import tcp4_frame
 
     loop = FakeLoop()
     switch = Switch(loop)

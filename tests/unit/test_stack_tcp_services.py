@@ -14,7 +14,7 @@ from mnet.services.runner import start_service
 from mnet.services.source_stream import SOURCE_CHUNK, source_chunks
 from mnet.services.spec import Service, parse_service
 from stack import LoopbackNicPair, Shutdown, SocketType, Stack
-from tests.unit.cli_support import assert_one_line_error, mnet
+from support.cli import assert_one_line_error, mnet
 
 WAIT = 10.0
 
