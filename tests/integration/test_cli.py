@@ -15,7 +15,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import termios
 import time
 from pathlib import Path

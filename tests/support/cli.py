@@ -1,16 +1,23 @@
 """Running `mnet` as a user would, for the CLI tests: as a subprocess, with
-bounded waits on its output. Shared by tests/unit/test_cli_*.py and
-tests/integration/test_cli.py."""
+bounded waits on its output. Shared by the CLI, stack CLI and service tests."""
 from __future__ import annotations
 
 import os
+import queue
+import re
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
+
+import pytest
 
 MNET = [sys.executable, "-m", "mnet.cli.main"]
+REPO = str(Path(__file__).resolve().parents[2])
+OUTPUT_WAIT = 15.0   # Output's default bound on a wait for a line or the exit
 
 
 def mnet(*args: str, env: dict | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -117,3 +124,57 @@ def path_without(directory, *prefixes: str) -> str:
                 continue
             os.symlink(target, link)
     return str(directory)
+
+
+class Output:
+    """Collects a process's stdout lines on a thread, so waits on them can be bounded.
+
+    (select() on a text pipe misses lines already sitting in Python's buffer.)
+    """
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def until(self, pattern: str, timeout: float = OUTPUT_WAIT) -> list[str]:
+        """Lines until one matches `pattern` (bounded); all lines read so far."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                break  # EOF: the process ended
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return self.seen
+        pytest.fail(f"no line matching {pattern!r} within {timeout:.0f} s (exit code {self.proc.poll()}); got:\n"
+                    + "".join(self.seen))
+
+    def finish(self, timeout: float = OUTPUT_WAIT) -> tuple[str, str]:
+        """Wait for the process to end (bounded); (all stdout, all stderr)."""
+        self.proc.wait(timeout)
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.seen.append(line)
+        return "".join(self.seen), self.proc.stderr.read()
+
+
+def start_mnet_stack(*args: str) -> tuple[subprocess.Popen, Output]:
+    proc = subprocess.Popen([*MNET, "stack", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    return proc, Output(proc)
