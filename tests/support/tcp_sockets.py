@@ -1,11 +1,8 @@
 """Helpers shared by the STREAM socket tests (test_socket_tcp*.py): a listener,
-a connected pair, a TCP frame parser for impairment hooks, a bounded wait.
+a connected pair, a TCP frame parser for impairment hooks (the bounded wait
+is support.waiting's).
 Not a test module; each test module keeps its own fixtures (their configs differ)."""
 from __future__ import annotations
-
-import time
-
-import pytest
 
 from stack import IpAddress, SocketOption, SocketType
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
@@ -46,11 +43,3 @@ def tcp_of(frame: bytes):
         return None
     seg, body = TcpRepr.parse(data, ip.src, ip.dst)
     return ip, seg, bytes(body)
-
-
-def wait_for(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)

@@ -15,7 +15,6 @@ import select
 import subprocess
 import sys
 import threading
-import time
 from typing import Iterator
 
 import pytest
@@ -290,15 +289,3 @@ def assert_stack_healthy(stack) -> None:
     counters = stack.counters()
     assert counters.get("iface", {}).get("drop.internal error", 0) == 0, counters
     assert stack.failure is None, stack.failure
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.02):
-    """Poll `condition()` until it is true (returns its value) or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.1f} s")
-        time.sleep(interval)
