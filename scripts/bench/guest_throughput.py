@@ -39,12 +39,11 @@ from machine import cpu_model, source_version
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))     # support.guestlab: bounded waits in a guest
 
 # All imports up front: a broken tree fails now, not after the first setup ran.
-from guest.errors import GuestError  # noqa: E402
+from guest.errors import GuestError, GuestTimeout  # noqa: E402
 from guest.image import build_image  # noqa: E402
-from support.guestlab import wait_in_guest  # noqa: E402
+from guest.wait import wait_in_guest  # noqa: E402
 from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
 from qemu.cmdline import NicConfig  # noqa: E402
@@ -221,7 +220,7 @@ def measure(pair: GuestPair, args: argparse.Namespace) -> dict[str, dict]:
     run_checked(b, f"iperf3 -s -D -p {IPERF_PORT}", 20)
     try:
         wait_in_guest(b, f"netstat -ltn | grep -q ':{IPERF_PORT} '", 20, "iperf3 server listening")
-    except AssertionError as exc:
+    except GuestTimeout as exc:
         raise BenchError(str(exc)) from None
     for case, reverse in (("tcp a->b", False), ("tcp b->a", True)):
         log(f"{pair.setup}: iperf3 {case}, {args.seconds} s")

@@ -438,7 +438,7 @@ class GuestSide:
         return r.output
 
     def wait_listening(self, port: int) -> None:
-        from support.guestlab import wait_in_guest
+        from guest.wait import wait_in_guest
 
         wait_in_guest(self.vm, f"netstat -ltn | grep -q ':{port} '", 20, f"a listener on {port}")
 
@@ -519,7 +519,7 @@ def stack_bulk_to_guest(stack: Side, guest: GuestSide, total: int, timeout: floa
         sent = tx.result(timeout + 30)
     finally:
         tx.kill()
-    from support.guestlab import wait_in_guest
+    from guest.wait import wait_in_guest
 
     wait_in_guest(guest.vm, "[ -s /tmp/b.count ]", 30, "the byte count")
     got = int(guest.run("cat /tmp/b.count").split()[0])
@@ -703,7 +703,6 @@ def main(argv: list[str]) -> int:
     if "anchor" not in wanted:
         wanted.insert(0, "anchor")              # every line carries the anchor of the same run
     args.cases = wanted
-    sys.path.insert(0, str(ROOT / "tests"))     # support.guestlab: bounded waits in a guest
     samples: dict[tuple[str, str], list[dict]] = {(c, t): [] for c in wanted for t in TESTS}
     errors: dict[tuple[str, str], str] = {}
     with tempfile.TemporaryDirectory(prefix="mnet-tcpb-") as workdir, Labs(args, Path(workdir)) as labs:

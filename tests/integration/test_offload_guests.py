@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from support.guestlab import make_file, nc_transfer, ping, wait_in_guest
+from guest.wait import wait_in_guest
+from support.guestlab import make_file, nc_transfer, ping
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration

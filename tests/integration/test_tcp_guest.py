@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from support.guestlab import wait_in_guest
+from guest.wait import wait_in_guest
 from support.tcplab import STACK_IP, WAIT, StackHttpServer, StackLab, assert_stack_healthy, stack_http_get, \
     stack_receive, stack_send
 

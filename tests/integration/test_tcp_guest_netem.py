@@ -22,7 +22,7 @@ import re
 
 import pytest
 
-from support.guestlab import wait_in_guest
+from guest.wait import wait_in_guest
 from support.tcplab import STACK_IP, StackLab, assert_stack_healthy, stack_receive, stack_send
 
 pytestmark = pytest.mark.integration

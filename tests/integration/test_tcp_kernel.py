@@ -1,6 +1,6 @@
 """The MultiOS stack's TCP against the host's Linux kernel.
 
-One lab for the module (tcplab.StackLab): a switch on a thread of this
+One lab for the module (support.tcplab.StackLab): a switch on a thread of this
 process with
   port "stack"  vhost-user -> a MultiOS Stack on its VirtioNetNic   10.0.0.9
   port "host"   TAP (vnet header, the kernel's offloads) into a

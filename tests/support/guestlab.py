@@ -1,17 +1,11 @@
-"""Helpers for tests that run Linux guests on the switch: file transfers,
-bounded waits inside the guest, an HTTP server in a namespace."""
+"""Helpers for tests that run Linux guests on the switch: random files,
+transfers between guests with busybox nc, ping."""
 from __future__ import annotations
 
 import re
 import shlex
 
-
-def wait_in_guest(vm, condition: str, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll a shell condition inside the guest (0.2 s steps, bounded)."""
-    steps = int(timeout / 0.2)
-    r = vm.run(f"i=0; until {condition}; do i=$((i+1)); [ $i -gt {steps} ] && exit 1; usleep 200000; done",
-               timeout=timeout + 15)
-    assert r.status == 0, f"{vm.name}: {what} not reached within {timeout:.0f} s ({condition})"
+from guest.wait import wait_in_guest
 
 
 def make_file(vm, path: str, size_mb: int) -> str:
