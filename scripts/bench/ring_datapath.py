@@ -5,7 +5,7 @@ Cases (each for 64- and 1500-byte frames, bursts of --batch frames):
 
   anchor            dpdk-testpmd net_virtio_user txonly -> dpdk-testpmd net_vhost rxonly
                     (C on both sides: the ceiling; the two forwarding lcores on
-                    different CPUs, as design.md says)
+                    different CPUs: each busy-polls the CPU it is on)
   driver->port      VirtioNetNic -> our VhostUserPort on a switch thread, counted
                     at a sink port (Python on both sides, one process)
   driver->dpdk      VirtioNetNic -> dpdk-testpmd net_vhost rxonly (our driver

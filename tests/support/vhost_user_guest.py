@@ -258,7 +258,7 @@ class Frontend:
             self.pump()
         return None
 
-    # -- QEMU 7.2's sequence (design.md "What QEMU 7.2 sends") ------------------
+    # -- QEMU 7.2's sequence (docs/vhost-user.md, "What the front-ends really send") --
     def connect(self, nic: GuestNic, *, want_protocol: int | None = None) -> int:
         """Connect-time and driver-probe messages; returns the offered features."""
         features = self.call(Request.GET_FEATURES)
