@@ -16,11 +16,11 @@ test: setup
 	$(PY) -m pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) bench/guest_throughput.py
-	$(PY) bench/ring_datapath.py
-	$(PY) bench/udp_rr.py
-	$(PY) bench/tcp_bulk.py
-	$(PY) bench/tcp_lossy.py --mbytes 10
+	$(PY) scripts/bench/guest_throughput.py
+	$(PY) scripts/bench/ring_datapath.py
+	$(PY) scripts/bench/udp_rr.py
+	$(PY) scripts/bench/tcp_bulk.py
+	$(PY) scripts/bench/tcp_lossy.py --mbytes 10
 
 setup: $(SETUP_STAMP)
 

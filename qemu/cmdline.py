@@ -4,7 +4,7 @@ No process is started and nothing is read here except the existence checks
 in `VmConfig.validate()`; `build_argv()` turns a validated `VmConfig` into
 the exact argument vector, so the unit tests can pin it down.
 
-Facts the argv honours (see docs/qemu.md and design.md):
+Facts the argv honours (see docs/qemu.md):
 
 - Guest RAM always comes from a shared memfd backend the size of ``-m``:
   a vhost-user backend maps it, and without ``share=on`` no packet passes.

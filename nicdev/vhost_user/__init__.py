@@ -5,7 +5,8 @@
 Modules: `protocol` (ids, flags, feature bits, wire layouts), `messages`
 (parse/encode, typed payloads, ProtocolError), `backend` (the sans-IO
 dispatcher and ring state), `connection` (framing with fds over a socket),
-`server` (the listening socket). See docs/vhost-user.md.
+`server` (the listening socket), `testpmd` (DPDK's testpmd as a peer to
+test against). See docs/vhost-user.md.
 """
 from .backend import BackendDevice, RequestFailed, VhostUserBackend, Vring
 from .connection import Connection, ConnectionClosed

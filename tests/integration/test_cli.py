@@ -15,15 +15,13 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import termios
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from cli_support import MNET, MnetProcess, assert_one_line_error, mnet  # noqa: E402
+from support.cli import MNET, MnetProcess, assert_one_line_error, mnet
 
 pytestmark = pytest.mark.integration
 

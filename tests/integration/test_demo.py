@@ -8,7 +8,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_end_to_end(guest_image):
-    r = subprocess.run([sys.executable, "-m", "nicdev.cli.main", "demo"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "mnet.cli.main", "demo"], capture_output=True, text=True,
                        timeout=600, stdin=subprocess.DEVNULL)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]

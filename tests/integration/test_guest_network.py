@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from guestlab import nc_transfer, ping, wait_in_guest
+from guest.wait import wait_in_guest
+from support.guestlab import nc_transfer, ping
 
 pytestmark = pytest.mark.integration
 

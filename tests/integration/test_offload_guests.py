@@ -20,12 +20,13 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from guestlab import make_file, nc_transfer, ping, wait_in_guest
+from guest.wait import wait_in_guest
+from support.guestlab import make_file, nc_transfer, ping
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -204,10 +205,7 @@ def _listening(netns: str, port: int) -> bool:
 
 
 def _wait_listening(netns: str, port: int, what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not _listening(netns, port):
-        assert time.monotonic() < deadline, f"{what} did not start listening in {netns}"
-        time.sleep(0.1)
+    wait_for(lambda: _listening(netns, port), f"{what} to start listening in {netns}", 20, interval=0.1)
 
 
 def guest_to_kernel(lab, vm, netns: str, ip: str, port: int, size_mb: int) -> None:

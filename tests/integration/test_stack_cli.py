@@ -8,22 +8,19 @@ addresses it has no route to, as a router would).
 """
 from __future__ import annotations
 
-import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
+from support.cli import mnet, start_mnet_stack
+
 pytestmark = pytest.mark.integration
 
 HOST_IP = "10.0.0.254"
-MNET = [sys.executable, "-m", "nicdev.cli.main"]
-WAIT = 15.0
 
 
 class Lab:
@@ -62,68 +59,6 @@ def lab(tmp_path_factory):
             yield lab
         finally:
             lab.close()
-
-
-def mnet(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([*MNET, *args], capture_output=True, text=True, timeout=timeout, cwd=_repo())
-
-
-def _repo() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class Output:
-    """Collects a process's stdout lines on a thread, so waits on them can be bounded.
-
-    (select() on a text pipe misses lines already sitting in Python's buffer.)
-    """
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def until(self, pattern: str, timeout: float = WAIT) -> list[str]:
-        """Lines until one matches `pattern` (bounded); all lines read so far."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                break  # EOF: the process ended
-            self.seen.append(line)
-            if re.search(pattern, line):
-                return self.seen
-        pytest.fail(f"no line matching {pattern!r} within {timeout:.0f} s (exit code {self.proc.poll()}); got:\n"
-                    + "".join(self.seen))
-
-    def finish(self, timeout: float = WAIT) -> tuple[str, str]:
-        """Wait for the process to end (bounded); (all stdout, all stderr)."""
-        self.proc.wait(timeout)
-        self._thread.join(timeout)
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.seen.append(line)
-        return "".join(self.seen), self.proc.stderr.read()
-
-
-def start_mnet_stack(*args: str) -> tuple[subprocess.Popen, Output]:
-    proc = subprocess.Popen([*MNET, "stack", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=_repo())
-    return proc, Output(proc)
 
 
 def kernel_udp(netns: str, dst: str, port: int, messages: list[bytes]) -> subprocess.CompletedProcess:

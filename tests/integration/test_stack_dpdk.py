@@ -7,8 +7,8 @@ echo requests to any address, so a stack in 10.0.0.0/24 can ping 10.0.0.77
 through a RAW socket. rxonly counts what we send; txonly floods us with
 64-byte UDP frames.
 
-testpmd flags (design.md): --no-huge -m 256 --no-pci, --total-num-mbufs to
-fit those 256 MiB, a per-run --file-prefix, --stats-period (without a
+testpmd flags (nicdev/vhost_user/testpmd.py): --no-huge -m 256 --no-pci,
+--total-num-mbufs to fit those 256 MiB, a per-run --file-prefix, --stats-period (without a
 terminal it would exit at once), SIGINT to stop; --lcores '0@0,1@1' puts
 its busy-polling forwarding lcore on CPU 1.
 """
@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from nicdev.testing import Testpmd
+from nicdev.vhost_user.testpmd import Testpmd
 from nicdev.virtio.features import VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, has
 from stack import IpAddress, SocketType, Stack
 from stack.arp_cache import ArpCache

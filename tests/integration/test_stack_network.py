@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from guestlab import ping, wait_in_guest
+from guest.wait import wait_in_guest
+from support.guestlab import ping
 
 pytestmark = pytest.mark.integration
 

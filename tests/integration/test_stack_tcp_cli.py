@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.integration.test_stack_cli import Output, start_mnet_stack
+from support.cli import start_mnet_stack
 
 pytestmark = pytest.mark.integration
 

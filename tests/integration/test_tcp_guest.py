@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from guestlab import wait_in_guest
-from tcplab import STACK_IP, WAIT, StackHttpServer, StackLab, assert_stack_healthy, stack_http_get, \
+from guest.wait import wait_in_guest
+from support.tcplab import STACK_IP, WAIT, StackHttpServer, StackLab, assert_stack_healthy, stack_http_get, \
     stack_receive, stack_send
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ import re
 
 import pytest
 
-from guestlab import wait_in_guest
-from tcplab import STACK_IP, StackLab, assert_stack_healthy, stack_receive, stack_send
+from guest.wait import wait_in_guest
+from support.tcplab import STACK_IP, StackLab, assert_stack_healthy, stack_receive, stack_send
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,8 @@ from ipaddress import IPv4Address
 import pytest
 
 from nicdev.net.port import Port
-from tcplab import HOST_IP, STACK_IP, WAIT, KernelProgram, StackLab, assert_stack_healthy, kernel_run, wait_for
+from support.tcplab import HOST_IP, STACK_IP, WAIT, KernelProgram, StackLab, assert_stack_healthy, kernel_run
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +126,7 @@ class Attacker:
             part = frames[i:i + burst]
             target = nic.counters["rx_frames"] + len(part)
             self.send(*part)
-            wait_for(lambda: nic.counters["rx_frames"] >= target, WAIT, f"the stack taking frames {i}..{i + len(part)}")
+            wait_for(lambda: nic.counters["rx_frames"] >= target, timeout=WAIT, what=f"the stack taking frames {i}..{i + len(part)}")
 
     def mark(self) -> int:
         """A position in the capture: what comes after it is new."""
@@ -148,7 +149,7 @@ class Attacker:
 
     def wait_segments(self, mark: int, count: int, what: str, timeout: float = WAIT, **filters) -> list:
         return wait_for(lambda: (lambda s: s if len(s) >= count else None)(self.since(mark, **filters)),
-                        timeout, what)
+                        timeout=timeout, what=what)
 
 
 # -- servers on the stack ----------------------------------------------------------------------------
@@ -287,8 +288,8 @@ def test_segments_with_bad_checksums_are_dropped_and_counted(lab, attacker):
     assert count(lab.stack, "tcp", "drop.bad checksum") == before["tcp"] + 1
     assert count(lab.stack, "ipv4", "drop.bad checksum") == before["ipv4"] + 1
     reset_embryonic(attacker, answered)
-    wait_for(lambda: not any(i.remote[1] == 40003 for i in lab.stack.connections()), WAIT,
-             "the half-open connection gone after our RST")
+    wait_for(lambda: not any(i.remote[1] == 40003 for i in lab.stack.connections()), timeout=WAIT,
+             what="the half-open connection gone after our RST")
 
 
 # -- impossible flags ---------------------------------------------------------------------------------------
@@ -332,8 +333,8 @@ def test_syn_fin_opens_at_most_a_half_open_connection_that_a_rst_clears(lab, att
     assert all(seg.flags & TcpFlags.SYN and seg.flags & TcpFlags.ACK for _, seg, _ in answered)
     assert lab.stack.tcp_listeners() and all(info.pending == 0 for info in lab.stack.tcp_listeners())
     reset_embryonic(attacker, replies + answered[:1])
-    wait_for(lambda: not {41010, 41011} & {i.remote[1] for i in lab.stack.connections()}, WAIT,
-             "the half-open connections gone after our RSTs")
+    wait_for(lambda: not {41010, 41011} & {i.remote[1] for i in lab.stack.connections()}, timeout=WAIT,
+             what="the half-open connections gone after our RSTs")
 
 
 # -- blind attacks on a live connection -----------------------------------------------------------------------
@@ -352,7 +353,7 @@ def test_blind_rst_syn_data_and_ack_do_not_break_a_live_connection(lab, attacker
         # (The switch hands a frame to its port before copying it to the
         # capture: wait until the echo shows there too.)
         from_stack = wait_for(lambda: (lambda segs: segs if any(d == b"before" for _, _, d in segs) else None)(
-            attacker.since(mark, src=STACK_IP, dport=kport)), WAIT, "the echo in the capture")
+            attacker.since(mark, src=STACK_IP, dport=kport)), timeout=WAIT, what="the echo in the capture")
         rcv_nxt = from_stack[-1][1].ack
         snd_nxt = max((seg.seq + len(data) for _, seg, data in from_stack), key=lambda s: (s - rcv_nxt) % 2**32)
 
@@ -376,30 +377,30 @@ def test_blind_rst_syn_data_and_ack_do_not_break_a_live_connection(lab, attacker
         m = attacker.mark()
         attacker.send(attacker.frame(seg(rcv_nxt + (1 << 30), 0, F.RST), src=HOST_IP))
         wait_for(lambda: stats()[1].get("drop_rst_out_of_window", 0) == s0.get("drop_rst_out_of_window", 0) + 1,
-                 WAIT, "the out-of-window RST counted")
+                 timeout=WAIT, what="the out-of-window RST counted")
         # 2. a RST inside the window but not at RCV.NXT: a challenge ACK, the connection stays
         attacker.send(attacker.frame(seg(rcv_nxt + 1000, 0, F.RST), src=HOST_IP))
-        challenge = wait_for(lambda: acks_to_kernel(m), WAIT, "challenge ACK for the in-window RST")
+        challenge = wait_for(lambda: acks_to_kernel(m), timeout=WAIT, what="challenge ACK for the in-window RST")
         assert challenge[0].seq == snd_nxt and challenge[0].ack == rcv_nxt
         # 3. a SYN on the established connection: a challenge ACK
         attacker.send(attacker.frame(seg(rcv_nxt + 5, 0, F.SYN, mss=1460), src=HOST_IP))
-        wait_for(lambda: len(acks_to_kernel(m)) >= 2, WAIT, "challenge ACK for the SYN")
+        wait_for(lambda: len(acks_to_kernel(m)) >= 2, timeout=WAIT, what="challenge ACK for the SYN")
         # 4. data beyond the window: dropped, answered by at most a rate-limited duplicate ACK
         attacker.send(attacker.frame(seg(rcv_nxt + (1 << 30), snd_nxt, F.ACK | F.PSH), b"INJECTED" * 10,
                                      src=HOST_IP))
-        wait_for(lambda: stats()[1].get("drop_out_of_window", 0) > s0.get("drop_out_of_window", 0), WAIT,
-                 "the out-of-window data dropped")
+        wait_for(lambda: stats()[1].get("drop_out_of_window", 0) > s0.get("drop_out_of_window", 0), timeout=WAIT,
+                 what="the out-of-window data dropped")
         # 5. an ACK for data never sent: a challenge ACK, the segment dropped
         attacker.send(attacker.frame(seg(rcv_nxt, snd_nxt + (1 << 20), F.ACK), src=HOST_IP))
-        wait_for(lambda: stats()[1].get("drop_ack_unsent", 0) > s0.get("drop_ack_unsent", 0), WAIT,
-                 "the ACK of unsent data dropped")
+        wait_for(lambda: stats()[1].get("drop_ack_unsent", 0) > s0.get("drop_ack_unsent", 0), timeout=WAIT,
+                 what="the ACK of unsent data dropped")
         # 6. a burst of 60 in-window RSTs: challenge ACKs are rate limited (burst 10, then 10/s)
         m6 = attacker.mark()
         state, s6 = stats()
         t0 = time.monotonic()
         attacker.send(*(attacker.frame(seg(rcv_nxt + 100 + i, 0, F.RST), src=HOST_IP) for i in range(60)))
-        wait_for(lambda: stats()[1].get("rst_challenged", 0) >= s6.get("rst_challenged", 0) + 60, WAIT,
-                 "all 60 RSTs seen")
+        wait_for(lambda: stats()[1].get("rst_challenged", 0) >= s6.get("rst_challenged", 0) + 60, timeout=WAIT,
+                 what="all 60 RSTs seen")
         elapsed = time.monotonic() - t0
         state, s7 = stats()
         sent = s7["challenge_acks"] - s6["challenge_acks"]
@@ -429,8 +430,8 @@ def test_syn_flood_beyond_the_backlog_while_a_real_client_is_served(lab, attacke
     cookies_before = count(lab.stack, "tcp", "tx_syn_cookie")
     for i in range(0, len(ports), 50):        # in bursts the stack's receive ring can hold
         attacker.send(*(attacker.frame(syn(p, FLOOD_PORT)) for p in ports[i:i + 50]))
-        wait_for(lambda: len(attacker.since(mark, dst=ATTACKER_IP, sport=FLOOD_PORT)) >= i + 50, WAIT,
-                 f"SYN-ACKs for the first {i + 50} SYNs")
+        wait_for(lambda: len(attacker.since(mark, dst=ATTACKER_IP, sport=FLOOD_PORT)) >= i + 50, timeout=WAIT,
+                 what=f"SYN-ACKs for the first {i + 50} SYNs")
     answered = attacker.since(mark, dst=ATTACKER_IP, sport=FLOOD_PORT)
     assert {seg.dst_port for _, seg, _ in answered} == set(ports)
     assert all(seg.flags == TcpFlags.SYN | TcpFlags.ACK for _, seg, _ in answered)
@@ -455,9 +456,9 @@ def test_syn_flood_beyond_the_backlog_while_a_real_client_is_served(lab, attacke
     rst_to_listener = count(lab.stack, "tcp", "drop.rst to listener")
     reset_embryonic(attacker, answered)
     wait_for(lambda: next(i for i in lab.stack.tcp_listeners() if i.local[1] == FLOOD_PORT).embryonic == 0,
-             WAIT, "the SYN queue empty after our RSTs")
-    wait_for(lambda: count(lab.stack, "tcp", "drop.rst to listener") == rst_to_listener + cookies, WAIT,
-             "the RSTs for cookie SYN-ACKs dropped by the listener")
+             timeout=WAIT, what="the SYN queue empty after our RSTs")
+    wait_for(lambda: count(lab.stack, "tcp", "drop.rst to listener") == rst_to_listener + cookies, timeout=WAIT,
+             what="the RSTs for cookie SYN-ACKs dropped by the listener")
 
 
 def test_forged_cookie_acks_open_nothing(lab, attacker):

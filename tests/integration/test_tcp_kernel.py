@@ -1,6 +1,6 @@
 """The MultiOS stack's TCP against the host's Linux kernel.
 
-One lab for the module (tcplab.StackLab): a switch on a thread of this
+One lab for the module (support.tcplab.StackLab): a switch on a thread of this
 process with
   port "stack"  vhost-user -> a MultiOS Stack on its VirtioNetNic   10.0.0.9
   port "host"   TAP (vnet header, the kernel's offloads) into a
@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from tcplab import (HOST_IP, KERNEL_RECEIVER, KERNEL_SENDER, STACK_IP, WAIT, KernelProgram, StackHttpServer,
-                    StackLab, assert_stack_healthy, kernel_run, stack_http_get, stack_receive, stack_send,
-                    wait_for)
+from support.tcplab import (HOST_IP, KERNEL_RECEIVER, KERNEL_SENDER, STACK_IP, WAIT, KernelProgram, StackHttpServer,
+                    StackLab, assert_stack_healthy, kernel_run, stack_http_get, stack_receive, stack_send)
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def test_curl_fetches_pages_from_a_stack_http_server(lab):
         r = subprocess.run(["ip", "netns", "exec", lab.netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                             "--max-time", "30", base + "/missing"], capture_output=True, text=True, timeout=40)
         assert r.stdout == "404", r.stdout + r.stderr
-        wait_for(lambda: len(server.served) == 3, WAIT, "server threads finishing")
+        wait_for(lambda: len(server.served) == 3, timeout=WAIT, what="server threads finishing")
     finally:
         server.stop()
     assert server.errors == [] and server.served == [("/", 200), ("/blob", 200), ("/missing", 404)]
@@ -145,7 +145,7 @@ def test_stack_fetches_pages_from_python_http_server(lab, tmp_path):
                 return stack_http_get(lab.stack, HOST_IP, 8000, "/index.html", timeout=WAIT)
             except ConnectionRefusedError:
                 return None                   # not listening yet
-        status, headers, body = wait_for(up, WAIT, "python http.server answering")
+        status, headers, body = wait_for(up, timeout=WAIT, what="python http.server answering")
         assert status == 200 and body == b"<h1>kernel</h1>\n"
         status, headers, body = stack_http_get(lab.stack, HOST_IP, 8000, "/page.bin")
         assert status == 200 and int(headers["content-length"]) == len(body) == len(page)

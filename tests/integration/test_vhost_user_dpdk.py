@@ -6,11 +6,11 @@ fills its TX ring as fast as it can and our port must count what arrives,
 as valid Ethernet frames; in rxonly mode we fill its RX ring and testpmd's
 statistics must count our frames.
 
-testpmd flags (see `dpdk-testpmd --help` and design.md): --no-huge -m 256
---no-pci run it without hugepages or devices; --total-num-mbufs keeps its
-mbuf pool inside those 256 MiB; a per-run --file-prefix keeps runs apart;
-without a terminal it needs --stats-period or it exits at once; SIGINT stops
-it and prints its final statistics.
+testpmd flags (see `dpdk-testpmd --help` and nicdev/vhost_user/testpmd.py):
+--no-huge -m 256 --no-pci run it without hugepages or devices;
+--total-num-mbufs keeps its mbuf pool inside those 256 MiB; a per-run
+--file-prefix keeps runs apart; without a terminal it needs --stats-period
+or it exits at once; SIGINT stops it and prints its final statistics.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pytest
 
 from nicdev.net.loop import EventLoop
 from nicdev.net.vhost_user_port import VhostUserPort
-from nicdev.testing import Testpmd
+from nicdev.vhost_user.testpmd import Testpmd
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from cli_support import MnetProcess, assert_one_line_error, mnet, path_without
+from support.cli import MnetProcess, assert_one_line_error, mnet, path_without
 
 
 @pytest.fixture(scope="module")

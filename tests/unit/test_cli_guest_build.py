@@ -6,7 +6,7 @@ from pathlib import Path
 
 import guest.image
 from guest.image import DEFAULT_MODULES, NETEM_MODULES, GuestImage
-from nicdev.cli import guest_cmd
+from mnet.cli import guest_cmd
 
 
 def build_call(monkeypatch, *argv: str) -> dict:

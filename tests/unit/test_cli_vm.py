@@ -11,8 +11,8 @@ import types
 
 import pytest
 
-from nicdev.cli import vm_cmd
-from nicdev.cli.errors import CliError
+from mnet.cli import vm_cmd
+from mnet.cli.errors import CliError
 from qemu.launcher import QemuProcess
 
 

@@ -14,7 +14,7 @@ from nicdev.virtio.features import (
 from nicdev.virtio.net_hdr import NetHdr
 from nicdev.virtio.ring import VRING_DESC_F_NEXT, pack_descriptor
 
-from vhost_user_guest import Frontend, GuestNic, GuestRam, read_eventfd
+from support.vhost_user_guest import Frontend, GuestNic, GuestRam, read_eventfd
 
 BIT30 = 1 << F_PROTOCOL_FEATURES
 ALL = DEVICE_FEATURES | BIT30

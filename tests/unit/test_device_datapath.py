@@ -20,8 +20,8 @@ from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
 from nicdev.virtio.offload import GSO_TCPV4, FrameMeta
 from nicdev.virtio.ring import VRING_DESC_F_NEXT, pack_descriptor
 
-from offload_frames import tcp4_frame, udp4_frame
-from vhost_user_guest import GuestNic, GuestRam, read_eventfd
+from support.offload_frames import tcp4_frame, udp4_frame
+from support.vhost_user_guest import GuestNic, GuestRam, read_eventfd
 
 
 def frame(n: int, fill: int = 0xAB) -> bytes:

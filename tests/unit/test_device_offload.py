@@ -19,8 +19,8 @@ from nicdev.virtio.features import (
 )
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
 
-from offload_frames import ACK, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
-from vhost_user_guest import Frontend, GuestNic, GuestRam
+from support.offload_frames import ACK, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
+from support.vhost_user_guest import Frontend, GuestNic, GuestRam
 
 BIT30 = 1 << F_PROTOCOL_FEATURES
 ALL = DEVICE_FEATURES | BIT30

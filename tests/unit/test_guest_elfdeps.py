@@ -6,7 +6,7 @@ import pytest
 
 from guest.elfdeps import ld_so_conf_dirs, find_program, read_elf_info, resolve_closure
 from guest.errors import GuestBuildError
-from test_guest_elfwriter import EM_386, dynamic_elf
+from support.elf_writer import EM_386, dynamic_elf
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 

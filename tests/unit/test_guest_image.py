@@ -10,7 +10,7 @@ from guest import image as image_module
 from guest.debs import Apt
 from guest.errors import GuestBuildError
 from guest.image import build_image, default_cache_dir, kernel_cmdline
-from test_guest_elfwriter import module_elf
+from support.elf_writer import module_elf
 
 KVER = "6.1.0-99-amd64"
 

@@ -10,7 +10,7 @@ import pytest
 from guest import modinfo as modinfo_module
 from guest.errors import GuestBuildError
 from guest.modinfo import module_name, parse_modinfo, read_builtin, read_modinfo, resolve_modules
-from test_guest_elfwriter import module_elf
+from support.elf_writer import module_elf
 
 VERMAGIC = "6.1.0-99-amd64 SMP preempt mod_unload modversions "
 
@@ -90,7 +90,7 @@ def test_read_modinfo_rejects_bad_files(tmp_path):
     (tmp_path / "broken.ko.xz").write_bytes(b"not xz")
     with pytest.raises(GuestBuildError, match="cannot decompress"):
         read_modinfo(tmp_path / "broken.ko.xz")
-    from test_guest_elfwriter import dynamic_elf
+    from support.elf_writer import dynamic_elf
     (tmp_path / "plain.ko").write_bytes(dynamic_elf())
     with pytest.raises(GuestBuildError, match="no .modinfo"):
         read_modinfo(tmp_path / "plain.ko")

@@ -466,7 +466,7 @@ def test_on_a_switch_frames_and_metadata_cross_the_impaired_port():
 
 def test_on_a_switch_gso_frames_are_segmented_before_the_impairment():
     from nicdev.virtio import offload
-    from offload_frames import tcp4_frame
+    from support.offload_frames import tcp4_frame
 
     loop = FakeLoop()
     switch = Switch(loop)
@@ -486,7 +486,7 @@ def test_on_a_switch_gso_frames_are_segmented_before_the_impairment():
 
 def test_gso_frames_coming_in_are_segmented_before_the_impairment():
     from nicdev.virtio import offload
-    from offload_frames import tcp4_frame
+    from support.offload_frames import tcp4_frame
 
     loop, inner, port, got = rig(in_=Impairment(loss=1.0), csum=True, gso=frozenset({offload.GSO_TCPV4}))
     big = tcp4_frame(bytes(range(256)) * 16)            # 4096 bytes of payload

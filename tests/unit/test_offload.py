@@ -16,7 +16,7 @@ from nicdev.virtio.offload import (
 )
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
 
-from offload_frames import (
+from support.offload_frames import (
     ACK, CWR, ECE, FIN, PSH, TIMESTAMPS, naive_checksum, naive_sum, pseudo4, pseudo6, split_tcp4, tcp4_checksums_ok,
     tcp4_frame, tcp6_frame, udp4_frame,
 )

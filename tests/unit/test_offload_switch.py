@@ -14,7 +14,7 @@ from nicdev.net.pcap_port import PcapPort
 from nicdev.net.port import Port
 from nicdev.net.switch import Switch
 
-from offload_frames import DST_MAC, SRC_MAC, split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
+from support.offload_frames import DST_MAC, SRC_MAC, split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
 
 TSO = FrameMeta(True, 34, 16, False, GSO_TCPV4, 1448, 54)
 PARTIAL_UDP = FrameMeta(True, 34, 6)

@@ -14,7 +14,7 @@ from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, Fra
 from nicdev.net.tap_port import VNET_HDR_LEN, TapPort
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
 
-from offload_frames import split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
+from support.offload_frames import split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
 
 TSO_HDR = NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16)
 

@@ -11,7 +11,8 @@ from stack.arp_cache import ArpCache
 from stack.stream_socket import StreamSocket
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
-from tcp_socket_support import WAIT, Call, connected_pair, listener, wait_for
+from support.tcp_sockets import WAIT, Call, connected_pair, listener
+from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=2, time_wait=1.0)  # short timers for failure cases
 

@@ -10,7 +10,8 @@ import pytest
 from stack import Impairment, LoopbackNicPair, Shutdown, SocketType, Stack
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.tcp.listener import ListenerInfo
-from tcp_socket_support import WAIT, listener, tcp_of, wait_for
+from support.tcp_sockets import WAIT, listener, tcp_of
+from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
 A, B = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")

@@ -9,7 +9,8 @@ import pytest
 
 from stack import Impairment, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack, VirtualClock
 from stack.tcp import TcpConfig, TcpState
-from tcp_socket_support import WAIT, connected_pair, listener, tcp_of, wait_for
+from support.tcp_sockets import WAIT, connected_pair, listener, tcp_of
+from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
 

@@ -25,7 +25,7 @@ from stack import (
 from stack.arp_cache import ArpCache
 from stack.udp import EPHEMERAL_PORTS
 from stack.wire import EthernetRepr, EtherType, Ipv4Repr
-from tcp_socket_support import Call
+from support.tcp_sockets import Call
 
 WAIT = 5.0  # generous bound for anything that should take milliseconds
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from stack import LoopbackNicPair, MonotonicClock, Stack, VirtualClock
-from tcp_socket_support import Call
+from support.tcp_sockets import Call
 
 
 def test_virtual_time_moves_only_when_advanced():

@@ -1,4 +1,4 @@
-"""`mnet stack`'s TCP services (echo, discard, source) run in-process on a LoopbackNicPair,
+"""The TCP services `mnet stack` runs (mnet.services: echo, discard, source) in-process on a LoopbackNicPair,
 and their --serve syntax."""
 import hashlib
 import queue
@@ -8,17 +8,13 @@ import threading
 
 import pytest
 
-from nicdev.cli.errors import CliError
-from nicdev.cli.stack_cmd import (
-    SOURCE_CHUNK,
-    Service,
-    connection_table,
-    parse_service,
-    source_chunks,
-    start_service,
-)
+from mnet.services.connection_table import connection_table
+from mnet.services.errors import ServiceError, ServiceSpecError
+from mnet.services.runner import start_service
+from mnet.services.source_stream import SOURCE_CHUNK, source_chunks
+from mnet.services.spec import Service, parse_service
 from stack import LoopbackNicPair, Shutdown, SocketType, Stack
-from tests.unit.cli_support import assert_one_line_error, mnet
+from support.cli import assert_one_line_error, mnet
 
 WAIT = 10.0
 
@@ -45,8 +41,8 @@ def test_parse_service(text, service):
     ("tcp-source:19,bytes=-1", "bytes must be a whole number >= 0"),
     ("tcp-source:19,bytes=1e6", "bytes must be a whole number >= 0"),
 ])
-def test_bad_services_are_cli_errors(text, fragment):
-    with pytest.raises(CliError) as exc:
+def test_bad_services_are_spec_errors(text, fragment):
+    with pytest.raises(ServiceSpecError) as exc:
         parse_service(text)
     assert fragment in str(exc.value)
 
@@ -176,9 +172,9 @@ def test_connection_table_lists_listeners_and_connections(served):
     assert re.search(r"^  ESTABLISHED +\d+ +\d+ +10\.0\.0\.2:7 +10\.0\.0\.1:\d+ .*cwnd:\d+.*retrans:0", table, re.M), table
 
 
-def test_a_port_taken_twice_is_a_cli_error(served):
+def test_a_port_taken_twice_is_a_service_error(served):
     a, b, start, lines = served
     start(Service("tcp-echo", 7))
-    with pytest.raises(CliError) as exc:
+    with pytest.raises(ServiceError) as exc:
         start(Service("tcp-discard", 7))
     assert str(exc.value) == "--serve tcp-discard:7: address 0.0.0.0:7 is already in use"

@@ -33,16 +33,10 @@ from stack.drivers import VirtioNetNic
 from stack.drivers.virtio_driver import DEFAULT_FEATURES
 from stack.wire import Ipv4Repr, UdpRepr
 
+from support.waiting import wait_for
+
 WAIT = 5.0
 FAST = dict(reconnect_interval=0.05)
-
-
-def wait_for(cond, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
 
 
 @pytest.fixture

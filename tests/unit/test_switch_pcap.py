@@ -12,7 +12,7 @@ from nicdev.net.loop import EventLoop
 from nicdev.net.pcap_port import LINKTYPE_ETHERNET, PCAP_MAGIC, PcapPort
 from nicdev.net.switch import Switch
 
-from test_switch import BCAST, A, B, FakePort, frame
+from support.switch_ports import BCAST, A, B, FakePort, frame
 
 
 def read_pcap(path):

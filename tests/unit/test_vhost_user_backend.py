@@ -13,7 +13,7 @@ from nicdev.vhost_user.protocol import (
 )
 from nicdev.virtio.features import VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, mask
 
-from vhost_user_guest import Frontend, GuestNic, GuestRam, eventfd
+from support.vhost_user_guest import Frontend, GuestNic, GuestRam, eventfd
 
 PF_ALL = mask(ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.RARP, ProtocolFeature.NET_MTU,
               ProtocolFeature.STATUS)

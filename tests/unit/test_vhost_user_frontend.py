@@ -27,17 +27,11 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_MTU, has, mask,
 )
 
+from support.waiting import wait_for
+
 WAIT = 5.0
 BIT30 = 1 << F_PROTOCOL_FEATURES
 REPLY_ACK = 1 << ProtocolFeature.REPLY_ACK
-
-
-def wait_for(cond, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture

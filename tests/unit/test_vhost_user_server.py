@@ -11,7 +11,7 @@ from nicdev.vhost_user.messages import Message
 from nicdev.vhost_user.protocol import Request
 from nicdev.vhost_user.server import SocketInUseError, SocketPathError, VhostUserServer
 
-from vhost_user_guest import Frontend
+from support.vhost_user_guest import Frontend
 
 
 @pytest.fixture

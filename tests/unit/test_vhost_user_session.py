@@ -14,7 +14,7 @@ from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.vhost_user.messages import VringFile
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES, Request
 
-from vhost_user_guest import Frontend, GuestNic, GuestRam
+from support.vhost_user_guest import Frontend, GuestNic, GuestRam
 
 FEATURES = DEVICE_FEATURES | 1 << F_PROTOCOL_FEATURES
 

@@ -19,7 +19,7 @@ from stack import NicOffloads
 from stack.drivers import VirtioNetNic
 from stack.drivers.virtio_driver import DEFAULT_FEATURES
 
-from offload_frames import ACK, CWR, FIN, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame
+from support.offload_frames import ACK, CWR, FIN, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame
 
 WAIT = 5.0
 

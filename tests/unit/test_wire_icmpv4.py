@@ -21,7 +21,7 @@ from stack.wire import (
 )
 from stack.wire.errors import REASONS
 
-from test_wire_checksum import naive_checksum  # tests/unit is on sys.path (rootdir mode)
+from support.checksum_reference import naive_checksum
 
 # All captured with tcpdump on veths between network namespaces (IPv4
 # headers removed: these are IPv4 payloads).  tcpdump's decoding is quoted.

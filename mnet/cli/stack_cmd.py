@@ -1,0 +1,102 @@
+"""`mnet stack`: run a MultiOS stack with services until interrupted."""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from mnet.services.errors import ServiceError, ServiceSpecError
+from mnet.services.source_stream import SOURCE_CHUNK, SOURCE_SEED
+from mnet.services.spec import SERVICE_FORMS, Service, parse_service
+
+from .errors import CliError
+from .stack_common import add_stack_arguments, format_counters, open_stack
+
+DESCRIPTION = f"""\
+Run the MultiOS network stack as a host on the virtual network. Its NIC is a
+virtio-net device it drives itself through a vhost-user socket (a `mnet switch`
+vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
+
+  udp-echo:PORT              send every datagram back to its sender
+  tcp-echo:PORT              send every byte of a TCP connection back
+  tcp-discard:PORT           read and drop; when a connection ends, print
+                             how many bytes came and their SHA-256
+  tcp-source:PORT,bytes=N    send N pseudo-random bytes to each connection,
+                             then close it; prints their SHA-256
+
+tcp-source's bytes are the same for every connection, so anyone can check
+them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is
+`r.randbytes({SOURCE_CHUNK})` called again and again, concatenated and cut to N.
+Every TCP service serves many connections at once (a thread each).
+
+The stack answers ARP and ping, and TCP connections to other ports get a
+reset. SIGUSR1 prints the TCP connection table (like `ss -ti`: state,
+queues, addresses, cwnd, srtt, retransmits). Runs until SIGINT/SIGTERM,
+then prints the connection table and its counters and exits 0 (1 if the
+stack's thread failed).
+"""
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_stack_arguments(p)
+    p.add_argument("--serve", action="append", default=[], metavar="SERVICE:PORT",
+                   help="a service to run (repeatable): " + SERVICE_FORMS)
+
+
+def parse_services(texts: list[str]) -> list[Service]:
+    try:
+        return [parse_service(text) for text in texts]
+    except ServiceSpecError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnet.services.connection_table import connection_table
+    from mnet.services.runner import start_service
+
+    services = parse_services(args.serve)
+    stack, nic = open_stack(args)
+    stopping = threading.Event()
+    wake = threading.Event()
+    flags = {"done": False, "table": False}
+    print_lock = threading.Lock()
+
+    def report(line: str) -> None:
+        with print_lock:
+            print(line, flush=True)
+
+    def on_signal(signum, frame) -> None:
+        flags["table" if signum == signal.SIGUSR1 else "done"] = True
+        wake.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, on_signal)
+    threads = []
+    status = 0
+    try:
+        for svc in services:
+            try:
+                threads.append(start_service(stack, svc, stopping, report))
+            except ServiceError as exc:
+                raise CliError(str(exc), status=1) from None
+            report(f"serving {svc.kind} on port {svc.port}" + (f" ({svc.size} bytes)" if svc.kind == "tcp-source" else ""))
+        report(f"stack up: {args.ip} mac {nic.mac} on {args.nic}; Ctrl-C to stop")
+        while not flags["done"]:
+            wake.wait(0.5)
+            wake.clear()
+            if flags["table"]:
+                flags["table"] = False
+                report(connection_table(stack))
+            if stack.failure is not None:
+                report(f"stack stopped: {stack.failure}")
+                status = 1
+                break
+    finally:
+        stopping.set()
+        report(connection_table(stack))
+        stack.stop()
+        for t in threads:
+            t.join(2)
+        report("counters:\n" + format_counters(stack.counters()))
+        nic.close()
+    return status

@@ -1,0 +1,48 @@
+"""Options shared by the commands that run a MultiOS stack (`mnet stack`, `mnet ping`)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_stack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nic", required=True, metavar="vhost-user:PATH",
+                   help="the vhost-user socket of a switch port (ours or DPDK's net_vhost)")
+    p.add_argument("--ip", required=True, metavar="ADDR/LEN", help="the stack's address, e.g. 10.0.0.9/24")
+    p.add_argument("--gateway", metavar="ADDR", help="default route via ADDR (must be in the subnet)")
+    p.add_argument("--mac", metavar="MAC", help="the NIC's MAC (default: random, locally administered)")
+
+
+def open_stack(args: argparse.Namespace, *, privileged: bool = False):
+    """Build the virtio NIC and a started Stack from the parsed options."""
+    from mnet.cli.addresses import parse_ip_and_gateway
+    from mnet.cli.errors import CliError
+    from stack import Stack
+    from stack.wire import MacAddress
+
+    kind, sep, path = args.nic.partition(":")
+    if kind != "vhost-user" or not sep or not path:
+        raise CliError(f"bad --nic '{args.nic}': expected vhost-user:PATH")
+    iface = parse_ip_and_gateway(args.ip, args.gateway)
+    mac = None
+    if args.mac:
+        try:
+            mac = MacAddress(args.mac)
+        except ValueError:
+            raise CliError(f"bad --mac '{args.mac}': expected six hex pairs like 52:54:00:12:34:56") from None
+    from stack.drivers.virtio_driver import VirtioNetNic
+
+    nic = VirtioNetNic(path, mac=mac)
+    stack = Stack(nic, str(iface), gateway=args.gateway, privileged=privileged)
+    stack.start()
+    return stack, nic
+
+
+def format_counters(counters: dict[str, dict[str, int]], indent: str = "  ") -> str:
+    """One line per protocol, non-zero counters only: `udp  rx 5, tx 5, drop.no socket 1`."""
+    width = max((len(proto) for proto in counters), default=0)
+    lines = []
+    for proto, values in counters.items():
+        shown = ", ".join(f"{name} {value}" for name, value in values.items() if value)
+        if shown:
+            lines.append(f"{indent}{proto:<{width}}  {shown}")
+    return "\n".join(lines)

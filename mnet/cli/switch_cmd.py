@@ -1,0 +1,72 @@
+"""`mnet switch`: the L2 switch with its ports, until interrupted."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+def _description() -> str:
+    from nicdev.net.portspec import PORT_SPEC_HELP
+
+    return ("Run the L2 learning switch. Each --port adds one port:\n\n" + PORT_SPEC_HELP +
+            "\n\nRuns until SIGINT or SIGTERM, then prints each port's status and counters.\n")
+
+
+DESCRIPTION = _description()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--port", action="append", default=[], metavar="NAME=KIND:ARG",
+                   help="a port (repeatable; see above)")
+    p.add_argument("--ageing", type=float, default=300.0, metavar="SECONDS",
+                   help="forget learned MAC addresses after this long (default 300)")
+    p.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="print the counter table every SECONDS (default: only on exit)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnet.cli.errors import CliError
+    from nicdev.net.loop import EventLoop
+    from nicdev.net.portspec import build_port, parse_port_specs
+    from nicdev.net.switch import Switch
+
+    if not args.port:
+        raise CliError("no ports: give at least one --port NAME=KIND:ARG (see mnet switch --help)")
+    if not args.ageing > 0:
+        raise CliError(f"bad --ageing {args.ageing:g}: give a positive number of seconds")
+    if not args.stats_interval >= 0:
+        raise CliError(f"bad --stats-interval {args.stats_interval:g}: give 0 (off) or a positive number of seconds")
+    specs = parse_port_specs(args.port)
+    loop = EventLoop()
+    switch = Switch(loop, ageing=args.ageing)
+    running = False
+    try:
+        for spec in specs:
+            switch.add_port(build_port(spec))
+        for port in switch.ports.values():
+            print(f"port {port.name}: {port.status}", flush=True)
+
+        def stop(signum, frame):
+            loop.stop()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        if args.stats_interval > 0:
+            def tick():
+                print(switch.summary(), flush=True)
+                loop.call_later(args.stats_interval, tick)
+            loop.call_later(args.stats_interval, tick)
+        print("switch running; Ctrl-C to stop", flush=True)
+        running = True
+        loop.run()
+    finally:
+        # After a failed start the error line alone is the output: no table.
+        if running:
+            for port in list(switch.ports.values()):
+                print(f"port {port.name}: {port.status}")
+            print(switch.summary())
+        switch.close()
+        loop.close()
+    sys.stdout.flush()
+    return 0

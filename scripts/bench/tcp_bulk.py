@@ -1,0 +1,763 @@
+"""TCP bulk throughput and request/response rate of the MultiOS stack, with
+the Linux kernel <-> kernel over a veth pair as the anchor, all in one run.
+
+Cases (side a first, side b second):
+
+  anchor        namespace A -- veth -- namespace B: the kernel's TCP at both
+                ends (the same Python endpoint program as every other case)
+  stack-kernel  a MultiOS stack (its own process, VirtioNetNic) -- vhost-user --
+                our switch -- TAP with the kernel's offloads (vnet header) --
+                the kernel in a namespace
+  stack-stack   a MultiOS stack -- vhost-user -- our switch -- vhost-user --
+                another MultiOS stack (two processes)
+  stack-guest   a MultiOS stack -- vhost-user -- our switch -- vhost-user --
+                a Linux guest under QEMU (TCG, 1 vCPU): socat (or busybox nc,
+                --guest-tool nc) for bulk data, socat as the echo server
+
+Each case runs three tests:
+
+  bulk a->b, bulk b->a   one connection moving --mbytes (--anchor-mbytes for
+                the anchor, --guest-mbytes with the guest) in 1 MiB writes;
+                the figure is bytes * 8 / time, timed by the receiver from the
+                first byte to the end of the stream (by the sender from
+                connect to the receiver's close when the receiver is busybox)
+  rr            one 64-byte request in flight at a time (TCP_NODELAY), the
+                client on side a, an echo server on side b, for --seconds;
+                round trips per second
+
+Our switch runs on a thread of this program; every MultiOS stack is its own
+process (`tcp_bulk.py --endpoint stack:...`, as a user runs `mnet switch` and
+`mnet stack`), started per test. The kernel's endpoints are the same program
+with `--endpoint kernel`, run in a namespace. Offloads: the stack's NIC
+negotiates checksum and TCP segmentation offloads with our device (CSUM,
+GUEST_CSUM, HOST_TSO4, GUEST_TSO4) and the TAP port passes them to the kernel;
+`--offloads off` turns all of them off. Every line says what was negotiated
+(and, for a stack, its average frame size: above 1514 bytes means TSO frames).
+
+Prints one JSON line per case and test: the figure, the anchor's figure from
+the same run, the ratio, each round's figure. With --rounds N every case and
+test runs N times (interleaved) and the figure is the median. Progress goes
+to stderr. Root only (namespaces, TAP, veth); traffic stays in the
+namespaces, the switch and the guest.
+
+    .venv/bin/python scripts/bench/tcp_bulk.py [--rounds 1] [--mbytes 100] [--cases anchor,stack-kernel,...]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from machine import cpu_model, source_version
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+THIS = str(Path(__file__).resolve())
+
+CHUNK = 1 << 20
+RR_SIZE = 64
+PREFIX = 24
+A_IP, B_IP = "10.1.0.1", "10.1.0.2"                 # the anchor's two namespaces
+STACK_IP, STACK2_IP, HOST_IP, VM_IP = "10.0.0.9", "10.0.0.10", "10.0.0.254", "10.0.0.1"
+STACK_MAC, STACK2_MAC = "02:00:00:00:00:09", "02:00:00:00:00:0a"   # fixed: the peers' ARP caches stay right
+BULK_PORT, RR_PORT = 5001, 5002
+OFFLOAD_BITS = ("CSUM", "GUEST_CSUM", "HOST_TSO4", "GUEST_TSO4", "HOST_TSO6", "GUEST_TSO6")
+
+
+def log(line: str) -> None:
+    print(f"# {line}", file=sys.stderr, flush=True)
+
+
+# =====================================================================================================
+# Endpoint programs: one role on one kind of TCP, run as a subprocess. Each prints "ready" when it
+# listens (listeners only) and one JSON line with its result.
+# =====================================================================================================
+
+class KernelNet:
+    """The kernel's sockets (the process runs inside a namespace)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.socket = socket
+
+    def listen(self, port: int):
+        s = self.socket.socket()
+        s.setsockopt(self.socket.SOL_SOCKET, self.socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(4)
+        return s
+
+    def connect(self, ip: str, port: int, timeout: float):
+        return self.socket.create_connection((ip, port), timeout=timeout)
+
+    def settimeout(self, s, timeout: float) -> None:
+        s.settimeout(timeout)
+
+    def nodelay(self, s) -> None:
+        s.setsockopt(self.socket.IPPROTO_TCP, self.socket.TCP_NODELAY, 1)
+
+    def shut_write(self, s) -> None:
+        s.shutdown(self.socket.SHUT_WR)
+
+    def info(self) -> dict:
+        return {"tcp": "linux"}
+
+    def close(self) -> None:
+        pass
+
+
+class StackNet:
+    """A MultiOS stack on a VirtioNetNic connected to `path`."""
+
+    def __init__(self, path: str, ip: str, mac: str, offloads: bool) -> None:
+        from nicdev.virtio.features import (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
+                                            VIRTIO_NET_F_HOST_TSO4, mask)
+        from stack import Stack
+        from stack.drivers import VirtioNetNic
+        from stack.drivers.virtio_driver import DEFAULT_FEATURES
+
+        features = DEFAULT_FEATURES
+        if not offloads:
+            features &= ~mask(VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4,
+                              VIRTIO_NET_F_GUEST_TSO4)
+        self.nic = VirtioNetNic(path, mac=mac, features=features, timeout=10.0)
+        self.stack = Stack(self.nic, ip).start()
+
+    def listen(self, port: int):
+        from stack import IpAddress, SocketOption, SocketType
+
+        s = self.stack.socket(SocketType.STREAM)
+        s.set_option(SocketOption.REUSE_ADDR, True)
+        s.bind(IpAddress.any(port))
+        s.listen(4)
+        return s
+
+    def connect(self, ip: str, port: int, timeout: float):
+        from stack import IpAddress, SocketType
+
+        s = self.stack.socket(SocketType.STREAM)
+        s.set_timeout(timeout)
+        s.connect(IpAddress(ip, port))
+        return s
+
+    def settimeout(self, s, timeout: float) -> None:
+        s.set_timeout(timeout)
+
+    def nodelay(self, s) -> None:
+        from stack import SocketOption
+
+        s.set_option(SocketOption.TCP_NO_DELAY, True)
+
+    def shut_write(self, s) -> None:
+        from stack import Shutdown
+
+        s.shutdown(Shutdown.WRITE)
+
+    def info(self) -> dict:
+        from nicdev.virtio.features import describe
+
+        c = self.nic.counters
+        names = describe(self.nic.features)
+        return {"tcp": "multios", "nic_offloads": [n for n in names if n in OFFLOAD_BITS],
+                "nic_tx_frames": c["tx_frames"], "nic_rx_frames": c["rx_frames"], "nic_rx_gso": c["rx_gso"],
+                "nic_avg_tx_frame": round(c["tx_bytes"] / c["tx_frames"]) if c["tx_frames"] else None,
+                "nic_avg_rx_frame": round(c["rx_bytes"] / c["rx_frames"]) if c["rx_frames"] else None,
+                "nic_drops": self.nic.drops, "tcp_counters": {k: v for k, v in self.stack.counters().get("tcp", {}).items()
+                                                              if k.startswith("drop") or k in ("rx", "tx")}}
+
+    def close(self) -> None:
+        self.stack.stop()
+        self.nic.close()
+
+
+def role_recv(net, port: int, timeout: float, verify: bool, emit) -> dict:
+    lst = net.listen(port)
+    net.settimeout(lst, timeout)
+    emit("ready")
+    s, _ = lst.accept()
+    net.settimeout(s, timeout)
+    h = hashlib.sha256() if verify else None
+    n = 0
+    t0 = None
+    while True:
+        data = s.recv(CHUNK)
+        if not data:
+            break
+        if t0 is None:
+            t0 = time.monotonic()
+        n += len(data)
+        if h is not None:
+            h.update(data)
+    seconds = time.monotonic() - (t0 or time.monotonic())
+    s.close()
+    lst.close()
+    return {"bytes": n, "seconds": seconds, "sha256": h.hexdigest() if h else None}
+
+
+def role_send(net, ip: str, port: int, total: int, timeout: float, verify: bool) -> dict:
+    block = bytearray(os.urandom(CHUNK))
+    h = hashlib.sha256() if verify else None
+    t0 = time.monotonic()
+    s = net.connect(ip, port, timeout)
+    net.settimeout(s, timeout)
+    sent, i = 0, 0
+    while sent < total:
+        block[:8] = i.to_bytes(8, "big")     # each chunk differs, so a misplaced one changes the hash
+        chunk = block if total - sent >= CHUNK else block[:total - sent]
+        s.sendall(chunk)
+        if h is not None:
+            h.update(chunk)
+        sent += len(chunk)
+        i += 1
+    net.shut_write(s)
+    while s.recv(65536):                      # the receiver closes once it has everything
+        pass
+    seconds = time.monotonic() - t0
+    s.close()
+    return {"bytes": sent, "seconds": seconds, "sha256": h.hexdigest() if h else None}
+
+
+def role_echo(net, port: int, timeout: float, emit) -> dict:
+    lst = net.listen(port)
+    net.settimeout(lst, timeout)
+    emit("ready")
+    s, _ = lst.accept()
+    net.settimeout(s, timeout)
+    net.nodelay(s)
+    n = 0
+    while data := s.recv(65536):
+        s.sendall(data)
+        n += len(data)
+    s.close()
+    lst.close()
+    return {"echoed": n}
+
+
+def role_rr(net, ip: str, port: int, seconds: float, timeout: float) -> dict:
+    s = net.connect(ip, port, timeout)
+    net.settimeout(s, timeout)
+    net.nodelay(s)
+    msg = bytes(RR_SIZE)
+
+    def one() -> None:
+        s.sendall(msg)
+        got = 0
+        while got < RR_SIZE:
+            data = s.recv(RR_SIZE - got)
+            if not data:
+                raise RuntimeError("echo server closed early")
+            got += len(data)
+
+    for _ in range(100):                       # warm-up (ARP, windows)
+        one()
+    clock = time.perf_counter
+    rtts = []
+    start = clock()
+    end = start + seconds
+    while (t := clock()) < end:
+        one()
+        rtts.append(clock() - t)
+    elapsed = clock() - start
+    net.shut_write(s)
+    while s.recv(65536):
+        pass
+    s.close()
+    rtts.sort()
+    return {"count": len(rtts), "elapsed": elapsed, "rr_per_s": len(rtts) / elapsed,
+            "p50_us": rtts[len(rtts) // 2] * 1e6, "p99_us": rtts[int(len(rtts) * 0.99)] * 1e6}
+
+
+def run_role(net, role: str, args: list, verify: bool, emit) -> None:
+    """Play `role` on `net`; `emit(line)` gets "ready" (listeners) and the JSON result. Closes `net`."""
+    try:
+        if role == "recv":
+            result = role_recv(net, int(args[0]), float(args[1]), verify, emit)
+        elif role == "send":
+            result = role_send(net, args[0], int(args[1]), int(args[2]), float(args[3]), verify)
+        elif role == "echo":
+            result = role_echo(net, int(args[0]), float(args[1]), emit)
+        else:
+            result = role_rr(net, args[0], int(args[1]), float(args[2]), float(args[3]))
+        result["net"] = net.info()
+    finally:
+        net.close()
+    emit(json.dumps(result))
+
+
+def endpoint_main(argv: list[str]) -> int:
+    """`--endpoint KIND [--offloads on|off] [--verify] ROLE ARGS...`; KIND is `kernel` or `stack:PATH,IP/PREFIX,MAC`."""
+    p = argparse.ArgumentParser(prog="tcp_bulk.py --endpoint")
+    p.add_argument("kind")
+    p.add_argument("--offloads", default="on", choices=("on", "off"))
+    p.add_argument("--verify", action="store_true")
+    p.add_argument("role", choices=("recv", "send", "echo", "rr"))
+    p.add_argument("args", nargs="*")
+    a = p.parse_args(argv)
+    if a.kind == "kernel":
+        net = KernelNet()
+    else:
+        path, ip, mac = a.kind.removeprefix("stack:").split(",")
+        net = StackNet(path, ip, mac, a.offloads == "on")
+    run_role(net, a.role, a.args, a.verify, lambda line: print(line, flush=True))
+    return 0
+
+
+# =====================================================================================================
+# The driver: labs, cases, rounds, JSON lines.
+# =====================================================================================================
+
+class BenchError(Exception):
+    """A step failed; the message says which."""
+
+
+class Proc:
+    """An endpoint (or any) subprocess with bounded reads of its output."""
+
+    def __init__(self, argv: list[str], what: str) -> None:
+        self.what = what
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=str(ROOT))
+
+    def line(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        text = self.p.stdout.readline() if ready else ""
+        if not text:
+            self.kill()
+            raise BenchError(f"{self.what}: no output within {timeout:.0f} s: {self.p.stderr.read().strip()[-2000:]}")
+        return text.strip()
+
+    def ready(self, timeout: float = 30.0) -> None:
+        text = self.line(timeout)
+        if text != "ready":
+            raise BenchError(f"{self.what}: expected 'ready', got {text!r}")
+
+    def result(self, timeout: float) -> dict:
+        text = self.line(timeout)
+        try:
+            self.p.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        if self.p.returncode:
+            raise BenchError(f"{self.what}: exit status {self.p.returncode}: {self.p.stderr.read().strip()[-2000:]}")
+        return json.loads(text)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+
+
+class InProc:
+    """An endpoint role on a thread of this program (the stack beside the
+    switch's thread, as in the tests), with Proc's interface."""
+
+    def __init__(self, make_net, role: str, args: list, verify: bool, what: str) -> None:
+        import queue
+        import threading
+
+        self.what = what
+        self.lines: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+
+        def body() -> None:
+            try:
+                run_role(make_net(), role, [str(a) for a in args], verify, self.lines.put)
+            except BaseException as exc:        # handed to the waiting thread
+                self.error = exc
+                self.lines.put(None)
+
+        self.thread = threading.Thread(target=body, name=what, daemon=True)
+        self.thread.start()
+
+    def line(self, timeout: float) -> str:
+        import queue
+
+        try:
+            text = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"{self.what}: no output within {timeout:.0f} s") from None
+        if text is None:
+            raise BenchError(f"{self.what}: {self.error!r}")
+        return text
+
+    def ready(self, timeout: float = 30.0) -> None:
+        text = self.line(timeout)
+        if text != "ready":
+            raise BenchError(f"{self.what}: expected 'ready', got {text!r}")
+
+    def result(self, timeout: float) -> dict:
+        out = json.loads(self.line(timeout))
+        self.thread.join(30)
+        return out
+
+    def kill(self) -> None:
+        # A role thread ends by its own timeouts; the stack it made is stopped in run_role.
+        self.thread.join(0)
+
+
+class Side:
+    """How to run an endpoint role on one side of a case: `kind` is kernel
+    (a process in `netns`), stack (a process of its own) or stack-thread (a
+    thread of this program)."""
+
+    def __init__(self, kind: str, ip: str, *, netns: str | None = None, path: str | None = None,
+                 mac: str | None = None, offloads: bool = True, verify: bool = False) -> None:
+        self.kind, self.ip, self.netns, self.path, self.mac = kind, ip, netns, path, mac
+        self.offloads, self.verify = offloads, verify
+
+    def start(self, role: str, *args) -> "Proc | InProc":
+        if self.kind == "stack-thread":
+            return InProc(lambda: StackNet(self.path, f"{self.ip}/{PREFIX}", self.mac, self.offloads), role,
+                          list(args), self.verify, f"stack {role} at {self.ip} (thread)")
+        common = ["--offloads", "on" if self.offloads else "off"] + (["--verify"] if self.verify else [])
+        if self.kind == "kernel":
+            argv = ["ip", "netns", "exec", self.netns, sys.executable, THIS, "--endpoint", "kernel"]
+        else:
+            argv = [sys.executable, THIS, "--endpoint", f"stack:{self.path},{self.ip}/{PREFIX},{self.mac}"]
+        return Proc(argv + common + [role, *map(str, args)], f"{self.kind} {role} at {self.ip}")
+
+
+class GuestSide:
+    """busybox nc / socat in a guest as side b."""
+
+    def __init__(self, vm, ip: str) -> None:
+        self.vm, self.ip = vm, ip
+
+    def run(self, command: str, timeout: float = 60) -> str:
+        r = self.vm.run(command, timeout=timeout)
+        if r.status != 0:
+            raise BenchError(f"guest: {command!r} failed ({r.status}): {r.output.strip()[-500:]}")
+        return r.output
+
+    def wait_listening(self, port: int) -> None:
+        from guest.wait import wait_in_guest
+
+        wait_in_guest(self.vm, f"netstat -ltn | grep -q ':{port} '", 20, f"a listener on {port}")
+
+    def offloads(self) -> list[str]:
+        from nicdev.virtio.features import describe
+
+        out = self.run("for d in /sys/bus/virtio/devices/*; do "
+                       "[ \"$(cat $d/device)\" = 0x0001 ] && cat $d/features; done; true")
+        bits = out.strip().splitlines()[0] if out.strip() else ""
+        word = sum(1 << i for i, c in enumerate(bits) if c == "1")
+        return [n for n in describe(word) if n in OFFLOAD_BITS]
+
+
+def bulk(sender: Side, receiver: Side, total: int, timeout: float) -> dict:
+    rx = receiver.start("recv", BULK_PORT, timeout)
+    try:
+        rx.ready()
+        tx = sender.start("send", receiver.ip, BULK_PORT, total, timeout)
+        try:
+            sent = tx.result(timeout + 30)
+        finally:
+            tx.kill()
+        got = rx.result(30)
+    finally:
+        rx.kill()
+    if got["bytes"] != total or sent["bytes"] != total or got["sha256"] != sent["sha256"]:
+        raise BenchError(f"bulk {sender.ip} -> {receiver.ip}: sent {sent['bytes']}, got {got['bytes']} bytes, "
+                         f"hashes {sent['sha256']} / {got['sha256']}")
+    return {"bytes": total, "seconds": got["seconds"], "timed_by": "receiver",
+            "gbit_per_s": total * 8 / got["seconds"] / 1e9, "sender": sent["net"], "receiver": got["net"]}
+
+
+def rr(client: Side, server: Side, seconds: float, timeout: float) -> dict:
+    srv = server.start("echo", RR_PORT, timeout)
+    try:
+        srv.ready()
+        cl = client.start("rr", server.ip, RR_PORT, seconds, timeout)
+        try:
+            out = cl.result(seconds + timeout)
+        finally:
+            cl.kill()
+        srv.result(30)
+    finally:
+        srv.kill()
+    return {"rr_per_s": out["rr_per_s"], "p50_us": out["p50_us"], "p99_us": out["p99_us"], "client": out["net"]}
+
+
+# What moves the bytes in the guest. busybox nc copies through a small
+# buffer, so under TCG the guest's system calls limit it; socat with 256 KiB
+# blocks shows what the path itself carries.
+GUEST_SEND = {"nc": "nc {ip} {port}", "socat": "socat -u -b 262144 - TCP:{ip}:{port}"}
+GUEST_RECV = {"nc": "nc -l -p {port} < /tmp/b.fifo", "socat": "socat -u -b 262144 TCP-LISTEN:{port},reuseaddr -"}
+
+
+def guest_bulk_to_stack(guest: GuestSide, stack: Side, total: int, timeout: float, tool: str) -> dict:
+    rx = stack.start("recv", BULK_PORT, timeout)
+    try:
+        rx.ready()
+        send = GUEST_SEND[tool].format(ip=stack.ip, port=BULK_PORT)
+        guest.run(f"dd if=/dev/zero bs=65536 count={total // 65536} 2>/dev/null | {send}", timeout=timeout)
+        got = rx.result(30)
+    finally:
+        rx.kill()
+    if got["bytes"] != total:
+        raise BenchError(f"guest -> stack: sent {total}, got {got['bytes']} bytes")
+    return {"bytes": total, "seconds": got["seconds"], "timed_by": "receiver",
+            "gbit_per_s": total * 8 / got["seconds"] / 1e9, "receiver": got["net"]}
+
+
+def stack_bulk_to_guest(stack: Side, guest: GuestSide, total: int, timeout: float, tool: str) -> dict:
+    # busybox nc ends when either input ends: stdin from a fifo held open, so it stops at our FIN.
+    recv = GUEST_RECV[tool].format(port=BULK_PORT)
+    guest.run(f"rm -f /tmp/b.fifo /tmp/b.count; mkfifo /tmp/b.fifo; (sleep {int(timeout)} > /tmp/b.fifo & s=$!; "
+              f"{recv} | wc -c > /tmp/b.count; kill $s) >/dev/null 2>&1 &")
+    guest.wait_listening(BULK_PORT)
+    tx = stack.start("send", guest.ip, BULK_PORT, total, timeout)
+    try:
+        sent = tx.result(timeout + 30)
+    finally:
+        tx.kill()
+    from guest.wait import wait_in_guest
+
+    wait_in_guest(guest.vm, "[ -s /tmp/b.count ]", 30, "the byte count")
+    got = int(guest.run("cat /tmp/b.count").split()[0])
+    if got != total:
+        raise BenchError(f"stack -> guest: sent {total}, the guest counted {got} bytes")
+    return {"bytes": total, "seconds": sent["seconds"], "timed_by": "sender (connect to the guest's close)",
+            "gbit_per_s": total * 8 / sent["seconds"] / 1e9, "sender": sent["net"]}
+
+
+def stack_rr_with_guest(stack: Side, guest: GuestSide, seconds: float, timeout: float) -> dict:
+    guest.run(f"socat TCP-LISTEN:{RR_PORT},reuseaddr,nodelay PIPE >/dev/null 2>&1 &")
+    guest.wait_listening(RR_PORT)
+    cl = stack.start("rr", guest.ip, RR_PORT, seconds, timeout)
+    try:
+        out = cl.result(seconds + timeout)
+    finally:
+        cl.kill()
+    return {"rr_per_s": out["rr_per_s"], "p50_us": out["p50_us"], "p99_us": out["p99_us"], "client": out["net"]}
+
+
+class Labs:
+    """Everything the cases need, set up once: the anchor's namespaces, our
+    switch with its ports, the kernel's namespace, the guest."""
+
+    def __init__(self, args, workdir: Path) -> None:
+        self.args, self.workdir = args, workdir
+        self.stack_exit = []
+        self.netns = []
+        self.bg = None
+        self.vm = None
+        self.sides: dict[str, tuple] = {}
+
+    def __enter__(self) -> "Labs":
+        try:
+            self._setup()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _ns(self, prefix: str) -> str:
+        from nicdev.net import netns as ns
+
+        ctx = ns.temporary_netns(prefix)
+        name = ctx.__enter__()
+        self.netns.append(ctx)
+        return name
+
+    def _setup(self) -> None:
+        from nicdev.net import netns as ns
+        from nicdev.net.background import BackgroundSwitch
+        from nicdev.net.tap_port import TapPort
+        from nicdev.net.vhost_user_port import VhostUserPort
+
+        a = self.args
+        offloads, verify = a.offloads == "on", a.verify
+        cases = a.cases
+        if "anchor" in cases:
+            na, nb = self._ns("mntb-a"), self._ns("mntb-b")
+            with ns.iproute(na) as ipr:
+                ipr.link("add", ifname="tba", kind="veth", peer={"ifname": "tbb", "net_ns_fd": nb})
+            ns.set_address("tba", f"{A_IP}/{PREFIX}", netns=na)
+            ns.set_address("tbb", f"{B_IP}/{PREFIX}", netns=nb)
+            for name, where in (("tba", na), ("tbb", nb), ("lo", na), ("lo", nb)):
+                ns.link_up(name, netns=where)
+            self.sides["anchor"] = (Side("kernel", A_IP, netns=na, verify=verify),
+                                    Side("kernel", B_IP, netns=nb, verify=verify),
+                                    {"a": "linux veth defaults (TSO, GSO, GRO, checksum offload)", "b": "same"})
+        if not any(c.startswith("stack") for c in cases):
+            return
+        self.bg = BackgroundSwitch()
+        s1 = str(self.workdir / "s1.sock")
+        self.bg.add_port(VhostUserPort("s1", s1, offloads=offloads))
+        stack_a = Side("stack" if a.stack == "process" else "stack-thread", STACK_IP, path=s1, mac=STACK_MAC,
+                       offloads=offloads, verify=verify)
+        if "stack-kernel" in cases:
+            nk = self._ns("mntb-k")
+            tap = self.bg.add_port(TapPort("host", "mntb%d", netns=nk, vnet_hdr=offloads))
+            ns.set_address(tap.ifname, f"{HOST_IP}/{PREFIX}", netns=nk)
+            ns.link_up("lo", netns=nk)
+            self.sides["stack-kernel"] = (stack_a, Side("kernel", HOST_IP, netns=nk, verify=verify),
+                                          {"b": "TAP with vnet header: checksum and TSO offloads to the kernel"
+                                           if offloads else "TAP without vnet header: no offloads"})
+        if "stack-stack" in cases:
+            s2 = str(self.workdir / "s2.sock")
+            self.bg.add_port(VhostUserPort("s2", s2, offloads=offloads))
+            self.sides["stack-stack"] = (stack_a, Side("stack", STACK2_IP, path=s2, mac=STACK2_MAC, offloads=offloads,
+                                                       verify=verify), {})
+        if "stack-guest" in cases:
+            from guest.image import build_image
+            from qemu.cmdline import NicConfig
+            from qemu.vm import VirtualMachine
+
+            image = build_image(progress=log)
+            vm_sock = str(self.workdir / "vm.sock")
+            self.bg.add_port(VhostUserPort("vm", vm_sock, offloads=offloads))
+            self.vm = VirtualMachine("vm", image, nic=NicConfig("vhost-user", vm_sock), ip=f"{VM_IP}/{PREFIX}",
+                                     workdir=self.workdir / "vm", memory_mb=256, progress=log)
+            self.vm.start()
+            self.vm.wait_ready(240)
+            guest = GuestSide(self.vm, VM_IP)
+            self.sides["stack-guest"] = (stack_a, guest, {"b": guest.offloads()})
+
+    def __exit__(self, *exc) -> None:
+        if self.vm is not None:
+            self.vm.stop()
+        if self.bg is not None:
+            log(self.bg.summary().replace("\n", "\n# "))
+            self.bg.close()
+        for ctx in reversed(self.netns):
+            ctx.__exit__(None, None, None)
+
+
+TESTS = ("bulk a->b", "bulk b->a", "rr")
+WHAT = {
+    "anchor": "kernel <-> kernel over veth between two namespaces",
+    "stack-kernel": "MultiOS stack <-> host kernel over our switch and a TAP",
+    "stack-stack": "MultiOS stack <-> MultiOS stack through our switch (two vhost-user ports)",
+    "stack-guest": "MultiOS stack <-> Linux guest (QEMU TCG) through our switch",
+}
+
+
+def run_test(labs: Labs, case: str, test: str) -> dict:
+    a, b, _ = labs.sides[case]
+    args = labs.args
+    t = args.timeout
+    if case == "stack-guest":
+        total = args.guest_mbytes * 1_000_000 // 65536 * 65536     # whole dd blocks
+        if test == "bulk a->b":
+            return {**stack_bulk_to_guest(a, b, total, t, args.guest_tool), "guest_tool": args.guest_tool}
+        if test == "bulk b->a":
+            return {**guest_bulk_to_stack(b, a, total, t, args.guest_tool), "guest_tool": args.guest_tool}
+        return stack_rr_with_guest(a, b, args.seconds, t)
+    total = (args.anchor_mbytes if case == "anchor" else args.mbytes) * 1_000_000
+    if test == "bulk a->b":
+        return bulk(a, b, total, t)
+    if test == "bulk b->a":
+        return bulk(b, a, total, t)
+    return rr(a, b, args.seconds, t)
+
+
+def offloads_of(case: str, sample: dict, extra: dict) -> dict:
+    out = dict(extra)
+    for key in ("sender", "receiver", "client"):
+        net = sample.get(key)
+        if net and net.get("tcp") == "multios":
+            out.setdefault("stack_nic", net["nic_offloads"])
+            out[f"{key}_avg_tx_frame"] = net["nic_avg_tx_frame"]
+            out[f"{key}_avg_rx_frame"] = net["nic_avg_rx_frame"]
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--endpoint"]:
+        return endpoint_main(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(WHAT), help=f"comma-separated subset of {','.join(WHAT)}")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds; figures are medians (default 1)")
+    parser.add_argument("--mbytes", type=int, default=100, help="MB per bulk transfer with a stack (default 100)")
+    parser.add_argument("--anchor-mbytes", type=int, default=2000, help="MB per anchor transfer (default 2000)")
+    parser.add_argument("--guest-mbytes", type=int, default=50, help="MB per transfer with the guest (default 50)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="request/response time per test (default 3)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds any one step may take (default 180)")
+    parser.add_argument("--offloads", choices=("on", "off"), default="on",
+                        help="checksum/TSO offloads for the stacks, our ports and the TAP (default on)")
+    parser.add_argument("--verify", action="store_true", help="SHA-256 at both ends of each bulk transfer")
+    parser.add_argument("--guest-tool", choices=tuple(GUEST_SEND), default="socat",
+                        help="what moves bulk data in the guest: socat with 256 KiB blocks (default) or busybox nc")
+    parser.add_argument("--stack", choices=("thread", "process"), default="thread",
+                        help="side a's stack on a thread of this program beside the switch (default), or in a "
+                             "process of its own; stack-stack's side b is always a process")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("tcp_bulk.py needs root (network namespaces, TAP, veth)", file=sys.stderr)
+        return 2
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in WHAT]
+    if unknown or not wanted:
+        print(f"unknown case(s) {unknown}; choose from {', '.join(WHAT)}", file=sys.stderr)
+        return 2
+    if "anchor" not in wanted:
+        wanted.insert(0, "anchor")              # every line carries the anchor of the same run
+    args.cases = wanted
+    samples: dict[tuple[str, str], list[dict]] = {(c, t): [] for c in wanted for t in TESTS}
+    errors: dict[tuple[str, str], str] = {}
+    with tempfile.TemporaryDirectory(prefix="mnet-tcpb-") as workdir, Labs(args, Path(workdir)) as labs:
+        for r in range(args.rounds):
+            for case in wanted:
+                for test in TESTS:
+                    if (case, test) in errors:
+                        continue
+                    log(f"round {r + 1}/{args.rounds}: {case} {test}")
+                    try:
+                        s = run_test(labs, case, test)
+                    except BenchError as exc:
+                        errors[(case, test)] = str(exc)
+                        log(f"  failed: {exc}")
+                        continue
+                    figure = s.get("gbit_per_s", s.get("rr_per_s"))
+                    log(f"  {figure:.4g} {'Gbit/s' if 'gbit_per_s' in s else 'round trips/s'}")
+                    samples[(case, test)].append(s)
+        extras = {case: labs.sides[case][2] for case in wanted if case in labs.sides}
+    cpu = f"{cpu_model()} x{os.cpu_count()}"
+    version = source_version()
+    for case in wanted:
+        for test in TESTS:
+            runs = samples[(case, test)]
+            line = {"case": case, "test": test, "what": WHAT[case], "source": version, "cpu": cpu,
+                    "rounds": len(runs)}
+            if not runs:
+                line["error"] = errors.get((case, test), "not run")
+                print(json.dumps(line), flush=True)
+                continue
+            anchor_runs = samples[("anchor", test)]
+            key = "rr_per_s" if test == "rr" else "gbit_per_s"
+            figure = statistics.median(s[key] for s in runs)
+            anchor = statistics.median(s[key] for s in anchor_runs) if anchor_runs else None
+            line.update({key: round(figure, 4 if key == "gbit_per_s" else 0),
+                         f"anchor_{key}": round(anchor, 4 if key == "gbit_per_s" else 0) if anchor else None,
+                         "ratio_to_anchor": round(figure / anchor, 4) if anchor else None,
+                         "per_round": [round(s[key], 4) for s in runs]})
+            if test == "rr":
+                line.update({"request_bytes": RR_SIZE, "in_flight": 1,
+                             "p50_us": round(statistics.median(s["p50_us"] for s in runs), 1),
+                             "p99_us": round(statistics.median(s["p99_us"] for s in runs), 1)})
+            else:
+                line.update({"bytes": runs[0]["bytes"], "write_bytes": CHUNK, "timed_by": runs[0]["timed_by"]})
+                if "guest_tool" in runs[0]:
+                    line["guest_tool"] = runs[0]["guest_tool"]
+            if case == "anchor":           # --offloads is ours; the veth keeps the kernel's defaults
+                line["offloads"] = "linux veth defaults (TSO, GSO, GRO, checksum offload)"
+            elif args.offloads == "on":
+                line["offloads"] = offloads_of(case, runs[-1], extras.get(case, {}))
+            else:
+                line["offloads"] = "off (stack NICs, our ports, TAP without vnet header)"
+            print(json.dumps(line), flush=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
