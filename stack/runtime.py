@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import threading
 from ipaddress import IPv4Interface
@@ -256,7 +257,8 @@ class Stack:
         nic_fd = self.nic.fileno()
         if nic_fd is not None:
             sel.register(nic_fd, selectors.EVENT_READ)
-        self.clock.attach(self._wake)  # a virtual clock's advance() wakes this thread
+        # A virtual clock's advance() wakes this thread; its settle() asks whether frames wait.
+        self.clock.attach(self._wake, self._input_waiting)
         try:
             while self._run_round(sel, nic_fd):
                 pass
@@ -271,8 +273,20 @@ class Stack:
             self.clock.detach(self._wake)
             sel.close()
 
+    def _input_waiting(self) -> bool:
+        """Frames wait on the NIC for the next round (never blocks; False for a NIC without a descriptor)."""
+        fd = self.nic.fileno()
+        if fd is None:
+            return False
+        try:
+            readable, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):
+            return False  # closed under us: nothing more will come
+        return bool(readable)
+
     def _run_round(self, sel: selectors.BaseSelector, nic_fd: int | None) -> bool:
         """Receive, do the timed work, sleep until the next timer or input; False once stopped."""
+        self.clock.busy(self._wake)  # before the receive: a frame taken is a frame being worked on
         with self.lock:
             if not self._running:
                 return False
