@@ -108,6 +108,10 @@ class Stack:
             self._running = True
             self.iface.start(self.clock.now())
             self.pump()
+        # Known to the clock before start() returns (not once the thread runs): a virtual
+        # clock's settle() must wait for this thread's first round. advance() wakes it; settle()
+        # asks whether frames wait for it. The thread detaches when it ends.
+        self.clock.attach(self._wake, self._input_waiting)
         self._thread = threading.Thread(target=self._run, name=f"multios-stack-{self.iface.mac}", daemon=True)
         self._thread.start()
         return self
@@ -253,13 +257,11 @@ class Stack:
 
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
-        sel.register(self._wake_r, selectors.EVENT_READ)
-        nic_fd = self.nic.fileno()
-        if nic_fd is not None:
-            sel.register(nic_fd, selectors.EVENT_READ)
-        # A virtual clock's advance() wakes this thread; its settle() asks whether frames wait.
-        self.clock.attach(self._wake, self._input_waiting)
         try:
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            nic_fd = self.nic.fileno()
+            if nic_fd is not None:
+                sel.register(nic_fd, selectors.EVENT_READ)
             while self._run_round(sel, nic_fd):
                 pass
         except Exception as exc:  # the NIC went away or a bug: fail loudly, not silently
