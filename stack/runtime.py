@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import threading
 from ipaddress import IPv4Interface
@@ -107,6 +108,10 @@ class Stack:
             self._running = True
             self.iface.start(self.clock.now())
             self.pump()
+        # Known to the clock before start() returns (not once the thread runs): a virtual
+        # clock's settle() must wait for this thread's first round. advance() wakes it; settle()
+        # asks whether frames wait for it. The thread detaches when it ends.
+        self.clock.attach(self._wake, self._input_waiting)
         self._thread = threading.Thread(target=self._run, name=f"multios-stack-{self.iface.mac}", daemon=True)
         self._thread.start()
         return self
@@ -252,12 +257,11 @@ class Stack:
 
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
-        sel.register(self._wake_r, selectors.EVENT_READ)
-        nic_fd = self.nic.fileno()
-        if nic_fd is not None:
-            sel.register(nic_fd, selectors.EVENT_READ)
-        self.clock.attach(self._wake)  # a virtual clock's advance() wakes this thread
         try:
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            nic_fd = self.nic.fileno()
+            if nic_fd is not None:
+                sel.register(nic_fd, selectors.EVENT_READ)
             while self._run_round(sel, nic_fd):
                 pass
         except Exception as exc:  # the NIC went away or a bug: fail loudly, not silently
@@ -271,8 +275,20 @@ class Stack:
             self.clock.detach(self._wake)
             sel.close()
 
+    def _input_waiting(self) -> bool:
+        """Frames wait on the NIC for the next round (never blocks; False for a NIC without a descriptor)."""
+        fd = self.nic.fileno()
+        if fd is None:
+            return False
+        try:
+            readable, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):
+            return False  # closed under us: nothing more will come
+        return bool(readable)
+
     def _run_round(self, sel: selectors.BaseSelector, nic_fd: int | None) -> bool:
         """Receive, do the timed work, sleep until the next timer or input; False once stopped."""
+        self.clock.busy(self._wake)  # before the receive: a frame taken is a frame being worked on
         with self.lock:
             if not self._running:
                 return False

@@ -312,7 +312,8 @@ def poll(
             remaining = clock.timeout(deadline)
             if cap is not None:
                 remaining = cap if remaining is None else min(remaining, cap)
-            fired = sel.select(remaining)
+            with clock.sleeping():  # a virtual clock counts this caller as blocked
+                fired = sel.select(remaining)
             # A socket with data but READ not asked for keeps its fd readable:
             # stop waiting on it and look at it every few milliseconds instead
             # (it can still get an ERROR), rather than spinning.

@@ -218,6 +218,7 @@ def test_stack_poll_helper(virtual_stacks, clock):
     assert stack.poll([s1, s2], PollEvent.READ, timeout=0) == []
     start = clock.now()
     call = Call(clock, lambda: b.poll([s1, s2], PollEvent.READ, timeout=0.1))
+    assert clock.wait_for_sleepers(1), "poll() blocked (its deadline taken at the start time)"
     clock.advance_to(start + 0.09)
     assert not call.done(0.05), "0.09 s of a 0.1 s timeout: still waiting"
     clock.advance_to(start + 0.1)

@@ -1,10 +1,11 @@
 """The stack's clocks: a VirtualClock moves only when told, and wakes whoever waits on it."""
 import errno
 import threading
+import time
 
 import pytest
 
-from stack import LoopbackNicPair, MonotonicClock, Stack, VirtualClock
+from stack import LoopbackNicPair, MonotonicClock, SocketOption, Stack, VirtualClock
 from support.tcp_sockets import Call
 
 
@@ -124,3 +125,51 @@ def test_settle_waits_for_the_stack_threads_and_flowing_time_fires_their_timers(
     assert exc.value.errno == errno.EHOSTUNREACH
     assert 4.0 <= clock.now() < 11.0, "ARP gave up after 3 s of virtual time, before the recv timeout"
     assert a.counters()["arp"]["tx_request"] == 3
+
+
+def test_settle_waits_until_what_one_stack_sent_the_other_has_answered(virtual_stacks):
+    clock, a, _ = virtual_stacks
+    sock = a.socket()
+    sock.connect("10.0.0.2:9")
+    sock.send(b"closed port")  # ARP, the datagram, then an ICMP port unreachable
+    assert clock.settle(), "both stacks quiet at t=0"
+    assert sock.get_option(SocketOption.ERROR) == errno.ECONNREFUSED, "the answer was taken in at t=0"
+    assert clock.now() == 0.0
+
+
+def test_pass_time_fires_each_timer_at_its_time(virtual_stacks):
+    clock, a, _ = virtual_stacks
+    sock = a.socket()
+    sock.send_to(b"anyone?", "10.0.0.99:53")  # ARP: tries at 0, 1 and 2 s, gives up at 3 s
+    clock.pass_time(2.5)
+    assert clock.now() == 2.5 and a.counters()["arp"]["tx_request"] == 3
+    assert sock.get_option(SocketOption.ERROR) == 0, "2.5 s: still trying"
+    clock.pass_time(0.5)
+    assert sock.get_option(SocketOption.ERROR) == errno.EHOSTUNREACH, "3 s: given up"
+
+
+def test_flowing_time_stops_when_the_blocking_call_returns(virtual_stacks):
+    clock, a, _ = virtual_stacks
+    sock = a.socket()
+    sock.bind("0.0.0.0:5353")
+    sock.set_timeout(1.0)
+    with clock.flowing():
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        ended = clock.now()
+        time.sleep(0.05)  # not a synchronisation: real time that must not turn into virtual time
+        assert clock.now() == ended == 1.0, "time moves only while the block's thread is blocked on the clock"
+
+
+def test_runtimes_that_never_get_quiet_are_a_clear_failure():
+    clock = VirtualClock()
+    clock.attach(lambda: None, lambda: True)  # a runtime that always has input waiting
+    clock.idle(lambda: None, 0.0)
+    assert not clock.settle(limit=0.05)
+    with pytest.raises(RuntimeError, match="not quiet within 0.05 s"):
+        clock.pass_time(1.0, limit=0.05)
+    cond = threading.Condition()
+    with pytest.raises(RuntimeError, match="not quiet within 0.05 s"):
+        with clock.flowing(limit=0.05), cond:
+            clock.wait(cond, 0.1)  # time still goes on: the call is not left hanging
+    assert clock.now() > 0.0
