@@ -111,47 +111,73 @@ class ReceiveMixin:
         return True
 
     def _receive_synchronized(self, seg: TcpRepr, payload, now: float) -> None:
-        st = self.state
+        """Segment arrival in a synchronized state (and SYN-RECEIVED), RFC 9293 3.10.7.4.
+
+        One method per step of the RFC; each returns whether processing goes on.
+        """
         flags = int(seg.flags)
-        rst = flags & RST
-        syn = flags & SYN
-        fin = flags & FIN
+        seq = unwrap(seg.seq, self.rcv_nxt)
         plen = len(payload)
-        rn = self.rcv_nxt
-        seq = unwrap(seg.seq, rn)
-        if st is SYN_RECEIVED and syn and not rst and seq == self.irs:
-            if not flags & ACK:
-                # The peer retransmitted its SYN: our SYN-ACK was lost; resend it.
-                self._syn_pending = True
-                self._want_output = True
-                self.stats["syn_retransmit_seen"] += 1
+        if self.state is SYN_RECEIVED and flags & SYN and not flags & RST and seq == self.irs:
+            if self._repeated_syn(seg, seq, flags, now):
                 return
-            if not self._passive and unwrap(seg.ack, self.snd_una) == self.snd_nxt:
-                # Simultaneous open, step 6 of RFC 9293 figure 8: the peer's SYN,ACK
-                # completes our handshake (its SYN is old news; as Linux does).
-                self._take_handshake_rtt(seg, now)
-                self.snd_una = self.snd_nxt
-                self._established(now)
-                self.snd_wnd = seg.window
-                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-                self.snd_wl1 = seq
-                self.snd_wl2 = self.snd_una
-                return
-        # RFC 7323 5.3: PAWS and the TSopt requirement (never for RSTs).
+        if not self._check_sequence(seg, seq, plen, flags, now):  # first
+            return
+        if flags & RST:  # second
+            self._check_rst(seq, now)
+            return
+        # Third, security: not implemented (RFC 9293 3.10.7.4 allows ignoring it).
+        if flags & SYN:  # fourth
+            self._check_syn(now)
+            return
+        fin = flags & FIN
+        if not self._check_ack(seg, seq, plen, flags, now):  # fifth
+            return
+        if not self._more_after_ack(fin, now):
+            return
+        if flags & URG:  # sixth
+            self._check_urg(seg, seq)
+        if plen or fin:  # seventh and eighth
+            self._segment_text(seq, payload, fin, now)
+
+    def _repeated_syn(self, seg: TcpRepr, seq: int, flags: int, now: float) -> bool:
+        """SYN-RECEIVED and the peer's SYN again: True when that settled the segment."""
+        if not flags & ACK:
+            # The peer retransmitted its SYN: our SYN-ACK was lost; resend it.
+            self._syn_pending = True
+            self._want_output = True
+            self.stats["syn_retransmit_seen"] += 1
+            return True
+        if not self._passive and unwrap(seg.ack, self.snd_una) == self.snd_nxt:
+            # Simultaneous open, step 6 of RFC 9293 figure 8: the peer's SYN,ACK
+            # completes our handshake (its SYN is old news; as Linux does).
+            self._take_handshake_rtt(seg, now)
+            self.snd_una = self.snd_nxt
+            self._established(now)
+            self.snd_wnd = seg.window
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self.snd_wl1 = seq
+            self.snd_wl2 = self.snd_una
+            return True
+        return False
+
+    def _check_sequence(self, seg: TcpRepr, seq: int, plen: int, flags: int, now: float) -> bool:
+        """First step: PAWS (RFC 7323 5.3) and the acceptability test; False drops the segment."""
+        rst = flags & RST
         ts = seg.timestamps
-        if self.ts_ok and not rst:
+        if self.ts_ok and not rst:  # (PAWS and the TSopt requirement never apply to RSTs)
             if ts is None:
                 self.stats["drop_no_timestamp"] += 1
-                return
+                return False
             if (ts[0] - self.ts_recent) & MASK >= _HALF and not self._disordered_ack(seg, seq, plen, flags):
                 self.stats["drop_paws"] += 1
                 self._send_dupack(now, pure=False)
-                return
-        # First: is the segment acceptable (RFC 9293 3.10.7.4)?
+                return False
+        rn = self.rcv_nxt
         wnd = self.rcv_adv - rn
         if wnd < 0:
             wnd = 0
-        seglen = plen + (1 if syn else 0) + (1 if fin else 0)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         if seglen == 0:
             # RFC 9293 says RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND; like Linux we also
             # take SEG.SEQ = RCV.NXT+RCV.WND: a sender that filled our window
@@ -163,66 +189,58 @@ class ReceiveMixin:
             last = seq + seglen - 1
             ok = (rn <= seq < rn + wnd) or (rn <= last < rn + wnd)
         if not ok:
-            if rst:
-                self.stats["drop_rst_out_of_window"] += 1
-                return
-            self.stats["drop_out_of_window"] += 1
-            if st is TIME_WAIT and fin:
-                self._close_at = now + self.config.time_wait  # the peer's FIN again
-            if wnd == 0 and seq == rn and flags & ACK and not syn:
-                # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
-                self._process_ack_only(seg, now)
-            if plen and seq < rn and self.sack_ok:
-                self._dsack = (seq, min(seq + plen, rn))  # tell the sender it was a duplicate
-            self._send_dupack(now, pure=seglen == 0)
-            return
+            self._unacceptable(seg, seq, plen, seglen, wnd, flags, now)
+            return False
         self._last_rx = now
         self._ka_probes = 0
         self._ka_at = None
         if ts is not None and self.ts_ok and seq <= self._last_ack_sent and (ts[0] - self.ts_recent) & MASK < _HALF:
             self.ts_recent = ts[0]  # RFC 7323 4.3 (never backwards: a disordered ACK is older)
-        # Second: RST (RFC 5961 3.2: exact match resets, otherwise challenge).
-        if rst:
-            if seq == rn:
-                self.stats["rst_in"] += 1
-                self._on_reset()
-            else:
-                self.stats["rst_challenged"] += 1
-                self._challenge_ack(now)
+        return True
+
+    def _unacceptable(self, seg: TcpRepr, seq: int, plen: int, seglen: int, wnd: int, flags: int, now: float) -> None:
+        """A segment outside the window: dropped, and usually answered with an ACK."""
+        if flags & RST:
+            self.stats["drop_rst_out_of_window"] += 1
             return
-        # Fourth: SYN in a synchronized state (RFC 5961 4.2).
-        if syn:
-            if st is SYN_RECEIVED and self._passive:
-                # Back to LISTEN: this embryonic connection is dropped.
-                self.stats["syn_in_syn_received"] += 1
-                self._to_closed()
-                return
-            self.stats["syn_challenged"] += 1
+        self.stats["drop_out_of_window"] += 1
+        rn = self.rcv_nxt
+        if self.state is TIME_WAIT and flags & FIN:
+            self._close_at = now + self.config.time_wait  # the peer's FIN again
+        if wnd == 0 and seq == rn and flags & ACK and not flags & SYN:
+            # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
+            self._process_ack_only(seg, now)
+        if plen and seq < rn and self.sack_ok:
+            self._dsack = (seq, min(seq + plen, rn))  # tell the sender it was a duplicate
+        self._send_dupack(now, pure=seglen == 0)
+
+    def _check_rst(self, seq: int, now: float) -> None:
+        """Second step: RST (RFC 5961 3.2: an exact match resets, otherwise challenge)."""
+        if seq == self.rcv_nxt:
+            self.stats["rst_in"] += 1
+            self._on_reset()
+        else:
+            self.stats["rst_challenged"] += 1
             self._challenge_ack(now)
+
+    def _check_syn(self, now: float) -> None:
+        """Fourth step: a SYN in a synchronized state (RFC 5961 4.2)."""
+        if self.state is SYN_RECEIVED and self._passive:
+            # Back to LISTEN: this embryonic connection is dropped.
+            self.stats["syn_in_syn_received"] += 1
+            self._to_closed()
             return
-        # Fifth: the ACK field.
+        self.stats["syn_challenged"] += 1
+        self._challenge_ack(now)
+
+    def _check_ack(self, seg: TcpRepr, seq: int, plen: int, flags: int, now: float) -> bool:
+        """Fifth step: the ACK field; False when the segment is done with."""
         if not flags & ACK:
             self.stats["drop_no_ack"] += 1
-            return
+            return False
         ack = unwrap(seg.ack, self.snd_una)
-        if st is SYN_RECEIVED:
-            if self.snd_una < ack <= self.snd_nxt:
-                if self.listener is not None and not self.listener._admit(self):
-                    # Accept queue full: act as if the ACK was lost (Linux).
-                    self.stats["drop_accept_queue_full"] += 1
-                    return
-                self._take_handshake_rtt(seg, now)
-                self.snd_una = ack
-                self._established(now)
-                st = self.state
-                self.snd_wnd = seg.window << self.snd_wscale
-                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-                self.snd_wl1 = seq
-                self.snd_wl2 = ack
-            else:
-                self._queue_rst(seg.ack)
-                self.stats["drop_bad_ack"] += 1
-                return
+        if self.state is SYN_RECEIVED and not self._ack_of_syn(seg, seq, ack, now):
+            return False
         if ack > self.snd_nxt:
             if self._probe_end is not None and ack <= self._probe_end:
                 self.snd_nxt = ack  # the peer took our zero-window probe byte
@@ -230,51 +248,77 @@ class ReceiveMixin:
             else:
                 self.stats["drop_ack_unsent"] += 1
                 self._challenge_ack(now)
-                return
+                return False
         if ack < self.snd_una - self.max_snd_wnd:
             self.stats["drop_ack_too_old"] += 1
             self._challenge_ack(now)
-            return
-        self._process_ack(seg, seq, ack, plen, fin, now)
+            return False
+        self._process_ack(seg, seq, ack, plen, flags & FIN, now)
+        return True
+
+    def _ack_of_syn(self, seg: TcpRepr, seq: int, ack: int, now: float) -> bool:
+        """SYN-RECEIVED: an ACK of our SYN makes it ESTABLISHED; False when it does not."""
+        if not self.snd_una < ack <= self.snd_nxt:
+            self._queue_rst(seg.ack)
+            self.stats["drop_bad_ack"] += 1
+            return False
+        if self.listener is not None and not self.listener._admit(self):
+            # Accept queue full: act as if the ACK was lost (Linux).
+            self.stats["drop_accept_queue_full"] += 1
+            return False
+        self._take_handshake_rtt(seg, now)
+        self.snd_una = ack
+        self._established(now)
+        self.snd_wnd = seg.window << self.snd_wscale
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        return True
+
+    def _more_after_ack(self, fin: int, now: float) -> bool:
+        """After the ACK: may the rest of the segment (URG, text, FIN) still matter?"""
         st = self.state
-        if st is CLOSED:
-            return
-        if st is CLOSING or st is LAST_ACK:
-            return  # nothing more to take from this segment
+        if st is CLOSED or st is CLOSING or st is LAST_ACK:
+            return False  # nothing more to take from this segment
         if st is TIME_WAIT:
             if fin:
                 self._ack_now = True
                 self._want_output = True
                 self._close_at = now + self.config.time_wait
+            return False
+        return True
+
+    def _check_urg(self, seg: TcpRepr, seq: int) -> None:
+        """Sixth step: the urgent pointer (MUST-31), while data may still arrive."""
+        if self.state not in _RECEIVING:
             return
-        # Sixth: URG.
-        if flags & URG and st in _RECEIVING:
-            up = seq + seg.urgent
-            if self._rcv_up is None or up > self._rcv_up:
-                self._rcv_up = up
-                self.stats["urgent_in"] += 1
-                self._notify()
-        # Seventh and eighth: text and FIN.
-        if plen or fin:
-            if seq < rn:
-                cut = rn - seq
-                payload = payload[cut:]
-                seq = rn
-            right = self.rcv_adv
-            if seq + len(payload) > right:
-                payload = payload[: max(0, right - seq)]
-                fin = 0  # the FIN lies beyond the window: not taken
-            if st in _RECEIVING:
-                if self._orphan and len(payload):
-                    # Data for a closed socket: nobody will read it (RFC 9293 SHLD-3, Linux).
-                    self.stats["rst_data_after_close"] += 1
-                    self.abort()
-                    self.error = errno.ECONNRESET
-                    return
-                self._receive_text(seq, payload, bool(fin), now)
-            elif fin:
-                self._ack_now = True  # CLOSE-WAIT and later: a repeated FIN, ACK it
-                self._want_output = True
+        up = seq + seg.urgent
+        if self._rcv_up is None or up > self._rcv_up:
+            self._rcv_up = up
+            self.stats["urgent_in"] += 1
+            self._notify()
+
+    def _segment_text(self, seq: int, payload, fin: int, now: float) -> None:
+        """Seventh and eighth steps: trim the text to the window, then take it and the FIN."""
+        rn = self.rcv_nxt
+        if seq < rn:
+            payload = payload[rn - seq :]
+            seq = rn
+        right = self.rcv_adv
+        if seq + len(payload) > right:
+            payload = payload[: max(0, right - seq)]
+            fin = 0  # the FIN lies beyond the window: not taken
+        if self.state in _RECEIVING:
+            if self._orphan and len(payload):
+                # Data for a closed socket: nobody will read it (RFC 9293 SHLD-3, Linux).
+                self.stats["rst_data_after_close"] += 1
+                self.abort()
+                self.error = errno.ECONNRESET
+                return
+            self._receive_text(seq, payload, bool(fin), now)
+        elif fin:
+            self._ack_now = True  # CLOSE-WAIT and later: a repeated FIN, ACK it
+            self._want_output = True
 
     def _disordered_ack(self, seg: TcpRepr, seq: int, plen: int, flags: int) -> bool:
         """A duplicate ACK that was merely reordered, exempt from PAWS (as Linux does).
