@@ -17,7 +17,7 @@ class AckMixin:
     def _process_ack(self, seg: TcpRepr, seq: int, ack: int, plen: int, fin, now: float) -> None:
         """RFC 9293 fifth step for ESTABLISHED and later: window, SACK, new data acked."""
         snd_una = self.snd_una
-        self._probes_out = 0
+        self.timers.persist.probes = 0
         self._last_ack_rx = now
         window = seg.window << self.snd_wscale
         window_changed = False
@@ -26,7 +26,7 @@ class AckMixin:
                 window_changed = True
                 if window > self.snd_wnd:
                     self._want_output = True
-                    self._persist_backoff = 0
+                    self.timers.persist.backoff = 0
                 self.snd_wnd = window
                 if window > self.max_snd_wnd:
                     self.max_snd_wnd = window
@@ -88,15 +88,15 @@ class AckMixin:
         elif self._rtt_seq is not None and ack >= self._rtt_seq:
             self.rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
-        self._retries = 0
-        self._persist_backoff = 0
+        self.timers.retransmit.retries = 0
+        self.timers.persist.backoff = 0
         if self._undo_tsval is not None and ack > self._undo_una:
             self._eifel_check(ts, now)
         # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
         if self.snd_nxt > ack:
-            self._rto_at = now + self.rtt.rto
+            self.timers.retransmit.start(now + self.rtt.rto)
         else:
-            self._rto_at = None
+            self.timers.retransmit.stop()
         self._arm_tlp(now)
         rec = self._recovery
         if rec is None:
@@ -137,7 +137,7 @@ class AckMixin:
             if st is FIN_WAIT_1:
                 self._set_state(FIN_WAIT_2)
                 if self._orphan:
-                    self._close_at = now + self.config.fin_wait2_timeout
+                    self.timers.close.start(now + self.config.fin_wait2_timeout)
             elif st is CLOSING:
                 self._enter_time_wait(now)
             elif st is LAST_ACK:

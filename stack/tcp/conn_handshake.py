@@ -75,7 +75,7 @@ class HandshakeMixin:
             self.snd_wl1 = self.irs
             self.snd_wl2 = self.iss
             self._syn_pending = True
-            self._rto_at = None
+            self.timers.retransmit.stop()
             self._want_output = True
             self.stats["simultaneous_open"] += 1
 
@@ -113,8 +113,8 @@ class HandshakeMixin:
     def _established(self, now: float) -> None:
         self._set_state(ESTABLISHED)
         self._connected = True
-        self._retries = 0
-        self._rto_at = None
+        self.timers.retransmit.retries = 0
+        self.timers.retransmit.stop()
         self._syn_pending = False
         if self._syn_retransmitted:
             self.rtt.reset_after_syn_retransmit()

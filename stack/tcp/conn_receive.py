@@ -77,8 +77,7 @@ class ReceiveMixin:
         if ack == snd_una and n == 0 and window == self.snd_wnd and self.snd_nxt != snd_una:
             return False  # a duplicate ACK: the full path counts it
         self._last_rx = now
-        self._ka_probes = 0
-        self._ka_at = None
+        self.timers.keepalive.reset()
         if ts is not None and seq <= self._last_ack_sent:
             self.ts_recent = ts[0]
         # Window update (SND.WL1/WL2 rule).
@@ -91,7 +90,7 @@ class ReceiveMixin:
                     self.max_snd_wnd = window
             self.snd_wl1 = seq
             self.snd_wl2 = ack
-        self._probes_out = 0
+        self.timers.persist.probes = 0
         self._last_ack_rx = now
         if ack > snd_una:
             self._new_ack(seg, ack, now)
@@ -105,8 +104,8 @@ class ReceiveMixin:
             if self._unacked_rcv >= 2 * self.rcv_mss:
                 self._ack_now = True
                 self._want_output = True
-            elif self._delack_at is None:
-                self._delack_at = now + self.config.delayed_ack
+            else:
+                self.timers.delayed_ack.start_if_stopped(now + self.config.delayed_ack)
             self._notify()
         return True
 
@@ -192,8 +191,7 @@ class ReceiveMixin:
             self._unacceptable(seg, seq, plen, seglen, wnd, flags, now)
             return False
         self._last_rx = now
-        self._ka_probes = 0
-        self._ka_at = None
+        self.timers.keepalive.reset()
         if ts is not None and self.ts_ok and seq <= self._last_ack_sent and (ts[0] - self.ts_recent) & MASK < _HALF:
             self.ts_recent = ts[0]  # RFC 7323 4.3 (never backwards: a disordered ACK is older)
         return True
@@ -206,7 +204,7 @@ class ReceiveMixin:
         self.stats["drop_out_of_window"] += 1
         rn = self.rcv_nxt
         if self.state is TIME_WAIT and flags & FIN:
-            self._close_at = now + self.config.time_wait  # the peer's FIN again
+            self.timers.close.start(now + self.config.time_wait)  # the peer's FIN again
         if wnd == 0 and seq == rn and flags & ACK and not flags & SYN:
             # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
             self._process_ack_only(seg, now)
@@ -284,7 +282,7 @@ class ReceiveMixin:
             if fin:
                 self._ack_now = True
                 self._want_output = True
-                self._close_at = now + self.config.time_wait
+                self.timers.close.start(now + self.config.time_wait)
             return False
         return True
 
@@ -379,8 +377,8 @@ class ReceiveMixin:
                 self._ack_now = True
             elif self._unacked_rcv >= 2 * self.rcv_mss:
                 self._ack_now = True
-            elif n and self._delack_at is None:
-                self._delack_at = now + self.config.delayed_ack
+            elif n:
+                self.timers.delayed_ack.start_if_stopped(now + self.config.delayed_ack)
             if n or had_ooo:
                 self._notify()
         else:

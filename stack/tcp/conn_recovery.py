@@ -22,7 +22,7 @@ class RecoveryMixin:
         self._recovery = "fast"
         self._recover = self.snd_nxt
         self._rtt_seq = None
-        self._tlp_at = None
+        self.timers.tail_probe.stop()
         una = self.snd_una
         if self.sack_ok:
             self._mark_lost_sack()
@@ -146,17 +146,20 @@ class RecoveryMixin:
             or self.rtt.srtt is None
             or self.state not in _SENDING
         ):
-            self._tlp_at = None
+            self.timers.tail_probe.stop()
             return
         pto = max(2 * self.rtt.srtt, 0.01)
         if self.snd_nxt - self.snd_una <= self.snd_mss:
             pto += 0.2  # one segment out: the peer may be delaying its ACK (WCDelAckT)
         at = now + pto
-        self._tlp_at = at if self._rto_at is None or at < self._rto_at else None
+        rto_at = self.timers.retransmit.at
+        if rto_at is None or at < rto_at:
+            self.timers.tail_probe.start(at)
+        else:
+            self.timers.tail_probe.stop()
 
     def _on_tlp(self, now: float) -> None:
         """Send a tail loss probe: new data if the window allows, else the last segment again."""
-        self._tlp_at = None
         una, nxt = self.snd_una, self.snd_nxt
         if nxt <= una or self._recovery is not None or self._tlp_high is not None:
             return
@@ -177,7 +180,7 @@ class RecoveryMixin:
             self._force_rtx = True
             self._tlp_rtx = True
             self._tlp_high = nxt
-        self._rto_at = now + self.rtt.rto  # RFC 8985 7.3: the RTO runs again from the probe
+        self.timers.retransmit.start(now + self.rtt.rto)  # RFC 8985 7.3: the RTO runs again from the probe
         self._want_output = True
 
     def _tlp_episode(self, ack: int, dsack: bool, now: float) -> None:

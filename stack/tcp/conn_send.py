@@ -78,7 +78,7 @@ class SendMixin:
             r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
         self._last_ack_sent = self.rcv_nxt
         self._ack_now = False
-        self._delack_at = None
+        self.timers.delayed_ack.stop()
         self._unacked_rcv = 0
         self.segs_out += 1
         return r, payload
@@ -92,8 +92,7 @@ class SendMixin:
                 out.append(self._syn_segment(now))
                 if self.snd_nxt == self.iss:
                     self.snd_nxt = self.iss + 1
-                if self._rto_at is None:
-                    self._rto_at = now + self.rtt.rto
+                self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
                 if self._rtt_seq is None and not self._syn_retransmitted:
                     self._rtt_seq = self.iss + 1
                     self._rtt_time = now
@@ -108,8 +107,8 @@ class SendMixin:
             return
         if st in _SENDING:
             self._send_data(now, out)
-        if st is FIN_WAIT_2 and self._orphan and self._close_at is None:
-            self._close_at = now + self.config.fin_wait2_timeout
+        if st is FIN_WAIT_2 and self._orphan:
+            self.timers.close.start_if_stopped(now + self.config.fin_wait2_timeout)
         if self._ack_now:
             out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
 
@@ -149,13 +148,14 @@ class SendMixin:
                 break
         self._note_cwnd_use()
         # Persist timer: data waits, nothing is in flight to bring an ACK.
+        timers = self.timers
         if (
-            self._persist_at is None
-            and self._rto_at is None
+            not timers.persist.running
+            and not timers.retransmit.running
             and self.snd_nxt == self.snd_una
             and (self._snd_base + len(self._sndbuf) > self.snd_nxt)
         ):
-            self._persist_at = now + min(self.rtt.rto * (1 << self._persist_backoff), self.config.max_rto)
+            timers.persist.start(now + timers.persist.interval(self.rtt.rto, self.config.max_rto))
 
     def _note_cwnd_use(self) -> None:
         """Remember, per window of data, whether cwnd was what held sending back.
@@ -213,8 +213,7 @@ class SendMixin:
         out.append(seg)
         self.stats["retransmits"] += 1
         self._rtt_seq = None  # Karn: nothing retransmitted is timed
-        if self._rto_at is None:
-            self._rto_at = now + self.rtt.rto
+        self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
         return True
 
     def _send_new(self, now: float, out: list[Segment], mss: int, cc) -> bool:
@@ -228,8 +227,7 @@ class SendMixin:
                 # A bare FIN (it needs no window; MUST-61 PSH rule is moot).
                 out.append(self._make(nxt, _F_ACK | FIN, b"", now))
                 self.snd_nxt = nxt + 1
-                if self._rto_at is None:
-                    self._rto_at = now + self.rtt.rto
+                self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
                 return False
             return False
         n = left if left < mss else mss
@@ -286,9 +284,8 @@ class SendMixin:
         if self._rtt_seq is None and not self.ts_ok:
             self._rtt_seq = end
             self._rtt_time = now
-        if self._rto_at is None:
-            self._rto_at = now + self.rtt.rto
-        self._persist_at = None
+        self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
+        self.timers.persist.stop()
         if self._tlp_force:
             self._tlp_force = False
             self._tlp_high = self.snd_nxt

@@ -1,4 +1,4 @@
-"""TcpConnection's timers: :meth:`poll_at`, :meth:`poll` and what expires.
+"""TcpConnection's timers: :meth:`poll_at`, :meth:`poll` and what expires (the deadlines are :mod:`stack.tcp.timers` objects).
 
 Retransmission (RFC 6298, with SYN retries and zero-window stalls),
 persist (zero-window probing), keepalive, delayed ACK, tail loss probe and
@@ -27,10 +27,7 @@ class TimerMixin:
         """When :meth:`poll` has work: 0.0 for "now", None for "only on input"."""
         if self._want_output or self._ctl_out or self._ack_now:
             return 0.0
-        t = self._rto_at
-        for x in (self._persist_at, self._tlp_at, self._delack_at, self._close_at):
-            if x is not None and (t is None or x < t):
-                t = x
+        t = self.timers.earliest()
         if self.config.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
             ka = self._keepalive_deadline()
             if t is None or ka < t:
@@ -38,27 +35,26 @@ class TimerMixin:
         return t
 
     def _keepalive_deadline(self) -> float:
-        if self._ka_at is None:
-            self._ka_at = self._last_rx + self.config.keepalive_idle
-        return self._ka_at
+        ka = self.timers.keepalive
+        ka.start_if_stopped(self._last_rx + self.config.keepalive_idle)
+        return ka.at
 
     def poll(self, now: float) -> list[Segment]:
         """Run due timers and return the segments to transmit now."""
         out: list[Segment] = []
-        if self._close_at is not None and now >= self._close_at:
-            self._close_at = None
+        timers = self.timers
+        if timers.close.take_expired(now):
             self.stats["closed_by_timer"] += 1
             self._to_closed()
         st = self.state
         if st is not CLOSED:
-            if self._rto_at is not None and now >= self._rto_at:
+            if timers.retransmit.take_expired(now):
                 self._on_rto(now)
-            if self._persist_at is not None and now >= self._persist_at:
+            if timers.persist.take_expired(now):
                 self._on_persist(now)
-            if self._tlp_at is not None and now >= self._tlp_at:
+            if timers.tail_probe.take_expired(now):
                 self._on_tlp(now)
-            if self._delack_at is not None and now >= self._delack_at:
-                self._delack_at = None
+            if timers.delayed_ack.take_expired(now):
                 self._ack_now = True
             if self.config.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
                 if now >= self._keepalive_deadline():
@@ -72,8 +68,7 @@ class TimerMixin:
         return out
 
     def _on_rto(self, now: float) -> None:
-        self._rto_at = None
-        self._tlp_at = None
+        self.timers.tail_probe.stop()
         self._tlp_high = None
         self._tlp_force = False
         st = self.state
@@ -81,14 +76,14 @@ class TimerMixin:
         self.stats["timeouts"] += 1
         if st is SYN_SENT or st is SYN_RECEIVED:
             limit = cfg.syn_retries if st is SYN_SENT else cfg.synack_retries
-            if self._retries >= limit:
+            if self.timers.retransmit.retries >= limit:
                 if self._passive:
                     self.stats["synack_timeout"] += 1
                     self._to_closed()
                 else:
                     self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
-            self._retries += 1
+            self.timers.retransmit.retries += 1
             self.rtt.on_timeout()
             self._syn_retransmitted = True
             self._rtt_seq = None
@@ -108,8 +103,8 @@ class TimerMixin:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
         else:
-            self._retries += 1
-            if self._retries > cfg.max_retries:
+            self.timers.retransmit.retries += 1
+            if self.timers.retransmit.retries > cfg.max_retries:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
             # RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost.
@@ -118,7 +113,7 @@ class TimerMixin:
                 self.cc.on_rto(now, self._pipe())
             else:
                 self._undo_tsval = None  # the episode goes on; its first retransmission stays
-                if self._recovery == "fast" or self._retries > 1:
+                if self._recovery == "fast" or self.timers.retransmit.retries > 1:
                     # In fast recovery, or the same data timing out again with no ACK
                     # between: ssthresh was set for this loss already (as Linux).
                     self.cc.on_rto_in_recovery(now)
@@ -136,38 +131,36 @@ class TimerMixin:
             self._lost.add(self.snd_una, head)
             self._retrans.remove(self.snd_una, head)
         self._force_rtx = True
-        self._rto_at = now + self.rtt.rto
+        self.timers.retransmit.start(now + self.rtt.rto)
         self._want_output = True
 
     def _on_persist(self, now: float) -> None:
-        self._persist_at = None
         if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) <= self.snd_nxt:
-            self._persist_backoff = 0
+            self.timers.persist.backoff = 0
             return
-        self._probes_out += 1
-        if self._probes_out > self.config.max_retries:
+        self.timers.persist.probes += 1
+        if self.timers.persist.probes > self.config.max_retries:
             self._fail(self._soft_error or errno.ETIMEDOUT)
             return
-        if self.rtt.rto * (1 << self._persist_backoff) < self.config.max_rto:
-            self._persist_backoff += 1
+        self.timers.persist.back_off(self.rtt.rto, self.config.max_rto)
         self._force_send = True
         self._want_output = True
 
     def _on_keepalive(self, now: float, out: list[Segment]) -> None:
         cfg = self.config
-        if self._ka_probes == 0 and now < self._last_rx + cfg.keepalive_idle:
-            self._ka_at = self._last_rx + cfg.keepalive_idle
+        if self.timers.keepalive.probes == 0 and now < self._last_rx + cfg.keepalive_idle:
+            self.timers.keepalive.start(self._last_rx + cfg.keepalive_idle)
             return
         if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) > self.snd_nxt:
             # Data is moving (or stuck): the retransmission timer watches it.
-            self._ka_at = now + cfg.keepalive_idle
+            self.timers.keepalive.start(now + cfg.keepalive_idle)
             return
-        if self._ka_probes >= cfg.keepalive_count:
+        if self.timers.keepalive.probes >= cfg.keepalive_count:
             self.stats["keepalive_timeout"] += 1
             self._fail(self._soft_error or errno.ETIMEDOUT)
             return
-        self._ka_probes += 1
+        self.timers.keepalive.probes += 1
         self.stats["keepalives"] += 1
         # SEG.SEQ = SND.NXT - 1, no data: the peer must answer with an ACK (SHLD-12).
         out.append(self._make(self.snd_nxt - 1, _F_ACK, b"", now))
-        self._ka_at = now + cfg.keepalive_interval
+        self.timers.keepalive.start(now + cfg.keepalive_interval)

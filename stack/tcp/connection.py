@@ -80,6 +80,7 @@ from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.seq import MASK, unwrap
 from stack.tcp.state import TcpState
+from stack.tcp.timers import ConnectionTimers
 from stack.wire.tcp import TcpRepr
 
 __all__ = ["TcpConnection", "TcpInfo", "Endpoint", "Segment"]
@@ -219,19 +220,10 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._rtt_time = 0.0
         self._syn_retransmitted = False
         # Timers (absolute times or None).
-        self._rto_at: float | None = None
-        self._persist_at: float | None = None
-        self._tlp_at: float | None = None
+        self.timers = ConnectionTimers()
         self._tlp_high: int | None = None  # SND.NXT after a tail loss probe, until its episode ends
         self._tlp_rtx = False  # the probe was a retransmission (not new data)
         self._tlp_force = False  # the next new segment is a probe: cwnd does not hold it
-        self._delack_at: float | None = None
-        self._ka_at: float | None = None
-        self._close_at: float | None = None
-        self._persist_backoff = 0
-        self._probes_out = 0
-        self._retries = 0
-        self._ka_probes = 0
         self._last_rx = 0.0
         self._last_ack_rx = 0.0
         self._force_send = False
@@ -343,8 +335,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._sws_thresh = min(cfg.rcvbuf // 2, cfg.mss) or 1
         self._ooo.max_bytes = cfg.ooo_bytes
         if "keepalive" in changes or "keepalive_idle" in changes:
-            self._ka_at = None
-            self._ka_probes = 0
+            self.timers.keepalive.reset()
         if "congestion" in changes and changes["congestion"].lower() != self.cc.name:
             # TCP_CONGESTION on a live connection: the new algorithm starts from today's window.
             old = self.cc
@@ -601,8 +592,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
-        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._tlp_at = None
-        self._close_at = now + self.config.time_wait
+        self.timers.stop_all()
+        self.timers.close.start(now + self.config.time_wait)
         self._sndbuf.clear()
         self._lost.clear()
         self._retrans.clear()
@@ -618,7 +609,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     def _to_closed(self) -> None:
         was = self.state
         self._set_state(CLOSED)
-        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._close_at = self._tlp_at = None
+        self.timers.stop_all()
         self._ack_now = False
         self._syn_pending = False
         self._sndbuf.clear()
