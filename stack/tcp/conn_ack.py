@@ -36,7 +36,7 @@ class AckMixin:
         dsack = False
         if self.sack_ok and seg.sack_blocks:
             dsack = self._is_dsack(seg.sack_blocks, ack)
-            newly_sacked = self._take_sack(seg.sack_blocks)
+            newly_sacked = self.scoreboard.take_sack(seg.sack_blocks, self.snd_una, self.snd_nxt)
             if dsack and self._undo_cc is not None:
                 self._dsack_undo(seg.sack_blocks[0], now)
         if ack > snd_una:
@@ -49,13 +49,15 @@ class AckMixin:
             and (newly_sacked > 0 if self.sack_ok else not window_changed)
         ):
             self._dupack(now)
-        if self.sack_ok and self._sacked and self.snd_nxt > self.snd_una:
+        if self.sack_ok and self.scoreboard.sacked and self.snd_nxt > self.snd_una:
             if self._recovery is None and self._is_lost(self.snd_una):
                 self._enter_fast_recovery(now)
             elif self._recovery == "fast":
                 self._mark_lost_sack()
-                if newly_sacked and self._rtx_hi:
-                    self._detect_lost_retransmits()
+                if newly_sacked and self.scoreboard.tracks_retransmits:
+                    found = self.scoreboard.detect_lost_retransmits(self.snd_una)
+                    if found:
+                        self.stats["lost_retransmits"] += found
         if self._tlp_high is not None:
             self._tlp_episode(ack, dsack, now)
 
@@ -74,13 +76,7 @@ class AckMixin:
         self.snd_una = ack
         if self._snd_up is not None and ack >= self._snd_up:
             self._snd_up = None
-        if self._sacked or self._lost or self._retrans:
-            self._sacked.discard_below(ack)
-            self._lost.discard_below(ack)
-            self._retrans.discard_below(ack)
-            if self._rtx_hi:
-                for start in [k for k, (end, _) in self._rtx_hi.items() if end <= ack]:
-                    del self._rtx_hi[start]
+        self.scoreboard.acked_to(ack)
         # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
         ts = seg.timestamps
         if self.ts_ok and ts is not None and ts[1]:
@@ -117,14 +113,14 @@ class AckMixin:
             elif not self.sack_ok:
                 # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
                 self._dup_bytes = max(0, self._dup_bytes - acked + self.snd_mss)
-                self._lost.add(ack, min(ack + self.snd_mss, self.snd_nxt))
+                self.scoreboard.lost.add(ack, min(ack + self.snd_mss, self.snd_nxt))
                 self._force_rtx = True
             else:
                 # With SACK too: the new head is a hole the scoreboard may not
                 # call lost yet (nothing SACKed above it); retransmit it now.
-                first = self._sacked.ranges()[0][0] if self._sacked else self.snd_nxt
+                first = self.scoreboard.first_sacked(self.snd_nxt)
                 if first > ack:
-                    self._lost.add(ack, min(ack + self.snd_mss, first))
+                    self.scoreboard.lost.add(ack, min(ack + self.snd_mss, first))
         else:  # "loss": slow start again after an RTO
             self.cc.on_ack(acked, now, self.rtt.srtt)
             if ack >= self._recover:
@@ -150,22 +146,6 @@ class AckMixin:
         if d < _HALF:
             self.rtt.sample(d / 1000.0)
 
-    def _take_sack(self, blocks) -> int:
-        """Record the peer's SACK blocks; return the bytes newly SACKed."""
-        una, nxt = self.snd_una, self.snd_nxt
-        new = 0
-        for left, right in blocks:
-            left = unwrap(left, una)
-            right = unwrap(right, una)
-            if not una < left < right <= nxt:
-                continue  # D-SACK or bogus: ignored
-            added = self._sacked.add(left, right)
-            if added:
-                new += added
-                self._lost.remove(left, right)
-                self._retrans.remove(left, right)
-        return new
-
     def _dupack(self, now: float) -> None:
         self._dupacks += 1
         self.stats["dupacks_in"] += 1
@@ -179,5 +159,5 @@ class AckMixin:
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675 SetPipe, by byte ranges)."""
-        p = (self.snd_nxt - self.snd_una) - self._sacked.total - self._lost.total + self._retrans.total - self._dup_bytes
+        p = self.scoreboard.pipe(self.snd_nxt - self.snd_una) - self._dup_bytes
         return p if p > 0 else 0

@@ -27,46 +27,18 @@ class RecoveryMixin:
         if self.sack_ok:
             self._mark_lost_sack()
         # The first unacknowledged segment is retransmitted at once (RFC 5681 3.2 / 6675 5 (4.3)).
-        first_sacked = self._sacked.ranges()[0][0] if self._sacked else self.snd_nxt
-        self._lost.add(una, min(una + self.snd_mss, first_sacked, self.snd_nxt))
+        first_sacked = self.scoreboard.first_sacked(self.snd_nxt)
+        self.scoreboard.lost.add(una, min(una + self.snd_mss, first_sacked, self.snd_nxt))
         self._force_rtx = True
         self._want_output = True
 
     def _is_lost(self, seq: int) -> bool:
-        return seq < self._lost_boundary()
-
-    def _lost_boundary(self) -> int:
-        """RFC 6675 IsLost: everything unSACKed below this is lost."""
-        ranges = self._sacked.ranges()
-        if not ranges:
-            return 0
-        k = self.config.dupthresh
-        b1 = ranges[-k][0] if len(ranges) >= k else 0
-        thr = (k - 1) * self.snd_mss
-        acc = 0
-        b2 = 0
-        for s, e in reversed(ranges):
-            if e - s > thr - acc:
-                b2 = e - 1 - (thr - acc)
-                break
-            acc += e - s
-        return max(b1, b2)
-
-    def _mark_unsacked_lost(self, end: int) -> None:
-        """Mark everything in ``[SND.UNA, end)`` that is not SACKed as lost."""
-        pos = self.snd_una
-        for s, e in self._sacked:
-            if s >= end:
-                break
-            if pos < s:
-                self._lost.add(pos, s)
-            pos = max(pos, e)
-        if pos < end:
-            self._lost.add(pos, end)
+        return seq < self.scoreboard.lost_boundary(self.config.dupthresh, self.snd_mss)
 
     def _mark_lost_sack(self) -> None:
         """RFC 6675 IsLost: the holes below the boundary are lost."""
-        self._mark_unsacked_lost(self._lost_boundary())
+        board = self.scoreboard
+        board.mark_unsacked_lost(self.snd_una, board.lost_boundary(self.config.dupthresh, self.snd_mss))
 
     def _start_undo_episode(self) -> None:
         """Remember the congestion state before a loss response, in case it proves needless."""
@@ -115,9 +87,7 @@ class RecoveryMixin:
         self.cc = restored
         if self._recovery is not None:
             self._recovery = None
-            self._lost.clear()
-            self._retrans.clear()
-            self._rtx_hi.clear()
+            self.scoreboard.clear_losses()
             self._dupacks = 0
             self._dup_bytes = 0
         self.stats["undo_" + why] += 1
@@ -170,13 +140,13 @@ class RecoveryMixin:
             self._tlp_rtx = False
         else:
             start = max(una, nxt - self.snd_mss)
-            if self._sacked.covered(start, nxt):
-                high = self._sacked.high  # probe only what lies above everything SACKed
+            sacked = self.scoreboard.sacked
+            if sacked.covered(start, nxt):
+                high = sacked.high  # probe only what lies above everything SACKed
                 if high >= nxt:
                     return
                 start = max(start, high)
-            self._lost.add(start, nxt)
-            self._retrans.remove(start, nxt)
+            self.scoreboard.mark_lost(start, nxt)
             self._force_rtx = True
             self._tlp_rtx = True
             self._tlp_high = nxt
@@ -193,23 +163,11 @@ class RecoveryMixin:
                 self.stats["tlp_recoveries"] += 1
                 self.cc.on_congestion(now, self._pipe())
             return
-        if self._sacked.contains(high - 1):
+        sacked = self.scoreboard.sacked
+        if sacked.contains(high - 1):
             # The probe arrived, the holes below it (all sent earlier) did not: lost.
             self._tlp_high = None
             self.stats["tlp_loss_detected"] += 1
-            self._mark_unsacked_lost(self._sacked.high)
+            self.scoreboard.mark_unsacked_lost(self.snd_una, sacked.high)
             if self._recovery is None:
                 self._enter_fast_recovery(now)
-
-    def _detect_lost_retransmits(self) -> None:
-        """A retransmission is lost if data sent after it was SACKed (as Linux did
-        before RACK): send it again now instead of waiting for the RTO."""
-        high = self._sacked.high
-        una = self.snd_una
-        for start, (end, hi) in list(self._rtx_hi.items()):
-            if end <= una or self._retrans.covered(start, end) == 0:
-                del self._rtx_hi[start]  # delivered (acked or SACKed)
-            elif high is not None and high > hi:
-                del self._rtx_hi[start]
-                self._retrans.remove(start, end)
-                self.stats["lost_retransmits"] += 1

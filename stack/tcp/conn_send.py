@@ -142,7 +142,7 @@ class SendMixin:
             # Per segment: the SACK blocks (so the room for data) can change
             # from one to the next.
             mss = self._seg_mss()
-            if self._lost.total > self._retrans.total and self._retransmit_one(now, out, mss):
+            if self.scoreboard.has_unsent_loss and self._retransmit_one(now, out, mss):
                 continue
             if not self._send_new(now, out, mss, cc):
                 break
@@ -180,20 +180,14 @@ class SendMixin:
             self._cwnd_use_seq = self.snd_nxt
 
     def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
-        rng = None
-        for s, e in self._lost:
-            rng = self._retrans.first_gap(s, e, mss)
-            if rng is not None:
-                break
+        rng = self.scoreboard.next_retransmission(mss)
         if rng is None:
             return False
         s, e = rng
         if not self._force_rtx and self._pipe() + (e - s) > self.cc.cwnd:
             return False
         self._force_rtx = False
-        self._retrans.add(s, e)
-        if self.sack_ok:
-            self._rtx_hi[s] = (e, self.snd_nxt)
+        self.scoreboard.retransmitted(s, e, self.snd_nxt if self.sack_ok else None)
         if self._recovery is not None and self._undo_cc is not None:
             self._undo_retrans += 1
             self._undo_rtx.add(s, e)

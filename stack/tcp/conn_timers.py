@@ -123,13 +123,11 @@ class TimerMixin:
             self._recover = self.snd_nxt
             self._dupacks = 0
             self._dup_bytes = 0
-            self._retrans.clear()
-            self._rtx_hi.clear()
-            self._mark_unsacked_lost(self.snd_nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
+            self.scoreboard.forget_retransmissions()
+            self.scoreboard.mark_unsacked_lost(self.snd_una, self.snd_nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
         if self.snd_wnd == 0:
             head = min(self.snd_una + self.snd_mss, self.snd_nxt)
-            self._lost.add(self.snd_una, head)
-            self._retrans.remove(self.snd_una, head)
+            self.scoreboard.mark_lost(self.snd_una, head)
         self._force_rtx = True
         self.timers.retransmit.start(now + self.rtt.rto)
         self._want_output = True

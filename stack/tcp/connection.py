@@ -78,6 +78,7 @@ from stack.tcp.conn_timers import TimerMixin
 from stack.tcp.ranges import RangeSet
 from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.rtt import RttEstimator
+from stack.tcp.scoreboard import Scoreboard
 from stack.tcp.seq import MASK, unwrap
 from stack.tcp.state import TcpState
 from stack.tcp.timers import ConnectionTimers
@@ -193,10 +194,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._unacked_rcv = 0
         self._dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
         # Loss recovery: the scoreboard (RFC 6675) and NewReno state.
-        self._sacked = RangeSet()
-        self._lost = RangeSet()
-        self._retrans = RangeSet()
-        self._rtx_hi: dict[int, tuple[int, int]] = {}  # retransmitted chunk start -> (end, SND.NXT then)
+        self.scoreboard = Scoreboard()
         self._dupacks = 0
         self._dup_bytes = 0  # NewReno without SACK: each dupACK stands for one segment that left
         self._recovery: str | None = None  # None, "fast" or "loss"
@@ -477,9 +475,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.snd_mss = mss
         self.cc.mss = mss
         self.stats["pmtu_reductions"] += 1
-        self._retrans.clear()
-        self._rtx_hi.clear()
-        self._mark_unsacked_lost(self.snd_nxt)  # resent at the new, smaller size
+        self.scoreboard.forget_retransmissions()
+        self.scoreboard.mark_unsacked_lost(self.snd_una, self.snd_nxt)  # resent at the new, smaller size
         self._force_rtx = True
         self._want_output = True
 
@@ -578,8 +575,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             bytes_sent=self.bytes_sent,
             segs_in=self.segs_in,
             segs_out=self.segs_out,
-            sacked=self._sacked.total,
-            lost=self._lost.total,
+            sacked=self.scoreboard.sacked.total,
+            lost=self.scoreboard.lost.total,
             congestion=cc.name,
             options=tuple(options),
             error=self.error,
@@ -595,10 +592,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.timers.stop_all()
         self.timers.close.start(now + self.config.time_wait)
         self._sndbuf.clear()
-        self._lost.clear()
-        self._retrans.clear()
-        self._rtx_hi.clear()
-        self._sacked.clear()
+        self.scoreboard.clear()
 
     def _fail(self, err: int) -> None:
         """The connection ended with an error for the application."""
@@ -614,10 +608,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._syn_pending = False
         self._sndbuf.clear()
         self._ooo.clear()
-        self._lost.clear()
-        self._retrans.clear()
-        self._rtx_hi.clear()
-        self._sacked.clear()
+        self.scoreboard.clear()
         if self.listener is not None and was is SYN_RECEIVED:
             self.listener._forget(self)
         self._notify()

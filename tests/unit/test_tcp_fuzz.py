@@ -120,13 +120,13 @@ def check_invariants(c: TcpConnection) -> None:
         assert c.rcv_nxt >= c.irs + 1
         if c.state is not S.CLOSED:
             assert c.rcv_nxt <= c.rcv_adv + 1
-    for rs in (c._sacked, c._lost, c._retrans):
+    for rs in (c.scoreboard.sacked, c.scoreboard.lost, c.scoreboard.retrans):
         for s, e in rs:
             assert c.snd_una <= s < e <= c.snd_nxt
-    for s, e in c._retrans:
-        assert c._lost.covered(s, e) == e - s
-    for s, e in c._lost:
-        assert c._sacked.covered(s, e) == 0
+    for s, e in c.scoreboard.retrans:
+        assert c.scoreboard.lost.covered(s, e) == e - s
+    for s, e in c.scoreboard.lost:
+        assert c.scoreboard.sacked.covered(s, e) == 0
     assert c._pipe() >= 0
     assert c.cc.cwnd >= c.cc.mss
     assert c._ooo.total <= c.config.ooo_bytes

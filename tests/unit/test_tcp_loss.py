@@ -165,17 +165,17 @@ def test_dsack_and_bogus_blocks_are_ignored():
     d.feed(".", seq=1, ack=1001, sack=[(1, 1001)])  # D-SACK below SND.UNA
     d.feed(".", seq=1, ack=1001, sack=[(5001, 90001)])  # beyond SND.NXT
     d.feed(".", seq=1, ack=1001, sack=[(3001, 2001)])  # reversed
-    assert d.conn._sacked.total == 0
+    assert d.conn.scoreboard.sacked.total == 0
 
 
 def test_sack_blocks_advance_the_scoreboard_on_cumulative_ack():
     d = ten_segments(sack=True)
     d.feed(".", seq=1, ack=1, sack=[(2001, 4001)])
-    assert d.conn._sacked.total == 2000
+    assert d.conn.scoreboard.sacked.total == 2000
     d.feed(".", seq=1, ack=3001)
-    assert d.conn._sacked.total == 1000  # the part below SND.UNA is gone
+    assert d.conn.scoreboard.sacked.total == 1000  # the part below SND.UNA is gone
     d.feed(".", seq=1, ack=10001)
-    assert d.conn._sacked.total == 0
+    assert d.conn.scoreboard.sacked.total == 0
 
 
 def test_rto_during_sack_recovery_resends_every_unsacked_hole():
@@ -186,7 +186,7 @@ def test_rto_during_sack_recovery_resends_every_unsacked_hole():
     sent = d.advance(0.25)
     assert sent == [(0.21, seg(1))] and d.conn._recovery == "loss"  # the timer from 0.01 kept running
     base = d.conn.iss
-    lost = [(a - base, b - base) for a, b in d.conn._lost.ranges()]
+    lost = [(a - base, b - base) for a, b in d.conn.scoreboard.lost.ranges()]
     assert lost == [(1, 2001), (5001, 7001), (8001, 11001)]  # every hole up to SND.NXT
 
 

@@ -207,6 +207,6 @@ def test_reordered_duplicate_ack_is_exempt_from_paws():
     d.feed(".", seq=1, ack=1, window=65535 >> 7, ts=(1010, 0), sack=[(1449, 2897)])
     d.feed(".", seq=1, ack=1, window=65535 >> 7, ts=(1005, 0), sack=[(1449, 3001)])
     assert d.conn.stats["paws_disordered_ack"] == 1 and d.conn.stats["drop_paws"] == 0
-    assert d.conn._sacked.total == 1552 and d.conn.stats["dupacks_in"] == 2
+    assert d.conn.scoreboard.sacked.total == 1552 and d.conn.stats["dupacks_in"] == 2
     d.feed("P.", seq=1, ack=1, window=65535 >> 7, ts=(1005, 0), data=b"old data")
     assert d.conn.stats["drop_paws"] == 1 and d.conn.recv(10) == b""
