@@ -66,7 +66,7 @@ class HandshakeMixin:
             self._ack_now = True
             self._want_output = True
             if len(payload) or flags & FIN:
-                self._receive_text(self.rcv_nxt, payload, bool(flags & FIN), now)
+                self._receive_text(self.rcv.nxt, payload, bool(flags & FIN), now)
         else:
             # Simultaneous open (MUST-10): answer with SYN,ACK from our ISS.
             self._set_state(SYN_RECEIVED)
@@ -83,8 +83,6 @@ class HandshakeMixin:
         """Take the peer's ISN and options from its SYN."""
         cfg = self.config
         self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1
-        self._last_ack_sent = self.rcv_nxt
         self.sack_ok = cfg.sack and seg.sack_permitted
         self.ts_ok = cfg.timestamps and seg.timestamps is not None
         if self.ts_ok:
@@ -92,16 +90,16 @@ class HandshakeMixin:
         self.ws_ok = cfg.window_scaling and seg.window_scale is not None
         if self.ws_ok:
             self.snd_wscale = min(seg.window_scale, 14)  # RFC 7323 2.3
-            self.rcv_wscale = cfg.window_shift
+            self.rcv.wscale = cfg.window_shift
         else:
-            self.snd_wscale = self.rcv_wscale = 0
+            self.snd_wscale = self.rcv.wscale = 0
         peer_mss = seg.mss if seg.mss is not None else DEFAULT_SEND_MSS
         opt = _TS_OPTION_LEN if self.ts_ok else 0
         # MUST-16: Eff.snd.MSS = min(SendMSS + 20, MMS_S) - TCP header - IP options.
         self.snd_mss = max(min(peer_mss, cfg.mss), _MIN_SND_MSS) - opt
-        self.rcv_mss = min(cfg.mss - opt, DEFAULT_SEND_MSS)
+        self.rcv.mss = min(cfg.mss - opt, DEFAULT_SEND_MSS)
         self.cc.set_mss(self.snd_mss)
-        self.rcv_adv = self.rcv_nxt + min(cfg.rcvbuf, 65535)
+        self.rcv.open(seg.seq + 1, min(cfg.rcvbuf, 65535))
 
     def _take_handshake_rtt(self, seg: TcpRepr, now: float) -> None:
         if self.ts_ok and seg.timestamps and seg.timestamps[1]:
@@ -145,14 +143,14 @@ class HandshakeMixin:
                 self._lport,
                 self._rport,
                 self.iss,
-                self.rcv_nxt & MASK,
+                self.rcv.nxt & MASK,
                 _F_SYN_ACK,
                 window,
                 mss=cfg.mss,
-                window_scale=self.rcv_wscale if self.ws_ok else None,
+                window_scale=self.rcv.wscale if self.ws_ok else None,
                 sack_permitted=self.sack_ok,
                 timestamps=(self._ts_clock(now), self.ts_recent) if self.ts_ok else None,
             )
-            self._last_ack_sent = self.rcv_nxt
+            self.rcv.last_ack_sent = self.rcv.nxt
         self.segs_out += 1
         return r, b""

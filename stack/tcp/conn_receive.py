@@ -50,8 +50,8 @@ class ReceiveMixin:
                 and self._tlp_high is None
             ):
                 # (0x37: exactly ACK among FIN, SYN, RST, ACK, URG)
-                seq = unwrap(seg.seq, self.rcv_nxt)
-                if seq == self.rcv_nxt and self._fast_path(seg, seq, payload, now):
+                seq = unwrap(seg.seq, self.rcv.nxt)
+                if seq == self.rcv.nxt and self._fast_path(seg, seq, payload, now):
                     return
             self._receive_synchronized(seg, payload, now)
             return
@@ -71,14 +71,14 @@ class ReceiveMixin:
         if ack < snd_una or ack > self.snd_nxt or seg.sack_blocks:
             return False
         n = len(payload)
-        if n and (self._read_shutdown or seq + n > self.rcv_adv):
+        if n and (self._read_shutdown or seq + n > self.rcv.adv):
             return False
         window = seg.window << self.snd_wscale
         if ack == snd_una and n == 0 and window == self.snd_wnd and self.snd_nxt != snd_una:
             return False  # a duplicate ACK: the full path counts it
         self._last_rx = now
         self.timers.keepalive.reset()
-        if ts is not None and seq <= self._last_ack_sent:
+        if ts is not None and seq <= self.rcv.last_ack_sent:
             self.ts_recent = ts[0]
         # Window update (SND.WL1/WL2 rule).
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
@@ -96,12 +96,9 @@ class ReceiveMixin:
             self._new_ack(seg, ack, now)
         if n:
             self._rx += payload
-            self.rcv_nxt = seq + n
+            self.rcv.take(n)
             self.bytes_received += n
-            if n > self.rcv_mss:
-                self.rcv_mss = n
-            self._unacked_rcv += n
-            if self._unacked_rcv >= 2 * self.rcv_mss:
+            if self.rcv.ack_due:
                 self._ack_now = True
                 self._want_output = True
             else:
@@ -115,7 +112,7 @@ class ReceiveMixin:
         One method per step of the RFC; each returns whether processing goes on.
         """
         flags = int(seg.flags)
-        seq = unwrap(seg.seq, self.rcv_nxt)
+        seq = unwrap(seg.seq, self.rcv.nxt)
         plen = len(payload)
         if self.state is SYN_RECEIVED and flags & SYN and not flags & RST and seq == self.irs:
             if self._repeated_syn(seg, seq, flags, now):
@@ -172,40 +169,26 @@ class ReceiveMixin:
                 self.stats["drop_paws"] += 1
                 self._send_dupack(now, pure=False)
                 return False
-        rn = self.rcv_nxt
-        wnd = self.rcv_adv - rn
-        if wnd < 0:
-            wnd = 0
         seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        if seglen == 0:
-            # RFC 9293 says RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND; like Linux we also
-            # take SEG.SEQ = RCV.NXT+RCV.WND: a sender that filled our window
-            # sends its ACKs from exactly there (RFC 9293 appendix A.2).
-            ok = rn <= seq <= rn + wnd
-        elif wnd == 0:
-            ok = False
-        else:
-            last = seq + seglen - 1
-            ok = (rn <= seq < rn + wnd) or (rn <= last < rn + wnd)
-        if not ok:
-            self._unacceptable(seg, seq, plen, seglen, wnd, flags, now)
+        if not self.rcv.acceptable(seq, seglen):
+            self._unacceptable(seg, seq, plen, seglen, flags, now)
             return False
         self._last_rx = now
         self.timers.keepalive.reset()
-        if ts is not None and self.ts_ok and seq <= self._last_ack_sent and (ts[0] - self.ts_recent) & MASK < _HALF:
+        if ts is not None and self.ts_ok and seq <= self.rcv.last_ack_sent and (ts[0] - self.ts_recent) & MASK < _HALF:
             self.ts_recent = ts[0]  # RFC 7323 4.3 (never backwards: a disordered ACK is older)
         return True
 
-    def _unacceptable(self, seg: TcpRepr, seq: int, plen: int, seglen: int, wnd: int, flags: int, now: float) -> None:
+    def _unacceptable(self, seg: TcpRepr, seq: int, plen: int, seglen: int, flags: int, now: float) -> None:
         """A segment outside the window: dropped, and usually answered with an ACK."""
         if flags & RST:
             self.stats["drop_rst_out_of_window"] += 1
             return
         self.stats["drop_out_of_window"] += 1
-        rn = self.rcv_nxt
+        rn = self.rcv.nxt
         if self.state is TIME_WAIT and flags & FIN:
             self.timers.close.start(now + self.config.time_wait)  # the peer's FIN again
-        if wnd == 0 and seq == rn and flags & ACK and not flags & SYN:
+        if self.rcv.available == 0 and seq == rn and flags & ACK and not flags & SYN:
             # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
             self._process_ack_only(seg, now)
         if plen and seq < rn and self.sack_ok:
@@ -214,7 +197,7 @@ class ReceiveMixin:
 
     def _check_rst(self, seq: int, now: float) -> None:
         """Second step: RST (RFC 5961 3.2: an exact match resets, otherwise challenge)."""
-        if seq == self.rcv_nxt:
+        if seq == self.rcv.nxt:
             self.stats["rst_in"] += 1
             self._on_reset()
         else:
@@ -298,11 +281,11 @@ class ReceiveMixin:
 
     def _segment_text(self, seq: int, payload, fin: int, now: float) -> None:
         """Seventh and eighth steps: trim the text to the window, then take it and the FIN."""
-        rn = self.rcv_nxt
+        rn = self.rcv.nxt
         if seq < rn:
             payload = payload[rn - seq :]
             seq = rn
-        right = self.rcv_adv
+        right = self.rcv.adv
         if seq + len(payload) > right:
             payload = payload[: max(0, right - seq)]
             fin = 0  # the FIN lies beyond the window: not taken
@@ -325,7 +308,7 @@ class ReceiveMixin:
         is older than TS.Recent by less than one RTO (in TSval milliseconds):
         it carries SACK information, and dropping it would hide a loss.
         """
-        if plen or flags & 0x07 or seq != self.rcv_nxt:
+        if plen or flags & 0x07 or seq != self.rcv.nxt:
             return False
         if unwrap(seg.ack, self.snd_una) != self.snd_una or (seg.window << self.snd_wscale) != self.snd_wnd:
             return False
@@ -338,23 +321,21 @@ class ReceiveMixin:
     def _process_ack_only(self, seg: TcpRepr, now: float) -> None:
         ack = unwrap(seg.ack, self.snd_una)
         if self.snd_una <= ack <= self.snd_nxt:
-            seq = unwrap(seg.seq, self.rcv_nxt)
+            seq = unwrap(seg.seq, self.rcv.nxt)
             self._process_ack(seg, seq, ack, 0, 0, now)
 
     def _receive_text(self, seq: int, payload, fin: bool, now: float) -> None:
         """Seventh/eighth steps: queue data in order or out of order, then the FIN."""
         n = len(payload)
-        rn = self.rcv_nxt
+        rn = self.rcv.nxt
         if seq == rn:
             had_ooo = bool(self._ooo)
             if n:
                 if not self._read_shutdown:
                     self._rx += payload
-                self.rcv_nxt = rn = seq + n
+                self.rcv.take(n)
+                rn = seq + n
                 self.bytes_received += n
-                if n > self.rcv_mss:
-                    self.rcv_mss = n
-                self._unacked_rcv += n
             if had_ooo:
                 while True:
                     chunk = self._ooo.pop_ready(rn)
@@ -364,7 +345,7 @@ class ReceiveMixin:
                         self._rx += chunk
                     rn += len(chunk)
                     self.bytes_received += len(chunk)
-                self.rcv_nxt = rn
+                self.rcv.nxt = rn
                 self._ack_now = True  # a hole was (partly) filled: ACK at once
                 self.stats["ooo_filled"] += 1
             fin = fin and seq + n == rn  # (a FIN below data held out of order is bogus)
@@ -375,7 +356,7 @@ class ReceiveMixin:
                 self._on_fin(now)
             elif self._ack_now or self._ooo:
                 self._ack_now = True
-            elif self._unacked_rcv >= 2 * self.rcv_mss:
+            elif self.rcv.ack_due:
                 self._ack_now = True
             elif n:
                 self.timers.delayed_ack.start_if_stopped(now + self.config.delayed_ack)
@@ -402,7 +383,7 @@ class ReceiveMixin:
             self._ack_now = True
             return
         self._fin_received = True
-        self.rcv_nxt += 1
+        self.rcv.nxt += 1
         self._ack_now = True
         self._want_output = True
         st = self.state

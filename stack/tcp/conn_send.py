@@ -34,37 +34,9 @@ class SendMixin:
     def _ts_clock(self, now: float) -> int:
         return (int(now * 1000) + self._ts_offset) & MASK
 
-    def _window_field(self) -> int:
-        """The window to advertise, with receiver SWS avoidance (RFC 9293 3.8.6.2.2)."""
-        free = self.config.rcvbuf - len(self._rx)
-        if free < 0:
-            free = 0
-        rn = self.rcv_nxt
-        edge = self.rcv_adv
-        cand = rn + free
-        if cand - edge >= self._sws_thresh:
-            edge = cand
-        win = edge - rn
-        if win < 0:
-            win = 0
-        shift = self.rcv_wscale
-        field = win >> shift
-        if field > 0xFFFF:
-            field = 0xFFFF
-        right = rn + (field << shift)
-        if right > self.rcv_adv:
-            self.rcv_adv = right
-        return field
-
-    def _window_update_due(self) -> bool:
-        free = self.config.rcvbuf - len(self._rx)
-        cand = self.rcv_nxt + free
-        cur = self.rcv_adv - self.rcv_nxt
-        return cand - self.rcv_adv >= self._sws_thresh and (cand - self.rcv_nxt) >= 2 * cur
-
     def _make(self, seq: int, flags, payload: bytes, now: float) -> Segment:
         """Build an outgoing segment with ACK, window and options; it carries our ACK."""
-        r = TcpRepr(self._lport, self._rport, seq & MASK, self.rcv_nxt & MASK, flags, self._window_field())
+        r = TcpRepr(self._lport, self._rport, seq & MASK, self.rcv.nxt & MASK, flags, self.rcv.window_field(self.config.rcvbuf - len(self._rx)))
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
         if self.sack_ok and (self._ooo or self._dsack):
@@ -76,10 +48,9 @@ class SendMixin:
             if self._ooo:
                 blocks += self._ooo.sack_blocks(limit - len(blocks))
             r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
-        self._last_ack_sent = self.rcv_nxt
+        self.rcv.acked()
         self._ack_now = False
         self.timers.delayed_ack.stop()
-        self._unacked_rcv = 0
         self.segs_out += 1
         return r, payload
 

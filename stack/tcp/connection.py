@@ -77,6 +77,7 @@ from stack.tcp.conn_send import SendMixin
 from stack.tcp.conn_timers import TimerMixin
 from stack.tcp.ranges import RangeSet
 from stack.tcp.reassembly import ReassemblyQueue
+from stack.tcp.receive_window import ReceiveWindow
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.scoreboard import Scoreboard
 from stack.tcp.seq import MASK, unwrap
@@ -160,21 +161,16 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.snd_wl2 = 0
         self.max_snd_wnd = 0
         self.snd_wscale = 0  # the peer's shift, applied to windows it sends
-        self.rcv_wscale = 0  # our shift, applied to windows we send
         # Receive sequence space.
         self.irs: int | None = None
-        self.rcv_nxt = 0
-        self.rcv_adv = 0  # the highest right edge ever advertised
+        self.rcv = ReceiveWindow(cfg.rcvbuf, cfg.mss, min(DEFAULT_SEND_MSS, cfg.mss))
         # Options.
         self.ts_ok = False
         self.sack_ok = False
         self.ws_ok = False
         self.ts_recent = 0
         self._ts_offset = ts_offset & MASK
-        self._last_ack_sent = 0
         self.snd_mss = min(DEFAULT_SEND_MSS, cfg.mss)
-        self.rcv_mss = min(DEFAULT_SEND_MSS, cfg.mss)
-        self._sws_thresh = min(cfg.rcvbuf // 2, cfg.mss) or 1
         # Send buffer: bytes from SND.UNA (or ISS+1) on; FIN after them once queued.
         self._sndbuf = bytearray()
         self._snd_base = self.iss + 1
@@ -191,7 +187,6 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._read_shutdown = False
         self._orphan = False  # the application closed it: nobody will read
         self._rcv_up: int | None = None
-        self._unacked_rcv = 0
         self._dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
         # Loss recovery: the scoreboard (RFC 6675) and NewReno state.
         self.scoreboard = Scoreboard()
@@ -311,16 +306,14 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         conn = cls(local, remote, iss, config)
         conn._passive = True
         conn.irs = irs
-        conn.rcv_nxt = irs + 1
-        conn._last_ack_sent = conn.rcv_nxt
+        conn.rcv.open(irs + 1, min(conn.config.rcvbuf, 0xFFFF))
         conn.snd_una = conn.snd_nxt = conn.iss + 1
         conn.snd_mss = max(min(mss, conn.config.mss), _MIN_SND_MSS)
-        conn.rcv_mss = min(conn.config.mss, DEFAULT_SEND_MSS)
+        conn.rcv.mss = min(conn.config.mss, DEFAULT_SEND_MSS)
         conn.cc.set_mss(conn.snd_mss)
         conn.snd_wnd = conn.max_snd_wnd = ack.window
-        conn.snd_wl1 = conn.rcv_nxt
+        conn.snd_wl1 = conn.rcv.nxt
         conn.snd_wl2 = conn.snd_una
-        conn.rcv_adv = conn.rcv_nxt + min(conn.config.rcvbuf, 0xFFFF)
         conn._last_rx = now
         conn._established(now)
         conn.stats["from_syn_cookie"] += 1
@@ -330,7 +323,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """Change settings (``nodelay``, ``rcvbuf``, ``sndbuf``, ``keepalive*``...) now."""
         cfg = replace(self.config, **changes)
         self.config = cfg
-        self._sws_thresh = min(cfg.rcvbuf // 2, cfg.mss) or 1
+        self.rcv.configure(cfg.rcvbuf, cfg.mss)
         self._ooo.max_bytes = cfg.ooo_bytes
         if "keepalive" in changes or "keepalive_idle" in changes:
             self.timers.keepalive.reset()
@@ -383,7 +376,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         else:
             data = bytes(rx[:max_bytes])
             del rx[:max_bytes]
-        if self.state in _RECEIVING and self._window_update_due():
+        if self.state in _RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self._rx)):
             # The window opened enough to tell the peer now (never delay this).
             self._ack_now = True
             self._want_output = True
@@ -538,7 +531,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """Urgent bytes received and not yet read (MUST-33); data stays in line."""
         if self._rcv_up is None:
             return 0
-        read_pos = self.rcv_nxt - len(self._rx)
+        read_pos = self.rcv.nxt - len(self._rx)
         return max(0, self._rcv_up - read_pos)
 
     def info(self) -> TcpInfo:
@@ -549,8 +542,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             options.append("ts")
         if self.sack_ok:
             options.append("sack")
-        if self.snd_wscale or self.rcv_wscale:
-            options.append(f"wscale:{self.snd_wscale},{self.rcv_wscale}")
+        if self.snd_wscale or self.rcv.wscale:
+            options.append(f"wscale:{self.snd_wscale},{self.rcv.wscale}")
         return TcpInfo(
             state=self.state,
             local=self.local,
@@ -558,14 +551,14 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             send_queue=len(self._sndbuf),
             recv_queue=len(self._rx),
             snd_mss=self.snd_mss,
-            rcv_mss=self.rcv_mss,
+            rcv_mss=self.rcv.mss,
             cwnd=cc.cwnd,
             ssthresh=None if cc.ssthresh >= 1 << 62 else cc.ssthresh,
             srtt=self.rtt.srtt,
             rttvar=self.rtt.rttvar,
             rto=self.rtt.rto,
             snd_wnd=self.snd_wnd,
-            rcv_wnd=max(0, self.rcv_adv - self.rcv_nxt),
+            rcv_wnd=self.rcv.available,
             in_flight=self._pipe(),
             retransmits=self.stats["retransmits"],
             timeouts=self.stats["timeouts"],
@@ -624,7 +617,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             return False
         if self.ts_ok and seg.timestamps is not None:
             return (seg.timestamps[0] - self.ts_recent) & MASK < _HALF and seg.timestamps[0] != self.ts_recent
-        return unwrap(seg.seq, self.rcv_nxt) > self.rcv_nxt
+        return unwrap(seg.seq, self.rcv.nxt) > self.rcv.nxt
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]} {self.state}>"

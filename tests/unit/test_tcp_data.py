@@ -176,7 +176,7 @@ def test_window_never_shrinks_from_the_right():
     d.feed(".", seq=3001, ack=1, data=b"b" * 100)
     out = d.advance(0.1)
     assert out == [(0.05, "[.] seq=1 ack=3101 win=9900 len=0")]
-    assert d.conn.rcv_adv - d.conn.irs == 13001
+    assert d.conn.rcv.adv - d.conn.irs == 13001
 
 
 def test_window_scaling_both_ways():
@@ -416,7 +416,7 @@ def test_shutdown_read_drops_data():
     d.conn.shutdown_read()
     assert d.conn.recv_queue == 0 and d.conn.eof
     d.feed("P.", seq=7, ack=1, data=b"after")
-    assert d.conn.recv(10) == b"" and d.conn.rcv_nxt - d.conn.irs == 12  # acknowledged anyway
+    assert d.conn.recv(10) == b"" and d.conn.rcv.nxt - d.conn.irs == 12  # acknowledged anyway
 
 
 def test_info_snapshot():

@@ -98,7 +98,7 @@ action = st.one_of(
 def build(d: SegmentDriver, a) -> TcpRepr:
     _, seqspec, ackspec, flags, window, _n, ts, sack, mss, ws, urg = a
     c = d.conn
-    seq = (c.rcv_nxt + seqspec[1]) & MASK if seqspec[0] == "rcv" else seqspec[1]
+    seq = (c.rcv.nxt + seqspec[1]) & MASK if seqspec[0] == "rcv" else seqspec[1]
     ack = (c.snd_una + ackspec[1]) & MASK if ackspec[0] == "snd" else ackspec[1]
     r = TcpRepr(c.remote[1], c.local[1], seq, ack, TcpFlags(flags), window, urg)
     r.timestamps = ts
@@ -117,9 +117,9 @@ def check_invariants(c: TcpConnection) -> None:
         assert c.snd_una <= data_end + 1
     assert len(c._sndbuf) <= c.config.sndbuf
     if c.irs is not None:
-        assert c.rcv_nxt >= c.irs + 1
+        assert c.rcv.nxt >= c.irs + 1
         if c.state is not S.CLOSED:
-            assert c.rcv_nxt <= c.rcv_adv + 1
+            assert c.rcv.nxt <= c.rcv.adv + 1
     for rs in (c.scoreboard.sacked, c.scoreboard.lost, c.scoreboard.retrans):
         for s, e in rs:
             assert c.snd_una <= s < e <= c.snd_nxt

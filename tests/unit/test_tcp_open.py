@@ -51,7 +51,7 @@ def test_active_open_offers_and_negotiates_all_options():
     d.now = 0.02
     d.feed("S.", seq=0, ack=1, mss=1460, window_scale=7, sack_permitted=True, ts=(900, 0))
     c = d.conn
-    assert (c.ts_ok, c.sack_ok, c.snd_wscale, c.rcv_wscale) == (True, True, 7, 3)
+    assert (c.ts_ok, c.sack_ok, c.snd_wscale, c.rcv.wscale) == (True, True, 7, 3)
     assert c.snd_mss == 1460 - 12  # MUST-16: the timestamp option takes room
     assert c.ts_recent == 900
     assert d.out() == ["[.] seq=1 ack=1 win=32768 len=0 ts=20,900"]
@@ -63,7 +63,7 @@ def test_peer_without_options_gets_none_and_the_default_mss():
     d.out()
     d.feed("S.", seq=0, ack=1, ts=None)
     c = d.conn
-    assert (c.ts_ok, c.sack_ok, c.snd_wscale, c.rcv_wscale) == (False, False, 0, 0)
+    assert (c.ts_ok, c.sack_ok, c.snd_wscale, c.rcv.wscale) == (False, False, 0, 0)
     assert c.snd_mss == 536  # MUST-15
     assert d.out() == ["[.] seq=1 ack=1 win=65535 len=0"]
 
