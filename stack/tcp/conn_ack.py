@@ -16,46 +16,41 @@ class AckMixin:
 
     def _process_ack(self, seg: TcpRepr, seq: int, ack: int, plen: int, fin, now: float) -> None:
         """RFC 9293 fifth step for ESTABLISHED and later: window, SACK, new data acked."""
-        snd_una = self.snd_una
+        snd_una = self.snd.una
         self.timers.persist.probes = 0
         self._last_ack_rx = now
-        window = seg.window << self.snd_wscale
+        window = seg.window << self.snd.wscale
         window_changed = False
-        if ack >= snd_una and (self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack)):
-            if window != self.snd_wnd:
-                window_changed = True
-                if window > self.snd_wnd:
-                    self._want_output = True
-                    self.timers.persist.backoff = 0
-                self.snd_wnd = window
-                if window > self.max_snd_wnd:
-                    self.max_snd_wnd = window
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
+        if ack >= snd_una:
+            change = self.snd.update_window(seq, ack, window)
+            window_changed = change != 0
+            if change > 0:
+                self._want_output = True
+                self.timers.persist.backoff = 0
         newly_sacked = 0
         dsack = False
         if self.sack_ok and seg.sack_blocks:
             dsack = self._is_dsack(seg.sack_blocks, ack)
-            newly_sacked = self.scoreboard.take_sack(seg.sack_blocks, self.snd_una, self.snd_nxt)
+            newly_sacked = self.scoreboard.take_sack(seg.sack_blocks, self.snd.una, self.snd.nxt)
             if dsack and self._undo_cc is not None:
                 self._dsack_undo(seg.sack_blocks[0], now)
         if ack > snd_una:
             self._new_ack(seg, ack, now)
         elif (
             ack == snd_una
-            and self.snd_nxt > snd_una
+            and self.snd.nxt > snd_una
             and plen == 0
             and not fin
             and (newly_sacked > 0 if self.sack_ok else not window_changed)
         ):
             self._dupack(now)
-        if self.sack_ok and self.scoreboard.sacked and self.snd_nxt > self.snd_una:
-            if self._recovery is None and self._is_lost(self.snd_una):
+        if self.sack_ok and self.scoreboard.sacked and self.snd.nxt > self.snd.una:
+            if self._recovery is None and self._is_lost(self.snd.una):
                 self._enter_fast_recovery(now)
             elif self._recovery == "fast":
                 self._mark_lost_sack()
                 if newly_sacked and self.scoreboard.tracks_retransmits:
-                    found = self.scoreboard.detect_lost_retransmits(self.snd_una)
+                    found = self.scoreboard.detect_lost_retransmits(self.snd.una)
                     if found:
                         self.stats["lost_retransmits"] += found
         if self._tlp_high is not None:
@@ -63,19 +58,9 @@ class AckMixin:
 
     def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
         """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
-        snd_una = self.snd_una
+        snd_una = self.snd.una
         acked = ack - snd_una
-        base = self._snd_base
-        end = base + len(self._sndbuf)
-        if ack < end:
-            end = ack
-        if end > base:
-            del self._sndbuf[: end - base]
-            self._snd_base = end
-            self.bytes_acked += end - base
-        self.snd_una = ack
-        if self._snd_up is not None and ack >= self._snd_up:
-            self._snd_up = None
+        self.bytes_acked += self.snd.acked_to(ack)
         self.scoreboard.acked_to(ack)
         # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
         ts = seg.timestamps
@@ -89,7 +74,7 @@ class AckMixin:
         if self._undo_tsval is not None and ack > self._undo_una:
             self._eifel_check(ts, now)
         # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-        if self.snd_nxt > ack:
+        if self.snd.nxt > ack:
             self.timers.retransmit.start(now + self.rtt.rto)
         else:
             self.timers.retransmit.stop()
@@ -113,12 +98,12 @@ class AckMixin:
             elif not self.sack_ok:
                 # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
                 self._dup_bytes = max(0, self._dup_bytes - acked + self.snd_mss)
-                self.scoreboard.lost.add(ack, min(ack + self.snd_mss, self.snd_nxt))
+                self.scoreboard.lost.add(ack, min(ack + self.snd_mss, self.snd.nxt))
                 self._force_rtx = True
             else:
                 # With SACK too: the new head is a hole the scoreboard may not
                 # call lost yet (nothing SACKed above it); retransmit it now.
-                first = self.scoreboard.first_sacked(self.snd_nxt)
+                first = self.scoreboard.first_sacked(self.snd.nxt)
                 if first > ack:
                     self.scoreboard.lost.add(ack, min(ack + self.snd_mss, first))
         else:  # "loss": slow start again after an RTO
@@ -128,7 +113,7 @@ class AckMixin:
                 self._dupacks = 0
         self._want_output = True
         st = self.state
-        if self._fin_queued and ack > self._fin_seq:
+        if self.snd.fin_queued and ack > self.snd.fin_seq:
             # Our FIN is acknowledged.
             if st is FIN_WAIT_1:
                 self._set_state(FIN_WAIT_2)
@@ -152,12 +137,12 @@ class AckMixin:
         if not self.sack_ok:
             # Each dupACK means a segment left the network (RFC 5681 inflation /
             # RFC 3042 limited transmit, folded into pipe).
-            self._dup_bytes = min(self._dup_bytes + self.snd_mss, self.snd_nxt - self.snd_una)
+            self._dup_bytes = min(self._dup_bytes + self.snd_mss, self.snd.nxt - self.snd.una)
         if self._recovery is None and self._dupacks >= self.config.dupthresh:
             self._enter_fast_recovery(now)
         self._want_output = True
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675 SetPipe, by byte ranges)."""
-        p = self.scoreboard.pipe(self.snd_nxt - self.snd_una) - self._dup_bytes
+        p = self.scoreboard.pipe(self.snd.nxt - self.snd.una) - self._dup_bytes
         return p if p > 0 else 0

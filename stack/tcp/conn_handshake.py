@@ -35,8 +35,8 @@ class HandshakeMixin:
         ack_ok = False
         ack = 0
         if flags & ACK:
-            ack = unwrap(seg.ack, self.snd_una)
-            if ack <= self.iss or ack > self.snd_nxt:
+            ack = unwrap(seg.ack, self.snd.una)
+            if ack <= self.iss or ack > self.snd.nxt:
                 # Not for our SYN: <SEQ=SEG.ACK><CTL=RST> (unless it is a RST).
                 if not flags & RST:
                     self._queue_rst(seg.ack)
@@ -56,11 +56,8 @@ class HandshakeMixin:
         self._last_rx = now
         self._accept_syn(seg)
         if ack_ok:
-            self.snd_una = ack
-            self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1 = self.irs
-            self.snd_wl2 = ack
+            self.snd.una = ack
+            self.snd.set_window(seg.window, self.irs, ack)  # never scaled in a SYN (RFC 7323 2.2)
             self._take_handshake_rtt(seg, now)
             self._established(now)
             self._ack_now = True
@@ -70,10 +67,7 @@ class HandshakeMixin:
         else:
             # Simultaneous open (MUST-10): answer with SYN,ACK from our ISS.
             self._set_state(SYN_RECEIVED)
-            self.snd_wnd = seg.window
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1 = self.irs
-            self.snd_wl2 = self.iss
+            self.snd.set_window(seg.window, self.irs, self.iss)
             self._syn_pending = True
             self.timers.retransmit.stop()
             self._want_output = True
@@ -89,10 +83,10 @@ class HandshakeMixin:
             self.ts_recent = seg.timestamps[0]
         self.ws_ok = cfg.window_scaling and seg.window_scale is not None
         if self.ws_ok:
-            self.snd_wscale = min(seg.window_scale, 14)  # RFC 7323 2.3
+            self.snd.wscale = min(seg.window_scale, 14)  # RFC 7323 2.3
             self.rcv.wscale = cfg.window_shift
         else:
-            self.snd_wscale = self.rcv.wscale = 0
+            self.snd.wscale = self.rcv.wscale = 0
         peer_mss = seg.mss if seg.mss is not None else DEFAULT_SEND_MSS
         opt = _TS_OPTION_LEN if self.ts_ok else 0
         # MUST-16: Eff.snd.MSS = min(SendMSS + 20, MMS_S) - TCP header - IP options.
@@ -117,7 +111,7 @@ class HandshakeMixin:
         if self._syn_retransmitted:
             self.rtt.reset_after_syn_retransmit()
         self._last_ack_rx = now
-        if self._fin_queued:
+        if self.snd.fin_queued:
             self._set_state(FIN_WAIT_1)  # a CLOSE that waited for the handshake
         self._want_output = True
         self._notify()

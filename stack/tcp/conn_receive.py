@@ -66,30 +66,22 @@ class ReceiveMixin:
         if self.ts_ok:
             if ts is None or (ts[0] - self.ts_recent) & MASK >= _HALF:
                 return False
-        ack = unwrap(seg.ack, self.snd_una)
-        snd_una = self.snd_una
-        if ack < snd_una or ack > self.snd_nxt or seg.sack_blocks:
+        ack = unwrap(seg.ack, self.snd.una)
+        snd_una = self.snd.una
+        if ack < snd_una or ack > self.snd.nxt or seg.sack_blocks:
             return False
         n = len(payload)
         if n and (self._read_shutdown or seq + n > self.rcv.adv):
             return False
-        window = seg.window << self.snd_wscale
-        if ack == snd_una and n == 0 and window == self.snd_wnd and self.snd_nxt != snd_una:
+        window = seg.window << self.snd.wscale
+        if ack == snd_una and n == 0 and window == self.snd.wnd and self.snd.nxt != snd_una:
             return False  # a duplicate ACK: the full path counts it
         self._last_rx = now
         self.timers.keepalive.reset()
         if ts is not None and seq <= self.rcv.last_ack_sent:
             self.ts_recent = ts[0]
-        # Window update (SND.WL1/WL2 rule).
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-            if window != self.snd_wnd:
-                if window > self.snd_wnd:
-                    self._want_output = True
-                self.snd_wnd = window
-                if window > self.max_snd_wnd:
-                    self.max_snd_wnd = window
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
+        if self.snd.update_window(seq, ack, window) > 0:
+            self._want_output = True
         self.timers.persist.probes = 0
         self._last_ack_rx = now
         if ack > snd_una:
@@ -144,16 +136,13 @@ class ReceiveMixin:
             self._want_output = True
             self.stats["syn_retransmit_seen"] += 1
             return True
-        if not self._passive and unwrap(seg.ack, self.snd_una) == self.snd_nxt:
+        if not self._passive and unwrap(seg.ack, self.snd.una) == self.snd.nxt:
             # Simultaneous open, step 6 of RFC 9293 figure 8: the peer's SYN,ACK
             # completes our handshake (its SYN is old news; as Linux does).
             self._take_handshake_rtt(seg, now)
-            self.snd_una = self.snd_nxt
+            self.snd.una = self.snd.nxt
             self._established(now)
-            self.snd_wnd = seg.window
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1 = seq
-            self.snd_wl2 = self.snd_una
+            self.snd.set_window(seg.window, seq, self.snd.una)
             return True
         return False
 
@@ -219,18 +208,18 @@ class ReceiveMixin:
         if not flags & ACK:
             self.stats["drop_no_ack"] += 1
             return False
-        ack = unwrap(seg.ack, self.snd_una)
+        ack = unwrap(seg.ack, self.snd.una)
         if self.state is SYN_RECEIVED and not self._ack_of_syn(seg, seq, ack, now):
             return False
-        if ack > self.snd_nxt:
-            if self._probe_end is not None and ack <= self._probe_end:
-                self.snd_nxt = ack  # the peer took our zero-window probe byte
-                self._probe_end = None
+        if ack > self.snd.nxt:
+            if self.snd.probe_end is not None and ack <= self.snd.probe_end:
+                self.snd.nxt = ack  # the peer took our zero-window probe byte
+                self.snd.probe_end = None
             else:
                 self.stats["drop_ack_unsent"] += 1
                 self._challenge_ack(now)
                 return False
-        if ack < self.snd_una - self.max_snd_wnd:
+        if ack < self.snd.una - self.snd.max_wnd:
             self.stats["drop_ack_too_old"] += 1
             self._challenge_ack(now)
             return False
@@ -239,7 +228,7 @@ class ReceiveMixin:
 
     def _ack_of_syn(self, seg: TcpRepr, seq: int, ack: int, now: float) -> bool:
         """SYN-RECEIVED: an ACK of our SYN makes it ESTABLISHED; False when it does not."""
-        if not self.snd_una < ack <= self.snd_nxt:
+        if not self.snd.una < ack <= self.snd.nxt:
             self._queue_rst(seg.ack)
             self.stats["drop_bad_ack"] += 1
             return False
@@ -248,12 +237,9 @@ class ReceiveMixin:
             self.stats["drop_accept_queue_full"] += 1
             return False
         self._take_handshake_rtt(seg, now)
-        self.snd_una = ack
+        self.snd.una = ack
         self._established(now)
-        self.snd_wnd = seg.window << self.snd_wscale
-        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-        self.snd_wl1 = seq
-        self.snd_wl2 = ack
+        self.snd.set_window(seg.window << self.snd.wscale, seq, ack)
         return True
 
     def _more_after_ack(self, fin: int, now: float) -> bool:
@@ -310,7 +296,7 @@ class ReceiveMixin:
         """
         if plen or flags & 0x07 or seq != self.rcv.nxt:
             return False
-        if unwrap(seg.ack, self.snd_una) != self.snd_una or (seg.window << self.snd_wscale) != self.snd_wnd:
+        if unwrap(seg.ack, self.snd.una) != self.snd.una or (seg.window << self.snd.wscale) != self.snd.wnd:
             return False
         age_ms = (self.ts_recent - seg.timestamps[0]) & MASK
         if age_ms > self.rtt.rto * 1000:
@@ -319,8 +305,8 @@ class ReceiveMixin:
         return True
 
     def _process_ack_only(self, seg: TcpRepr, now: float) -> None:
-        ack = unwrap(seg.ack, self.snd_una)
-        if self.snd_una <= ack <= self.snd_nxt:
+        ack = unwrap(seg.ack, self.snd.una)
+        if self.snd.una <= ack <= self.snd.nxt:
             seq = unwrap(seg.seq, self.rcv.nxt)
             self._process_ack(seg, seq, ack, 0, 0, now)
 
@@ -390,7 +376,7 @@ class ReceiveMixin:
         if st is ESTABLISHED or st is SYN_RECEIVED:
             self._set_state(CLOSE_WAIT)
         elif st is FIN_WAIT_1:
-            if self._fin_queued and self.snd_una > self._fin_seq:
+            if self.snd.fin_queued and self.snd.una > self.snd.fin_seq:
                 self._enter_time_wait(now)
             else:
                 self._set_state(CLOSING)  # simultaneous close

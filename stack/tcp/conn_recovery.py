@@ -18,17 +18,17 @@ class RecoveryMixin:
     def _enter_fast_recovery(self, now: float) -> None:
         self.stats["fast_retransmits"] += 1
         self._start_undo_episode()
-        self.cc.on_congestion(now, self.snd_nxt - self.snd_una)
+        self.cc.on_congestion(now, self.snd.nxt - self.snd.una)
         self._recovery = "fast"
-        self._recover = self.snd_nxt
+        self._recover = self.snd.nxt
         self._rtt_seq = None
         self.timers.tail_probe.stop()
-        una = self.snd_una
+        una = self.snd.una
         if self.sack_ok:
             self._mark_lost_sack()
         # The first unacknowledged segment is retransmitted at once (RFC 5681 3.2 / 6675 5 (4.3)).
-        first_sacked = self.scoreboard.first_sacked(self.snd_nxt)
-        self.scoreboard.lost.add(una, min(una + self.snd_mss, first_sacked, self.snd_nxt))
+        first_sacked = self.scoreboard.first_sacked(self.snd.nxt)
+        self.scoreboard.lost.add(una, min(una + self.snd_mss, first_sacked, self.snd.nxt))
         self._force_rtx = True
         self._want_output = True
 
@@ -38,7 +38,7 @@ class RecoveryMixin:
     def _mark_lost_sack(self) -> None:
         """RFC 6675 IsLost: the holes below the boundary are lost."""
         board = self.scoreboard
-        board.mark_unsacked_lost(self.snd_una, board.lost_boundary(self.config.dupthresh, self.snd_mss))
+        board.mark_unsacked_lost(self.snd.una, board.lost_boundary(self.config.dupthresh, self.snd_mss))
 
     def _start_undo_episode(self) -> None:
         """Remember the congestion state before a loss response, in case it proves needless."""
@@ -46,8 +46,8 @@ class RecoveryMixin:
         self._undo_retrans = 0
         self._undo_rtx.clear()
         self._undo_tsval = None
-        self._undo_una = self.snd_una
-        self._undo_high = self.snd_nxt
+        self._undo_una = self.snd.una
+        self._undo_high = self.snd.nxt
 
     def _eifel_check(self, ts, now: float) -> None:
         """RFC 3522: an ACK for the first retransmission echoing an older TSval means the
@@ -65,8 +65,8 @@ class RecoveryMixin:
         A D-SACK for data never retransmitted (the link duplicated the original)
         says nothing about the retransmissions, so only what the episode resent counts.
         """
-        left = unwrap(block[0], self.snd_una)
-        right = unwrap(block[1], self.snd_una)
+        left = unwrap(block[0], self.snd.una)
+        right = unwrap(block[1], self.snd.una)
         if not (self._undo_una <= left < right <= self._undo_high) or self._undo_retrans <= 0:
             return
         resent = self._undo_rtx.covered(left, right)
@@ -95,13 +95,13 @@ class RecoveryMixin:
 
     def _is_dsack(self, blocks, ack: int) -> bool:
         """RFC 2883: the first block reports a duplicate (below the ACK or inside the second block)."""
-        left = unwrap(blocks[0][0], self.snd_una)
-        right = unwrap(blocks[0][1], self.snd_una)
+        left = unwrap(blocks[0][0], self.snd.una)
+        right = unwrap(blocks[0][1], self.snd.una)
         if right <= ack:
             return True
         if len(blocks) > 1:
-            l2 = unwrap(blocks[1][0], self.snd_una)
-            r2 = unwrap(blocks[1][1], self.snd_una)
+            l2 = unwrap(blocks[1][0], self.snd.una)
+            r2 = unwrap(blocks[1][1], self.snd.una)
             return l2 <= left and right <= r2
         return False
 
@@ -112,14 +112,14 @@ class RecoveryMixin:
             or not self.config.tail_loss_probe
             or self._recovery is not None
             or self._tlp_high is not None
-            or self.snd_nxt <= self.snd_una
+            or self.snd.nxt <= self.snd.una
             or self.rtt.srtt is None
             or self.state not in _SENDING
         ):
             self.timers.tail_probe.stop()
             return
         pto = max(2 * self.rtt.srtt, 0.01)
-        if self.snd_nxt - self.snd_una <= self.snd_mss:
+        if self.snd.nxt - self.snd.una <= self.snd_mss:
             pto += 0.2  # one segment out: the peer may be delaying its ACK (WCDelAckT)
         at = now + pto
         rto_at = self.timers.retransmit.at
@@ -130,12 +130,12 @@ class RecoveryMixin:
 
     def _on_tlp(self, now: float) -> None:
         """Send a tail loss probe: new data if the window allows, else the last segment again."""
-        una, nxt = self.snd_una, self.snd_nxt
+        una, nxt = self.snd.una, self.snd.nxt
         if nxt <= una or self._recovery is not None or self._tlp_high is not None:
             return
         self.stats["tlp_probes"] += 1
-        data_end = self._snd_base + len(self._sndbuf)
-        if data_end > nxt and una + self.snd_wnd > nxt:
+        data_end = self.snd.data_end
+        if data_end > nxt and una + self.snd.wnd > nxt:
             self._tlp_force = True  # _send_new sends one segment whatever cwnd says
             self._tlp_rtx = False
         else:
@@ -168,6 +168,6 @@ class RecoveryMixin:
             # The probe arrived, the holes below it (all sent earlier) did not: lost.
             self._tlp_high = None
             self.stats["tlp_loss_detected"] += 1
-            self.scoreboard.mark_unsacked_lost(self.snd_una, sacked.high)
+            self.scoreboard.mark_unsacked_lost(self.snd.una, sacked.high)
             if self._recovery is None:
                 self._enter_fast_recovery(now)

@@ -61,27 +61,27 @@ class SendMixin:
                 self._syn_pending = False
                 self._ack_now = False  # a SYN-ACK carries the ACK
                 out.append(self._syn_segment(now))
-                if self.snd_nxt == self.iss:
-                    self.snd_nxt = self.iss + 1
+                if self.snd.nxt == self.iss:
+                    self.snd.nxt = self.iss + 1
                 self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
                 if self._rtt_seq is None and not self._syn_retransmitted:
                     self._rtt_seq = self.iss + 1
                     self._rtt_time = now
             elif self._ack_now:
                 if st is SYN_RECEIVED:  # an unacceptable segment: <SEQ=SND.NXT><ACK=RCV.NXT>
-                    out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+                    out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
                 self._ack_now = False
             return
         if st is TIME_WAIT:
             if self._ack_now:
-                out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+                out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
             return
         if st in _SENDING:
             self._send_data(now, out)
         if st is FIN_WAIT_2 and self._orphan:
             self.timers.close.start_if_stopped(now + self.config.fin_wait2_timeout)
         if self._ack_now:
-            out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+            out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
 
     def _seg_mss(self) -> int:
         """The payload that fits the next data segment (as Linux's tcp_current_mss).
@@ -123,8 +123,8 @@ class SendMixin:
         if (
             not timers.persist.running
             and not timers.retransmit.running
-            and self.snd_nxt == self.snd_una
-            and (self._snd_base + len(self._sndbuf) > self.snd_nxt)
+            and self.snd.nxt == self.snd.una
+            and self.snd.unsent
         ):
             timers.persist.start(now + timers.persist.interval(self.rtt.rto, self.config.max_rto))
 
@@ -140,15 +140,15 @@ class SendMixin:
         """
         pipe = self._pipe()
         limited = pipe + self.snd_mss > self.cc.cwnd
-        flight = self.snd_nxt - self.snd_una
+        flight = self.snd.nxt - self.snd.una
         if (
-            self.snd_una >= self._cwnd_use_seq
+            self.snd.una >= self._cwnd_use_seq
             or limited
             or (not self._cwnd_limited and flight > self._max_flight)
         ):
             self._cwnd_limited = limited
             self._max_flight = flight
-            self._cwnd_use_seq = self.snd_nxt
+            self._cwnd_use_seq = self.snd.nxt
 
     def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
         rng = self.scoreboard.next_retransmission(mss)
@@ -158,7 +158,7 @@ class SendMixin:
         if not self._force_rtx and self._pipe() + (e - s) > self.cc.cwnd:
             return False
         self._force_rtx = False
-        self.scoreboard.retransmitted(s, e, self.snd_nxt if self.sack_ok else None)
+        self.scoreboard.retransmitted(s, e, self.snd.nxt if self.sack_ok else None)
         if self._recovery is not None and self._undo_cc is not None:
             self._undo_retrans += 1
             self._undo_rtx.add(s, e)
@@ -166,12 +166,11 @@ class SendMixin:
                 self._undo_tsval = self._ts_clock(now)
         flags = _F_ACK
         data_end = e
-        if self._fin_queued and e > self._fin_seq:
+        if self.snd.fin_queued and e > self.snd.fin_seq:
             flags |= FIN
-            data_end = self._fin_seq
-        base = self._snd_base
-        payload = bytes(self._sndbuf[s - base : data_end - base]) if data_end > s else b""
-        if payload and data_end == base + len(self._sndbuf):
+            data_end = self.snd.fin_seq
+        payload = self.snd.payload(s, data_end) if data_end > s else b""
+        if payload and data_end == self.snd.data_end:
             flags |= PSH
         seg = self._make(s, flags, payload, now)
         self._mark_urgent(seg[0], s)
@@ -183,39 +182,40 @@ class SendMixin:
 
     def _send_new(self, now: float, out: list[Segment], mss: int, cc) -> bool:
         """Send one segment of new data (or the FIN); False when nothing may go."""
-        nxt = self.snd_nxt
-        base = self._snd_base
-        data_end = base + len(self._sndbuf)
+        snd = self.snd
+        nxt = snd.nxt
+        base = snd.base
+        data_end = base + len(snd.buf)
         left = data_end - nxt
         if left <= 0:
-            if self._fin_queued and nxt == self._fin_seq:
+            if snd.fin_queued and nxt == snd.fin_seq:
                 # A bare FIN (it needs no window; MUST-61 PSH rule is moot).
                 out.append(self._make(nxt, _F_ACK | FIN, b"", now))
-                self.snd_nxt = nxt + 1
+                snd.nxt = nxt + 1
                 self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
                 return False
             return False
         n = left if left < mss else mss
-        usable = self.snd_una + self.snd_wnd - nxt
+        usable = snd.una + snd.wnd - nxt
         force = self._force_send or self._tlp_force
         if usable < n:
             if usable <= 0:
-                if force and nxt == self.snd_una:
+                if force and nxt == snd.una:
                     # Zero-window probe: one new octet, not counted as sent
                     # until the peer acknowledges it (MUST-36).
                     self._force_send = False
-                    payload = bytes(self._sndbuf[nxt - base : nxt - base + 1])
+                    payload = bytes(snd.buf[nxt - base : nxt - base + 1])
                     out.append(self._make(nxt, _F_ACK, payload, now))
-                    self._probe_end = nxt + 1
+                    snd.probe_end = nxt + 1
                     self.stats["window_probes"] += 1
                 return False
-            if not force and usable < self.max_snd_wnd // 2:
+            if not force and usable < snd.max_wnd // 2:
                 return False  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
             n = usable
-        elif n < mss and not force and not self.config.nodelay and not self._fin_queued:
+        elif n < mss and not force and not self.config.nodelay and not snd.fin_queued:
             # Nagle with Minshall's refinement (as Linux): hold a partial segment
             # while an earlier partial one is unacknowledged.
-            if self._snd_sml > self.snd_una:
+            if snd.sml > snd.una:
                 return False
         flight = self._pipe()
         if flight + n > cc.cwnd and flight > 0 and not self._tlp_force:
@@ -233,19 +233,19 @@ class SendMixin:
         self._force_send = False
         end = nxt + n
         flags = 0x18 if end == data_end else 0x10  # ACK, and PSH on the last of the queue
-        if self._fin_queued and end == self._fin_seq:
+        if snd.fin_queued and end == snd.fin_seq:
             flags |= 0x01
         off = nxt - base
-        payload = bytes(self._sndbuf[off : off + n])
+        payload = bytes(snd.buf[off : off + n])
         seg = self._make(nxt, _FLAG[flags], payload, now)
-        if self._snd_up is not None:
+        if snd.up is not None:
             self._mark_urgent(seg[0], nxt)
         out.append(seg)
-        self.snd_nxt = end + 1 if flags & 0x01 else end
+        snd.nxt = end + 1 if flags & 0x01 else end
         self.bytes_sent += n
         if n < mss:
-            self._snd_sml = end
-        self._probe_end = None
+            snd.sml = end
+        snd.probe_end = None
         if self._rtt_seq is None and not self.ts_ok:
             self._rtt_seq = end
             self._rtt_time = now
@@ -253,14 +253,14 @@ class SendMixin:
         self.timers.persist.stop()
         if self._tlp_force:
             self._tlp_force = False
-            self._tlp_high = self.snd_nxt
+            self._tlp_high = snd.nxt
             return False  # the probe is one segment
         self._arm_tlp(now)
         return not flags & 0x01
 
     def _mark_urgent(self, r: TcpRepr, seq: int) -> None:
         # MUST-62: the pointer is the offset of the first non-urgent octet.
-        up = self._snd_up
+        up = self.snd.up
         if up is not None and up > seq:
             r.flags |= URG
             r.urgent = min(up - seq, 0xFFFF)

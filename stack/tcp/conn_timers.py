@@ -91,11 +91,11 @@ class TimerMixin:
             self.stats["retransmits"] += 1
             self._want_output = True
             return
-        if self.snd_nxt <= self.snd_una:
+        if self.snd.nxt <= self.snd.una:
             return
         self.rtt.on_timeout()
         self._rtt_seq = None
-        if self.snd_wnd == 0:
+        if self.snd.wnd == 0:
             # The peer shrank its window to zero with data out: our retransmissions
             # are window probes and do not end the connection while it answers
             # (MUST-37); without any ACK for max_rto it does end (as Linux).
@@ -120,20 +120,20 @@ class TimerMixin:
                 else:  # loss recovery made progress (ACKs) and timed out anew: reduce again
                     self.cc.on_rto(now, self._pipe())
             self._recovery = "loss"
-            self._recover = self.snd_nxt
+            self._recover = self.snd.nxt
             self._dupacks = 0
             self._dup_bytes = 0
             self.scoreboard.forget_retransmissions()
-            self.scoreboard.mark_unsacked_lost(self.snd_una, self.snd_nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
-        if self.snd_wnd == 0:
-            head = min(self.snd_una + self.snd_mss, self.snd_nxt)
-            self.scoreboard.mark_lost(self.snd_una, head)
+            self.scoreboard.mark_unsacked_lost(self.snd.una, self.snd.nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
+        if self.snd.wnd == 0:
+            head = min(self.snd.una + self.snd_mss, self.snd.nxt)
+            self.scoreboard.mark_lost(self.snd.una, head)
         self._force_rtx = True
         self.timers.retransmit.start(now + self.rtt.rto)
         self._want_output = True
 
     def _on_persist(self, now: float) -> None:
-        if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) <= self.snd_nxt:
+        if self.snd.nxt != self.snd.una or not self.snd.unsent:
             self.timers.persist.backoff = 0
             return
         self.timers.persist.probes += 1
@@ -149,7 +149,7 @@ class TimerMixin:
         if self.timers.keepalive.probes == 0 and now < self._last_rx + cfg.keepalive_idle:
             self.timers.keepalive.start(self._last_rx + cfg.keepalive_idle)
             return
-        if self.snd_nxt != self.snd_una or self._snd_base + len(self._sndbuf) > self.snd_nxt:
+        if self.snd.nxt != self.snd.una or self.snd.unsent:
             # Data is moving (or stuck): the retransmission timer watches it.
             self.timers.keepalive.start(now + cfg.keepalive_idle)
             return
@@ -160,5 +160,5 @@ class TimerMixin:
         self.timers.keepalive.probes += 1
         self.stats["keepalives"] += 1
         # SEG.SEQ = SND.NXT - 1, no data: the peer must answer with an ACK (SHLD-12).
-        out.append(self._make(self.snd_nxt - 1, _F_ACK, b"", now))
+        out.append(self._make(self.snd.nxt - 1, _F_ACK, b"", now))
         self.timers.keepalive.start(now + cfg.keepalive_interval)

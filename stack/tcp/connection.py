@@ -80,6 +80,7 @@ from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.receive_window import ReceiveWindow
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.scoreboard import Scoreboard
+from stack.tcp.send_space import SendSpace
 from stack.tcp.seq import MASK, unwrap
 from stack.tcp.state import TcpState
 from stack.tcp.timers import ConnectionTimers
@@ -153,14 +154,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._rport = remote[1]
         self.state = CLOSED
         self.iss = iss & MASK
-        # Send sequence space (unwrapped).
-        self.snd_una = self.iss
-        self.snd_nxt = self.iss
-        self.snd_wnd = 0
-        self.snd_wl1 = 0
-        self.snd_wl2 = 0
-        self.max_snd_wnd = 0
-        self.snd_wscale = 0  # the peer's shift, applied to windows it sends
+        # Send sequence space (unwrapped) and the bytes not yet acknowledged.
+        self.snd = SendSpace(self.iss)
         # Receive sequence space.
         self.irs: int | None = None
         self.rcv = ReceiveWindow(cfg.rcvbuf, cfg.mss, min(DEFAULT_SEND_MSS, cfg.mss))
@@ -171,14 +166,6 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.ts_recent = 0
         self._ts_offset = ts_offset & MASK
         self.snd_mss = min(DEFAULT_SEND_MSS, cfg.mss)
-        # Send buffer: bytes from SND.UNA (or ISS+1) on; FIN after them once queued.
-        self._sndbuf = bytearray()
-        self._snd_base = self.iss + 1
-        self._fin_queued = False
-        self._fin_seq = 0
-        self._snd_sml = self.iss  # end of the last small segment sent (Minshall's Nagle)
-        self._snd_up: int | None = None
-        self._probe_end: int | None = None  # a zero-window probe byte is out up to here
         # Receive buffer.
         self._rx = bytearray()
         self._ooo = ReassemblyQueue(cfg.ooo_bytes, cfg.max_ooo_blocks)
@@ -257,7 +244,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """Active open: SYN-SENT, the SYN goes out on the next :meth:`poll`."""
         conn = cls(local, remote, iss, config, ts_offset=ts_offset)
         conn.state = SYN_SENT
-        conn.snd_nxt = conn.iss  # the SYN is "sent" when poll emits it
+        conn.snd.nxt = conn.iss  # the SYN is "sent" when poll emits it
         conn._syn_pending = True
         conn._want_output = True
         conn._last_rx = now
@@ -307,13 +294,11 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         conn._passive = True
         conn.irs = irs
         conn.rcv.open(irs + 1, min(conn.config.rcvbuf, 0xFFFF))
-        conn.snd_una = conn.snd_nxt = conn.iss + 1
+        conn.snd.una = conn.snd.nxt = conn.iss + 1
         conn.snd_mss = max(min(mss, conn.config.mss), _MIN_SND_MSS)
         conn.rcv.mss = min(conn.config.mss, DEFAULT_SEND_MSS)
         conn.cc.set_mss(conn.snd_mss)
-        conn.snd_wnd = conn.max_snd_wnd = ack.window
-        conn.snd_wl1 = conn.rcv.nxt
-        conn.snd_wl2 = conn.snd_una
+        conn.snd.set_window(ack.window, conn.rcv.nxt, conn.snd.una)
         conn._last_rx = now
         conn._established(now)
         conn.stats["from_syn_cookie"] += 1
@@ -345,19 +330,19 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         connection is gone (the pending error, if any, is raised instead).
         With ``urgent`` the urgent pointer marks the end of this data (MUST-30).
         """
-        if self.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT) or self._fin_queued:
+        if self.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT) or self.snd.fin_queued:
             if self.error is not None:
                 err, self.error = self.error, None
                 raise OSError(err, errno.errorcode.get(err, str(err)))
             raise OSError(errno.EPIPE, "the connection cannot send any more")
-        room = self.config.sndbuf - len(self._sndbuf)
+        room = self.config.sndbuf - len(self.snd.buf)
         n = len(data)
         if n > room:
             n = room if room > 0 else 0
         if n:
-            self._sndbuf += data[:n] if n < len(data) else data
+            self.snd.buf += data[:n] if n < len(data) else data
             if urgent:
-                self._snd_up = self._snd_base + len(self._sndbuf)
+                self.snd.up = self.snd.data_end
             self._want_output = True
         return n
 
@@ -388,10 +373,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if st is SYN_SENT:
             self._to_closed()
             return
-        if self._fin_queued or st not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
+        if self.snd.fin_queued or st not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             return
-        self._fin_queued = True
-        self._fin_seq = self._snd_base + len(self._sndbuf)
+        self.snd.queue_fin()
         if st is ESTABLISHED:
             self._set_state(FIN_WAIT_1)
         elif st is CLOSE_WAIT:
@@ -426,7 +410,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     def abort(self) -> None:
         """ABORT: send RST where RFC 9293 3.10.5 says so, then CLOSED."""
         if self.state in _RST_ON_ABORT:
-            self._ctl_out.append((TcpRepr(self._lport, self._rport, self.snd_nxt & MASK, 0, RST, 0), b""))
+            self._ctl_out.append((TcpRepr(self._lport, self._rport, self.snd.nxt & MASK, 0, RST, 0), b""))
             self.stats["rst_out"] += 1
         self._to_closed()
 
@@ -469,7 +453,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.cc.mss = mss
         self.stats["pmtu_reductions"] += 1
         self.scoreboard.forget_retransmissions()
-        self.scoreboard.mark_unsacked_lost(self.snd_una, self.snd_nxt)  # resent at the new, smaller size
+        self.scoreboard.mark_unsacked_lost(self.snd.una, self.snd.nxt)  # resent at the new, smaller size
         self._force_rtx = True
         self._want_output = True
 
@@ -502,9 +486,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             return True
         if self.state is CLOSED:
             return True  # failed or closed: a send fails at once instead of blocking
-        if self.state not in (ESTABLISHED, CLOSE_WAIT) or self._fin_queued:
+        if self.state not in (ESTABLISHED, CLOSE_WAIT) or self.snd.fin_queued:
             return False
-        queued = len(self._sndbuf)
+        queued = len(self.snd.buf)
         free = self.config.sndbuf - queued
         return free > 0 and free >= queued // 2
 
@@ -515,7 +499,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     @property
     def send_queue(self) -> int:
-        return len(self._sndbuf)
+        return len(self.snd.buf)
 
     @property
     def recv_queue(self) -> int:
@@ -524,7 +508,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     @property
     def all_acked(self) -> bool:
         """Everything sent and queued (FIN included) was acknowledged (for SO_LINGER)."""
-        return not self._sndbuf and (not self._fin_queued or self.snd_una > self._fin_seq)
+        return not self.snd.buf and (not self.snd.fin_queued or self.snd.fin_acked)
 
     @property
     def urgent_pending(self) -> int:
@@ -542,13 +526,13 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             options.append("ts")
         if self.sack_ok:
             options.append("sack")
-        if self.snd_wscale or self.rcv.wscale:
-            options.append(f"wscale:{self.snd_wscale},{self.rcv.wscale}")
+        if self.snd.wscale or self.rcv.wscale:
+            options.append(f"wscale:{self.snd.wscale},{self.rcv.wscale}")
         return TcpInfo(
             state=self.state,
             local=self.local,
             remote=self.remote,
-            send_queue=len(self._sndbuf),
+            send_queue=len(self.snd.buf),
             recv_queue=len(self._rx),
             snd_mss=self.snd_mss,
             rcv_mss=self.rcv.mss,
@@ -557,7 +541,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             srtt=self.rtt.srtt,
             rttvar=self.rtt.rttvar,
             rto=self.rtt.rto,
-            snd_wnd=self.snd_wnd,
+            snd_wnd=self.snd.wnd,
             rcv_wnd=self.rcv.available,
             in_flight=self._pipe(),
             retransmits=self.stats["retransmits"],
@@ -584,7 +568,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._set_state(TIME_WAIT)
         self.timers.stop_all()
         self.timers.close.start(now + self.config.time_wait)
-        self._sndbuf.clear()
+        self.snd.buf.clear()
         self.scoreboard.clear()
 
     def _fail(self, err: int) -> None:
@@ -599,7 +583,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.timers.stop_all()
         self._ack_now = False
         self._syn_pending = False
-        self._sndbuf.clear()
+        self.snd.buf.clear()
         self._ooo.clear()
         self.scoreboard.clear()
         if self.listener is not None and was is SYN_RECEIVED:

@@ -183,7 +183,7 @@ def test_window_scaling_both_ways():
     d = established_driver(TcpConfig())
     c = d.conn
     d.feed(".", seq=1, ack=1, window=100)
-    assert c.snd_wnd == 100 << 7
+    assert c.snd.wnd == 100 << 7
     d.feed("P.", seq=1, ack=1, data=b"12345")
     out = d.advance(0.1)
     assert out[0][1].startswith("[.] seq=1 ack=6 win=32767 ")  # 262139 >> 3, rounded down
@@ -264,7 +264,7 @@ def test_zero_window_probe_carries_one_new_octet():
     d = _zero_window()
     assert d.conn.poll_at() == pytest.approx(0.21)
     assert d.advance(0.2) == [(0.21, "[.] seq=101 ack=1 win=65535 len=1")]
-    assert d.conn.snd_nxt - d.conn.iss == 101  # the probe byte is not counted as sent
+    assert d.conn.snd.nxt - d.conn.iss == 101  # the probe byte is not counted as sent
 
 
 def _next_output(d):
@@ -296,7 +296,7 @@ def test_probe_byte_taken_by_the_peer():
     d = _zero_window()
     d.advance(0.3)
     d.feed(".", seq=1, ack=102, window=65535)  # the probe byte fitted after all
-    assert d.conn.snd_una - d.conn.iss == 102
+    assert d.conn.snd.una - d.conn.iss == 102
     assert d.out() == ["[P.] seq=102 ack=1 win=65535 len=49"]
 
 

@@ -67,12 +67,12 @@ def test_segments_grow_back_to_full_size_when_the_holes_are_filled():
     assert [len(p) for _, p in data_segments(d)][:2] == [1448 - 20, 1448 - 20]
     d.feed(".", seq=1, ack=1, data=b"f" * 1000)  # fills the first hole: one block left
     assert len(c._ooo) == 1
-    d.feed(".", seq=1101, ack=c.snd_nxt - c.iss)  # all acknowledged: room in cwnd
+    d.feed(".", seq=1101, ack=c.snd.nxt - c.iss)  # all acknowledged: room in cwnd
     c.send(b"b" * 3 * 1448)
     out = data_segments(d)
     assert [len(s.sack_blocks) for s, _ in out] == [1] * len(out)
     assert [len(p) for _, p in out][:3] == [1448 - 12] * 3
-    d.feed(".", seq=1101, ack=c.snd_nxt - c.iss, data=b"f" * 900)  # the second hole
+    d.feed(".", seq=1101, ack=c.snd.nxt - c.iss, data=b"f" * 900)  # the second hole
     assert not c._ooo
     c.send(b"c" * 3 * 1448)
     out = data_segments(d)

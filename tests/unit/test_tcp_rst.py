@@ -75,7 +75,7 @@ def test_old_duplicate_ack_still_delivers_its_data():
     d.out()
     d.feed(".", seq=1, ack=101)
     d.feed("P.", seq=1, ack=50, data=b"hello")  # an ACK below SND.UNA: ignored, data taken
-    assert d.conn.recv(10) == b"hello" and d.conn.snd_una - d.conn.iss == 101
+    assert d.conn.recv(10) == b"hello" and d.conn.snd.una - d.conn.iss == 101
 
 
 def test_data_outside_the_window_is_acked_and_dropped():
@@ -104,7 +104,7 @@ def test_pure_ack_at_the_right_edge_is_accepted():
     d.conn.send(b"q")
     d.out()
     d.feed(".", seq=65536, ack=2)
-    assert d.conn.snd_una - d.conn.iss == 2 and d.out() == []
+    assert d.conn.snd.una - d.conn.iss == 2 and d.out() == []
 
 
 def test_overlapping_segment_is_trimmed():
@@ -135,7 +135,7 @@ def test_zero_window_still_takes_the_ack_of_a_probe():
     d.out()
     # A window probe from the peer: one byte at RCV.NXT; we cannot take it, but its ACK counts.
     d.feed(".", seq=101, ack=5, data=b"y")
-    assert d.conn.snd_una - d.conn.iss == 5
+    assert d.conn.snd.una - d.conn.iss == 5
     assert d.out() == ["[.] seq=5 ack=101 win=0 len=0"]
     assert d.conn.recv_queue == 100
 
