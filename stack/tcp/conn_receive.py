@@ -66,21 +66,23 @@ class ReceiveMixin:
         if self.ts_ok:
             if ts is None or (ts[0] - self.ts_recent) & MASK >= _HALF:
                 return False
-        ack = unwrap(seg.ack, self.snd.una)
-        snd_una = self.snd.una
-        if ack < snd_una or ack > self.snd.nxt or seg.sack_blocks:
+        snd = self.snd
+        snd_una = snd.una
+        ack = unwrap(seg.ack, snd_una)
+        if ack < snd_una or ack > snd.nxt or seg.sack_blocks:
             return False
         n = len(payload)
-        if n and (self._read_shutdown or seq + n > self.rcv.adv):
+        rcv = self.rcv
+        if n and (self._read_shutdown or seq + n > rcv.adv):
             return False
-        window = seg.window << self.snd.wscale
-        if ack == snd_una and n == 0 and window == self.snd.wnd and self.snd.nxt != snd_una:
+        window = seg.window << snd.wscale
+        if ack == snd_una and n == 0 and window == snd.wnd and snd.nxt != snd_una:
             return False  # a duplicate ACK: the full path counts it
         self._last_rx = now
         self.timers.keepalive.reset()
-        if ts is not None and seq <= self.rcv.last_ack_sent:
+        if ts is not None and seq <= rcv.last_ack_sent:
             self.ts_recent = ts[0]
-        if self.snd.update_window(seq, ack, window) > 0:
+        if snd.update_window(seq, ack, window) > 0:
             self._want_output = True
         self.timers.persist.probes = 0
         self._last_ack_rx = now
@@ -88,9 +90,9 @@ class ReceiveMixin:
             self._new_ack(seg, ack, now)
         if n:
             self._rx += payload
-            self.rcv.take(n)
+            rcv.take(n)
             self.bytes_received += n
-            if self.rcv.ack_due:
+            if rcv.ack_due:
                 self._ack_now = True
                 self._want_output = True
             else:

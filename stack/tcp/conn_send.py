@@ -36,7 +36,9 @@ class SendMixin:
 
     def _make(self, seq: int, flags, payload: bytes, now: float) -> Segment:
         """Build an outgoing segment with ACK, window and options; it carries our ACK."""
-        r = TcpRepr(self._lport, self._rport, seq & MASK, self.rcv.nxt & MASK, flags, self.rcv.window_field(self.config.rcvbuf - len(self._rx)))
+        rcv = self.rcv
+        window = rcv.window_field(self.config.rcvbuf - len(self._rx))
+        r = TcpRepr(self._lport, self._rport, seq & MASK, rcv.nxt & MASK, flags, window)
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
         if self.sack_ok and (self._ooo or self._dsack):
@@ -48,7 +50,7 @@ class SendMixin:
             if self._ooo:
                 blocks += self._ooo.sack_blocks(limit - len(blocks))
             r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
-        self.rcv.acked()
+        rcv.acked()
         self._ack_now = False
         self.timers.delayed_ack.stop()
         self.segs_out += 1
@@ -63,7 +65,8 @@ class SendMixin:
                 out.append(self._syn_segment(now))
                 if self.snd.nxt == self.iss:
                     self.snd.nxt = self.iss + 1
-                self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
+                if self.timers.retransmit.at is None:
+                    self.timers.retransmit.start(now + self.rtt.rto)
                 if self._rtt_seq is None and not self._syn_retransmitted:
                     self._rtt_seq = self.iss + 1
                     self._rtt_time = now
@@ -109,23 +112,20 @@ class SendMixin:
 
     def _send_data(self, now: float, out: list[Segment]) -> None:
         cc = self.cc
+        board = self.scoreboard
         while True:
             # Per segment: the SACK blocks (so the room for data) can change
             # from one to the next.
             mss = self._seg_mss()
-            if self.scoreboard.has_unsent_loss and self._retransmit_one(now, out, mss):
+            if board.has_unsent_loss and self._retransmit_one(now, out, mss):
                 continue
             if not self._send_new(now, out, mss, cc):
                 break
         self._note_cwnd_use()
         # Persist timer: data waits, nothing is in flight to bring an ACK.
         timers = self.timers
-        if (
-            not timers.persist.running
-            and not timers.retransmit.running
-            and self.snd.nxt == self.snd.una
-            and self.snd.unsent
-        ):
+        snd = self.snd
+        if timers.persist.at is None and timers.retransmit.at is None and snd.nxt == snd.una and snd.unsent:
             timers.persist.start(now + timers.persist.interval(self.rtt.rto, self.config.max_rto))
 
     def _note_cwnd_use(self) -> None:
@@ -140,15 +140,16 @@ class SendMixin:
         """
         pipe = self._pipe()
         limited = pipe + self.snd_mss > self.cc.cwnd
-        flight = self.snd.nxt - self.snd.una
+        snd = self.snd
+        flight = snd.nxt - snd.una
         if (
-            self.snd.una >= self._cwnd_use_seq
+            snd.una >= self._cwnd_use_seq
             or limited
             or (not self._cwnd_limited and flight > self._max_flight)
         ):
             self._cwnd_limited = limited
             self._max_flight = flight
-            self._cwnd_use_seq = self.snd.nxt
+            self._cwnd_use_seq = snd.nxt
 
     def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
         rng = self.scoreboard.next_retransmission(mss)
@@ -177,7 +178,8 @@ class SendMixin:
         out.append(seg)
         self.stats["retransmits"] += 1
         self._rtt_seq = None  # Karn: nothing retransmitted is timed
-        self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
+        if self.timers.retransmit.at is None:
+            self.timers.retransmit.start(now + self.rtt.rto)
         return True
 
     def _send_new(self, now: float, out: list[Segment], mss: int, cc) -> bool:
@@ -192,7 +194,8 @@ class SendMixin:
                 # A bare FIN (it needs no window; MUST-61 PSH rule is moot).
                 out.append(self._make(nxt, _F_ACK | FIN, b"", now))
                 snd.nxt = nxt + 1
-                self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
+                if self.timers.retransmit.at is None:
+                    self.timers.retransmit.start(now + self.rtt.rto)
                 return False
             return False
         n = left if left < mss else mss
@@ -249,7 +252,8 @@ class SendMixin:
         if self._rtt_seq is None and not self.ts_ok:
             self._rtt_seq = end
             self._rtt_time = now
-        self.timers.retransmit.start_if_stopped(now + self.rtt.rto)
+        if self.timers.retransmit.at is None:
+            self.timers.retransmit.start(now + self.rtt.rto)
         self.timers.persist.stop()
         if self._tlp_force:
             self._tlp_force = False

@@ -42,20 +42,10 @@ class TimerMixin:
     def poll(self, now: float) -> list[Segment]:
         """Run due timers and return the segments to transmit now."""
         out: list[Segment] = []
-        timers = self.timers
-        if timers.close.take_expired(now):
-            self.stats["closed_by_timer"] += 1
-            self._to_closed()
-        st = self.state
-        if st is not CLOSED:
-            if timers.retransmit.take_expired(now):
-                self._on_rto(now)
-            if timers.persist.take_expired(now):
-                self._on_persist(now)
-            if timers.tail_probe.take_expired(now):
-                self._on_tlp(now)
-            if timers.delayed_ack.take_expired(now):
-                self._ack_now = True
+        due = self.timers.earliest()
+        if due is not None and now >= due:
+            self._run_timers(now)
+        if self.state is not CLOSED:
             if self.config.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
                 if now >= self._keepalive_deadline():
                     self._on_keepalive(now, out)
@@ -66,6 +56,23 @@ class TimerMixin:
         if self.state is not CLOSED:
             self._output(now, out)
         return out
+
+    def _run_timers(self, now: float) -> None:
+        """Whichever of the timers has expired, in this order."""
+        timers = self.timers
+        if timers.close.take_expired(now):
+            self.stats["closed_by_timer"] += 1
+            self._to_closed()
+        if self.state is CLOSED:
+            return
+        if timers.retransmit.take_expired(now):
+            self._on_rto(now)
+        if timers.persist.take_expired(now):
+            self._on_persist(now)
+        if timers.tail_probe.take_expired(now):
+            self._on_tlp(now)
+        if timers.delayed_ack.take_expired(now):
+            self._ack_now = True
 
     def _on_rto(self, now: float) -> None:
         self.timers.tail_probe.stop()

@@ -29,10 +29,6 @@ class Timer:
     def stop(self) -> None:
         self.at = None
 
-    @property
-    def running(self) -> bool:
-        return self.at is not None
-
     def take_expired(self, now: float) -> bool:
         """True (and stopped) if the deadline has come; else nothing changes."""
         at = self.at
@@ -101,10 +97,20 @@ class ConnectionTimers:
 
     def earliest(self) -> float | None:
         """The first deadline among the running timers (keepalive aside: it is armed lazily)."""
+        # Unrolled: this runs for every poll and poll_at.
         t = self.retransmit.at
-        for x in (self.persist.at, self.tail_probe.at, self.delayed_ack.at, self.close.at):
-            if x is not None and (t is None or x < t):
-                t = x
+        x = self.persist.at
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self.tail_probe.at
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self.delayed_ack.at
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self.close.at
+        if x is not None and (t is None or x < t):
+            t = x
         return t
 
     def stop_all(self) -> None:
