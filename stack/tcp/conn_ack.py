@@ -7,7 +7,8 @@ ACKs; ``_pipe`` is RFC 6675's estimate of the bytes in flight.
 from __future__ import annotations
 
 from stack.tcp.conn_defs import FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, _HALF
-from stack.tcp.seq import MASK, unwrap
+from stack.tcp.recovery import FAST
+from stack.tcp.seq import MASK
 from stack.wire.tcp import TcpRepr
 
 
@@ -32,7 +33,7 @@ class AckMixin:
         if self.sack_ok and seg.sack_blocks:
             dsack = self._is_dsack(seg.sack_blocks, ack)
             newly_sacked = self.scoreboard.take_sack(seg.sack_blocks, self.snd.una, self.snd.nxt)
-            if dsack and self._undo_cc is not None:
+            if dsack and self.recovery.undo.saved_cc is not None:
                 self._dsack_undo(seg.sack_blocks[0], now)
         if ack > snd_una:
             self._new_ack(seg, ack, now)
@@ -45,21 +46,20 @@ class AckMixin:
         ):
             self._dupack(now)
         if self.sack_ok and self.scoreboard.sacked and self.snd.nxt > self.snd.una:
-            if self._recovery is None and self._is_lost(self.snd.una):
+            if self.recovery.phase is None and self._is_lost(self.snd.una):
                 self._enter_fast_recovery(now)
-            elif self._recovery == "fast":
+            elif self.recovery.phase == FAST:
                 self._mark_lost_sack()
                 if newly_sacked and self.scoreboard.tracks_retransmits:
                     found = self.scoreboard.detect_lost_retransmits(self.snd.una)
                     if found:
                         self.stats["lost_retransmits"] += found
-        if self._tlp_high is not None:
+        if self.recovery.tlp.high is not None:
             self._tlp_episode(ack, dsack, now)
 
     def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
         """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
-        snd_una = self.snd.una
-        acked = ack - snd_una
+        acked = ack - self.snd.una
         self.bytes_acked += self.snd.acked_to(ack)
         self.scoreboard.acked_to(ack)
         # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
@@ -69,35 +69,43 @@ class AckMixin:
         elif self._rtt_seq is not None and ack >= self._rtt_seq:
             self.rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
-        self.timers.retransmit.retries = 0
-        self.timers.persist.backoff = 0
-        if self._undo_tsval is not None and ack > self._undo_una:
+        timers = self.timers
+        timers.retransmit.retries = 0
+        timers.persist.backoff = 0
+        undo = self.recovery.undo
+        if undo.tsval is not None and ack > undo.una:
             self._eifel_check(ts, now)
         # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
         if self.snd.nxt > ack:
-            self.timers.retransmit.start(now + self.rtt.rto)
+            timers.retransmit.start(now + self.rtt.rto)
         else:
-            self.timers.retransmit.stop()
+            timers.retransmit.stop()
         self._arm_tlp(now)
-        rec = self._recovery
-        if rec is None:
-            self._dupacks = 0
-            self._dup_bytes = 0
+        self._ack_grows_cwnd(ack, acked, now)
+        self._want_output = True
+        if self.snd.fin_queued and ack > self.snd.fin_seq and not self._fin_acked(now):
+            return
+        self._notify()
+
+    def _ack_grows_cwnd(self, ack: int, acked: int, now: float) -> None:
+        """What new data acknowledged does to cwnd and to a recovery episode."""
+        rec = self.recovery
+        phase = rec.phase
+        if phase is None:
+            rec.reset_dupacks()
             # Grow cwnd only while it is what limits sending (RFC 7661's idea, Linux's
             # tcp_is_cwnd_limited): an application- or window-limited flow keeps its cwnd.
             # In slow start, up to twice the largest flight of the window.
             cwnd = self.cc.cwnd
             if self._cwnd_limited or (cwnd < self.cc.ssthresh and cwnd < 2 * self._max_flight):
                 self.cc.on_ack(acked, now, self.rtt.srtt)
-        elif rec == "fast":
-            if ack >= self._recover:
-                self._recovery = None
-                self._dupacks = 0
-                self._dup_bytes = 0
+        elif phase == FAST:
+            if ack >= rec.recover:
+                rec.exit()
                 self.cc.on_recovery_exit(now, self._pipe())
             elif not self.sack_ok:
                 # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
-                self._dup_bytes = max(0, self._dup_bytes - acked + self.snd_mss)
+                rec.dup_bytes = max(0, rec.dup_bytes - acked + self.snd_mss)
                 self.scoreboard.lost.add(ack, min(ack + self.snd_mss, self.snd.nxt))
                 self._force_rtx = True
             else:
@@ -106,25 +114,25 @@ class AckMixin:
                 first = self.scoreboard.first_sacked(self.snd.nxt)
                 if first > ack:
                     self.scoreboard.lost.add(ack, min(ack + self.snd_mss, first))
-        else:  # "loss": slow start again after an RTO
+        else:  # LOSS: slow start again after an RTO
             self.cc.on_ack(acked, now, self.rtt.srtt)
-            if ack >= self._recover:
-                self._recovery = None
-                self._dupacks = 0
-        self._want_output = True
+            if ack >= rec.recover:
+                rec.phase = None
+                rec.dupacks = 0  # (dup_bytes stays: as before the split)
+
+    def _fin_acked(self, now: float) -> bool:
+        """Our FIN is acknowledged: the state moves on. False when the connection is gone."""
         st = self.state
-        if self.snd.fin_queued and ack > self.snd.fin_seq:
-            # Our FIN is acknowledged.
-            if st is FIN_WAIT_1:
-                self._set_state(FIN_WAIT_2)
-                if self._orphan:
-                    self.timers.close.start(now + self.config.fin_wait2_timeout)
-            elif st is CLOSING:
-                self._enter_time_wait(now)
-            elif st is LAST_ACK:
-                self._to_closed()
-                return
-        self._notify()
+        if st is FIN_WAIT_1:
+            self._set_state(FIN_WAIT_2)
+            if self._orphan:
+                self.timers.close.start(now + self.config.fin_wait2_timeout)
+        elif st is CLOSING:
+            self._enter_time_wait(now)
+        elif st is LAST_ACK:
+            self._to_closed()
+            return False
+        return True
 
     def _ts_sample(self, tsecr: int, now: float) -> None:
         d = (self._ts_clock(now) - tsecr) & MASK
@@ -132,17 +140,18 @@ class AckMixin:
             self.rtt.sample(d / 1000.0)
 
     def _dupack(self, now: float) -> None:
-        self._dupacks += 1
+        rec = self.recovery
+        rec.dupacks += 1
         self.stats["dupacks_in"] += 1
         if not self.sack_ok:
             # Each dupACK means a segment left the network (RFC 5681 inflation /
             # RFC 3042 limited transmit, folded into pipe).
-            self._dup_bytes = min(self._dup_bytes + self.snd_mss, self.snd.nxt - self.snd.una)
-        if self._recovery is None and self._dupacks >= self.config.dupthresh:
+            rec.dup_bytes = min(rec.dup_bytes + self.snd_mss, self.snd.nxt - self.snd.una)
+        if rec.phase is None and rec.dupacks >= self.config.dupthresh:
             self._enter_fast_recovery(now)
         self._want_output = True
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675 SetPipe, by byte ranges)."""
-        p = self.scoreboard.pipe(self.snd.nxt - self.snd.una) - self._dup_bytes
+        p = self.scoreboard.pipe(self.snd.nxt - self.snd.una) - self.recovery.dup_bytes
         return p if p > 0 else 0

@@ -46,8 +46,8 @@ class ReceiveMixin:
                 flags & 0x37 == 0x10
                 and not self._ooo
                 and self._ooo_fin is None
-                and not self._recovery
-                and self._tlp_high is None
+                and not self.recovery.phase
+                and self.recovery.tlp.high is None
             ):
                 # (0x37: exactly ACK among FIN, SYN, RST, ACK, URG)
                 seq = unwrap(seg.seq, self.rcv.nxt)

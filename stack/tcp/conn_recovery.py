@@ -6,10 +6,9 @@ probes (RFC 8985) and lost retransmissions.
 """
 from __future__ import annotations
 
-import copy
-
-from stack.tcp.conn_defs import _SENDING, _HALF
-from stack.tcp.seq import MASK, unwrap
+from stack.tcp.conn_defs import _SENDING
+from stack.tcp.recovery import FAST
+from stack.tcp.seq import unwrap
 
 
 class RecoveryMixin:
@@ -17,10 +16,9 @@ class RecoveryMixin:
 
     def _enter_fast_recovery(self, now: float) -> None:
         self.stats["fast_retransmits"] += 1
-        self._start_undo_episode()
+        self.recovery.undo.start(self.cc, self.snd.una, self.snd.nxt)
         self.cc.on_congestion(now, self.snd.nxt - self.snd.una)
-        self._recovery = "fast"
-        self._recover = self.snd.nxt
+        self.recovery.enter(FAST, self.snd.nxt)
         self._rtt_seq = None
         self.timers.tail_probe.stop()
         una = self.snd.una
@@ -40,56 +38,28 @@ class RecoveryMixin:
         board = self.scoreboard
         board.mark_unsacked_lost(self.snd.una, board.lost_boundary(self.config.dupthresh, self.snd_mss))
 
-    def _start_undo_episode(self) -> None:
-        """Remember the congestion state before a loss response, in case it proves needless."""
-        self._undo_cc = copy.copy(self.cc)
-        self._undo_retrans = 0
-        self._undo_rtx.clear()
-        self._undo_tsval = None
-        self._undo_una = self.snd.una
-        self._undo_high = self.snd.nxt
-
     def _eifel_check(self, ts, now: float) -> None:
         """RFC 3522: an ACK for the first retransmission echoing an older TSval means the
         original got there: the retransmission (and the reduction) were needless."""
-        first_rtx_tsval = self._undo_tsval
-        self._undo_tsval = None  # one look, at the first ACK covering it
-        if ts is None or not ts[1]:
-            return
-        if (ts[1] - first_rtx_tsval) & MASK >= _HALF:
+        if self.recovery.undo.eifel_says_needless(ts):
             self._undo(now, "eifel")
 
     def _dsack_undo(self, block, now: float) -> None:
-        """RFC 3708: each D-SACK for a retransmission of the episode shows one was needless.
-
-        A D-SACK for data never retransmitted (the link duplicated the original)
-        says nothing about the retransmissions, so only what the episode resent counts.
-        """
+        """RFC 3708: each D-SACK for a retransmission of the episode shows one was needless."""
         left = unwrap(block[0], self.snd.una)
         right = unwrap(block[1], self.snd.una)
-        if not (self._undo_una <= left < right <= self._undo_high) or self._undo_retrans <= 0:
-            return
-        resent = self._undo_rtx.covered(left, right)
-        if resent <= 0:
-            return
-        self._undo_retrans -= -(-resent // self.snd_mss)
-        if self._undo_retrans <= 0:
+        if self.recovery.undo.dsack_says_needless(left, right, self.snd_mss):
             self._undo(now, "dsack")
 
     def _undo(self, now: float, why: str) -> None:
         """Put the congestion state back as it was; nothing was lost after all."""
-        restored = self._undo_cc
-        self._undo_cc = None
-        self._undo_rtx.clear()
-        self._undo_tsval = None
+        restored = self.recovery.undo.take()
         if restored.cwnd < self.cc.cwnd:
             restored.set_cwnd(self.cc.cwnd)
         self.cc = restored
-        if self._recovery is not None:
-            self._recovery = None
+        if self.recovery.phase is not None:
+            self.recovery.exit()
             self.scoreboard.clear_losses()
-            self._dupacks = 0
-            self._dup_bytes = 0
         self.stats["undo_" + why] += 1
         self._want_output = True
 
@@ -110,8 +80,8 @@ class RecoveryMixin:
         if (
             not self.sack_ok
             or not self.config.tail_loss_probe
-            or self._recovery is not None
-            or self._tlp_high is not None
+            or self.recovery.phase is not None
+            or self.recovery.tlp.high is not None
             or self.snd.nxt <= self.snd.una
             or self.rtt.srtt is None
             or self.state not in _SENDING
@@ -131,13 +101,13 @@ class RecoveryMixin:
     def _on_tlp(self, now: float) -> None:
         """Send a tail loss probe: new data if the window allows, else the last segment again."""
         una, nxt = self.snd.una, self.snd.nxt
-        if nxt <= una or self._recovery is not None or self._tlp_high is not None:
+        if nxt <= una or self.recovery.phase is not None or self.recovery.tlp.high is not None:
             return
         self.stats["tlp_probes"] += 1
         data_end = self.snd.data_end
         if data_end > nxt and una + self.snd.wnd > nxt:
-            self._tlp_force = True  # _send_new sends one segment whatever cwnd says
-            self._tlp_rtx = False
+            self.recovery.tlp.force = True  # _send_new sends one segment whatever cwnd says
+            self.recovery.tlp.rtx = False
         else:
             start = max(una, nxt - self.snd_mss)
             sacked = self.scoreboard.sacked
@@ -148,17 +118,17 @@ class RecoveryMixin:
                 start = max(start, high)
             self.scoreboard.mark_lost(start, nxt)
             self._force_rtx = True
-            self._tlp_rtx = True
-            self._tlp_high = nxt
+            self.recovery.tlp.rtx = True
+            self.recovery.tlp.high = nxt
         self.timers.retransmit.start(now + self.rtt.rto)  # RFC 8985 7.3: the RTO runs again from the probe
         self._want_output = True
 
     def _tlp_episode(self, ack: int, dsack: bool, now: float) -> None:
         """RFC 8985 7.4: what the ACKs after a probe say."""
-        high = self._tlp_high
+        high = self.recovery.tlp.high
         if ack >= high:
-            self._tlp_high = None
-            if self._tlp_rtx and not dsack and self._recovery is None:
+            self.recovery.tlp.high = None
+            if self.recovery.tlp.rtx and not dsack and self.recovery.phase is None:
                 # The probe repaired a loss nobody else saw: respond as fast recovery would.
                 self.stats["tlp_recoveries"] += 1
                 self.cc.on_congestion(now, self._pipe())
@@ -166,8 +136,8 @@ class RecoveryMixin:
         sacked = self.scoreboard.sacked
         if sacked.contains(high - 1):
             # The probe arrived, the holes below it (all sent earlier) did not: lost.
-            self._tlp_high = None
+            self.recovery.tlp.high = None
             self.stats["tlp_loss_detected"] += 1
             self.scoreboard.mark_unsacked_lost(self.snd.una, sacked.high)
-            if self._recovery is None:
+            if self.recovery.phase is None:
                 self._enter_fast_recovery(now)

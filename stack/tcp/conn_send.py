@@ -160,11 +160,9 @@ class SendMixin:
             return False
         self._force_rtx = False
         self.scoreboard.retransmitted(s, e, self.snd.nxt if self.sack_ok else None)
-        if self._recovery is not None and self._undo_cc is not None:
-            self._undo_retrans += 1
-            self._undo_rtx.add(s, e)
-            if self._undo_retrans == 1 and self.ts_ok:
-                self._undo_tsval = self._ts_clock(now)
+        rec = self.recovery
+        if rec.phase is not None and rec.undo.saved_cc is not None:
+            rec.undo.retransmitted(s, e, self._ts_clock(now) if self.ts_ok else None)
         flags = _F_ACK
         data_end = e
         if self.snd.fin_queued and e > self.snd.fin_seq:
@@ -200,7 +198,7 @@ class SendMixin:
             return False
         n = left if left < mss else mss
         usable = snd.una + snd.wnd - nxt
-        force = self._force_send or self._tlp_force
+        force = self._force_send or self.recovery.tlp.force
         if usable < n:
             if usable <= 0:
                 if force and nxt == snd.una:
@@ -221,7 +219,7 @@ class SendMixin:
             if snd.sml > snd.una:
                 return False
         flight = self._pipe()
-        if flight + n > cc.cwnd and flight > 0 and not self._tlp_force:
+        if flight + n > cc.cwnd and flight > 0 and not self.recovery.tlp.force:
             return False
         if n == mss and not force:
             tso = self.config.tso_max
@@ -255,9 +253,9 @@ class SendMixin:
         if self.timers.retransmit.at is None:
             self.timers.retransmit.start(now + self.rtt.rto)
         self.timers.persist.stop()
-        if self._tlp_force:
-            self._tlp_force = False
-            self._tlp_high = snd.nxt
+        if self.recovery.tlp.force:
+            self.recovery.tlp.force = False
+            self.recovery.tlp.high = snd.nxt
             return False  # the probe is one segment
         self._arm_tlp(now)
         return not flags & 0x01

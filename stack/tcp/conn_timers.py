@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 
+from stack.tcp.recovery import FAST, LOSS
 from stack.tcp.conn_defs import (
     Segment,
     CLOSED,
@@ -76,8 +77,7 @@ class TimerMixin:
 
     def _on_rto(self, now: float) -> None:
         self.timers.tail_probe.stop()
-        self._tlp_high = None
-        self._tlp_force = False
+        self.recovery.tlp.cancel()
         st = self.state
         cfg = self.config
         self.stats["timeouts"] += 1
@@ -115,21 +115,19 @@ class TimerMixin:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
             # RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost.
-            if self._recovery is None:
-                self._start_undo_episode()
+            if self.recovery.phase is None:
+                self.recovery.undo.start(self.cc, self.snd.una, self.snd.nxt)
                 self.cc.on_rto(now, self._pipe())
             else:
-                self._undo_tsval = None  # the episode goes on; its first retransmission stays
-                if self._recovery == "fast" or self.timers.retransmit.retries > 1:
+                self.recovery.undo.tsval = None  # the episode goes on; its first retransmission stays
+                if self.recovery.phase == FAST or self.timers.retransmit.retries > 1:
                     # In fast recovery, or the same data timing out again with no ACK
                     # between: ssthresh was set for this loss already (as Linux).
                     self.cc.on_rto_in_recovery(now)
                 else:  # loss recovery made progress (ACKs) and timed out anew: reduce again
                     self.cc.on_rto(now, self._pipe())
-            self._recovery = "loss"
-            self._recover = self.snd.nxt
-            self._dupacks = 0
-            self._dup_bytes = 0
+            self.recovery.enter(LOSS, self.snd.nxt)
+            self.recovery.reset_dupacks()
             self.scoreboard.forget_retransmissions()
             self.scoreboard.mark_unsacked_lost(self.snd.una, self.snd.nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
         if self.snd.wnd == 0:

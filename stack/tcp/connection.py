@@ -75,7 +75,7 @@ from stack.tcp.conn_receive import ReceiveMixin
 from stack.tcp.conn_recovery import RecoveryMixin
 from stack.tcp.conn_send import SendMixin
 from stack.tcp.conn_timers import TimerMixin
-from stack.tcp.ranges import RangeSet
+from stack.tcp.recovery import LossRecovery
 from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.receive_window import ReceiveWindow
 from stack.tcp.rtt import RttEstimator
@@ -175,25 +175,15 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._orphan = False  # the application closed it: nobody will read
         self._rcv_up: int | None = None
         self._dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
-        # Loss recovery: the scoreboard (RFC 6675) and NewReno state.
+        # Loss recovery: the scoreboard (RFC 6675), the episode (with its undo record and tail probe).
         self.scoreboard = Scoreboard()
-        self._dupacks = 0
-        self._dup_bytes = 0  # NewReno without SACK: each dupACK stands for one segment that left
-        self._recovery: str | None = None  # None, "fast" or "loss"
-        self._recover = 0
-        self._force_rtx = False
+        self.recovery = LossRecovery()
+        self._force_rtx = False  # retransmit the next lost range whatever cwnd says
         # Was cwnd the limit on sending (RFC 7661's idea, Linux's is_cwnd_limited)?
         # Noted when sending stops, per window of data (SendMixin._note_cwnd_use).
         self._cwnd_limited = False
         self._max_flight = 0  # the largest SND.NXT - SND.UNA of that window
         self._cwnd_use_seq = 0  # SND.NXT when they were noted
-        # Undoing a needless window reduction (RFC 3522 Eifel detection, RFC 3708 D-SACK).
-        self._undo_cc = None  # the congestion state before the episode began
-        self._undo_retrans = 0  # retransmissions of the episode not yet shown needless
-        self._undo_rtx = RangeSet()  # what the episode retransmitted (only their D-SACKs count)
-        self._undo_tsval: int | None = None  # TSval of its first retransmission
-        self._undo_una = 0
-        self._undo_high = 0
         self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
         self.rtt = RttEstimator(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
         self._rtt_seq: int | None = None
@@ -201,9 +191,6 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._syn_retransmitted = False
         # Timers (absolute times or None).
         self.timers = ConnectionTimers()
-        self._tlp_high: int | None = None  # SND.NXT after a tail loss probe, until its episode ends
-        self._tlp_rtx = False  # the probe was a retransmission (not new data)
-        self._tlp_force = False  # the next new segment is a probe: cwnd does not hold it
         self._last_rx = 0.0
         self._last_ack_rx = 0.0
         self._force_send = False
@@ -318,7 +305,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
             self.cc.ssthresh = old.ssthresh
             self.cc.set_cwnd(old.cwnd)
-            self._undo_cc = None
+            self.recovery.undo.saved_cc = None
         self._want_output = True
         self._notify()
 
