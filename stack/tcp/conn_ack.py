@@ -6,9 +6,10 @@ ACKs; ``_pipe`` is RFC 6675's estimate of the bytes in flight.
 """
 from __future__ import annotations
 
-from stack.tcp.conn_defs import FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, _HALF
+from stack.tcp.conn_defs import FIN_WAIT_1, LAST_ACK, _HALF
 from stack.tcp.recovery import FAST
 from stack.tcp.seq import MASK
+from stack.tcp.state import AFTER_FIN_ACKED
 from stack.wire.tcp import TcpRepr
 
 
@@ -123,16 +124,10 @@ class AckMixin:
     def _fin_acked(self, now: float) -> bool:
         """Our FIN is acknowledged: the state moves on. False when the connection is gone."""
         st = self.state
-        if st is FIN_WAIT_1:
-            self._set_state(FIN_WAIT_2)
-            if self._orphan:
-                self.timers.close.start(now + self.config.fin_wait2_timeout)
-        elif st is CLOSING:
-            self._enter_time_wait(now)
-        elif st is LAST_ACK:
-            self._to_closed()
-            return False
-        return True
+        self._follow(AFTER_FIN_ACKED, now)
+        if st is FIN_WAIT_1 and self._orphan:
+            self.timers.close.start(now + self.config.fin_wait2_timeout)
+        return st is not LAST_ACK  # (LAST-ACK: now CLOSED, and _to_closed told the owner)
 
     def _ts_sample(self, tsecr: int, now: float) -> None:
         d = (self._ts_clock(now) - tsecr) & MASK

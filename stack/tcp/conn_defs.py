@@ -22,9 +22,6 @@ FIN, SYN, RST, PSH, ACK, URG = TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST, TcpFlag
 _F_ACK = TcpFlags.ACK
 _FLAG = tuple(TcpFlags(i) for i in range(256))  # int -> TcpFlags without IntFlag arithmetic
 _F_SYN_ACK = TcpFlags.SYN | TcpFlags.ACK
-_RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
-_SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
-_RST_ON_ABORT = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT})
 _HALF = 0x80000000
 # Linux's tcp_min_snd_mss: a tiny MSS option must not explode segment counts.
 # It is room for a full 40 bytes of options and 8 bytes of data, the floor of

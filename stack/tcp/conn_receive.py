@@ -24,9 +24,9 @@ from stack.tcp.conn_defs import (
     RST,
     ACK,
     URG,
-    _RECEIVING,
     _HALF,
 )
+from stack.tcp.state import AFTER_FIN, RECEIVING
 from stack.tcp.seq import MASK, unwrap
 from stack.wire.tcp import TcpRepr
 
@@ -259,7 +259,7 @@ class ReceiveMixin:
 
     def _check_urg(self, seg: TcpRepr, seq: int) -> None:
         """Sixth step: the urgent pointer (MUST-31), while data may still arrive."""
-        if self.state not in _RECEIVING:
+        if self.state not in RECEIVING:
             return
         up = seq + seg.urgent
         if self._rcv_up is None or up > self._rcv_up:
@@ -277,7 +277,7 @@ class ReceiveMixin:
         if seq + len(payload) > right:
             payload = payload[: max(0, right - seq)]
             fin = 0  # the FIN lies beyond the window: not taken
-        if self.state in _RECEIVING:
+        if self.state in RECEIVING:
             if self._orphan and len(payload):
                 # Data for a closed socket: nobody will read it (RFC 9293 SHLD-3, Linux).
                 self.stats["rst_data_after_close"] += 1
@@ -374,16 +374,10 @@ class ReceiveMixin:
         self.rcv.nxt += 1
         self._ack_now = True
         self._want_output = True
-        st = self.state
-        if st is ESTABLISHED or st is SYN_RECEIVED:
-            self._set_state(CLOSE_WAIT)
-        elif st is FIN_WAIT_1:
-            if self.snd.fin_queued and self.snd.una > self.snd.fin_seq:
-                self._enter_time_wait(now)
-            else:
-                self._set_state(CLOSING)  # simultaneous close
-        elif st is FIN_WAIT_2:
+        if self.state is FIN_WAIT_1 and self.snd.fin_acked:
             self._enter_time_wait(now)
+        else:
+            self._follow(AFTER_FIN, now)
         self._notify()
 
     def _on_reset(self) -> None:

@@ -6,9 +6,9 @@ probes (RFC 8985) and lost retransmissions.
 """
 from __future__ import annotations
 
-from stack.tcp.conn_defs import _SENDING
 from stack.tcp.recovery import FAST
 from stack.tcp.seq import unwrap
+from stack.tcp.state import SENDING
 
 
 class RecoveryMixin:
@@ -84,7 +84,7 @@ class RecoveryMixin:
             or self.recovery.tlp.high is not None
             or self.snd.nxt <= self.snd.una
             or self.rtt.srtt is None
-            or self.state not in _SENDING
+            or self.state not in SENDING
         ):
             self.timers.tail_probe.stop()
             return

@@ -19,11 +19,11 @@ from stack.tcp.conn_defs import (
     URG,
     _F_ACK,
     _FLAG,
-    _SENDING,
     _SACK_LIMIT,
     _SACK_LIMIT_TS,
     _sack_option_len,
 )
+from stack.tcp.state import SENDING
 from stack.tcp.seq import MASK
 from stack.wire.tcp import TcpRepr
 
@@ -79,7 +79,7 @@ class SendMixin:
             if self._ack_now:
                 out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
             return
-        if st in _SENDING:
+        if st in SENDING:
             self._send_data(now, out)
         if st is FIN_WAIT_2 and self._orphan:
             self.timers.close.start_if_stopped(now + self.config.fin_wait2_timeout)

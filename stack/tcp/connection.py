@@ -51,17 +51,12 @@ from stack.tcp.conn_ack import AckMixin
 from stack.tcp.conn_defs import (
     _HALF,
     _MIN_SND_MSS,
-    _RECEIVING,
-    _RST_ON_ABORT,
-    _SENDING,
     _TS_OPTION_LEN,
     ACK,
     CLOSE_WAIT,
     CLOSED,
     ESTABLISHED,
-    FIN_WAIT_1,
     FIN_WAIT_2,
-    LAST_ACK,
     RST,
     SYN,
     SYN_RECEIVED,
@@ -82,7 +77,7 @@ from stack.tcp.rtt import RttEstimator
 from stack.tcp.scoreboard import Scoreboard
 from stack.tcp.send_space import SendSpace
 from stack.tcp.seq import MASK, unwrap
-from stack.tcp.state import TcpState
+from stack.tcp.state import AFTER_CLOSE, RECEIVING, RST_ON_ABORT, SENDING, TcpState
 from stack.tcp.timers import ConnectionTimers
 from stack.wire.tcp import TcpRepr
 
@@ -348,7 +343,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         else:
             data = bytes(rx[:max_bytes])
             del rx[:max_bytes]
-        if self.state in _RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self._rx)):
+        if self.state in RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self._rx)):
             # The window opened enough to tell the peer now (never delay this).
             self._ack_now = True
             self._want_output = True
@@ -363,11 +358,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if self.snd.fin_queued or st not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             return
         self.snd.queue_fin()
-        if st is ESTABLISHED:
-            self._set_state(FIN_WAIT_1)
-        elif st is CLOSE_WAIT:
-            self._set_state(LAST_ACK)
-        # SYN-RECEIVED: the FIN waits for ESTABLISHED (RFC 9293 3.10.4).
+        self._follow(AFTER_CLOSE, 0.0)  # (SYN-RECEIVED: the FIN waits for ESTABLISHED)
         self._want_output = True
 
     def shutdown_read(self) -> None:
@@ -384,7 +375,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if st is SYN_SENT:
             self._to_closed()
             return
-        if self._rx and st in _RST_ON_ABORT:
+        if self._rx and st in RST_ON_ABORT:
             self.stats["rst_unread_data"] += 1
             self.abort()
             return
@@ -396,7 +387,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     def abort(self) -> None:
         """ABORT: send RST where RFC 9293 3.10.5 says so, then CLOSED."""
-        if self.state in _RST_ON_ABORT:
+        if self.state in RST_ON_ABORT:
             self._ctl_out.append((TcpRepr(self._lport, self._rport, self.snd.nxt & MASK, 0, RST, 0), b""))
             self.stats["rst_out"] += 1
         self._to_closed()
@@ -434,7 +425,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """
         opt = _TS_OPTION_LEN if self.ts_ok else 0
         mss = max(mtu - 40, _MIN_SND_MSS) - opt
-        if mss >= self.snd_mss or self.state not in _SENDING:
+        if mss >= self.snd_mss or self.state not in SENDING:
             return
         self.snd_mss = mss
         self.cc.mss = mss
@@ -550,6 +541,16 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     # -- state changes ----------------------------------------------------------------
     def _set_state(self, st: TcpState) -> None:
         self.state = st
+
+    def _follow(self, table: dict[TcpState, TcpState], now: float) -> None:
+        """Move as ``table`` (one of :mod:`stack.tcp.state`'s) says for this state, if at all."""
+        target = table.get(self.state)
+        if target is TIME_WAIT:
+            self._enter_time_wait(now)
+        elif target is CLOSED:
+            self._to_closed()
+        elif target is not None:
+            self._set_state(target)
 
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
