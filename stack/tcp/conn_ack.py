@@ -94,11 +94,7 @@ class AckMixin:
         phase = rec.phase
         if phase is None:
             rec.reset_dupacks()
-            # Grow cwnd only while it is what limits sending (RFC 7661's idea, Linux's
-            # tcp_is_cwnd_limited): an application- or window-limited flow keeps its cwnd.
-            # In slow start, up to twice the largest flight of the window.
-            cwnd = self.cc.cwnd
-            if self._cwnd_limited or (cwnd < self.cc.ssthresh and cwnd < 2 * self._max_flight):
+            if self.cwnd_use.allows_growth(self.cc.cwnd, self.cc.ssthresh):
                 self.cc.on_ack(acked, now, self.rtt.srtt)
         elif phase == FAST:
             if ack >= rec.recover:

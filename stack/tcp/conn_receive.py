@@ -394,26 +394,18 @@ class ReceiveMixin:
 
     def _send_dupack(self, now: float, pure: bool) -> None:
         """An ACK for an unacceptable segment; pure ACKs are rate-limited (as Linux)."""
-        if pure:
-            if now - self._oow_time < self.config.oow_ack_interval:
-                self.stats["oow_ack_suppressed"] += 1
-                return
-            self._oow_time = now
+        if pure and not self.ack_limits.oow_ack_allowed(now, self.config.oow_ack_interval):
+            self.stats["oow_ack_suppressed"] += 1
+            return
         self._ack_now = True
         self._want_output = True
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 challenge ACK, token-bucket limited per connection (section 7)."""
         cfg = self.config
-        tokens = self._chack_tokens + (now - self._chack_time) * cfg.challenge_ack_rate
-        if tokens > cfg.challenge_ack_burst:
-            tokens = float(cfg.challenge_ack_burst)
-        self._chack_time = now
-        if tokens < 1.0:
-            self._chack_tokens = tokens
+        if not self.ack_limits.challenge_allowed(now, cfg.challenge_ack_rate, cfg.challenge_ack_burst):
             self.stats["challenge_ack_suppressed"] += 1
             return
-        self._chack_tokens = tokens - 1.0
         self.stats["challenge_acks"] += 1
         self._ack_now = True
         self._want_output = True

@@ -121,35 +121,12 @@ class SendMixin:
                 continue
             if not self._send_new(now, out, mss, cc):
                 break
-        self._note_cwnd_use()
+        snd = self.snd
+        self.cwnd_use.note(snd.una, snd.nxt, self._pipe() + self.snd_mss > cc.cwnd)
         # Persist timer: data waits, nothing is in flight to bring an ACK.
         timers = self.timers
-        snd = self.snd
         if timers.persist.at is None and timers.retransmit.at is None and snd.nxt == snd.una and snd.unsent:
             timers.persist.start(now + timers.persist.interval(self.rtt.rto, self.config.max_rto))
-
-    def _note_cwnd_use(self) -> None:
-        """Remember, per window of data, whether cwnd was what held sending back.
-
-        Decided here, when sending stops, not when ACKs come: ACKs often arrive
-        in a batch that is processed before anything is sent again, and the
-        flight shrinks with every ACK of it, so a test at ACK time would credit
-        only the first ACK of each round trip. As Linux's tcp_cwnd_validate:
-        the mark and the largest flight hold until the window they describe
-        has been acknowledged (or a stronger signal comes).
-        """
-        pipe = self._pipe()
-        limited = pipe + self.snd_mss > self.cc.cwnd
-        snd = self.snd
-        flight = snd.nxt - snd.una
-        if (
-            snd.una >= self._cwnd_use_seq
-            or limited
-            or (not self._cwnd_limited and flight > self._max_flight)
-        ):
-            self._cwnd_limited = limited
-            self._max_flight = flight
-            self._cwnd_use_seq = snd.nxt
 
     def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
         rng = self.scoreboard.next_retransmission(mss)

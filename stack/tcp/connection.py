@@ -45,6 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from stack.tcp.ack_limits import AckLimits
 from stack.tcp.config import DEFAULT_SEND_MSS, TcpConfig
 from stack.tcp.congestion import make_congestion_control
 from stack.tcp.conn_ack import AckMixin
@@ -70,9 +71,10 @@ from stack.tcp.conn_receive import ReceiveMixin
 from stack.tcp.conn_recovery import RecoveryMixin
 from stack.tcp.conn_send import SendMixin
 from stack.tcp.conn_timers import TimerMixin
-from stack.tcp.recovery import LossRecovery
+from stack.tcp.cwnd_use import CwndUse
 from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.receive_window import ReceiveWindow
+from stack.tcp.recovery import LossRecovery
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.scoreboard import Scoreboard
 from stack.tcp.send_space import SendSpace
@@ -174,11 +176,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.scoreboard = Scoreboard()
         self.recovery = LossRecovery()
         self._force_rtx = False  # retransmit the next lost range whatever cwnd says
-        # Was cwnd the limit on sending (RFC 7661's idea, Linux's is_cwnd_limited)?
-        # Noted when sending stops, per window of data (SendMixin._note_cwnd_use).
-        self._cwnd_limited = False
-        self._max_flight = 0  # the largest SND.NXT - SND.UNA of that window
-        self._cwnd_use_seq = 0  # SND.NXT when they were noted
+        self.cwnd_use = CwndUse()  # was cwnd the limit on sending (cwnd grows only then)
         self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
         self.rtt = RttEstimator(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
         self._rtt_seq: int | None = None
@@ -194,9 +192,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._ack_now = False
         self._want_output = False
         self._ctl_out: list[Segment] = []
-        self._chack_tokens = float(cfg.challenge_ack_burst)
-        self._chack_time = 0.0
-        self._oow_time = -1e18
+        self.ack_limits = AckLimits(cfg.challenge_ack_burst)
         # The socket layer's view.
         self.error: int | None = None  # pending asynchronous error (errno)
         self._soft_error: int | None = None  # ICMP errors kept for a timeout (RFC 1122 4.2.3.9)
