@@ -44,8 +44,8 @@ class ReceiveMixin:
             flags = int(seg.flags)
             if (
                 flags & 0x37 == 0x10
-                and not self._ooo
-                and self._ooo_fin is None
+                and not self.rx.ooo
+                and self.rx.ooo_fin is None
                 and not self.recovery.phase
                 and self.recovery.tlp.high is None
             ):
@@ -73,7 +73,7 @@ class ReceiveMixin:
             return False
         n = len(payload)
         rcv = self.rcv
-        if n and (self._read_shutdown or seq + n > rcv.adv):
+        if n and (self.rx.read_shutdown or seq + n > rcv.adv):
             return False
         window = seg.window << snd.wscale
         if ack == snd_una and n == 0 and window == snd.wnd and snd.nxt != snd_una:
@@ -89,7 +89,7 @@ class ReceiveMixin:
         if ack > snd_una:
             self._new_ack(seg, ack, now)
         if n:
-            self._rx += payload
+            self.rx.data += payload  # (not after SHUT_RD: the full path takes that)
             rcv.take(n)
             self.bytes_received += n
             if rcv.ack_due:
@@ -183,7 +183,7 @@ class ReceiveMixin:
             # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
             self._process_ack_only(seg, now)
         if plen and seq < rn and self.sack_ok:
-            self._dsack = (seq, min(seq + plen, rn))  # tell the sender it was a duplicate
+            self.rx.dsack = (seq, min(seq + plen, rn))  # tell the sender it was a duplicate
         self._send_dupack(now, pure=seglen == 0)
 
     def _check_rst(self, seq: int, now: float) -> None:
@@ -262,8 +262,8 @@ class ReceiveMixin:
         if self.state not in RECEIVING:
             return
         up = seq + seg.urgent
-        if self._rcv_up is None or up > self._rcv_up:
-            self._rcv_up = up
+        if self.rx.urgent is None or up > self.rx.urgent:
+            self.rx.urgent = up
             self.stats["urgent_in"] += 1
             self._notify()
 
@@ -317,32 +317,26 @@ class ReceiveMixin:
         n = len(payload)
         rn = self.rcv.nxt
         if seq == rn:
-            had_ooo = bool(self._ooo)
+            had_ooo = bool(self.rx.ooo)
             if n:
-                if not self._read_shutdown:
-                    self._rx += payload
+                self.rx.take(payload)
                 self.rcv.take(n)
                 rn = seq + n
                 self.bytes_received += n
             if had_ooo:
-                while True:
-                    chunk = self._ooo.pop_ready(rn)
-                    if chunk is None:
-                        break
-                    if not self._read_shutdown:
-                        self._rx += chunk
-                    rn += len(chunk)
-                    self.bytes_received += len(chunk)
+                moved = self.rx.take_ready(rn)
+                rn += moved
+                self.bytes_received += moved
                 self.rcv.nxt = rn
                 self._ack_now = True  # a hole was (partly) filled: ACK at once
                 self.stats["ooo_filled"] += 1
             fin = fin and seq + n == rn  # (a FIN below data held out of order is bogus)
-            if self._ooo_fin is not None and rn == self._ooo_fin:
+            if self.rx.ooo_fin is not None and rn == self.rx.ooo_fin:
                 fin = True
-                self._ooo_fin = None
+                self.rx.ooo_fin = None
             if fin:
                 self._on_fin(now)
-            elif self._ack_now or self._ooo:
+            elif self._ack_now or self.rx.ooo:
                 self._ack_now = True
             elif self.rcv.ack_due:
                 self._ack_now = True
@@ -353,24 +347,24 @@ class ReceiveMixin:
         else:
             # Out of order: keep it (bounded), remember a FIN, and send a dupACK now.
             if n:
-                added = self._ooo.add(seq, payload)
+                added = self.rx.ooo.add(seq, payload)
                 if added < 0:
                     self.stats["drop_ooo_full"] += 1
                 else:
                     self.stats["ooo_segments"] += 1
                     if added == 0 and self.sack_ok:
-                        self._dsack = (seq, seq + n)
+                        self.rx.dsack = (seq, seq + n)
             if fin:
-                self._ooo_fin = seq + n
+                self.rx.ooo_fin = seq + n
             self._ack_now = True
         if self._ack_now:
             self._want_output = True
 
     def _on_fin(self, now: float) -> None:
-        if self._fin_received:
+        if self.rx.fin_received:
             self._ack_now = True
             return
-        self._fin_received = True
+        self.rx.fin_received = True
         self.rcv.nxt += 1
         self._ack_now = True
         self._want_output = True

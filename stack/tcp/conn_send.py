@@ -37,18 +37,13 @@ class SendMixin:
     def _make(self, seq: int, flags, payload: bytes, now: float) -> Segment:
         """Build an outgoing segment with ACK, window and options; it carries our ACK."""
         rcv = self.rcv
-        window = rcv.window_field(self.config.rcvbuf - len(self._rx))
+        window = rcv.window_field(self.config.rcvbuf - len(self.rx.data))
         r = TcpRepr(self._lport, self._rport, seq & MASK, rcv.nxt & MASK, flags, window)
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
-        if self.sack_ok and (self._ooo or self._dsack):
+        if self.sack_ok and self.rx.has_sack_info:
             limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT  # what fits in 40 option bytes
-            blocks = []
-            if self._dsack is not None:
-                blocks.append(self._dsack)
-                self._dsack = None
-            if self._ooo:
-                blocks += self._ooo.sack_blocks(limit - len(blocks))
+            blocks = self.rx.sack_blocks(limit)
             r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
         rcv.acked()
         self._ack_now = False
@@ -98,8 +93,8 @@ class SendMixin:
         ``snd_mss`` at least 48 less timestamps, this stays >= 8 bytes.
         """
         mss = self.snd_mss
-        if self.sack_ok and (self._ooo or self._dsack is not None):
-            n = len(self._ooo) + (self._dsack is not None)
+        if self.sack_ok and self.rx.has_sack_info:
+            n = self.rx.sack_block_count()
             limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT
             mss -= _sack_option_len(n if n < limit else limit)
         return mss

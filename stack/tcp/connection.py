@@ -72,7 +72,7 @@ from stack.tcp.conn_recovery import RecoveryMixin
 from stack.tcp.conn_send import SendMixin
 from stack.tcp.conn_timers import TimerMixin
 from stack.tcp.cwnd_use import CwndUse
-from stack.tcp.reassembly import ReassemblyQueue
+from stack.tcp.receive_queue import ReceiveQueue
 from stack.tcp.receive_window import ReceiveWindow
 from stack.tcp.recovery import LossRecovery
 from stack.tcp.rtt import RttEstimator
@@ -163,15 +163,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.ts_recent = 0
         self._ts_offset = ts_offset & MASK
         self.snd_mss = min(DEFAULT_SEND_MSS, cfg.mss)
-        # Receive buffer.
-        self._rx = bytearray()
-        self._ooo = ReassemblyQueue(cfg.ooo_bytes, cfg.max_ooo_blocks)
-        self._ooo_fin: int | None = None
-        self._fin_received = False
-        self._read_shutdown = False
+        # Received and not yet read (in order and out of order, FIN, urgent mark, D-SACK).
+        self.rx = ReceiveQueue(cfg.ooo_bytes, cfg.max_ooo_blocks)
         self._orphan = False  # the application closed it: nobody will read
-        self._rcv_up: int | None = None
-        self._dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
         # Loss recovery: the scoreboard (RFC 6675), the episode (with its undo record and tail probe).
         self.scoreboard = Scoreboard()
         self.recovery = LossRecovery()
@@ -287,7 +281,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         cfg = replace(self.config, **changes)
         self.config = cfg
         self.rcv.configure(cfg.rcvbuf, cfg.mss)
-        self._ooo.max_bytes = cfg.ooo_bytes
+        self.rx.ooo.max_bytes = cfg.ooo_bytes
         if "keepalive" in changes or "keepalive_idle" in changes:
             self.timers.keepalive.reset()
         if "congestion" in changes and changes["congestion"].lower() != self.cc.name:
@@ -330,16 +324,10 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         Whether ``b""`` means end of stream is :attr:`eof`; an error is in
         :attr:`error`.
         """
-        rx = self._rx
-        if not rx or max_bytes <= 0:
+        data = self.rx.read(max_bytes)
+        if not data:
             return b""
-        if max_bytes >= len(rx):
-            data = bytes(rx)
-            rx.clear()
-        else:
-            data = bytes(rx[:max_bytes])
-            del rx[:max_bytes]
-        if self.state in RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self._rx)):
+        if self.state in RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self.rx.data)):
             # The window opened enough to tell the peer now (never delay this).
             self._ack_now = True
             self._want_output = True
@@ -359,8 +347,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     def shutdown_read(self) -> None:
         """No more reading: queued data is dropped, later data is acked and dropped."""
-        self._read_shutdown = True
-        self._rx.clear()
+        self.rx.shutdown()
         self._notify()
 
     def close(self) -> None:
@@ -371,12 +358,12 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if st is SYN_SENT:
             self._to_closed()
             return
-        if self._rx and st in RST_ON_ABORT:
+        if self.rx.data and st in RST_ON_ABORT:
             self.stats["rst_unread_data"] += 1
             self.abort()
             return
         self._orphan = True
-        self._read_shutdown = True
+        self.rx.read_shutdown = True
         self.shutdown_write()
         if self.state is FIN_WAIT_2:
             self._want_output = True  # poll arms the FIN-WAIT-2 timeout
@@ -445,13 +432,13 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     @property
     def eof(self) -> bool:
         """Nothing more will ever be readable (FIN read, read side shut, or closed)."""
-        if self._rx:
+        if self.rx.data:
             return False
-        return self._fin_received or self._read_shutdown or self.state is CLOSED
+        return self.rx.fin_received or self.rx.read_shutdown or self.state is CLOSED
 
     @property
     def readable(self) -> bool:
-        return bool(self._rx) or self.eof or self.error is not None
+        return bool(self.rx.data) or self.eof or self.error is not None
 
     @property
     def writable(self) -> bool:
@@ -477,7 +464,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     @property
     def recv_queue(self) -> int:
-        return len(self._rx)
+        return len(self.rx.data)
 
     @property
     def all_acked(self) -> bool:
@@ -487,10 +474,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     @property
     def urgent_pending(self) -> int:
         """Urgent bytes received and not yet read (MUST-33); data stays in line."""
-        if self._rcv_up is None:
-            return 0
-        read_pos = self.rcv.nxt - len(self._rx)
-        return max(0, self._rcv_up - read_pos)
+        return self.rx.urgent_pending(self.rcv.nxt)
 
     def info(self) -> TcpInfo:
         """A snapshot for ``ss -ti``-style listings."""
@@ -507,7 +491,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             local=self.local,
             remote=self.remote,
             send_queue=len(self.snd.buf),
-            recv_queue=len(self._rx),
+            recv_queue=len(self.rx.data),
             snd_mss=self.snd_mss,
             rcv_mss=self.rcv.mss,
             cwnd=cc.cwnd,
@@ -568,7 +552,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._ack_now = False
         self._syn_pending = False
         self.snd.buf.clear()
-        self._ooo.clear()
+        self.rx.ooo.clear()
         self.scoreboard.clear()
         if self.listener is not None and was is SYN_RECEIVED:
             self.listener._forget(self)

@@ -136,7 +136,7 @@ def test_out_of_order_queue_is_bounded():
     d = established_driver(plain_config(max_ooo_bytes=1500))
     d.feed(".", seq=1001, ack=1, data=b"a" * 1000)
     d.feed(".", seq=3001, ack=1, data=b"b" * 1000)  # would exceed the bound: dropped
-    assert d.conn.stats["drop_ooo_full"] == 1 and d.conn._ooo.total == 1000
+    assert d.conn.stats["drop_ooo_full"] == 1 and d.conn.rx.ooo.total == 1000
 
 
 # -- the receive window ---------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_window_scaling_both_ways():
     assert out[0][1].startswith("[.] seq=1 ack=6 win=32767 ")  # 262139 >> 3, rounded down
     # The edge advertised before (ISN + 1 + 262144) still accepts data (RFC 7323 2.4).
     d.feed(".", seq=262145 - 10, ack=1, data=b"e" * 10)
-    assert c._ooo.total == 10
+    assert c.rx.ooo.total == 10
 
 
 # -- Nagle and the sender's silly window ----------------------------------------------------------

@@ -129,7 +129,7 @@ def check_invariants(c: TcpConnection) -> None:
         assert c.scoreboard.sacked.covered(s, e) == 0
     assert c._pipe() >= 0
     assert c.cc.cwnd >= c.cc.mss
-    assert c._ooo.total <= c.config.ooo_bytes
+    assert c.rx.ooo.total <= c.config.ooo_bytes
     at = c.poll_at()
     assert at is None or isinstance(at, float)
 
