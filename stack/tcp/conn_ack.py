@@ -14,7 +14,7 @@ from stack.wire.tcp import TcpRepr
 
 
 class AckMixin:
-    """ACK processing for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """ACK processing for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
 
     def _process_ack(self, seg: TcpRepr, seq: int, ack: int, plen: int, fin, now: float) -> None:
         """RFC 9293 fifth step for ESTABLISHED and later: window, SACK, new data acked."""

@@ -28,7 +28,7 @@ from stack.wire.tcp import TcpRepr
 
 
 class HandshakeMixin:
-    """Opening a :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Opening a :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
 
     def _receive_syn_sent(self, seg: TcpRepr, payload, now: float) -> None:
         flags = seg.flags

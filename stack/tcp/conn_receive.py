@@ -32,7 +32,7 @@ from stack.wire.tcp import TcpRepr
 
 
 class ReceiveMixin:
-    """Segment arrival for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Segment arrival for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
 
     def receive_segment(self, seg: TcpRepr, payload, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7). Never raises for bad input."""

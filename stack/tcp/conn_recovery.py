@@ -12,7 +12,7 @@ from stack.tcp.state import SENDING
 
 
 class RecoveryMixin:
-    """Loss recovery for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Loss recovery for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
 
     def _enter_fast_recovery(self, now: float) -> None:
         self.stats["fast_retransmits"] += 1

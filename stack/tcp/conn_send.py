@@ -29,7 +29,7 @@ from stack.wire.tcp import TcpRepr
 
 
 class SendMixin:
-    """Segment output for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Segment output for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
 
     def _ts_clock(self, now: float) -> int:
         return (int(now * 1000) + self._ts_offset) & MASK

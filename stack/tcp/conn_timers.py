@@ -22,7 +22,7 @@ from stack.tcp.conn_defs import (
 
 
 class TimerMixin:
-    """Timers for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Timers for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
 
     def poll_at(self) -> float | None:
         """When :meth:`poll` has work: 0.0 for "now", None for "only on input"."""

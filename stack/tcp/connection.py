@@ -27,12 +27,22 @@ What the engine does, by RFC:
 * Delayed ACKs (every second full segment, never for out-of-order data, a
   hole being filled, a FIN or a window update) and keepalives.
 
-This module holds the connection's state (``__init__``), its constructors,
-the application calls and state changes; the protocol machinery is split
-by concern into mixins it inherits (they own no state of their own):
+The connection's state lives in owner objects, each with a narrow
+interface: :class:`~stack.tcp.send_space.SendSpace` (``snd``: SND.UNA,
+SND.NXT, SND.WND and the unacknowledged bytes),
+:class:`~stack.tcp.receive_window.ReceiveWindow` (``rcv``: RCV.NXT and the
+window we advertise), :class:`~stack.tcp.receive_queue.ReceiveQueue` (``rx``:
+what was received and not read), :class:`~stack.tcp.scoreboard.Scoreboard`,
+:class:`~stack.tcp.recovery.LossRecovery`,
+:class:`~stack.tcp.timers.ConnectionTimers`, ``cc`` and ``rtt``. The states
+and the closing transitions are data in :mod:`stack.tcp.state`.
+
+This module composes them: constructors, the application calls and state
+changes. The protocol machinery is split by concern into base classes
+holding methods only (they own no state):
 :mod:`~stack.tcp.conn_receive` (segment arrival, RFC 5961 checks, text, FIN),
 :mod:`~stack.tcp.conn_handshake` (SYN processing, options, SYN/SYN-ACK),
-:mod:`~stack.tcp.conn_ack` (ACK processing, SACK scoreboard, dupACKs),
+:mod:`~stack.tcp.conn_ack` (ACK processing, SACK blocks, dupACKs),
 :mod:`~stack.tcp.conn_recovery` (fast recovery, undo, tail loss probes),
 :mod:`~stack.tcp.conn_send` (building and sending segments) and
 :mod:`~stack.tcp.conn_timers` (``poll``/``poll_at`` and the timers).
@@ -129,8 +139,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     Make one with :meth:`connect` (active open, SYN-SENT) or
     :meth:`from_syn` (passive open from a listener, SYN-RECEIVED).
-    Mixins are plain base classes: a method found through them costs the
-    same attribute lookup as one defined here (the hot path stays flat).
+    The ``conn_*`` base classes hold methods only: a method found through
+    them costs the same attribute lookup as one defined here (the hot path
+    stays flat).
     """
 
     def __init__(
