@@ -63,13 +63,14 @@ class AckMixin:
         acked = ack - self.snd.una
         self.bytes_acked += self.snd.acked_to(ack)
         self.scoreboard.acked_to(ack)
-        # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
+        # RTT (RFC 7323 RTTM, else the one timed segment).
         ts = seg.timestamps
         if self.ts_ok and ts is not None and ts[1]:
             self._ts_sample(ts[1], now)
-        elif self._rtt_seq is not None and ack >= self._rtt_seq:
-            self.rtt.sample(now - self._rtt_time)
-            self._rtt_seq = None
+        else:
+            rtt = self.timed.sample(ack, now)
+            if rtt is not None:
+                self.rtt.sample(rtt)
         timers = self.timers
         timers.retransmit.retries = 0
         timers.persist.backoff = 0

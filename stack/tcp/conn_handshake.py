@@ -98,9 +98,9 @@ class HandshakeMixin:
     def _take_handshake_rtt(self, seg: TcpRepr, now: float) -> None:
         if self.ts_ok and seg.timestamps and seg.timestamps[1]:
             self._ts_sample(seg.timestamps[1], now)
-        elif self._rtt_seq is not None and not self._syn_retransmitted:
-            self.rtt.sample(now - self._rtt_time)
-        self._rtt_seq = None
+        elif self.timed.seq is not None and not self.timed.syn_retransmitted:
+            self.rtt.sample(now - self.timed.sent_at)
+        self.timed.cancel()
 
     def _established(self, now: float) -> None:
         self._set_state(ESTABLISHED)
@@ -108,7 +108,7 @@ class HandshakeMixin:
         self.timers.retransmit.retries = 0
         self.timers.retransmit.stop()
         self._syn_pending = False
-        if self._syn_retransmitted:
+        if self.timed.syn_retransmitted:
             self.rtt.reset_after_syn_retransmit()
         self._last_ack_rx = now
         if self.snd.fin_queued:

@@ -19,7 +19,7 @@ class RecoveryMixin:
         self.recovery.undo.start(self.cc, self.snd.una, self.snd.nxt)
         self.cc.on_congestion(now, self.snd.nxt - self.snd.una)
         self.recovery.enter(FAST, self.snd.nxt)
-        self._rtt_seq = None
+        self.timed.cancel()
         self.timers.tail_probe.stop()
         una = self.snd.una
         if self.sack_ok:

@@ -62,9 +62,8 @@ class SendMixin:
                     self.snd.nxt = self.iss + 1
                 if self.timers.retransmit.at is None:
                     self.timers.retransmit.start(now + self.rtt.rto)
-                if self._rtt_seq is None and not self._syn_retransmitted:
-                    self._rtt_seq = self.iss + 1
-                    self._rtt_time = now
+                if self.timed.seq is None and not self.timed.syn_retransmitted:
+                    self.timed.start(self.iss + 1, now)
             elif self._ack_now:
                 if st is SYN_RECEIVED:  # an unacceptable segment: <SEQ=SND.NXT><ACK=RCV.NXT>
                     out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
@@ -147,7 +146,7 @@ class SendMixin:
         self._mark_urgent(seg[0], s)
         out.append(seg)
         self.stats["retransmits"] += 1
-        self._rtt_seq = None  # Karn: nothing retransmitted is timed
+        self.timed.cancel()  # Karn: nothing retransmitted is timed
         if self.timers.retransmit.at is None:
             self.timers.retransmit.start(now + self.rtt.rto)
         return True
@@ -219,9 +218,8 @@ class SendMixin:
         if n < mss:
             snd.sml = end
         snd.probe_end = None
-        if self._rtt_seq is None and not self.ts_ok:
-            self._rtt_seq = end
-            self._rtt_time = now
+        if not self.ts_ok and self.timed.seq is None:
+            self.timed.start(end, now)
         if self.timers.retransmit.at is None:
             self.timers.retransmit.start(now + self.rtt.rto)
         self.timers.persist.stop()

@@ -92,8 +92,8 @@ class TimerMixin:
                 return
             self.timers.retransmit.retries += 1
             self.rtt.on_timeout()
-            self._syn_retransmitted = True
-            self._rtt_seq = None
+            self.timed.syn_retransmitted = True
+            self.timed.cancel()
             self._syn_pending = True
             self.stats["retransmits"] += 1
             self._want_output = True
@@ -101,7 +101,7 @@ class TimerMixin:
         if self.snd.nxt <= self.snd.una:
             return
         self.rtt.on_timeout()
-        self._rtt_seq = None
+        self.timed.cancel()
         if self.snd.wnd == 0:
             # The peer shrank its window to zero with data out: our retransmissions
             # are window probes and do not end the connection while it answers

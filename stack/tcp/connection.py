@@ -85,7 +85,7 @@ from stack.tcp.cwnd_use import CwndUse
 from stack.tcp.receive_queue import ReceiveQueue
 from stack.tcp.receive_window import ReceiveWindow
 from stack.tcp.recovery import LossRecovery
-from stack.tcp.rtt import RttEstimator
+from stack.tcp.rtt import RttEstimator, TimedSegment
 from stack.tcp.scoreboard import Scoreboard
 from stack.tcp.send_space import SendSpace
 from stack.tcp.seq import MASK, unwrap
@@ -184,9 +184,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self.cwnd_use = CwndUse()  # was cwnd the limit on sending (cwnd grows only then)
         self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
         self.rtt = RttEstimator(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
-        self._rtt_seq: int | None = None
-        self._rtt_time = 0.0
-        self._syn_retransmitted = False
+        self.timed = TimedSegment()  # RTT samples without timestamps
         # Timers (absolute times or None).
         self.timers = ConnectionTimers()
         self._last_rx = 0.0

@@ -5,6 +5,7 @@ from stack.tcp.cwnd_use import CwndUse
 from stack.tcp.receive_queue import ReceiveQueue
 from stack.tcp.receive_window import ReceiveWindow
 from stack.tcp.recovery import FAST, LossRecovery, UndoRecord
+from stack.tcp.rtt import TimedSegment
 from stack.tcp.scoreboard import Scoreboard
 from stack.tcp.send_space import SendSpace
 from stack.tcp.timers import ConnectionTimers, PersistTimer, Timer
@@ -161,3 +162,14 @@ def test_cwnd_grows_only_while_it_limits_sending():
     assert use.allows_growth(cwnd=10_000, ssthresh=5000)
     use.note(una=500, nxt=10_000, limited=False)  # the window it describes is not acked yet
     assert use.limited
+
+
+# -- RTT timing ----------------------------------------------------------------------------
+def test_timed_segment_gives_one_sample_and_karn_cancels_it():
+    timed = TimedSegment()
+    timed.start(1000, now=1.0)
+    assert timed.sample(999, now=1.2) is None
+    assert timed.sample(1000, now=1.25) == 0.25 and timed.seq is None
+    timed.start(2000, now=2.0)
+    timed.cancel()  # retransmitted: no sample from it
+    assert timed.sample(2000, now=2.5) is None
