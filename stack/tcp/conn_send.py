@@ -173,13 +173,7 @@ class SendMixin:
         if usable < n:
             if usable <= 0:
                 if force and nxt == snd.una:
-                    # Zero-window probe: one new octet, not counted as sent
-                    # until the peer acknowledges it (MUST-36).
-                    self._force_send = False
-                    payload = bytes(snd.buf[nxt - base : nxt - base + 1])
-                    out.append(self._make(nxt, _F_ACK, payload, now))
-                    snd.probe_end = nxt + 1
-                    self.stats["window_probes"] += 1
+                    self._send_window_probe(now, out)
                 return False
             if not force and usable < snd.max_wnd // 2:
                 return False  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
@@ -229,6 +223,14 @@ class SendMixin:
             return False  # the probe is one segment
         self._arm_tlp(now)
         return not flags & 0x01
+
+    def _send_window_probe(self, now: float, out: list[Segment]) -> None:
+        """Zero-window probe: one new octet, not counted as sent until the peer acknowledges it (MUST-36)."""
+        self._force_send = False
+        nxt = self.snd.nxt
+        out.append(self._make(nxt, _F_ACK, self.snd.payload(nxt, nxt + 1), now))
+        self.snd.probe_end = nxt + 1
+        self.stats["window_probes"] += 1
 
     def _mark_urgent(self, r: TcpRepr, seq: int) -> None:
         # MUST-62: the pointer is the offset of the first non-urgent octet.

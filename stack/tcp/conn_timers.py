@@ -76,30 +76,36 @@ class TimerMixin:
             self._ack_now = True
 
     def _on_rto(self, now: float) -> None:
-        self.timers.tail_probe.stop()
         self.recovery.tlp.cancel()
-        st = self.state
-        cfg = self.config
         self.stats["timeouts"] += 1
+        st = self.state
         if st is SYN_SENT or st is SYN_RECEIVED:
-            limit = cfg.syn_retries if st is SYN_SENT else cfg.synack_retries
-            if self.timers.retransmit.retries >= limit:
-                if self._passive:
-                    self.stats["synack_timeout"] += 1
-                    self._to_closed()
-                else:
-                    self._fail(self._soft_error or errno.ETIMEDOUT)
-                return
-            self.timers.retransmit.retries += 1
-            self.rtt.on_timeout()
-            self.timed.syn_retransmitted = True
-            self.timed.cancel()
-            self._syn_pending = True
-            self.stats["retransmits"] += 1
-            self._want_output = True
+            self._syn_timeout()
+        elif self.snd.nxt > self.snd.una:
+            self._data_timeout(now)
+
+    def _syn_timeout(self) -> None:
+        """The SYN (or SYN-ACK) went unanswered: resend it, or give up after the retries."""
+        cfg = self.config
+        limit = cfg.syn_retries if self.state is SYN_SENT else cfg.synack_retries
+        if self.timers.retransmit.retries >= limit:
+            if self._passive:
+                self.stats["synack_timeout"] += 1
+                self._to_closed()
+            else:
+                self._fail(self._soft_error or errno.ETIMEDOUT)
             return
-        if self.snd.nxt <= self.snd.una:
-            return
+        self.timers.retransmit.retries += 1
+        self.rtt.on_timeout()
+        self.timed.syn_retransmitted = True
+        self.timed.cancel()
+        self._syn_pending = True
+        self.stats["retransmits"] += 1
+        self._want_output = True
+
+    def _data_timeout(self, now: float) -> None:
+        """RFC 6298 5.4-5.7: back off, and resend from SND.UNA (or give up)."""
+        cfg = self.config
         self.rtt.on_timeout()
         self.timed.cancel()
         if self.snd.wnd == 0:
@@ -109,33 +115,37 @@ class TimerMixin:
             if now - self._last_ack_rx > cfg.max_rto:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
+            head = min(self.snd.una + self.snd_mss, self.snd.nxt)
+            self.scoreboard.mark_lost(self.snd.una, head)
         else:
             self.timers.retransmit.retries += 1
             if self.timers.retransmit.retries > cfg.max_retries:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
-            # RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost.
-            if self.recovery.phase is None:
-                self.recovery.undo.start(self.cc, self.snd.una, self.snd.nxt)
-                self.cc.on_rto(now, self._pipe())
-            else:
-                self.recovery.undo.tsval = None  # the episode goes on; its first retransmission stays
-                if self.recovery.phase == FAST or self.timers.retransmit.retries > 1:
-                    # In fast recovery, or the same data timing out again with no ACK
-                    # between: ssthresh was set for this loss already (as Linux).
-                    self.cc.on_rto_in_recovery(now)
-                else:  # loss recovery made progress (ACKs) and timed out anew: reduce again
-                    self.cc.on_rto(now, self._pipe())
-            self.recovery.enter(LOSS, self.snd.nxt)
-            self.recovery.reset_dupacks()
-            self.scoreboard.forget_retransmissions()
-            self.scoreboard.mark_unsacked_lost(self.snd.una, self.snd.nxt)  # as Linux's tcp_enter_loss: all unSACKed data is lost
-        if self.snd.wnd == 0:
-            head = min(self.snd.una + self.snd_mss, self.snd.nxt)
-            self.scoreboard.mark_lost(self.snd.una, head)
+            self._enter_loss_recovery(now)
         self._force_rtx = True
         self.timers.retransmit.start(now + self.rtt.rto)
         self._want_output = True
+
+    def _enter_loss_recovery(self, now: float) -> None:
+        """RFC 5681 3.1 / 6298 5.5: cwnd to one segment, everything out is lost."""
+        rec = self.recovery
+        if rec.phase is None:
+            rec.undo.start(self.cc, self.snd.una, self.snd.nxt)
+            self.cc.on_rto(now, self._pipe())
+        else:
+            rec.undo.tsval = None  # the episode goes on; its first retransmission stays
+            if rec.phase == FAST or self.timers.retransmit.retries > 1:
+                # In fast recovery, or the same data timing out again with no ACK
+                # between: ssthresh was set for this loss already (as Linux).
+                self.cc.on_rto_in_recovery(now)
+            else:  # loss recovery made progress (ACKs) and timed out anew: reduce again
+                self.cc.on_rto(now, self._pipe())
+        rec.enter(LOSS, self.snd.nxt)
+        rec.reset_dupacks()
+        self.scoreboard.forget_retransmissions()
+        # As Linux's tcp_enter_loss: all unSACKed data is lost.
+        self.scoreboard.mark_unsacked_lost(self.snd.una, self.snd.nxt)
 
     def _on_persist(self, now: float) -> None:
         if self.snd.nxt != self.snd.una or not self.snd.unsent:
