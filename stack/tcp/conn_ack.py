@@ -67,7 +67,7 @@ class AckMixin:
         ts = seg.timestamps
         if self.ts_ok and ts is not None and ts[1]:
             self._ts_sample(ts[1], now)
-        else:
+        elif self.timed.seq is not None:
             rtt = self.timed.sample(ack, now)
             if rtt is not None:
                 self.rtt.sample(rtt)
@@ -94,7 +94,8 @@ class AckMixin:
         rec = self.recovery
         phase = rec.phase
         if phase is None:
-            rec.reset_dupacks()
+            if rec.dupacks or rec.dup_bytes:
+                rec.reset_dupacks()
             if self.cwnd_use.allows_growth(self.cc.cwnd, self.cc.ssthresh):
                 self.cc.on_ack(acked, now, self.rtt.srtt)
         elif phase == FAST:

@@ -19,15 +19,15 @@ from stack.tcp.conn_defs import (
     CLOSING,
     LAST_ACK,
     TIME_WAIT,
-    FIN,
-    SYN,
-    RST,
-    ACK,
-    URG,
+    FIN_BIT,
+    SYN_BIT,
+    RST_BIT,
+    ACK_BIT,
+    URG_BIT,
     _HALF,
 )
-from stack.tcp.state import AFTER_FIN, RECEIVING
 from stack.tcp.seq import MASK, unwrap
+from stack.tcp.state import AFTER_FIN, RECEIVING
 from stack.wire.tcp import TcpRepr
 
 
@@ -79,7 +79,9 @@ class ReceiveMixin:
         if ack == snd_una and n == 0 and window == snd.wnd and snd.nxt != snd_una:
             return False  # a duplicate ACK: the full path counts it
         self._last_rx = now
-        self.timers.keepalive.reset()
+        keepalive = self.timers.keepalive
+        if keepalive.at is not None or keepalive.probes:
+            keepalive.reset()
         if ts is not None and seq <= rcv.last_ack_sent:
             self.ts_recent = ts[0]
         if snd.update_window(seq, ack, window) > 0:
@@ -108,31 +110,31 @@ class ReceiveMixin:
         flags = int(seg.flags)
         seq = unwrap(seg.seq, self.rcv.nxt)
         plen = len(payload)
-        if self.state is SYN_RECEIVED and flags & SYN and not flags & RST and seq == self.irs:
+        if self.state is SYN_RECEIVED and flags & SYN_BIT and not flags & RST_BIT and seq == self.irs:
             if self._repeated_syn(seg, seq, flags, now):
                 return
         if not self._check_sequence(seg, seq, plen, flags, now):  # first
             return
-        if flags & RST:  # second
+        if flags & RST_BIT:  # second
             self._check_rst(seq, now)
             return
         # Third, security: not implemented (RFC 9293 3.10.7.4 allows ignoring it).
-        if flags & SYN:  # fourth
+        if flags & SYN_BIT:  # fourth
             self._check_syn(now)
             return
-        fin = flags & FIN
+        fin = flags & FIN_BIT
         if not self._check_ack(seg, seq, plen, flags, now):  # fifth
             return
         if not self._more_after_ack(fin, now):
             return
-        if flags & URG:  # sixth
+        if flags & URG_BIT:  # sixth
             self._check_urg(seg, seq)
         if plen or fin:  # seventh and eighth
             self._segment_text(seq, payload, fin, now)
 
     def _repeated_syn(self, seg: TcpRepr, seq: int, flags: int, now: float) -> bool:
         """SYN-RECEIVED and the peer's SYN again: True when that settled the segment."""
-        if not flags & ACK:
+        if not flags & ACK_BIT:
             # The peer retransmitted its SYN: our SYN-ACK was lost; resend it.
             self._syn_pending = True
             self._want_output = True
@@ -150,7 +152,7 @@ class ReceiveMixin:
 
     def _check_sequence(self, seg: TcpRepr, seq: int, plen: int, flags: int, now: float) -> bool:
         """First step: PAWS (RFC 7323 5.3) and the acceptability test; False drops the segment."""
-        rst = flags & RST
+        rst = flags & RST_BIT
         ts = seg.timestamps
         if self.ts_ok and not rst:  # (PAWS and the TSopt requirement never apply to RSTs)
             if ts is None:
@@ -160,7 +162,7 @@ class ReceiveMixin:
                 self.stats["drop_paws"] += 1
                 self._send_dupack(now, pure=False)
                 return False
-        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        seglen = plen + (1 if flags & SYN_BIT else 0) + (1 if flags & FIN_BIT else 0)
         if not self.rcv.acceptable(seq, seglen):
             self._unacceptable(seg, seq, plen, seglen, flags, now)
             return False
@@ -172,14 +174,14 @@ class ReceiveMixin:
 
     def _unacceptable(self, seg: TcpRepr, seq: int, plen: int, seglen: int, flags: int, now: float) -> None:
         """A segment outside the window: dropped, and usually answered with an ACK."""
-        if flags & RST:
+        if flags & RST_BIT:
             self.stats["drop_rst_out_of_window"] += 1
             return
         self.stats["drop_out_of_window"] += 1
         rn = self.rcv.nxt
-        if self.state is TIME_WAIT and flags & FIN:
+        if self.state is TIME_WAIT and flags & FIN_BIT:
             self.timers.close.start(now + self.config.time_wait)  # the peer's FIN again
-        if self.rcv.available == 0 and seq == rn and flags & ACK and not flags & SYN:
+        if self.rcv.available == 0 and seq == rn and flags & ACK_BIT and not flags & SYN_BIT:
             # RFC 9293: with a zero window, still take valid ACKs (and URG, RST).
             self._process_ack_only(seg, now)
         if plen and seq < rn and self.sack_ok:
@@ -207,7 +209,7 @@ class ReceiveMixin:
 
     def _check_ack(self, seg: TcpRepr, seq: int, plen: int, flags: int, now: float) -> bool:
         """Fifth step: the ACK field; False when the segment is done with."""
-        if not flags & ACK:
+        if not flags & ACK_BIT:
             self.stats["drop_no_ack"] += 1
             return False
         ack = unwrap(seg.ack, self.snd.una)
@@ -225,7 +227,7 @@ class ReceiveMixin:
             self.stats["drop_ack_too_old"] += 1
             self._challenge_ack(now)
             return False
-        self._process_ack(seg, seq, ack, plen, flags & FIN, now)
+        self._process_ack(seg, seq, ack, plen, flags & FIN_BIT, now)
         return True
 
     def _ack_of_syn(self, seg: TcpRepr, seq: int, ack: int, now: float) -> bool:

@@ -77,26 +77,30 @@ class RecoveryMixin:
 
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 7.2: probe the tail after 2*SRTT without ACKs (never past the RTO)."""
+        rec = self.recovery
+        snd = self.snd
+        srtt = self.rtt.srtt
+        probe = self.timers.tail_probe
         if (
             not self.sack_ok
             or not self.config.tail_loss_probe
-            or self.recovery.phase is not None
-            or self.recovery.tlp.high is not None
-            or self.snd.nxt <= self.snd.una
-            or self.rtt.srtt is None
+            or rec.phase is not None
+            or rec.tlp.high is not None
+            or snd.nxt <= snd.una
+            or srtt is None
             or self.state not in SENDING
         ):
-            self.timers.tail_probe.stop()
+            probe.stop()
             return
-        pto = max(2 * self.rtt.srtt, 0.01)
-        if self.snd.nxt - self.snd.una <= self.snd_mss:
+        pto = max(2 * srtt, 0.01)
+        if snd.nxt - snd.una <= self.snd_mss:
             pto += 0.2  # one segment out: the peer may be delaying its ACK (WCDelAckT)
         at = now + pto
         rto_at = self.timers.retransmit.at
         if rto_at is None or at < rto_at:
-            self.timers.tail_probe.start(at)
+            probe.start(at)
         else:
-            self.timers.tail_probe.stop()
+            probe.stop()
 
     def _on_tlp(self, now: float) -> None:
         """Send a tail loss probe: new data if the window allows, else the last segment again."""

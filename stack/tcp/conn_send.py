@@ -41,13 +41,16 @@ class SendMixin:
         r = TcpRepr(self._lport, self._rport, seq & MASK, rcv.nxt & MASK, flags, window)
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
-        if self.sack_ok and self.rx.has_sack_info:
+        rx = self.rx
+        if self.sack_ok and (rx.dsack is not None or rx.ooo):  # something for SACK blocks
             limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT  # what fits in 40 option bytes
-            blocks = self.rx.sack_blocks(limit)
+            blocks = rx.sack_blocks(limit)
             r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
         rcv.acked()
         self._ack_now = False
-        self.timers.delayed_ack.stop()
+        delayed_ack = self.timers.delayed_ack
+        if delayed_ack.at is not None:
+            delayed_ack.stop()
         self.segs_out += 1
         return r, payload
 
@@ -92,8 +95,9 @@ class SendMixin:
         ``snd_mss`` at least 48 less timestamps, this stays >= 8 bytes.
         """
         mss = self.snd_mss
-        if self.sack_ok and self.rx.has_sack_info:
-            n = self.rx.sack_block_count()
+        rx = self.rx
+        if self.sack_ok and (rx.dsack is not None or rx.ooo):
+            n = rx.sack_block_count()
             limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT
             mss -= _sack_option_len(n if n < limit else limit)
         return mss
@@ -216,7 +220,9 @@ class SendMixin:
             self.timed.start(end, now)
         if self.timers.retransmit.at is None:
             self.timers.retransmit.start(now + self.rtt.rto)
-        self.timers.persist.stop()
+        persist = self.timers.persist
+        if persist.at is not None:
+            persist.stop()
         if self.recovery.tlp.force:
             self.recovery.tlp.force = False
             self.recovery.tlp.high = snd.nxt

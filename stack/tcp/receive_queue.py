@@ -61,11 +61,6 @@ class ReceiveQueue:
         self.read_shutdown = True
         self.data.clear()
 
-    @property
-    def has_sack_info(self) -> bool:
-        """Something to put in SACK blocks (data held out of order, or a D-SACK)."""
-        return bool(self.ooo) or self.dsack is not None
-
     def sack_block_count(self) -> int:
         """SACK blocks the next ACK would carry without a limit."""
         return len(self.ooo) + (self.dsack is not None)
