@@ -14,7 +14,10 @@ from stack.wire.tcp import TcpRepr
 
 
 class AckMixin:
-    """ACK processing for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
+    """ACK processing for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _process_ack(self, seg: TcpRepr, seq: int, ack: int, plen: int, fin, now: float) -> None:
         """RFC 9293 fifth step for ESTABLISHED and later: window, SACK, new data acked."""

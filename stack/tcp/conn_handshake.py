@@ -28,7 +28,10 @@ from stack.wire.tcp import TcpRepr
 
 
 class HandshakeMixin:
-    """Opening a :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
+    """Opening a :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _receive_syn_sent(self, seg: TcpRepr, payload, now: float) -> None:
         flags = seg.flags

@@ -1,8 +1,9 @@
 """TcpConnection's receive path: segment arrival (RFC 9293 3.10.7).
 
-Header prediction for in-order data and pure ACKs, the acceptability
-test, PAWS (RFC 7323), RST/SYN/ACK checks with RFC 5961 challenge ACKs,
-urgent data, in-order and out-of-order text, and the FIN.
+Header prediction for in-order data and pure ACKs, then the steps of
+3.10.7.4 one method each: the sequence number (PAWS, RFC 7323, and the
+acceptability test), RST, SYN (both with RFC 5961 challenge ACKs), ACK,
+URG, the text (in order and out of order) and the FIN.
 """
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ from stack.wire.tcp import TcpRepr
 
 
 class ReceiveMixin:
-    """Segment arrival for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
+    """Segment arrival for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def receive_segment(self, seg: TcpRepr, payload, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7). Never raises for bad input."""

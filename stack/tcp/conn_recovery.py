@@ -1,8 +1,9 @@
 """TcpConnection's loss detection and recovery.
 
-Fast recovery (RFC 5681/6582, RFC 6675 IsLost with SACK), undoing a
-needless window reduction (RFC 3522 Eifel, RFC 3708 D-SACK), tail loss
-probes (RFC 8985) and lost retransmissions.
+When fast recovery starts (RFC 5681/6582, RFC 6675 IsLost with SACK),
+undoing a needless window reduction (RFC 3522 Eifel, RFC 3708 D-SACK) and
+tail loss probes (RFC 8985). The state is :mod:`stack.tcp.recovery`'s and
+the scoreboard's (:mod:`stack.tcp.scoreboard`); this decides when.
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from stack.tcp.state import SENDING
 
 
 class RecoveryMixin:
-    """Loss recovery for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
+    """Loss recovery for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _enter_fast_recovery(self, now: float) -> None:
         self.stats["fast_retransmits"] += 1

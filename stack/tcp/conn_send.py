@@ -29,7 +29,10 @@ from stack.wire.tcp import TcpRepr
 
 
 class SendMixin:
-    """Segment output for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
+    """Segment output for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _ts_clock(self, now: float) -> int:
         return (int(now * 1000) + self._ts_offset) & MASK

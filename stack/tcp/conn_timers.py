@@ -1,4 +1,6 @@
-"""TcpConnection's timers: :meth:`poll_at`, :meth:`poll` and what expires (the deadlines are :mod:`stack.tcp.timers` objects).
+"""TcpConnection's timers: :meth:`poll_at`, :meth:`poll` and what expires.
+
+The deadlines themselves are :mod:`stack.tcp.timers` objects.
 
 Retransmission (RFC 6298, with SYN retries and zero-window stalls),
 persist (zero-window probing), keepalive, delayed ACK, tail loss probe and
@@ -22,7 +24,10 @@ from stack.tcp.conn_defs import (
 
 
 class TimerMixin:
-    """Timers for :class:`~stack.tcp.connection.TcpConnection` (methods only: the state is in the owners it composes)."""
+    """Timers for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def poll_at(self) -> float | None:
         """When :meth:`poll` has work: 0.0 for "now", None for "only on input"."""
