@@ -107,20 +107,19 @@ class AckMixin:
                 self.cc.on_recovery_exit(now, self._pipe())
             elif not self.sack_ok:
                 # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
-                rec.dup_bytes = max(0, rec.dup_bytes - acked + self.snd_mss)
-                self.scoreboard.lost.add(ack, min(ack + self.snd_mss, self.snd.nxt))
+                rec.deflate(acked, self.snd_mss)
+                self.scoreboard.mark_lost(ack, min(ack + self.snd_mss, self.snd.nxt))
                 self._force_rtx = True
             else:
                 # With SACK too: the new head is a hole the scoreboard may not
                 # call lost yet (nothing SACKed above it); retransmit it now.
                 first = self.scoreboard.first_sacked(self.snd.nxt)
                 if first > ack:
-                    self.scoreboard.lost.add(ack, min(ack + self.snd_mss, first))
+                    self.scoreboard.mark_lost(ack, min(ack + self.snd_mss, first))
         else:  # LOSS: slow start again after an RTO
             self.cc.on_ack(acked, now, self.rtt.srtt)
             if ack >= rec.recover:
-                rec.phase = None
-                rec.dupacks = 0  # (dup_bytes stays: as before the split)
+                rec.exit_loss()
 
     def _fin_acked(self, now: float) -> bool:
         """Our FIN is acknowledged: the state moves on. False when the connection is gone."""
@@ -137,12 +136,9 @@ class AckMixin:
 
     def _dupack(self, now: float) -> None:
         rec = self.recovery
-        rec.dupacks += 1
         self.stats["dupacks_in"] += 1
-        if not self.sack_ok:
-            # Each dupACK means a segment left the network (RFC 5681 inflation /
-            # RFC 3042 limited transmit, folded into pipe).
-            rec.dup_bytes = min(rec.dup_bytes + self.snd_mss, self.snd.nxt - self.snd.una)
+        # Without SACK each dupACK means a segment left the network (folded into pipe).
+        rec.count_dupack(0 if self.sack_ok else self.snd_mss, self.snd.nxt - self.snd.una)
         if rec.phase is None and rec.dupacks >= self.config.dupthresh:
             self._enter_fast_recovery(now)
         self._want_output = True

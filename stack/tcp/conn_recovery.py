@@ -30,7 +30,7 @@ class RecoveryMixin:
             self._mark_lost_sack()
         # The first unacknowledged segment is retransmitted at once (RFC 5681 3.2 / 6675 5 (4.3)).
         first_sacked = self.scoreboard.first_sacked(self.snd.nxt)
-        self.scoreboard.lost.add(una, min(una + self.snd_mss, first_sacked, self.snd.nxt))
+        self.scoreboard.mark_lost(una, min(una + self.snd_mss, first_sacked, self.snd.nxt))
         self._force_rtx = True
         self._want_output = True
 
@@ -124,7 +124,7 @@ class RecoveryMixin:
                 if high >= nxt:
                     return
                 start = max(start, high)
-            self.scoreboard.mark_lost(start, nxt)
+            self.scoreboard.mark_lost_again(start, nxt)
             self._force_rtx = True
             self.recovery.tlp.rtx = True
             self.recovery.tlp.high = nxt

@@ -121,7 +121,7 @@ class TimerMixin:
                 self._fail(self._soft_error or errno.ETIMEDOUT)
                 return
             head = min(self.snd.una + self.snd_mss, self.snd.nxt)
-            self.scoreboard.mark_lost(self.snd.una, head)
+            self.scoreboard.mark_lost_again(self.snd.una, head)
         else:
             self.timers.retransmit.retries += 1
             if self.timers.retransmit.retries > cfg.max_retries:

@@ -122,6 +122,17 @@ class LossRecovery:
         self.phase = phase
         self.recover = recover
 
+    def count_dupack(self, mss: int, outstanding: int) -> None:
+        """A duplicate ACK; without SACK (``mss`` > 0) it stands for one segment that left
+        the network (RFC 5681 inflation, RFC 3042 limited transmit), at most what is out."""
+        self.dupacks += 1
+        if mss:
+            self.dup_bytes = min(self.dup_bytes + mss, outstanding)
+
+    def deflate(self, acked: int, mss: int) -> None:
+        """RFC 6582 partial ACK: the segments ``acked`` covers left; the one resent is out."""
+        self.dup_bytes = max(0, self.dup_bytes - acked + mss)
+
     def reset_dupacks(self) -> None:
         self.dupacks = 0
         self.dup_bytes = 0
@@ -130,3 +141,11 @@ class LossRecovery:
         """The episode is over (all of it acknowledged, or undone)."""
         self.phase = None
         self.reset_dupacks()
+
+    def exit_loss(self) -> None:
+        """Loss recovery is over: everything out at the RTO was acknowledged.
+
+        The dupACK count starts again; ``dup_bytes`` stays as it is (as it always has).
+        """
+        self.phase = None
+        self.dupacks = 0

@@ -86,6 +86,10 @@ class Scoreboard:
             self.lost.add(pos, end)
 
     def mark_lost(self, start: int, end: int) -> None:
+        """``[start, end)`` is lost (what was already resent of it is not sent again yet)."""
+        self.lost.add(start, end)
+
+    def mark_lost_again(self, start: int, end: int) -> None:
         """``[start, end)`` is lost, even where it was already resent: send it (again)."""
         self.lost.add(start, end)
         self.retrans.remove(start, end)

@@ -173,3 +173,31 @@ def test_timed_segment_gives_one_sample_and_karn_cancels_it():
     timed.start(2000, now=2.0)
     timed.cancel()  # retransmitted: no sample from it
     assert timed.sample(2000, now=2.5) is None
+
+
+def test_mark_lost_again_resends_what_mark_lost_leaves_alone():
+    board = Scoreboard()
+    board.mark_lost(0, 1000)
+    board.retransmitted(0, 1000, snd_nxt=None)
+    board.mark_lost(0, 2000)  # the resent part waits for its own ACK
+    assert board.next_retransmission(mss=5000) == (1000, 2000)
+    board.mark_lost_again(0, 1000)  # a probe or a zero window: send it again
+    assert board.next_retransmission(mss=5000) == (0, 2000)
+
+
+def test_newreno_dupacks_inflate_and_partial_acks_deflate():
+    rec = LossRecovery()
+    rec.count_dupack(1000, outstanding=2500)
+    rec.count_dupack(1000, outstanding=2500)
+    rec.count_dupack(1000, outstanding=2500)
+    assert (rec.dupacks, rec.dup_bytes) == (3, 2500)  # never more than is out
+    rec.count_dupack(0, outstanding=2500)  # with SACK only the count grows
+    assert (rec.dupacks, rec.dup_bytes) == (4, 2500)
+    rec.deflate(acked=2000, mss=1000)
+    assert rec.dup_bytes == 1500
+    rec.deflate(acked=5000, mss=1000)
+    assert rec.dup_bytes == 0
+    rec.enter("loss", 100)
+    rec.dup_bytes = 700
+    rec.exit_loss()
+    assert (rec.phase, rec.dupacks, rec.dup_bytes) == (None, 0, 700)
