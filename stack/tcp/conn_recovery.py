@@ -114,8 +114,7 @@ class RecoveryMixin:
         self.stats["tlp_probes"] += 1
         data_end = self.snd.data_end
         if data_end > nxt and una + self.snd.wnd > nxt:
-            self.recovery.tlp.force = True  # _send_new sends one segment whatever cwnd says
-            self.recovery.tlp.rtx = False
+            self.recovery.tlp.probe_with_new_data()  # _send_new sends one segment whatever cwnd says
         else:
             start = max(una, nxt - self.snd_mss)
             sacked = self.scoreboard.sacked
@@ -126,8 +125,7 @@ class RecoveryMixin:
                 start = max(start, high)
             self.scoreboard.mark_lost_again(start, nxt)
             self._force_rtx = True
-            self.recovery.tlp.rtx = True
-            self.recovery.tlp.high = nxt
+            self.recovery.tlp.probe_with_retransmission(nxt)
         self.timers.retransmit.start(now + self.rtt.rto)  # RFC 8985 7.3: the RTO runs again from the probe
         self._want_output = True
 
@@ -135,7 +133,7 @@ class RecoveryMixin:
         """RFC 8985 7.4: what the ACKs after a probe say."""
         high = self.recovery.tlp.high
         if ack >= high:
-            self.recovery.tlp.high = None
+            self.recovery.tlp.episode_over()
             if self.recovery.tlp.rtx and not dsack and self.recovery.phase is None:
                 # The probe repaired a loss nobody else saw: respond as fast recovery would.
                 self.stats["tlp_recoveries"] += 1
@@ -144,7 +142,7 @@ class RecoveryMixin:
         sacked = self.scoreboard.sacked
         if sacked.contains(high - 1):
             # The probe arrived, the holes below it (all sent earlier) did not: lost.
-            self.recovery.tlp.high = None
+            self.recovery.tlp.episode_over()
             self.stats["tlp_loss_detected"] += 1
             self.scoreboard.mark_unsacked_lost(self.snd.una, sacked.high)
             if self.recovery.phase is None:

@@ -227,8 +227,7 @@ class SendMixin:
         if persist.at is not None:
             persist.stop()
         if self.recovery.tlp.force:
-            self.recovery.tlp.force = False
-            self.recovery.tlp.high = snd.nxt
+            self.recovery.tlp.sent_new_data(snd.nxt)
             return False  # the probe is one segment
         self._arm_tlp(now)
         return not flags & 0x01

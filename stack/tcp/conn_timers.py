@@ -139,7 +139,7 @@ class TimerMixin:
             rec.undo.start(self.cc, self.snd.una, self.snd.nxt)
             self.cc.on_rto(now, self._pipe())
         else:
-            rec.undo.tsval = None  # the episode goes on; its first retransmission stays
+            rec.undo.no_eifel()  # the episode goes on
             if rec.phase == FAST or self.timers.retransmit.retries > 1:
                 # In fast recovery, or the same data timing out again with no ACK
                 # between: ssthresh was set for this loss already (as Linux).

@@ -299,7 +299,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
             self.cc.ssthresh = old.ssthresh
             self.cc.set_cwnd(old.cwnd)
-            self.recovery.undo.saved_cc = None
+            self.recovery.undo.forget()
         self._want_output = True
         self._notify()
 

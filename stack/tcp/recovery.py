@@ -81,6 +81,14 @@ class UndoRecord:
         self.retrans -= -(-resent // mss)
         return self.retrans <= 0
 
+    def no_eifel(self) -> None:
+        """The episode goes on past an RTO: its first retransmission no longer tells (RFC 3522)."""
+        self.tsval = None
+
+    def forget(self) -> None:
+        """Nothing to undo any more (the congestion control was replaced)."""
+        self.saved_cc = None
+
     def take(self):
         """The saved congestion state, for an undo; the record is spent."""
         saved = self.saved_cc
@@ -99,6 +107,24 @@ class TailProbe:
         self.high: int | None = None  # SND.NXT after a probe, until its episode ends
         self.rtx = False  # the probe was a retransmission (not new data)
         self.force = False  # the next new segment is a probe: cwnd does not hold it
+
+    def probe_with_new_data(self) -> None:
+        """The next new segment is the probe: it goes whatever cwnd says."""
+        self.force = True
+        self.rtx = False
+
+    def probe_with_retransmission(self, nxt: int) -> None:
+        """The probe resends the last segment; its episode runs until SND.NXT ``nxt`` is acked."""
+        self.rtx = True
+        self.high = nxt
+
+    def sent_new_data(self, nxt: int) -> None:
+        """The new-data probe went out; its episode runs until SND.NXT ``nxt`` is acked."""
+        self.force = False
+        self.high = nxt
+
+    def episode_over(self) -> None:
+        self.high = None
 
     def cancel(self) -> None:
         self.high = None

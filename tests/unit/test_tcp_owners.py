@@ -201,3 +201,16 @@ def test_newreno_dupacks_inflate_and_partial_acks_deflate():
     rec.dup_bytes = 700
     rec.exit_loss()
     assert (rec.phase, rec.dupacks, rec.dup_bytes) == (None, 0, 700)
+
+
+def test_tail_probe_episodes():
+    tlp = LossRecovery().tlp
+    tlp.probe_with_new_data()
+    assert tlp.force and not tlp.rtx and tlp.high is None
+    tlp.sent_new_data(5000)
+    assert not tlp.force and tlp.high == 5000
+    tlp.episode_over()
+    tlp.probe_with_retransmission(6000)
+    assert tlp.rtx and tlp.high == 6000
+    tlp.cancel()
+    assert tlp.high is None and not tlp.force
