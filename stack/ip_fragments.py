@@ -148,10 +148,18 @@ class Reassembler:
         if not repr.more_frags and off == 0:
             return bytes(payload)
         key = (repr.src, repr.dst, repr.protocol, repr.ident)
-        n = len(payload)
-        end = off + n
-        counters = self.counters
+        end = off + len(payload)
+        dg = self._datagram_for(key, repr, len(payload), end, now)
+        if dg is None:
+            return None
+        i = self._slot(key, dg, repr, off, end, payload)
+        if i is None:
+            return None
+        return self._store(key, dg, i, repr, payload, raw_header)
 
+    def _datagram_for(self, key: tuple, repr: Ipv4Repr, n: int, end: int, now: float) -> _Datagram | None:
+        """The datagram this fragment belongs to (new if need be), or None to drop the fragment."""
+        counters = self.counters
         until = self._poisoned.get(key)
         if until is not None:
             if now < until:
@@ -174,7 +182,10 @@ class Reassembler:
                 counters["dropped_limit"] += 1
                 return None
             dg = self._datagrams[key] = _Datagram(deadline=now + self.timeout)
+        return dg
 
+    def _slot(self, key: tuple, dg: _Datagram, repr: Ipv4Repr, off: int, end: int, payload) -> int | None:
+        """Where ``[off, end)`` goes among the held fragments; None if it may not (overlap, length)."""
         # The last fragment fixes the length; nothing may disagree with it.
         if not repr.more_frags:
             if (dg.total is not None and dg.total != end) or (dg.ends and dg.ends[-1] > end):
@@ -188,23 +199,28 @@ class Reassembler:
         i = bisect_right(dg.offsets, off)
         if i and dg.ends[i - 1] > off:
             if dg.offsets[i - 1] == off and dg.ends[i - 1] == end and dg.chunks[i - 1] == payload:
-                counters["duplicate"] += 1
+                self.counters["duplicate"] += 1
                 return None
             self._poison(key, dg, "dropped_overlap")
             return None
         if i < len(dg.offsets) and dg.offsets[i] < end:
             self._poison(key, dg, "dropped_overlap")
             return None
+        return i
 
+    def _store(self, key: tuple, dg: _Datagram, i: int, repr: Ipv4Repr, payload, raw_header) -> bytes | None:
+        """Keep the fragment at slot ``i`` (within the byte budget); the payload once complete."""
+        off = repr.frag_offset
+        n = len(payload)
         cost = n + FRAGMENT_OVERHEAD
         if self._bytes + cost > self.max_bytes:
-            counters["dropped_limit"] += 1
+            self.counters["dropped_limit"] += 1
             self._discard(key)
             return None
 
         data = bytes(payload)
         dg.offsets.insert(i, off)
-        dg.ends.insert(i, end)
+        dg.ends.insert(i, off + n)
         dg.chunks.insert(i, data)
         dg.received += n
         dg.charged += cost
@@ -216,7 +232,7 @@ class Reassembler:
         if dg.total is not None and dg.received == dg.total:
             # No overlaps are held, so received == total means no holes.
             self._discard(key)
-            counters["reassembled"] += 1
+            self.counters["reassembled"] += 1
             return b"".join(dg.chunks)
         return None
 

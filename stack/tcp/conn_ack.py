@@ -6,178 +6,144 @@ ACKs; ``_pipe`` is RFC 6675's estimate of the bytes in flight.
 """
 from __future__ import annotations
 
-from stack.tcp.conn_defs import FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, _HALF
-from stack.tcp.seq import MASK, unwrap
+from stack.tcp.conn_defs import FIN_WAIT_1, LAST_ACK, _HALF
+from stack.tcp.recovery import FAST
+from stack.tcp.seq import MASK
+from stack.tcp.state import AFTER_FIN_ACKED
 from stack.wire.tcp import TcpRepr
 
 
 class AckMixin:
-    """ACK processing for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """ACK processing for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _process_ack(self, seg: TcpRepr, seq: int, ack: int, plen: int, fin, now: float) -> None:
         """RFC 9293 fifth step for ESTABLISHED and later: window, SACK, new data acked."""
-        snd_una = self.snd_una
-        self._probes_out = 0
+        snd_una = self.snd.una
+        self.timers.persist.probes = 0
         self._last_ack_rx = now
-        window = seg.window << self.snd_wscale
+        window = seg.window << self.snd.wscale
         window_changed = False
-        if ack >= snd_una and (self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack)):
-            if window != self.snd_wnd:
-                window_changed = True
-                if window > self.snd_wnd:
-                    self._want_output = True
-                    self._persist_backoff = 0
-                self.snd_wnd = window
-                if window > self.max_snd_wnd:
-                    self.max_snd_wnd = window
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
+        if ack >= snd_una:
+            change = self.snd.update_window(seq, ack, window)
+            window_changed = change != 0
+            if change > 0:
+                self._want_output = True
+                self.timers.persist.backoff = 0
         newly_sacked = 0
         dsack = False
         if self.sack_ok and seg.sack_blocks:
             dsack = self._is_dsack(seg.sack_blocks, ack)
-            newly_sacked = self._take_sack(seg.sack_blocks)
-            if dsack and self._undo_cc is not None:
+            newly_sacked = self.scoreboard.take_sack(seg.sack_blocks, self.snd.una, self.snd.nxt)
+            if dsack and self.recovery.undo.saved_cc is not None:
                 self._dsack_undo(seg.sack_blocks[0], now)
         if ack > snd_una:
             self._new_ack(seg, ack, now)
         elif (
             ack == snd_una
-            and self.snd_nxt > snd_una
+            and self.snd.nxt > snd_una
             and plen == 0
             and not fin
             and (newly_sacked > 0 if self.sack_ok else not window_changed)
         ):
             self._dupack(now)
-        if self.sack_ok and self._sacked and self.snd_nxt > self.snd_una:
-            if self._recovery is None and self._is_lost(self.snd_una):
+        if self.sack_ok and self.scoreboard.sacked and self.snd.nxt > self.snd.una:
+            if self.recovery.phase is None and self._is_lost(self.snd.una):
                 self._enter_fast_recovery(now)
-            elif self._recovery == "fast":
+            elif self.recovery.phase == FAST:
                 self._mark_lost_sack()
-                if newly_sacked and self._rtx_hi:
-                    self._detect_lost_retransmits()
-        if self._tlp_high is not None:
+                if newly_sacked and self.scoreboard.tracks_retransmits:
+                    found = self.scoreboard.detect_lost_retransmits(self.snd.una)
+                    if found:
+                        self.stats["lost_retransmits"] += found
+        if self.recovery.tlp.high is not None:
             self._tlp_episode(ack, dsack, now)
 
     def _new_ack(self, seg: TcpRepr, ack: int, now: float) -> None:
         """SND.UNA moved to ``ack``: free the buffer, measure, grow cwnd, move states."""
-        snd_una = self.snd_una
-        acked = ack - snd_una
-        base = self._snd_base
-        end = base + len(self._sndbuf)
-        if ack < end:
-            end = ack
-        if end > base:
-            del self._sndbuf[: end - base]
-            self._snd_base = end
-            self.bytes_acked += end - base
-        self.snd_una = ack
-        if self._snd_up is not None and ack >= self._snd_up:
-            self._snd_up = None
-        if self._sacked or self._lost or self._retrans:
-            self._sacked.discard_below(ack)
-            self._lost.discard_below(ack)
-            self._retrans.discard_below(ack)
-            if self._rtx_hi:
-                for start in [k for k, (end, _) in self._rtx_hi.items() if end <= ack]:
-                    del self._rtx_hi[start]
-        # RTT (RFC 7323 RTTM, else the one timed segment; Karn via _rtt_seq reset).
+        acked = ack - self.snd.una
+        self.bytes_acked += self.snd.acked_to(ack)
+        self.scoreboard.acked_to(ack)
+        # RTT (RFC 7323 RTTM, else the one timed segment).
         ts = seg.timestamps
         if self.ts_ok and ts is not None and ts[1]:
             self._ts_sample(ts[1], now)
-        elif self._rtt_seq is not None and ack >= self._rtt_seq:
-            self.rtt.sample(now - self._rtt_time)
-            self._rtt_seq = None
-        self._retries = 0
-        self._persist_backoff = 0
-        if self._undo_tsval is not None and ack > self._undo_una:
+        elif self.timed.seq is not None:
+            rtt = self.timed.sample(ack, now)
+            if rtt is not None:
+                self.rtt.sample(rtt)
+        timers = self.timers
+        timers.retransmit.retries = 0
+        timers.persist.backoff = 0
+        undo = self.recovery.undo
+        if undo.tsval is not None and ack > undo.una:
             self._eifel_check(ts, now)
         # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-        if self.snd_nxt > ack:
-            self._rto_at = now + self.rtt.rto
+        if self.snd.nxt > ack:
+            timers.retransmit.start(now + self.rtt.rto)
         else:
-            self._rto_at = None
+            timers.retransmit.stop()
         self._arm_tlp(now)
-        rec = self._recovery
-        if rec is None:
-            self._dupacks = 0
-            self._dup_bytes = 0
-            # Grow cwnd only while it is what limits sending (RFC 7661's idea, Linux's
-            # tcp_is_cwnd_limited): an application- or window-limited flow keeps its cwnd.
-            # In slow start, up to twice the largest flight of the window.
-            cwnd = self.cc.cwnd
-            if self._cwnd_limited or (cwnd < self.cc.ssthresh and cwnd < 2 * self._max_flight):
+        self._ack_grows_cwnd(ack, acked, now)
+        self._want_output = True
+        if self.snd.fin_queued and ack > self.snd.fin_seq and not self._fin_acked(now):
+            return
+        self._notify()
+
+    def _ack_grows_cwnd(self, ack: int, acked: int, now: float) -> None:
+        """What new data acknowledged does to cwnd and to a recovery episode."""
+        rec = self.recovery
+        phase = rec.phase
+        if phase is None:
+            if rec.dupacks or rec.dup_bytes:
+                rec.reset_dupacks()
+            if self.cwnd_use.allows_growth(self.cc.cwnd, self.cc.ssthresh):
                 self.cc.on_ack(acked, now, self.rtt.srtt)
-        elif rec == "fast":
-            if ack >= self._recover:
-                self._recovery = None
-                self._dupacks = 0
-                self._dup_bytes = 0
+        elif phase == FAST:
+            if ack >= rec.recover:
+                rec.exit()
                 self.cc.on_recovery_exit(now, self._pipe())
             elif not self.sack_ok:
                 # RFC 6582 partial ACK: retransmit the next hole, deflate by what left.
-                self._dup_bytes = max(0, self._dup_bytes - acked + self.snd_mss)
-                self._lost.add(ack, min(ack + self.snd_mss, self.snd_nxt))
+                rec.deflate(acked, self.snd_mss)
+                self.scoreboard.mark_lost(ack, min(ack + self.snd_mss, self.snd.nxt))
                 self._force_rtx = True
             else:
                 # With SACK too: the new head is a hole the scoreboard may not
                 # call lost yet (nothing SACKed above it); retransmit it now.
-                first = self._sacked.ranges()[0][0] if self._sacked else self.snd_nxt
+                first = self.scoreboard.first_sacked(self.snd.nxt)
                 if first > ack:
-                    self._lost.add(ack, min(ack + self.snd_mss, first))
-        else:  # "loss": slow start again after an RTO
+                    self.scoreboard.mark_lost(ack, min(ack + self.snd_mss, first))
+        else:  # LOSS: slow start again after an RTO
             self.cc.on_ack(acked, now, self.rtt.srtt)
-            if ack >= self._recover:
-                self._recovery = None
-                self._dupacks = 0
-        self._want_output = True
+            if ack >= rec.recover:
+                rec.exit_loss()
+
+    def _fin_acked(self, now: float) -> bool:
+        """Our FIN is acknowledged: the state moves on. False when the connection is gone."""
         st = self.state
-        if self._fin_queued and ack > self._fin_seq:
-            # Our FIN is acknowledged.
-            if st is FIN_WAIT_1:
-                self._set_state(FIN_WAIT_2)
-                if self._orphan:
-                    self._close_at = now + self.config.fin_wait2_timeout
-            elif st is CLOSING:
-                self._enter_time_wait(now)
-            elif st is LAST_ACK:
-                self._to_closed()
-                return
-        self._notify()
+        self._follow(AFTER_FIN_ACKED, now)
+        if st is FIN_WAIT_1 and self._orphan:
+            self.timers.close.start(now + self.config.fin_wait2_timeout)
+        return st is not LAST_ACK  # (LAST-ACK: now CLOSED, and _to_closed told the owner)
 
     def _ts_sample(self, tsecr: int, now: float) -> None:
         d = (self._ts_clock(now) - tsecr) & MASK
         if d < _HALF:
             self.rtt.sample(d / 1000.0)
 
-    def _take_sack(self, blocks) -> int:
-        """Record the peer's SACK blocks; return the bytes newly SACKed."""
-        una, nxt = self.snd_una, self.snd_nxt
-        new = 0
-        for left, right in blocks:
-            left = unwrap(left, una)
-            right = unwrap(right, una)
-            if not una < left < right <= nxt:
-                continue  # D-SACK or bogus: ignored
-            added = self._sacked.add(left, right)
-            if added:
-                new += added
-                self._lost.remove(left, right)
-                self._retrans.remove(left, right)
-        return new
-
     def _dupack(self, now: float) -> None:
-        self._dupacks += 1
+        rec = self.recovery
         self.stats["dupacks_in"] += 1
-        if not self.sack_ok:
-            # Each dupACK means a segment left the network (RFC 5681 inflation /
-            # RFC 3042 limited transmit, folded into pipe).
-            self._dup_bytes = min(self._dup_bytes + self.snd_mss, self.snd_nxt - self.snd_una)
-        if self._recovery is None and self._dupacks >= self.config.dupthresh:
+        # Without SACK each dupACK means a segment left the network (folded into pipe).
+        rec.count_dupack(0 if self.sack_ok else self.snd_mss, self.snd.nxt - self.snd.una)
+        if rec.phase is None and rec.dupacks >= self.config.dupthresh:
             self._enter_fast_recovery(now)
         self._want_output = True
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675 SetPipe, by byte ranges)."""
-        p = (self.snd_nxt - self.snd_una) - self._sacked.total - self._lost.total + self._retrans.total - self._dup_bytes
+        p = self.scoreboard.pipe(self.snd.nxt - self.snd.una) - self.recovery.dup_bytes
         return p if p > 0 else 0

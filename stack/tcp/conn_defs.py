@@ -20,11 +20,11 @@ CLOSING, LAST_ACK, TIME_WAIT = S.CLOSING, S.LAST_ACK, S.TIME_WAIT
 
 FIN, SYN, RST, PSH, ACK, URG = TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST, TcpFlags.PSH, TcpFlags.ACK, TcpFlags.URG
 _F_ACK = TcpFlags.ACK
+# The same bits as plain ints, for a segment's ``int(flags)``: ``int & TcpFlags`` builds an
+# enum member each time, too slow for segment arrival.
+FIN_BIT, SYN_BIT, RST_BIT, ACK_BIT, URG_BIT = 0x01, 0x02, 0x04, 0x10, 0x20
 _FLAG = tuple(TcpFlags(i) for i in range(256))  # int -> TcpFlags without IntFlag arithmetic
 _F_SYN_ACK = TcpFlags.SYN | TcpFlags.ACK
-_RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
-_SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
-_RST_ON_ABORT = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT})
 _HALF = 0x80000000
 # Linux's tcp_min_snd_mss: a tiny MSS option must not explode segment counts.
 # It is room for a full 40 bytes of options and 8 bytes of data, the floor of

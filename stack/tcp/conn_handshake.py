@@ -28,15 +28,18 @@ from stack.wire.tcp import TcpRepr
 
 
 class HandshakeMixin:
-    """Opening a :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Opening a :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _receive_syn_sent(self, seg: TcpRepr, payload, now: float) -> None:
         flags = seg.flags
         ack_ok = False
         ack = 0
         if flags & ACK:
-            ack = unwrap(seg.ack, self.snd_una)
-            if ack <= self.iss or ack > self.snd_nxt:
+            ack = unwrap(seg.ack, self.snd.una)
+            if ack <= self.iss or ack > self.snd.nxt:
                 # Not for our SYN: <SEQ=SEG.ACK><CTL=RST> (unless it is a RST).
                 if not flags & RST:
                     self._queue_rst(seg.ack)
@@ -56,26 +59,20 @@ class HandshakeMixin:
         self._last_rx = now
         self._accept_syn(seg)
         if ack_ok:
-            self.snd_una = ack
-            self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1 = self.irs
-            self.snd_wl2 = ack
+            self.snd.una = ack
+            self.snd.set_window(seg.window, self.irs, ack)  # never scaled in a SYN (RFC 7323 2.2)
             self._take_handshake_rtt(seg, now)
             self._established(now)
             self._ack_now = True
             self._want_output = True
             if len(payload) or flags & FIN:
-                self._receive_text(self.rcv_nxt, payload, bool(flags & FIN), now)
+                self._receive_text(self.rcv.nxt, payload, bool(flags & FIN), now)
         else:
             # Simultaneous open (MUST-10): answer with SYN,ACK from our ISS.
             self._set_state(SYN_RECEIVED)
-            self.snd_wnd = seg.window
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1 = self.irs
-            self.snd_wl2 = self.iss
+            self.snd.set_window(seg.window, self.irs, self.iss)
             self._syn_pending = True
-            self._rto_at = None
+            self.timers.retransmit.stop()
             self._want_output = True
             self.stats["simultaneous_open"] += 1
 
@@ -83,43 +80,41 @@ class HandshakeMixin:
         """Take the peer's ISN and options from its SYN."""
         cfg = self.config
         self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1
-        self._last_ack_sent = self.rcv_nxt
         self.sack_ok = cfg.sack and seg.sack_permitted
         self.ts_ok = cfg.timestamps and seg.timestamps is not None
         if self.ts_ok:
             self.ts_recent = seg.timestamps[0]
         self.ws_ok = cfg.window_scaling and seg.window_scale is not None
         if self.ws_ok:
-            self.snd_wscale = min(seg.window_scale, 14)  # RFC 7323 2.3
-            self.rcv_wscale = cfg.window_shift
+            self.snd.wscale = min(seg.window_scale, 14)  # RFC 7323 2.3
+            self.rcv.wscale = cfg.window_shift
         else:
-            self.snd_wscale = self.rcv_wscale = 0
+            self.snd.wscale = self.rcv.wscale = 0
         peer_mss = seg.mss if seg.mss is not None else DEFAULT_SEND_MSS
         opt = _TS_OPTION_LEN if self.ts_ok else 0
         # MUST-16: Eff.snd.MSS = min(SendMSS + 20, MMS_S) - TCP header - IP options.
         self.snd_mss = max(min(peer_mss, cfg.mss), _MIN_SND_MSS) - opt
-        self.rcv_mss = min(cfg.mss - opt, DEFAULT_SEND_MSS)
+        self.rcv.mss = min(cfg.mss - opt, DEFAULT_SEND_MSS)
         self.cc.set_mss(self.snd_mss)
-        self.rcv_adv = self.rcv_nxt + min(cfg.rcvbuf, 65535)
+        self.rcv.open(seg.seq + 1, min(cfg.rcvbuf, 65535))
 
     def _take_handshake_rtt(self, seg: TcpRepr, now: float) -> None:
         if self.ts_ok and seg.timestamps and seg.timestamps[1]:
             self._ts_sample(seg.timestamps[1], now)
-        elif self._rtt_seq is not None and not self._syn_retransmitted:
-            self.rtt.sample(now - self._rtt_time)
-        self._rtt_seq = None
+        elif self.timed.seq is not None and not self.timed.syn_retransmitted:
+            self.rtt.sample(now - self.timed.sent_at)
+        self.timed.cancel()
 
     def _established(self, now: float) -> None:
         self._set_state(ESTABLISHED)
         self._connected = True
-        self._retries = 0
-        self._rto_at = None
+        self.timers.retransmit.retries = 0
+        self.timers.retransmit.stop()
         self._syn_pending = False
-        if self._syn_retransmitted:
+        if self.timed.syn_retransmitted:
             self.rtt.reset_after_syn_retransmit()
         self._last_ack_rx = now
-        if self._fin_queued:
+        if self.snd.fin_queued:
             self._set_state(FIN_WAIT_1)  # a CLOSE that waited for the handshake
         self._want_output = True
         self._notify()
@@ -145,14 +140,14 @@ class HandshakeMixin:
                 self._lport,
                 self._rport,
                 self.iss,
-                self.rcv_nxt & MASK,
+                self.rcv.nxt & MASK,
                 _F_SYN_ACK,
                 window,
                 mss=cfg.mss,
-                window_scale=self.rcv_wscale if self.ws_ok else None,
+                window_scale=self.rcv.wscale if self.ws_ok else None,
                 sack_permitted=self.sack_ok,
                 timestamps=(self._ts_clock(now), self.ts_recent) if self.ts_ok else None,
             )
-            self._last_ack_sent = self.rcv_nxt
+            self.rcv.last_ack_sent = self.rcv.nxt
         self.segs_out += 1
         return r, b""

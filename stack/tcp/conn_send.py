@@ -19,67 +19,41 @@ from stack.tcp.conn_defs import (
     URG,
     _F_ACK,
     _FLAG,
-    _SENDING,
     _SACK_LIMIT,
     _SACK_LIMIT_TS,
     _sack_option_len,
 )
+from stack.tcp.state import SENDING
 from stack.tcp.seq import MASK
 from stack.wire.tcp import TcpRepr
 
 
 class SendMixin:
-    """Segment output for :class:`~stack.tcp.connection.TcpConnection` (a mixin; state lives there)."""
+    """Segment output for :class:`~stack.tcp.connection.TcpConnection`.
+
+    Methods only: the state is in the owner objects the connection composes.
+    """
 
     def _ts_clock(self, now: float) -> int:
         return (int(now * 1000) + self._ts_offset) & MASK
 
-    def _window_field(self) -> int:
-        """The window to advertise, with receiver SWS avoidance (RFC 9293 3.8.6.2.2)."""
-        free = self.config.rcvbuf - len(self._rx)
-        if free < 0:
-            free = 0
-        rn = self.rcv_nxt
-        edge = self.rcv_adv
-        cand = rn + free
-        if cand - edge >= self._sws_thresh:
-            edge = cand
-        win = edge - rn
-        if win < 0:
-            win = 0
-        shift = self.rcv_wscale
-        field = win >> shift
-        if field > 0xFFFF:
-            field = 0xFFFF
-        right = rn + (field << shift)
-        if right > self.rcv_adv:
-            self.rcv_adv = right
-        return field
-
-    def _window_update_due(self) -> bool:
-        free = self.config.rcvbuf - len(self._rx)
-        cand = self.rcv_nxt + free
-        cur = self.rcv_adv - self.rcv_nxt
-        return cand - self.rcv_adv >= self._sws_thresh and (cand - self.rcv_nxt) >= 2 * cur
-
     def _make(self, seq: int, flags, payload: bytes, now: float) -> Segment:
         """Build an outgoing segment with ACK, window and options; it carries our ACK."""
-        r = TcpRepr(self._lport, self._rport, seq & MASK, self.rcv_nxt & MASK, flags, self._window_field())
+        rcv = self.rcv
+        window = rcv.window_field(self.config.rcvbuf - len(self.rx.data))
+        r = TcpRepr(self._lport, self._rport, seq & MASK, rcv.nxt & MASK, flags, window)
         if self.ts_ok:
             r.timestamps = (self._ts_clock(now), self.ts_recent)
-        if self.sack_ok and (self._ooo or self._dsack):
+        rx = self.rx
+        if self.sack_ok and (rx.dsack is not None or rx.ooo):  # something for SACK blocks
             limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT  # what fits in 40 option bytes
-            blocks = []
-            if self._dsack is not None:
-                blocks.append(self._dsack)
-                self._dsack = None
-            if self._ooo:
-                blocks += self._ooo.sack_blocks(limit - len(blocks))
+            blocks = rx.sack_blocks(limit)
             r.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
-        self._last_ack_sent = self.rcv_nxt
+        rcv.acked()
         self._ack_now = False
-        self._delack_at = None
-        self._unacked_rcv = 0
+        delayed_ack = self.timers.delayed_ack
+        if delayed_ack.at is not None:
+            delayed_ack.stop()
         self.segs_out += 1
         return r, payload
 
@@ -90,28 +64,27 @@ class SendMixin:
                 self._syn_pending = False
                 self._ack_now = False  # a SYN-ACK carries the ACK
                 out.append(self._syn_segment(now))
-                if self.snd_nxt == self.iss:
-                    self.snd_nxt = self.iss + 1
-                if self._rto_at is None:
-                    self._rto_at = now + self.rtt.rto
-                if self._rtt_seq is None and not self._syn_retransmitted:
-                    self._rtt_seq = self.iss + 1
-                    self._rtt_time = now
+                if self.snd.nxt == self.iss:
+                    self.snd.nxt = self.iss + 1
+                if self.timers.retransmit.at is None:
+                    self.timers.retransmit.start(now + self.rtt.rto)
+                if self.timed.seq is None and not self.timed.syn_retransmitted:
+                    self.timed.start(self.iss + 1, now)
             elif self._ack_now:
                 if st is SYN_RECEIVED:  # an unacceptable segment: <SEQ=SND.NXT><ACK=RCV.NXT>
-                    out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+                    out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
                 self._ack_now = False
             return
         if st is TIME_WAIT:
             if self._ack_now:
-                out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+                out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
             return
-        if st in _SENDING:
+        if st in SENDING:
             self._send_data(now, out)
-        if st is FIN_WAIT_2 and self._orphan and self._close_at is None:
-            self._close_at = now + self.config.fin_wait2_timeout
+        if st is FIN_WAIT_2 and self._orphan:
+            self.timers.close.start_if_stopped(now + self.config.fin_wait2_timeout)
         if self._ack_now:
-            out.append(self._make(self.snd_nxt, _F_ACK, b"", now))
+            out.append(self._make(self.snd.nxt, _F_ACK, b"", now))
 
     def _seg_mss(self) -> int:
         """The payload that fits the next data segment (as Linux's tcp_current_mss).
@@ -125,8 +98,9 @@ class SendMixin:
         ``snd_mss`` at least 48 less timestamps, this stays >= 8 bytes.
         """
         mss = self.snd_mss
-        if self.sack_ok and (self._ooo or self._dsack is not None):
-            n = len(self._ooo) + (self._dsack is not None)
+        rx = self.rx
+        if self.sack_ok and (rx.dsack is not None or rx.ooo):
+            n = rx.sack_block_count()
             limit = _SACK_LIMIT_TS if self.ts_ok else _SACK_LIMIT
             mss -= _sack_option_len(n if n < limit else limit)
         return mss
@@ -139,123 +113,85 @@ class SendMixin:
 
     def _send_data(self, now: float, out: list[Segment]) -> None:
         cc = self.cc
+        board = self.scoreboard
         while True:
             # Per segment: the SACK blocks (so the room for data) can change
             # from one to the next.
             mss = self._seg_mss()
-            if self._lost.total > self._retrans.total and self._retransmit_one(now, out, mss):
+            if board.has_unsent_loss and self._retransmit_one(now, out, mss):
                 continue
             if not self._send_new(now, out, mss, cc):
                 break
-        self._note_cwnd_use()
+        snd = self.snd
+        self.cwnd_use.note(snd.una, snd.nxt, self._pipe() + self.snd_mss > cc.cwnd)
         # Persist timer: data waits, nothing is in flight to bring an ACK.
-        if (
-            self._persist_at is None
-            and self._rto_at is None
-            and self.snd_nxt == self.snd_una
-            and (self._snd_base + len(self._sndbuf) > self.snd_nxt)
-        ):
-            self._persist_at = now + min(self.rtt.rto * (1 << self._persist_backoff), self.config.max_rto)
-
-    def _note_cwnd_use(self) -> None:
-        """Remember, per window of data, whether cwnd was what held sending back.
-
-        Decided here, when sending stops, not when ACKs come: ACKs often arrive
-        in a batch that is processed before anything is sent again, and the
-        flight shrinks with every ACK of it, so a test at ACK time would credit
-        only the first ACK of each round trip. As Linux's tcp_cwnd_validate:
-        the mark and the largest flight hold until the window they describe
-        has been acknowledged (or a stronger signal comes).
-        """
-        pipe = self._pipe()
-        limited = pipe + self.snd_mss > self.cc.cwnd
-        flight = self.snd_nxt - self.snd_una
-        if (
-            self.snd_una >= self._cwnd_use_seq
-            or limited
-            or (not self._cwnd_limited and flight > self._max_flight)
-        ):
-            self._cwnd_limited = limited
-            self._max_flight = flight
-            self._cwnd_use_seq = self.snd_nxt
+        timers = self.timers
+        if timers.persist.at is None and timers.retransmit.at is None and snd.nxt == snd.una and snd.unsent:
+            timers.persist.start(now + timers.persist.interval(self.rtt.rto, self.config.max_rto))
 
     def _retransmit_one(self, now: float, out: list[Segment], mss: int) -> bool:
-        rng = None
-        for s, e in self._lost:
-            rng = self._retrans.first_gap(s, e, mss)
-            if rng is not None:
-                break
+        rng = self.scoreboard.next_retransmission(mss)
         if rng is None:
             return False
         s, e = rng
         if not self._force_rtx and self._pipe() + (e - s) > self.cc.cwnd:
             return False
         self._force_rtx = False
-        self._retrans.add(s, e)
-        if self.sack_ok:
-            self._rtx_hi[s] = (e, self.snd_nxt)
-        if self._recovery is not None and self._undo_cc is not None:
-            self._undo_retrans += 1
-            self._undo_rtx.add(s, e)
-            if self._undo_retrans == 1 and self.ts_ok:
-                self._undo_tsval = self._ts_clock(now)
+        self.scoreboard.retransmitted(s, e, self.snd.nxt if self.sack_ok else None)
+        rec = self.recovery
+        if rec.phase is not None and rec.undo.saved_cc is not None:
+            rec.undo.retransmitted(s, e, self._ts_clock(now) if self.ts_ok else None)
         flags = _F_ACK
         data_end = e
-        if self._fin_queued and e > self._fin_seq:
+        if self.snd.fin_queued and e > self.snd.fin_seq:
             flags |= FIN
-            data_end = self._fin_seq
-        base = self._snd_base
-        payload = bytes(self._sndbuf[s - base : data_end - base]) if data_end > s else b""
-        if payload and data_end == base + len(self._sndbuf):
+            data_end = self.snd.fin_seq
+        payload = self.snd.payload(s, data_end) if data_end > s else b""
+        if payload and data_end == self.snd.data_end:
             flags |= PSH
         seg = self._make(s, flags, payload, now)
         self._mark_urgent(seg[0], s)
         out.append(seg)
         self.stats["retransmits"] += 1
-        self._rtt_seq = None  # Karn: nothing retransmitted is timed
-        if self._rto_at is None:
-            self._rto_at = now + self.rtt.rto
+        self.timed.cancel()  # Karn: nothing retransmitted is timed
+        if self.timers.retransmit.at is None:
+            self.timers.retransmit.start(now + self.rtt.rto)
         return True
 
     def _send_new(self, now: float, out: list[Segment], mss: int, cc) -> bool:
         """Send one segment of new data (or the FIN); False when nothing may go."""
-        nxt = self.snd_nxt
-        base = self._snd_base
-        data_end = base + len(self._sndbuf)
+        snd = self.snd
+        nxt = snd.nxt
+        base = snd.base
+        data_end = base + len(snd.buf)
         left = data_end - nxt
         if left <= 0:
-            if self._fin_queued and nxt == self._fin_seq:
+            if snd.fin_queued and nxt == snd.fin_seq:
                 # A bare FIN (it needs no window; MUST-61 PSH rule is moot).
                 out.append(self._make(nxt, _F_ACK | FIN, b"", now))
-                self.snd_nxt = nxt + 1
-                if self._rto_at is None:
-                    self._rto_at = now + self.rtt.rto
+                snd.nxt = nxt + 1
+                if self.timers.retransmit.at is None:
+                    self.timers.retransmit.start(now + self.rtt.rto)
                 return False
             return False
         n = left if left < mss else mss
-        usable = self.snd_una + self.snd_wnd - nxt
-        force = self._force_send or self._tlp_force
+        usable = snd.una + snd.wnd - nxt
+        force = self._force_send or self.recovery.tlp.force
         if usable < n:
             if usable <= 0:
-                if force and nxt == self.snd_una:
-                    # Zero-window probe: one new octet, not counted as sent
-                    # until the peer acknowledges it (MUST-36).
-                    self._force_send = False
-                    payload = bytes(self._sndbuf[nxt - base : nxt - base + 1])
-                    out.append(self._make(nxt, _F_ACK, payload, now))
-                    self._probe_end = nxt + 1
-                    self.stats["window_probes"] += 1
+                if force and nxt == snd.una:
+                    self._send_window_probe(now, out)
                 return False
-            if not force and usable < self.max_snd_wnd // 2:
+            if not force and usable < snd.max_wnd // 2:
                 return False  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
             n = usable
-        elif n < mss and not force and not self.config.nodelay and not self._fin_queued:
+        elif n < mss and not force and not self.config.nodelay and not snd.fin_queued:
             # Nagle with Minshall's refinement (as Linux): hold a partial segment
             # while an earlier partial one is unacknowledged.
-            if self._snd_sml > self.snd_una:
+            if snd.sml > snd.una:
                 return False
         flight = self._pipe()
-        if flight + n > cc.cwnd and flight > 0 and not self._tlp_force:
+        if flight + n > cc.cwnd and flight > 0 and not self.recovery.tlp.force:
             return False
         if n == mss and not force:
             tso = self.config.tso_max
@@ -270,35 +206,43 @@ class SendMixin:
         self._force_send = False
         end = nxt + n
         flags = 0x18 if end == data_end else 0x10  # ACK, and PSH on the last of the queue
-        if self._fin_queued and end == self._fin_seq:
+        if snd.fin_queued and end == snd.fin_seq:
             flags |= 0x01
         off = nxt - base
-        payload = bytes(self._sndbuf[off : off + n])
+        payload = bytes(snd.buf[off : off + n])
         seg = self._make(nxt, _FLAG[flags], payload, now)
-        if self._snd_up is not None:
+        if snd.up is not None:
             self._mark_urgent(seg[0], nxt)
         out.append(seg)
-        self.snd_nxt = end + 1 if flags & 0x01 else end
+        snd.nxt = end + 1 if flags & 0x01 else end
         self.bytes_sent += n
         if n < mss:
-            self._snd_sml = end
-        self._probe_end = None
-        if self._rtt_seq is None and not self.ts_ok:
-            self._rtt_seq = end
-            self._rtt_time = now
-        if self._rto_at is None:
-            self._rto_at = now + self.rtt.rto
-        self._persist_at = None
-        if self._tlp_force:
-            self._tlp_force = False
-            self._tlp_high = self.snd_nxt
+            snd.sml = end
+        snd.probe_end = None
+        if not self.ts_ok and self.timed.seq is None:
+            self.timed.start(end, now)
+        if self.timers.retransmit.at is None:
+            self.timers.retransmit.start(now + self.rtt.rto)
+        persist = self.timers.persist
+        if persist.at is not None:
+            persist.stop()
+        if self.recovery.tlp.force:
+            self.recovery.tlp.sent_new_data(snd.nxt)
             return False  # the probe is one segment
         self._arm_tlp(now)
         return not flags & 0x01
 
+    def _send_window_probe(self, now: float, out: list[Segment]) -> None:
+        """Zero-window probe: one new octet, not counted as sent until the peer acknowledges it (MUST-36)."""
+        self._force_send = False
+        nxt = self.snd.nxt
+        out.append(self._make(nxt, _F_ACK, self.snd.payload(nxt, nxt + 1), now))
+        self.snd.probe_end = nxt + 1
+        self.stats["window_probes"] += 1
+
     def _mark_urgent(self, r: TcpRepr, seq: int) -> None:
         # MUST-62: the pointer is the offset of the first non-urgent octet.
-        up = self._snd_up
+        up = self.snd.up
         if up is not None and up > seq:
             r.flags |= URG
             r.urgent = min(up - seq, 0xFFFF)

@@ -27,12 +27,22 @@ What the engine does, by RFC:
 * Delayed ACKs (every second full segment, never for out-of-order data, a
   hole being filled, a FIN or a window update) and keepalives.
 
-This module holds the connection's state (``__init__``), its constructors,
-the application calls and state changes; the protocol machinery is split
-by concern into mixins it inherits (they own no state of their own):
+The connection's state lives in owner objects, each with a narrow
+interface: :class:`~stack.tcp.send_space.SendSpace` (``snd``: SND.UNA,
+SND.NXT, SND.WND and the unacknowledged bytes),
+:class:`~stack.tcp.receive_window.ReceiveWindow` (``rcv``: RCV.NXT and the
+window we advertise), :class:`~stack.tcp.receive_queue.ReceiveQueue` (``rx``:
+what was received and not read), :class:`~stack.tcp.scoreboard.Scoreboard`,
+:class:`~stack.tcp.recovery.LossRecovery`,
+:class:`~stack.tcp.timers.ConnectionTimers`, ``cc`` and ``rtt``. The states
+and the closing transitions are data in :mod:`stack.tcp.state`.
+
+This module composes them: constructors, the application calls and state
+changes. The protocol machinery is split by concern into base classes
+holding methods only (they own no state):
 :mod:`~stack.tcp.conn_receive` (segment arrival, RFC 5961 checks, text, FIN),
 :mod:`~stack.tcp.conn_handshake` (SYN processing, options, SYN/SYN-ACK),
-:mod:`~stack.tcp.conn_ack` (ACK processing, SACK scoreboard, dupACKs),
+:mod:`~stack.tcp.conn_ack` (ACK processing, SACK blocks, dupACKs),
 :mod:`~stack.tcp.conn_recovery` (fast recovery, undo, tail loss probes),
 :mod:`~stack.tcp.conn_send` (building and sending segments) and
 :mod:`~stack.tcp.conn_timers` (``poll``/``poll_at`` and the timers).
@@ -45,23 +55,19 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from stack.tcp.ack_limits import AckLimits
 from stack.tcp.config import DEFAULT_SEND_MSS, TcpConfig
 from stack.tcp.congestion import make_congestion_control
 from stack.tcp.conn_ack import AckMixin
 from stack.tcp.conn_defs import (
     _HALF,
     _MIN_SND_MSS,
-    _RECEIVING,
-    _RST_ON_ABORT,
-    _SENDING,
     _TS_OPTION_LEN,
     ACK,
     CLOSE_WAIT,
     CLOSED,
     ESTABLISHED,
-    FIN_WAIT_1,
     FIN_WAIT_2,
-    LAST_ACK,
     RST,
     SYN,
     SYN_RECEIVED,
@@ -75,11 +81,16 @@ from stack.tcp.conn_receive import ReceiveMixin
 from stack.tcp.conn_recovery import RecoveryMixin
 from stack.tcp.conn_send import SendMixin
 from stack.tcp.conn_timers import TimerMixin
-from stack.tcp.ranges import RangeSet
-from stack.tcp.reassembly import ReassemblyQueue
-from stack.tcp.rtt import RttEstimator
+from stack.tcp.cwnd_use import CwndUse
+from stack.tcp.receive_queue import ReceiveQueue
+from stack.tcp.receive_window import ReceiveWindow
+from stack.tcp.recovery import LossRecovery
+from stack.tcp.rtt import RttEstimator, TimedSegment
+from stack.tcp.scoreboard import Scoreboard
+from stack.tcp.send_space import SendSpace
 from stack.tcp.seq import MASK, unwrap
-from stack.tcp.state import TcpState
+from stack.tcp.state import AFTER_CLOSE, RECEIVING, RST_ON_ABORT, SENDING, TcpState
+from stack.tcp.timers import ConnectionTimers
 from stack.wire.tcp import TcpRepr
 
 __all__ = ["TcpConnection", "TcpInfo", "Endpoint", "Segment"]
@@ -128,8 +139,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     Make one with :meth:`connect` (active open, SYN-SENT) or
     :meth:`from_syn` (passive open from a listener, SYN-RECEIVED).
-    Mixins are plain base classes: a method found through them costs the
-    same attribute lookup as one defined here (the hot path stays flat).
+    The ``conn_*`` base classes hold methods only: a method found through
+    them costs the same attribute lookup as one defined here (the hot path
+    stays flat).
     """
 
     def __init__(
@@ -150,88 +162,31 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._rport = remote[1]
         self.state = CLOSED
         self.iss = iss & MASK
-        # Send sequence space (unwrapped).
-        self.snd_una = self.iss
-        self.snd_nxt = self.iss
-        self.snd_wnd = 0
-        self.snd_wl1 = 0
-        self.snd_wl2 = 0
-        self.max_snd_wnd = 0
-        self.snd_wscale = 0  # the peer's shift, applied to windows it sends
-        self.rcv_wscale = 0  # our shift, applied to windows we send
+        # Send sequence space (unwrapped) and the bytes not yet acknowledged.
+        self.snd = SendSpace(self.iss)
         # Receive sequence space.
         self.irs: int | None = None
-        self.rcv_nxt = 0
-        self.rcv_adv = 0  # the highest right edge ever advertised
+        self.rcv = ReceiveWindow(cfg.rcvbuf, cfg.mss, min(DEFAULT_SEND_MSS, cfg.mss))
         # Options.
         self.ts_ok = False
         self.sack_ok = False
         self.ws_ok = False
         self.ts_recent = 0
         self._ts_offset = ts_offset & MASK
-        self._last_ack_sent = 0
         self.snd_mss = min(DEFAULT_SEND_MSS, cfg.mss)
-        self.rcv_mss = min(DEFAULT_SEND_MSS, cfg.mss)
-        self._sws_thresh = min(cfg.rcvbuf // 2, cfg.mss) or 1
-        # Send buffer: bytes from SND.UNA (or ISS+1) on; FIN after them once queued.
-        self._sndbuf = bytearray()
-        self._snd_base = self.iss + 1
-        self._fin_queued = False
-        self._fin_seq = 0
-        self._snd_sml = self.iss  # end of the last small segment sent (Minshall's Nagle)
-        self._snd_up: int | None = None
-        self._probe_end: int | None = None  # a zero-window probe byte is out up to here
-        # Receive buffer.
-        self._rx = bytearray()
-        self._ooo = ReassemblyQueue(cfg.ooo_bytes, cfg.max_ooo_blocks)
-        self._ooo_fin: int | None = None
-        self._fin_received = False
-        self._read_shutdown = False
+        # Received and not yet read (in order and out of order, FIN, urgent mark, D-SACK).
+        self.rx = ReceiveQueue(cfg.ooo_bytes, cfg.max_ooo_blocks)
         self._orphan = False  # the application closed it: nobody will read
-        self._rcv_up: int | None = None
-        self._unacked_rcv = 0
-        self._dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
-        # Loss recovery: the scoreboard (RFC 6675) and NewReno state.
-        self._sacked = RangeSet()
-        self._lost = RangeSet()
-        self._retrans = RangeSet()
-        self._rtx_hi: dict[int, tuple[int, int]] = {}  # retransmitted chunk start -> (end, SND.NXT then)
-        self._dupacks = 0
-        self._dup_bytes = 0  # NewReno without SACK: each dupACK stands for one segment that left
-        self._recovery: str | None = None  # None, "fast" or "loss"
-        self._recover = 0
-        self._force_rtx = False
-        # Was cwnd the limit on sending (RFC 7661's idea, Linux's is_cwnd_limited)?
-        # Noted when sending stops, per window of data (SendMixin._note_cwnd_use).
-        self._cwnd_limited = False
-        self._max_flight = 0  # the largest SND.NXT - SND.UNA of that window
-        self._cwnd_use_seq = 0  # SND.NXT when they were noted
-        # Undoing a needless window reduction (RFC 3522 Eifel detection, RFC 3708 D-SACK).
-        self._undo_cc = None  # the congestion state before the episode began
-        self._undo_retrans = 0  # retransmissions of the episode not yet shown needless
-        self._undo_rtx = RangeSet()  # what the episode retransmitted (only their D-SACKs count)
-        self._undo_tsval: int | None = None  # TSval of its first retransmission
-        self._undo_una = 0
-        self._undo_high = 0
+        # Loss recovery: the scoreboard (RFC 6675), the episode (with its undo record and tail probe).
+        self.scoreboard = Scoreboard()
+        self.recovery = LossRecovery()
+        self._force_rtx = False  # retransmit the next lost range whatever cwnd says
+        self.cwnd_use = CwndUse()  # was cwnd the limit on sending (cwnd grows only then)
         self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
         self.rtt = RttEstimator(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
-        self._rtt_seq: int | None = None
-        self._rtt_time = 0.0
-        self._syn_retransmitted = False
+        self.timed = TimedSegment()  # RTT samples without timestamps
         # Timers (absolute times or None).
-        self._rto_at: float | None = None
-        self._persist_at: float | None = None
-        self._tlp_at: float | None = None
-        self._tlp_high: int | None = None  # SND.NXT after a tail loss probe, until its episode ends
-        self._tlp_rtx = False  # the probe was a retransmission (not new data)
-        self._tlp_force = False  # the next new segment is a probe: cwnd does not hold it
-        self._delack_at: float | None = None
-        self._ka_at: float | None = None
-        self._close_at: float | None = None
-        self._persist_backoff = 0
-        self._probes_out = 0
-        self._retries = 0
-        self._ka_probes = 0
+        self.timers = ConnectionTimers()
         self._last_rx = 0.0
         self._last_ack_rx = 0.0
         self._force_send = False
@@ -240,9 +195,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._ack_now = False
         self._want_output = False
         self._ctl_out: list[Segment] = []
-        self._chack_tokens = float(cfg.challenge_ack_burst)
-        self._chack_time = 0.0
-        self._oow_time = -1e18
+        self.ack_limits = AckLimits(cfg.challenge_ack_burst)
         # The socket layer's view.
         self.error: int | None = None  # pending asynchronous error (errno)
         self._soft_error: int | None = None  # ICMP errors kept for a timeout (RFC 1122 4.2.3.9)
@@ -272,7 +225,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """Active open: SYN-SENT, the SYN goes out on the next :meth:`poll`."""
         conn = cls(local, remote, iss, config, ts_offset=ts_offset)
         conn.state = SYN_SENT
-        conn.snd_nxt = conn.iss  # the SYN is "sent" when poll emits it
+        conn.snd.nxt = conn.iss  # the SYN is "sent" when poll emits it
         conn._syn_pending = True
         conn._want_output = True
         conn._last_rx = now
@@ -321,16 +274,12 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         conn = cls(local, remote, iss, config)
         conn._passive = True
         conn.irs = irs
-        conn.rcv_nxt = irs + 1
-        conn._last_ack_sent = conn.rcv_nxt
-        conn.snd_una = conn.snd_nxt = conn.iss + 1
+        conn.rcv.open(irs + 1, min(conn.config.rcvbuf, 0xFFFF))
+        conn.snd.una = conn.snd.nxt = conn.iss + 1
         conn.snd_mss = max(min(mss, conn.config.mss), _MIN_SND_MSS)
-        conn.rcv_mss = min(conn.config.mss, DEFAULT_SEND_MSS)
+        conn.rcv.mss = min(conn.config.mss, DEFAULT_SEND_MSS)
         conn.cc.set_mss(conn.snd_mss)
-        conn.snd_wnd = conn.max_snd_wnd = ack.window
-        conn.snd_wl1 = conn.rcv_nxt
-        conn.snd_wl2 = conn.snd_una
-        conn.rcv_adv = conn.rcv_nxt + min(conn.config.rcvbuf, 0xFFFF)
+        conn.snd.set_window(ack.window, conn.rcv.nxt, conn.snd.una)
         conn._last_rx = now
         conn._established(now)
         conn.stats["from_syn_cookie"] += 1
@@ -340,18 +289,17 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """Change settings (``nodelay``, ``rcvbuf``, ``sndbuf``, ``keepalive*``...) now."""
         cfg = replace(self.config, **changes)
         self.config = cfg
-        self._sws_thresh = min(cfg.rcvbuf // 2, cfg.mss) or 1
-        self._ooo.max_bytes = cfg.ooo_bytes
+        self.rcv.configure(cfg.rcvbuf, cfg.mss)
+        self.rx.ooo.max_bytes = cfg.ooo_bytes
         if "keepalive" in changes or "keepalive_idle" in changes:
-            self._ka_at = None
-            self._ka_probes = 0
+            self.timers.keepalive.reset()
         if "congestion" in changes and changes["congestion"].lower() != self.cc.name:
             # TCP_CONGESTION on a live connection: the new algorithm starts from today's window.
             old = self.cc
             self.cc = make_congestion_control(cfg.congestion, self.snd_mss, cfg.initial_window)
             self.cc.ssthresh = old.ssthresh
             self.cc.set_cwnd(old.cwnd)
-            self._undo_cc = None
+            self.recovery.undo.forget()
         self._want_output = True
         self._notify()
 
@@ -363,19 +311,19 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         connection is gone (the pending error, if any, is raised instead).
         With ``urgent`` the urgent pointer marks the end of this data (MUST-30).
         """
-        if self.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT) or self._fin_queued:
+        if self.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT) or self.snd.fin_queued:
             if self.error is not None:
                 err, self.error = self.error, None
                 raise OSError(err, errno.errorcode.get(err, str(err)))
             raise OSError(errno.EPIPE, "the connection cannot send any more")
-        room = self.config.sndbuf - len(self._sndbuf)
+        room = self.config.sndbuf - len(self.snd.buf)
         n = len(data)
         if n > room:
             n = room if room > 0 else 0
         if n:
-            self._sndbuf += data[:n] if n < len(data) else data
+            self.snd.buf += data[:n] if n < len(data) else data
             if urgent:
-                self._snd_up = self._snd_base + len(self._sndbuf)
+                self.snd.up = self.snd.data_end
             self._want_output = True
         return n
 
@@ -385,16 +333,10 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         Whether ``b""`` means end of stream is :attr:`eof`; an error is in
         :attr:`error`.
         """
-        rx = self._rx
-        if not rx or max_bytes <= 0:
+        data = self.rx.read(max_bytes)
+        if not data:
             return b""
-        if max_bytes >= len(rx):
-            data = bytes(rx)
-            rx.clear()
-        else:
-            data = bytes(rx[:max_bytes])
-            del rx[:max_bytes]
-        if self.state in _RECEIVING and self._window_update_due():
+        if self.state in RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self.rx.data)):
             # The window opened enough to tell the peer now (never delay this).
             self._ack_now = True
             self._want_output = True
@@ -406,21 +348,15 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if st is SYN_SENT:
             self._to_closed()
             return
-        if self._fin_queued or st not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
+        if self.snd.fin_queued or st not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             return
-        self._fin_queued = True
-        self._fin_seq = self._snd_base + len(self._sndbuf)
-        if st is ESTABLISHED:
-            self._set_state(FIN_WAIT_1)
-        elif st is CLOSE_WAIT:
-            self._set_state(LAST_ACK)
-        # SYN-RECEIVED: the FIN waits for ESTABLISHED (RFC 9293 3.10.4).
+        self.snd.queue_fin()
+        self._follow(AFTER_CLOSE, 0.0)  # (SYN-RECEIVED: the FIN waits for ESTABLISHED)
         self._want_output = True
 
     def shutdown_read(self) -> None:
         """No more reading: queued data is dropped, later data is acked and dropped."""
-        self._read_shutdown = True
-        self._rx.clear()
+        self.rx.shutdown()
         self._notify()
 
     def close(self) -> None:
@@ -431,20 +367,20 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if st is SYN_SENT:
             self._to_closed()
             return
-        if self._rx and st in _RST_ON_ABORT:
+        if self.rx.data and st in RST_ON_ABORT:
             self.stats["rst_unread_data"] += 1
             self.abort()
             return
         self._orphan = True
-        self._read_shutdown = True
+        self.rx.read_shutdown = True
         self.shutdown_write()
         if self.state is FIN_WAIT_2:
             self._want_output = True  # poll arms the FIN-WAIT-2 timeout
 
     def abort(self) -> None:
         """ABORT: send RST where RFC 9293 3.10.5 says so, then CLOSED."""
-        if self.state in _RST_ON_ABORT:
-            self._ctl_out.append((TcpRepr(self._lport, self._rport, self.snd_nxt & MASK, 0, RST, 0), b""))
+        if self.state in RST_ON_ABORT:
+            self._ctl_out.append((TcpRepr(self._lport, self._rport, self.snd.nxt & MASK, 0, RST, 0), b""))
             self.stats["rst_out"] += 1
         self._to_closed()
 
@@ -481,14 +417,13 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         """
         opt = _TS_OPTION_LEN if self.ts_ok else 0
         mss = max(mtu - 40, _MIN_SND_MSS) - opt
-        if mss >= self.snd_mss or self.state not in _SENDING:
+        if mss >= self.snd_mss or self.state not in SENDING:
             return
         self.snd_mss = mss
         self.cc.mss = mss
         self.stats["pmtu_reductions"] += 1
-        self._retrans.clear()
-        self._rtx_hi.clear()
-        self._mark_unsacked_lost(self.snd_nxt)  # resent at the new, smaller size
+        self.scoreboard.forget_retransmissions()
+        self.scoreboard.mark_unsacked_lost(self.snd.una, self.snd.nxt)  # resent at the new, smaller size
         self._force_rtx = True
         self._want_output = True
 
@@ -506,13 +441,13 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     @property
     def eof(self) -> bool:
         """Nothing more will ever be readable (FIN read, read side shut, or closed)."""
-        if self._rx:
+        if self.rx.data:
             return False
-        return self._fin_received or self._read_shutdown or self.state is CLOSED
+        return self.rx.fin_received or self.rx.read_shutdown or self.state is CLOSED
 
     @property
     def readable(self) -> bool:
-        return bool(self._rx) or self.eof or self.error is not None
+        return bool(self.rx.data) or self.eof or self.error is not None
 
     @property
     def writable(self) -> bool:
@@ -521,9 +456,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             return True
         if self.state is CLOSED:
             return True  # failed or closed: a send fails at once instead of blocking
-        if self.state not in (ESTABLISHED, CLOSE_WAIT) or self._fin_queued:
+        if self.state not in (ESTABLISHED, CLOSE_WAIT) or self.snd.fin_queued:
             return False
-        queued = len(self._sndbuf)
+        queued = len(self.snd.buf)
         free = self.config.sndbuf - queued
         return free > 0 and free >= queued // 2
 
@@ -534,24 +469,21 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
 
     @property
     def send_queue(self) -> int:
-        return len(self._sndbuf)
+        return len(self.snd.buf)
 
     @property
     def recv_queue(self) -> int:
-        return len(self._rx)
+        return len(self.rx.data)
 
     @property
     def all_acked(self) -> bool:
         """Everything sent and queued (FIN included) was acknowledged (for SO_LINGER)."""
-        return not self._sndbuf and (not self._fin_queued or self.snd_una > self._fin_seq)
+        return not self.snd.buf and (not self.snd.fin_queued or self.snd.fin_acked)
 
     @property
     def urgent_pending(self) -> int:
         """Urgent bytes received and not yet read (MUST-33); data stays in line."""
-        if self._rcv_up is None:
-            return 0
-        read_pos = self.rcv_nxt - len(self._rx)
-        return max(0, self._rcv_up - read_pos)
+        return self.rx.urgent_pending(self.rcv.nxt)
 
     def info(self) -> TcpInfo:
         """A snapshot for ``ss -ti``-style listings."""
@@ -561,23 +493,23 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             options.append("ts")
         if self.sack_ok:
             options.append("sack")
-        if self.snd_wscale or self.rcv_wscale:
-            options.append(f"wscale:{self.snd_wscale},{self.rcv_wscale}")
+        if self.snd.wscale or self.rcv.wscale:
+            options.append(f"wscale:{self.snd.wscale},{self.rcv.wscale}")
         return TcpInfo(
             state=self.state,
             local=self.local,
             remote=self.remote,
-            send_queue=len(self._sndbuf),
-            recv_queue=len(self._rx),
+            send_queue=len(self.snd.buf),
+            recv_queue=len(self.rx.data),
             snd_mss=self.snd_mss,
-            rcv_mss=self.rcv_mss,
+            rcv_mss=self.rcv.mss,
             cwnd=cc.cwnd,
             ssthresh=None if cc.ssthresh >= 1 << 62 else cc.ssthresh,
             srtt=self.rtt.srtt,
             rttvar=self.rtt.rttvar,
             rto=self.rtt.rto,
-            snd_wnd=self.snd_wnd,
-            rcv_wnd=max(0, self.rcv_adv - self.rcv_nxt),
+            snd_wnd=self.snd.wnd,
+            rcv_wnd=self.rcv.available,
             in_flight=self._pipe(),
             retransmits=self.stats["retransmits"],
             timeouts=self.stats["timeouts"],
@@ -587,8 +519,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             bytes_sent=self.bytes_sent,
             segs_in=self.segs_in,
             segs_out=self.segs_out,
-            sacked=self._sacked.total,
-            lost=self._lost.total,
+            sacked=self.scoreboard.sacked.total,
+            lost=self.scoreboard.lost.total,
             congestion=cc.name,
             options=tuple(options),
             error=self.error,
@@ -599,15 +531,22 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     def _set_state(self, st: TcpState) -> None:
         self.state = st
 
+    def _follow(self, table: dict[TcpState, TcpState], now: float) -> None:
+        """Move as ``table`` (one of :mod:`stack.tcp.state`'s) says for this state, if at all."""
+        target = table.get(self.state)
+        if target is TIME_WAIT:
+            self._enter_time_wait(now)
+        elif target is CLOSED:
+            self._to_closed()
+        elif target is not None:
+            self._set_state(target)
+
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
-        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._tlp_at = None
-        self._close_at = now + self.config.time_wait
-        self._sndbuf.clear()
-        self._lost.clear()
-        self._retrans.clear()
-        self._rtx_hi.clear()
-        self._sacked.clear()
+        self.timers.stop_all()
+        self.timers.close.start(now + self.config.time_wait)
+        self.snd.buf.clear()
+        self.scoreboard.clear()
 
     def _fail(self, err: int) -> None:
         """The connection ended with an error for the application."""
@@ -618,15 +557,12 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     def _to_closed(self) -> None:
         was = self.state
         self._set_state(CLOSED)
-        self._rto_at = self._persist_at = self._delack_at = self._ka_at = self._close_at = self._tlp_at = None
+        self.timers.stop_all()
         self._ack_now = False
         self._syn_pending = False
-        self._sndbuf.clear()
-        self._ooo.clear()
-        self._lost.clear()
-        self._retrans.clear()
-        self._rtx_hi.clear()
-        self._sacked.clear()
+        self.snd.buf.clear()
+        self.rx.ooo.clear()
+        self.scoreboard.clear()
         if self.listener is not None and was is SYN_RECEIVED:
             self.listener._forget(self)
         self._notify()
@@ -642,7 +578,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             return False
         if self.ts_ok and seg.timestamps is not None:
             return (seg.timestamps[0] - self.ts_recent) & MASK < _HALF and seg.timestamps[0] != self.ts_recent
-        return unwrap(seg.seq, self.rcv_nxt) > self.rcv_nxt
+        return unwrap(seg.seq, self.rcv.nxt) > self.rcv.nxt
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]} {self.state}>"

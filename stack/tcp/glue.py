@@ -171,7 +171,7 @@ class TcpLayer:
             if conn.state is TcpState.TIME_WAIT and conn.may_reopen(seg) and self._find_listener(dst, seg.dst_port):
                 # MAY-2: a new SYN ends TIME-WAIT early; the new ISN starts beyond the old SND.NXT.
                 self.counters["time_wait_reopened"] += 1
-                iss_floor = (conn.snd_nxt + 65536) & 0xFFFFFFFF
+                iss_floor = (conn.snd.nxt + 65536) & 0xFFFFFFFF
                 del self._conns[key]
             else:
                 conn.receive_segment(seg, payload, now)
@@ -278,8 +278,8 @@ class TcpLayer:
         if conn is None:
             self.counters["icmp_no_connection"] += 1
             return False
-        s = unwrap(seq, conn.snd_una)
-        if not (conn.snd_una <= s < max(conn.snd_nxt, conn.snd_una + 1)):
+        s = unwrap(seq, conn.snd.una)
+        if not (conn.snd.una <= s < max(conn.snd.nxt, conn.snd.una + 1)):
             self.counters["icmp_ignored_out_of_window"] += 1
             return False
         if mtu is not None:

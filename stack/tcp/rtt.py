@@ -7,7 +7,7 @@ each expiry doubles it (``backoff``) until a new sample arrives.
 """
 from __future__ import annotations
 
-__all__ = ["RttEstimator"]
+__all__ = ["RttEstimator", "TimedSegment"]
 
 
 class RttEstimator:
@@ -59,3 +59,34 @@ class RttEstimator:
         if self.srtt is None:
             self._base_rto = min(max(3.0, self.min_rto), self.max_rto)
         self.backoff = 0
+
+
+class TimedSegment:
+    """The one segment timed for an RTT sample when timestamps are off (RFC 6298 with Karn).
+
+    Only one is timed at a time; a retransmission cancels it (Karn's rule:
+    an ACK cannot tell which copy it answers). A SYN that had to be resent
+    gives no sample for the whole handshake.
+    """
+
+    __slots__ = ("seq", "sent_at", "syn_retransmitted")
+
+    def __init__(self) -> None:
+        self.seq: int | None = None  # the sequence number whose ACK ends the measurement
+        self.sent_at = 0.0
+        self.syn_retransmitted = False
+
+    def start(self, seq: int, now: float) -> None:
+        self.seq = seq
+        self.sent_at = now
+
+    def cancel(self) -> None:
+        self.seq = None
+
+    def sample(self, ack: int, now: float) -> float | None:
+        """The RTT if ``ack`` covers the timed segment (the measurement ends), else None."""
+        seq = self.seq
+        if seq is not None and ack >= seq:
+            self.seq = None
+            return now - self.sent_at
+        return None

@@ -325,7 +325,7 @@ def bidirectional_with_a_hole(link):
     conn.send(b"a" * 3000)  # too little above the hole for a to retransmit at once
     link.exchange()
     link.a_filter = None
-    assert dropped and len(server._ooo) == 1
+    assert dropped and len(server.rx.ooo) == 1
     return conn, server
 
 

@@ -136,7 +136,7 @@ def test_out_of_order_queue_is_bounded():
     d = established_driver(plain_config(max_ooo_bytes=1500))
     d.feed(".", seq=1001, ack=1, data=b"a" * 1000)
     d.feed(".", seq=3001, ack=1, data=b"b" * 1000)  # would exceed the bound: dropped
-    assert d.conn.stats["drop_ooo_full"] == 1 and d.conn._ooo.total == 1000
+    assert d.conn.stats["drop_ooo_full"] == 1 and d.conn.rx.ooo.total == 1000
 
 
 # -- the receive window ---------------------------------------------------------------------------
@@ -176,20 +176,20 @@ def test_window_never_shrinks_from_the_right():
     d.feed(".", seq=3001, ack=1, data=b"b" * 100)
     out = d.advance(0.1)
     assert out == [(0.05, "[.] seq=1 ack=3101 win=9900 len=0")]
-    assert d.conn.rcv_adv - d.conn.irs == 13001
+    assert d.conn.rcv.adv - d.conn.irs == 13001
 
 
 def test_window_scaling_both_ways():
     d = established_driver(TcpConfig())
     c = d.conn
     d.feed(".", seq=1, ack=1, window=100)
-    assert c.snd_wnd == 100 << 7
+    assert c.snd.wnd == 100 << 7
     d.feed("P.", seq=1, ack=1, data=b"12345")
     out = d.advance(0.1)
     assert out[0][1].startswith("[.] seq=1 ack=6 win=32767 ")  # 262139 >> 3, rounded down
     # The edge advertised before (ISN + 1 + 262144) still accepts data (RFC 7323 2.4).
     d.feed(".", seq=262145 - 10, ack=1, data=b"e" * 10)
-    assert c._ooo.total == 10
+    assert c.rx.ooo.total == 10
 
 
 # -- Nagle and the sender's silly window ----------------------------------------------------------
@@ -264,7 +264,7 @@ def test_zero_window_probe_carries_one_new_octet():
     d = _zero_window()
     assert d.conn.poll_at() == pytest.approx(0.21)
     assert d.advance(0.2) == [(0.21, "[.] seq=101 ack=1 win=65535 len=1")]
-    assert d.conn.snd_nxt - d.conn.iss == 101  # the probe byte is not counted as sent
+    assert d.conn.snd.nxt - d.conn.iss == 101  # the probe byte is not counted as sent
 
 
 def _next_output(d):
@@ -296,7 +296,7 @@ def test_probe_byte_taken_by_the_peer():
     d = _zero_window()
     d.advance(0.3)
     d.feed(".", seq=1, ack=102, window=65535)  # the probe byte fitted after all
-    assert d.conn.snd_una - d.conn.iss == 102
+    assert d.conn.snd.una - d.conn.iss == 102
     assert d.out() == ["[P.] seq=102 ack=1 win=65535 len=49"]
 
 
@@ -416,7 +416,7 @@ def test_shutdown_read_drops_data():
     d.conn.shutdown_read()
     assert d.conn.recv_queue == 0 and d.conn.eof
     d.feed("P.", seq=7, ack=1, data=b"after")
-    assert d.conn.recv(10) == b"" and d.conn.rcv_nxt - d.conn.irs == 12  # acknowledged anyway
+    assert d.conn.recv(10) == b"" and d.conn.rcv.nxt - d.conn.irs == 12  # acknowledged anyway
 
 
 def test_info_snapshot():

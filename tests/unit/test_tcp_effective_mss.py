@@ -38,7 +38,7 @@ def driver_with_ooo(blocks: int, timestamps=True, peer_mss=MSS, gap=1000, size=1
     d = established_driver(plain_config(sack=True, timestamps=timestamps, sndbuf=200_000), peer_mss=peer_mss)
     for k in range(blocks):
         d.feed(".", seq=1 + gap * (k + 1), ack=1, data=b"o" * size)
-    assert len(d.conn._ooo) == blocks
+    assert len(d.conn.rx.ooo) == blocks
     d.poll()  # the dupACKs
     return d
 
@@ -67,14 +67,14 @@ def test_segments_grow_back_to_full_size_when_the_holes_are_filled():
     c.send(b"a" * 3 * 1448)
     assert [len(p) for _, p in data_segments(d)][:2] == [1448 - 20, 1448 - 20]
     d.feed(".", seq=1, ack=1, data=b"f" * 1000)  # fills the first hole: one block left
-    assert len(c._ooo) == 1
-    d.feed(".", seq=1101, ack=c.snd_nxt - c.iss)  # all acknowledged: room in cwnd
+    assert len(c.rx.ooo) == 1
+    d.feed(".", seq=1101, ack=c.snd.nxt - c.iss)  # all acknowledged: room in cwnd
     c.send(b"b" * 3 * 1448)
     out = data_segments(d)
     assert [len(s.sack_blocks) for s, _ in out] == [1] * len(out)
     assert [len(p) for _, p in out][:3] == [1448 - 12] * 3
-    d.feed(".", seq=1101, ack=c.snd_nxt - c.iss, data=b"f" * 900)  # the second hole
-    assert not c._ooo
+    d.feed(".", seq=1101, ack=c.snd.nxt - c.iss, data=b"f" * 900)  # the second hole
+    assert not c.rx.ooo
     c.send(b"c" * 3 * 1448)
     out = data_segments(d)
     assert [len(p) for _, p in out][:3] == [1448] * 3 and all(not s.sack_blocks for s, _ in out)
@@ -181,7 +181,7 @@ def test_tso_segments_carrying_sack_blocks_are_cut_into_pieces_that_fit():
     client.send(b"u" * 5000)
     w.exchange()
     w.drop = None
-    assert len(server._ooo) == 1 and server.stats["retransmits"] == 0
+    assert len(server.rx.ooo) == 1 and server.stats["retransmits"] == 0
 
     mark = len(w.sent["b"])
     server.send(b"v" * 40_000)
@@ -195,7 +195,7 @@ def test_tso_segments_carrying_sack_blocks_are_cut_into_pieces_that_fit():
 
     # The hole is repaired: SACK blocks go away and the pieces are full MSS again.
     w.advance(2.0)
-    assert client.all_acked and not server._ooo and server.recv(10_000) == b"u" * 5000
+    assert client.all_acked and not server.rx.ooo and server.recv(10_000) == b"u" * 5000
     mark = len(w.sent["b"])
     server.send(b"w" * 40_000)
     w.exchange()

@@ -98,11 +98,11 @@ action = st.one_of(
 def build(d: SegmentDriver, a) -> TcpRepr:
     _, seqspec, ackspec, flags, window, _n, ts, sack, mss, ws, urg = a
     c = d.conn
-    seq = (c.rcv_nxt + seqspec[1]) & MASK if seqspec[0] == "rcv" else seqspec[1]
-    ack = (c.snd_una + ackspec[1]) & MASK if ackspec[0] == "snd" else ackspec[1]
+    seq = (c.rcv.nxt + seqspec[1]) & MASK if seqspec[0] == "rcv" else seqspec[1]
+    ack = (c.snd.una + ackspec[1]) & MASK if ackspec[0] == "snd" else ackspec[1]
     r = TcpRepr(c.remote[1], c.local[1], seq, ack, TcpFlags(flags), window, urg)
     r.timestamps = ts
-    r.sack_blocks = tuple(((c.snd_una + x) & MASK, (c.snd_una + y) & MASK) for x, y in sack[: 3 if ts else 4])
+    r.sack_blocks = tuple(((c.snd.una + x) & MASK, (c.snd.una + y) & MASK) for x, y in sack[: 3 if ts else 4])
     r.mss = mss
     r.window_scale = ws
     return r
@@ -110,26 +110,26 @@ def build(d: SegmentDriver, a) -> TcpRepr:
 
 def check_invariants(c: TcpConnection) -> None:
     assert isinstance(c.state, TcpState)
-    assert c.snd_una <= c.snd_nxt
+    assert c.snd.una <= c.snd.nxt
     if c.state is not S.CLOSED:  # (CLOSED drops the buffers and keeps the numbers)
-        data_end = c._snd_base + len(c._sndbuf)
-        assert c.snd_nxt <= data_end + 1
-        assert c.snd_una <= data_end + 1
-    assert len(c._sndbuf) <= c.config.sndbuf
+        data_end = c.snd.data_end
+        assert c.snd.nxt <= data_end + 1
+        assert c.snd.una <= data_end + 1
+    assert len(c.snd.buf) <= c.config.sndbuf
     if c.irs is not None:
-        assert c.rcv_nxt >= c.irs + 1
+        assert c.rcv.nxt >= c.irs + 1
         if c.state is not S.CLOSED:
-            assert c.rcv_nxt <= c.rcv_adv + 1
-    for rs in (c._sacked, c._lost, c._retrans):
+            assert c.rcv.nxt <= c.rcv.adv + 1
+    for rs in (c.scoreboard.sacked, c.scoreboard.lost, c.scoreboard.retrans):
         for s, e in rs:
-            assert c.snd_una <= s < e <= c.snd_nxt
-    for s, e in c._retrans:
-        assert c._lost.covered(s, e) == e - s
-    for s, e in c._lost:
-        assert c._sacked.covered(s, e) == 0
+            assert c.snd.una <= s < e <= c.snd.nxt
+    for s, e in c.scoreboard.retrans:
+        assert c.scoreboard.lost.covered(s, e) == e - s
+    for s, e in c.scoreboard.lost:
+        assert c.scoreboard.sacked.covered(s, e) == 0
     assert c._pipe() >= 0
     assert c.cc.cwnd >= c.cc.mss
-    assert c._ooo.total <= c.config.ooo_bytes
+    assert c.rx.ooo.total <= c.config.ooo_bytes
     at = c.poll_at()
     assert at is None or isinstance(at, float)
 

@@ -185,7 +185,7 @@ def test_time_wait_is_reopened_by_a_newer_syn():
     # RFC 1122 4.2.2.13: the new incarnation's ISN lies beyond the old SND.NXT.
     from stack.tcp.seq import seq_gt
 
-    assert seq_gt(new_server.iss, server.snd_nxt & 0xFFFFFFFF)
+    assert seq_gt(new_server.iss, server.snd.nxt & 0xFFFFFFFF)
 
 
 def test_icmp_errors_reach_the_right_connection():
@@ -291,7 +291,7 @@ def test_options_need_not_be_word_aligned():  # MUST-64
     TcpSegment(header).fill_checksum(A, B)
     layer.receive(A, B, bytes(header), 0.0)
     child = layer.connections()[0]
-    assert child.snd_mss == 1000 and child.snd_wscale == 2 and lst.embryonic == 1
+    assert child.snd_mss == 1000 and child.snd.wscale == 2 and lst.embryonic == 1
 
 
 def test_a_reset_connection_leaves_the_table_and_frees_its_port():

@@ -102,7 +102,7 @@ def test_newreno_limited_transmit_fast_retransmit_and_recovery():
     d.feed(".", seq=1, ack=4001)  # partial ACK: the next hole is resent at once
     assert d.out() == [seg(4001), seg(15001)]
     d.feed(".", seq=1, ack=16001)  # everything up to the recovery point and more
-    assert c._recovery is None and c.cc.cwnd == 5500  # ssthresh (RFC 6582 3.2 step 6, as PRR ends)
+    assert c.recovery.phase is None and c.cc.cwnd == 5500  # ssthresh (RFC 6582 3.2 step 6, as PRR ends)
     assert c.stats["fast_retransmits"] == 1 and c.stats["dupacks_in"] == 9
 
 
@@ -113,7 +113,7 @@ def test_window_updates_and_data_are_not_duplicate_acks():
     d.feed(".", seq=1, ack=1, window=60000)  # a window update
     d.feed("P.", seq=1, ack=1, data=b"x")  # data
     d.feed(".", seq=1, ack=1, window=60000)
-    assert d.conn.stats["dupacks_in"] == 1 and d.conn._recovery is None
+    assert d.conn.stats["dupacks_in"] == 1 and d.conn.recovery.phase is None
 
 
 def test_no_dupacks_without_outstanding_data():
@@ -147,16 +147,16 @@ def test_sack_recovery_retransmits_only_the_holes():
     d.feed(".", seq=1, ack=7001, sack=[(8001, 13001)])
     assert d.out() == [seg(17001), seg(18001)]  # 7001 was already resent: not again
     d.feed(".", seq=1, ack=15001)
-    assert c._recovery is None and c.cc.cwnd == 7700  # ssthresh (RFC 6582 3.2 step 6, as PRR ends)
+    assert c.recovery.phase is None and c.cc.cwnd == 7700  # ssthresh (RFC 6582 3.2 step 6, as PRR ends)
     assert c.stats["retransmits"] == 2
 
 
 def test_sack_lost_detection_needs_three_sacked_segments_above():
     d = ten_segments(sack=True)
     d.feed(".", seq=1, ack=1, sack=[(1001, 3001)])
-    assert d.conn._recovery is None  # 2000 bytes SACKed: not (3-1)*MSS = 2000 < x
+    assert d.conn.recovery.phase is None  # 2000 bytes SACKed: not (3-1)*MSS = 2000 < x
     d.feed(".", seq=1, ack=1, sack=[(1001, 3001), (4001, 4501)])
-    assert d.conn._recovery == "fast"  # 2500 bytes above: the first segment is lost
+    assert d.conn.recovery.phase == "fast"  # 2500 bytes above: the first segment is lost
     assert d.out()[0] == seg(1)
 
 
@@ -165,28 +165,28 @@ def test_dsack_and_bogus_blocks_are_ignored():
     d.feed(".", seq=1, ack=1001, sack=[(1, 1001)])  # D-SACK below SND.UNA
     d.feed(".", seq=1, ack=1001, sack=[(5001, 90001)])  # beyond SND.NXT
     d.feed(".", seq=1, ack=1001, sack=[(3001, 2001)])  # reversed
-    assert d.conn._sacked.total == 0
+    assert d.conn.scoreboard.sacked.total == 0
 
 
 def test_sack_blocks_advance_the_scoreboard_on_cumulative_ack():
     d = ten_segments(sack=True)
     d.feed(".", seq=1, ack=1, sack=[(2001, 4001)])
-    assert d.conn._sacked.total == 2000
+    assert d.conn.scoreboard.sacked.total == 2000
     d.feed(".", seq=1, ack=3001)
-    assert d.conn._sacked.total == 1000  # the part below SND.UNA is gone
+    assert d.conn.scoreboard.sacked.total == 1000  # the part below SND.UNA is gone
     d.feed(".", seq=1, ack=10001)
-    assert d.conn._sacked.total == 0
+    assert d.conn.scoreboard.sacked.total == 0
 
 
 def test_rto_during_sack_recovery_resends_every_unsacked_hole():
     d = ten_segments(sack=True)
     d.feed(".", seq=1, ack=1, sack=[(2001, 5001), (7001, 8001)])
-    assert d.conn._recovery == "fast"  # 4000 bytes SACKed above the first segment
+    assert d.conn.recovery.phase == "fast"  # 4000 bytes SACKed above the first segment
     assert d.out() == [seg(1), seg(1001), seg(10001)]  # both unSACKed segments are lost
     sent = d.advance(0.25)
-    assert sent == [(0.21, seg(1))] and d.conn._recovery == "loss"  # the timer from 0.01 kept running
+    assert sent == [(0.21, seg(1))] and d.conn.recovery.phase == "loss"  # the timer from 0.01 kept running
     base = d.conn.iss
-    lost = [(a - base, b - base) for a, b in d.conn._lost.ranges()]
+    lost = [(a - base, b - base) for a, b in d.conn.scoreboard.lost.ranges()]
     assert lost == [(1, 2001), (5001, 7001), (8001, 11001)]  # every hole up to SND.NXT
 
 
@@ -197,9 +197,9 @@ def test_rto_during_fast_recovery_keeps_the_recovery_ssthresh():
     for cc, ssthresh in (("cubic", 7000), ("newreno", 5000)):
         d = ten_segments(sack=True, congestion=cc)
         d.feed(".", seq=1, ack=1, sack=[(2001, 5001), (7001, 8001)])
-        assert d.conn._recovery == "fast" and d.conn.cc.ssthresh == ssthresh, cc
+        assert d.conn.recovery.phase == "fast" and d.conn.cc.ssthresh == ssthresh, cc
         d.out()
-        assert d.advance(0.25) == [(0.21, seg(1))] and d.conn._recovery == "loss"
+        assert d.advance(0.25) == [(0.21, seg(1))] and d.conn.recovery.phase == "loss"
         assert (d.conn.cc.cwnd, d.conn.cc.ssthresh) == (1000, ssthresh), cc
 
 
@@ -254,9 +254,9 @@ def test_tail_loss_probe_reveals_a_lost_tail_segment():
     d.feed(".", seq=1, ack=3001, sack=[(4001, 5001)])  # the probe arrived, 3001 did not
     assert d.out() == [seg(3001)]
     c = d.conn
-    assert c._recovery == "fast" and c.stats["tlp_loss_detected"] == 1
+    assert c.recovery.phase == "fast" and c.stats["tlp_loss_detected"] == 1
     d.feed(".", seq=1, ack=5001)
-    assert c._recovery is None and c.stats["timeouts"] == 0
+    assert c.recovery.phase is None and c.stats["timeouts"] == 0
 
 
 def test_tail_loss_probe_that_repaired_a_loss_reduces_cwnd():
@@ -303,7 +303,7 @@ def reordered_recovery(config):
     d.now = 0.05
     for hi in (2001, 3001, 4001):
         d.feed(".", seq=1, ack=1, sack=[(1001, hi)])
-    assert d.out()[0].startswith("[.] seq=1 ack=1 ") and c._recovery == "fast"
+    assert d.out()[0].startswith("[.] seq=1 ack=1 ") and c.recovery.phase == "fast"
     return d
 
 
@@ -312,11 +312,11 @@ def test_eifel_undoes_a_spurious_fast_retransmit():
 
     d = reordered_recovery(TcpConfig(rcvbuf=65535))
     c = d.conn
-    before = c._undo_cc.cwnd
-    assert c.cc.ssthresh == 7000 and c._undo_tsval == 50
+    before = c.recovery.undo.saved_cc.cwnd
+    assert c.cc.ssthresh == 7000 and c.recovery.undo.tsval == 50
     d.now = 0.06
     d.feed(".", seq=1, ack=5001, ts=(d.peer_ts, 10))  # echoes the original's TSval (10 < 50)
-    assert c.stats["undo_eifel"] == 1 and c._recovery is None
+    assert c.stats["undo_eifel"] == 1 and c.recovery.phase is None
     assert c.cc.ssthresh > 1 << 60 and c.cc.cwnd >= before
 
 
@@ -342,7 +342,7 @@ def test_dsack_for_data_never_retransmitted_does_not_undo():
     d = reordered_recovery(plain_config(sack=True))
     c = d.conn
     d.feed(".", seq=1, ack=1, sack=[(3001, 4001), (1001, 4001)])  # segment 4 arrived twice
-    assert c.stats["undo_dsack"] == 0 and c._recovery == "fast" and c.cc.ssthresh < 1 << 60
+    assert c.stats["undo_dsack"] == 0 and c.recovery.phase == "fast" and c.cc.ssthresh < 1 << 60
     d.feed(".", seq=1, ack=5001)
     d.feed(".", seq=1, ack=5001, sack=[(1, 1001)])  # now the retransmission of segment 1
     assert c.stats["undo_dsack"] == 1 and c.cc.ssthresh > 1 << 60
@@ -357,9 +357,9 @@ def test_link_duplicates_of_acks_and_dsacks_are_not_dupacks():
         d.feed(".", seq=1, ack=1, sack=[(1001, 2001)])
     d.feed(".", seq=1, ack=1, sack=[(1001, 2001), (1001, 2001)])
     d.feed(".", seq=1, ack=1, sack=[(1001, 2001), (1001, 2001)])
-    assert c.stats["dupacks_in"] == 1 and c._recovery is None
+    assert c.stats["dupacks_in"] == 1 and c.recovery.phase is None
     d.feed(".", seq=1, ack=2001)  # the late segment fills the hole
-    assert c._recovery is None and c.stats["retransmits"] == 0 and c.stats["fast_retransmits"] == 0
+    assert c.recovery.phase is None and c.stats["retransmits"] == 0 and c.stats["fast_retransmits"] == 0
 
 
 def test_receiver_reports_duplicates_with_dsack():

@@ -51,7 +51,7 @@ def test_active_open_offers_and_negotiates_all_options():
     d.now = 0.02
     d.feed("S.", seq=0, ack=1, mss=1460, window_scale=7, sack_permitted=True, ts=(900, 0))
     c = d.conn
-    assert (c.ts_ok, c.sack_ok, c.snd_wscale, c.rcv_wscale) == (True, True, 7, 3)
+    assert (c.ts_ok, c.sack_ok, c.snd.wscale, c.rcv.wscale) == (True, True, 7, 3)
     assert c.snd_mss == 1460 - 12  # MUST-16: the timestamp option takes room
     assert c.ts_recent == 900
     assert d.out() == ["[.] seq=1 ack=1 win=32768 len=0 ts=20,900"]
@@ -63,7 +63,7 @@ def test_peer_without_options_gets_none_and_the_default_mss():
     d.out()
     d.feed("S.", seq=0, ack=1, ts=None)
     c = d.conn
-    assert (c.ts_ok, c.sack_ok, c.snd_wscale, c.rcv_wscale) == (False, False, 0, 0)
+    assert (c.ts_ok, c.sack_ok, c.snd.wscale, c.rcv.wscale) == (False, False, 0, 0)
     assert c.snd_mss == 536  # MUST-15
     assert d.out() == ["[.] seq=1 ack=1 win=65535 len=0"]
 
@@ -235,7 +235,7 @@ def test_passive_open_answers_with_syn_ack_and_establishes():
     d.now = 0.03
     d.feed(".", seq=1, ack=1, window=1000)
     assert d.conn.state is TcpState.ESTABLISHED
-    assert d.conn.snd_wnd == 1000 and d.conn.rtt.srtt == pytest.approx(0.03)
+    assert d.conn.snd.wnd == 1000 and d.conn.rtt.srtt == pytest.approx(0.03)
     assert d.out() == [] and d.conn.poll_at() is None
 
 
@@ -440,7 +440,7 @@ def test_syn_cookie_answers_when_the_syn_queue_is_full():
     ack = TcpRepr(_client(2)[1], SERVER[1], PEER_ISS + 1, (synack.seq + 1) & 0xFFFFFFFF, TcpFlags.ACK, 5000)
     conn = lst.on_cookie_ack(SERVER[0], _client(2), ack, 20.0)
     assert conn is not None and conn.state is TcpState.ESTABLISHED
-    assert conn.snd_mss == 1220 and conn.snd_wnd == 5000 and not (conn.ts_ok or conn.sack_ok)
+    assert conn.snd_mss == 1220 and conn.snd.wnd == 5000 and not (conn.ts_ok or conn.sack_ok)
     assert lst.accept() is conn and conn.iss == synack.seq
 
 

@@ -59,7 +59,7 @@ def test_ack_for_data_never_sent_is_challenged_and_dropped():
     d = established_driver()
     d.feed("P.", seq=1, ack=100, data=b"inject")
     assert d.out() == [ACK_NOW]
-    assert d.conn.recv(100) == b"" and d.conn.rcv_nxt - d.conn.irs == 1
+    assert d.conn.recv(100) == b"" and d.conn.rcv.nxt - d.conn.irs == 1
 
 
 def test_ack_too_far_in_the_past_is_challenged_and_dropped():
@@ -75,7 +75,7 @@ def test_old_duplicate_ack_still_delivers_its_data():
     d.out()
     d.feed(".", seq=1, ack=101)
     d.feed("P.", seq=1, ack=50, data=b"hello")  # an ACK below SND.UNA: ignored, data taken
-    assert d.conn.recv(10) == b"hello" and d.conn.snd_una - d.conn.iss == 101
+    assert d.conn.recv(10) == b"hello" and d.conn.snd.una - d.conn.iss == 101
 
 
 def test_data_outside_the_window_is_acked_and_dropped():
@@ -104,7 +104,7 @@ def test_pure_ack_at_the_right_edge_is_accepted():
     d.conn.send(b"q")
     d.out()
     d.feed(".", seq=65536, ack=2)
-    assert d.conn.snd_una - d.conn.iss == 2 and d.out() == []
+    assert d.conn.snd.una - d.conn.iss == 2 and d.out() == []
 
 
 def test_overlapping_segment_is_trimmed():
@@ -135,7 +135,7 @@ def test_zero_window_still_takes_the_ack_of_a_probe():
     d.out()
     # A window probe from the peer: one byte at RCV.NXT; we cannot take it, but its ACK counts.
     d.feed(".", seq=101, ack=5, data=b"y")
-    assert d.conn.snd_una - d.conn.iss == 5
+    assert d.conn.snd.una - d.conn.iss == 5
     assert d.out() == ["[.] seq=5 ack=101 win=0 len=0"]
     assert d.conn.recv_queue == 100
 
@@ -194,7 +194,7 @@ def test_rst_needs_no_timestamp_and_skips_paws():
 def test_rst_is_taken_even_with_a_zero_window():  # MUST-66
     d = established_driver(plain_config(rcvbuf=100))
     d.feed("P.", seq=1, ack=1, data=b"x" * 100)
-    assert d.conn.rcv_adv == d.conn.rcv_nxt  # the window is closed
+    assert d.conn.rcv.adv == d.conn.rcv.nxt  # the window is closed
     d.feed("R", seq=101)
     assert d.conn.state is S.CLOSED and d.conn.error == errno.ECONNRESET
 
@@ -207,6 +207,6 @@ def test_reordered_duplicate_ack_is_exempt_from_paws():
     d.feed(".", seq=1, ack=1, window=65535 >> 7, ts=(1010, 0), sack=[(1449, 2897)])
     d.feed(".", seq=1, ack=1, window=65535 >> 7, ts=(1005, 0), sack=[(1449, 3001)])
     assert d.conn.stats["paws_disordered_ack"] == 1 and d.conn.stats["drop_paws"] == 0
-    assert d.conn._sacked.total == 1552 and d.conn.stats["dupacks_in"] == 2
+    assert d.conn.scoreboard.sacked.total == 1552 and d.conn.stats["dupacks_in"] == 2
     d.feed("P.", seq=1, ack=1, window=65535 >> 7, ts=(1005, 0), data=b"old data")
     assert d.conn.stats["drop_paws"] == 1 and d.conn.recv(10) == b""

@@ -85,14 +85,14 @@ def test_loss_of_the_middle_mss_is_recovered_by_sack():
     d.feed(".", seq=1, ack=1001)
     d.feed(".", seq=1, ack=1001, sack=[(2001, 3001)])
     d.feed(".", seq=1, ack=1001, sack=[(2001, 4001)])
-    assert c._recovery is None  # 2000 bytes above the hole: not lost yet
+    assert c.recovery.phase is None  # 2000 bytes above the hole: not lost yet
     d.feed(".", seq=1, ack=1001, sack=[(2001, 5001)])
-    assert c._recovery == "fast"
+    assert c.recovery.phase == "fast"
     assert d.out() == [seg(1001)]  # only the lost MSS, not the whole TSO segment
-    assert c.stats["retransmits"] == 1 and c._lost.total == 1000
+    assert c.stats["retransmits"] == 1 and c.scoreboard.lost.total == 1000
     d.feed(".", seq=1, ack=5001)
     d.feed(".", seq=1, ack=6001)
-    assert c.all_acked and c._recovery is None and c._sacked.total == 0
+    assert c.all_acked and c.recovery.phase is None and c.scoreboard.sacked.total == 0
     assert c.stats["retransmits"] == 1 and c.stats["timeouts"] == 0
 
 
