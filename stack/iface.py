@@ -27,7 +27,7 @@ from typing import Iterable, NamedTuple
 from stack.arp_cache import ArpCache
 from stack.counters import Counters
 from stack.ip_fragments import FragmentationNeeded, Reassembler, fragment
-from stack.drivers import DATA_VALID, NO_RX_META, FrameMeta, TxItem
+from stack.drivers import DATA_VALID, GSO_TCPV4, NO_RX_META, FrameMeta, TxItem
 from stack.ratelimit import KeyedRateLimiter
 from stack.raw import RawSocketState, RawTable
 from stack.routes import LOOPBACK_NET, UNSPECIFIED, Route, RouteKind, RouteTable
@@ -105,6 +105,18 @@ def _layer(reason: str) -> tuple[str, str]:
     layer, sep, rest = reason.partition(": ")
     return (layer, rest) if sep else ("iface", reason)
 
+
+
+def encode_offloaded(o: OutSegment, l4_offset: int) -> tuple[bytes, FrameMeta]:
+    """A TCP segment with a partial checksum, and the :class:`FrameMeta` that
+    asks the NIC to finish the checksum and, for a TSO segment (``gso_size``),
+    to cut it into ``gso_size`` pieces (TCPv4 GSO). ``l4_offset`` is where the
+    TCP header starts in the frame (Ethernet + IP header lengths). Here, not in
+    the TCP engine, because only the interface knows the NIC's vocabulary."""
+    segment, start, offset = o.header.emit_partial_csum(o.payload, o.src, o.dst)
+    if o.gso_size:
+        return segment, FrameMeta(True, l4_offset + start, offset, False, GSO_TCPV4, o.gso_size)
+    return segment, FrameMeta(True, l4_offset + start, offset)
 
 class Interface:
     """One IPv4 interface: addresses, routes, ARP, sockets, counters."""
@@ -514,7 +526,7 @@ class Interface:
         Without checksum offload (the NIC could not segment it either) it is
         cut here into MSS-sized segments."""
         if offload and route.kind in (RouteKind.LINK, RouteKind.GATEWAY):
-            segment, meta = o.encode_offloaded(ETH_HEADER_LEN + IP_HEADER_LEN)
+            segment, meta = encode_offloaded(o, ETH_HEADER_LEN + IP_HEADER_LEN)
             ip = Ipv4Repr(route.src, o.dst, IpProtocol.TCP, len(segment), ttl=o.ttl, ident=self._next_ident(),
                           dont_frag=True, tos=o.tos)
             self.counters.bump("ipv4", "tx")

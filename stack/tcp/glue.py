@@ -36,7 +36,6 @@ from collections import Counter
 from ipaddress import IPv4Address
 from typing import Iterable, NamedTuple
 
-from stack.drivers import GSO_TCPV4, FrameMeta
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
 from stack.tcp.listener import ListenerInfo, TcpListener
@@ -68,7 +67,8 @@ class OutSegment(NamedTuple):
 
     ``gso_size`` > 0 marks a TSO segment (``TcpConfig.tso_max``): more payload
     than one MSS, to be cut by the NIC into segments of ``gso_size`` bytes.
-    It must never be IP-fragmented: send it with :meth:`encode_offloaded`, or
+    It must never be IP-fragmented: the interface sends it whole with a partial
+    checksum and a GSO request for the NIC (``stack.iface.encode_offloaded``), or
     :meth:`split` it first when the route or the NIC cannot take it whole.
     """
 
@@ -86,18 +86,6 @@ class OutSegment(NamedTuple):
         if partial_checksum:
             return self.header.emit_partial_csum(self.payload, self.src, self.dst)
         return self.header.emit(self.payload, self.src, self.dst)
-
-    def encode_offloaded(self, l4_offset: int) -> tuple[bytes, FrameMeta]:
-        """The segment with a partial checksum, and the :class:`FrameMeta` for it.
-
-        ``l4_offset`` is where the TCP header starts in the frame (Ethernet +
-        IP header lengths). The meta asks the NIC to finish the checksum and,
-        for a TSO segment, to cut it into ``gso_size`` pieces (TCPv4 GSO).
-        """
-        segment, start, offset = self.header.emit_partial_csum(self.payload, self.src, self.dst)
-        if self.gso_size:
-            return segment, FrameMeta(True, l4_offset + start, offset, False, GSO_TCPV4, self.gso_size)
-        return segment, FrameMeta(True, l4_offset + start, offset)
 
     def split(self) -> list[OutSegment]:
         """A TSO segment as the ``gso_size`` segments a NIC would make (software

@@ -10,6 +10,7 @@ import pytest
 
 from nicdev.virtio.offload import GSO_TCPV4, FrameMeta
 from stack import Impairment, IpAddress, LoopbackNicPair, NicOffloads, SocketType, Stack
+from stack.iface import encode_offloaded
 from stack.tcp import TcpConfig
 from stack.tcp.config import TSO_MAX_PAYLOAD
 from stack.tcp.glue import OutSegment
@@ -113,10 +114,10 @@ def _out(payload=b"x" * 2500, flags=TcpFlags.ACK | TcpFlags.PSH, gso=1000, urgen
 
 
 def test_encode_offloaded_asks_for_checksum_and_segmentation():
-    data, meta = _out().encode_offloaded(34)
+    data, meta = encode_offloaded(_out(), 34)
     assert meta == FrameMeta(True, 34, 16, False, GSO_TCPV4, 1000)
     assert len(data) == 20 + 2500
-    data, meta = _out(payload=b"y" * 10, gso=0).encode_offloaded(34)
+    data, meta = encode_offloaded(_out(payload=b"y" * 10, gso=0), 34)
     assert meta == FrameMeta(True, 34, 16) and meta.gso_type == 0
 
 
@@ -146,7 +147,7 @@ def test_a_small_segment_splits_into_itself():
 
 def _gso_frame(payload_len=3000, mss=1000):
     o = _out(payload=bytes(range(256)) * (payload_len // 256) + b"q" * (payload_len % 256), gso=mss)
-    segment, meta = o.encode_offloaded(34)
+    segment, meta = encode_offloaded(o, 34)
     ip = Ipv4Repr(o.src, o.dst, IpProtocol.TCP, len(segment), dont_frag=True)
     eth = EthernetRepr(MacAddress("02:00:00:00:00:02"), MacAddress("02:00:00:00:00:01"), EtherType.IPV4)
     return eth.emit(ip.emit(segment)), meta
