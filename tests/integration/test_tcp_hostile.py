@@ -151,6 +151,25 @@ class Attacker:
         return wait_for(lambda: (lambda s: s if len(s) >= count else None)(self.since(mark, **filters)),
                         timeout=timeout, what=what)
 
+    def wait_caught_up(self, what: str) -> None:
+        """Wait until the capture holds every frame the stack has transmitted so far.
+
+        The stack counts what it did before its frames reach the capture: it
+        puts them on its transmit ring, and the switch's thread takes them
+        from there later. Each frame the switch takes from the stack's port
+        is counted by that port (or dropped and counted), then forwarded and
+        copied to the capture in the same turn of the switch's loop; read on
+        that thread, the port's count never runs ahead of the capture."""
+        queued = self.lab.stack.counters()["nic"]["tx_frames"]
+        bg = self.lab.bg
+
+        def taken() -> int:
+            port = bg.switch.ports["stack"]
+            return port.counters.rx_frames + port.counters.rx_dropped
+
+        wait_for(lambda: bg.call(taken) >= queued, timeout=WAIT,
+                 what=f"the capture to hold the stack's first {queued} frames ({what})")
+
 
 # -- servers on the stack ----------------------------------------------------------------------------
 
@@ -395,6 +414,8 @@ def test_blind_rst_syn_data_and_ack_do_not_break_a_live_connection(lab, attacker
         wait_for(lambda: stats()[1].get("drop_ack_unsent", 0) > s0.get("drop_ack_unsent", 0), timeout=WAIT,
                  what="the ACK of unsent data dropped")
         # 6. a burst of 60 in-window RSTs: challenge ACKs are rate limited (burst 10, then 10/s)
+        # (What steps 1-5 made the stack send is in the capture before the mark.)
+        attacker.wait_caught_up("the answers to steps 1-5")
         m6 = attacker.mark()
         state, s6 = stats()
         t0 = time.monotonic()
@@ -406,6 +427,10 @@ def test_blind_rst_syn_data_and_ack_do_not_break_a_live_connection(lab, attacker
         sent = s7["challenge_acks"] - s6["challenge_acks"]
         assert sent <= 10 + 10 * elapsed + 1 and s7["challenge_ack_suppressed"] > s6.get("challenge_ack_suppressed", 0)
         # Challenge ACKs owed by segments handled in one go leave as one ACK.
+        # (The counters move before the ACKs reach the capture: count them once
+        # the capture holds all the stack sent.)
+        wait_for(lambda: acks_to_kernel(m6), timeout=WAIT, what="a challenge ACK for the RST burst in the capture")
+        attacker.wait_caught_up("the challenge ACKs for the RST burst")
         assert 1 <= len(acks_to_kernel(m6)) <= sent
         print(f"60 RSTs in {elapsed:.3f} s -> {sent} challenge ACKs; connection stats {s7}")
 
