@@ -116,9 +116,9 @@ class VirtioNetDevice(BackendDevice):
 
     `on_frame(frame, meta)` gets each frame the guest transmits, `meta` a
     `FrameMeta` for a partial checksum or GSO, None for a finished frame.
-    `on_drop(direction, reason)` (optional) hears about each
-    drop, direction "rx" (towards the guest) or "tx" (from the guest).
-    `offloads=False` offers no checksum or GSO features. Call
+    `on_drop(direction, reason)` (optional) hears about each drop, direction
+    "rx" (towards the guest) or "tx" (from the guest). `offloads=False`
+    offers no checksum or GSO features. Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
     without a loop (unit tests) call `process_tx()` yourself.
 
