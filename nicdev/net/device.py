@@ -351,7 +351,8 @@ class VirtioNetDevice(BackendDevice):
             while True:
                 queue.disable_notifications(mem)
                 while budget > 0:
-                    n = datapath.tx_burst(queue, mem, burst if burst < budget else budget, enabled, frames)
+                    limit = burst if burst < budget else budget
+                    n = datapath.tx_burst(queue, mem, limit, enabled, frames)
                     if not n:
                         break
                     budget -= n
@@ -359,6 +360,8 @@ class VirtioNetDevice(BackendDevice):
                     self._notify(ring)
                     self._emit(frames)
                     frames = []
+                    if n < limit:
+                        break       # the ring ran dry: enabling kicks below looks again
                 if budget <= 0:
                     # More may be waiting: come back on the next turn of the loop.
                     self._soon(TX_RING, self.process_tx)
