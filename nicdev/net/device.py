@@ -116,9 +116,9 @@ class VirtioNetDevice(BackendDevice):
 
     `on_frame(frame, meta)` gets each frame the guest transmits, `meta` a
     `FrameMeta` for a partial checksum or GSO, None for a finished frame.
-    `on_drop(direction, reason)` (optional) hears about each
-    drop, direction "rx" (towards the guest) or "tx" (from the guest).
-    `offloads=False` offers no checksum or GSO features. Call
+    `on_drop(direction, reason)` (optional) hears about each drop, direction
+    "rx" (towards the guest) or "tx" (from the guest). `offloads=False`
+    offers no checksum or GSO features. Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
     without a loop (unit tests) call `process_tx()` yourself.
 
@@ -351,7 +351,8 @@ class VirtioNetDevice(BackendDevice):
             while True:
                 queue.disable_notifications(mem)
                 while budget > 0:
-                    n = datapath.tx_burst(queue, mem, burst if burst < budget else budget, enabled, frames)
+                    limit = burst if burst < budget else budget
+                    n = datapath.tx_burst(queue, mem, limit, enabled, frames)
                     if not n:
                         break
                     budget -= n
@@ -359,6 +360,8 @@ class VirtioNetDevice(BackendDevice):
                     self._notify(ring)
                     self._emit(frames)
                     frames = []
+                    if n < limit:
+                        break       # the ring ran dry: enabling kicks below looks again
                 if budget <= 0:
                     # More may be waiting: come back on the next turn of the loop.
                     self._soon(TX_RING, self.process_tx)
