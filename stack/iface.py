@@ -199,7 +199,8 @@ class Interface:
             self.counters.drop("iface", "internal error")
 
     def poll(self, now: float) -> list[TxItem]:
-        """Do timed work and loopback traffic; return the frames to transmit."""
+        """Do timed work and loopback traffic; return the ``(frame, meta)``
+        pairs to transmit (``meta`` None for a finished frame)."""
         # Order matters: work that makes packets first, ARP (which may have to
         # ask for their next hop) last, so one poll sends everything it can.
         for (src, dst, _proto, _ident), first in self.reassembler.expire(now):
@@ -427,7 +428,7 @@ class Interface:
 
     def _queue_frame(self, dst: MacAddress, ethertype: EtherType, payload: bytes, meta: FrameMeta | None = None) -> None:
         frame = EthernetRepr(dst, self.mac, ethertype).emit(payload)
-        self._tx.append((frame, meta) if meta is not None else frame)
+        self._tx.append((frame, meta))
 
     def _queue_arp(
         self, op: ArpOperation, sender_ip: IPv4Address, target_mac: MacAddress, target_ip: IPv4Address, eth_dst: MacAddress

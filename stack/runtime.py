@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from stack.clock import Clock, MonotonicClock
 from stack.datagram_socket import DatagramSocket
 from stack.iface import Interface
-from stack.drivers import Nic, NicOffloads
+from stack.drivers import Nic, NicOffloads, TxItem
 from stack.socket_api import PollEvent, Socket, SocketType, poll
 from stack.stream_socket import StreamSocket
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
@@ -235,7 +235,7 @@ class Stack:
             raise OSError(errno.ENETDOWN, f"the stack's thread failed: {self.failure!r}")
 
     # -- the thread -------------------------------------------------------------------
-    def _transmit(self, frames: list) -> None:
+    def _transmit(self, frames: list[TxItem]) -> None:
         if frames:
             self.nic.transmit(frames)
 

@@ -65,7 +65,7 @@ def frame_of(size: int, src: bytes) -> bytes:
 
 def pump(nic: VirtioNetNic, frame: bytes, batch: int, seconds: float) -> tuple[int, float]:
     """Transmit bursts for `seconds`; returns (frames the driver took, elapsed)."""
-    burst = [frame] * batch
+    burst = [(frame, None)] * batch
     taken = 0
     start = time.perf_counter()
     end = start + seconds

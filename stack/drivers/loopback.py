@@ -23,7 +23,7 @@ from typing import Iterable
 
 from nicdev.virtio.impairment import Impairment, LinkImpairer
 from nicdev.virtio.offload import OffloadError, complete_checksum, segment
-from stack.drivers.nic import DATA_VALID, NO_RX_META, FrameMeta, Nic, NicOffloads, TxItem
+from stack.drivers.nic import DATA_VALID, NO_RX_META, FrameMeta, Nic, NicOffloads, TxItem, not_a_tx_pair
 from stack.wire import MacAddress
 
 __all__ = ["LoopbackNic", "LoopbackNicPair"]
@@ -70,7 +70,10 @@ class LoopbackNic(Nic):
     def _transmit_locked(self, frames: Iterable[TxItem]) -> int:
         taken = 0
         for item in frames:
-            frame, meta = item if isinstance(item, tuple) else (item, None)
+            try:
+                frame, meta = item
+            except (TypeError, ValueError):
+                raise not_a_tx_pair(item) from None
             if meta is not None and meta.gso_type:
                 taken += self._transmit_gso(frame, meta)
                 continue

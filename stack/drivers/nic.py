@@ -5,6 +5,9 @@ The interface core never looks behind :class:`Nic`: the virtio-net driver
 (`stack.drivers.loopback`) used by tests, anything else all look the same.
 Frames move in bursts (``transmit(list)``, ``receive(max)``) because per-call
 overhead dominates in Python and the virtio driver works in bursts anyway.
+Both directions carry ``(frame, meta)`` pairs, the device side's contract:
+on transmit ``meta`` is ``None`` for a finished frame (nothing for the NIC
+to do, and the cheapest test on the hot path) or a ``FrameMeta`` request.
 
 Offloads are described by ``nicdev.virtio.offload.FrameMeta``, the project's
 one offload-metadata type (virtio-net's header fields); this module passes
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import Iterable, Union
+from typing import Iterable, Optional
 
 from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, FrameMeta
 from stack.wire import MacAddress
@@ -38,6 +41,7 @@ __all__ = [
     "GSO_TCPV4",
     "NO_RX_META",
     "TxItem",
+    "not_a_tx_pair",
 ]
 
 class NicOffloads(enum.Flag):
@@ -52,9 +56,20 @@ class NicOffloads(enum.Flag):
 #: A received frame the NIC says nothing about (checksum not checked).
 NO_RX_META = FrameMeta()
 
-#: What `Nic.transmit` takes: a finished frame, or a frame with its offload
-#: request (NEEDS_CSUM, GSO).
-TxItem = Union[bytes, tuple[bytes, FrameMeta]]
+#: What `Nic.transmit` takes and `Interface.poll` returns: a frame and its
+#: offload request (NEEDS_CSUM, GSO), or None for a finished frame.
+TxItem = tuple[bytes, Optional[FrameMeta]]
+
+
+def not_a_tx_pair(item: object) -> TypeError:
+    """The error a NIC raises for a transmit item that is not a pair.
+
+    A bare frame is a caller's bug, not a lossy wire: it is raised, not
+    counted, so it cannot go unnoticed."""
+    return TypeError(
+        f"Nic.transmit takes (frame, FrameMeta | None) pairs, got {type(item).__name__}"
+        + (" (a bare frame: pass (frame, None))" if isinstance(item, (bytes, bytearray, memoryview)) else "")
+    )
 
 
 class Nic(ABC):
@@ -66,9 +81,11 @@ class Nic(ABC):
 
     @abstractmethod
     def transmit(self, frames: Iterable[TxItem]) -> int:
-        """Send a burst of Ethernet frames; return how many the NIC took.
+        """Send a burst of ``(frame, meta)`` pairs; return how many the NIC took.
 
-        Frames it cannot take (queue full, too long, link down) are dropped
+        ``meta`` is None for a finished frame, or the offload the NIC is to
+        do (see the module doc). An item that is not a pair raises
+        ``TypeError`` (``not_a_tx_pair``). Frames it cannot take (queue full, too long, link down) are dropped
         and counted by the NIC, not raised: the stack treats the wire as lossy.
         """
 

@@ -67,7 +67,7 @@ from nicdev.virtio.features import (
 from nicdev.virtio.memory import GuestMemoryError
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
-from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem
+from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem, not_a_tx_pair
 from stack.wire import MacAddress
 
 __all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
@@ -294,8 +294,8 @@ class _Link:
         for slot, _ in done:
             (free if slot < small else big).append(slot)
 
-    def transmit(self, frames: list) -> tuple[int, bool]:
-        """Queue a burst; returns (frames taken, whether the ring was full)."""
+    def transmit(self, frames: list[TxItem]) -> tuple[int, bool]:
+        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full)."""
         counters = self.counters
         free = self.tx_free
         if len(free) < len(frames):
@@ -306,18 +306,21 @@ class _Link:
         taken = nbytes = gso_taken = 0
         full = False
         for i, item in enumerate(frames):
-            if type(item) is tuple:
+            try:
                 frame, meta = item
-                if meta is not None and meta.gso_type:
-                    status = self._transmit_gso(frame, meta)
-                    if status is None:
-                        counters["tx_drop_ring_full"] += len(frames) - i
-                        full = True
-                        break
-                    gso_taken += status        # counted in _put
-                    continue
-            else:
-                frame, meta = item, None
+            except (TypeError, ValueError):
+                self._publish_tx()              # what was queued before the bad item goes out
+                counters["tx_frames"] += taken
+                counters["tx_bytes"] += nbytes
+                raise not_a_tx_pair(item) from None
+            if meta is not None and meta.gso_type:
+                status = self._transmit_gso(frame, meta)
+                if status is None:
+                    counters["tx_drop_ring_full"] += len(frames) - i
+                    full = True
+                    break
+                gso_taken += status            # counted in _put
+                continue
             n = len(frame)
             if n > max_frame:
                 counters["tx_drop_oversize"] += 1

@@ -20,10 +20,6 @@ IP_A = IPv4Address("10.0.0.1")
 IP_B = IPv4Address("10.0.0.2")
 
 
-def plain(item) -> bytes:
-    return item[0] if isinstance(item, tuple) else item
-
-
 class Link:
     """Interfaces ``a`` (10.0.0.1/24) and ``b`` (10.0.0.2/24) on one fake wire."""
 
@@ -38,8 +34,8 @@ class Link:
 
     def exchange(self, rounds: int = 20) -> None:
         for _ in range(rounds):
-            fa = [plain(f) for f in self.a.poll(self.now)]
-            fb = [plain(f) for f in self.b.poll(self.now)]
+            fa = [f for f, _ in self.a.poll(self.now)]
+            fb = [f for f, _ in self.b.poll(self.now)]
             if not fa and not fb and not self._due(self.a) and not self._due(self.b):
                 return
             self.a_sent += fa

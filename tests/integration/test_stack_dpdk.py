@@ -88,7 +88,7 @@ def test_testpmd_rxonly_counts_our_frames(pmds):
         sent = 0
         deadline = time.monotonic() + 30
         while sent < target and time.monotonic() < deadline:
-            sent += nic.transmit([frame] * min(64, target - sent))
+            sent += nic.transmit([(frame, None)] * min(64, target - sent))
         assert sent == target, f"sent {sent}; {dict(nic.counters)}"
         pmd.wait_for(lambda: target in pmd.numbers("RX-packets"), f"testpmd to count {target} packets")
         assert max(pmd.numbers("RX-packets")) == target

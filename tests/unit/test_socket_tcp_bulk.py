@@ -135,7 +135,7 @@ def test_bulk_both_ways_with_checksum_offload():
 
         def wrapper(frames):
             frames = list(frames)
-            offloaded[name] += sum(1 for f in frames if isinstance(f, tuple) and f[1].needs_csum)
+            offloaded[name] += sum(1 for _, meta in frames if meta is not None and meta.needs_csum)
             return transmit(frames)
         return wrapper
 

@@ -155,7 +155,7 @@ def test_echo_request_is_answered():
     link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
     echo = emit_icmpv4(EchoRequest(0x1234, 7, b"ping!"))
     link.b.receive_frame(frame_to(MAC_B, Ipv4Repr(IP_A, IP_B, IpProtocol.ICMP, len(echo)), echo), 0.0)
-    (eth, payload), = [(e, p) for e, p in (EthernetRepr.parse(f) for f in link.b.poll(0.0))]
+    (eth, payload), = [(e, p) for e, p in (EthernetRepr.parse(f) for f, _ in link.b.poll(0.0))]
     ip, icmp = Ipv4Repr.parse(payload)
     assert (ip.src, ip.dst, eth.dst) == (IP_B, IP_A, MAC_A)
     assert parse_icmpv4(icmp) == EchoReply(0x1234, 7, b"ping!")
@@ -176,7 +176,7 @@ def test_port_unreachable_for_closed_port_quotes_the_datagram():
     link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
     frame = udp_frame(b"knock", sport=4000, dport=9)
     link.b.receive_frame(frame, 0.0)
-    (eth, payload), = [EthernetRepr.parse(f) for f in link.b.poll(0.0)]
+    (eth, payload), = [EthernetRepr.parse(f) for f, _ in link.b.poll(0.0)]
     ip, icmp = Ipv4Repr.parse(payload)
     msg = parse_icmpv4(icmp)
     assert isinstance(msg, DestUnreachable) and msg.code == DestUnreachableCode.PORT
@@ -218,7 +218,7 @@ def test_protocol_unreachable_for_a_protocol_the_stack_does_not_handle():
     link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
     seg = bytes(20)
     link.b.receive_frame(frame_to(MAC_B, Ipv4Repr(IP_A, IP_B, 132, len(seg)), seg), 0.0)  # SCTP
-    (eth, payload), = [EthernetRepr.parse(f) for f in link.b.poll(0.0)]
+    (eth, payload), = [EthernetRepr.parse(f) for f, _ in link.b.poll(0.0)]
     msg = parse_icmpv4(Ipv4Repr.parse(payload)[1])
     assert isinstance(msg, DestUnreachable) and msg.code == DestUnreachableCode.PROTOCOL
 

@@ -19,7 +19,7 @@ def test_frames_cross_and_fileno_tracks_queue():
     a, b = LoopbackNicPair()
     assert a.mac != b.mac
     assert not readable(b.fileno())
-    assert a.transmit([b"x" * 60, b"y" * 60]) == 2
+    assert a.transmit([(b"x" * 60, None), (b"y" * 60, None)]) == 2
     assert readable(b.fileno())
     got = b.receive(max=1)
     assert got == [(b"x" * 60, FrameMeta())]
@@ -32,14 +32,14 @@ def test_frames_cross_and_fileno_tracks_queue():
 
 def test_oversize_frames_are_dropped_and_counted():
     a, b = LoopbackNicPair(mtu=100)
-    assert a.transmit([bytes(115), bytes(114)]) == 1
+    assert a.transmit([(bytes(115), None), (bytes(114), None)]) == 1
     assert a.counters["tx_drop_oversize"] == 1
     assert [len(f) for f, _ in b.receive()] == [114]
 
 
 def test_receive_queue_is_bounded():
     a, b = LoopbackNicPair(rx_queue_len=3)
-    a.transmit([bytes(60)] * 5)
+    a.transmit([(bytes(60), None)] * 5)
     assert len(b.receive()) == 3
     assert b.counters["rx_drop_queue_full"] == 2
 
@@ -47,7 +47,7 @@ def test_receive_queue_is_bounded():
 def test_closed_nic_raises_ebadf_and_peer_counts_link_down():
     a, b = LoopbackNicPair()
     b.close()
-    a.transmit([bytes(60)])
+    a.transmit([(bytes(60), None)])
     assert a.counters["tx_drop_link_down"] == 1
     with pytest.raises(OSError) as exc:
         b.receive()
@@ -58,10 +58,10 @@ def test_closed_nic_raises_ebadf_and_peer_counts_link_down():
 def test_impairment_drop_duplicate_reorder():
     pair = LoopbackNicPair()
     pair.a.impairment = Impairment(loss=lambda f: f == b"drop", duplicate=lambda f: f == b"dup")
-    pair.a.transmit([b"one", b"drop", b"dup", b"two"])
+    pair.a.transmit([(f, None) for f in (b"one", b"drop", b"dup", b"two")])
     assert [f for f, _ in pair.b.receive()] == [b"one", b"dup", b"dup", b"two"]
     pair.a.impairment = Impairment(reorder=lambda f: f == b"first")
-    pair.a.transmit([b"first", b"second", b"third"])
+    pair.a.transmit([(f, None) for f in (b"first", b"second", b"third")])
     assert [f for f, _ in pair.b.receive()] == [b"second", b"first", b"third"]
     assert pair.a.counters["tx_impaired_reorder"] == 1
 
@@ -114,3 +114,19 @@ def test_checksum_offload_sends_a_zero_udp_checksum_as_ffff():
 def test_complete_checksum_rejects_offsets_outside_frame():
     with pytest.raises(ValueError):
         complete_checksum(bytes(10), FrameMeta(True, 8, 4))
+
+
+def test_transmit_takes_frame_and_meta_pairs_and_refuses_a_bare_frame():
+    # The one transmit contract: (frame, None) for a finished frame,
+    # (frame, FrameMeta(...)) for an offload request; anything else is a bug.
+    pair = LoopbackNicPair(offloads=NicOffloads.TX_CSUM)
+    body = bytes(b"\x00" * 4 + b"\x12\x34" + b"abcdefgh")
+    assert pair.a.transmit([(b"z" * 60, None), (body, FrameMeta(True, 0, 4))]) == 2
+    (plain, plain_meta), (done, _) = pair.b.receive()
+    assert plain == b"z" * 60 and plain_meta == FrameMeta() and verify(done, 0x1234)
+    for bad in (b"y" * 60, (b"y" * 60,), (b"y" * 60, None, None)):
+        with pytest.raises(TypeError, match=r"takes \(frame, FrameMeta \| None\) pairs"):
+            pair.a.transmit([bad])
+    with pytest.raises(TypeError, match=r"a bare frame: pass \(frame, None\)"):
+        pair.a.transmit([b"y" * 60])
+    assert pair.b.receive() == [] and pair.a.counters["tx_frames"] == 2

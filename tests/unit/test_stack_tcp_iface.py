@@ -76,7 +76,7 @@ def test_syn_to_a_closed_port_gets_a_rst_not_protocol_unreachable():
     link = Link()
     link.b.arp.learn(IP_A, MAC_A, 0.0, create=True)
     link.b.receive_frame(syn_frame(dport=81), 0.0)
-    (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f in link.b.poll(0.0)])
+    (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f, _ in link.b.poll(0.0)])
     assert seg.flags == TcpFlags.RST | TcpFlags.ACK and seg.ack == 1001 and (ip.src, ip.dst) == (IP_B, IP_A)
     assert link.b.counters.get("tcp", "rx_segments") == 1
     assert link.b.counters.get("icmpv4", "tx_error") == 0
@@ -151,7 +151,7 @@ def test_data_valid_skips_the_tcp_checksum_and_a_bad_one_is_dropped_otherwise():
     assert link.b.poll(0.0) == [] and lst.embryonic == 0
     assert link.b.counters.get("tcp", "drop.bad checksum") == 1
     link.b.receive_frame(syn_frame(checksum_ok=False), 0.0, DATA_VALID)
-    (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f in link.b.poll(0.0)])
+    (ip, seg, _), = tcp_packets([EthernetRepr.parse(f) for f, _ in link.b.poll(0.0)])
     assert seg.flags == TcpFlags.SYN | TcpFlags.ACK and lst.embryonic == 1
 
 
@@ -171,7 +171,7 @@ def opening_connection(link, port=80):
     """a sent a SYN to b (ARP pre-learnt); returns (conn, the SYN's IP packet)."""
     link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
     conn = link.a.tcp_connect(IP_B, port, link.now)
-    (packet,) = ip_packets([EthernetRepr.parse(f) for f in link.a.poll(link.now)])
+    (packet,) = ip_packets([EthernetRepr.parse(f) for f, _ in link.a.poll(link.now)])
     return conn, packet
 
 
@@ -234,7 +234,7 @@ def test_fragmentation_needed_lowers_the_segment_size():
     link = Link()
     conn, server = established(link)
     conn.send(bytes(4000))
-    data_packets = [p for p in ip_packets([EthernetRepr.parse(f) for f in link.a.poll(link.now)])]
+    data_packets = [p for p in ip_packets([EthernetRepr.parse(f) for f, _ in link.a.poll(link.now)])]
     assert data_packets
     msg = DestUnreachable(DestUnreachableCode.FRAG_NEEDED, error_payload(data_packets[0]), next_hop_mtu=1000)
     link.a.receive_frame(icmp_to_a(msg), link.now)
@@ -375,7 +375,7 @@ def test_sack_blocks_are_trimmed_from_a_segment_that_would_not_fit():
     payload = bytes(1500 - 20 - 32 - 12)  # fits with timestamps and one SACK block, not with three
     link = Link(a_kwargs={"tcp": OversizeOnce(OutSegment(IP_A, IP_B, seg, payload, 64, None))})
     link.a.arp.learn(IP_B, MAC_B, 0.0, create=True)
-    sent = tcp_packets([EthernetRepr.parse(f) for f in link.a.poll(0.0)])
+    sent = tcp_packets([EthernetRepr.parse(f) for f, _ in link.a.poll(0.0)])
     ((ip, got, body),) = sent
     assert got.sack_blocks == blocks[:1] and ip.dont_frag and len(body) == len(payload)
     assert link.a.counters.get("tcp", "tx_sack_trimmed") == 1

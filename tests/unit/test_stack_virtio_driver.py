@@ -76,6 +76,11 @@ def frame(src: VirtioNetNic, dst: VirtioNetNic, payload: bytes) -> bytes:
     return bytes(dst.mac) + bytes(src.mac) + b"\x88\xb5" + payload     # local experimental ethertype
 
 
+def finished(frames):
+    """Frames as transmit takes them: (frame, None), nothing for the NIC to do."""
+    return [(f, None) for f in frames]
+
+
 def collect(nic, count, timeout=WAIT):
     """Receive until `count` frames came (or fail, naming what did come)."""
     got = []
@@ -96,7 +101,7 @@ def send_all(tx, rx, frames, *, burst=64, window=128, timeout=10.0):
     while len(got) < len(frames):
         room = window - (sent - len(got))
         if sent < len(frames) and room > 0:
-            sent += tx.transmit(frames[sent:sent + min(burst, room)])
+            sent += tx.transmit(finished(frames[sent:sent + min(burst, room)]))
         got += rx.receive(64)
         if time.monotonic() > deadline:
             raise AssertionError(f"sent {sent}, received {len(got)} of {len(frames)}; "
@@ -113,7 +118,7 @@ def test_frames_both_ways_intact(pair):
     sizes = [14, 60, 61, 1000, 1514]
     for src, dst in ((a, b), (b, a)):
         frames = [frame(src, dst, os.urandom(n - 14)) for n in sizes]
-        assert src.transmit(frames) == len(frames)
+        assert src.transmit(finished(frames)) == len(frames)
         got = collect(dst, len(frames))
         assert [f for f, _ in got] == frames
         assert all(meta == FrameMeta() for _, meta in got)
@@ -127,7 +132,7 @@ def test_jumbo_frame_spans_mergeable_buffers(pair):
     jumbo = frame(a, b, os.urandom(9000))
     assert len(jumbo) == 9014
     before = b.counters["rx_buffers"]
-    assert a.transmit([jumbo, frame(a, b, b"small" * 10)]) == 2
+    assert a.transmit(finished([jumbo, frame(a, b, b"small" * 10)])) == 2
     got = collect(b, 2)
     assert got[0][0] == jumbo and got[1][0] == frame(a, b, b"small" * 10)
     assert b.counters["rx_buffers"] - before == 5 + 1, "9026 bytes with the header: five 2 KiB buffers"
@@ -137,7 +142,7 @@ def test_jumbo_frame_without_mrg_rxbuf(pair):
     a, b = pair(mtu=9000, features=OPTIONAL_FEATURES & ~mask(VIRTIO_NET_F_MRG_RXBUF))
     assert not a.features & 1 << VIRTIO_NET_F_MRG_RXBUF
     jumbo = frame(a, b, os.urandom(9000))
-    assert a.transmit([jumbo]) == 1
+    assert a.transmit(finished([jumbo])) == 1
     assert collect(b, 1)[0][0] == jumbo
     assert b.counters["rx_buffers"] == 1, "one buffer big enough for a whole frame"
 
@@ -145,7 +150,7 @@ def test_jumbo_frame_without_mrg_rxbuf(pair):
 def test_frame_over_the_receivers_mtu_is_dropped_by_the_device(bg, tmp_path, make_nic):
     big = make_nic(add_port(bg, tmp_path, "big").socket_path, mtu=9000)
     small = make_nic(add_port(bg, tmp_path, "small").socket_path, mtu=1500)
-    assert big.transmit([frame(big, small, bytes(3000)), frame(big, small, bytes(100))]) == 2
+    assert big.transmit(finished([frame(big, small, bytes(3000)), frame(big, small, bytes(100))])) == 2
     assert collect(small, 1)[0][0] == frame(big, small, bytes(100))
     # NET_SET_MTU told the small port's device; it dropped the big frame and counted it.
     assert bg.call(lambda: dict(bg.switch.ports["small"].device.counters.drops)) == {"frame_too_big": 1}
@@ -177,7 +182,7 @@ def test_fileno_is_readable_when_frames_wait(pair):
     poller.register(b.fileno(), select.POLLIN)
     b.receive()                                     # drain the set-up wake-up
     assert poller.poll(0) == []
-    a.transmit([frame(a, b, b"x" * 50)])
+    a.transmit(finished([frame(a, b, b"x" * 50)]))
     assert poller.poll(int(WAIT * 1000)), "the RX call eventfd made the epoll fd readable"
     assert [f for f, _ in b.receive()] == [frame(a, b, b"x" * 50)]
     assert b.counters["rx_interrupts"] >= 1
@@ -188,7 +193,7 @@ def test_receive_max_leaves_the_rest_readable(pair):
     import select
     a, b = pair()
     frames = [frame(a, b, struct.pack("!I", i) + bytes(50)) for i in range(40)]
-    assert a.transmit(frames) == 40
+    assert a.transmit(finished(frames)) == 40
     got = []
     deadline = time.monotonic() + WAIT
     while not got:
@@ -206,11 +211,23 @@ def test_receive_max_leaves_the_rest_readable(pair):
 def test_bad_frames_are_dropped_and_counted(pair):
     a, b = pair()
     good = frame(a, b, b"fine" * 20)
-    burst = [bytes(10), frame(a, b, bytes(1519 - 14)), good, (good, FrameMeta(True, 100, 6))]
+    burst = finished([bytes(10), frame(a, b, bytes(1519 - 14)), good]) + [(good, FrameMeta(True, 100, 6))]
     assert a.transmit(burst) == 1
     assert a.drops == {"tx_drop_runt": 1, "tx_drop_oversize": 1, "tx_drop_bad_csum_offsets": 1}
     assert [f for f, _ in collect(b, 1)] == [good]
-    assert a.transmit([frame(a, b, bytes(1518 - 14))]) == 1, "MTU + Ethernet header + one VLAN tag fits"
+    assert a.transmit(finished([frame(a, b, bytes(1518 - 14))])) == 1, "MTU + Ethernet header + one VLAN tag fits"
+
+
+def test_transmit_takes_frame_and_meta_pairs_and_refuses_a_bare_frame(pair):
+    a, b = pair()
+    first, second = frame(a, b, b"first" * 12), frame(a, b, b"second" * 10)
+    with pytest.raises(TypeError, match=r"a bare frame: pass \(frame, None\)"):
+        a.transmit([(first, None), second])
+    # What came before the bad item still goes out, and is counted.
+    assert [f for f, _ in collect(b, 1)] == [first] and a.counters["tx_frames"] == 1
+    partial, meta = udp_frame(a, partial=True)
+    assert a.transmit([(second, None), (partial, meta)]) == 2
+    assert [f for f, _ in collect(b, 2)] == [second, udp_frame(a)]
 
 
 def test_full_tx_ring_drops_and_counts(bg, tmp_path, make_nic):
@@ -227,14 +244,14 @@ def test_full_tx_ring_drops_and_counts(bg, tmp_path, make_nic):
     try:
         blocked.wait(WAIT)
         frames = [frame(a, b, struct.pack("!I", i) + bytes(50)) for i in range(20)]
-        assert a.transmit(frames) == 8
+        assert a.transmit(finished(frames)) == 8
         assert a.drops == {"tx_drop_ring_full": 12}
         assert a.link_up, "a full ring is not a dead back-end"
     finally:
         release.set()
         stalled.join(WAIT)
     assert [f for f, _ in collect(b, 8)] == frames[:8]
-    assert a.transmit(frames[8:16]) == 8, "slots come back once the device used them"
+    assert a.transmit(finished(frames[8:16])) == 8, "slots come back once the device used them"
 
 
 # -- MultiOS stacks on the driver ---------------------------------------------------------
@@ -285,14 +302,14 @@ def test_stack_rides_out_a_backend_restart(bg, tmp_path, make_nic):
 def test_backend_disappears_then_comes_back(bg, tmp_path, make_nic, caplog):
     pa, pb = add_port(bg, tmp_path, "a"), add_port(bg, tmp_path, "b")
     a, b = make_nic(pa.socket_path), make_nic(pb.socket_path)
-    assert a.transmit([frame(a, b, b"before" * 10)]) == 1
+    assert a.transmit(finished([frame(a, b, b"before" * 10)])) == 1
     collect(b, 1)
     caplog.set_level(logging.DEBUG, logger="stack.drivers.virtio_driver")
     bg.remove_port("b")
     wait_for(lambda: b.receive() == [] and not b.link_up, "the hang-up to be noticed")
     assert "closed the connection" in b.last_error and b.counters["link_down"] == 1
     for _ in range(5):
-        assert b.transmit([frame(b, a, b"lost" * 20)]) == 0
+        assert b.transmit(finished([frame(b, a, b"lost" * 20)])) == 0
         assert b.receive() == []
     assert b.drops["tx_drop_link_down"] == 5
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -302,7 +319,7 @@ def test_backend_disappears_then_comes_back(bg, tmp_path, make_nic, caplog):
     assert b.counters["reconnects"] == 1 and b.last_error is None
     for src, dst in ((a, b), (b, a)):
         f = frame(src, dst, b"after" * 10)
-        assert src.transmit([f]) == 1
+        assert src.transmit(finished([f])) == 1
         assert [x for x, _ in collect(dst, 1)] == [f]
 
 
@@ -332,7 +349,7 @@ def test_backend_reports_a_broken_ring(pair, bg):
     assert a.last_error == "the back-end reported the TX ring broken"
     wait_for(lambda: a.receive() == [] and a.link_up, "fresh rings")
     f = frame(a, b, b"fresh" * 10)
-    assert a.transmit([f]) == 1 and [x for x, _ in collect(b, 1)] == [f]
+    assert a.transmit(finished([f])) == 1 and [x for x, _ in collect(b, 1)] == [f]
 
 
 def test_device_breaking_the_rx_ring_rules(pair):
@@ -345,7 +362,7 @@ def test_device_breaking_the_rx_ring_rules(pair):
     assert a.last_error.startswith("RX ring broken: device used idx")
     wait_for(lambda: a.receive() == [] and a.link_up, "fresh rings")
     f = frame(b, a, b"again" * 10)
-    assert b.transmit([f]) == 1 and [x for x, _ in collect(a, 1)] == [f]
+    assert b.transmit(finished([f])) == 1 and [x for x, _ in collect(a, 1)] == [f]
 
 
 # -- life cycle and threads ------------------------------------------------------------------------
@@ -355,7 +372,7 @@ def test_close(bg, tmp_path):
     nic.close()
     nic.close()
     assert nic.fileno() is None
-    for call in (lambda: nic.transmit([bytes(60)]), nic.receive):
+    for call in (lambda: nic.transmit(finished([bytes(60)])), nic.receive):
         with pytest.raises(OSError) as info:
             call()
         assert info.value.errno == errno.EBADF
@@ -371,7 +388,7 @@ def test_concurrent_transmitters_and_a_receiver(pair):
     def sender(tag):
         for i in range(150):
             f = frame(a, b, tag + struct.pack("!I", i) + bytes(40))
-            if a.transmit([f]) == 1:
+            if a.transmit(finished([f])) == 1:
                 with lock:
                     sent.append(f)
             time.sleep(0.0005)
@@ -466,7 +483,7 @@ def test_offloads_negotiated(offload):
 def test_tx_checksum_request_becomes_needs_csum(offload, bg):
     nic, device = offload
     partial, meta = udp_frame(nic, partial=True)
-    assert nic.transmit([(partial, meta), udp_frame(nic)]) == 2
+    assert nic.transmit([(partial, meta), (udp_frame(nic), None)]) == 2
     wait_for(lambda: bg.call(lambda: device.rings[1].queue.avail_count(device.mem)) == 2, "the frames")
     (hdr1, f1), (hdr2, f2) = bg.call(device.pop_tx)
     assert hdr1.flags == VIRTIO_NET_HDR_F_NEEDS_CSUM and (hdr1.csum_start, hdr1.csum_offset) == (34, 6)

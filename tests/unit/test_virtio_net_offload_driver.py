@@ -130,7 +130,7 @@ def test_bad_gso_requests_are_counted_drops(cards):
         (tcp4_frame(bytes(65400)) + bytes(1000), tso()),      # over 64 KiB
     ]
     good = tcp4_frame(b"fine", partial=False)
-    assert a.transmit(bad + [good]) == 1
+    assert a.transmit(bad + [(good, None)]) == 1
     assert a.drops == {"tx_drop_bad_gso": len(bad)}
     assert [g for g, _ in collect(b, 1)] == [good]
 
