@@ -149,26 +149,37 @@ valid_id() {
     return 0
 }
 
+# SIGTERM to a command's session. The pid itself too: until the child has
+# called setsid() its session does not exist yet, and the child must not live
+# on to start the command.
+stop_command() {
+    kill -TERM "-$1" "$1" 2>/dev/null
+}
+
+# The main loop has made "$WORK/cmd-$1" already (see RUN below).
 run_command() {
     id=$1
     dir="$WORK/cmd-$id"
-    if ! mkdir "$dir" 2>/dev/null; then
-        echo "ERR $id duplicate-id" | send
-        return
-    fi
-    if ! printf '%s' "$2" | base64 -d > "$dir/cmd" 2>/dev/null; then
+    if printf '%s' "$2" | base64 -d > "$dir/cmd" 2>/dev/null; then
+        # A session of its own, so KILL can stop everything the command started.
+        setsid sh "$dir/cmd" < /dev/null > "$dir/out" 2>&1 3>&- &
+        pid=$!
+        # Renamed into place, so KILL never reads half a pid.
+        echo $pid > "$dir/pid.new" && mv "$dir/pid.new" "$dir/pid"
+        # A KILL that looked before the pid was there left this flag: the pid
+        # is written first and the flag read second, the reverse of KILL, so
+        # one of the two always sees the other.
+        [ -f "$dir/kill" ] && stop_command $pid
+        wait $pid
+        status=$?
+        { echo "BEGIN $id"; base64 "$dir/out"; echo "END $id $status"; } > "$dir/reply"
+        send < "$dir/reply"
+    else
         echo "ERR $id bad-base64" | send
-        rm -rf "$dir"
-        return
     fi
-    # A session of its own, so KILL can stop everything the command started.
-    setsid sh "$dir/cmd" < /dev/null > "$dir/out" 2>&1 3>&- &
-    echo $! > "$dir/pid"
-    wait $!
-    status=$?
-    { echo "BEGIN $id"; base64 "$dir/out"; echo "END $id $status"; } > "$dir/reply"
-    send < "$dir/reply"
-    rm -rf "$dir"
+    # Renamed away first (atomic), so a late KILL cannot drop a file into a
+    # directory that rm -rf is emptying.
+    mv "$dir" "$WORK/done-$id" && rm -rf "$WORK/done-$id"
 }
 
 while :; do
@@ -184,15 +195,25 @@ while :; do
             [ $# -eq 2 ] && valid_id "$2" && echo "PONG $2" | send ;;
         RUN)
             if [ $# -eq 3 ] && valid_id "$2"; then
-                # Double fork: the handler is reparented to init, which reaps it.
-                # Its stderr is dropped so "Terminated" after KILL stays off the console.
-                ( run_command "$2" "$3" 2>/dev/null & )
+                # The command's directory is made here, before the next line is
+                # read: a duplicate id is refused in the order the RUNs came,
+                # and a KILL that follows always finds its command.
+                if mkdir "$WORK/cmd-$2" 2>/dev/null; then
+                    # Double fork: the handler is reparented to init, which reaps it.
+                    # Its stderr is dropped so "Terminated" after KILL stays off the console.
+                    ( run_command "$2" "$3" 2>/dev/null & )
+                else
+                    echo "ERR $2 duplicate-id" | send
+                fi
             elif [ $# -ge 2 ] && valid_id "$2"; then
                 echo "ERR $2 bad-request" | send
             fi ;;
         KILL)
-            if [ $# -eq 2 ] && valid_id "$2" && [ -f "$WORK/cmd-$2/pid" ]; then
-                kill -TERM -- "-$(cat "$WORK/cmd-$2/pid")" 2>/dev/null
+            # Flag first, pid second (run_command does the reverse): a KILL
+            # that comes before the command has started is not lost.
+            if [ $# -eq 2 ] && valid_id "$2" && [ -d "$WORK/cmd-$2" ]; then
+                { : > "$WORK/cmd-$2/kill"; } 2>/dev/null
+                pid=$(cat "$WORK/cmd-$2/pid" 2>/dev/null) && stop_command "$pid"
             fi ;;
         *) ;;  # garbage (e.g. half a line from before the host connected): ignored
     esac

@@ -98,6 +98,14 @@ def ready_channel(sock) -> GuestChannel:
     return channel
 
 
+def wait_until_no_command_runs(work, timeout=10):
+    """Wait for every command directory of the channel script to go (it goes when the command has ended)."""
+    deadline = time.monotonic() + timeout
+    while running := sorted(p.name for p in work.glob("cmd-*")):
+        assert time.monotonic() < deadline, f"guest commands still running after {timeout}s: {running}"
+        time.sleep(0.02)
+
+
 def test_ready_marker_names_the_device(guest):
     _, console = guest
     assert "mnet-guest: command channel on pts/" in console.read_text()
@@ -149,7 +157,11 @@ def test_kill_on_timeout_stops_the_whole_command(guest, tmp_path):
     marker = tmp_path / "survived"
     with pytest.raises(GuestTimeout, match="did not finish"):
         channel.run(f"sleep 1 & sleep 1.5; touch {marker}", timeout=0.3)
-    time.sleep(2.0)  # longer than the command would have run: it must have been killed
+    # The PONG proves the guest has read the RUN and the KILL (it reads lines
+    # in order); the command's directory goes only once its shell has exited,
+    # so after that the shell can no longer touch the marker.
+    channel.wait_ready(timeout=10)
+    wait_until_no_command_runs(tmp_path / "work")
     assert not marker.exists()
     assert channel.run("echo still here", timeout=10).output == "still here\n"
 
@@ -194,17 +206,17 @@ def test_kill_reports_status_143(guest):
     ready_channel(sock).close()  # the script is listening
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     raw.connect(sock)
-    raw.sendall(b"RUN k1 c2xlZXAgMTA=\n")  # "sleep 10"
-    # A KILL that arrives before the guest wrote the pid file is a no-op: repeat it.
-    raw.settimeout(0.1)
+    # One KILL, right behind the RUN: it reaches the guest before the command
+    # has started, and must not be lost ("sleep 10" would end with status 0).
+    raw.sendall(b"RUN k1 c2xlZXAgMTA=\nKILL k1\n")
+    raw.settimeout(8)  # less than the 10 s the sleep would run
     reply = b""
-    deadline = time.monotonic() + 5
     while b"END k1" not in reply:
-        assert time.monotonic() < deadline, f"no END after KILL: {reply!r}"
-        raw.sendall(b"KILL k1\n")
         try:
-            reply += raw.recv(1000)
+            data = raw.recv(1000)
         except socket.timeout:
-            pass
-    assert reply.endswith(b"BEGIN k1\nEND k1 143\n")
+            pytest.fail(f"no END within 8 s after KILL: {reply!r}")
+        assert data, f"socket closed before END: {reply!r}"
+        reply += data
+    assert reply == b"BEGIN k1\nEND k1 143\n"
     raw.close()
