@@ -24,7 +24,8 @@ bench: setup
 
 setup: $(SETUP_STAMP)
 
-$(SETUP_STAMP): pyproject.toml Makefile
+# The C kernels compile at install: a changed kernel source installs again.
+$(SETUP_STAMP): pyproject.toml setup.py Makefile $(wildcard nicdev/virtio/csrc/*)
 	@$(MAKE) --no-print-directory debs venv
 	@touch $@
 
