@@ -38,7 +38,7 @@ from typing import Iterable, NamedTuple
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
-from stack.tcp.listener import ListenerInfo, TcpListener
+from stack.tcp.listener import COOKIE_QUEUE_FULL, ListenerInfo, TcpListener
 from stack.tcp.poll_schedule import PollSchedule
 from stack.tcp.reset import reset_for
 from stack.tcp.seq import IsnGenerator, PortAllocator, unwrap
@@ -182,6 +182,9 @@ class TcpLayer:
         if flags & TcpFlags.ACK:
             if not flags & TcpFlags.SYN:
                 child = listener.on_cookie_ack(dst, (src, seg.src_port), seg, now)
+                if child is COOKIE_QUEUE_FULL:
+                    self.counters["drop.accept queue full"] += 1  # the peer's next segment tries again
+                    return
                 if child is not None:  # the final ACK of a SYN-cookie handshake
                     self._add(key, child)
                     if len(payload) or flags & TcpFlags.FIN:
