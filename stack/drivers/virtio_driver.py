@@ -17,6 +17,9 @@ way a guest's virtio-net driver does:
   device). `transmit(frames)` publishes the whole burst once and kicks at
   most once. Used TX slots are reaped when the burst needs them; a full ring
   drops the frame and counts it.
+* Both rings' work (adding buffers, reaping used ones, copying frames in
+  and out) is done by `nicdev.virtio.driver_rings`' rings in bursts: the C
+  kernels (the default) or their Python reference (MNET_DATAPATH=python).
 * Checksums: with CSUM negotiated a `FrameMeta` checksum request becomes
   NEEDS_CSUM (else it is finished in software); with GUEST_CSUM a DATA_VALID
   frame arrives as `DATA_VALID` (a NEEDS_CSUM one is finished
@@ -270,10 +273,16 @@ class _Link:
 
         Runs of frames without GSO go to the ring in one call each; a GSO
         frame goes whole into a big slot or is segmented here."""
-        counters, ring = self.counters, self.txq
         n = len(items)
-        if ring.small_free < n:
-            ring.reap()
+        if self.txq.small_free < n:
+            self.txq.reap()
+        try:
+            finished = [frame for frame, meta in items if meta is None]
+        except (TypeError, ValueError):
+            finished = None
+        if finished is not None and len(finished) == n:      # the common burst: nothing to do but send
+            taken, stop = self._transmit_run(finished, None, 0)
+            return self._end_burst(n, taken, stop)
         try:
             metas = [meta for _, meta in items]
             bad = n
@@ -281,42 +290,40 @@ class _Link:
             bad = next(i for i, item in enumerate(items) if not _is_pair(item))
             metas = [meta for _, meta in items[:bad]]
         # GSO frames go one by one; the runs between them in one call each.
-        if metas.count(None) == bad:
-            gso_at = [bad]
-        else:
-            gso_at = [k for k in range(bad) if metas[k] is not None and metas[k].gso_type] + [bad]
+        gso_at = [k for k in range(bad) if metas[k] is not None and metas[k].gso_type] + [bad]
         taken = i = 0
-        full = False
         for g in gso_at:
             if i < g:
-                run_taken, stop = self._transmit_run(items, metas, i, g)
+                run_taken, stop = self._transmit_run([item[0] for item in items[i:g]], metas[i:g], i)
                 taken += run_taken
                 if stop is not None:
-                    i, full = stop, True
-                    break
+                    return self._end_burst(n, taken, stop)
             if g == bad:
                 break
             status = self._transmit_gso(items[g][0], metas[g])
             if status is None:
-                i, full = g, True
-                break
+                return self._end_burst(n, taken, g)
             taken += status
             i = g + 1
-        if full:
-            counters["tx_drop_ring_full"] += n - i
-        self._publish_tx()
-        if bad < n and not full:
+        self._end_burst(n, taken, None)
+        if bad < n:
             raise not_a_tx_pair(items[bad])     # what was queued before the bad item went out
-        return taken, full
+        return taken, False
 
-    def _transmit_run(self, items: list[TxItem], metas: list, i: int, j: int) -> tuple[int, int | None]:
-        """items[i:j] (none GSO) into small slots: (frames taken, index in
-        `items` where the ring was full, or None)."""
-        frames = [item[0] for item in items[i:j]] if i or j < len(items) else [item[0] for item in items]
-        run_metas = metas[i:j] if i or j < len(metas) else metas
+    def _end_burst(self, n: int, taken: int, full_at: int | None) -> tuple[int, bool]:
+        """Publish (and kick); frames from `full_at` on found the ring full."""
+        if full_at is not None:
+            self.counters["tx_drop_ring_full"] += n - full_at
+        self._publish_tx()
+        return taken, full_at is not None
+
+    def _transmit_run(self, frames: list, metas: list | None, base: int) -> tuple[int, int | None]:
+        """Frames (none GSO; `metas` theirs, or None for finished ones) into
+        small slots: (frames taken, the burst index where the ring was full,
+        or None). `base`: the burst index of frames[0]."""
         hdrs = kinds = None
-        if run_metas.count(None) != j - i:
-            hdrs, kinds = self._checksum_requests(frames, run_metas)
+        if metas is not None and metas.count(None) != len(metas):
+            hdrs, kinds = self._checksum_requests(frames, metas)
         ring = self.txq
         taken = start = 0
         while True:
@@ -329,7 +336,7 @@ class _Link:
             if not ring.small_free:
                 ring.lend_big()             # reaping gives it back to the big ones
             if not ring.small_free:
-                return taken, i + start
+                return taken, base + start
 
     def _checksum_requests(self, frames: list, metas: list) -> tuple[bytes | None, bytes]:
         """Headers and TX_* kinds for a run with checksum requests: a
