@@ -25,6 +25,11 @@ signal the guest and when to ask it for kicks:
   turn of the loop however many frames went in, since the switch hands us
   frames one at a time.
 
+- Polling (`poll`, a `nicdev.net.polling.PollMode`): after traffic the
+  rings may be polled from the event loop with the guest's kicks off,
+  until they stay idle (`nicdev.net.device_polling.DevicePoller`, which
+  wraps `process_tx` and `_flush_backlog`).
+
 Whether a signal or a kick is due under EVENT_IDX or NO_INTERRUPT is
 decided by the queue itself (`DeviceQueue.needs_notification`,
 `enable_notifications`: pure ring arithmetic in nicdev.virtio), so no
