@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The test files that exercise the kernels; each runs against the ASan build.
 ASAN_TEST_FILES = [
     "tests/unit/test_kernels.py",
+    "tests/unit/test_fd_burst.py",
 ]
 
 pytestmark = pytest.mark.skipif(not kernels.use_c(), reason="MNET_DATAPATH=python: the C kernels are not loaded")
