@@ -35,6 +35,7 @@ import struct
 from nicdev.virtio.offload import FrameMeta
 
 from .errors import PortError
+from .fd_burst import DgramReader, DgramWriter
 from .ethernet import MAX_FRAME_LEN
 from .port import Port
 
@@ -162,6 +163,7 @@ class StreamPort(Port):
     """Listens on unix socket `path` for QEMU's `-netdev stream` (one peer at a time)."""
 
     kind = "stream"
+    takes_bursts = True
 
     def __init__(self, name: str, path: str, *, max_pending: int = DEFAULT_MAX_PENDING,
                  sndbuf: int = _SOCKBUF) -> None:
@@ -249,10 +251,17 @@ class StreamPort(Port):
                 self.counters.count_error("truncated frame at disconnect")
             self._drop_peer("peer closed the connection")
             return
-        for frame in self._decoder.feed(data):
-            self.deliver(frame)
-            if self._conn is not conn:     # a sink may have closed us meanwhile
-                return
+        frames = self._decoder.feed(data)
+        if self.wants_bursts:
+            if frames:
+                self.deliver_burst([(frame, None) for frame in frames])
+                if self._conn is not conn:
+                    return
+        else:
+            for frame in frames:
+                self.deliver(frame)
+                if self._conn is not conn:     # a sink may have closed us meanwhile
+                    return
         if self._decoder.error:
             self.counters.rx_dropped += 1
             self.counters.count_error("bad frame length")
@@ -293,6 +302,60 @@ class StreamPort(Port):
         self._pending_bytes += len(record) - sent
         self._schedule_flush()
         return True
+
+    def transmit_burst(self, items) -> int:
+        """Frames to the peer in one send() (what the kernel does not take
+        is queued as `transmit` queues it); returns the frames sent or queued."""
+        conn = self._conn
+        if conn is None:
+            self.counters.tx_dropped += len(items)
+            return 0
+        records = []
+        for frame, _ in items:
+            n = len(frame)
+            if n == 0 or n > MAX_FRAME_LEN:
+                self.counters.tx_dropped += 1
+                self.counters.count_error("unsendable frame length")
+                continue
+            records.append((_LEN.pack(n) + frame, n))
+        if not records:
+            return 0
+        if self._pending:
+            return sum(self._queue(memoryview(record), n) for record, n in records)
+        try:
+            sent = conn.send(b"".join([record for record, _ in records]))
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.counters.tx_dropped += len(records)
+            self._drop_peer(f"send failed: {exc.strerror}")
+            return 0
+        return self._account_burst(records, sent)
+
+    def _account_burst(self, records: list, sent: int) -> int:
+        """Count the records the kernel took whole; queue the rest as `transmit` would."""
+        done = 0
+        start = 0
+        for record, n in records:
+            end = start + len(record)
+            if end <= sent:
+                self.counters.tx_frames += 1
+                self.counters.tx_bytes += n
+                done += 1
+            elif start <= sent:
+                # The record the kernel stopped in: the rest must go before any
+                # other frame, or the peer loses the framing (queued over the limit too).
+                if sent > start:
+                    self.partial_writes += 1
+                self._pending.append(_Pending(memoryview(record)[sent - start:], n))
+                self._pending_bytes += end - sent
+                done += 1
+            else:
+                done += self._queue(memoryview(record), n)
+            start = end
+        if self._pending:
+            self._schedule_flush()
+        return done
 
     def _queue(self, view: memoryview, n: int) -> bool:
         if self._pending_bytes + len(view) > self.max_pending:
@@ -422,6 +485,7 @@ class DgramPort(Port):
     """
 
     kind = "dgram"
+    takes_bursts = True
 
     def __init__(self, name: str, local, remote) -> None:
         super().__init__(name)
@@ -437,6 +501,8 @@ class DgramPort(Port):
         self._loop = None
         self._ident: tuple[int, int] | None = None
         self.peer_missing = False
+        self._reader = DgramReader(MAX_FRAME_LEN + 1, _BURST, self.remote)
+        self._writer = DgramWriter(_BURST, self.remote)
 
     def start(self, loop) -> None:
         if self.family == socket.AF_UNIX:
@@ -470,31 +536,39 @@ class DgramPort(Port):
 
     def _on_readable(self) -> None:
         sock = self._sock
-        for _ in range(_BURST):
-            if sock is None or self._sock is not sock:
-                return
-            try:
-                data, sender = sock.recvfrom(MAX_FRAME_LEN + 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # ICMP errors for earlier sends surface here on some kernels: not fatal.
-                self.counters.count_error(f"receive failed: {exc.strerror}")
-                continue
-            if not self._from_remote(sender):
+        if sock is None:
+            return
+        datagrams, from_remote, err = self._reader.read(sock)
+        per_frame = not self.wants_bursts
+        items = []
+        for data, ok in zip(datagrams, from_remote):
+            reason = self._refused(data, ok)
+            if reason is not None:
                 self.counters.rx_dropped += 1
-                self.counters.count_error("datagram from unexpected sender")
-                continue
-            if not data:
-                self.counters.rx_dropped += 1
-                self.counters.count_error("empty datagram")
-                continue
-            if len(data) > MAX_FRAME_LEN:
-                self.counters.rx_dropped += 1
-                self.counters.count_error("oversized datagram")
+                self.counters.count_error(reason)
                 continue
             self.peer_missing = False
-            self.deliver(data)
+            if per_frame:
+                self.deliver(data)
+                if self._sock is not sock:     # a sink may have closed us meanwhile
+                    return
+            else:
+                items.append((data, None))
+        if items:
+            self.deliver_burst(items)
+        if err and self._sock is sock:
+            # ICMP errors for earlier sends surface here on some kernels: not fatal.
+            self.counters.count_error(f"receive failed: {os.strerror(err)}")
+
+    @staticmethod
+    def _refused(data: bytes, from_remote: bool) -> str | None:
+        if not from_remote:
+            return "datagram from unexpected sender"
+        if not data:
+            return "empty datagram"
+        if len(data) > MAX_FRAME_LEN:
+            return "oversized datagram"
+        return None
 
     def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         sock = self._sock
@@ -503,24 +577,48 @@ class DgramPort(Port):
             return False
         try:
             sock.sendto(frame, self.remote)
-        except (BlockingIOError, InterruptedError):
-            self.counters.tx_dropped += 1          # the peer's queue is full
-            return False
-        except (FileNotFoundError, ConnectionRefusedError):
-            self.counters.tx_dropped += 1          # nobody bound to `remote` (yet)
-            self.peer_missing = True
-            return False
         except OSError as exc:
-            self.counters.tx_dropped += 1
-            if exc.errno != errno.EMSGSIZE:
-                self.counters.count_error(f"send failed: {exc.strerror}")
-            else:
-                self.counters.count_error("frame too large for a datagram")
+            self._send_failed(exc.errno)
             return False
         self.peer_missing = False
         self.counters.tx_frames += 1
         self.counters.tx_bytes += len(frame)
         return True
+
+    def transmit_burst(self, items) -> int:
+        """Datagrams to the peer with sendmmsg (`nicdev.net.fd_burst`), counted as `transmit` counts them."""
+        sock = self._sock
+        if sock is None:
+            self.counters.tx_dropped += len(items)
+            return 0
+        frames = [frame for frame, _ in items]
+        errs = self._writer.send(sock, frames)
+        if errs is None:
+            self.peer_missing = False
+            self.counters.tx_frames += len(frames)
+            self.counters.tx_bytes += sum(map(len, frames))
+            return len(frames)
+        sent = 0
+        for frame, err in zip(frames, errs):
+            if err:
+                self._send_failed(err)
+                continue
+            sent += 1
+            self.peer_missing = False
+            self.counters.tx_frames += 1
+            self.counters.tx_bytes += len(frame)
+        return sent
+
+    def _send_failed(self, err: int) -> None:
+        self.counters.tx_dropped += 1
+        if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+            return                                  # the peer's queue is full
+        if err in (errno.ENOENT, errno.ECONNREFUSED):
+            self.peer_missing = True                # nobody bound to `remote` (yet)
+        elif err == errno.EMSGSIZE:
+            self.counters.count_error("frame too large for a datagram")
+        else:
+            self.counters.count_error(f"send failed: {os.strerror(err)}")
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

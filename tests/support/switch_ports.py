@@ -1,7 +1,8 @@
-"""Frames and a fake port for the switch tests: the port records what the switch sends it."""
+"""Frames and fake ports for the switch tests: the ports record what the switch sends them."""
 from __future__ import annotations
 
 from nicdev.net.port import Port
+from nicdev.virtio.offload import GSO_TCPV4
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
@@ -37,3 +38,37 @@ class FakePort(Port):
 
     def close(self) -> None:
         self.closed = True
+
+
+class RecordingPort(Port):
+    """Records (frame, meta) per transmit, and each transmit_burst call if it takes bursts."""
+
+    kind = "rec"
+
+    def __init__(self, name, *, bursts=False, gso=False, fail=False, captures=False):
+        super().__init__(name)
+        self.takes_bursts = bursts
+        self.accepts_csum_partial = gso
+        self.accepts_gso = frozenset({GSO_TCPV4}) if gso else frozenset()
+        self.captures_all = captures
+        self.fail = fail
+        self.sent = []
+        self.calls = []
+
+    def start(self, loop):
+        pass
+
+    def transmit(self, frame, meta=None):
+        if self.fail:
+            raise RuntimeError("peer exploded")
+        self.sent.append((frame, meta))
+        self.counters.tx_frames += 1
+        return True
+
+    def transmit_burst(self, items):
+        if self.fail:
+            raise RuntimeError("peer exploded")
+        self.calls.append(list(items))
+        self.sent.extend(items)
+        self.counters.tx_frames += len(items)
+        return len(items)

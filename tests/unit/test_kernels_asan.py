@@ -18,6 +18,7 @@ ASAN_TEST_FILES = [
     "tests/unit/test_kernels.py",
     "tests/unit/test_driver_burst.py",
     "tests/unit/test_stack_virtio_datapaths.py",
+    "tests/unit/test_fd_burst.py",
 ]
 
 pytestmark = pytest.mark.skipif(not kernels.use_c(), reason="MNET_DATAPATH=python: the C kernels are not loaded")

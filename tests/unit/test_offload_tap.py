@@ -15,6 +15,7 @@ from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, Fra
 from nicdev.net.tap_port import VNET_HDR_LEN, TapPort
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
 
+from support.paired_tap import PairedTap
 from support.offload_frames import split_tcp4, tcp4_checksums_ok, tcp4_frame, udp4_frame
 
 TSO_HDR = NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16)
@@ -105,26 +106,6 @@ def test_the_kernels_tso_is_segmented_at_an_egress_that_takes_no_metadata(tap):
     from_kernel(tap, TSO_HDR, tcp4_frame(bytes(3000)))
     assert len(plain) == 3 and all(tcp4_checksums_ok(f) for f in plain)
     assert sum(len(split_tcp4(f)[2]) for f in plain) == 3000
-
-
-class PairedTap(TapPort):
-    """A default TapPort (no arguments but its names) whose descriptor is one
-    end of a datagram socketpair; `kernel` is the other end."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name, "mnettest0")
-        ours, self.kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        ours.setblocking(False)
-        self._pair_fd = os.dup(ours.fileno())
-        ours.close()
-
-    def start(self, loop) -> None:
-        self._fd, self._loop = self._pair_fd, loop
-        loop.add_reader(self._fd, self._on_readable)
-
-    def close(self) -> None:
-        super().close()
-        self.kernel.close()
 
 
 class FinishedOnly(Port):

@@ -12,49 +12,14 @@ from hypothesis import strategies as st
 
 from nicdev.net.impair import ImpairedPort
 from nicdev.net.loop import EventLoop
-from nicdev.net.port import Port
 from nicdev.net.switch import Switch
 from nicdev.virtio.impairment import Impairment
 from nicdev.virtio.offload import GSO_TCPV4, FrameMeta
 
 from support.offload_frames import tcp4_checksums_ok, tcp4_frame
-from support.switch_ports import BCAST, MCAST, A, B, C, FakePort, frame
+from support.switch_ports import BCAST, MCAST, A, B, C, FakePort, RecordingPort, frame
 
 TSO = FrameMeta(True, 34, 16, False, GSO_TCPV4, 1448, 54)
-
-
-class RecordingPort(Port):
-    """Records (frame, meta) per transmit, and each transmit_burst call if it takes bursts."""
-
-    kind = "rec"
-
-    def __init__(self, name, *, bursts=False, gso=False, fail=False, captures=False):
-        super().__init__(name)
-        self.takes_bursts = bursts
-        self.accepts_csum_partial = gso
-        self.accepts_gso = frozenset({GSO_TCPV4}) if gso else frozenset()
-        self.captures_all = captures
-        self.fail = fail
-        self.sent = []
-        self.calls = []
-
-    def start(self, loop):
-        pass
-
-    def transmit(self, frame, meta=None):
-        if self.fail:
-            raise RuntimeError("peer exploded")
-        self.sent.append((frame, meta))
-        self.counters.tx_frames += 1
-        return True
-
-    def transmit_burst(self, items):
-        if self.fail:
-            raise RuntimeError("peer exploded")
-        self.calls.append(list(items))
-        self.sent.extend(items)
-        self.counters.tx_frames += len(items)
-        return len(items)
 
 
 @pytest.fixture
