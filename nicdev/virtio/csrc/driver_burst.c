@@ -168,6 +168,12 @@ int mnet_drvq_should_kick(struct mnet_drvq *q)
     return !(load16(q->used) & USED_F_NO_NOTIFY);
 }
 
+int mnet_drvq_flush(struct mnet_drvq *q)
+{
+    int rc = mnet_drvq_publish(q);
+    return rc < 0 ? rc : mnet_drvq_should_kick(q);
+}
+
 static int64_t check_pending(struct mnet_drvq *q, uint16_t used_idx)
 {
     uint16_t pending = (uint16_t)(used_idx - q->last_used);
@@ -270,6 +276,7 @@ int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t 
                         struct mnet_drv_tx_counts *counts)
 {
     struct mnet_drvq *q = tx->q;
+    memset(counts, 0, sizeof *counts);
     if (q->error != MNET_DRV_OK)
         return MNET_DRV_BROKEN;
     uint64_t off = 0;
@@ -283,10 +290,12 @@ int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t 
         off += len;
         if (len > tx->max_frame) {
             counts->oversize++;
+            counts->dropped++;
             continue;
         }
         if (len < ETH_HEADER_LEN) {
             counts->runt++;
+            counts->dropped++;
             continue;
         }
         if (tx->n_small_free == 0)
@@ -294,6 +303,7 @@ int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t 
         uint8_t kind = kinds ? kinds[i] : MNET_DRV_TX_PLAIN;
         if (kind == MNET_DRV_TX_BAD_CSUM) {
             counts->bad_csum++;
+            counts->dropped++;
             continue;
         }
         uint32_t slot = tx->small_free[tx->n_small_free - 1];
