@@ -164,10 +164,10 @@ class CTxRing:
         blob = b"".join(frames)
         lens = array("I", map(len, frames))
         counts = self._counts
-        stop = lib.mnet_drv_tx_put(
-            self._tx, ffi.from_buffer(blob), len(blob), ffi.from_buffer("uint32_t[]", lens),
-            ffi.NULL if hdrs is None else ffi.from_buffer(hdrs), ffi.NULL if kinds is None else ffi.from_buffer(kinds),
-            start, len(frames), counts)
+        # bytes go to a char * as they are (hdrs and kinds are bytes too)
+        stop = lib.mnet_drv_tx_put(self._tx, blob, len(blob), ffi.from_buffer("uint32_t[]", lens),
+                                   ffi.NULL if hdrs is None else bytes(hdrs), ffi.NULL if kinds is None else bytes(kinds),
+                                   start, len(frames), counts)
         self._q.check(stop)
         if counts.taken:
             counters["tx_frames"] += counts.taken

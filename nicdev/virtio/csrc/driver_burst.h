@@ -113,8 +113,9 @@ int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, 
 int mnet_drvq_enable_irq(struct mnet_drvq *q);
 int mnet_drvq_disable_irq(struct mnet_drvq *q);
 
-int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t frames_len, const uint32_t *lens,
-                        const uint8_t *hdrs, const uint8_t *kinds, uint32_t start, uint32_t n,
+/* `frames`, `hdrs` and `kinds` are char * so that Python bytes pass as they are. */
+int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const char *frames, uint64_t frames_len, const uint32_t *lens,
+                        const char *hdrs, const char *kinds, uint32_t start, uint32_t n,
                         struct mnet_drv_tx_counts *counts);
 int64_t mnet_drv_tx_put_one(struct mnet_drv_tx *tx, uint32_t big, const uint8_t *frame, uint32_t len,
                             const uint8_t *hdr);
