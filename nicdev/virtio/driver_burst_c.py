@@ -168,9 +168,11 @@ class CTxRing:
         stop = lib.mnet_drv_tx_put(self._tx, blob, len(blob), ffi.from_buffer("uint32_t[]", lens),
                                    ffi.NULL if hdrs is None else bytes(hdrs), ffi.NULL if kinds is None else bytes(kinds),
                                    start, len(frames), counts)
-        self._q.check(stop)
-        if counts.taken:
-            counters["tx_frames"] += counts.taken
+        if stop < 0:
+            raise self._q.error(stop)
+        taken = counts.taken
+        if taken:
+            counters["tx_frames"] += taken
             counters["tx_bytes"] += counts.bytes
             if counts.sw_csum:
                 counters["tx_sw_csum"] += counts.sw_csum
@@ -179,7 +181,7 @@ class CTxRing:
                                 ("tx_drop_bad_csum_offsets", counts.bad_csum)):
                 if value:
                     counters[name] += value
-        return stop, counts.taken
+        return stop, taken
 
     def put_one(self, big: bool, frame, hdr: bytes | None) -> int | None:
         """See `TxRing.put_one`."""
