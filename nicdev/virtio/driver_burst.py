@@ -13,7 +13,8 @@ and the differential tests hold the two to identical results;
 TX: `put` copies a burst of frames into free small slots and queues them,
 stopping at the first frame that finds none (the caller publishes, kicks,
 `reap`s, maybe `lend_big`s, and calls again from there); `publish` makes the
-burst visible with one avail idx store and `should_kick` decides the kick.
+burst visible with one avail idx store and `should_kick` decides the kick
+(`flush` does both).
 RX: `fill` offers every buffer once; `poll` reaps what the device used,
 copies finished frames out with their headers, gives the buffers straight
 back and publishes them; it returns whether to kick.
@@ -186,6 +187,11 @@ class TxRing:
         return self.queue.publish(self.mem)
 
     def should_kick(self) -> bool:
+        return self.queue.should_kick(self.mem)
+
+    def flush(self) -> bool:
+        """`publish`, then `should_kick`: the end of a burst."""
+        self.queue.publish(self.mem)
         return self.queue.should_kick(self.mem)
 
     def disable_interrupts(self) -> None:

@@ -103,6 +103,9 @@ class _CQueue:
     def should_kick(self) -> bool:
         return bool(self.check(lib.mnet_drvq_should_kick(self.q)))
 
+    def flush(self) -> bool:
+        return bool(self.check(lib.mnet_drvq_flush(self.q)))
+
     def enable_interrupts(self) -> bool:
         return bool(self.check(lib.mnet_drvq_enable_irq(self.q)))
 
@@ -136,6 +139,7 @@ class CTxRing:
             "split_big": bool(split_big), "max_frame": max_frame, "small_free": self._small_free,
             "big_free": self._big_free, "n_small_free": len(small_free), "n_big_free": len(big_free),
         })
+        self._counts = ffi.new("struct mnet_drv_tx_counts *")
         self.used_gpa = queue.used_gpa
 
     @property
@@ -159,18 +163,25 @@ class CTxRing:
         """See `TxRing.put`."""
         blob = b"".join(frames)
         lens = array("I", map(len, frames))
-        counts = ffi.new("struct mnet_drv_tx_counts *")
-        stop = lib.mnet_drv_tx_put(
-            self._tx, ffi.from_buffer(blob), len(blob), ffi.from_buffer("uint32_t[]", lens),
-            ffi.NULL if hdrs is None else ffi.from_buffer(hdrs), ffi.NULL if kinds is None else ffi.from_buffer(kinds),
-            start, len(frames), counts)
-        self._q.check(stop)
-        for name, value in (("tx_frames", counts.taken), ("tx_bytes", counts.bytes),
-                            ("tx_drop_oversize", counts.oversize), ("tx_drop_runt", counts.runt),
-                            ("tx_drop_bad_csum_offsets", counts.bad_csum), ("tx_sw_csum", counts.sw_csum)):
-            if value:
-                counters[name] += value
-        return stop, counts.taken
+        counts = self._counts
+        # bytes go to a char * as they are (hdrs and kinds are bytes too)
+        stop = lib.mnet_drv_tx_put(self._tx, blob, len(blob), ffi.from_buffer("uint32_t[]", lens),
+                                   ffi.NULL if hdrs is None else bytes(hdrs), ffi.NULL if kinds is None else bytes(kinds),
+                                   start, len(frames), counts)
+        if stop < 0:
+            raise self._q.error(stop)
+        taken = counts.taken
+        if taken:
+            counters["tx_frames"] += taken
+            counters["tx_bytes"] += counts.bytes
+            if counts.sw_csum:
+                counters["tx_sw_csum"] += counts.sw_csum
+        if counts.dropped:
+            for name, value in (("tx_drop_oversize", counts.oversize), ("tx_drop_runt", counts.runt),
+                                ("tx_drop_bad_csum_offsets", counts.bad_csum)):
+                if value:
+                    counters[name] += value
+        return stop, taken
 
     def put_one(self, big: bool, frame, hdr: bytes | None) -> int | None:
         """See `TxRing.put_one`."""
@@ -191,6 +202,9 @@ class CTxRing:
 
     def should_kick(self) -> bool:
         return self._q.should_kick()
+
+    def flush(self) -> bool:
+        return self._q.flush()
 
     def disable_interrupts(self) -> None:
         self._q.disable_interrupts()

@@ -406,9 +406,7 @@ class _Link:
         return 1
 
     def _publish_tx(self) -> None:
-        ring = self.txq
-        ring.publish()
-        if ring.should_kick():
+        if self.txq.flush():
             os.write(self.tx_kick_fd, _EVENTFD_ONE)
             self.counters["tx_kicks"] += 1
 

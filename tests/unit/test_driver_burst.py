@@ -134,7 +134,7 @@ tx_moves = st.one_of(
     tx_bursts(),
     st.tuples(st.just("put_one"), st.booleans(), st.binary(max_size=BIG_SLOT), st.one_of(st.none(), st.binary(min_size=12, max_size=12))),
     st.tuples(st.just("reap")), st.tuples(st.just("lend")), st.tuples(st.just("publish")),
-    st.tuples(st.just("kick")), st.tuples(st.just("disable")),
+    st.tuples(st.just("kick")), st.tuples(st.just("flush")), st.tuples(st.just("disable")),
     st.tuples(st.just("complete"), st.integers(1, 8), st.integers(0, 200)), device_moves,
 )
 
@@ -172,7 +172,7 @@ def tx_step(t, move):
     if kind == "put_one":
         return outcome(lambda: ring.put_one(move[1], move[2], move[3]))
     call = {"reap": ring.reap, "lend": ring.lend_big, "publish": ring.publish, "kick": ring.should_kick,
-            "disable": ring.disable_interrupts}[kind]
+            "flush": ring.flush, "disable": ring.disable_interrupts}[kind]
     return outcome(call) + ((ring.small_free, ring.big_free),)
 
 

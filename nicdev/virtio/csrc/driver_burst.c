@@ -168,6 +168,12 @@ int mnet_drvq_should_kick(struct mnet_drvq *q)
     return !(load16(q->used) & USED_F_NO_NOTIFY);
 }
 
+int mnet_drvq_flush(struct mnet_drvq *q)
+{
+    int rc = mnet_drvq_publish(q);
+    return rc < 0 ? rc : mnet_drvq_should_kick(q);
+}
+
 static int64_t check_pending(struct mnet_drvq *q, uint16_t used_idx)
 {
     uint16_t pending = (uint16_t)(used_idx - q->last_used);
@@ -265,11 +271,12 @@ static void put_slot(struct mnet_drv_tx *tx, uint32_t slot, const uint8_t *frame
     add_one(tx->q, tx->pool_gpa + tx->slot_off[slot], HDR_LEN + len, 0, 0, slot);
 }
 
-int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t frames_len, const uint32_t *lens,
-                        const uint8_t *hdrs, const uint8_t *kinds, uint32_t start, uint32_t n,
+int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const char *frames, uint64_t frames_len, const uint32_t *lens,
+                        const char *hdrs, const char *kinds, uint32_t start, uint32_t n,
                         struct mnet_drv_tx_counts *counts)
 {
     struct mnet_drvq *q = tx->q;
+    memset(counts, 0, sizeof *counts);
     if (q->error != MNET_DRV_OK)
         return MNET_DRV_BROKEN;
     uint64_t off = 0;
@@ -279,21 +286,24 @@ int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t 
         uint32_t len = lens[i];
         if (off + len > frames_len)
             return MNET_DRV_BAD_ARGS;
-        const uint8_t *frame = frames + off;
+        const uint8_t *frame = (const uint8_t *)frames + off;
         off += len;
         if (len > tx->max_frame) {
             counts->oversize++;
+            counts->dropped++;
             continue;
         }
         if (len < ETH_HEADER_LEN) {
             counts->runt++;
+            counts->dropped++;
             continue;
         }
         if (tx->n_small_free == 0)
             return i;           /* the caller publishes, reaps, maybe lends a big slot */
-        uint8_t kind = kinds ? kinds[i] : MNET_DRV_TX_PLAIN;
+        uint8_t kind = kinds ? (uint8_t)kinds[i] : MNET_DRV_TX_PLAIN;
         if (kind == MNET_DRV_TX_BAD_CSUM) {
             counts->bad_csum++;
+            counts->dropped++;
             continue;
         }
         uint32_t slot = tx->small_free[tx->n_small_free - 1];
@@ -302,7 +312,7 @@ int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t 
         if (!fits_slot(tx, slot, len))
             return MNET_DRV_BAD_ARGS;
         tx->n_small_free--;
-        put_slot(tx, slot, frame, len, hdrs ? hdrs + (uint64_t)HDR_LEN * i : NULL);
+        put_slot(tx, slot, frame, len, hdrs ? (const uint8_t *)hdrs + (uint64_t)HDR_LEN * i : NULL);
         counts->taken++;
         counts->bytes += len;
         if (kind == MNET_DRV_TX_SW_CSUM)

@@ -70,10 +70,11 @@ struct mnet_drv_tx {
 #define MNET_DRV_TX_BAD_CSUM 1        /* refused once it has a slot: bad checksum offsets */
 #define MNET_DRV_TX_SW_CSUM 2         /* its checksum was finished in software: count it */
 
-/* What mnet_drv_tx_put calls did (each call adds to it). */
+/* What one mnet_drv_tx_put call did (it zeroes them first). */
 struct mnet_drv_tx_counts {
     uint64_t bytes;
     uint32_t taken, oversize, runt, bad_csum, sw_csum;
+    uint32_t dropped;           /* oversize + runt + bad_csum */
 };
 
 /* The driver's RX ring: every descriptor one pool buffer, slot == token. */
@@ -106,13 +107,15 @@ int64_t mnet_drvq_add(struct mnet_drvq *q, const uint64_t *gpa, const uint32_t *
                       uint32_t token);
 int mnet_drvq_publish(struct mnet_drvq *q);
 int mnet_drvq_should_kick(struct mnet_drvq *q);
+int mnet_drvq_flush(struct mnet_drvq *q);       /* publish, then should_kick */
 int64_t mnet_drvq_pending(struct mnet_drvq *q);
 int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, uint32_t max);
 int mnet_drvq_enable_irq(struct mnet_drvq *q);
 int mnet_drvq_disable_irq(struct mnet_drvq *q);
 
-int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const uint8_t *frames, uint64_t frames_len, const uint32_t *lens,
-                        const uint8_t *hdrs, const uint8_t *kinds, uint32_t start, uint32_t n,
+/* `frames`, `hdrs` and `kinds` are char * so that Python bytes pass as they are. */
+int64_t mnet_drv_tx_put(struct mnet_drv_tx *tx, const char *frames, uint64_t frames_len, const uint32_t *lens,
+                        const char *hdrs, const char *kinds, uint32_t start, uint32_t n,
                         struct mnet_drv_tx_counts *counts);
 int64_t mnet_drv_tx_put_one(struct mnet_drv_tx *tx, uint32_t big, const uint8_t *frame, uint32_t len,
                             const uint8_t *hdr);
