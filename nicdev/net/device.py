@@ -118,7 +118,8 @@ class VirtioNetDevice(BackendDevice):
     `FrameMeta` for a partial checksum or GSO, None for a finished frame.
     `on_drop(direction, reason)` (optional) hears about each drop, direction
     "rx" (towards the guest) or "tx" (from the guest). `offloads=False`
-    offers no checksum or GSO features. Call
+    offers no checksum or GSO features. `datapath` ("c" or "python") picks
+    the data path's implementation, by default MNET_DATAPATH's. Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
     without a loop (unit tests) call `process_tx()` yourself.
 
@@ -135,6 +136,7 @@ class VirtioNetDevice(BackendDevice):
         offloads: bool = True,
         tx_burst: int = 64,
         tx_budget: int = 1024,
+        datapath: str | None = None,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
@@ -143,7 +145,7 @@ class VirtioNetDevice(BackendDevice):
         self.tx_budget = tx_budget      # chains per turn of the loop, so one guest cannot starve the rest
         self.loop = None
         self.counters = DeviceCounters()
-        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name)
+        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -329,7 +331,7 @@ class VirtioNetDevice(BackendDevice):
         return True
 
     def _notify(self, ring: Vring) -> None:
-        if ring.queue.needs_notification(self.mem) and ring.signal_call():
+        if self.datapath.needs_notification(ring.queue, self.mem) and ring.signal_call():
             self.counters.calls += 1
 
     # -- TX: frames from the guest ----------------------------------------------
@@ -366,7 +368,7 @@ class VirtioNetDevice(BackendDevice):
                     # More may be waiting: come back on the next turn of the loop.
                     self._soon(TX_RING, self.process_tx)
                     break
-                if not queue.enable_notifications(mem):
+                if not datapath.enable_notifications(queue, mem):
                     break
         except QueueBroken as e:
             self._break(ring, e.reason)

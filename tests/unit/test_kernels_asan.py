@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # The test files that exercise the kernels; each runs against the ASan build.
 ASAN_TEST_FILES = [
     "tests/unit/test_kernels.py",
+    "tests/unit/test_device_kernels.py",
+    "tests/unit/test_virtio_device_queue.py",
+    "tests/unit/test_device_datapath.py",
+    "tests/unit/test_device.py",
 ]
 
 pytestmark = pytest.mark.skipif(not kernels.use_c(), reason="MNET_DATAPATH=python: the C kernels are not loaded")
