@@ -27,17 +27,20 @@ log = logging.getLogger(__name__)
 
 
 class VhostUserPort(Port):
-    """`VhostUserPort(name, socket_path=None, *, offloads=True)`: a virtio-net device port.
+    """`VhostUserPort(name, socket_path=None, *, offloads=True, datapath=None)`: a virtio-net device port.
 
     With no `socket_path` a private directory is made for the socket; the
     real path is in `socket_path` after construction. `offloads=False`
-    offers the guest no checksum or segmentation offloads."""
+    offers the guest no checksum or segmentation offloads. `datapath` ("c"
+    or "python") picks the device's data path, by default MNET_DATAPATH's."""
 
     kind = "vhost-user"
 
-    def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True) -> None:
+    def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
+                 datapath: str | None = None) -> None:
         super().__init__(name)
-        self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads)
+        self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
+                                      datapath=datapath)
         self.backend = self.device.make_backend(name)
         try:
             self.server = VhostUserServer(self.backend, socket_path, name=name)
