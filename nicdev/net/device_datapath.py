@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from nicdev.virtio import device_burst, kernels, offload
+from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.device_queue import DescriptorChain, DeviceQueue
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -223,12 +224,30 @@ class NetDatapath:
             queue.push_many(mem, used)
         return len(used)
 
-    def _tx_burst_c(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool, out: list) -> int:
-        """tx_burst in one C call; then one bytes object per frame."""
+    def tx_burst_pooled(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool,
+                        out: list) -> tuple[int, PooledFrames | None]:
+        """tx_burst for a caller that can forward frames still in the C pool:
+        when every chain was a finished frame (the usual case) they stay
+        there, returned as PooledFrames (valid until the next burst) with
+        `out` untouched; otherwise, and on the Python data path, they go to
+        `out` as tx_burst puts them and the second value is None."""
+        if self._tx_kernel is None:
+            return self.tx_burst(queue, mem, limit, enabled, out), None
+        return self._tx_burst_c(queue, mem, limit, enabled, out, pooled=True)
+
+    def _tx_burst_c(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool, out: list,
+                    pooled: bool = False):
+        """tx_burst in one C call; then one bytes object per frame, or none
+        (`pooled`: returns (chains, PooledFrames or None))."""
         kernel = self._tx_kernel
         hdr_len = self.hdr_len
         kernel.configure(hdr_len, self.max_frame, _MAX_GSO_FRAME, bool(self.tx_gso))
         n, error = kernel.run(queue, mem, limit, enabled)
+        counters, work = self.counters, kernel.work
+        if pooled and error is None and work.frames_ok == n and self.max_frame <= MAX_FRAME_LEN:
+            counters.tx_frames += n
+            counters.tx_bytes += work.bytes_ok
+            return n, (PooledFrames(kernel, n, hdr_len, work.bytes_ok) if n else None)
         frames, data = kernel.frames, kernel.data
         for i in range(n):
             f = frames[i]
@@ -241,12 +260,11 @@ class NetDatapath:
                     out.append(item)
             else:
                 self.drop("tx", device_burst.TX_DROP_REASONS[status])
-        counters = self.counters
-        counters.tx_frames += kernel.work.frames_ok
-        counters.tx_bytes += kernel.work.bytes_ok
+        counters.tx_frames += work.frames_ok
+        counters.tx_bytes += work.bytes_ok
         if error is not None:
             raise error
-        return n
+        return (n, None) if pooled else n
 
     def _tx_frame(self, chain: DescriptorChain, mem: GuestMemory, hdr_len: int,
                   enabled: bool) -> tuple[bytes, FrameMeta | None] | None:
@@ -328,6 +346,44 @@ class NetDatapath:
             return flags | self._backlog(queue, mem, frame, meta)
         self.drop("rx", failure)
         return flags
+
+    def rx_pooled(self, queue: DeviceQueue, mem: GuestMemory, frames: PooledFrames, first: int,
+                  count: int) -> tuple[int, int, int, QueueBroken | None]:
+        """Frames first..first+count of another device's TX pool (finished
+        frames, C data path) into the receive buffers: runs of them in one C
+        call each, and any frame the kernel stops at (too long, no room, a
+        backlog to keep the order behind) by `rx_put`'s rules, so the result
+        is rx_put's for each frame in turn. Returns (frames taken, their
+        bytes, RX_* bits, None), or, when the ring broke, what was taken
+        before it and the QueueBroken (the caller breaks the ring)."""
+        kernel = self._rx_kernel
+        hdr = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
+        counters = self.counters
+        taken = nbytes = flags = 0
+        i, end = first, first + count
+        while i < end:
+            if not self._rx_backlog and not self._rx_held:
+                done, written, broken = kernel.put_burst(queue, mem, hdr, frames, i, end - i, self.mrg_rxbuf,
+                                                         self.max_frame)
+                if done:
+                    counters.rx_frames += done
+                    counters.rx_bytes += written
+                    taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
+                if broken is not None:
+                    return taken, nbytes, flags, broken
+                i += done
+                if i == end:
+                    break
+            frame = frames.frame(i)
+            try:
+                outcome = self.rx_put(queue, mem, frame, None)
+            except QueueBroken as e:
+                return taken, nbytes, flags, e
+            if outcome & RX_TAKEN:
+                taken, nbytes = taken + 1, nbytes + len(frame)
+            flags |= outcome & ~RX_TAKEN
+            i += 1
+        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None
 
     def rx_flush(self, queue: DeviceQueue, mem: GuestMemory) -> int:
         """Move waiting frames into buffers the guest has posted since; when

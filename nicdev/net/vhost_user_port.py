@@ -9,14 +9,24 @@ frames enter the switch with their metadata (the device hands the port's
 `deliver` each `(frame, meta)`), and the port takes such frames
 (`accepts_csum_partial`, `accepts_gso`) when the guest negotiated
 GUEST_CSUM and GUEST_TSO4/6 (and GUEST_ECN for ECN-marked ones).
+
+Bursts: the guest's transmit ring is drained in bursts, and each burst
+reaches the switch at once (`deliver_burst`). With the C data path a burst
+of finished frames stays in the device's pool (`PooledFrames`): the switch
+(`attach_pooled`) looks its MAC addresses up per run of frames and, when
+they all go to another vhost-user port, hands it the burst
+(`transmit_pooled`), which copies them from the pool into its guest's
+receive buffers in C: one copy, no Python object per frame.
 """
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from nicdev.vhost_user.server import SocketPathError, VhostUserServer
 
 from .errors import PortError
+from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.offload import FrameMeta
 from .port import Port
 from .device import VirtioNetDevice
@@ -35,12 +45,15 @@ class VhostUserPort(Port):
     or "python") picks the device's data path, by default MNET_DATAPATH's."""
 
     kind = "vhost-user"
+    takes_pooled_bursts = True
 
     def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
                  datapath: str | None = None) -> None:
         super().__init__(name)
         self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
-                                      datapath=datapath)
+                                      datapath=datapath, on_burst=self.deliver_burst,
+                                      on_pooled=self.deliver_pooled)
+        self._pooled_sink: Callable[[Port, PooledFrames], None] | None = None
         self.backend = self.device.make_backend(name)
         try:
             self.server = VhostUserServer(self.backend, socket_path, name=name)
@@ -71,6 +84,28 @@ class VhostUserPort(Port):
     @property
     def accepts_gso(self) -> frozenset:
         return self.device.datapath.rx_gso
+
+    def attach_pooled(self, sink: Callable[[Port, PooledFrames], None] | None) -> None:
+        """Send bursts still in the C pool to `sink(port, frames)` (the switch)."""
+        self._pooled_sink = sink
+
+    def deliver_pooled(self, frames: PooledFrames) -> None:
+        """A burst of finished frames from the guest, still in the C pool."""
+        sink = self._pooled_sink if self._sink is not None else None
+        if sink is None:
+            self.deliver_burst(frames.items())
+            return
+        self.counters.rx_frames += frames.count
+        self.counters.rx_bytes += frames.total_bytes
+        sink(self, frames)
+
+    def transmit_pooled(self, frames: PooledFrames, first: int, count: int) -> int:
+        """Frames first..first+count of another port's pooled burst to the
+        guest; returns how many were taken (the rest are counted drops)."""
+        taken, nbytes = self.device.receive_pooled(frames, first, count)
+        self.counters.tx_frames += taken
+        self.counters.tx_bytes += nbytes
+        return taken
 
     def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         if not self.device.receive(frame, meta):

@@ -20,7 +20,7 @@ from . import kernels
 from .memory import GuestMemory, GuestMemoryError
 from .ring import DESC_SIZE, QueueBroken, avail_ring_bytes, used_ring_bytes
 
-__all__ = ["TxKernel", "RxKernel", "KernelEvents", "needs_notification", "enable_notifications",
+__all__ = ["TxKernel", "RxKernel", "PooledFrames", "KernelEvents", "needs_notification", "enable_notifications",
            "TX_OK", "TX_OFFLOAD", "TX_DROP_REASONS"]
 
 _lib, _ffi = kernels.lib, kernels.ffi
@@ -198,6 +198,42 @@ class TxKernel:
         return _ffi.buffer(self.pool + offset, length)[:]
 
 
+class PooledFrames:
+    """The finished frames of one TX burst, still in its kernel's pool (no
+    Python object per frame): `count` frames, `total_bytes` of them, each
+    behind a `hdr_len`-byte header. Valid until that kernel runs again, so
+    whoever gets it forwards or copies the frames before returning."""
+
+    __slots__ = ("kernel", "count", "hdr_len", "total_bytes")
+
+    def __init__(self, kernel: "TxKernel", count: int, hdr_len: int, total_bytes: int) -> None:
+        self.kernel, self.count, self.hdr_len, self.total_bytes = kernel, count, hdr_len, total_bytes
+
+    def __len__(self) -> int:
+        return self.count
+
+    def frame(self, i: int) -> bytes:
+        """Frame i (header excluded) as bytes."""
+        f = self.kernel.frames[i]
+        return self.kernel.data(f.offset + self.hdr_len, f.len - self.hdr_len)
+
+    def items(self, first: int = 0, count: int | None = None) -> list[tuple[bytes, None]]:
+        """The frames as (frame, None) pairs, for whoever needs Python objects."""
+        end = self.count if count is None else first + count
+        return [(self.frame(i), None) for i in range(first, end)]
+
+    def mac_runs(self) -> list[tuple[int, int, bytes, bytes]]:
+        """(first, count, destination MAC, source MAC) of each run of frames
+        with the same two addresses, in order."""
+        runs = _ffi.new("struct dk_mac_run[]", self.count)
+        n = _lib.dk_mac_runs(self.kernel.work, self.hdr_len, self.count, runs, self.count)
+        out = []
+        for r in runs[0:n]:
+            macs = bytes(_ffi.buffer(r.macs))
+            out.append((r.first, r.count, macs[:6], macs[6:]))
+        return out
+
+
 class RxKernel:
     """Frames into the guest's receive buffers, one C call per frame."""
 
@@ -207,6 +243,7 @@ class RxKernel:
         self.params = _ffi.new("struct dk_rx_params *")
         self.error = _ffi.new("struct dk_error *")
         self._hdr = _ffi.new("uint8_t[12]")
+        self._bytes = _ffi.new("uint64_t *")
         self._queue_size = 0
         self._seg_room = 0
 
@@ -243,6 +280,29 @@ class RxKernel:
         if n < 0:
             raise _broken(queue, mem, err)
         return n
+
+
+    def put_burst(self, queue, mem: GuestMemory, hdr: bytes, frames: PooledFrames, first: int, count: int,
+                  mrg_rxbuf: bool, max_frame: int, events: KernelEvents | None = None
+                  ) -> tuple[int, int, QueueBroken | None]:
+        """Frames first..first+count of another queue's TX pool, each as `put`
+        would write it, with one used idx store. Stops before a frame longer
+        than `max_frame` or without room. Returns (frames written, their
+        bytes, None), or when the ring broke the frames written before it
+        (returned used) and the QueueBroken to raise."""
+        _usable(queue)
+        ring, state = _bind(queue)
+        hdr_len = len(hdr)
+        self._fit(queue.size, hdr_len + max_frame)
+        self.params.hdr_len, self.params.mrg_rxbuf = hdr_len, mrg_rxbuf
+        _ffi.memmove(self._hdr, hdr, hdr_len)
+        err, nbytes = self.error, self._bytes
+        n = _lib.dk_rx_burst(ring, state, kernels.mem_table(mem), self.params, self.work, self._hdr,
+                             frames.kernel.work, frames.hdr_len, first, count, max_frame, nbytes, err,
+                             _events(events))
+        if n < 0:
+            return self.work.done, nbytes[0], _broken(queue, mem, err)
+        return n, nbytes[0], None
 
 
 def needs_notification(queue, mem: GuestMemory) -> bool:

@@ -308,23 +308,23 @@ static void put_bytes(const struct mnet_mem *m, uint64_t gpa, uint64_t from, uin
         mnet_copy(m, gpa, (uint8_t *)frame + (from - hdr_len), n, 1);
 }
 
-int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
-              struct dk_rx_work *w, uint8_t *hdr, const uint8_t *frame, uint32_t frame_len,
-              struct dk_error *e, struct dk_events *ev)
+/* Pop the chains for one frame and write it into them; the used elements
+ * go to used[0..], at most used_room of them. Returns the chains used, 0
+ * when they cannot hold the frame (then nothing was popped or written), -1
+ * on an error (the chains walked before it stay popped, as in Python). */
+static int rx_place(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
+                    struct dk_rx_work *w, const uint8_t *avail, const uint8_t **desc_table, uint8_t *hdr,
+                    const uint8_t *frame, uint32_t frame_len, struct dk_used *used, uint32_t used_room,
+                    struct dk_error *e, struct dk_events *ev)
 {
     uint64_t need = (uint64_t)p->hdr_len + frame_len;
     uint64_t room = 0;
     uint32_t nchains = 0;
     int32_t start = s->next_avail;
-    const uint8_t *desc_table = NULL;
-    e->code = DK_OK;
-    uint8_t *avail = avail_ring(q, m, e);
-    if (avail == NULL)
-        return -1;
     struct sink k = {.segs = w->segs, .seg_room = w->seg_room, .seg_need = need};
-    while (room < need && nchains < w->chain_room) {
+    while (room < need && nchains < used_room) {
         int empty;
-        int head = next_head(q, s, m, avail, &desc_table, &empty, e);
+        int head = next_head(q, s, m, avail, desc_table, &empty, e);
         if (head < 0) {
             if (empty)
                 break;
@@ -332,11 +332,11 @@ int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem
         }
         struct chain c;
         w->chains[nchains].seg_first = k.nsegs;
-        if (walk(q, m, desc_table, (uint16_t)head, w->scratch, &k, &c, e))
+        if (walk(q, m, *desc_table, (uint16_t)head, w->scratch, &k, &c, e))
             return -1;
         s->next_avail = (uint16_t)(s->next_avail + 1);
         w->chains[nchains].room = c.writable_len;
-        w->used[nchains].id = (uint32_t)head;
+        used[nchains].id = (uint32_t)head;
         nchains++;
         room += c.writable_len;
         if (!p->mrg_rxbuf)
@@ -355,7 +355,7 @@ int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem
     uint64_t pos = 0;
     for (uint32_t i = 0; i < nchains; i++) {
         uint64_t n = need - pos < w->chains[i].room ? need - pos : w->chains[i].room;
-        w->used[i].len = (uint32_t)n;
+        used[i].len = (uint32_t)n;
         for (uint32_t g = w->chains[i].seg_first; n; g++) {
             uint64_t piece = w->segs[g].len < n ? w->segs[g].len : n;
             put_bytes(m, w->segs[g].gpa, pos, piece, hdr, p->hdr_len, frame);
@@ -363,11 +363,91 @@ int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem
             n -= piece;
         }
         if (ev)
-            trace(ev, DK_EV_RX_CHAIN, (uint16_t)w->used[i].id, w->used[i].len);
+            trace(ev, DK_EV_RX_CHAIN, (uint16_t)used[i].id, used[i].len);
     }
-    if (push_used(q, s, m, w->used, nchains, e))
-        return -1;
     return (int)nchains;
+}
+
+int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
+              struct dk_rx_work *w, uint8_t *hdr, const uint8_t *frame, uint32_t frame_len,
+              struct dk_error *e, struct dk_events *ev)
+{
+    const uint8_t *desc_table = NULL;
+    e->code = DK_OK;
+    uint8_t *avail = avail_ring(q, m, e);
+    if (avail == NULL)
+        return -1;
+    int n = rx_place(q, s, m, p, w, avail, &desc_table, hdr, frame, frame_len, w->used, w->chain_room, e, ev);
+    if (n > 0 && push_used(q, s, m, w->used, (uint32_t)n, e))
+        return -1;
+    return n;
+}
+
+/* Frames of a TX pool (another queue's burst, all DK_TX_OK) into this
+ * receive queue: each as dk_rx_put would, one used idx store for them all.
+ * Stops before the first frame longer than max_frame or without room;
+ * returns the frames written, their bytes in *bytes. On an error the frames
+ * before it are returned used first (each dk_rx_put would have). */
+int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
+                struct dk_rx_work *w, uint8_t *hdr, const struct dk_tx_work *src, uint32_t src_hdr_len,
+                uint32_t first, uint32_t count, uint32_t max_frame, uint64_t *bytes,
+                struct dk_error *e, struct dk_events *ev)
+{
+    const uint8_t *desc_table = NULL;
+    uint32_t done = 0, used = 0;
+    *bytes = 0;
+    w->done = 0;
+    e->code = DK_OK;
+    uint8_t *avail = avail_ring(q, m, e);
+    if (avail == NULL)
+        return -1;
+    struct dk_error unused_ring;
+    if (used_ring(q, m, &unused_ring) == NULL && count > 1)
+        count = 1;      /* the first frame's push fails, as it would in Python */
+    for (; done < count; done++) {
+        const struct dk_tx_frame *f = &src->frames[first + done];
+        uint32_t len = f->len - src_hdr_len;
+        if (len > max_frame)
+            break;
+        int n = rx_place(q, s, m, p, w, avail, &desc_table, hdr, src->pool + f->offset + src_hdr_len, len,
+                         w->used + used, w->chain_room - used, e, ev);
+        if (n <= 0) {
+            if (n < 0) {
+                struct dk_error later;
+                w->done = done;
+                push_used(q, s, m, w->used, used, &later);
+                return -1;
+            }
+            break;
+        }
+        used += (uint32_t)n;
+        *bytes += len;
+    }
+    if (push_used(q, s, m, w->used, used, e))
+        return -1;
+    return (int)done;
+}
+
+/* Runs of frames of a TX pool with the same destination and source MACs:
+ * the switch learns and looks up once per run. Returns the runs written. */
+int dk_mac_runs(const struct dk_tx_work *src, uint32_t hdr_len, uint32_t count, struct dk_mac_run *runs,
+                uint32_t room)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *macs = src->pool + src->frames[i].offset + hdr_len;
+        if (n && memcmp(runs[n - 1].macs, macs, 12) == 0) {
+            runs[n - 1].count++;
+            continue;
+        }
+        if (n == room)
+            return -1;
+        memcpy(runs[n].macs, macs, 12);
+        runs[n].first = i;
+        runs[n].count = 1;
+        n++;
+    }
+    return (int)n;
 }
 
 /* -- notifications: DeviceQueue.needs_notification / enable_notifications ----- */

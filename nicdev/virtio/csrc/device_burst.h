@@ -81,6 +81,7 @@ struct dk_rx_work {
     struct dk_rx_chain *chains;
     struct dk_used *used;
     uint32_t chain_room;    /* entries of chains and used: the queue size */
+    uint32_t done;          /* dk_rx_burst: frames written before an error */
 };
 
 int dk_tx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m,
@@ -89,6 +90,14 @@ int dk_tx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
 int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
               struct dk_rx_work *w, uint8_t *hdr, const uint8_t *frame, uint32_t frame_len,
               struct dk_error *e, struct dk_events *ev);
+/* Frames of a TX pool into a receive queue, and the runs of one MAC pair. */
+struct dk_mac_run { uint32_t first; uint32_t count; uint8_t macs[12]; };
+int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
+                struct dk_rx_work *w, uint8_t *hdr, const struct dk_tx_work *src, uint32_t src_hdr_len,
+                uint32_t first, uint32_t count, uint32_t max_frame, uint64_t *bytes,
+                struct dk_error *e, struct dk_events *ev);
+int dk_mac_runs(const struct dk_tx_work *src, uint32_t hdr_len, uint32_t count, struct dk_mac_run *runs,
+                uint32_t room);
 int dk_needs_notification(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, struct dk_error *e);
 int dk_enable_notifications(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, struct dk_error *e);
 
