@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from nicdev.net.device import BASE_FEATURES, DEVICE_FEATURES
 from nicdev.net.device_datapath import NetDatapath
 from nicdev.virtio import kernels
-from nicdev.virtio.device_burst import KernelEvents, RxKernel, TxKernel, enable_notifications, needs_notification
+from nicdev.virtio.device_burst import (
+    KernelEvents, PooledFrames, RxKernel, TxKernel, enable_notifications, needs_notification,
+)
 from nicdev.virtio.device_queue import DeviceQueue, QueueBroken
 from nicdev.virtio.features import VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, mask
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
@@ -275,3 +277,49 @@ def test_tx_kernel_frames_of_the_largest_size_fit_their_pool_slot():
     out = []
     assert dp.tx_burst(queue, mem, 4, True, out) == 4
     assert out == [] and dp.counters.drops == {"tx_frame_too_big": 4}   # not GSO: too big, and nothing overran
+
+
+# -- frames of another queue's pool into a receive ring -------------------------------
+def pooled(frames_to_send):
+    """PooledFrames holding `frames_to_send`, from a TX ring of their own."""
+    mem = GuestMemory([MemoryRegion(0, 0x80000, bytearray(0x80000))])
+    lay = SplitRingLayout(64, 0x1000)
+    queue = DeviceQueue.from_layout(lay)
+    gpa = 0x10000
+    for i, f in enumerate(frames_to_send):
+        mem.write(gpa, bytes(12) + f)
+        mem.write(lay.desc + 16 * i, pack_descriptor(gpa, 12 + len(f)))
+        gpa += 12 + len(f)
+    offer(mem, lay, list(range(len(frames_to_send))))
+    kernel = TxKernel()
+    kernel.configure(12, 5000, 5000, False)
+    n, error = kernel.run(queue, mem, 64, True)
+    assert (n, error) == (len(frames_to_send), None)
+    return PooledFrames(kernel, n, 12, sum(map(len, frames_to_send)))
+
+
+@SETTINGS
+@given(ring=rings(), sizes=st.lists(st.one_of(st.integers(14, 600), st.integers(600, 5000)), min_size=1, max_size=8),
+       features=FEATURES, mtu=st.sampled_from([None, 1500]), backlog=st.booleans())
+def test_pooled_frames_into_a_ring_are_rx_put_frame_by_frame(ring, sizes, features, mtu, backlog):
+    sent = [b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + bytes([i]) * (n - 14)
+            for i, n in enumerate(sizes)]
+    frames = pooled(sent)
+    runs = []
+    for path in PATHS:
+        mem, lay, queue = build(ring)
+        dp, drops = datapath(path, features, mtu)
+        log = []
+        try:
+            if backlog:     # a frame already waiting: the burst queues behind it
+                log.append(dp.rx_put(queue, mem, sent[0], None))
+            if path == "python":
+                log += [dp.rx_put(queue, mem, f, None) for f in sent]
+            else:
+                taken, nbytes, flags, broken = dp.rx_pooled(queue, mem, frames, 0, len(sent))
+                if broken is not None:
+                    raise broken
+        except QueueBroken as e:
+            log.append(("broken", e.reason))
+        runs.append(outcome(dp, drops, queue, mem, []) | {"broken_log": [x for x in log if isinstance(x, tuple)]})
+    assert runs[1] == runs[0]
