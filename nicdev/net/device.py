@@ -68,6 +68,7 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, describe, has, mask,
 )
+from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.memory import GuestMemory
 from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.ring import QueueBroken
@@ -125,7 +126,12 @@ class VirtioNetDevice(BackendDevice):
     `FrameMeta` for a partial checksum or GSO, None for a finished frame.
     `on_drop(direction, reason)` (optional) hears about each drop, direction
     "rx" (towards the guest) or "tx" (from the guest). `offloads=False`
-    offers no checksum or GSO features. Call
+    offers no checksum or GSO features. `datapath` ("c" or "python") picks
+    the data path's implementation, by default MNET_DATAPATH's.
+    `on_burst(items)` (optional) gets each TX burst's `(frame, meta)` pairs
+    at once instead of `on_frame` per frame, and `on_pooled(frames)`
+    (optional) a burst of finished frames still in the C data path's pool
+    (`PooledFrames`, valid only during the call). Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
     without a loop (unit tests) call `process_tx()` yourself.
 
@@ -143,15 +149,20 @@ class VirtioNetDevice(BackendDevice):
         tx_burst: int = 64,
         tx_budget: int = 1024,
         poll: PollMode = DEFAULT_POLL,
+        datapath: str | None = None,
+        on_burst: Callable[[list], None] | None = None,
+        on_pooled: Callable[[PooledFrames], None] | None = None,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
+        self.on_burst = on_burst
+        self.on_pooled = on_pooled
         self.offered_features = DEVICE_FEATURES if offloads else BASE_FEATURES
         self.tx_burst = tx_burst
         self.tx_budget = tx_budget      # chains per turn of the loop, so one guest cannot starve the rest
         self.loop = None
         self.counters = DeviceCounters()
-        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name)
+        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath)
         self.poller = DevicePoller(self, poll)     # polls the rings after traffic, by the `poll` mode
         self._reset_state()
 
@@ -344,7 +355,7 @@ class VirtioNetDevice(BackendDevice):
         return True
 
     def _notify(self, ring: Vring) -> None:
-        if ring.queue.needs_notification(self.mem) and ring.signal_call():
+        if self.datapath.needs_notification(ring.queue, self.mem) and ring.signal_call():
             self.counters.calls += 1
 
     # -- TX: frames from the guest ----------------------------------------------
@@ -367,13 +378,19 @@ class VirtioNetDevice(BackendDevice):
                 queue.disable_notifications(mem)
                 while budget > 0:
                     limit = burst if burst < budget else budget
-                    n = datapath.tx_burst(queue, mem, limit, enabled, frames)
+                    if self.on_pooled is not None:
+                        n, pooled = datapath.tx_burst_pooled(queue, mem, limit, enabled, frames)
+                    else:
+                        n, pooled = datapath.tx_burst(queue, mem, limit, enabled, frames), None
                     if not n:
                         break
                     budget -= n
                     taken += n
                     self._notify(ring)
-                    self._emit(frames)
+                    if pooled is not None:
+                        self.on_pooled(pooled)
+                    else:
+                        self._emit(frames)
                     frames = []
                     if n < limit:
                         break       # the ring ran dry: enabling kicks below looks again
@@ -381,7 +398,7 @@ class VirtioNetDevice(BackendDevice):
                     # More may be waiting: come back on the next turn of the loop.
                     self._soon(TX_RING, self.process_tx)
                     break
-                if not queue.enable_notifications(mem):
+                if not datapath.enable_notifications(queue, mem):
                     break
         except QueueBroken as e:
             self._break(ring, e.reason)
@@ -389,6 +406,10 @@ class VirtioNetDevice(BackendDevice):
         return taken
 
     def _emit(self, frames: list) -> None:
+        if self.on_burst is not None:
+            if frames:
+                self.on_burst(frames)
+            return
         on_frame = self.on_frame
         for frame, meta in frames:
             on_frame(frame, meta)
@@ -401,12 +422,9 @@ class VirtioNetDevice(BackendDevice):
         header; what the guest did not negotiate is done in software first."""
         ring = self.rx
         datapath = self.datapath
-        if ring is None or ring.queue is None or self.mem is None:
-            return datapath.drop("rx", "rx_ring_not_started")
-        if ring.broken:
-            return datapath.drop("rx", "ring_broken")
-        if not ring.enabled:
-            return datapath.drop("rx", "rx_ring_disabled")
+        reason = self._rx_refusal(ring)
+        if reason is not None:
+            return datapath.drop("rx", reason)
         if meta is not None and not datapath.can_take(meta):
             return self._receive_finished(frame, meta)
         try:
@@ -419,6 +437,45 @@ class VirtioNetDevice(BackendDevice):
         if outcome & RX_RECHECK:
             self._soon(RX_RING, self._flush_backlog)
         return bool(outcome & RX_TAKEN)
+
+    def receive_pooled(self, frames: PooledFrames, first: int, count: int) -> tuple[int, int]:
+        """Put frames first..first+count of another device's TX pool into the
+        guest's receive ring, as `receive` would one by one, with no Python
+        object per frame. Returns (frames taken, their bytes); the rest are
+        counted drops."""
+        ring = self.rx
+        datapath = self.datapath
+        if datapath.datapath != "c":
+            taken = nbytes = 0
+            for frame, _ in frames.items(first, count):
+                if self.receive(frame, None):
+                    taken, nbytes = taken + 1, nbytes + len(frame)
+            return taken, nbytes
+        reason = self._rx_refusal(ring)
+        if reason is not None:
+            for _ in range(count):
+                datapath.drop("rx", reason)
+            return 0, 0
+        taken, nbytes, outcome, broken = datapath.rx_pooled(ring.queue, self.mem, frames, first, count)
+        if broken is not None:
+            self._break(ring, broken.reason)
+            for _ in range(count - taken):
+                datapath.drop("rx", "ring_broken")
+        if outcome & RX_NOTIFY:
+            self._schedule_rx_notify()
+        if outcome & RX_RECHECK:
+            self._soon(RX_RING, self._flush_backlog)
+        return taken, nbytes
+
+    def _rx_refusal(self, ring: Vring | None) -> str | None:
+        """Why no frame can go to the guest now (receive's checks), or None."""
+        if ring is None or ring.queue is None or self.mem is None:
+            return "rx_ring_not_started"
+        if ring.broken:
+            return "ring_broken"
+        if not ring.enabled:
+            return "rx_ring_disabled"
+        return None
 
     def _receive_finished(self, frame: bytes, meta: FrameMeta) -> bool:
         # The switch never passes metadata the guest cannot take; a direct

@@ -8,6 +8,16 @@ over several of them with MRG_RXBUF, and keeps frames that find no buffer in
 a bounded backlog, in order, until `rx_flush` finds buffers for them.
 Everything it cannot carry is a counted drop with a reason.
 
+Two data paths, one behaviour: with the C kernels (`nicdev.virtio.kernels`:
+MNET_DATAPATH=c, the default) a TX burst is one C call that walks the
+chains, gathers the frames into a pool and returns the chains used, and a
+frame to the guest is one C call (`nicdev.virtio.device_burst`); with
+MNET_DATAPATH=python the `DeviceQueue` calls below do it, the readable
+reference. Frames, used entries, errors, counters and drop reasons are the
+same on both (tests/unit/test_device_kernels.py holds them to it). Frames
+that need a held receive chain, and the header checks of offloaded TX
+frames, always take the Python rules.
+
 No file descriptors, timers or clocks: the caller (`nicdev.net.device`)
 hands in the `DeviceQueue` and the `GuestMemory`, decides when to run, and
 turns what this reports into kicks, calls and timers. So the data path is
@@ -22,7 +32,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nicdev.virtio import offload
+from nicdev.virtio import device_burst, kernels, offload
+from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.device_queue import DescriptorChain, DeviceQueue
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -99,10 +110,18 @@ class NetDatapath:
     "rx" (towards the guest) or "tx" (from the guest)."""
 
     def __init__(self, counters: DeviceCounters | None = None, *,
-                 on_drop: Callable[[str, str], None] | None = None, name: str = "virtio-net") -> None:
+                 on_drop: Callable[[str, str], None] | None = None, name: str = "virtio-net",
+                 datapath: str | None = None) -> None:
         self.name = name
         self.counters = counters if counters is not None else DeviceCounters()
         self.on_drop = on_drop
+        # "c" or "python"; by default the process's choice (MNET_DATAPATH).
+        self.datapath = kernels.selected() if datapath is None else datapath
+        if self.datapath not in kernels.DATAPATHS:
+            raise ValueError(f"data path {datapath!r}: expected one of {', '.join(kernels.DATAPATHS)}")
+        c = self.datapath == "c"
+        self._tx_kernel = device_burst.TxKernel() if c else None
+        self._rx_kernel = device_burst.RxKernel() if c else None
         self.reset()
 
     def reset(self) -> None:
@@ -167,6 +186,19 @@ class NetDatapath:
             self.on_drop(direction, reason)
         return False
 
+    # -- notifications (the queue's rules, on this data path) ---------------------
+    def needs_notification(self, queue: DeviceQueue, mem: GuestMemory) -> bool:
+        """DeviceQueue.needs_notification: should the guest be signalled now?"""
+        if self._tx_kernel is not None:
+            return device_burst.needs_notification(queue, mem)
+        return queue.needs_notification(mem)
+
+    def enable_notifications(self, queue: DeviceQueue, mem: GuestMemory) -> bool:
+        """DeviceQueue.enable_notifications: ask for kicks; True if buffers wait."""
+        if self._tx_kernel is not None:
+            return device_burst.enable_notifications(queue, mem)
+        return queue.enable_notifications(mem)
+
     # -- TX: frames from the guest ----------------------------------------------
     def tx_burst(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool, out: list) -> int:
         """Take up to `limit` chains from the transmit queue and return them used
@@ -175,6 +207,8 @@ class NetDatapath:
         without side effects: its chains go back, their frames are drops.
 
         On QueueBroken the frames read so far are in `out` already."""
+        if self._tx_kernel is not None:
+            return self._tx_burst_c(queue, mem, limit, enabled, out)
         used = []
         hdr_len = self.hdr_len
         tx_frame = self._tx_frame
@@ -189,6 +223,48 @@ class NetDatapath:
         if used:
             queue.push_many(mem, used)
         return len(used)
+
+    def tx_burst_pooled(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool,
+                        out: list) -> tuple[int, PooledFrames | None]:
+        """tx_burst for a caller that can forward frames still in the C pool:
+        when every chain was a finished frame (the usual case) they stay
+        there, returned as PooledFrames (valid until the next burst) with
+        `out` untouched; otherwise, and on the Python data path, they go to
+        `out` as tx_burst puts them and the second value is None."""
+        if self._tx_kernel is None:
+            return self.tx_burst(queue, mem, limit, enabled, out), None
+        return self._tx_burst_c(queue, mem, limit, enabled, out, pooled=True)
+
+    def _tx_burst_c(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool, out: list,
+                    pooled: bool = False):
+        """tx_burst in one C call; then one bytes object per frame, or none
+        (`pooled`: returns (chains, PooledFrames or None))."""
+        kernel = self._tx_kernel
+        hdr_len = self.hdr_len
+        kernel.configure(hdr_len, self.max_frame, _MAX_GSO_FRAME, bool(self.tx_gso))
+        n, error = kernel.run(queue, mem, limit, enabled)
+        counters, work = self.counters, kernel.work
+        if pooled and error is None and work.frames_ok == n and self.max_frame <= MAX_FRAME_LEN:
+            counters.tx_frames += n
+            counters.tx_bytes += work.bytes_ok
+            return n, (PooledFrames(kernel, n, hdr_len, work.bytes_ok) if n else None)
+        frames, data = kernel.frames, kernel.data
+        for i in range(n):
+            f = frames[i]
+            status = f.status
+            if status == device_burst.TX_OK:
+                out.append((data(f.offset + hdr_len, f.len - hdr_len), None))
+            elif status == device_burst.TX_OFFLOAD:
+                item = self._tx_offload(data(f.offset, f.len), hdr_len)
+                if item is not None:
+                    out.append(item)
+            else:
+                self.drop("tx", device_burst.TX_DROP_REASONS[status])
+        counters.tx_frames += work.frames_ok
+        counters.tx_bytes += work.bytes_ok
+        if error is not None:
+            raise error
+        return (n, None) if pooled else n
 
     def _tx_frame(self, chain: DescriptorChain, mem: GuestMemory, hdr_len: int,
                   enabled: bool) -> tuple[bytes, FrameMeta | None] | None:
@@ -271,6 +347,44 @@ class NetDatapath:
         self.drop("rx", failure)
         return flags
 
+    def rx_pooled(self, queue: DeviceQueue, mem: GuestMemory, frames: PooledFrames, first: int,
+                  count: int) -> tuple[int, int, int, QueueBroken | None]:
+        """Frames first..first+count of another device's TX pool (finished
+        frames, C data path) into the receive buffers: runs of them in one C
+        call each, and any frame the kernel stops at (too long, no room, a
+        backlog to keep the order behind) by `rx_put`'s rules, so the result
+        is rx_put's for each frame in turn. Returns (frames taken, their
+        bytes, RX_* bits, None), or, when the ring broke, what was taken
+        before it and the QueueBroken (the caller breaks the ring)."""
+        kernel = self._rx_kernel
+        hdr = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
+        counters = self.counters
+        taken = nbytes = flags = 0
+        i, end = first, first + count
+        while i < end:
+            if not self._rx_backlog and not self._rx_held:
+                done, written, broken = kernel.put_burst(queue, mem, hdr, frames, i, end - i, self.mrg_rxbuf,
+                                                         self.max_frame)
+                if done:
+                    counters.rx_frames += done
+                    counters.rx_bytes += written
+                    taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
+                if broken is not None:
+                    return taken, nbytes, flags, broken
+                i += done
+                if i == end:
+                    break
+            frame = frames.frame(i)
+            try:
+                outcome = self.rx_put(queue, mem, frame, None)
+            except QueueBroken as e:
+                return taken, nbytes, flags, e
+            if outcome & RX_TAKEN:
+                taken, nbytes = taken + 1, nbytes + len(frame)
+            flags |= outcome & ~RX_TAKEN
+            i += 1
+        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None
+
     def rx_flush(self, queue: DeviceQueue, mem: GuestMemory) -> int:
         """Move waiting frames into buffers the guest has posted since; when
         they run out, ask the guest for a kick. Returns RX_NOTIFY if any went."""
@@ -338,6 +452,14 @@ class NetDatapath:
     def _write(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> str | None:
         """Write one frame into receive buffers; None, or why it could not."""
         hdr_len = self.hdr_len
+        if self._rx_kernel is not None and not self._rx_held:
+            if meta is None:
+                hdr = _PLAIN_HDR10 if hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
+            else:
+                hdr = meta.to_hdr(0).pack(hdr_len)      # the kernel sets num_buffers
+            if self._rx_kernel.put(queue, mem, hdr, frame, self.mrg_rxbuf):
+                return None
+            # The chains do not hold it: the rules below pop and hold them.
         need = hdr_len + len(frame)
         held = self._rx_held
         chains: list[DescriptorChain] = []

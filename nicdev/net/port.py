@@ -67,6 +67,9 @@ class Port(abc.ABC):
     accepts_gso: frozenset = frozenset()
     # True: the switch hands this port whole bursts (`transmit_burst`).
     takes_bursts: bool = False
+    # True: a vhost-user port whose frames can go from one guest's ring to
+    # another's still in C (`VhostUserPort.attach_pooled`, `transmit_pooled`).
+    takes_pooled_bursts: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name

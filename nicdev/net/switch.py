@@ -32,6 +32,13 @@ destination up once, collects what each output port gets (in arrival
 order), and then sends port by port: one `transmit_burst` call for a port
 that `takes_bursts`, `transmit` per frame for the others. Counters come out
 the same as if the frames had come one by one.
+
+Between two vhost-user ports a burst need not become Python frames at all:
+the ingress port hands over `PooledFrames` (finished frames still in its C
+pool) and `_on_pooled_burst` learns and looks up once per run of frames with
+one address pair; when each run goes to one vhost-user port (no capture port
+on the switch), that port copies the run from the pool into its guest's
+buffers in C (`transmit_pooled`). Anything else takes `_on_burst`.
 """
 from __future__ import annotations
 
@@ -128,6 +135,8 @@ class Switch:
         self._ports[port.name] = port
         self._refresh()
         port.attach(self._on_frame, burst_sink=self._on_burst)
+        if port.takes_pooled_bursts:
+            port.attach_pooled(self._on_pooled_burst)
         try:
             port.start(self.loop)
         except BaseException:
@@ -283,6 +292,56 @@ class Switch:
             self._send_burst(out, got)
         for egress in egresses:
             self._count_finishing(ingress, egress)
+
+    def _on_pooled_burst(self, ingress: Port, frames) -> None:
+        """A burst of finished frames still in a vhost-user port's C pool
+        (`PooledFrames`). When every run of one address pair goes to a single
+        port that takes pooled bursts, each run is handed over as it is (the
+        frames are copied once, in C, into the other guest's buffers);
+        otherwise the burst becomes Python frames and takes `_on_burst`.
+        Either way the counters are `_on_burst`'s."""
+        now = self.loop.now()
+        runs = frames.mac_runs()
+        sources = {src for _, _, _, src in runs}
+        plan = []
+        for first, count, dst, src in runs:
+            out = None if dst in sources else self._pooled_target(ingress, dst, now)
+            if out is None:
+                self._on_burst(ingress, frames.items())
+                return
+            plan.append((first, count, out))
+        counters = self.counters
+        for _, count, _, src in runs:
+            if not (src[0] & 1 or src == _ZERO_MAC) and not self._learn(src, ingress, now):
+                counters.table_full += count - 1        # _on_burst tries again for each frame
+        for first, count, (out, flooded) in plan:
+            if flooded:
+                counters.flooded += count
+            else:
+                counters.forwarded += count
+            if not out.link_up:
+                out.counters.tx_dropped += count
+                continue
+            try:
+                out.transmit_pooled(frames, first, count)
+            except Exception as exc:
+                self._transmit_failed(out, exc, count)
+
+    def _pooled_target(self, ingress: Port, dst: bytes, now: float) -> tuple[Port, bool] | None:
+        """(the one port frames to `dst` go to, flooded?) if that port takes
+        pooled bursts and no capture port wants a copy, else None."""
+        if self._captures:
+            return None
+        out = self._lookup(dst, now)
+        flooded = out is None
+        if flooded:
+            others = [p for p in self._port_tuple if p is not ingress]
+            if len(others) != 1:
+                return None
+            out = others[0]
+        elif out is ingress:
+            return None
+        return (out, flooded) if out.takes_pooled_bursts else None
 
     def _lookup(self, dst: bytes, now: float) -> Port | None:
         """The port a unicast `dst` was learned on (and not aged), else None: flood."""

@@ -285,6 +285,7 @@ class VhostUserBackend:
         for ring in self.rings:
             self._stop_ring(ring)
             ring.close_fds()
+        self._release_mem(self.mem)
         self._unmap(self._mapped)
         self._reset_state()
         self.device.reset()
@@ -452,13 +453,21 @@ class VhostUserBackend:
         running = [ring for ring in self.rings if ring.started]
         for ring in running:
             self._stop_ring(ring)
-        old, self._mapped, self.mem = self._mapped, mapped, mem
+        old, old_mem, self._mapped, self.mem = self._mapped, self.mem, mapped, mem
         self.device.mem_table_changed(mem)
+        self._release_mem(old_mem)
         self._unmap(old)
         log.info("%s: memory table: %s", self.name,
                  ", ".join(f"gpa {d.gpa:#x}+{d.size:#x}" for d in table.regions) or "empty")
         for ring in self.rings:
             self._try_start(ring)
+
+    @staticmethod
+    def _release_mem(mem: GuestMemory | None) -> None:
+        # First, so that the C kernels' table of its regions lets go of them
+        # (GuestMemory.release) before the mappings close.
+        if mem is not None:
+            mem.release()
 
     @staticmethod
     def _unmap(mapped: list[MappedRegion]) -> None:

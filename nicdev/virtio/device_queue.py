@@ -25,6 +25,8 @@ still disabled, and never kicks):
 """
 from __future__ import annotations
 
+from array import array
+
 from .memory import GuestMemory, GuestMemoryError
 from .ring import (
     DESC_SIZE,
@@ -50,6 +52,9 @@ __all__ = ["DeviceQueue", "DescriptorChain", "QueueBroken", "MAX_CHAIN_BYTES"]
 MAX_CHAIN_BYTES = 0xFFFF_FFFF
 
 _unpack_desc = DESC_STRUCT.unpack_from
+
+# Slots of DeviceQueue.state; -1 in the last two means "not known yet".
+STATE_NEXT_AVAIL, STATE_USED_IDX, STATE_SIGNALLED_USED = 0, 1, 2
 
 
 class DescriptorChain:
@@ -188,9 +193,11 @@ class DeviceQueue:
         self._used_bytes = used_ring_bytes(size, event_idx)
         self._used_event_word = 2 + size  # u16 index of used_event in the avail ring
         self._avail_event_word = 2 + 4 * size  # u16 index of avail_event in the used ring
-        self._next_avail = next_avail
-        self._used_idx = used_idx
-        self._signalled_used: int | None = None  # used idx at the last notification decision
+        # The indices live in one small array of C ints that the C kernels
+        # (nicdev.virtio.device_burst) read and write too, so either data path
+        # can run the next call: next_avail, used_idx, and the used idx at the
+        # last notification decision.
+        self.state = array("i", (next_avail, -1 if used_idx is None else used_idx, -1))
 
     @classmethod
     def from_layout(cls, layout, **kwargs) -> "DeviceQueue":
@@ -198,19 +205,20 @@ class DeviceQueue:
         return cls(layout.queue_size, layout.desc, layout.avail, layout.used, **kwargs)
 
     def __repr__(self) -> str:
-        state = f"broken: {self.broken}" if self.broken else f"next_avail={self._next_avail} used_idx={self._used_idx}"
+        state = f"broken: {self.broken}" if self.broken else f"next_avail={self.next_avail} used_idx={self.used_idx}"
         return f"DeviceQueue(size={self.size}, desc={self.desc_gpa:#x}, avail={self.avail_gpa:#x}, used={self.used_gpa:#x}, {state})"
 
     # -- state --------------------------------------------------------------
     @property
     def next_avail(self) -> int:
         """Index of the next available entry to pop (GET_VRING_BASE)."""
-        return self._next_avail
+        return self.state[STATE_NEXT_AVAIL]
 
     @property
     def used_idx(self) -> int | None:
         """Our used idx, or None if not yet read from memory."""
-        return self._used_idx
+        used_idx = self.state[STATE_USED_IDX]
+        return None if used_idx < 0 else used_idx
 
     def mark_broken(self, reason: str) -> None:
         """Stop using the queue; every later data-path call raises QueueBroken."""
@@ -238,10 +246,11 @@ class DeviceQueue:
             raise self._fail(f"used ring at {self.used_gpa:#x} is not in guest memory: {e}") from None
 
     def _pending(self, avail: memoryview) -> int:
-        pending = (avail[1] - self._next_avail) & 0xFFFF
+        next_avail = self.state[STATE_NEXT_AVAIL]
+        pending = (avail[1] - next_avail) & 0xFFFF
         if pending > self.size:
             raise self._fail(
-                f"available idx {avail[1]} is {pending} entries ahead of {self._next_avail}, more than the queue size {self.size}"
+                f"available idx {avail[1]} is {pending} entries ahead of {next_avail}, more than the queue size {self.size}"
             )
         return pending
 
@@ -260,20 +269,21 @@ class DeviceQueue:
         avail = self._avail(mem)
         if not self._pending(avail):
             return None
-        head = avail[2 + (self._next_avail & self._mask)]
+        state = self.state
+        head = avail[2 + (state[STATE_NEXT_AVAIL] & self._mask)]
         try:
             chain = self._walk(mem, head)
         except QueueBroken as e:
             self.mark_broken(e.reason)
             raise
-        self._next_avail = (self._next_avail + 1) & 0xFFFF
+        state[STATE_NEXT_AVAIL] = (state[STATE_NEXT_AVAIL] + 1) & 0xFFFF
         return chain
 
     def _walk(self, mem: GuestMemory, head: int) -> DescriptorChain:
         """Follow a chain, copying each descriptor once, trusting nothing."""
         size = self.size
         if head >= size:
-            raise QueueBroken(f"available entry {self._next_avail} names descriptor {head}, queue size is {size}")
+            raise QueueBroken(f"available entry {self.next_avail} names descriptor {head}, queue size is {size}")
         try:
             table = mem.view(self.desc_gpa, self._desc_bytes)
         except GuestMemoryError as e:
@@ -347,9 +357,10 @@ class DeviceQueue:
 
     # -- used side ----------------------------------------------------------
     def _current_used(self, used: memoryview) -> int:
-        if self._used_idx is None:
-            self._used_idx = used.cast("H")[1]
-        return self._used_idx
+        state = self.state
+        if state[STATE_USED_IDX] < 0:
+            state[STATE_USED_IDX] = used.cast("H")[1]
+        return state[STATE_USED_IDX]
 
     def push(self, mem: GuestMemory, head: int, written_len: int) -> None:
         """Return chain `head` to the driver with `written_len` bytes written."""
@@ -379,7 +390,7 @@ class DeviceQueue:
             pack(used, 4 + 8 * (idx & mask), head, written)
             idx = (idx + 1) & 0xFFFF
         used.cast("H")[1] = idx
-        self._used_idx = idx
+        self.state[STATE_USED_IDX] = idx
 
     # -- notifications ------------------------------------------------------
     def needs_notification(self, mem: GuestMemory) -> bool:
@@ -395,9 +406,9 @@ class DeviceQueue:
             return not avail[0] & VRING_AVAIL_F_NO_INTERRUPT
         memory_barrier()  # our used idx store must be visible before we read used_event
         new = self._current_used(self._used(mem))
-        old = self._signalled_used
-        self._signalled_used = new
-        if old is None:
+        old = self.state[STATE_SIGNALLED_USED]
+        self.state[STATE_SIGNALLED_USED] = new
+        if old < 0:
             return True
         return vring_need_event(avail[self._used_event_word], new, old)
 
@@ -410,7 +421,7 @@ class DeviceQueue:
         self._check_usable()
         used = self._used(mem).cast("H")
         if self.event_idx:
-            used[self._avail_event_word] = self._next_avail
+            used[self._avail_event_word] = self.state[STATE_NEXT_AVAIL]
         else:
             used[0] &= ~VRING_USED_F_NO_NOTIFY & 0xFFFF
         memory_barrier()  # the enable must be visible before we re-read avail idx

@@ -15,6 +15,7 @@ import glob
 import importlib.util
 import os
 import sys
+import weakref
 
 __all__ = ["KernelsUnavailable", "DATAPATHS", "selected", "use_c", "ffi", "lib", "mem_table"]
 
@@ -118,4 +119,9 @@ def mem_table(mem):
             table.release()
         table = _RegionTable(mem.regions)
         mem.__dict__["_c_table"] = table
+        # Held from outside the GuestMemory too, until it dies: so a garbage
+        # cycle through the GuestMemory (a traceback's frames) never has the
+        # collector clear a memoryview the table still exports (CPython then
+        # crashes releasing it); the table lets go in the normal way.
+        weakref.finalize(mem, table.release)
     return table.mem

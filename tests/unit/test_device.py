@@ -14,6 +14,7 @@ from nicdev.virtio.features import (
 from nicdev.virtio.net_hdr import NetHdr
 from nicdev.virtio.ring import VRING_DESC_F_NEXT, pack_descriptor
 
+from support.datapaths import DATAPATHS
 from support.vhost_user_guest import Frontend, GuestNic, GuestRam, read_eventfd
 
 BIT30 = 1 << F_PROTOCOL_FEATURES
@@ -29,10 +30,11 @@ def frame(n: int, fill: int = 0xAB) -> bytes:
 class Net:
     """Device + back-end + a guest whose driver is started with `features`."""
 
-    def __init__(self, features=ALL, *, queue_size=256):
+    def __init__(self, features=ALL, *, queue_size=256, datapath=None):
         self.frames = []
         self.drops = []
-        self.dev = VirtioNetDevice(self._from_guest, on_drop=lambda d, r: self.drops.append((d, r)))
+        self.dev = VirtioNetDevice(self._from_guest, on_drop=lambda d, r: self.drops.append((d, r)),
+                                   datapath=datapath)
         self.backend = self.dev.make_backend("test")
         self.ram = GuestRam()
         event_idx = bool(features >> VIRTIO_F_RING_EVENT_IDX & 1)
@@ -52,19 +54,19 @@ class Net:
         self.ram.close()
 
 
-@pytest.fixture
-def net():
-    n = Net()
+@pytest.fixture(params=DATAPATHS)
+def net(request):
+    n = Net(datapath=request.param)
     yield n
     n.close()
 
 
-@pytest.fixture
-def make_net():
+@pytest.fixture(params=DATAPATHS)
+def make_net(request):
     made = []
 
     def make(*args, **kw):
-        made.append(Net(*args, **kw))
+        made.append(Net(*args, datapath=request.param, **kw))
         return made[-1]
     yield make
     for n in made:

@@ -21,6 +21,7 @@ from nicdev.virtio.offload import GSO_TCPV4, FrameMeta
 from nicdev.virtio.ring import VRING_DESC_F_NEXT, pack_descriptor
 
 from support.offload_frames import tcp4_frame, udp4_frame
+from support.datapaths import DATAPATHS
 from support.vhost_user_guest import GuestNic, GuestRam, read_eventfd
 
 
@@ -31,13 +32,13 @@ def frame(n: int, fill: int = 0xAB) -> bytes:
 class Rings:
     """A guest driver's RX and TX rings and the device's queues over them."""
 
-    def __init__(self, features=DEVICE_FEATURES, *, event_idx=True, queue_size=256):
+    def __init__(self, features=DEVICE_FEATURES, *, event_idx=True, queue_size=256, datapath=None):
         self.ram = GuestRam()
         self.mem = self.ram.mem
         self.nic = GuestNic(self.ram, queue_size=queue_size, event_idx=event_idx)
         self.rxq, self.txq = (DeviceQueue.from_layout(layout, event_idx=event_idx) for layout in self.nic.layouts)
         self.drops = []
-        self.dp = NetDatapath(on_drop=lambda d, r: self.drops.append((d, r)))
+        self.dp = NetDatapath(on_drop=lambda d, r: self.drops.append((d, r)), datapath=datapath)
         self.dp.negotiate(features)
 
     def take(self, limit=64, enabled=True):
@@ -53,12 +54,12 @@ class Rings:
         self.ram.close()
 
 
-@pytest.fixture
-def make_rings():
+@pytest.fixture(params=DATAPATHS)
+def make_rings(request):
     made = []
 
     def make(*args, **kw):
-        made.append(Rings(*args, **kw))
+        made.append(Rings(*args, datapath=request.param, **kw))
         return made[-1]
     yield make
     for r in made:

@@ -19,6 +19,11 @@ ASAN_TEST_FILES = [
     "tests/unit/test_driver_burst.py",
     "tests/unit/test_stack_virtio_datapaths.py",
     "tests/unit/test_fd_burst.py",
+    "tests/unit/test_device_kernels.py",
+    "tests/unit/test_virtio_device_queue.py",
+    "tests/unit/test_device_datapath.py",
+    "tests/unit/test_device.py",
+    "tests/unit/test_pooled_forwarding.py",
 ]
 
 pytestmark = pytest.mark.skipif(not kernels.use_c(), reason="MNET_DATAPATH=python: the C kernels are not loaded")

@@ -5,6 +5,7 @@ import struct
 
 import pytest
 
+from nicdev.virtio.device_burst import TxKernel
 from nicdev.virtio.device_queue import DeviceQueue, QueueBroken
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
 from nicdev.virtio.ring import (
@@ -16,6 +17,8 @@ from nicdev.virtio.ring import (
     SplitRingLayout,
     pack_descriptor,
 )
+
+from support.datapaths import DATAPATHS
 
 NEXT, WRITE, INDIRECT = VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT
 RING_BASE = 0x1000
@@ -373,9 +376,26 @@ def test_avail_event_written_on_enable(ring, mem):
 
 
 # -- hostile rings ----------------------------------------------------------
-def broken(q, mem, match):
+@pytest.fixture(params=DATAPATHS)
+def pop(request):
+    """Pop a chain the Python way (DeviceQueue.pop) or the C way (one chain
+    through the TX burst kernel): hostile rings must break both alike."""
+    if request.param == "python":
+        return lambda q, mem: q.pop(mem)
+    kernel = TxKernel()
+    kernel.configure(12, 1514, 1514, False)
+
+    def pop_in_c(q, mem):
+        n, error = kernel.run(q, mem, 1, True)
+        if error is not None:
+            raise error
+        return n
+    return pop_in_c
+
+
+def broken(q, mem, match, pop):
     with pytest.raises(QueueBroken, match=match) as exc:
-        q.pop(mem)
+        pop(q, mem)
     assert q.broken == exc.value.reason
     # the queue stays broken for every data-path call
     for call in (q.pop, q.avail_count, q.needs_notification, q.enable_notifications, q.disable_notifications):
@@ -386,17 +406,17 @@ def broken(q, mem, match):
     return exc.value
 
 
-def test_self_loop(ring, mem):
+def test_self_loop(ring, mem, pop):
     ring.desc(0, BUF, 1, NEXT, 0)
     ring.offer(0)
-    broken(ring.device(), mem, "loop")
+    broken(ring.device(), mem, "loop", pop)
 
 
-def test_long_loop(ring, mem):
+def test_long_loop(ring, mem, pop):
     for i in range(8):
         ring.desc(i, BUF, 1, NEXT, (i + 1) % 8)
     ring.offer(3)
-    broken(ring.device(), mem, "longer than 8")
+    broken(ring.device(), mem, "longer than 8", pop)
 
 
 def test_chain_of_exactly_queue_size_is_fine(ring, mem):
@@ -407,50 +427,50 @@ def test_chain_of_exactly_queue_size_is_fine(ring, mem):
     assert ring.device().pop(mem).desc_count == 8
 
 
-def test_head_out_of_range(ring, mem):
+def test_head_out_of_range(ring, mem, pop):
     ring.offer(8)
-    broken(ring.device(), mem, "names descriptor 8")
+    broken(ring.device(), mem, "names descriptor 8", pop)
 
 
-def test_next_out_of_range(ring, mem):
+def test_next_out_of_range(ring, mem, pop):
     ring.desc(0, BUF, 1, NEXT, 8)
     ring.offer(0)
-    broken(ring.device(), mem, "points to 8")
+    broken(ring.device(), mem, "points to 8", pop)
 
 
-def test_address_outside_memory(ring, mem):
+def test_address_outside_memory(ring, mem, pop):
     ring.desc(0, 0x10000, 1)
     ring.offer(0)
-    broken(ring.device(), mem, "not in guest memory")
+    broken(ring.device(), mem, "not in guest memory", pop)
 
 
-def test_buffer_running_off_the_end_of_memory(ring, mem):
+def test_buffer_running_off_the_end_of_memory(ring, mem, pop):
     ring.desc(0, 0xFFF0, 0x20, WRITE)
     ring.offer(0)
-    broken(ring.device(), mem, "not in guest memory")
+    broken(ring.device(), mem, "not in guest memory", pop)
 
 
-def test_address_wrapping_64_bits(ring, mem):
+def test_address_wrapping_64_bits(ring, mem, pop):
     ring.desc(0, (1 << 64) - 8, 16)
     ring.offer(0)
-    broken(ring.device(), mem, "not in guest memory")
+    broken(ring.device(), mem, "not in guest memory", pop)
 
 
-def test_address_in_the_gap_between_regions():
+def test_address_in_the_gap_between_regions(pop):
     mem = gap_memory()
     ring = RawRing(mem)
     ring.desc(0, 0x18000, 4)
     ring.offer(0)
-    broken(ring.device(), mem, "not in guest memory")
+    broken(ring.device(), mem, "not in guest memory", pop)
 
 
-def test_buffer_running_into_the_gap():
+def test_buffer_running_into_the_gap(pop):
     mem = gap_memory()
     ring = RawRing(mem)
     ring.desc(0, BUF, 4, NEXT, 1)
     ring.desc(1, 0xFFFC, 8, WRITE)  # last 4 bytes of region 0, then the hole
     ring.offer(0)
-    broken(ring.device(), mem, "0xfffc")
+    broken(ring.device(), mem, "0xfffc", pop)
 
 
 def test_buffers_in_the_second_region_are_fine():
@@ -502,13 +522,13 @@ def test_avail_idx_running_ahead_by_more_than_size(ring, mem):
     assert q.broken
 
 
-def test_avail_idx_going_backwards_is_running_ahead(mem):
+def test_avail_idx_going_backwards_is_running_ahead(mem, pop):
     ring = RawRing(mem, start_idx=10)
     mem.write_u16(ring.lay.avail + 2, 9)  # 65535 entries "ahead" of 10
-    broken(ring.device(next_avail=10), mem, "ahead")
+    broken(ring.device(next_avail=10), mem, "ahead", pop)
 
 
-def test_total_length_overflow():
+def test_total_length_overflow(pop):
     # A sparse 3 GiB memfd: checking addresses touches none of its pages.
     fd = os.memfd_create("virtio-test")
     try:
@@ -522,7 +542,7 @@ def test_total_length_overflow():
     ring.desc(0, 0x10000, 0x8000_0000, NEXT, 1)
     ring.desc(1, 0x10000, 0x8000_0000, WRITE)  # 2**32 in total
     ring.offer(0)
-    broken(ring.device(), mem, "32 bits")
+    broken(ring.device(), mem, "32 bits", pop)
     ring = RawRing(mem, base=0x2000)
     ring.desc(0, 0x10000, 0x8000_0000, NEXT, 1)
     ring.desc(1, 0x10000, 0x7FFF_FFFF, WRITE)  # one byte less: fine
@@ -531,105 +551,105 @@ def test_total_length_overflow():
     assert chain.readable_len + chain.writable_len == 0xFFFF_FFFF
 
 
-def test_readable_after_writable(ring, mem):
+def test_readable_after_writable(ring, mem, pop):
     ring.desc(0, BUF, 4, WRITE | NEXT, 1)
     ring.desc(1, BUF + 0x10, 4)
     ring.offer(0)
-    broken(ring.device(), mem, "readable descriptor after a device-writable")
+    broken(ring.device(), mem, "readable descriptor after a device-writable", pop)
 
 
-def test_readable_after_empty_writable(ring, mem):
+def test_readable_after_empty_writable(ring, mem, pop):
     ring.desc(0, BUF, 0, WRITE | NEXT, 1)
     ring.desc(1, BUF + 0x10, 4)
     ring.offer(0)
-    broken(ring.device(), mem, "readable descriptor after")
+    broken(ring.device(), mem, "readable descriptor after", pop)
 
 
-def test_readable_after_writable_across_an_indirect_table(ring, mem):
+def test_readable_after_writable_across_an_indirect_table(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(BUF, 4))
     ring.desc(0, BUF + 0x10, 4, WRITE | NEXT, 1)
     ring.desc(1, 0x4000, 16, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "readable descriptor after")
+    broken(ring.device(), mem, "readable descriptor after", pop)
 
 
-def test_nested_indirect(ring, mem):
+def test_nested_indirect(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(0x4100, 16, INDIRECT))
     mem.write(0x4100, pack_descriptor(BUF, 4))
     ring.desc(0, 0x4000, 16, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "inside an indirect table")
+    broken(ring.device(), mem, "inside an indirect table", pop)
 
 
-def test_indirect_with_next(ring, mem):
+def test_indirect_with_next(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(BUF, 4))
     ring.desc(0, 0x4000, 16, INDIRECT | NEXT, 1)
     ring.desc(1, BUF, 4)
     ring.offer(0)
-    broken(ring.device(), mem, "both INDIRECT and NEXT")
+    broken(ring.device(), mem, "both INDIRECT and NEXT", pop)
 
 
-def test_indirect_not_negotiated(ring, mem):
+def test_indirect_not_negotiated(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(BUF, 4))
     ring.desc(0, 0x4000, 16, INDIRECT)
     ring.offer(0)
-    broken(ring.device(indirect=False), mem, "not negotiated")
+    broken(ring.device(indirect=False), mem, "not negotiated", pop)
 
 
 @pytest.mark.parametrize("length", [0, 8, 17, 16 * 9])
-def test_bad_indirect_table_length(ring, mem, length):
+def test_bad_indirect_table_length(ring, mem, length, pop):
     ring.desc(0, 0x4000, length, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "indirect table length")
+    broken(ring.device(), mem, "indirect table length", pop)
 
 
-def test_indirect_table_outside_memory(ring, mem):
+def test_indirect_table_outside_memory(ring, mem, pop):
     ring.desc(0, 0xFFF0, 32, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "indirect table")
+    broken(ring.device(), mem, "indirect table", pop)
 
 
-def test_indirect_table_in_the_gap():
+def test_indirect_table_in_the_gap(pop):
     mem = gap_memory()
     ring = RawRing(mem)
     ring.desc(0, 0x1FFF0, 16, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "indirect table")
+    broken(ring.device(), mem, "indirect table", pop)
 
 
-def test_indirect_next_out_of_table(ring, mem):
+def test_indirect_next_out_of_table(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(BUF, 4, NEXT, 2) + pack_descriptor(BUF, 4))
     ring.desc(0, 0x4000, 32, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "outside a table of 2")
+    broken(ring.device(), mem, "outside a table of 2", pop)
 
 
-def test_indirect_loop(ring, mem):
+def test_indirect_loop(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(BUF, 4, NEXT, 1) + pack_descriptor(BUF, 4, NEXT, 0))
     ring.desc(0, 0x4000, 32, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "indirect table longer than 2")
+    broken(ring.device(), mem, "indirect table longer than 2", pop)
 
 
-def test_indirect_buffer_outside_memory(ring, mem):
+def test_indirect_buffer_outside_memory(ring, mem, pop):
     mem.write(0x4000, pack_descriptor(0x7_0000_0000, 4))
     ring.desc(0, 0x4000, 16, INDIRECT)
     ring.offer(0)
-    broken(ring.device(), mem, "not in guest memory")
+    broken(ring.device(), mem, "not in guest memory", pop)
 
 
-def test_a_broken_queue_can_be_marked_by_its_device(ring, mem):
+def test_a_broken_queue_can_be_marked_by_its_device(ring, mem, pop):
     ring.desc(0, BUF, 4)
     ring.offer(0)
     q = ring.device()
     q.mark_broken("TX chain without a virtio-net header")
     with pytest.raises(QueueBroken, match="without a virtio-net header"):
-        q.pop(mem)
+        pop(q, mem)
     q.mark_broken("a second reason")
     assert q.broken == "TX chain without a virtio-net header"
 
 
-def test_chain_io_after_memory_went_away_raises_queue_broken(ring, mem):
+def test_chain_io_after_memory_went_away_raises_queue_broken(ring, mem, pop):
     ring.desc(0, 0x9000, 4, NEXT, 1)
     ring.desc(1, 0x9100, 4, WRITE)
     ring.offer(0)

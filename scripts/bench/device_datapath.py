@@ -1,0 +1,94 @@
+"""Device data path benchmark: our vhost-user port on each data path (the C
+kernels and the Python reference) draining a DPDK virtio-user txonly sender,
+with DPDK's own vhost backend draining the same sender as the anchor, all in
+one run.
+
+Cases (64-byte frames by default):
+
+  anchor              dpdk-testpmd net_virtio_user txonly -> dpdk-testpmd net_vhost rxonly
+  dpdk->port[PATH]    dpdk-testpmd net_virtio_user txonly -> our VhostUserPort (data path
+                      PATH) on a switch thread -> a sink port that counts
+
+Prints one JSON line per case: pps, the anchor's pps and the ratio, and for
+our port the guest's kicks and our calls. Needs dpdk-testpmd; run as root
+(DPDK wants /var/run/dpdk).
+
+    .venv/bin/python scripts/bench/device_datapath.py [--seconds 3] [--sizes 64,1500]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from machine import cpu_model
+from ring_datapath import SinkPort, case_anchor, emit
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from nicdev.net.background import BackgroundSwitch  # noqa: E402
+from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
+from nicdev.vhost_user.testpmd import Testpmd, TestpmdError, find_testpmd  # noqa: E402
+from nicdev.virtio import kernels  # noqa: E402
+
+
+def case_dpdk_to_port(workdir: str, size: int, seconds: float, datapath: str) -> dict:
+    sock = os.path.join(workdir, f"port-{datapath}-{size}.sock")
+    with BackgroundSwitch() as bg:
+        port = bg.add_port(VhostUserPort("dpdk", sock, datapath=datapath))
+        sink = bg.add_port(SinkPort("sink"))
+        tx = Testpmd.frontend(sock, "txonly", workdir, tag=f"tx-{datapath}-{size}", lcores="0@1,1@1",
+                              extra=[f"--txpkts={size}"])
+        try:
+            deadline = time.monotonic() + 30
+            while bg.call(lambda: sink.frames) == 0:        # the rings run, frames flow
+                if time.monotonic() > deadline:
+                    raise TestpmdError(f"no frame from testpmd through our port in 30 s:\n{tx.output()[-2000:]}")
+                time.sleep(0.05)
+            time.sleep(0.3)                                  # warm-up
+            before = bg.call(lambda: (sink.frames, dict(port.device.counters.as_dict())))
+            start = time.perf_counter()
+            time.sleep(seconds)
+            after = bg.call(lambda: (sink.frames, dict(port.device.counters.as_dict())))
+            elapsed = time.perf_counter() - start
+        finally:
+            tx.stop()
+    frames = after[0] - before[0]
+    c0, c1 = before[1], after[1]
+    return {"datapath": datapath, "frames": frames, "seconds": elapsed, "pps": frames / elapsed,
+            "tx_kicks": c1["tx_kicks"] - c0["tx_kicks"], "calls": c1["calls"] - c0["calls"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
+    parser.add_argument("--sizes", default="64", help="frame sizes, comma-separated")
+    args = parser.parse_args()
+    try:
+        find_testpmd()
+    except TestpmdError as exc:
+        print(f"device_datapath: {exc}", file=sys.stderr)
+        return 2
+    paths = ["python", "c"] if kernels.use_c() else ["python"]
+    cpu = cpu_model()
+    workdir = tempfile.mkdtemp(prefix="mnet-bench-")
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            anchor = case_anchor(workdir, size, args.seconds)["pps"]
+            emit("anchor: dpdk virtio-user txonly -> dpdk vhost rxonly", size, 32, cpu, {"pps": anchor}, anchor)
+            # Our switch thread on CPU 0, testpmd's forwarding lcore on CPU 1.
+            os.sched_setaffinity(0, {0})
+            for datapath in paths:
+                emit(f"dpdk->port[{datapath}]: dpdk virtio-user txonly -> our VhostUserPort -> switch -> sink",
+                     size, 32, cpu, case_dpdk_to_port(workdir, size, args.seconds, datapath), anchor)
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
