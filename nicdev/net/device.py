@@ -398,6 +398,8 @@ class VirtioNetDevice(BackendDevice):
                     # More may be waiting: come back on the next turn of the loop.
                     self._soon(TX_RING, self.process_tx)
                     break
+                if self.poller.polling:
+                    break           # the poll looks again; turning kicks on would invite them
                 if not datapath.enable_notifications(queue, mem):
                     break
         except QueueBroken as e:

@@ -128,10 +128,7 @@ class DevicePoller:
         except QueueBroken as e:
             device._break(ring, e.reason)
             return False
-        taken = device.process_tx()         # turns kicks on at its end:
-        if self._usable(ring):
-            device._guarded(ring, lambda q: q.stop_notifications(device.mem))     # off again
-        return taken > 0
+        return device.process_tx() > 0     # leaves the kicks off while we poll
 
     def _poll_rx(self) -> bool:
         device = self.device

@@ -125,6 +125,17 @@ def test_busy_polls_from_the_start_never_asks_for_kicks_and_never_sleeps(make_ne
     assert len(net.frames) == 5 and net.loop.polling
 
 
+@pytest.mark.parametrize("event_idx", [True, False])
+def test_a_drain_during_a_poll_leaves_the_kicks_off(make_net, event_idx):
+    net = make_net(POLL_BUSY, event_idx=event_idx)
+    net.nic.send(frame(60, 1))
+    net.dev.process_tx()            # as a kick that raced in before the poll would run it
+    net.nic.send(frame(60, 2))      # the driver must still see kicks off
+    assert net.nic.kicks[TX] == 0
+    net.turn()
+    assert net.frames == [frame(60, 1), frame(60, 2)]
+
+
 def test_frames_to_the_guest_start_a_poll(make_net):
     # A guest answers what it receives: its answer is picked up without a kick.
     net = make_net(ADAPTIVE)
