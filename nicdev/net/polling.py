@@ -62,7 +62,7 @@ class PollMode:
 POLL_OFF = PollMode("off")
 POLL_BUSY = PollMode("busy")
 # Measured with two TCG guests (docs/benchmarks.md, "Polling"): see docs/switch.md for why.
-DEFAULT_POLL = PollMode.adaptive(0.002)
+DEFAULT_POLL = PollMode.adaptive(200e-6)
 
 
 class PollPolicy:
