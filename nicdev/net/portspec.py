@@ -36,7 +36,7 @@ PORT_SPEC_HELP = """\
                                         offloads=off offers no checksum/TSO (default on);
                                         poll: after traffic, poll the guest's rings for T of
                                         idle time (10us..1s) with its kicks off, or always
-                                        (busy), or never (off); default adaptive:200us
+                                        (busy), or never (off); default DEFAULT_POLL
   NAME=tap:IFNAME[,netns=NS][,offloads=on|off][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
                                         moved into network namespace NS; by default with a
@@ -56,7 +56,8 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
   delay=T, jitter=T                     T as 10ms, 500us or 0.2s (jitter +-, never reorders)
   seed=N                                the same random pattern every run
   limit=N                               frames waiting for their delay at most (default 1000)
-  impair=both|out|in                    which way (default both; out = to the port's peer)"""
+  impair=both|out|in                    which way (default both; out = to the port's peer)""".replace(
+    "DEFAULT_POLL", str(DEFAULT_POLL))
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107

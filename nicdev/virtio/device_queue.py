@@ -450,6 +450,6 @@ class DeviceQueue:
         self._check_usable()
         used = self._used(mem).cast("H")
         if self.event_idx:
-            used[self._avail_event_word] = (self.state[STATE_NEXT_AVAIL] - 1) & 0xFFFF
+            used[self._avail_event_word] = (self.next_avail - 1) & 0xFFFF
         else:
             used[0] |= VRING_USED_F_NO_NOTIFY
