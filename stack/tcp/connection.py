@@ -341,8 +341,12 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         data = self.rx.read(max_bytes)
         if not data:
             return b""
-        if self.state in RECEIVING and self.rcv.update_due(self.config.rcvbuf - len(self.rx.data)):
-            # The window opened enough to tell the peer now (never delay this).
+        free = self.config.rcvbuf - len(self.rx.data)
+        if self.state in RECEIVING and self.rcv.update_due(free) and not self.rcv.update_due(free - len(data)):
+            # This read opened the window enough to tell the peer now (never delay this).
+            # (A window that could grow before the read, as just after the handshake,
+            # whose SYN cannot carry a scaled window, travels on our next segment:
+            # a request read and answered at once costs one segment, not two.)
             self._ack_now = True
             self._want_output = True
             self._touch()

@@ -428,3 +428,40 @@ def test_info_snapshot():
     assert info.cwnd == 10 * 1448 and info.ssthresh is None and info.congestion == "cubic"
     assert info.srtt == pytest.approx(0.01) and info.rto == 0.2
     assert info.options == ("ts", "sack", "wscale:7,3") and info.segs_out == 5  # with SYN and ACK
+
+
+def test_a_request_read_and_answered_at_once_costs_one_segment():
+    # After a passive open the SYN-ACK could not carry the scaled window, so the
+    # window could grow before anything is read: reading a small request is not
+    # what opened it, and the answer carries both the ACK and the new window.
+    from ipaddress import IPv4Address
+
+    from stack.tcp.glue import ANY, TcpLayer
+    from stack.tcp.seq import IsnGenerator
+    from stack.testing.tcp_link import LayerPair
+
+    a_ip, b_ip = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")
+    w = LayerPair(TcpLayer(TcpConfig(), isn=IsnGenerator(bytes(32))), TcpLayer(TcpConfig(), isn=IsnGenerator(bytes(32))))
+    lst = w.b.listen(ANY, w.b.bind(ANY, 7), backlog=4)
+    client = w.a.connect(a_ip, (b_ip, 7), w.now)
+    w.exchange()
+    server = w.b.accept(lst)
+    client.send(b"q" * 16)
+    for o in w.a.poll(w.now):
+        w.b.receive(o.src, o.dst, o.encode(), w.now)
+    assert server.recv(100) == b"q" * 16
+    assert w.b.poll(w.now) == []  # no ACK, no window update of its own
+    server.send(b"r" * 16)
+    out = w.b.poll(w.now)
+    assert len(out) == 1 and len(out[0].payload) == 16 and out[0].header.ack == (client.snd.nxt & 0xFFFFFFFF)
+    assert out[0].header.window << client.snd.wscale > 65535  # the scaled window travels with the answer
+
+
+def test_a_read_that_opens_a_closed_window_is_announced_at_once():
+    d = established_driver(plain_config(rcvbuf=4000))
+    d.feed("P.", seq=1, ack=1, data=b"z" * 4000)
+    d.out()
+    assert d.conn.recv_queue == 4000  # the buffer is full: the window is closed
+    assert d.conn.recv(4000) == b"z" * 4000
+    out = d.out()
+    assert len(out) == 1 and "len=0" in out[0] and "win=4000" in out[0]
