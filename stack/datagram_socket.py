@@ -42,6 +42,7 @@ class DatagramSocket(Socket):
     def __init__(self, stack: SocketHost, type: SocketType = SocketType.DATAGRAM, protocol: int | None = None) -> None:
         super().__init__(stack, type, IpProtocol.UDP)
         self._signalled = False
+        self._fd_watched = False  # fileno() was asked for: from then on the eventfd follows readiness
         with stack.lock:
             stack.register(self)
             try:
@@ -70,8 +71,8 @@ class DatagramSocket(Socket):
         self._sync_fd_locked()
 
     def _sync_fd_locked(self) -> None:
-        if self._closed:
-            return
+        if self._closed or not self._fd_watched:
+            return  # (nobody can be polling a descriptor never handed out: no system calls)
         want = self._state.readable
         if want and not self._signalled:
             os.eventfd_write(self._efd, 1)
@@ -264,7 +265,14 @@ class DatagramSocket(Socket):
 
     # -- descriptors and closing --------------------------------------------------------
     def fileno(self) -> int:
-        """An eventfd readable while ``recv`` would not block (-1 once closed)."""
+        """An eventfd readable while ``recv`` would not block (-1 once closed).
+
+        It follows readiness from the first call on, so a socket used only with
+        blocking calls costs no system calls to signal it."""
+        if not self._fd_watched:
+            with self._stack.lock:
+                self._fd_watched = True
+                self._sync_fd_locked()
         return -1 if self._closed else self._efd
 
     def close(self) -> None:

@@ -148,6 +148,7 @@ class StreamSocket(Socket):
         self._linger: float | None = None
         self._changes: dict[str, object] = {}  # TcpConfig fields set through options
         self._ready: tuple[bool, bool, bool] | None = None  # last (readable, writable, hangup) signalled
+        self._fd_watched = False  # fileno() was asked for: from then on the descriptor follows readiness
 
     @classmethod
     def _accepted(cls, parent: "StreamSocket", conn: TcpConnection) -> "StreamSocket":
@@ -197,6 +198,8 @@ class StreamSocket(Socket):
             return
         readable, writable, hangup, _ = self._readiness_locked()
         self._ready = (readable, writable, hangup)
+        if not self._fd_watched:
+            return  # (nobody can be polling a descriptor never handed out: no system calls)
         c = self._conn
         if hangup and c is not None and c.connected:
             self._fd.hang_up()  # final: the connection can never come back
@@ -656,7 +659,14 @@ class StreamSocket(Socket):
             return self._connection_locked().info()
 
     def fileno(self) -> int:
-        """A descriptor that select/selectors/poll see readable, writable or hung up (-1 once closed)."""
+        """A descriptor that select/selectors/poll see readable, writable or hung up (-1 once closed).
+
+        It follows readiness from the first call on, so a socket used only with
+        blocking calls costs no system calls to signal it."""
+        if not self._fd_watched:
+            with self._stack.lock:
+                self._fd_watched = True
+                self._sync_fd_locked()
         return -1 if self._closed else self._fd.fileno()
 
     def __repr__(self) -> str:

@@ -195,3 +195,20 @@ def test_a_nic_failure_on_the_driving_thread_reaches_every_socket(pair):
     assert not t1.is_alive() and not t2.is_alive(), f"callers still blocked; errors {errors}"
     assert errors == {"driver": errno.ENETDOWN, "waiter": errno.ENETDOWN}
     assert isinstance(a.failure, RuntimeError)
+
+
+def test_a_descriptor_asked_for_late_shows_what_came_before(pair):
+    """Readiness descriptors are kept up to date only once fileno() was asked for
+    (a socket used with blocking calls alone costs no system calls): the first
+    fileno() must show what is already there."""
+    import select
+
+    a, b, nic, clock = pair
+    sock = bound(a, 7600)
+    assert select.select([sock], [], [], 0)[0] == [], "readable with nothing queued"
+    quiet = bound(a, 7601)
+    b.socket().send_to(b"early", "10.0.0.1:7601")
+    wait_for(lambda: a.counters().get("udp", {}).get("rx", 0) >= 1, "the datagram to arrive")
+    assert select.select([quiet], [], [], 0)[0] == [quiet], "data that came before fileno() was not shown"
+    assert quiet.recv(100) == b"early"
+    assert select.select([quiet], [], [], 0)[0] == [], "still readable after the queue emptied"
