@@ -53,13 +53,19 @@ class _Pool:
         self.slot, self.burst = slot, burst
         ffi = kernels.ffi
         self.pool = ffi.new("uint8_t[]", slot * burst)
-        self.raw = ffi.buffer(self.pool)
+        self.view = memoryview(ffi.buffer(self.pool))
         self.lengths = ffi.new("uint32_t[]", burst)
         self.err = ffi.new("int *")
 
     def frames(self, n: int) -> list[bytes]:
-        raw, slot, lengths = self.raw, self.slot, self.lengths
-        return [raw[i * slot:i * slot + lengths[i]] for i in range(n)]
+        """The first `n` slots' frames, copied out (the pool is reused by the next read)."""
+        view, slot = self.view, self.slot
+        frames = []
+        start = 0
+        for length in kernels.ffi.unpack(self.lengths, n):
+            frames.append(bytes(view[start:start + length]))
+            start += slot
+        return frames
 
 
 class FdReader:

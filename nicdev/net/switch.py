@@ -65,8 +65,6 @@ DEFAULT_MAX_MACS = 4096
 # so a late sweep never forwards to a stale port.
 _MAX_SWEEP_INTERVAL = 30.0
 _ZERO_MAC = bytes(6)
-# A burst's lookup result for a destination behind the ingress port.
-_FILTERED = object()
 
 
 @dataclass
@@ -241,8 +239,10 @@ class Switch:
         outs: dict[Port, list] = {}            # output port -> frames (bytes) or EgressFrames, in order
         egresses: list[EgressFrame] = []
         last_src = last_dst = None
-        targets: tuple[Port, ...] | object = ()
+        lists: list[list] = []                 # the output lists of the current decision
+        flooding = False
         flood_targets = None
+        forwarded = flooded = filtered = 0
         for frame, meta in items:
             if type(frame) is not bytes:
                 frame = bytes(frame)
@@ -264,32 +264,34 @@ class Switch:
             if dst != last_dst:
                 last_dst = dst
                 out = self._lookup(dst, now)
-                if out is None:
+                flooding = out is None
+                if flooding:
                     if flood_targets is None:
-                        flood_targets = tuple(p for p in self._port_tuple if p is not ingress)
+                        flood_targets = [p for p in self._port_tuple if p is not ingress]
                     targets = flood_targets
                 elif out is ingress:
-                    targets = _FILTERED
+                    targets = None
                 else:
-                    targets = (out,) + tuple(c for c in self._captures if c is not out and c is not ingress)
-            if targets is _FILTERED:
-                counters.filtered += 1
+                    targets = [out] + [c for c in self._captures if c is not out and c is not ingress]
+                lists = None if targets is None else [outs.setdefault(p, []) for p in targets]
+            if lists is None:
+                filtered += 1
                 continue
-            if targets is flood_targets:
-                counters.flooded += 1
+            if flooding:
+                flooded += 1
             else:
-                counters.forwarded += 1
+                forwarded += 1
             if meta is not None:
                 frame = EgressFrame(frame, meta)
                 egresses.append(frame)
-            for out in targets:
-                got = outs.get(out)
-                if got is None:
-                    outs[out] = [frame]
-                else:
-                    got.append(frame)
+            for got in lists:
+                got.append(frame)
+        counters.forwarded += forwarded
+        counters.flooded += flooded
+        counters.filtered += filtered
         for out, got in outs.items():
-            self._send_burst(out, got)
+            if got:
+                self._send_burst(out, got)
         for egress in egresses:
             self._count_finishing(ingress, egress)
 

@@ -6,6 +6,23 @@ Cases (each for 64- and 1500-byte frames, bursts of --batch frames):
   anchor            dpdk-testpmd net_virtio_user txonly -> dpdk-testpmd net_vhost rxonly
                     (C on both sides: the ceiling; the two forwarding lcores on
                     different CPUs: each busy-polls the CPU it is on)
+  dpdk->port        dpdk-testpmd net_virtio_user txonly -> our VhostUserPort on
+                    a switch, counted at a sink port (our backend drains the
+                    ring; testpmd on CPU 0, our process on CPU 1, as the anchor)
+  forward           dpdk txonly -> our VhostUserPort -> switch -> our
+                    VhostUserPort -> dpdk rxonly, counted by the rxonly testpmd;
+                    beside its own anchor in the same run, forward-anchor:
+                    the same two testpmds with one testpmd forwarding between
+                    two net_vhost ports in io mode where our switch was (the
+                    forwarder on CPU 1, the txonly and rxonly testpmds on CPU 0)
+  forward-flowgen   the same forwarding both ways with two busy-polling processes
+                    only: one testpmd with two virtio-user ports in flowgen mode
+                    (each port sends generated frames and counts and drops what
+                    it receives) on CPU 0, our switch with two VhostUserPorts or,
+                    for forward-flowgen-anchor, testpmd io between two net_vhost
+                    ports on CPU 1; counted as the tester's Rx-pps over both ports.
+                    (In `forward` three busy-polling processes share two CPUs,
+                    so the scheduler's time slices bound both figures.)
   driver->port      VirtioNetNic -> our VhostUserPort on a switch thread, counted
                     at a sink port (Python on both sides, one process)
   driver->dpdk      VirtioNetNic -> dpdk-testpmd net_vhost rxonly (our driver
@@ -14,10 +31,14 @@ Cases (each for 64- and 1500-byte frames, bursts of --batch frames):
                     testpmd polls on the other CPU)
 
 Prints one JSON line per case: pps, bits/s (frame bytes * 8 * pps), the
-anchor's pps for the same frame size and the ratio. Needs dpdk-testpmd and
-a unix socket directory; run as root (DPDK wants /var/run/dpdk).
+anchor's pps for the same frame size and the ratio (`forward` against
+`forward-anchor`, forward-flowgen against `forward-flowgen-anchor`, the
+rest against `anchor`), and `datapath` (MNET_DATAPATH).
+Needs dpdk-testpmd and a unix socket directory; run as root (DPDK wants
+/var/run/dpdk).
 
     .venv/bin/python scripts/bench/ring_datapath.py [--seconds 3] [--batch 64]
+        [--sizes 64,1500] [--cases dpdk->port,forward,forward-flowgen,driver->dpdk,driver->port]
 """
 from __future__ import annotations
 
@@ -146,6 +167,125 @@ def case_anchor(workdir: str, size: int, seconds: float) -> dict:
     return {"pps": statistics.median(samples), "samples": samples}
 
 
+def measure_sink(bg: BackgroundSwitch, count, seconds: float) -> tuple[int, float]:
+    """Frames `count()` (run on the switch thread) went up by in `seconds`, and the time it took."""
+    start_frames, start = bg.call(count), time.perf_counter()
+    time.sleep(seconds)
+    frames, end = bg.call(count), time.perf_counter()
+    return frames - start_frames, end - start
+
+
+def wait_for_traffic(bg: BackgroundSwitch, count, pmd: Testpmd, what: str, timeout: float = 30.0) -> None:
+    pmd.wait_for(lambda: bg.call(count) > 0, what, timeout)
+
+
+def rx_pps(pmd: Testpmd, seconds: float) -> list[int]:
+    """testpmd's Rx-pps samples once traffic flows (the first one skipped: start-up)."""
+    pmd.wait_for(lambda: len([n for n in pmd.numbers("Rx-pps") if n > 0]) >= 2 + int(seconds),
+                 "the receiver's RX rate samples", timeout=30 + seconds)
+    return [n for n in pmd.numbers("Rx-pps") if n > 0][1:]
+
+
+def case_dpdk_to_port(workdir: str, size: int, seconds: float) -> dict:
+    with BackgroundSwitch() as bg:
+        port = bg.add_port(VhostUserPort("vu", os.path.join(workdir, f"vu-{size}.sock")))
+        sink = bg.add_port(SinkPort("sink"))
+        tx = Testpmd.frontend(port.socket_path, "txonly", workdir, tag=f"tx-port-{size}", lcores="0@1,1@0",
+                              extra=[f"--txpkts={size}"])
+        try:
+            wait_for_traffic(bg, lambda: sink.frames, tx, "frames from testpmd at the sink")
+            time.sleep(0.5)                                 # warm-up
+            frames, elapsed = measure_sink(bg, lambda: sink.frames, seconds)
+            drops = bg.call(lambda: port.counters.rx_dropped)
+        finally:
+            tx.stop()
+    return {"frames": frames, "seconds": elapsed, "pps": frames / elapsed, "rx_dropped": drops}
+
+
+def case_forward(workdir: str, size: int, seconds: float) -> dict:
+    with BackgroundSwitch() as bg:
+        a = bg.add_port(VhostUserPort("a", os.path.join(workdir, f"fwd-a-{size}.sock")))
+        b = bg.add_port(VhostUserPort("b", os.path.join(workdir, f"fwd-b-{size}.sock")))
+        rx = Testpmd.frontend(b.socket_path, "rxonly", workdir, tag=f"fwd-rx-{size}", lcores="0@1,1@0")
+        tx = None
+        try:
+            rx.wait_for(lambda: "Port 0: link state change event" in rx.output() or bg.call(
+                lambda: b.device.rx is not None and b.device.rx.started), "the receiver's rings", 30)
+            tx = Testpmd.frontend(a.socket_path, "txonly", workdir, tag=f"fwd-tx-{size}", lcores="0@1,1@0",
+                                  extra=[f"--txpkts={size}"])
+            samples = rx_pps(rx, seconds)
+            sent = bg.call(lambda: b.counters.tx_frames)
+        finally:
+            if tx is not None:
+                tx.stop()
+            rx.stop()
+    return {"pps": statistics.median(samples), "samples": samples, "port_b_tx_frames": sent}
+
+
+def case_forward_anchor(workdir: str, size: int, seconds: float) -> dict:
+    a, b = (os.path.join(workdir, f"fwd-anchor-{x}-{size}.sock") for x in "ab")
+    fwd = Testpmd([f"net_vhost0,iface={a},queues=1", f"net_vhost1,iface={b},queues=1"], "io", workdir,
+                  tag=f"fwd-io-{size}", lcores="0@0,1@1")
+    rx = tx = None
+    try:
+        fwd.wait_for(lambda: os.path.exists(a) and os.path.exists(b), "testpmd's two vhost sockets")
+        rx = Testpmd.frontend(b, "rxonly", workdir, tag=f"fwd-anchor-rx-{size}", lcores="0@1,1@0")
+        tx = Testpmd.frontend(a, "txonly", workdir, tag=f"fwd-anchor-tx-{size}", lcores="0@1,1@0",
+                              extra=[f"--txpkts={size}"])
+        samples = rx_pps(rx, seconds)
+    finally:
+        for pmd in (tx, rx, fwd):
+            if pmd is not None:
+                pmd.stop()
+    return {"pps": statistics.median(samples), "samples": samples}
+
+
+def tester(paths: list[str], workdir: str, tag: str, size: int) -> Testpmd:
+    """One testpmd, two virtio-user ports in flowgen mode, its forwarding lcore on CPU 0."""
+    return Testpmd([f"net_virtio_user{i},path={p},queues=1" for i, p in enumerate(paths)], "flowgen", workdir,
+                   tag=tag, lcores="0@1,1@0", extra=[f"--txpkts={size}"])
+
+
+def both_ports_rx_pps(pmd: Testpmd, seconds: float) -> list[int]:
+    """The tester's Rx-pps summed over its two ports, per stats period, start-up skipped."""
+    def periods() -> list[int]:
+        values = pmd.numbers("Rx-pps")
+        return [a + b for a, b in zip(values[0::2], values[1::2]) if a + b > 0]
+    pmd.wait_for(lambda: len(periods()) >= 2 + int(seconds), "the tester's RX rate samples", timeout=30 + seconds)
+    return periods()[1:]
+
+
+def case_flowgen(workdir: str, size: int, seconds: float) -> dict:
+    with BackgroundSwitch() as bg:
+        ports = [bg.add_port(VhostUserPort(x, os.path.join(workdir, f"flow-{x}-{size}.sock"))) for x in "ab"]
+        pmd = tester([p.socket_path for p in ports], workdir, f"flow-{size}", size)
+        try:
+            samples = both_ports_rx_pps(pmd, seconds)
+        finally:
+            pmd.stop()
+        forwarded = bg.call(lambda: [p.counters.tx_frames for p in ports])
+    return {"pps": statistics.median(samples), "samples": samples, "ports_tx_frames": forwarded}
+
+
+def case_flowgen_anchor(workdir: str, size: int, seconds: float) -> dict:
+    a, b = (os.path.join(workdir, f"flow-anchor-{x}-{size}.sock") for x in "ab")
+    fwd = Testpmd([f"net_vhost0,iface={a},queues=1", f"net_vhost1,iface={b},queues=1"], "io", workdir,
+                  tag=f"flow-io-{size}", lcores="0@0,1@1")
+    pmd = None
+    try:
+        fwd.wait_for(lambda: os.path.exists(a) and os.path.exists(b), "testpmd's two vhost sockets")
+        pmd = tester([a, b], workdir, f"flow-anchor-{size}", size)
+        samples = both_ports_rx_pps(pmd, seconds)
+    finally:
+        for p in (pmd, fwd):
+            if p is not None:
+                p.stop()
+    return {"pps": statistics.median(samples), "samples": samples}
+
+
+CASES = ("dpdk->port", "forward", "forward-flowgen", "driver->dpdk", "driver->port")
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--pump-child"]:
         sock, size, batch, seconds = sys.argv[2:6]
@@ -154,7 +294,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
     parser.add_argument("--batch", type=int, default=64, help="frames per transmit() call")
+    parser.add_argument("--sizes", default="64,1500", help="frame sizes, comma-separated (default 64,1500)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"cases to run beside the anchors, comma-separated (default {','.join(CASES)})")
     args = parser.parse_args()
+    try:
+        sizes = [int(x) for x in args.sizes.split(",")]
+        if not all(60 <= x <= 1514 for x in sizes):
+            raise ValueError
+    except ValueError:
+        parser.error("--sizes takes frame sizes from 60 to 1514, comma-separated")
+    cases = args.cases.split(",")
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r}; cases are {', '.join(CASES)}")
     try:
         find_testpmd()
     except TestpmdError as exc:
@@ -162,22 +315,51 @@ def main() -> int:
         return 2
     cpu = cpu_model()
     workdir = tempfile.mkdtemp(prefix="mnet-bench-")
+    everything = set(range(os.cpu_count() or 1))
     try:
         anchors = {}
-        for size in SIZES:
+        for size in sizes:
             result = case_anchor(workdir, size, args.seconds)
             anchors[size] = result["pps"]
             emit("anchor: dpdk virtio-user txonly -> dpdk vhost rxonly", size, 32, cpu, result, anchors[size])
+        # Our process on CPU 1 where the anchor's receiving lcore was; testpmd's senders on CPU 0.
+        if "dpdk->port" in cases:
+            os.sched_setaffinity(0, {1} & everything or everything)
+            for size in sizes:
+                emit("dpdk->port: dpdk virtio-user txonly -> our VhostUserPort -> switch -> sink", size, 32, cpu,
+                     case_dpdk_to_port(workdir, size, args.seconds), anchors[size])
+        if "forward" in cases:
+            for size in sizes:
+                os.sched_setaffinity(0, everything)
+                anchor = case_forward_anchor(workdir, size, args.seconds)
+                anchor_pps = anchor["pps"]
+                emit("forward-anchor: dpdk txonly -> testpmd io between two net_vhost -> dpdk rxonly", size, 32,
+                     cpu, anchor, anchor_pps)
+                os.sched_setaffinity(0, {1} & everything or everything)
+                emit("forward: dpdk txonly -> our VhostUserPort -> switch -> our VhostUserPort -> dpdk rxonly",
+                     size, 32, cpu, case_forward(workdir, size, args.seconds), anchor_pps)
+        if "forward-flowgen" in cases:
+            for size in sizes:
+                os.sched_setaffinity(0, everything)
+                anchor = case_flowgen_anchor(workdir, size, args.seconds)
+                anchor_pps = anchor["pps"]
+                emit("forward-flowgen-anchor: dpdk flowgen <-> testpmd io between two net_vhost", size, 32, cpu,
+                     anchor, anchor_pps)
+                os.sched_setaffinity(0, {1} & everything or everything)
+                emit("forward-flowgen: dpdk flowgen <-> our VhostUserPort <-> switch <-> our VhostUserPort", size,
+                     32, cpu, case_flowgen(workdir, size, args.seconds), anchor_pps)
         # Our process on CPU 0, testpmd's forwarding lcore on CPU 1.
-        os.sched_setaffinity(0, {0})
-        for size in SIZES:
-            for datapath in ("c", "python"):
-                emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
-                     case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath), anchors[size])
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        for size in SIZES:
-            emit("driver->port: VirtioNetNic -> our VhostUserPort -> switch -> sink", size, args.batch, cpu,
-                 case_driver_to_port(workdir, size, args.batch, args.seconds), anchors[size])
+        if "driver->dpdk" in cases:
+            os.sched_setaffinity(0, {0})
+            for size in sizes:
+                for datapath in ("c", "python"):
+                    emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
+                         case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath), anchors[size])
+        os.sched_setaffinity(0, everything)
+        if "driver->port" in cases:
+            for size in sizes:
+                emit("driver->port: VirtioNetNic -> our VhostUserPort -> switch -> sink", size, args.batch, cpu,
+                     case_driver_to_port(workdir, size, args.batch, args.seconds), anchors[size])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -188,7 +370,7 @@ def emit(case: str, size: int, batch: int, cpu: str, result: dict, anchor_pps: f
     line = {
         "case": case, "frame_bytes": size, "batch": batch, "pps": round(pps), "bits_per_s": round(pps * size * 8),
         "anchor_pps": round(anchor_pps), "ratio_to_anchor": round(pps / anchor_pps, 5) if anchor_pps else None,
-        "cpu": cpu, **result,
+        "cpu": cpu, "datapath": os.environ.get("MNET_DATAPATH", "c"), **result,
     }
     print(json.dumps(line), flush=True)
 
