@@ -52,13 +52,16 @@ class Testpmd:
 
     __test__ = False
 
-    def __init__(self, vdev: str, mode: str, workdir: str | os.PathLike, *, tag: str = "pmd",
+    def __init__(self, vdev: str | Iterable[str], mode: str, workdir: str | os.PathLike, *, tag: str = "pmd",
                  lcores: str = "0@0,1@1", extra: Iterable[str] = ()) -> None:
+        # One device, or several (testpmd's io mode forwards between pairs of them).
+        vdevs = [vdev] if isinstance(vdev, str) else list(vdev)
         self.prefix = f"mnet-{tag}-{os.getpid()}-{next(_runs)}"
         self.log = Path(workdir) / f"testpmd-{self.prefix}.log"
         self._out = open(self.log, "w")
         argv = [find_testpmd(), "--no-huge", "-m", "256", "--no-pci", "--file-prefix", self.prefix,
-                "--lcores", lcores, "--vdev", vdev, "--", "--stats-period", "1", f"--forward-mode={mode}",
+                "--lcores", lcores, *(a for v in vdevs for a in ("--vdev", v)), "--", "--stats-period", "1",
+                f"--forward-mode={mode}",
                 "--total-num-mbufs=16384", *extra]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT)
 
