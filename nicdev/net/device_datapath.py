@@ -248,14 +248,14 @@ class NetDatapath:
             counters.tx_frames += n
             counters.tx_bytes += work.bytes_ok
             return n, (PooledFrames(kernel, n, hdr_len, work.bytes_ok) if n else None)
-        frames, data = kernel.frames, kernel.data
-        for i in range(n):
-            f = frames[i]
-            status = f.status
+        statuses, offsets, lengths = kernel.chains(n)
+        ends = [o + n for o, n, st in zip(offsets, lengths, statuses) if st <= device_burst.TX_OFFLOAD]
+        pool = kernel.data(ends[-1]) if ends else b""
+        for status, offset, length in zip(statuses, offsets, lengths):
             if status == device_burst.TX_OK:
-                out.append((data(f.offset + hdr_len, f.len - hdr_len), None))
+                out.append((pool[offset + hdr_len:offset + length], None))
             elif status == device_burst.TX_OFFLOAD:
-                item = self._tx_offload(data(f.offset, f.len), hdr_len)
+                item = self._tx_offload(pool[offset:offset + length], hdr_len)
                 if item is not None:
                     out.append(item)
             else:

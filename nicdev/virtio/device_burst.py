@@ -145,10 +145,11 @@ class _Scratch:
 class TxKernel:
     """TX bursts: chains in, frames (header included) gathered into `pool`.
 
-    After `run`, chain i of the burst is `frames[i]`: `status` (TX_OK,
-    TX_OFFLOAD or a key of TX_DROP_REASONS), and for TX_OK/TX_OFFLOAD its
-    bytes at pool[offset:offset+len]. `frames_ok`/`bytes_ok` sum the TX_OK
-    frames (bytes without the header)."""
+    After `run`, `chains(n)` says what became of each chain of the burst:
+    its status (TX_OK, TX_OFFLOAD or a key of TX_DROP_REASONS) and, for
+    TX_OK/TX_OFFLOAD, where its bytes (header included) are in the pool.
+    `work.frames_ok`/`work.bytes_ok` sum the TX_OK frames (bytes without
+    the header)."""
 
     def __init__(self) -> None:
         self._scratch = _Scratch()
@@ -157,19 +158,25 @@ class TxKernel:
         self.error = _ffi.new("struct dk_error *")
         self._capacity = 0
         self._slot = 0
-        self.pool = self.frames = None
+        self.pool = None
 
     def _fit(self, limit: int, slot: int) -> None:
         if limit <= self._capacity and slot <= self._slot:
             return
         # Room for `limit` of the largest frames: a burst never stops for space.
-        self._capacity, self._slot = max(limit, self._capacity), max(slot, self._slot)
+        capacity, slot = max(limit, self._capacity), max(slot, self._slot)
+        if capacity * slot >= 1 << 32:
+            raise ValueError(f"a TX burst of {limit} frames of {slot} bytes does not fit a 32-bit pool")
+        self._capacity, self._slot = capacity, slot
         w = self.work
-        self.pool = _ffi.new("uint8_t[]", self._capacity * self._slot)
-        self.frames = _ffi.new("struct dk_tx_frame[]", self._capacity)
-        self._used = _ffi.new("struct dk_used[]", self._capacity)
-        w.pool, w.pool_size = self.pool, self._capacity * self._slot
-        w.frames, w.used, w.capacity = self.frames, self._used, self._capacity
+        self.pool = _ffi.new("uint8_t[]", capacity * slot)
+        self._offset = _ffi.new("uint32_t[]", capacity)
+        self._len = _ffi.new("uint32_t[]", capacity)
+        self._status = _ffi.new("uint8_t[]", capacity)
+        self._used = _ffi.new("struct dk_used[]", capacity)
+        w.pool, w.pool_size = self.pool, capacity * slot
+        w.offset, w.len, w.status = self._offset, self._len, self._status
+        w.used, w.capacity = self._used, capacity
 
     def configure(self, hdr_len: int, max_frame: int, max_gso_frame: int, gso: bool) -> None:
         """The negotiated header and frame limits (NetDatapath's rules)."""
@@ -193,9 +200,13 @@ class TxKernel:
                              _events(events))
         return n, (_broken(queue, mem, err) if err.code else None)
 
-    def data(self, offset: int, length: int) -> bytes:
-        """Bytes of the pool (a gathered frame)."""
-        return _ffi.buffer(self.pool + offset, length)[:]
+    def chains(self, n: int) -> tuple[list[int], list[int], list[int]]:
+        """(statuses, offsets, lengths) of the first n chains of the last burst."""
+        return _ffi.unpack(self._status, n), _ffi.unpack(self._offset, n), _ffi.unpack(self._len, n)
+
+    def data(self, end: int) -> bytes:
+        """The pool's first `end` bytes, one copy (frames are sliced from it)."""
+        return _ffi.buffer(self.pool, end)[:]
 
 
 class PooledFrames:
@@ -214,13 +225,19 @@ class PooledFrames:
 
     def frame(self, i: int) -> bytes:
         """Frame i (header excluded) as bytes."""
-        f = self.kernel.frames[i]
-        return self.kernel.data(f.offset + self.hdr_len, f.len - self.hdr_len)
+        kernel, h = self.kernel, self.hdr_len
+        start = kernel._offset[i] + h
+        return _ffi.buffer(kernel.pool + start, kernel._len[i] - h)[:]
 
     def items(self, first: int = 0, count: int | None = None) -> list[tuple[bytes, None]]:
         """The frames as (frame, None) pairs, for whoever needs Python objects."""
         end = self.count if count is None else first + count
-        return [(self.frame(i), None) for i in range(first, end)]
+        if end <= first:
+            return []
+        _, offsets, lengths = self.kernel.chains(end)
+        pool = self.kernel.data(offsets[end - 1] + lengths[end - 1])
+        h = self.hdr_len
+        return [(pool[o + h:o + n], None) for o, n in zip(offsets[first:], lengths[first:])]
 
     def mac_runs(self) -> list[tuple[int, int, bytes, bytes]]:
         """(first, count, destination MAC, source MAC) of each run of frames

@@ -8,18 +8,26 @@ Cases (64-byte frames by default):
   anchor              dpdk-testpmd net_virtio_user txonly -> dpdk-testpmd net_vhost rxonly
   dpdk->port[PATH]    dpdk-testpmd net_virtio_user txonly -> our VhostUserPort (data path
                       PATH) on a switch thread -> a sink port that counts
+  fwd anchor          testpmd virtio-user txonly -> testpmd net_vhost x2, io forwarding ->
+                      testpmd virtio-user rxonly
+  fwd[PATH]           testpmd virtio-user txonly -> our VhostUserPort -> switch ->
+                      our VhostUserPort -> testpmd virtio-user rxonly (data path PATH)
+
+Forwarding is measured at the rxonly testpmd (its Rx-pps), for the anchor
+and for us alike.
 
 Prints one JSON line per case: pps, the anchor's pps and the ratio, and for
 our port the guest's kicks and our calls. Needs dpdk-testpmd; run as root
 (DPDK wants /var/run/dpdk).
 
-    .venv/bin/python scripts/bench/device_datapath.py [--seconds 3] [--sizes 64,1500]
+    .venv/bin/python scripts/bench/device_datapath.py [--seconds 3] [--sizes 64,1500] [--forward]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -62,10 +70,54 @@ def case_dpdk_to_port(workdir: str, size: int, seconds: float, datapath: str) ->
             "tx_kicks": c1["tx_kicks"] - c0["tx_kicks"], "calls": c1["calls"] - c0["calls"]}
 
 
+def _rx_pps(rx: Testpmd, seconds: float) -> list[int]:
+    """The receiving testpmd's Rx-pps samples, the first (start-up) left out."""
+    rx.wait_for(lambda: len([n for n in rx.numbers("Rx-pps") if n > 0]) >= 2 + int(seconds),
+                "the receiver's rate samples", timeout=30 + 2 * seconds)
+    return [n for n in rx.numbers("Rx-pps") if n > 0][1:]
+
+
+def case_forward_anchor(workdir: str, size: int, seconds: float) -> dict:
+    a, b = os.path.join(workdir, f"fa-{size}.sock"), os.path.join(workdir, f"fb-{size}.sock")
+    fwd = Testpmd([f"net_vhost0,iface={a},queues=1", f"net_vhost1,iface={b},queues=1"], "io", workdir,
+                  tag=f"fwd-{size}", lcores="0@0,1@0")
+    rx = tx = None
+    try:
+        fwd.wait_for(lambda: os.path.exists(a) and os.path.exists(b), "testpmd's vhost sockets")
+        rx = Testpmd.frontend(b, "rxonly", workdir, tag=f"frx-{size}", lcores="0@1,1@1")
+        tx = Testpmd.frontend(a, "txonly", workdir, tag=f"ftx-{size}", lcores="0@1,1@1", extra=[f"--txpkts={size}"])
+        samples = _rx_pps(rx, seconds)
+    finally:
+        for pmd in (tx, rx, fwd):
+            if pmd is not None:
+                pmd.stop()
+    return {"pps": statistics.median(samples), "samples": samples}
+
+
+def case_forward(workdir: str, size: int, seconds: float, datapath: str) -> dict:
+    a, b = (os.path.join(workdir, f"{n}-{datapath}-{size}.sock") for n in ("fwa", "fwb"))
+    rx = tx = None
+    with BackgroundSwitch() as bg:
+        ports = [bg.add_port(VhostUserPort(n, path, datapath=datapath)) for n, path in (("a", a), ("b", b))]
+        try:
+            rx = Testpmd.frontend(b, "rxonly", workdir, tag=f"rx-{datapath}-{size}", lcores="0@1,1@1")
+            tx = Testpmd.frontend(a, "txonly", workdir, tag=f"tx-{datapath}-{size}", lcores="0@1,1@1",
+                                  extra=[f"--txpkts={size}"])
+            samples = _rx_pps(rx, seconds)
+        finally:
+            for pmd in (tx, rx):
+                if pmd is not None:
+                    pmd.stop()
+        counters = bg.call(lambda: [p.device.counters.as_dict() for p in ports])
+    return {"datapath": datapath, "pps": statistics.median(samples), "samples": samples,
+            "b_rx_drops": counters[1]["drops"], "b_rx_backlogged": counters[1]["rx_backlogged"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
     parser.add_argument("--sizes", default="64", help="frame sizes, comma-separated")
+    parser.add_argument("--forward", action="store_true", help="also forwarding between two vhost-user ports")
     args = parser.parse_args()
     try:
         find_testpmd()
@@ -85,6 +137,16 @@ def main() -> int:
                 emit(f"dpdk->port[{datapath}]: dpdk virtio-user txonly -> our VhostUserPort -> switch -> sink",
                      size, 32, cpu, case_dpdk_to_port(workdir, size, args.seconds, datapath), anchor)
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        if args.forward:
+            for size in (int(s) for s in args.sizes.split(",")):
+                anchor = case_forward_anchor(workdir, size, args.seconds)["pps"]
+                emit("fwd anchor: testpmd txonly -> testpmd vhost x2 io -> testpmd rxonly", size, 32, cpu,
+                     {"pps": anchor}, anchor)
+                os.sched_setaffinity(0, {0})
+                for datapath in paths:
+                    emit(f"fwd[{datapath}]: testpmd txonly -> our vhost-user -> switch -> our vhost-user -> "
+                         "testpmd rxonly", size, 32, cpu, case_forward(workdir, size, args.seconds, datapath), anchor)
+                os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

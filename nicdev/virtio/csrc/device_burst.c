@@ -270,21 +270,21 @@ int dk_tx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
         if (walk(q, m, desc_table, (uint16_t)head, w->scratch, &k, &c, e))
             break;
         s->next_avail = (uint16_t)(s->next_avail + 1);
-        struct dk_tx_frame *f = &w->frames[taken];
-        f->status = tx_status(p, &c, w->pool + cursor);
-        f->offset = cursor;
-        f->len = (uint32_t)c.readable_len;
+        uint8_t status = tx_status(p, &c, w->pool + cursor);
+        w->status[taken] = status;
+        w->offset[taken] = (uint32_t)cursor;
+        w->len[taken] = (uint32_t)c.readable_len;
         w->used[taken].id = (uint32_t)head;
         w->used[taken].len = 0;
         taken++;
-        if (f->status == DK_TX_OK) {
+        if (status == DK_TX_OK) {
             w->frames_ok++;
             w->bytes_ok += c.readable_len - p->hdr_len;
         }
-        if (f->status == DK_TX_OK || f->status == DK_TX_OFFLOAD)
+        if (status == DK_TX_OK || status == DK_TX_OFFLOAD)
             cursor += c.readable_len;
         if (ev)
-            trace(ev, DK_EV_TX_CHAIN, (uint16_t)head, f->len);
+            trace(ev, DK_EV_TX_CHAIN, (uint16_t)head, (uint32_t)c.readable_len);
     }
     if (e->code == DK_OK)       /* else like pop() raising: the chains so far are not returned */
         push_used(q, s, m, w->used, taken, e);
@@ -405,11 +405,11 @@ int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
     if (used_ring(q, m, &unused_ring) == NULL && count > 1)
         count = 1;      /* the first frame's push fails, as it would in Python */
     for (; done < count; done++) {
-        const struct dk_tx_frame *f = &src->frames[first + done];
-        uint32_t len = f->len - src_hdr_len;
+        uint32_t i = first + done;
+        uint32_t len = src->len[i] - src_hdr_len;
         if (len > max_frame)
             break;
-        int n = rx_place(q, s, m, p, w, avail, &desc_table, hdr, src->pool + f->offset + src_hdr_len, len,
+        int n = rx_place(q, s, m, p, w, avail, &desc_table, hdr, src->pool + src->offset[i] + src_hdr_len, len,
                          w->used + used, w->chain_room - used, e, ev);
         if (n <= 0) {
             if (n < 0) {
@@ -435,7 +435,7 @@ int dk_mac_runs(const struct dk_tx_work *src, uint32_t hdr_len, uint32_t count, 
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *macs = src->pool + src->frames[i].offset + hdr_len;
+        const uint8_t *macs = src->pool + src->offset[i] + hdr_len;
         if (n && memcmp(runs[n - 1].macs, macs, 12) == 0) {
             runs[n - 1].count++;
             continue;

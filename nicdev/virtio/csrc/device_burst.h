@@ -50,9 +50,8 @@ struct dk_used { uint32_t id; uint32_t len; };
 /* A checked writable segment. */
 struct dk_seg { uint64_t gpa; uint64_t len; };
 
-/* What happened to one TX chain. */
+/* What became of a TX chain. */
 enum { DK_TX_OK = 0, DK_TX_OFFLOAD, DK_TX_NO_HEADER, DK_TX_SHORT, DK_TX_DISABLED, DK_TX_TOO_BIG };
-struct dk_tx_frame { uint64_t offset; uint32_t len; uint8_t status; };
 struct dk_tx_params {
     uint32_t hdr_len;
     uint32_t max_frame;
@@ -65,9 +64,11 @@ struct dk_tx_work {
     uint8_t *pool;          /* frames, header included, one after the other */
     uint64_t pool_size;
     uint8_t *scratch;       /* 16 * queue size bytes: the copy of an indirect table */
-    struct dk_tx_frame *frames;
+    uint32_t *offset;       /* chain i: its bytes (header included) at pool + offset[i]... */
+    uint32_t *len;          /* ...for len[i] bytes (its readable length) */
+    uint8_t *status;        /* ...and what became of it (DK_TX_*) */
     struct dk_used *used;
-    uint32_t capacity;      /* entries of frames and used */
+    uint32_t capacity;      /* entries of offset, len, status and used */
     uint32_t frames_ok;     /* DK_TX_OK frames and their bytes (header excluded) */
     uint64_t bytes_ok;
 };
