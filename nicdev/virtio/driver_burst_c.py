@@ -40,8 +40,7 @@ class _CQueue:
         q.size = size
         q.event_idx = bool(queue.event_idx)
         self._arrays = []
-        for name, ctype in (("free_stack", "uint16_t[]"), ("chain_next", "uint16_t[]"), ("chain_len", "uint16_t[]"),
-                            ("capacity", "uint32_t[]"), ("token", "uint32_t[]"), ("reap_token", "uint32_t[]"),
+        for name, ctype in (("free_stack", "uint16_t[]"), ("in_flight", "uint8_t[]"), ("capacity", "uint32_t[]"), ("token", "uint32_t[]"), ("reap_token", "uint32_t[]"),
                             ("reap_written", "uint32_t[]")):
             arr = ffi.new(ctype, size)
             self._arrays.append(arr)
