@@ -19,6 +19,7 @@ bench: setup
 	$(PY) scripts/bench/guest_throughput.py
 	$(PY) scripts/bench/ring_datapath.py
 	$(PY) scripts/bench/switch_burst.py
+	$(PY) scripts/bench/driver_rings.py
 	$(PY) scripts/bench/udp_rr.py
 	$(PY) scripts/bench/tcp_bulk.py
 	$(PY) scripts/bench/tcp_lossy.py --mbytes 10

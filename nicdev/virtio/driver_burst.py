@@ -151,8 +151,12 @@ class TxRing:
             taken += 1
             nbytes += n
             sw_csum += kind == TX_SW_CSUM
-        _add_counts(counters, tx_frames=taken, tx_bytes=nbytes, tx_drop_oversize=oversize, tx_drop_runt=runt,
-                    tx_drop_bad_csum_offsets=bad_csum, tx_sw_csum=sw_csum)
+        if taken:
+            counters["tx_frames"] += taken
+            counters["tx_bytes"] += nbytes
+        if oversize or runt or bad_csum or sw_csum:
+            _add_counts(counters, tx_drop_oversize=oversize, tx_drop_runt=runt, tx_drop_bad_csum_offsets=bad_csum,
+                        tx_sw_csum=sw_csum)
         return stop, taken
 
     def put_one(self, big: bool, frame, hdr: bytes | None) -> int | None:
@@ -279,7 +283,8 @@ class RxRing:
                     continue
             out.append((data, hdr))
         self.partial = partial
-        _add_counts(counters, rx_drop_short_buffer=short, rx_bad_num_buffers=bad_nbuf)
+        if short or bad_nbuf:
+            _add_counts(counters, rx_drop_short_buffer=short, rx_bad_num_buffers=bad_nbuf)
         for slot, _ in used:
             self._give(slot)
         self.queue.publish(self.mem)

@@ -40,9 +40,8 @@ class _CQueue:
         q.size = size
         q.event_idx = bool(queue.event_idx)
         self._arrays = []
-        for name, ctype in (("free_stack", "uint16_t[]"), ("chain_next", "uint16_t[]"), ("chain_len", "uint16_t[]"),
-                            ("capacity", "uint32_t[]"), ("token", "uint32_t[]"), ("reap_token", "uint32_t[]"),
-                            ("reap_written", "uint32_t[]")):
+        for name, ctype in (("free_stack", "uint16_t[]"), ("in_flight", "uint8_t[]"), ("capacity", "uint32_t[]"),
+                            ("token", "uint32_t[]"), ("reap_token", "uint32_t[]"), ("reap_written", "uint32_t[]")):
             arr = ffi.new(ctype, size)
             self._arrays.append(arr)
             setattr(q, name, arr)
@@ -68,10 +67,6 @@ class _CQueue:
     @property
     def len_clamped(self) -> int:
         return self.q.len_clamped
-
-    @property
-    def num_free(self) -> int:
-        return self.q.num_free
 
     def error(self, rc: int) -> Exception:
         """The exception for a kernel's negative return code (as DriverQueue raises it)."""

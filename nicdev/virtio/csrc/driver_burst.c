@@ -19,7 +19,6 @@
 #include "driver_burst.h"
 
 #define DESC_SIZE 16u
-#define F_NEXT 1u
 #define F_WRITE 2u
 #define AVAIL_F_NO_INTERRUPT 1u
 #define USED_F_NO_NOTIFY 1u
@@ -69,10 +68,10 @@ static void write_desc(struct mnet_drvq *q, uint32_t d, uint64_t addr, uint32_t 
     memcpy(p + 14, &next, 2);
 }
 
-/* Put a chain whose descriptors are written into the avail ring (unpublished). */
-static void offer(struct mnet_drvq *q, uint16_t head, uint16_t ndesc, uint32_t capacity, uint32_t token)
+/* Put a buffer whose descriptor is written into the avail ring (unpublished). */
+static void offer(struct mnet_drvq *q, uint16_t head, uint32_t capacity, uint32_t token)
 {
-    q->chain_len[head] = ndesc;
+    q->in_flight[head] = 1;
     q->capacity[head] = capacity;
     q->token[head] = token;
     q->avail[2 + (q->avail_idx & (q->size - 1))] = head;
@@ -85,7 +84,7 @@ static uint16_t add_one(struct mnet_drvq *q, uint64_t gpa, uint32_t len, uint16_
 {
     uint16_t d = q->free_stack[--q->num_free];
     write_desc(q, d, gpa, len, flags, 0);
-    offer(q, d, 1, capacity, token);
+    offer(q, d, capacity, token);
     return d;
 }
 
@@ -99,8 +98,7 @@ int mnet_drvq_start(struct mnet_drvq *q, uint16_t start_idx)
         return MNET_DRV_BAD_ARGS;
     for (uint32_t i = 0; i < size; i++) {
         q->free_stack[i] = (uint16_t)(size - 1 - i);    /* pops 0, 1, 2, ... */
-        q->chain_len[i] = 0;
-        q->chain_next[i] = 0;
+        q->in_flight[i] = 0;
         q->capacity[i] = 0;
         q->token[i] = MNET_DRV_NO_TOKEN;
     }
@@ -110,36 +108,6 @@ int mnet_drvq_start(struct mnet_drvq *q, uint16_t start_idx)
     q->error = MNET_DRV_OK;
     memset(q->err, 0, sizeof q->err);
     return 0;
-}
-
-int64_t mnet_drvq_add(struct mnet_drvq *q, const uint64_t *gpa, const uint32_t *len, uint32_t n_out, uint32_t n_in,
-                      uint32_t token)
-{
-    uint32_t n = n_out + n_in, capacity = 0;
-    if (q->error != MNET_DRV_OK)
-        return MNET_DRV_BROKEN;
-    if (n == 0 || n > q->size)
-        return MNET_DRV_BAD_ARGS;
-    if (n > q->num_free)
-        return MNET_DRV_FULL;
-    uint16_t *top = q->free_stack + q->num_free;     /* descs[i] = top[-1 - i] */
-    for (uint32_t i = 0; i < n; i++) {
-        uint16_t d = top[-1 - (int64_t)i];
-        uint16_t flags = i >= n_out ? F_WRITE : 0;
-        uint16_t next = 0;
-        if (i + 1 < n) {
-            flags |= F_NEXT;
-            next = top[-2 - (int64_t)i];
-        }
-        q->chain_next[d] = next;
-        write_desc(q, d, gpa[i], len[i], flags, next);
-        if (i >= n_out)
-            capacity += len[i];
-    }
-    uint16_t head = top[-1];
-    q->num_free -= n;
-    offer(q, head, (uint16_t)n, capacity, token);
-    return head;
 }
 
 int mnet_drvq_publish(struct mnet_drvq *q)
@@ -206,7 +174,7 @@ int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, 
         uint32_t head, len;
         memcpy(&head, elem, 4);          /* read once: the device may rewrite it */
         memcpy(&len, elem + 4, 4);
-        if (head >= q->size || q->chain_len[head] == 0) {
+        if (head >= q->size || !q->in_flight[head]) {
             q->last_used = idx;
             return fail(q, MNET_DRV_E_NOT_IN_FLIGHT, idx, head, 0, 0);
         }
@@ -216,12 +184,8 @@ int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, 
         }
         token[k] = q->token[head];
         written[k] = len;
-        uint16_t d = (uint16_t)head;
-        for (uint32_t j = q->chain_len[head]; j; j--) {
-            q->free_stack[q->num_free++] = d;
-            d = q->chain_next[d];
-        }
-        q->chain_len[head] = 0;
+        q->free_stack[q->num_free++] = (uint16_t)head;
+        q->in_flight[head] = 0;
     }
     q->last_used = idx;
     return pending;

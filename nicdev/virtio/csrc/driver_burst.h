@@ -31,10 +31,10 @@ struct mnet_drvq {
     uint64_t desc_len, avail_len, used_len;
     uint32_t size;
     uint32_t event_idx;
-    /* private bookkeeping, one entry per descriptor */
+    /* private bookkeeping, one entry per descriptor (every buffer of the
+       driver's rings is one descriptor, so a head is a buffer) */
     uint16_t *free_stack;       /* the top is free_stack[num_free - 1] */
-    uint16_t *chain_next;       /* the descriptor after this one in its chain */
-    uint16_t *chain_len;        /* per head: descriptors held, 0 = not in flight */
+    uint8_t *in_flight;         /* 1 while the device holds the buffer */
     uint32_t *capacity;         /* per head: device-writable bytes */
     uint32_t *token;            /* per head: the caller's token */
     uint32_t *reap_token;       /* scratch for one reap: size entries each */
@@ -103,8 +103,6 @@ struct mnet_drv_rx_out {
 };
 
 int mnet_drvq_start(struct mnet_drvq *q, uint16_t start_idx);
-int64_t mnet_drvq_add(struct mnet_drvq *q, const uint64_t *gpa, const uint32_t *len, uint32_t n_out, uint32_t n_in,
-                      uint32_t token);
 int mnet_drvq_publish(struct mnet_drvq *q);
 int mnet_drvq_should_kick(struct mnet_drvq *q);
 int mnet_drvq_flush(struct mnet_drvq *q);       /* publish, then should_kick */
