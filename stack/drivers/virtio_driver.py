@@ -81,7 +81,6 @@ HDR_LEN = 12            # VERSION_1: always 12 bytes, mergeable or not
 ETH_HEADER_LEN = 14
 VLAN_TAG_LEN = 4        # room for one 802.1Q tag on top of the MTU, as Linux allows
 MRG_BUFFER = 2048       # receive buffer size with MRG_RXBUF
-MRG_BUFFER_MAX = 16384  # ...grown up to this while GSO frames come in (GUEST_TSO4): 64 KiB in 4
 _SLOT_ALIGN = 64
 MAX_GSO_FRAME = 65535 + ETH_HEADER_LEN + VLAN_TAG_LEN    # a 64 KiB IP packet
 _TCP_CSUM_OFFSET = 16
@@ -108,23 +107,12 @@ def big_tx_slots(queue_size: int, features: int) -> int:
     return max(1, queue_size // 8) if has(features, VIRTIO_NET_F_HOST_TSO4) else 0
 
 
-def rx_slot_bytes(mtu: int, features: int) -> int:
-    """Pool room per RX buffer: a whole frame, or (GUEST_TSO4 with MRG_RXBUF) the
-    largest mergeable buffer, which the driver posts when GSO frames come in."""
-    full = _align(HDR_LEN + _frame_limit(mtu), _SLOT_ALIGN)
-    if has(features, VIRTIO_NET_F_MRG_RXBUF) and has(features, VIRTIO_NET_F_GUEST_TSO4):
-        return max(MRG_BUFFER_MAX, full)
-    return max(MRG_BUFFER, full)
-
-
-def pool_bytes(queue_size: int, mtu: int, big_slots: int = 0, rx_slot: int | None = None) -> int:
-    """Buffer memory a NIC needs: RX buffers of `rx_slot` bytes (default: the larger
-    of a mergeable buffer and a whole frame), plus TX slots (`big_slots` of them
-    large enough for a 64 KiB GSO frame)."""
+def pool_bytes(queue_size: int, mtu: int, big_slots: int = 0) -> int:
+    """Buffer memory a NIC needs: RX buffers of the larger kind, plus TX slots
+    (`big_slots` of them large enough for a 64 KiB GSO frame)."""
     full = _align(HDR_LEN + _frame_limit(mtu), _SLOT_ALIGN)
     big = _align(HDR_LEN + MAX_GSO_FRAME, _SLOT_ALIGN)
-    rx = max(MRG_BUFFER, full) if rx_slot is None else rx_slot
-    return queue_size * rx + (queue_size - big_slots) * full + big_slots * big
+    return queue_size * max(MRG_BUFFER, full) + (queue_size - big_slots) * full + big_slots * big
 
 
 def _drain_eventfd(fd: int) -> int:
@@ -171,12 +159,7 @@ class _Link:
         self.size = qs = frontend.queue_size
         self.max_frame = _frame_limit(mtu)
         full = _align(HDR_LEN + self.max_frame, _SLOT_ALIGN)
-        # RX slots are rx_buf apart; rx_post bytes of each are offered. Mergeable
-        # buffers start at 2 KiB and grow with the frames that come (as Linux's
-        # EWMA of packet lengths does): 64 KiB GSO frames then take 4, not 32.
-        self.rx_buf = rx_slot_bytes(mtu, self.features) if self.mrg else full
-        self.rx_post = MRG_BUFFER if self.mrg else full
-        self.rx_avg = 0                          # EWMA of received frame lengths
+        self.rx_buf = MRG_BUFFER if self.mrg else full
         self.tx_slot = full
         self.tx_base = qs * self.rx_buf          # pool offset of TX slot 0
         big = _align(HDR_LEN + MAX_GSO_FRAME, _SLOT_ALIGN)
@@ -203,9 +186,9 @@ class _Link:
 
     # -- RX ---------------------------------------------------------------------
     def _fill_rx(self) -> None:
-        mem, q, size, gpa, post = self.mem, self.rxq, self.rx_buf, self.pool_gpa, self.rx_post
+        mem, q, size, gpa = self.mem, self.rxq, self.rx_buf, self.pool_gpa
         for slot in range(self.size):
-            q.add(mem, (), ((gpa + slot * size, post),), slot)
+            q.add(mem, (), ((gpa + slot * size, size),), slot)
         self._publish_rx()
 
     def _publish_rx(self) -> None:
@@ -252,22 +235,13 @@ class _Link:
                     continue
             self._finish(out, data, hdr)
         self.partial = partial
-        post = self._rx_post_size()
         for slot, _ in used:
-            q.add(mem, (), ((gpa + slot * size, post),), slot)
+            q.add(mem, (), ((gpa + slot * size, size),), slot)
         self._publish_rx()
-
-    def _rx_post_size(self) -> int:
-        """How much of each RX slot to offer: enough for the average frame, within the slot."""
-        if self.rx_buf > MRG_BUFFER and self.mrg:
-            want = _align(self.rx_avg + HDR_LEN, MRG_BUFFER)
-            self.rx_post = MRG_BUFFER if want < MRG_BUFFER else min(want, self.rx_buf)
-        return self.rx_post
 
     def _finish(self, out: collections.deque, frame: bytes, hdr: NetHdr) -> None:
         counters = self.counters
         n = len(frame)
-        self.rx_avg += (n - self.rx_avg) >> 3
         # DATA_VALID means something only with GUEST_CSUM negotiated.
         offload = FrameMeta.from_hdr(hdr, data_valid=self.guest_csum)
         gso_type = hdr.gso_type
@@ -576,8 +550,7 @@ class VirtioNetNic(Nic):
     def _connect(self) -> None:
         frontend = VhostUserFrontend(
             self.socket_path, queue_size=self.queue_size,
-            pool_size=pool_bytes(self.queue_size, self.mtu, self._big_slots,
-                                 rx_slot_bytes(self.mtu, self.wanted_features)),
+            pool_size=pool_bytes(self.queue_size, self.mtu, self._big_slots),
             features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name)
         try:
             link = _Link(frontend, self.mtu, self.counters, self._big_slots)
