@@ -288,10 +288,11 @@ class Stack:
             pass  # the NIC was closed under the stack: its next receive says so
 
     def _drive_locked(self, drive: CallerDrive, cond: threading.Condition, deadline: float | None) -> None:
-        """One wait of a driving caller: work, sleep on the NIC (lock released), work again."""
+        """One wait of a driving caller: sleep on the NIC (lock released), then do a round.
+
+        No round before the sleep: input that already waits makes the NIC's
+        descriptor readable (level-triggered), and a timer due makes the timeout 0."""
         try:
-            if self._round_locked():
-                return  # frames were waiting: let the caller look at what they did
             at = self.iface.poll_at()
             if deadline is not None and (at is None or deadline < at):
                 at = deadline

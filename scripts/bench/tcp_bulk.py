@@ -25,9 +25,13 @@ Each case runs three tests:
                 client on side a, an echo server on side b, for --seconds;
                 round trips per second
 
-Our switch runs on a thread of this program; every MultiOS stack is its own
-process (`tcp_bulk.py --endpoint stack:...`, as a user runs `mnet switch` and
-`mnet stack`), started per test. The kernel's endpoints are the same program
+Our switch runs on a thread of this program (`--switch process`: as its own
+process, `mnet switch`, as a user runs it; stack-kernel and stack-stack only);
+side a's stack runs on a thread beside it unless `--stack process` (the second
+stack of stack-stack is always a process: `tcp_bulk.py --endpoint stack:...`,
+as a user runs `mnet stack`), started per test. `--switch process --stack
+process` is the path a user runs: `mnet switch` and `mnet stack` as separate
+processes. The kernel's endpoints are the same program
 with `--endpoint kernel`, run in a namespace. Offloads: the stack's NIC
 negotiates checksum and TCP segmentation offloads with our device (CSUM,
 GUEST_CSUM, HOST_TSO4, GUEST_TSO4) and the TAP port passes them to the kernel;
@@ -549,6 +553,7 @@ class Labs:
         self.stack_exit = []
         self.netns = []
         self.bg = None
+        self.switch_proc = None
         self.vm = None
         self.sides: dict[str, tuple] = {}
 
@@ -567,6 +572,32 @@ class Labs:
         name = ctx.__enter__()
         self.netns.append(ctx)
         return name
+
+    def _switch_process(self, vhost: list[tuple[str, str]], tap: tuple[str, str] | None) -> None:
+        """`mnet switch` in its own process with these vhost-user ports (name, path) and TAP (ifname, netns)."""
+        from nicdev.net import netns as ns
+
+        on = "on" if self.args.offloads == "on" else "off"
+        argv = [sys.executable, "-m", "mnet.cli.main", "switch"]
+        for name, path in vhost:
+            argv += ["--port", f"{name}=vhost-user:{path},offloads={on}"]
+        if tap is not None:
+            argv += ["--port", f"host=tap:{tap[0]},netns={tap[1]},vnet_hdr={on}"]
+        self.switch_proc = subprocess.Popen(argv, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                            text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.switch_proc.poll() is not None:
+                raise BenchError(f"mnet switch exited: {self.switch_proc.stderr.read().strip()[-2000:]}")
+            ready = all(os.path.exists(path) for _, path in vhost)
+            if ready and tap is not None:
+                with ns.iproute(tap[1]) as ipr:
+                    ready = bool(ipr.link_lookup(ifname=tap[0]))
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError("mnet switch: its ports did not appear within 30 s")
+            time.sleep(0.05)
 
     def _setup(self) -> None:
         from nicdev.net import netns as ns
@@ -589,6 +620,9 @@ class Labs:
                                     Side("kernel", B_IP, netns=nb, verify=verify),
                                     {"a": "linux veth defaults (TSO, GSO, GRO, checksum offload)", "b": "same"})
         if not any(c.startswith("stack") for c in cases):
+            return
+        if a.switch == "process":
+            self._setup_switch_process()
             return
         self.bg = BackgroundSwitch()
         s1 = str(self.workdir / "s1.sock")
@@ -623,7 +657,38 @@ class Labs:
             guest = GuestSide(self.vm, VM_IP)
             self.sides["stack-guest"] = (stack_a, guest, {"b": guest.offloads()})
 
+    def _setup_switch_process(self) -> None:
+        """stack-kernel and stack-stack with `mnet switch` as its own process."""
+        from nicdev.net import netns as ns
+
+        a = self.args
+        offloads, verify = a.offloads == "on", a.verify
+        s1, s2 = str(self.workdir / "s1.sock"), str(self.workdir / "s2.sock")
+        vhost = [("s1", s1)] + ([("s2", s2)] if "stack-stack" in a.cases else [])
+        tap = None
+        if "stack-kernel" in a.cases:
+            nk = self._ns("mntb-k")
+            tap = (f"mntbp{os.getpid() % 100000}", nk)
+        self._switch_process(vhost, tap)
+        stack_a = Side("stack" if a.stack == "process" else "stack-thread", STACK_IP, path=s1, mac=STACK_MAC,
+                       offloads=offloads, verify=verify)
+        if tap is not None:
+            ns.set_address(tap[0], f"{HOST_IP}/{PREFIX}", netns=tap[1])
+            ns.link_up("lo", netns=tap[1])
+            self.sides["stack-kernel"] = (stack_a, Side("kernel", HOST_IP, netns=tap[1], verify=verify),
+                                          {"b": "mnet switch process, TAP with vnet header" if offloads
+                                           else "mnet switch process, TAP without vnet header"})
+        if "stack-stack" in a.cases:
+            self.sides["stack-stack"] = (stack_a, Side("stack", STACK2_IP, path=s2, mac=STACK2_MAC, offloads=offloads,
+                                                       verify=verify), {})
+
     def __exit__(self, *exc) -> None:
+        if self.switch_proc is not None:
+            self.switch_proc.terminate()
+            try:
+                self.switch_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.switch_proc.kill()
         if self.vm is not None:
             self.vm.stop()
         if self.bg is not None:
@@ -691,7 +756,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stack", choices=("thread", "process"), default="thread",
                         help="side a's stack on a thread of this program beside the switch (default), or in a "
                              "process of its own; stack-stack's side b is always a process")
+    parser.add_argument("--switch", choices=("thread", "process"), default="thread",
+                        help="our switch on a thread of this program (default), or as its own process (mnet switch; "
+                             "stack-kernel and stack-stack only)")
     args = parser.parse_args(argv)
+    if args.switch == "process" and "stack-guest" in args.cases:
+        print("--switch process runs stack-kernel and stack-stack only", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("tcp_bulk.py needs root (network namespaces, TAP, veth)", file=sys.stderr)
         return 2
