@@ -69,8 +69,10 @@ from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.ring import QueueBroken
 
 from .device_datapath import RX_NOTIFY, RX_RECHECK, RX_TAKEN, DeviceCounters, NetDatapath
+from .device_polling import DevicePoller
 from .egress import EgressFrame
 from .ethernet import BROADCAST
+from .polling import DEFAULT_POLL, PollMode
 
 __all__ = ["VirtioNetDevice", "DEVICE_FEATURES", "BASE_FEATURES", "OFFLOAD_FEATURES",
            "PROTOCOL_FEATURES", "RX_RING", "TX_RING", "make_rarp"]
@@ -144,6 +146,7 @@ class VirtioNetDevice(BackendDevice):
         datapath: str | None = None,
         on_burst: Callable[[list], None] | None = None,
         on_pooled: Callable[[PooledFrames], None] | None = None,
+        poll: PollMode = DEFAULT_POLL,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
@@ -155,6 +158,7 @@ class VirtioNetDevice(BackendDevice):
         self.loop = None
         self.counters = DeviceCounters()
         self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath)
+        self.poller = DevicePoller(self, poll)     # polls the rings after traffic, by the `poll` mode
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -217,6 +221,7 @@ class VirtioNetDevice(BackendDevice):
             self._watch(ring, self._on_tx_kick)
             # Buffers may be waiting from before the (re)start.
             self._soon(TX_RING, self.process_tx)
+        self.poller.ring_started()
 
     def ring_stopping(self, ring: Vring) -> int:
         self._unwatch(ring)
@@ -229,7 +234,9 @@ class VirtioNetDevice(BackendDevice):
             held = self.datapath.rx_abandon("rx_ring_stopped")
             if self._rx_notify_pending:
                 self._flush_rx_notify()
+            self.poller.ring_stopping()
             return held
+        self.poller.ring_stopping()
         return 0
 
     def ring_enable_changed(self, ring: Vring) -> None:
@@ -252,6 +259,7 @@ class VirtioNetDevice(BackendDevice):
         self.status = status
 
     def reset(self) -> None:
+        self.poller.stop()
         for index in list(self._watched):
             self._unwatch_index(index)
         for timer in self._timers.values():
@@ -314,6 +322,7 @@ class VirtioNetDevice(BackendDevice):
         self.counters.tx_kicks += 1
         if self._read_kick(ring):
             self.process_tx()
+            self.poller.traffic()
 
     def _on_rx_kick(self) -> None:
         ring = self.rx
@@ -322,6 +331,7 @@ class VirtioNetDevice(BackendDevice):
         self.counters.rx_kicks += 1
         if self._read_kick(ring):
             self._flush_backlog()
+            self.poller.traffic()
 
     def _break(self, ring: Vring, reason: str) -> None:
         log.warning("%s: %s ring broken: %s", self.name, "rx" if ring.index == RX_RING else "tx", reason)
@@ -508,3 +518,4 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.queue is None or ring.broken or self.mem is None:
             return
         self._guarded(ring, lambda q: self._notify(ring))
+        self.poller.traffic()       # frames went to the guest this turn: its answer may follow

@@ -17,6 +17,9 @@ of finished frames stays in the device's pool (`PooledFrames`): the switch
 they all go to another vhost-user port, hands it the burst
 (`transmit_pooled`), which copies them from the pool into its guest's
 receive buffers in C: one copy, no Python object per frame.
+
+`poll` (a `nicdev.net.polling.PollMode`) says whether the device polls the
+guest's rings after traffic with its kicks off (docs/switch.md, "Polling").
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.offload import FrameMeta
 from .port import Port
 from .device import VirtioNetDevice
+from .polling import DEFAULT_POLL, PollMode
 
 __all__ = ["VhostUserPort"]
 
@@ -37,21 +41,22 @@ log = logging.getLogger(__name__)
 
 
 class VhostUserPort(Port):
-    """`VhostUserPort(name, socket_path=None, *, offloads=True, datapath=None)`: a virtio-net device port.
+    """`VhostUserPort(name, socket_path=None, *, offloads=True, poll=DEFAULT_POLL, datapath=None)`: a virtio-net device port.
 
     With no `socket_path` a private directory is made for the socket; the
     real path is in `socket_path` after construction. `offloads=False`
-    offers the guest no checksum or segmentation offloads. `datapath` ("c"
-    or "python") picks the device's data path, by default MNET_DATAPATH's."""
+    offers the guest no checksum or segmentation offloads. `poll`: when to
+    poll the guest's rings instead of waiting for its kicks. `datapath`
+    ("c" or "python") picks the device's data path, by default MNET_DATAPATH's."""
 
     kind = "vhost-user"
     takes_pooled_bursts = True
 
     def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
-                 datapath: str | None = None) -> None:
+                 poll: PollMode = DEFAULT_POLL, datapath: str | None = None) -> None:
         super().__init__(name)
         self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
-                                      datapath=datapath, on_burst=self.deliver_burst,
+                                      poll=poll, datapath=datapath, on_burst=self.deliver_burst,
                                       on_pooled=self.deliver_pooled)
         self._pooled_sink: Callable[[Port, PooledFrames], None] | None = None
         self.backend = self.device.make_backend(name)

@@ -1,5 +1,15 @@
-"""Both data paths as a pytest parameter: the Python reference and the C
-kernels (skipped when MNET_DATAPATH=python left the kernels unloaded)."""
+"""Run a test on both data paths: the C kernels and the Python reference.
+
+    from support.datapaths import datapath  # noqa: F401  (the fixture)
+    pytestmark = pytest.mark.usefixtures("datapath")
+
+Code that has both paths asks `nicdev.virtio.kernels.use_c()` when it builds
+its rings; the fixture selects the path for the test as MNET_DATAPATH does
+for a process (the "c" run is skipped when the kernels are not loaded).
+
+`DATAPATHS` is the same choice as a pytest parameter, for tests that build
+a data path with an explicit `datapath=`.
+"""
 import pytest
 
 from nicdev.virtio import kernels
@@ -8,3 +18,11 @@ DATAPATHS = [
     pytest.param("python", id="python"),
     pytest.param("c", id="c", marks=pytest.mark.skipif(not kernels.use_c(), reason="the C kernels are not loaded")),
 ]
+
+
+@pytest.fixture(params=["c", "python"])
+def datapath(request, monkeypatch):
+    if request.param == "c" and not kernels.use_c():
+        pytest.skip("MNET_DATAPATH=python: the C kernels are not loaded")
+    monkeypatch.setattr(kernels, "_DATAPATH", request.param)
+    return request.param

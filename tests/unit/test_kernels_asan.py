@@ -21,6 +21,8 @@ ASAN_TEST_FILES = [
     "tests/unit/test_device_datapath.py",
     "tests/unit/test_device.py",
     "tests/unit/test_pooled_forwarding.py",
+    "tests/unit/test_driver_burst.py",
+    "tests/unit/test_stack_virtio_datapaths.py",
 ]
 
 pytestmark = pytest.mark.skipif(not kernels.use_c(), reason="MNET_DATAPATH=python: the C kernels are not loaded")
