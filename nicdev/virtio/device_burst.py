@@ -92,13 +92,15 @@ def _broken(queue, mem: GuestMemory, e) -> QueueBroken:
 
 
 def _bind(queue):
-    """The C view of a DeviceQueue: its geometry and its state array, made once."""
+    """The C view of a DeviceQueue, made once: its geometry, its state array
+    and an error report for its notification calls."""
     bound = queue.__dict__.get("_c_ring")
     if bound is None:
         ring = _ffi.new("struct dk_ring *", {
             "desc_gpa": queue.desc_gpa, "avail_gpa": queue.avail_gpa, "used_gpa": queue.used_gpa,
             "size": queue.size, "event_idx": queue.event_idx, "indirect": queue.indirect})
-        bound = queue.__dict__["_c_ring"] = (ring, _ffi.from_buffer("struct dk_state *", queue.state))
+        bound = queue.__dict__["_c_ring"] = (ring, _ffi.from_buffer("struct dk_state *", queue.state),
+                                             _ffi.new("struct dk_error *"))
     return bound
 
 
@@ -174,6 +176,7 @@ class TxKernel:
         self._len = _ffi.new("uint32_t[]", capacity)
         self._status = _ffi.new("uint8_t[]", capacity)
         self._used = _ffi.new("struct dk_used[]", capacity)
+        self.runs = _ffi.new("struct dk_mac_run[]", capacity)      # PooledFrames.mac_runs
         w.pool, w.pool_size = self.pool, capacity * slot
         w.offset, w.len, w.status = self._offset, self._len, self._status
         w.used, w.capacity = self._used, capacity
@@ -191,7 +194,7 @@ class TxKernel:
         raise once they are handled (they were not returned used, as with
         DeviceQueue.pop raising)."""
         _usable(queue)
-        ring, state = _bind(queue)
+        ring, state, _ = _bind(queue)
         self._fit(limit, self.params.slot)
         self.work.scratch = self._scratch.fit(queue.size)
         self.params.enabled = enabled
@@ -242,7 +245,7 @@ class PooledFrames:
     def mac_runs(self) -> list[tuple[int, int, bytes, bytes]]:
         """(first, count, destination MAC, source MAC) of each run of frames
         with the same two addresses, in order."""
-        runs = _ffi.new("struct dk_mac_run[]", self.count)
+        runs = self.kernel.runs
         n = _lib.dk_mac_runs(self.kernel.work, self.hdr_len, self.count, runs, self.count)
         out = []
         for r in runs[0:n]:
@@ -286,7 +289,7 @@ class RxKernel:
         popped or written (the Python data path takes over). Raises
         QueueBroken as DeviceQueue does."""
         _usable(queue)
-        ring, state = _bind(queue)
+        ring, state, _ = _bind(queue)
         hdr_len = len(hdr)
         self._fit(queue.size, hdr_len + len(frame))
         self.params.hdr_len, self.params.mrg_rxbuf = hdr_len, mrg_rxbuf
@@ -308,7 +311,7 @@ class RxKernel:
         bytes, None), or when the ring broke the frames written before it
         (returned used) and the QueueBroken to raise."""
         _usable(queue)
-        ring, state = _bind(queue)
+        ring, state, _ = _bind(queue)
         hdr_len = len(hdr)
         self._fit(queue.size, hdr_len + max_frame)
         self.params.hdr_len, self.params.mrg_rxbuf = hdr_len, mrg_rxbuf
@@ -325,8 +328,7 @@ class RxKernel:
 def needs_notification(queue, mem: GuestMemory) -> bool:
     """DeviceQueue.needs_notification, in C."""
     _usable(queue)
-    ring, state = _bind(queue)
-    err = _ffi.new("struct dk_error *")
+    ring, state, err = _bind(queue)
     r = _lib.dk_needs_notification(ring, state, kernels.mem_table(mem), err)
     if r < 0:
         raise _broken(queue, mem, err)
@@ -336,8 +338,7 @@ def needs_notification(queue, mem: GuestMemory) -> bool:
 def enable_notifications(queue, mem: GuestMemory) -> bool:
     """DeviceQueue.enable_notifications, in C."""
     _usable(queue)
-    ring, state = _bind(queue)
-    err = _ffi.new("struct dk_error *")
+    ring, state, err = _bind(queue)
     r = _lib.dk_enable_notifications(ring, state, kernels.mem_table(mem), err)
     if r < 0:
         raise _broken(queue, mem, err)

@@ -8,13 +8,14 @@ Cases (64-byte frames by default):
   anchor              dpdk-testpmd net_virtio_user txonly -> dpdk-testpmd net_vhost rxonly
   dpdk->port[PATH]    dpdk-testpmd net_virtio_user txonly -> our VhostUserPort (data path
                       PATH) on a switch thread -> a sink port that counts
-  fwd anchor          testpmd virtio-user txonly -> testpmd net_vhost x2, io forwarding ->
-                      testpmd virtio-user rxonly
-  fwd[PATH]           testpmd virtio-user txonly -> our VhostUserPort -> switch ->
-                      our VhostUserPort -> testpmd virtio-user rxonly (data path PATH)
+  fwd anchor          testpmd with two virtio-user ports (flowgen: each sends and
+                      receives) <-> testpmd io forwarding between two net_vhost ports
+  fwd[PATH]           the same frontend <-> two of our VhostUserPorts on one switch
+                      (data path PATH)
 
-Forwarding is measured at the rxonly testpmd (its Rx-pps), for the anchor
-and for us alike.
+Forwarding is what the frontend's two ports receive together (its Rx-pps),
+for the anchor and for us alike. The frontend polls CPU 1, the forwarder
+(DPDK's, or our switch thread) CPU 0.
 
 Prints one JSON line per case: pps, the anchor's pps and the ratio, and for
 our port the guest's kicks and our calls. Needs dpdk-testpmd; run as root
@@ -70,25 +71,35 @@ def case_dpdk_to_port(workdir: str, size: int, seconds: float, datapath: str) ->
             "tx_kicks": c1["tx_kicks"] - c0["tx_kicks"], "calls": c1["calls"] - c0["calls"]}
 
 
-def _rx_pps(rx: Testpmd, seconds: float) -> list[int]:
-    """The receiving testpmd's Rx-pps samples, the first (start-up) left out."""
-    rx.wait_for(lambda: len([n for n in rx.numbers("Rx-pps") if n > 0]) >= 2 + int(seconds),
-                "the receiver's rate samples", timeout=30 + 2 * seconds)
-    return [n for n in rx.numbers("Rx-pps") if n > 0][1:]
+def _frontends(a: str, b: str, workdir: str, size: int, tag: str) -> Testpmd:
+    """One testpmd with a virtio-user port on each socket, in flowgen mode:
+    each port sends and counts what it receives, both ways at once."""
+    return Testpmd([f"net_virtio_user0,path={a},queues=1", f"net_virtio_user1,path={b},queues=1"], "flowgen",
+                   workdir, tag=tag, lcores="0@1,1@1", extra=[f"--txpkts={size}"])
+
+
+def _forwarded_pps(pmd: Testpmd, seconds: float) -> list[int]:
+    """Frames per second the two ports received together, per stats period
+    (testpmd prints port 0 then port 1), the first period left out."""
+    def totals() -> list[int]:
+        rates = pmd.numbers("Rx-pps")
+        return [rates[i] + rates[i + 1] for i in range(0, len(rates) - 1, 2)]
+    pmd.wait_for(lambda: len([n for n in totals() if n > 0]) >= 2 + int(seconds), "the receive rate samples",
+                 timeout=30 + 2 * seconds)
+    return [n for n in totals() if n > 0][1:]
 
 
 def case_forward_anchor(workdir: str, size: int, seconds: float) -> dict:
     a, b = os.path.join(workdir, f"fa-{size}.sock"), os.path.join(workdir, f"fb-{size}.sock")
     fwd = Testpmd([f"net_vhost0,iface={a},queues=1", f"net_vhost1,iface={b},queues=1"], "io", workdir,
                   tag=f"fwd-{size}", lcores="0@0,1@0")
-    rx = tx = None
+    fe = None
     try:
         fwd.wait_for(lambda: os.path.exists(a) and os.path.exists(b), "testpmd's vhost sockets")
-        rx = Testpmd.frontend(b, "rxonly", workdir, tag=f"frx-{size}", lcores="0@1,1@1")
-        tx = Testpmd.frontend(a, "txonly", workdir, tag=f"ftx-{size}", lcores="0@1,1@1", extra=[f"--txpkts={size}"])
-        samples = _rx_pps(rx, seconds)
+        fe = _frontends(a, b, workdir, size, f"fe-anchor-{size}")
+        samples = _forwarded_pps(fe, seconds)
     finally:
-        for pmd in (tx, rx, fwd):
+        for pmd in (fe, fwd):
             if pmd is not None:
                 pmd.stop()
     return {"pps": statistics.median(samples), "samples": samples}
@@ -96,21 +107,18 @@ def case_forward_anchor(workdir: str, size: int, seconds: float) -> dict:
 
 def case_forward(workdir: str, size: int, seconds: float, datapath: str) -> dict:
     a, b = (os.path.join(workdir, f"{n}-{datapath}-{size}.sock") for n in ("fwa", "fwb"))
-    rx = tx = None
+    fe = None
     with BackgroundSwitch() as bg:
         ports = [bg.add_port(VhostUserPort(n, path, datapath=datapath)) for n, path in (("a", a), ("b", b))]
         try:
-            rx = Testpmd.frontend(b, "rxonly", workdir, tag=f"rx-{datapath}-{size}", lcores="0@1,1@1")
-            tx = Testpmd.frontend(a, "txonly", workdir, tag=f"tx-{datapath}-{size}", lcores="0@1,1@1",
-                                  extra=[f"--txpkts={size}"])
-            samples = _rx_pps(rx, seconds)
+            fe = _frontends(a, b, workdir, size, f"fe-{datapath}-{size}")
+            samples = _forwarded_pps(fe, seconds)
         finally:
-            for pmd in (tx, rx):
-                if pmd is not None:
-                    pmd.stop()
+            if fe is not None:
+                fe.stop()
         counters = bg.call(lambda: [p.device.counters.as_dict() for p in ports])
     return {"datapath": datapath, "pps": statistics.median(samples), "samples": samples,
-            "b_rx_drops": counters[1]["drops"], "b_rx_backlogged": counters[1]["rx_backlogged"]}
+            "rx_drops": [c["drops"] for c in counters]}
 
 
 def main() -> int:
@@ -140,12 +148,12 @@ def main() -> int:
         if args.forward:
             for size in (int(s) for s in args.sizes.split(",")):
                 anchor = case_forward_anchor(workdir, size, args.seconds)["pps"]
-                emit("fwd anchor: testpmd txonly -> testpmd vhost x2 io -> testpmd rxonly", size, 32, cpu,
+                emit("fwd anchor: testpmd flowgen x2 <-> testpmd vhost x2 io", size, 32, cpu,
                      {"pps": anchor}, anchor)
                 os.sched_setaffinity(0, {0})
                 for datapath in paths:
-                    emit(f"fwd[{datapath}]: testpmd txonly -> our vhost-user -> switch -> our vhost-user -> "
-                         "testpmd rxonly", size, 32, cpu, case_forward(workdir, size, args.seconds, datapath), anchor)
+                    emit(f"fwd[{datapath}]: testpmd flowgen x2 <-> our vhost-user x2 on one switch", size, 32, cpu,
+                         case_forward(workdir, size, args.seconds, datapath), anchor)
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,167 @@
+"""DPDK's testpmd as a second vhost-user implementation, on the front-end side.
+
+`net_virtio_user` is DPDK's virtio driver talking vhost-user to a socket: to
+it, our VhostUserPort is the vhost-user back-end. In txonly mode testpmd
+fills its TX ring as fast as it can and our port must count what arrives,
+as valid Ethernet frames; in rxonly mode we fill its RX ring and testpmd's
+statistics must count our frames.
+
+testpmd flags (see `dpdk-testpmd --help` and nicdev/vhost_user/testpmd.py):
+--no-huge -m 256 --no-pci run it without hugepages or devices;
+--total-num-mbufs keeps its mbuf pool inside those 256 MiB; a per-run
+--file-prefix keeps runs apart; without a terminal it needs --stats-period
+or it exits at once; SIGINT stops it and prints its final statistics.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import threading
+import time
+
+import pytest
+
+from nicdev.net.loop import EventLoop
+from nicdev.net.vhost_user_port import VhostUserPort
+from nicdev.vhost_user.testpmd import Testpmd
+
+pytestmark = pytest.mark.integration
+
+RING_SIZE = 256     # virtio-user's default queue_size
+
+
+class PortThread:
+    """A VhostUserPort on its own event loop thread (the way the switch runs)."""
+
+    def __init__(self, path: str) -> None:
+        self.loop = EventLoop()
+        self.port = VhostUserPort("dpdk", path, **({"poll": __import__("nicdev.net.polling", fromlist=["x"]).POLL_OFF} if os.environ.get("XPOLL") == "off" else {}))
+        self.count = 0
+        self.samples: list[bytes] = []
+        self.bad: list[bytes] = []
+        self.port.attach(self._sink)
+        self.port.start(self.loop)
+        self.thread = threading.Thread(target=self.loop.run, name="port-loop", daemon=True)
+        self.thread.start()
+
+    def _sink(self, port, frame: bytes, meta) -> None:
+        self.count += 1
+        if len(self.samples) < 256:
+            self.samples.append(frame)
+        if not _valid_udp_frame(frame) and len(self.bad) < 8:
+            self.bad.append(frame)
+
+    def call(self, fn, timeout: float = 10.0):
+        done = threading.Event()
+        result = {}
+
+        def run():
+            try:
+                result["value"] = fn()
+            except BaseException as e:   # handed back to the test thread
+                result["error"] = e
+            done.set()
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(timeout), "the port's loop did not answer"
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    def status(self) -> str:
+        return self.call(lambda: self.port.status)
+
+    def close(self) -> None:
+        try:
+            self.call(self.port.close)
+        finally:
+            self.loop.stop()
+            self.thread.join(10)
+            self.loop.close()
+
+
+def _valid_udp_frame(frame: bytes) -> bool:
+    """testpmd's txonly frame: Ethernet II + IPv4 (good header checksum) + UDP."""
+    if len(frame) != 64 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45:
+        return False
+    ip = frame[14:34]
+    total = sum(struct.unpack("!10H", ip))
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF and struct.unpack("!H", ip[2:4])[0] == 50 and ip[9] == 17
+
+
+def Pmd(path: str, mode: str, tmp_path, extra=()) -> Testpmd:
+    """dpdk-testpmd as a virtio-user front-end on `path`."""
+    return Testpmd.frontend(path, mode, tmp_path, tag=f"vu-{mode}", extra=extra)
+
+
+@pytest.fixture
+def port(tmp_path):
+    p = PortThread(str(tmp_path / "vu.sock"))
+    yield p
+    p.close()
+
+
+def test_testpmd_txonly_frames_arrive_at_our_port(port, tmp_path):
+    pmd = Pmd(port.port.socket_path, "txonly", tmp_path, ["--txpkts=64"])
+    try:
+        pmd.wait_for(lambda: "rings running" in port.status(), "testpmd to start our rings")
+        pmd.wait_for(lambda: port.count >= 100_000, "100000 frames at our port")
+    finally:
+        out = pmd.stop()
+    try:
+        # testpmd's last word: its forward statistics after SIGINT
+        sent = re.findall(r"TX-packets:\s+(\d+)\s+TX-dropped", out)
+        assert sent, f"no final statistics from testpmd:\n{out}"
+        sent = int(sent[-1])
+        deadline = time.monotonic() + 10
+        while "waiting for frontend" not in port.status() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = port.call(lambda: port.count)
+        # Everything testpmd queued arrived, except at most one ring's worth
+        # still queued when it stopped the ring (GET_VRING_BASE stops, it does not drain).
+        assert sent - RING_SIZE <= got <= sent, f"testpmd sent {sent}, our port got {got}"
+        assert port.bad == [], f"malformed frames: {[f.hex() for f in port.bad]}"
+        assert len(port.samples) == 256
+        counters = port.call(lambda: port.port.counters.as_dict())
+        assert counters["rx_frames"] == got and counters["rx_dropped"] == 0, counters
+        assert "waiting for frontend" in port.status()     # back to waiting, ready for the next
+    except AssertionError:
+        print(out)
+        raise
+
+
+def test_testpmd_rxonly_counts_our_frames(port, tmp_path):
+    frame = bytes.fromhex("ffffffffffff" "020000000001" "0800") + bytes(50)
+    target = 20_000
+    state = {"sent": 0}
+
+    def pump():
+        # ~64 frames a millisecond, once the rings run; a full ring drops (counted)
+        if "rings running" in port.port.status:
+            for _ in range(64):
+                if state["sent"] >= target:
+                    return
+                if port.port.transmit(frame):
+                    state["sent"] += 1
+        port.loop.call_later(0.001, pump)
+
+    pmd = Pmd(port.port.socket_path, "rxonly", tmp_path)
+    try:
+        pmd.wait_for(lambda: "rings running" in port.status(), "testpmd to start our rings")
+        port.call(pump)
+        pmd.wait_for(lambda: port.call(lambda: state["sent"]) >= target, f"{target} frames into testpmd's RX ring")
+        # testpmd prints its port statistics every second
+        pmd.wait_for(lambda: target in pmd.numbers("RX-packets"), f"testpmd to count {target} packets")
+        assert max(pmd.numbers("RX-packets")) == target
+        assert max(pmd.numbers("RX-errors")) == 0
+        counters = port.call(lambda: port.port.counters.as_dict())
+        assert counters["tx_frames"] == target
+        # drops, if any, are only "no receive buffers" while testpmd's ring was full
+        assert set(counters["errors"]) <= {"no_rx_buffers"}, counters
+    except AssertionError:
+        print(pmd.output())
+        raise
+    finally:
+        pmd.stop()
