@@ -37,9 +37,12 @@ PORT_SPEC_HELP = """\
                                         poll: after traffic, poll the guest's rings for T of
                                         idle time (10us..1s) with its kicks off, or always
                                         (busy), or never (off); default DEFAULT_POLL
-  NAME=tap:IFNAME[,netns=NS][,vnet_hdr=on|off]
+  NAME=tap:IFNAME[,netns=NS][,offloads=on|off][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
-                                        moved into network namespace NS
+                                        moved into network namespace NS; by default with a
+                                        virtio-net header and the kernel's checksum/TSO offloads:
+                                        offloads=off keeps the header, the kernel sends MTU-sized
+                                        frames; vnet_hdr=off drops the header (and the offloads)
   NAME=stream:PATH                      QEMU -netdev stream: we listen on unix socket PATH
   NAME=dgram:LOCAL,remote=REMOTE        QEMU -netdev dgram: LOCAL and REMOTE are both HOST:PORT
                                         (UDP, numeric address; [IPv6]:PORT) or both unix socket
@@ -59,7 +62,8 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
-_KEYS = {"vhost-user": ("offloads", "poll"), "tap": ("netns", "vnet_hdr"), "stream": (), "dgram": ("remote",), "pcap": ("snaplen",)}
+_KEYS = {"vhost-user": ("offloads", "poll"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
+         "pcap": ("snaplen",)}
 IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
 _IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
 _CLASSES = {
@@ -272,10 +276,20 @@ def _tap(arg: str, options: dict) -> dict:
             check_netns_name(options["netns"])
     except PortError as exc:
         raise ValueError(str(exc)) from None
-    vnet = options.get("vnet_hdr", "off").lower()
-    if vnet not in _BOOLS:
-        raise ValueError(f"vnet_hdr must be on or off, not {options['vnet_hdr']!r}")
-    return {"ifname": arg, "netns": options.get("netns"), "vnet_hdr": _BOOLS[vnet]}
+    params = {"ifname": arg, "netns": options.get("netns"), "vnet_hdr": _on_off(options, "vnet_hdr", "on")}
+    if "offloads" in options:
+        # Without the key the offloads follow the header (on by default).
+        params["offloads"] = _on_off(options, "offloads", "on")
+        if params["offloads"] and not params["vnet_hdr"]:
+            raise ValueError("offloads=on needs vnet_hdr=on (the kernel says what to do in that header)")
+    return params
+
+
+def _on_off(options: dict, key: str, default: str) -> bool:
+    value = options.get(key, default).lower()
+    if value not in _BOOLS:
+        raise ValueError(f"{key} must be on or off, not {options[key]!r}")
+    return _BOOLS[value]
 
 
 def _stream(arg: str, options: dict) -> dict:

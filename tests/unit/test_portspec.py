@@ -31,7 +31,11 @@ GENERIC = "expected NAME=KIND:ARG, kinds are vhost-user, tap, stream, dgram, pca
      {"socket_path": "/tmp/vm0.sock", "offloads": False, "poll": PollMode.adaptive(0.002)}),
     ("vm0=vhost-user:/tmp/vm0.sock,poll=adaptive:50us", "vhost-user",
      {"socket_path": "/tmp/vm0.sock", "offloads": True, "poll": PollMode.adaptive(50e-6)}),
-    ("host=tap:mnet0", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": False}),
+    # The virtio-net header and the kernel's offloads are the default.
+    ("host=tap:mnet0", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": True}),
+    ("host=tap:mnet0,offloads=off", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": True, "offloads": False}),
+    ("host=tap:mnet0,vnet_hdr=off,offloads=off", "tap",
+     {"ifname": "mnet0", "netns": None, "vnet_hdr": False, "offloads": False}),
     ("host=tap:mnet0,netns=lab,vnet_hdr=on", "tap", {"ifname": "mnet0", "netns": "lab", "vnet_hdr": True}),
     ("host=tap:mnet0,vnet_hdr=OFF", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": False}),
     ("q=stream:/run/q.sock", "stream", {"path": "/run/q.sock"}),
@@ -73,12 +77,14 @@ def test_valid_specs(text, kind, params):
     ("a=vhost-user:/tmp/x,poll=adaptive:2s", "poll budget must be from 10us to 1s, not '2s'"),
     ("a=tap:t0,poll=busy", "unknown key 'poll' for tap"),
     ("a=vhost-user:/tmp/x,offloads=maybe", "offloads must be on or off, not 'maybe'"),
-    ("a=tap:t0,nets=lab", "unknown key 'nets' for tap (keys: netns, vnet_hdr)"),
+    ("a=tap:t0,nets=lab", "unknown key 'nets' for tap (keys: netns, vnet_hdr, offloads)"),
     ("a=tap:t0,netns", "expected key=value after ',', got 'netns'"),
     ("a=tap:t0,=lab", "expected key=value after ',', got '=lab'"),
     ("a=tap:t0,netns=", "empty value for 'netns'"),
     ("a=tap:t0,netns=a,netns=b", "key 'netns' given twice"),
     ("a=tap:t0,vnet_hdr=maybe", "vnet_hdr must be on or off, not 'maybe'"),
+    ("a=tap:t0,offloads=maybe", "offloads must be on or off, not 'maybe'"),
+    ("a=tap:t0,vnet_hdr=off,offloads=on", "offloads=on needs vnet_hdr=on"),
     ("a=tap:t0,netns=../etc", "bad network namespace name '../etc'"),
     ("a=tap:averyveryverylongname", "bad interface name"),
     ("a=tap:eth/0", "bad interface name"),
@@ -136,6 +142,14 @@ def test_build_each_kind(tmp_path):
     assert isinstance(c, PcapPort) and c.snaplen == 96 and c.captures_all
     assert isinstance(t, TapPort) and t.ifname == "mnet0" and t.vnet_hdr and t.netns is None
     assert all(p.status.endswith("not started") for p in ports)
+
+
+def test_a_plain_tap_spec_builds_a_port_with_header_and_offloads():
+    default, no_offloads, plain = build_ports(parse_port_specs(
+        ["a=tap:mnet0", "b=tap:mnet1,offloads=off", "c=tap:mnet2,vnet_hdr=off"]))
+    assert default.vnet_hdr and default.offloads and default.accepts_gso and default.accepts_csum_partial
+    assert no_offloads.vnet_hdr and not no_offloads.offloads
+    assert not plain.vnet_hdr and not plain.offloads and not plain.accepts_gso
 
 
 def test_build_vhost_user_imports_its_module_only_then(monkeypatch):
