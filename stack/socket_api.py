@@ -28,7 +28,6 @@ import enum
 import errno
 import os
 import selectors
-import threading
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address
 from typing import Sequence, Union
@@ -209,7 +208,7 @@ class Socket(metaclass=_BuiltByAStack):
         self.type = type
         self.protocol = protocol
         self._timeout: float | None = None
-        self._cond = threading.Condition(stack.lock)
+        self._cond = stack.condition()  # on the stack's lock
         self._closed = False
 
     # -- timeouts (blocking calls hold the stack's lock) ----------------------------------
@@ -236,8 +235,8 @@ class Socket(metaclass=_BuiltByAStack):
         return deadline is not None and deadline <= self._stack.now()
 
     def _sleep_locked(self, deadline: float | None) -> None:
-        """Wait for a change of this socket, or the deadline (the stack's clock wakes us)."""
-        self._stack.clock.wait(self._cond, deadline)
+        """Wait for a change of this socket, or the deadline (the stack may have us drive it meanwhile)."""
+        self._stack.wait_locked(self._cond, deadline)
 
     def _check_open_locked(self) -> None:
         if self._closed:

@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as exc:      # the C kernels not built, or MNET_DATAPATH misspelt
+        print(f"mnet: {exc}", file=sys.stderr)
+        return 1
     args, extra = parser.parse_known_args(argv)
     if extra:
         # Name the subcommand the stray arguments were given to.

@@ -223,8 +223,9 @@ class ImpairedPort(Port):
         }
 
     # -- the Port interface ------------------------------------------------------------------
-    def attach(self, sink: Callable | None) -> None:
-        """Frames from the inner port come to us first, then to `sink(port, frame, meta)`."""
+    def attach(self, sink: Callable | None, burst_sink: Callable | None = None) -> None:
+        """Frames from the inner port come to us first, then to `sink(port, frame, meta)`.
+        `burst_sink` is not used: impairments decide frame by frame."""
         self._sink = sink
         self.inner.attach(None if sink is None else self._from_peer)
 
@@ -247,6 +248,10 @@ class ImpairedPort(Port):
     def deliver(self, frame, *args, **kwargs) -> None:
         """A frame from the peer: counted by the inner port, then impaired on the way in."""
         self.inner.deliver(frame, *args, **kwargs)
+
+    def deliver_burst(self, items) -> None:
+        """Frames from the peer at once: counted by the inner port, then impaired one by one."""
+        self.inner.deliver_burst(items)
 
     def _from_peer(self, port, frame, meta) -> None:
         if not self._in_on:

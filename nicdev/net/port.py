@@ -14,16 +14,29 @@ A port that can pass metadata on says so with `accepts_csum_partial` and
 `accepts_gso` (the GSO kinds, `offload.GSO_*`) and gets such frames as they
 are; every other port gets only finished frames, meta None: the frame is
 finished at that egress, once (`nicdev.net.egress`).
+
+Bursts: a port that receives several frames at once (a TAP read loop, a
+ring drained in one go) hands them over together, `deliver_burst(items)`,
+`items` a list of `(frame, meta)`; the switch then learns and looks up once
+per burst per address where it can. A sink attached without a burst sink
+gets the burst's frames one by one. The other way, a port that sets
+`takes_bursts = True` gets `transmit_burst(items)` from the switch, one
+call per burst per port, with the frames in the order they came; every
+other port gets `transmit(frame, meta)` per frame, as before
+(`transmit_burst`'s default loops over it, for direct callers).
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from nicdev.virtio.offload import FrameMeta
 
-__all__ = ["Port", "PortCounters"]
+__all__ = ["Port", "PortCounters", "Burst"]
+
+# One burst: frames with their metadata, in the order they came.
+Burst = Sequence[tuple[bytes, "FrameMeta | None"]]
 
 
 @dataclass
@@ -52,6 +65,8 @@ class Port(abc.ABC):
     # What transmit() may be given besides finished frames (see the module doc).
     accepts_csum_partial: bool = False
     accepts_gso: frozenset = frozenset()
+    # True: the switch hands this port whole bursts (`transmit_burst`).
+    takes_bursts: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -59,10 +74,14 @@ class Port(abc.ABC):
         self.link_up = True
         # Set by the switch when the port is added; frames from the peer go here.
         self._sink: Callable[["Port", bytes, FrameMeta | None], None] | None = None
+        self._burst_sink: Callable[["Port", Burst], None] | None = None
 
-    def attach(self, sink: Callable[["Port", bytes, FrameMeta | None], None] | None) -> None:
-        """Send the peer's frames to `sink(port, frame, meta)` (None: nowhere)."""
+    def attach(self, sink: Callable[["Port", bytes, FrameMeta | None], None] | None,
+               burst_sink: Callable[["Port", Burst], None] | None = None) -> None:
+        """Send the peer's frames to `sink(port, frame, meta)` (None: nowhere),
+        and whole bursts to `burst_sink(port, items)` if given."""
         self._sink = sink
+        self._burst_sink = burst_sink if sink is not None else None
 
     def deliver(self, frame: bytes, meta: FrameMeta | None = None) -> None:
         """Called by the port implementation for each frame from its peer,
@@ -73,6 +92,26 @@ class Port(abc.ABC):
         if sink is not None:
             sink(self, frame, meta)
 
+    def deliver_burst(self, items: Burst) -> None:
+        """Called by the port implementation with several frames from its peer
+        at once: `items` is a list of `(frame, meta)` (see the module doc)."""
+        counters = self.counters
+        counters.rx_frames += len(items)
+        counters.rx_bytes += sum(len(frame) for frame, _ in items)
+        burst_sink = self._burst_sink
+        if burst_sink is not None:
+            burst_sink(self, items)
+            return
+        sink = self._sink
+        if sink is not None:
+            for frame, meta in items:
+                sink(self, frame, meta)
+
+    @property
+    def wants_bursts(self) -> bool:
+        """True when a burst sink is attached (a port may then read ahead)."""
+        return self._burst_sink is not None
+
     @abc.abstractmethod
     def start(self, loop) -> None:
         """Register the port's file descriptors with the event loop."""
@@ -82,6 +121,14 @@ class Port(abc.ABC):
         """Send one frame to the peer. Return False (and count) if it was dropped.
 
         `meta` other than None comes only to a port that declared it can take it."""
+
+    def transmit_burst(self, items: Burst) -> int:
+        """Send `(frame, meta)` pairs to the peer in order; returns how many were
+        sent. This default loops over `transmit`; a port that does better sets
+        `takes_bursts` and overrides it (the switch then calls it with every
+        burst, and counts a burst whose transmit_burst raises as dropped)."""
+        transmit = self.transmit
+        return sum(1 for frame, meta in items if transmit(frame, meta))
 
     def close(self) -> None:
         pass

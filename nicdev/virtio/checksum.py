@@ -12,10 +12,17 @@ modulo run in C. The modulo of a huge integer costs about twice as much as
 reading it, so a long buffer is read in pieces that start at even offsets
 (each piece then weighs 1 modulo 0xFFFF) and only their sum is reduced:
 about 2x faster on 64 KiB than one modulo of the whole buffer.
+
+That Python sum is the readable reference. With the C data path
+(`MNET_DATAPATH=c`, the default: nicdev.virtio.kernels) the same sum runs in
+C, 6x faster on a 1500-byte frame, and `IMPLEMENTATIONS` holds both so tests
+can hold one to the other.
 """
 from __future__ import annotations
 
-__all__ = ["fold", "internet_checksum", "ones_complement_sum", "verify"]
+from . import kernels
+
+__all__ = ["fold", "internet_checksum", "ones_complement_sum", "verify", "IMPLEMENTATIONS"]
 
 # Up to this size one integer and one modulo are cheapest; above it, pieces
 # of the sizes below (measured: 512 bytes is best up to a few KiB, 2 KiB for
@@ -45,7 +52,7 @@ def _congruent_sum(data) -> int:
     return n
 
 
-def ones_complement_sum(data, initial: int = 0) -> int:
+def ones_complement_sum_python(data, initial: int = 0) -> int:
     """An unfolded partial ones' complement sum of `data` plus `initial`.
 
     `data` is bytes, bytearray or memoryview; an odd length counts as if a
@@ -57,6 +64,22 @@ def ones_complement_sum(data, initial: int = 0) -> int:
         return initial
     # n % 0xFFFF == 0 with a non-zero sum is ones' complement "minus zero".
     return initial + (n % 0xFFFF or 0xFFFF)
+
+
+IMPLEMENTATIONS = {"python": ones_complement_sum_python}
+ones_complement_sum = ones_complement_sum_python
+
+if kernels.use_c():
+    _c_sum = kernels.lib.mnet_ones_complement_sum
+    _from_buffer = kernels.ffi.from_buffer
+
+    def ones_complement_sum_c(data, initial: int = 0) -> int:
+        """`ones_complement_sum_python`'s result, computed in C."""
+        if type(data) is bytes:     # cffi passes bytes to a char * as they are
+            return _c_sum(data, len(data), initial)
+        return _c_sum(_from_buffer(data), len(data), initial)
+
+    IMPLEMENTATIONS["c"] = ones_complement_sum = ones_complement_sum_c
 
 
 def fold(total: int) -> int:

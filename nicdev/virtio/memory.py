@@ -174,6 +174,11 @@ class GuestMemory:
         raise GuestMemoryError(f"virtual address {uva:#x}+{length} is in no region")
 
     def release(self) -> None:
+        # The C kernels' table of these regions (kernels.mem_table) holds their
+        # buffers: it lets go first, or an mmap region could not be closed.
+        table = self.__dict__.pop("_c_table", None)
+        if table is not None:
+            table.release()
         for r in self.regions:
             r.release()
         self.regions = []

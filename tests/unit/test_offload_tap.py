@@ -10,6 +10,7 @@ import pytest
 
 from nicdev.net.egress import EgressFrame
 from nicdev.net.errors import PortError
+from nicdev.net.port import Port
 from nicdev.virtio.offload import DATA_VALID, GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta
 from nicdev.net.tap_port import VNET_HDR_LEN, TapPort
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
@@ -43,11 +44,17 @@ def from_kernel(tap, hdr: NetHdr | bytes, frame: bytes) -> None:
 def test_a_vnet_hdr_tap_declares_what_the_kernel_takes():
     port = TapPort("host", "mnettest0", vnet_hdr=True)
     assert port.offloads and port.accepts_csum_partial and port.accepts_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
-    plain = TapPort("host", "mnettest0")
+    plain = TapPort("host", "mnettest0", vnet_hdr=False)
     assert not plain.offloads and not plain.accepts_csum_partial and not plain.accepts_gso
     assert not TapPort("host", "mnettest0", vnet_hdr=True, offloads=False).offloads
     with pytest.raises(PortError, match="offloads need vnet_hdr"):
-        TapPort("host", "mnettest0", offloads=True)
+        TapPort("host", "mnettest0", vnet_hdr=False, offloads=True)
+
+
+def test_header_and_offloads_are_the_default():
+    port = TapPort("host", "mnettest0")
+    assert port.vnet_hdr and port.offloads
+    assert port.accepts_csum_partial and port.accepts_gso == {GSO_TCPV4, GSO_TCPV6, GSO_ECN}
 
 
 def test_kernel_frames_come_with_their_metadata(tap):
@@ -98,3 +105,77 @@ def test_the_kernels_tso_is_segmented_at_an_egress_that_takes_no_metadata(tap):
     from_kernel(tap, TSO_HDR, tcp4_frame(bytes(3000)))
     assert len(plain) == 3 and all(tcp4_checksums_ok(f) for f in plain)
     assert sum(len(split_tcp4(f)[2]) for f in plain) == 3000
+
+
+class PairedTap(TapPort):
+    """A default TapPort (no arguments but its names) whose descriptor is one
+    end of a datagram socketpair; `kernel` is the other end."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "mnettest0")
+        ours, self.kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        self._pair_fd = os.dup(ours.fileno())
+        ours.close()
+
+    def start(self, loop) -> None:
+        self._fd, self._loop = self._pair_fd, loop
+        loop.add_reader(self._fd, self._on_readable)
+
+    def close(self) -> None:
+        super().close()
+        self.kernel.close()
+
+
+class FinishedOnly(Port):
+    """A port that takes no metadata (as a stream or dgram port)."""
+
+    kind = "plain"
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.sent = []
+
+    def start(self, loop):
+        pass
+
+    def transmit(self, frame, meta=None):
+        assert meta is None
+        self.sent.append(frame)
+        return True
+
+
+def test_default_taps_carry_gso_frames_both_ways_through_the_switch():
+    from nicdev.net.loop import EventLoop
+    from nicdev.net.switch import Switch
+
+    loop = EventLoop()
+    switch = Switch(loop)
+    try:
+        a, b = switch.add_port(PairedTap("a")), switch.add_port(PairedTap("b"))
+        plain = switch.add_port(FinishedOnly("plain"))
+        a_to_b = tcp4_frame(bytes(5000))                      # DST_MAC <- SRC_MAC
+        b_to_a = a_to_b[6:12] + a_to_b[0:6] + a_to_b[12:]
+        for sender, receiver, frame in ((a, b, a_to_b), (b, a, b_to_a)):
+            sender.kernel.send(TSO_HDR.pack(VNET_HDR_LEN) + frame)
+            receiver.kernel.setblocking(False)
+            got = []
+
+            def arrived():
+                try:
+                    got.append(receiver.kernel.recv(70000))
+                except BlockingIOError:
+                    pass
+                return got
+
+            loop.run(until=arrived, timeout=5)
+            # one 5000-byte TCP frame out of the other TAP, with its GSO header
+            assert got == [NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 54, 1448, 34, 16).pack(VNET_HDR_LEN)
+                           + frame]
+        # The port that takes no metadata got the first one (flooded) cut into
+        # segments; the second was forwarded to a's learned address only.
+        assert len(plain.sent) == 4 and all(tcp4_checksums_ok(f) for f in plain.sent)
+        assert switch.counters.segmented == 1 and a.counters.tx_frames == b.counters.tx_frames == 1
+    finally:
+        switch.close()
+        loop.close()
