@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+# Ring entries of the stack's NIC: thousands of connections answering at once
+# make bursts a 256-entry ring drops (like Linux's txqueuelen of 1000).
+STACK_QUEUE_SIZE = 1024
+
 
 def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nic", required=True, metavar="vhost-user:PATH",
@@ -31,7 +35,7 @@ def open_stack(args: argparse.Namespace, *, privileged: bool = False):
             raise CliError(f"bad --mac '{args.mac}': expected six hex pairs like 52:54:00:12:34:56") from None
     from stack.drivers.virtio_driver import VirtioNetNic
 
-    nic = VirtioNetNic(path, mac=mac)
+    nic = VirtioNetNic(path, mac=mac, queue_size=STACK_QUEUE_SIZE)
     stack = Stack(nic, str(iface), gateway=args.gateway, privileged=privileged)
     stack.start()
     return stack, nic

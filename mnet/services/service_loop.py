@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import errno
 import heapq
-import logging
 import threading
 from itertools import count
 from typing import Callable, Protocol
 
 from stack import PollEvent, Socket
 from stack.socket_api import Poller
-
-log = logging.getLogger(__name__)
 
 LOOP_TICK = 0.5  # the longest a wait lasts before the loop looks at the stop flag
 STACK_GONE = (errno.EBADF, errno.ENETDOWN)  # the stack is stopping: end quietly

@@ -139,7 +139,21 @@ def echo_all(connected: dict, deadline: float, ep) -> tuple[int, int]:
                     right += 1
                 else:
                     wrong += 1
+    if right + wrong < len(connected):
+        log_unanswered([connected[fd][0] for fd in got if len(got[fd]) < MESSAGE])
     return right, wrong
+
+
+def log_unanswered(socks: list) -> None:
+    """The kernel's view (TCP_INFO) of the connections still waiting for their echo, in short."""
+    seen: dict[str, int] = {}
+    for s in socks:
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        state, _, retransmits, _, backoff = info[:5]
+        unacked = int.from_bytes(info[24:28], "little")
+        key = f"state {state} unacked {unacked} retransmits {retransmits} backoff {backoff}"
+        seen[key] = seen.get(key, 0) + 1
+    log(f"{len(socks)} unanswered (kernel TCP_INFO): {seen}")
 
 
 def client_main(ip: str, port: int, count: int, window: int, timeout: float) -> dict:
@@ -267,6 +281,21 @@ def process_status(pid: int) -> dict:
     return out
 
 
+def log_exit_table(lines: list) -> None:
+    """What `mnet stack` printed at exit, in short: its listener, how many connections in each
+    state, its TCP counters (drops, resets)."""
+    states: dict[str, int] = {}
+    for line in lines:
+        if not line or not line.startswith("  "):
+            continue
+        word = line.split()[0]
+        if word in ("LISTEN", "tcp", "nic", "ipv4", "eth", "arp"):
+            log(f"mnet stack at exit: {line.strip()}")
+        elif word.isupper() and word != "STATE":
+            states[word] = states.get(word, 0) + 1
+    log(f"mnet stack at exit: connections by state {states}")
+
+
 def run_client(netns: str, ip: str, args, server_pid: int | None) -> dict:
     cl = Program(["ip", "netns", "exec", netns, sys.executable, THIS, "--client", ip, str(PORT), str(args.conns),
                   str(args.window), str(args.timeout)], f"client in {netns}")
@@ -275,8 +304,11 @@ def run_client(netns: str, ip: str, args, server_pid: int | None) -> dict:
         server = process_status(server_pid) if server_pid else {}
         cl.say("go")
         result = json.loads(cl.expect("{", args.timeout + 60))
+        cl.p.wait(30)
     finally:
         cl.stop()
+        for line in cl.p.stderr.read().splitlines():
+            log(f"client: {line}")
     if server_pid:
         result["stack_process"] = {**server, **{k: v for k, v in process_status(server_pid).items() if k == "VmHWM_mb"}}
     return result
@@ -319,12 +351,16 @@ def stack_case(args, workdir: Path) -> dict:
             result["switch_process"] = process_status(switch.p.pid)
             return result
         finally:
+            t0 = time.monotonic()
             if stack is not None:
                 stack.stop()
+            log(f"mnet stack stopped in {time.monotonic() - t0:.1f} s")
             switch.stop()
+            for line in switch.lines[-12:]:
+                if line:
+                    log(f"mnet switch at exit: {line}")
             if stack is not None:
-                tcp = [line.strip() for line in stack.lines if line and line.strip().startswith("tcp ")]
-                log(f"mnet stack's counters at exit: {tcp}")
+                log_exit_table(stack.lines)
 
 
 def main(argv: list[str]) -> int:
