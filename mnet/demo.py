@@ -97,9 +97,8 @@ def _stack_steps(bg, tmp: Path, guest) -> int:
 
     from mnet.cli.ping_cmd import echo
     from mnet.cli.stack_common import format_counters
-    from mnet.services.runner import open_service
+    from mnet.services.runner import start_service
     from mnet.services.spec import Service
-    from mnet.services.udp_echo import udp_echo
     from nicdev.net.vhost_user_port import VhostUserPort
     from stack import SocketType, Stack
     from stack.drivers import VirtioNetNic
@@ -113,9 +112,7 @@ def _stack_steps(bg, tmp: Path, guest) -> int:
     print(f"    {nic.describe()}")
     stopping = threading.Event()
     svc = Service("udp-echo", ECHO_PORT)
-    service = threading.Thread(target=udp_echo, args=(open_service(stack, svc), svc, stopping,
-                                                      lambda line: print(f"    {line}")), daemon=True)
-    service.start()
+    service = start_service(stack, svc, stopping, lambda line: print(f"    {line}"))
     try:
         step(f"{guest.name}: ping -c 3 {STACK_IP} (the stack)")
         r = guest.run(f"ping -c 3 -W 5 {STACK_IP}", timeout=60)

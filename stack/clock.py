@@ -45,8 +45,11 @@ class Clock(Protocol):
     def wait(self, cond: threading.Condition, deadline: float | None) -> None:
         """Wait on ``cond`` (its lock held) until notified or ``deadline``; may return early."""
 
-    def sleeping(self) -> contextlib.AbstractContextManager[None]:
-        """Around a wait that is not :meth:`wait` (a ``select()``): the caller counts as blocked."""
+    def sleeping(self, cond: threading.Condition | None = None) -> contextlib.AbstractContextManager[None]:
+        """Around a wait that is not :meth:`wait` (a ``select()``): the caller counts as blocked.
+
+        ``cond`` (unlocked by the caller meanwhile) is notified when time moves, for a
+        wait that a notification of it ends (a caller driving the stack, which kicks)."""
 
     def attach(self, wake: Callable[[], None], input_waiting: Callable[[], bool]) -> None:
         """A runtime thread's wake-up, called when time jumps (its thread calls this), and
@@ -74,7 +77,7 @@ class MonotonicClock:
     def wait(self, cond: threading.Condition, deadline: float | None) -> None:
         cond.wait(self.timeout(deadline))
 
-    def sleeping(self) -> contextlib.AbstractContextManager[None]:
+    def sleeping(self, cond: threading.Condition | None = None) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
     def attach(self, wake: Callable[[], None], input_waiting: Callable[[], bool]) -> None:
@@ -269,9 +272,9 @@ class VirtualClock:
             self._remove_sleeper(sleeper)
 
     @contextlib.contextmanager
-    def sleeping(self) -> Iterator[None]:
+    def sleeping(self, cond: threading.Condition | None = None) -> Iterator[None]:
         with self._lock:
-            sleeper = self._add_sleeper_locked(None)
+            sleeper = self._add_sleeper_locked(cond)
         try:
             yield
         finally:

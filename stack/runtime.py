@@ -1,11 +1,18 @@
 """The I/O edge of the stack: a thread that drives the sans-IO interface.
 
 :class:`Stack` owns an :class:`~stack.iface.Interface` and a :class:`~stack.drivers.nic.Nic`.
-A background thread waits (``selectors``) on the NIC's descriptor and on a
+A background thread waits (``epoll``) on the NIC's descriptor and on a
 wake-up pipe, with the interface's ``poll_at()`` as the timeout; it feeds
 received frames in and transmits what ``poll()`` returns. Sockets call into
 the interface from their own threads under the stack's one lock, so the
 core never sees two callers at once.
+
+Run-to-completion (:mod:`stack.caller_drive`): a socket call that must block
+(:meth:`Stack.wait_locked`) does the background thread's work itself while it
+waits: it sleeps on the NIC's descriptor, and takes in and answers what
+comes, so a reply reaches it without a hand-off between threads. Meanwhile
+the background thread stops watching the NIC (it still runs the timers and
+follows a virtual clock); it takes the NIC back when nobody drives.
 
 :meth:`Stack.socket` is the one factory of sockets (``Socket(...)`` calls it
 too). The socket modules know the stack only through the small public
@@ -20,11 +27,11 @@ import errno
 import logging
 import os
 import select
-import selectors
 import threading
 from ipaddress import IPv4Interface
 from typing import Any, Sequence
 
+from stack.caller_drive import CallerDrive, DrivenCondition
 from stack.clock import Clock, MonotonicClock
 from stack.datagram_socket import DatagramSocket
 from stack.iface import Interface
@@ -95,6 +102,13 @@ class Stack:
         self._stopped = False
         self._thread_deadline: float | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._nic_fd = nic.fileno()
+        # What the thread sleeps on; a driving caller takes the NIC's descriptor out of it.
+        self._epoll = select.epoll()
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        if self._nic_fd is not None:
+            self._epoll.register(self._nic_fd, select.EPOLLIN)
+        self._drive = CallerDrive(self._nic_fd) if self._nic_fd is not None else None
         self.failure: BaseException | None = None  # why the thread stopped, if it failed
 
     # -- life cycle -------------------------------------------------------------
@@ -134,6 +148,14 @@ class Stack:
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
+        with self.lock:
+            drive = self._drive
+            if drive is not None:
+                if drive.busy:
+                    drive.close_when_done = True  # the driving caller closes it on its way out
+                else:
+                    drive.close()
+        self._epoll.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -226,6 +248,68 @@ class Stack:
         if not self._running:
             return  # frames wait in the core until start()
         self._transmit(self.iface.poll(self.clock.now()))
+        self._wake_thread_if_due_locked()
+
+    def condition(self) -> threading.Condition:
+        """A condition on :attr:`lock` for one socket's waiters (it wakes them while they drive)."""
+        return DrivenCondition(self.lock, self._drive)
+
+    def wait_locked(self, cond: threading.Condition, deadline: float | None) -> None:
+        """Block a socket call until ``cond`` is notified or ``deadline`` passes; may return early.
+
+        The first caller to block drives the NIC while it waits (run-to-completion,
+        see the module doc); the others wait on their conditions, woken by its work.
+        """
+        drive = self._drive
+        # Only a condition that kicks the drive may drive: a plain one's notify would not wake it.
+        if drive is None or drive.busy or drive.closed or not self._running or not isinstance(cond, DrivenCondition):
+            self.clock.wait(cond, deadline)
+            return
+        drive.busy = True
+        self._watch_nic(False)  # the thread leaves the NIC to us
+        try:
+            self._drive_locked(drive, cond, deadline)
+        finally:
+            drive.busy = False
+            if self._running:
+                self._watch_nic(True)  # (level-triggered: input that waits wakes it)
+                self._wake_thread_if_due_locked()
+            if drive.close_when_done:
+                drive.close()
+
+    def _watch_nic(self, on: bool) -> None:
+        """Let the thread's epoll watch the NIC's descriptor or not (safe while it sleeps in it)."""
+        try:
+            if on:
+                self._epoll.register(self._nic_fd, select.EPOLLIN)
+            else:
+                self._epoll.unregister(self._nic_fd)
+        except OSError:
+            pass  # the NIC was closed under the stack: its next receive says so
+
+    def _drive_locked(self, drive: CallerDrive, cond: threading.Condition, deadline: float | None) -> None:
+        """One wait of a driving caller: work, sleep on the NIC (lock released), work again."""
+        try:
+            if self._round_locked():
+                return  # frames were waiting: let the caller look at what they did
+            at = self.iface.poll_at()
+            if deadline is not None and (at is None or deadline < at):
+                at = deadline
+            timeout = self.clock.timeout(at)
+            drive.cond = cond
+            self.lock.release()
+            try:
+                with self.clock.sleeping(cond):
+                    drive.wait(timeout)
+            finally:
+                self.lock.acquire()
+                drive.cond = None
+            if self._running:
+                self._round_locked()
+        except Exception as exc:  # the NIC went away or a bug: as if the thread had failed
+            self._fail_locked(exc)
+
+    def _wake_thread_if_due_locked(self) -> None:
         at = self.iface.poll_at()
         if at is not None and (self._thread_deadline is None or at < self._thread_deadline):
             self._wake()
@@ -245,35 +329,50 @@ class Stack:
         except (BlockingIOError, OSError):
             pass  # already pending, or closing
 
-    def _receive_locked(self) -> None:
+    def _receive_locked(self) -> int:
+        got = 0
         for _ in range(RX_BURSTS_PER_ROUND):
             frames = self.nic.receive(RX_BURST)
             if frames:
+                got += len(frames)
                 now = self.clock.now()
                 for frame, meta in frames:
                     self.iface.receive_frame(frame, now, meta)
             if len(frames) < RX_BURST:
-                return
+                break
+        return got
+
+    def _round_locked(self, receive: bool = True) -> int:
+        """Take input in (if ``receive``), do the work due now, send; return how many frames came in.
+
+        Whoever runs it (the thread or a driving caller) tells the clock, so a
+        virtual clock knows the stack has worked up to the time it read."""
+        self.clock.busy(self._wake)  # before the receive: a frame taken is a frame being worked on
+        seen = self.clock.now()  # this round does all the work due by then
+        got = self._receive_locked() if receive else 0
+        self._transmit(self.iface.poll(self.clock.now()))
+        self.clock.idle(self._wake, seen)
+        return got
+
+    def _fail_locked(self, exc: BaseException) -> None:
+        """The NIC failed under the thread or a driving caller: every socket learns ENETDOWN."""
+        log.error("MultiOS stack failed", exc_info=exc)
+        if self.failure is None:
+            self.failure = exc
+        self._running = False
+        for sock in list(self._sockets):
+            sock.stack_failed(errno.ENETDOWN)
+        self._wake()  # the thread sees it is over
 
     def _run(self) -> None:
-        sel = selectors.DefaultSelector()
         try:
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            nic_fd = self.nic.fileno()
-            if nic_fd is not None:
-                sel.register(nic_fd, selectors.EVENT_READ)
-            while self._run_round(sel, nic_fd):
+            while self._run_round():
                 pass
         except Exception as exc:  # the NIC went away or a bug: fail loudly, not silently
-            log.exception("MultiOS stack thread failed")
-            self.failure = exc
             with self.lock:
-                self._running = False
-                for sock in list(self._sockets):
-                    sock.stack_failed(errno.ENETDOWN)
+                self._fail_locked(exc)
         finally:
             self.clock.detach(self._wake)
-            sel.close()
 
     def _input_waiting(self) -> bool:
         """Frames wait on the NIC for the next round (never blocks; False for a NIC without a descriptor)."""
@@ -286,22 +385,21 @@ class Stack:
             return False  # closed under us: nothing more will come
         return bool(readable)
 
-    def _run_round(self, sel: selectors.BaseSelector, nic_fd: int | None) -> bool:
+    def _run_round(self) -> bool:
         """Receive, do the timed work, sleep until the next timer or input; False once stopped."""
-        self.clock.busy(self._wake)  # before the receive: a frame taken is a frame being worked on
         with self.lock:
             if not self._running:
                 return False
-            seen = self.clock.now()  # this round does all the work due by then
-            self._receive_locked()
-            self._transmit(self.iface.poll(self.clock.now()))
+            # Input that woke us while a caller drives is the caller's (it watches the NIC
+            # too): taking it here would cost the hand-off run-to-completion saves.
+            drive = self._drive
+            self._round_locked(receive=drive is None or not drive.busy)
             at = self.iface.poll_at()
             self._thread_deadline = at
-        self.clock.idle(self._wake, seen)
         timeout = self.clock.timeout(at)
-        if nic_fd is None:
+        if self._nic_fd is None:
             timeout = NO_FD_POLL_INTERVAL if timeout is None else min(timeout, NO_FD_POLL_INTERVAL)
-        sel.select(timeout)
+        self._epoll.poll(-1 if timeout is None else timeout)
         try:
             while os.read(self._wake_r, 4096):
                 pass

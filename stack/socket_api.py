@@ -14,7 +14,9 @@ Every socket has a real file descriptor that is readable while a receive
 call would not block (data, a pending error, or end of input; for STREAM
 sockets also a connection to accept) and, for STREAM sockets, writable while
 a send would not block, so ``select``, ``selectors`` and ``poll`` work on
-it, and :func:`poll` waits on several sockets at once. Sockets are
+it, and :func:`poll` waits on several sockets at once. :class:`Poller`
+is the same wait for an event loop over many sockets (like ``epoll``:
+register once, wait many times, O(ready sockets) per wait). Sockets are
 thread-safe.
 
 This module and the socket classes know the stack only through
@@ -26,7 +28,6 @@ import enum
 import errno
 import os
 import selectors
-import threading
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address
 from typing import Sequence, Union
@@ -43,6 +44,7 @@ __all__ = [
     "AddressLike",
     "Socket",
     "poll",
+    "Poller",
     "address_of",
     "socket_error",
     "check_flag",
@@ -206,7 +208,7 @@ class Socket(metaclass=_BuiltByAStack):
         self.type = type
         self.protocol = protocol
         self._timeout: float | None = None
-        self._cond = threading.Condition(stack.lock)
+        self._cond = stack.condition()  # on the stack's lock
         self._closed = False
 
     # -- timeouts (blocking calls hold the stack's lock) ----------------------------------
@@ -233,8 +235,8 @@ class Socket(metaclass=_BuiltByAStack):
         return deadline is not None and deadline <= self._stack.now()
 
     def _sleep_locked(self, deadline: float | None) -> None:
-        """Wait for a change of this socket, or the deadline (the stack's clock wakes us)."""
-        self._stack.clock.wait(self._cond, deadline)
+        """Wait for a change of this socket, or the deadline (the stack may have us drive it meanwhile)."""
+        self._stack.wait_locked(self._cond, deadline)
 
     def _check_open_locked(self) -> None:
         if self._closed:
@@ -320,3 +322,127 @@ def poll(
             for key, _ in fired:
                 sel.unregister(key.fd)
                 cap = STUCK_FD_RECHECK
+
+
+class Poller:
+    """Wait on many sockets again and again, like ``select.epoll`` for the stack's sockets.
+
+    :func:`poll` looks at every socket it is given on every call; an event
+    loop serving thousands of connections registers each socket once here
+    and :meth:`poll` costs O(sockets that became ready): the sockets'
+    descriptors sit in one kernel ``epoll`` set, and only those that fire
+    are asked for their events. Readiness is level-triggered, as with
+    :func:`poll`: a socket is reported on every call while it is ready.
+
+    Not thread-safe: one thread registers and polls. Unregister a socket
+    before closing it. The timeout runs on the clock of the first
+    socket registered (virtual in tests).
+    """
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._wanted: dict[Socket, PollEvent] = {}
+        self._fd_of: dict[Socket, int] = {}
+        self._always: dict[Socket, None] = {}  # ready without their fd saying so (UDP's WRITE): asked every time
+        self._recheck: dict[Socket, None] = {}  # asked on the next poll (just registered or modified)
+        self._parked: dict[Socket, None] = {}  # fd fired with nothing to report: asked every few ms instead
+        self._clock: Clock | None = None
+
+    def __len__(self) -> int:
+        return len(self._wanted)
+
+    def register(self, sock: Socket, events: PollEvent = PollEvent.READ) -> None:
+        """Watch ``sock`` for ``events`` (ERROR, HANGUP and INVALID are always reported)."""
+        if sock in self._wanted:
+            raise KeyError(f"{sock!r} is already registered")
+        fd = sock.fileno()
+        if fd < 0:
+            raise socket_error(errno.EBADF, "cannot register a closed socket")
+        if self._clock is None:
+            self._clock = sock._stack.clock
+        self._fd_of[sock] = fd
+        self._wanted[sock] = events
+        self._arm(sock, events)
+
+    def modify(self, sock: Socket, events: PollEvent) -> None:
+        """Watch a registered socket for other ``events``."""
+        if sock not in self._wanted:
+            raise KeyError(f"{sock!r} is not registered")
+        self._wanted[sock] = events
+        self._disarm(sock)
+        self._arm(sock, events)
+
+    def unregister(self, sock: Socket) -> None:
+        """Stop watching ``sock`` (closed or not); a socket not registered is ignored."""
+        if self._wanted.pop(sock, None) is None:
+            return
+        self._disarm(sock)
+        del self._fd_of[sock]
+
+    def close(self) -> None:
+        self._sel.close()
+        self._wanted.clear()
+        self._fd_of.clear()
+
+    def _arm(self, sock: Socket, events: PollEvent) -> None:
+        mask = selectors.EVENT_READ if PollEvent.READ in events or not sock._fd_signals_write else 0
+        if PollEvent.WRITE in events:
+            if sock._fd_signals_write:
+                mask |= selectors.EVENT_WRITE
+            else:
+                self._always[sock] = None  # a DATAGRAM socket: its fd only ever says "readable"
+        # A STREAM socket asked for WRITE only still wakes on errors (writable) and hang-ups.
+        self._sel.register(self._fd_of[sock], mask or selectors.EVENT_WRITE, sock)
+        self._recheck[sock] = None
+
+    def _disarm(self, sock: Socket) -> None:
+        self._always.pop(sock, None)
+        self._recheck.pop(sock, None)
+        if self._parked.pop(sock, None) is None:
+            try:
+                self._sel.unregister(self._fd_of[sock])
+            except (KeyError, ValueError):
+                pass
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Socket, PollEvent]]:
+        """Wait until a registered socket is ready; ``[(socket, events), ...]``, or ``[]`` when
+        ``timeout`` (None: forever, 0: look once) runs out."""
+        clock: Clock = self._clock or MonotonicClock()
+        deadline = None if timeout is None else clock.now() + timeout
+        look_now = True  # the first round only looks; later ones wait
+        while True:
+            fresh = bool(self._recheck)
+            asked = dict.fromkeys(self._recheck)
+            self._recheck.clear()
+            asked.update(self._always)
+            asked.update(self._parked)
+            wait = 0.0 if look_now or fresh else clock.timeout(deadline)
+            if asked and wait != 0.0:
+                # Sockets asked without their fd (UDP's WRITE, parked ones): look again soon, do not spin.
+                wait = STUCK_FD_RECHECK if wait is None else min(wait, STUCK_FD_RECHECK)
+            look_now = False
+            with clock.sleeping():  # a virtual clock counts this caller as blocked
+                fired = self._sel.select(wait)
+            for key, _ in fired:
+                asked[key.data] = None
+            ready = self._ready(asked, fired)
+            if ready:
+                return ready
+            if deadline is not None and deadline <= clock.now():
+                return []
+
+    def _ready(self, asked: dict[Socket, None], fired) -> list[tuple[Socket, PollEvent]]:
+        fired_socks = {key.data for key, _ in fired}
+        ready = []
+        for sock in asked:
+            ev = sock._revents(self._wanted[sock])
+            if ev:
+                ready.append((sock, ev))
+                if self._parked.pop(sock, None) is not None:
+                    self._arm(sock, self._wanted[sock])  # it answers again: back to waiting on its fd
+            elif sock in fired_socks:
+                # Its fd fired but it has nothing to say (readable, READ not asked for):
+                # look at it every few milliseconds rather than spinning on the fd.
+                self._sel.unregister(self._fd_of[sock])
+                self._parked[sock] = None
+        return ready

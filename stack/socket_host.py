@@ -21,7 +21,7 @@ __all__ = ["SocketHost", "set_default_stack", "get_default_stack"]
 class SocketHost(Protocol):
     """The stack as its sockets see it (docs/stack.md, "The interface sockets use").
 
-    Every call below but :meth:`socket` is made with ``lock`` held.
+    Every call below but :meth:`socket` and :meth:`condition` is made with ``lock`` held.
     """
 
     lock: threading.Lock  # the one lock around the core; sockets build their conditions on it
@@ -42,6 +42,12 @@ class SocketHost(Protocol):
     def unregister(self, sock: Any) -> None: ...
 
     def pump(self) -> None: ...
+
+    def condition(self) -> threading.Condition:
+        """A new condition on ``lock`` for one socket's waiters (called without the lock)."""
+
+    def wait_locked(self, cond: threading.Condition, deadline: float | None) -> None:
+        """Block until ``cond`` is notified or ``deadline`` (the stack's clock); may return early."""
 
 
 _default_stack: SocketHost | None = None

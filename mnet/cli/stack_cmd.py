@@ -27,7 +27,9 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is
 `r.randbytes({SOURCE_CHUNK})` called again and again, concatenated and cut to N.
-Every TCP service serves many connections at once (a thread each).
+Each service runs one event loop on one thread, however many connections it
+serves at once; `mnet stack` raises its descriptor limit to the hard limit
+(each TCP connection takes two descriptors).
 
 The stack answers ARP and ping, and TCP connections to other ports get a
 reset. SIGUSR1 prints the TCP connection table (like `ss -ti`: state,

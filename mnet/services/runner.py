@@ -1,21 +1,24 @@
-"""Start a service on a running stack: its socket, then its thread."""
+"""Start a service on a running stack: its socket, then the thread of its event loop."""
 from __future__ import annotations
 
+import logging
+import resource
 import threading
 from typing import Callable
 
 from stack import IpAddress, SocketType
 
 from .errors import ServiceError
+from .service_loop import ServiceLoop
 from .spec import Service
-from .tcp_accept import tcp_accept_loop
-from .udp_echo import udp_echo
+from .tcp_accept import AcceptHandler
+from .udp_echo import UdpEchoHandler
 
-ACCEPT_POLL = 0.5  # how often a service's loop looks at the stop flag
+log = logging.getLogger(__name__)
 
 
 def open_service(stack, svc: Service):
-    """The service's socket, bound (and listening) before the stack says it is up."""
+    """The service's socket, bound (and listening) before the stack says it is up; non-blocking."""
     sock = stack.socket(SocketType.DATAGRAM if svc.kind == "udp-echo" else SocketType.STREAM)
     try:
         sock.bind(IpAddress.any(svc.port))
@@ -24,14 +27,41 @@ def open_service(stack, svc: Service):
     except OSError as exc:
         sock.close()
         raise ServiceError(f"--serve {svc.label}: {exc.strerror or exc}") from None
-    sock.set_timeout(ACCEPT_POLL)
+    sock.set_nonblocking(True)
     return sock
 
 
+def raise_fd_limit() -> int:
+    """Raise this process's descriptor limit to its hard limit; return it.
+
+    Each TCP connection holds two descriptors (its readiness socket pair),
+    so a few thousand connections outgrow the usual soft limit of 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the descriptor limit from %s to %s: %s", soft, hard, exc)
+        return soft
+    return hard
+
+
+def serve(stack, sock, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> None:
+    """Serve ``svc`` on its socket (from :func:`open_service`) until ``stopping`` is set or the stack
+    goes down; the service's socket is closed at the end."""
+    loop = ServiceLoop(report, stack.clock)
+    handler = UdpEchoHandler(loop, sock, svc) if svc.kind == "udp-echo" else AcceptHandler(loop, sock, svc)
+    with sock:
+        handler.start()
+        loop.run(stopping)
+
+
 def start_service(stack, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> threading.Thread:
-    """Open the service's socket and serve it on a thread until `stopping` is set."""
+    """Open the service's socket and serve it, all its connections on one thread, until `stopping` is set."""
+    raise_fd_limit()
     sock = open_service(stack, svc)
-    target = udp_echo if svc.kind == "udp-echo" else tcp_accept_loop
-    t = threading.Thread(target=target, args=(sock, svc, stopping, report), name=svc.label, daemon=True)
+    t = threading.Thread(target=serve, args=(stack, sock, svc, stopping, report), name=svc.label, daemon=True)
     t.start()
     return t

@@ -1,42 +1,44 @@
-"""A TCP service's listener: accept connections, each served on a thread of its own."""
+"""A TCP service's listener: accept connections and hand each to a handler on the same loop."""
 from __future__ import annotations
 
 import errno
 import logging
-import threading
-from typing import Callable
 
+from stack import PollEvent
+
+from .service_loop import ServiceLoop
 from .spec import Service
 from .tcp_handlers import HANDLERS
 
 log = logging.getLogger(__name__)
 
+ACCEPTS_PER_WAKEUP = 64  # bound the listener's turn, so the connections get theirs
 
-def tcp_accept_loop(listener, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> None:
-    """Accept connections until stopped; each gets a thread running the service."""
-    handler = HANDLERS[svc.kind]
-    with listener:
-        while not stopping.is_set():
+
+class AcceptHandler:
+    """The listening socket of a TCP service: each accepted connection gets the service's handler."""
+
+    def __init__(self, loop: ServiceLoop, listener, svc: Service) -> None:
+        self.loop, self.sock, self.svc = loop, listener, svc
+        self.make = HANDLERS[svc.kind]
+
+    def start(self) -> None:
+        self.loop.add(self, PollEvent.READ)
+
+    def on_ready(self, events: PollEvent) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                conn, peer = listener.accept()
-            except TimeoutError:
-                continue
+                conn, peer = self.sock.accept()
+            except BlockingIOError:
+                return
             except OSError as exc:
-                if stopping.is_set() or exc.errno in (errno.EBADF, errno.ENETDOWN, errno.EINVAL):
+                if exc.errno in (errno.EBADF, errno.ENETDOWN, errno.EINVAL):
+                    self.loop.done = True  # the listener is gone: so is the service
                     return
-                log.warning("%s: %s", svc.label, exc)
-                continue
-            t = threading.Thread(target=_serve_connection, args=(handler, conn, peer, svc, report),
-                                 name=f"{svc.label} {peer}", daemon=True)
-            t.start()
+                log.warning("%s: %s", self.svc.label, exc)  # (out of descriptors, say): keep serving
+                return
+            conn.set_nonblocking(True)
+            self.make(self.loop, conn, peer, self.svc).start()
 
-
-def _serve_connection(handler, conn, peer, svc: Service, report: Callable[[str], None]) -> None:
-    with conn:
-        try:
-            line = handler(conn, svc)
-        except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.ENETDOWN):
-                return  # the stack is stopping
-            line = f"error: {exc.strerror or exc}"
-        report(f"{svc.label} {peer} {line}")
+    def on_timer(self) -> None:
+        pass

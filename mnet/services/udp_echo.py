@@ -3,25 +3,39 @@ from __future__ import annotations
 
 import errno
 import logging
-import threading
-from typing import Callable
 
+from stack import PollEvent
+
+from .service_loop import ServiceLoop
 from .spec import Service
 
 log = logging.getLogger(__name__)
 
+DATAGRAMS_PER_WAKEUP = 64
 
-def udp_echo(sock, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> None:
-    """Echo every datagram on `sock` until `stopping` is set or the stack goes down."""
-    with sock:
-        while not stopping.is_set():
+
+class UdpEchoHandler:
+    """udp-echo's one socket on the service's loop."""
+
+    def __init__(self, loop: ServiceLoop, sock, svc: Service) -> None:
+        self.loop, self.sock, self.svc = loop, sock, svc
+
+    def start(self) -> None:
+        self.loop.add(self, PollEvent.READ)
+
+    def on_ready(self, events: PollEvent) -> None:
+        for _ in range(DATAGRAMS_PER_WAKEUP):
             try:
-                data, peer = sock.recv_from(65535)
-                sock.send_to(data, peer)
-            except TimeoutError:
-                continue
+                data, peer = self.sock.recv_from(65535)
+                self.sock.send_to(data, peer)
+            except BlockingIOError:
+                return
             except OSError as exc:
-                if stopping.is_set() or exc.errno in (errno.EBADF, errno.ENETDOWN):
+                if exc.errno in (errno.EBADF, errno.ENETDOWN):
+                    self.loop.done = True  # the stack is stopping
                     return
                 # One peer's trouble (its ARP failed: EHOSTUNREACH) must not end the service.
-                log.warning("%s: %s", svc.label, exc)
+                log.warning("%s: %s", self.svc.label, exc)
+
+    def on_timer(self) -> None:
+        pass

@@ -68,8 +68,10 @@ from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.ring import QueueBroken
 
 from .device_datapath import RX_NOTIFY, RX_RECHECK, RX_TAKEN, DeviceCounters, NetDatapath
+from .device_polling import DevicePoller
 from .egress import EgressFrame
 from .ethernet import BROADCAST
+from .polling import DEFAULT_POLL, PollMode
 
 __all__ = ["VirtioNetDevice", "DEVICE_FEATURES", "BASE_FEATURES", "OFFLOAD_FEATURES",
            "PROTOCOL_FEATURES", "RX_RING", "TX_RING", "make_rarp"]
@@ -135,6 +137,7 @@ class VirtioNetDevice(BackendDevice):
         offloads: bool = True,
         tx_burst: int = 64,
         tx_budget: int = 1024,
+        poll: PollMode = DEFAULT_POLL,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
@@ -144,6 +147,7 @@ class VirtioNetDevice(BackendDevice):
         self.loop = None
         self.counters = DeviceCounters()
         self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name)
+        self.poller = DevicePoller(self, poll)     # polls the rings after traffic, by the `poll` mode
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -206,6 +210,7 @@ class VirtioNetDevice(BackendDevice):
             self._watch(ring, self._on_tx_kick)
             # Buffers may be waiting from before the (re)start.
             self._soon(TX_RING, self.process_tx)
+        self.poller.ring_started()
 
     def ring_stopping(self, ring: Vring) -> int:
         self._unwatch(ring)
@@ -218,7 +223,9 @@ class VirtioNetDevice(BackendDevice):
             held = self.datapath.rx_abandon("rx_ring_stopped")
             if self._rx_notify_pending:
                 self._flush_rx_notify()
+            self.poller.ring_stopping()
             return held
+        self.poller.ring_stopping()
         return 0
 
     def ring_enable_changed(self, ring: Vring) -> None:
@@ -241,6 +248,7 @@ class VirtioNetDevice(BackendDevice):
         self.status = status
 
     def reset(self) -> None:
+        self.poller.stop()
         for index in list(self._watched):
             self._unwatch_index(index)
         for timer in self._timers.values():
@@ -303,6 +311,7 @@ class VirtioNetDevice(BackendDevice):
         self.counters.tx_kicks += 1
         if self._read_kick(ring):
             self.process_tx()
+            self.poller.traffic()
 
     def _on_rx_kick(self) -> None:
         ring = self.rx
@@ -311,6 +320,7 @@ class VirtioNetDevice(BackendDevice):
         self.counters.rx_kicks += 1
         if self._read_kick(ring):
             self._flush_backlog()
+            self.poller.traffic()
 
     def _break(self, ring: Vring, reason: str) -> None:
         log.warning("%s: %s ring broken: %s", self.name, "rx" if ring.index == RX_RING else "tx", reason)
@@ -451,3 +461,4 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.queue is None or ring.broken or self.mem is None:
             return
         self._guarded(ring, lambda q: self._notify(ring))
+        self.poller.traffic()       # frames went to the guest this turn: its answer may follow

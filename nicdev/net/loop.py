@@ -2,6 +2,11 @@
 
 Ports register file descriptors with a callback; timers are kept in a heap.
 Everything runs on one thread, so ports and the switch need no locks.
+
+Pollers (`add_poller`) are for ports that poll their rings instead of
+waiting for a kick: while any is active, the loop looks at its descriptors
+without blocking and calls every poller once per turn; with none, it blocks
+in select as before.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ class EventLoop:
         self._seq = itertools.count()
         self._running = False
         self._soon: collections.deque = collections.deque()
+        self._pollers: dict[Callable[[], bool], None] = {}     # insertion-ordered set
         # A self-pipe so stop() from a signal handler or another thread wakes select().
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
@@ -71,6 +77,31 @@ class EventLoop:
         self._soon.append(callback)
         self._wake()
 
+    # -- pollers ----------------------------------------------------------
+    def add_poller(self, poller: Callable[[], bool]) -> None:
+        """Call `poller()` once per turn of the loop, the loop not blocking
+        meanwhile, until it returns False (or `remove_poller`). A poller that
+        raises is logged and removed."""
+        self._pollers[poller] = None
+
+    def remove_poller(self, poller: Callable[[], bool]) -> None:
+        self._pollers.pop(poller, None)
+
+    @property
+    def polling(self) -> bool:
+        """Is any poller active (the loop spins instead of blocking)?"""
+        return bool(self._pollers)
+
+    def _run_pollers(self) -> None:
+        for poller in list(self._pollers):
+            try:
+                keep = poller()
+            except Exception:
+                log.exception("poller failed")
+                keep = False
+            if not keep:
+                self._pollers.pop(poller, None)
+
     # -- running ----------------------------------------------------------
     def _wake(self) -> None:
         try:
@@ -90,7 +121,7 @@ class EventLoop:
             pass
 
     def run_once(self, timeout: float | None = None) -> None:
-        if self._soon:
+        if self._soon or self._pollers:
             timeout = 0.0
         if self._timers:
             delay = max(0.0, self._timers[0][0] - self.now())
@@ -114,6 +145,8 @@ class EventLoop:
                     timer.callback()
                 except Exception:
                     log.exception("timer callback failed")
+        if self._pollers:
+            self._run_pollers()
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
         """Run until stop() (or `until()` is true, or `timeout` seconds pass)."""

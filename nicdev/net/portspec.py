@@ -22,17 +22,21 @@ from nicdev.virtio.impairment import Impairment
 
 from .errors import PortError
 from .impair import ImpairedPort
+from .polling import DEFAULT_POLL, MAX_POLL_BUDGET, PollMode
 from .port import Port
 
 __all__ = ["PortSpec", "PortSpecError", "KINDS", "IMPAIR_KEYS", "PORT_SPEC_HELP", "parse_port_spec",
-           "parse_port_specs", "build_port", "build_ports"]
+           "parse_port_specs", "parse_poll", "build_port", "build_ports"]
 
 KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
 
 PORT_SPEC_HELP = """\
-  NAME=vhost-user:PATH[,offloads=on|off]
+  NAME=vhost-user:PATH[,offloads=on|off][,poll=off|adaptive[:T]|busy]
                                         a virtio-net device; QEMU connects to unix socket PATH;
-                                        offloads=off offers no checksum/TSO (default on)
+                                        offloads=off offers no checksum/TSO (default on);
+                                        poll: after traffic, poll the guest's rings for T of
+                                        idle time (10us..1s) with its kicks off, or always
+                                        (busy), or never (off); default adaptive:200us
   NAME=tap:IFNAME[,netns=NS][,offloads=on|off][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
                                         moved into network namespace NS; by default with a
@@ -57,7 +61,8 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
-_KEYS = {"vhost-user": ("offloads",), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",), "pcap": ("snaplen",)}
+_KEYS = {"vhost-user": ("offloads", "poll"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
+         "pcap": ("snaplen",)}
 IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
 _IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
 _CLASSES = {
@@ -228,11 +233,34 @@ def _socket_path(arg: str) -> str:
     return path
 
 
+_MIN_POLL_BUDGET = 10e-6       # shorter than one turn of the loop: no poll at all
+
+
+def parse_poll(text: str) -> PollMode:
+    """`off`, `busy`, `adaptive` (the default budget) or `adaptive:T` (T as 200us, 2ms);
+    ValueError with the reason."""
+    kind, colon, budget = text.partition(":")
+    if kind in ("off", "busy") and not colon:
+        return PollMode(kind)
+    if kind != "adaptive":
+        raise ValueError(f"poll must be off, adaptive[:TIME] or busy, not {text!r}")
+    if not colon:
+        return PollMode.adaptive(DEFAULT_POLL.budget)
+    seconds = round(_duration("poll budget", budget), 9)     # 50us is 5e-05, not 4.99..e-05
+    if not _MIN_POLL_BUDGET <= seconds <= MAX_POLL_BUDGET:
+        raise ValueError(f"poll budget must be from 10us to {MAX_POLL_BUDGET:g}s, not {budget!r} "
+                         "(poll=off never polls, poll=busy always does)")
+    return PollMode.adaptive(seconds)
+
+
 def _vhost_user(arg: str, options: dict) -> dict:
     offloads = options.get("offloads", "on").lower()
     if offloads not in _BOOLS:
         raise ValueError(f"offloads must be on or off, not {options['offloads']!r}")
-    return {"socket_path": _socket_path(arg), "offloads": _BOOLS[offloads]}
+    params = {"socket_path": _socket_path(arg), "offloads": _BOOLS[offloads]}
+    if "poll" in options:
+        params["poll"] = parse_poll(options["poll"])
+    return params
 
 
 def _tap(arg: str, options: dict) -> dict:

@@ -9,6 +9,9 @@ frames enter the switch with their metadata (the device hands the port's
 `deliver` each `(frame, meta)`), and the port takes such frames
 (`accepts_csum_partial`, `accepts_gso`) when the guest negotiated
 GUEST_CSUM and GUEST_TSO4/6 (and GUEST_ECN for ECN-marked ones).
+
+`poll` (a `nicdev.net.polling.PollMode`) says whether the device polls the
+guest's rings after traffic with its kicks off (docs/switch.md, "Polling").
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .errors import PortError
 from nicdev.virtio.offload import FrameMeta
 from .port import Port
 from .device import VirtioNetDevice
+from .polling import DEFAULT_POLL, PollMode
 
 __all__ = ["VhostUserPort"]
 
@@ -27,17 +31,20 @@ log = logging.getLogger(__name__)
 
 
 class VhostUserPort(Port):
-    """`VhostUserPort(name, socket_path=None, *, offloads=True)`: a virtio-net device port.
+    """`VhostUserPort(name, socket_path=None, *, offloads=True, poll=DEFAULT_POLL)`: a virtio-net device port.
 
     With no `socket_path` a private directory is made for the socket; the
     real path is in `socket_path` after construction. `offloads=False`
-    offers the guest no checksum or segmentation offloads."""
+    offers the guest no checksum or segmentation offloads. `poll`: when to
+    poll the guest's rings instead of waiting for its kicks."""
 
     kind = "vhost-user"
 
-    def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True) -> None:
+    def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
+                 poll: PollMode = DEFAULT_POLL) -> None:
         super().__init__(name)
-        self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads)
+        self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
+                                      poll=poll)
         self.backend = self.device.make_backend(name)
         try:
             self.server = VhostUserServer(self.backend, socket_path, name=name)

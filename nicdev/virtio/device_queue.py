@@ -427,3 +427,18 @@ class DeviceQueue:
         if not self.event_idx:
             used = self._used(mem).cast("H")
             used[0] |= VRING_USED_F_NO_NOTIFY
+
+    def stop_notifications(self, mem: GuestMemory) -> None:
+        """Turn the driver's kicks off until `enable_notifications`, for a
+        device that polls the ring meanwhile.
+
+        Without EVENT_IDX this is `disable_notifications`. With EVENT_IDX,
+        avail_event is moved one behind the next entry we pop, where it is
+        left once we have popped past it: no entry the driver adds names it
+        (until 65536 more entries wrap the index, and kicks are hints)."""
+        self._check_usable()
+        used = self._used(mem).cast("H")
+        if self.event_idx:
+            used[self._avail_event_word] = (self._next_avail - 1) & 0xFFFF
+        else:
+            used[0] |= VRING_USED_F_NO_NOTIFY

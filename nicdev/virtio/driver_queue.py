@@ -109,6 +109,19 @@ class DriverQueue:
         mem.view(self.used_gpa, self._used_bytes).cast("H")[1] = start_idx
         self._reset(start_idx)
 
+    def hand_over(self) -> int:
+        """Give the queue to another implementation of the driver half (the C
+        kernels, `driver_burst_c`): returns the idx both rings are at.
+
+        Only an empty queue (every descriptor free, nothing unpublished) can
+        go; afterwards this object refuses every call, so the two never
+        write the same ring."""
+        self._check_usable()
+        if len(self._free) != self.size or self._avail_idx != self._published:
+            raise ValueError(f"{self!r} holds buffers; only an empty queue can be handed over")
+        self.broken = "handed over to another implementation of the driver"
+        return self._last_used
+
     # -- state --------------------------------------------------------------
     @property
     def num_free(self) -> int:

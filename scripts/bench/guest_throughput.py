@@ -17,7 +17,14 @@ figure, its units, the same figure for the anchor, ratio = ours / anchor,
 sizes, CPU model; progress goes to stderr. With --rounds N the setups
 alternate N times and each figure is the median.
 
+--poll MODE,MODE... measures the switch once per polling mode of its ports
+(the port spec's poll= values: off, adaptive, adaptive:T, busy; default:
+the ports' default), one set of lines each, with the kicks the guests gave
+per frame moved ("kicks"). --load N runs N busy processes (a CPU-bound
+Python loop each, at normal priority) for the whole run, anchor included.
+
     .venv/bin/python scripts/bench/guest_throughput.py [--seconds 10] [--rounds 1] [--anchor stream]
+        [--poll off,adaptive,busy] [--load 1]
 
 Needs QEMU and the guest image (built on first use, with progress lines; it
 downloads Debian's kernel package). No root needed: all traffic stays inside
@@ -31,6 +38,7 @@ import os
 import re
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +53,8 @@ from guest.errors import GuestError, GuestTimeout  # noqa: E402
 from guest.image import build_image  # noqa: E402
 from guest.wait import wait_in_guest  # noqa: E402
 from nicdev.net.background import BackgroundSwitch  # noqa: E402
+from nicdev.net.polling import DEFAULT_POLL  # noqa: E402
+from nicdev.net.portspec import parse_poll  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
 from qemu.cmdline import NicConfig  # noqa: E402
 from qemu.errors import QemuError  # noqa: E402
@@ -76,8 +86,10 @@ class BenchError(Exception):
 class GuestPair:
     """Guests A and B linked by `setup`; started and ready after `__enter__`."""
 
-    def __init__(self, setup: str, image, workdir: Path, memory_mb: int, boot_timeout: float) -> None:
+    def __init__(self, setup: str, image, workdir: Path, memory_mb: int, boot_timeout: float,
+                 poll=DEFAULT_POLL) -> None:
         self.setup = setup
+        self.poll = poll
         self.image = image
         self.workdir = workdir
         self.memory_mb = memory_mb
@@ -96,7 +108,7 @@ class GuestPair:
             if self.setup == "switch":
                 self.bg = BackgroundSwitch()
                 for port in ("a", "b"):
-                    self.bg.add_port(VhostUserPort(port, str(w / f"{port}.sock")))
+                    self.bg.add_port(VhostUserPort(port, str(w / f"{port}.sock"), poll=self.poll))
                 nics = (NicConfig("vhost-user", str(w / "a.sock")), NicConfig("vhost-user", str(w / "b.sock")))
             elif self.setup == "stream":
                 # A listens, B connects: QEMU's stream client never retries, so A
@@ -121,9 +133,13 @@ class GuestPair:
         for vm in self.vms:
             vm.stop()
         if self.bg is not None:
-            log(f"{self.setup}: switch counters\n" + self.bg.summary())
+            log(f"{self.label}: switch counters\n" + self.bg.summary())
             self.bg.close()
             self.bg = None
+
+    @property
+    def label(self) -> str:
+        return f"switch poll={self.poll}" if self.setup == "switch" else self.setup
 
     @property
     def a(self):
@@ -139,6 +155,24 @@ class GuestPair:
             return 0
         ports = self.bg.stats()["ports"]
         return sum(ports[p]["tx_frames"] for p in ("a", "b"))
+
+    def device_counters(self) -> dict:
+        """Kicks, calls and frames of both ports' devices, summed (empty for the anchor)."""
+        if self.bg is None:
+            return {}
+
+        def read() -> dict:
+            total = {"tx_kicks": 0, "rx_kicks": 0, "calls": 0, "tx_frames": 0, "rx_frames": 0,
+                     "poll_turns": 0, "polls": 0}
+            for name in ("a", "b"):
+                device = self.bg.switch.ports[name].device
+                c = device.counters
+                for key in ("tx_kicks", "rx_kicks", "calls", "tx_frames", "rx_frames"):
+                    total[key] += getattr(c, key)
+                total["poll_turns"] += device.poller.counters.turns
+                total["polls"] += device.poller.counters.polls
+            return total
+        return self.bg.call(read)
 
     def switch_drops(self) -> dict:
         """Each port's drop reasons so far (e.g. the guest had no RX buffers posted)."""
@@ -208,23 +242,37 @@ def _delta(before: dict, after: dict) -> dict:
     return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
 
 
+def with_kicks(pair: GuestPair, measure_case) -> dict:
+    """`measure_case()`'s result and, through our switch, the guests' kicks
+    (available-buffer notifications) and our calls during it, per frame moved."""
+    before = pair.device_counters()
+    result = measure_case()
+    if before:
+        delta = _delta(before, pair.device_counters())
+        kicks = delta.get("tx_kicks", 0) + delta.get("rx_kicks", 0)
+        frames = delta.get("tx_frames", 0) + delta.get("rx_frames", 0)
+        result.update({f"dev_{k}": delta.get(k, 0) for k in before})
+        result["kicks_per_frame"] = round(kicks / frames, 4) if frames else None
+    return result
+
+
 def measure(pair: GuestPair, args: argparse.Namespace) -> dict[str, dict]:
     a, b = pair.a, pair.b
     # ARP and the first-packet path warm: the RTT figures are steady state.
     run_checked(a, f"ping -c 2 -w 20 {B_IP}", 40)
     run_checked(b, f"ping -c 2 -w 20 {A_IP}", 40)
     results = {}
-    log(f"{pair.setup}: ping, {args.pings} each way")
-    results["ping a->b"] = ping_rtt(a, B_IP, args.pings, args.interval)
-    results["ping b->a"] = ping_rtt(b, A_IP, args.pings, args.interval)
+    log(f"{pair.label}: ping, {args.pings} each way")
+    results["ping a->b"] = with_kicks(pair, lambda: ping_rtt(a, B_IP, args.pings, args.interval))
+    results["ping b->a"] = with_kicks(pair, lambda: ping_rtt(b, A_IP, args.pings, args.interval))
     run_checked(b, f"iperf3 -s -D -p {IPERF_PORT}", 20)
     try:
         wait_in_guest(b, f"netstat -ltn | grep -q ':{IPERF_PORT} '", 20, "iperf3 server listening")
     except GuestTimeout as exc:
         raise BenchError(str(exc)) from None
     for case, reverse in (("tcp a->b", False), ("tcp b->a", True)):
-        log(f"{pair.setup}: iperf3 {case}, {args.seconds} s")
-        results[case] = iperf3(pair, args.seconds, reverse)
+        log(f"{pair.label}: iperf3 {case}, {args.seconds} s")
+        results[case] = with_kicks(pair, lambda: iperf3(pair, args.seconds, reverse))
     return results
 
 
@@ -249,6 +297,40 @@ def median_result(runs: list[dict]) -> dict:
     return out
 
 
+class BusyLoad:
+    """`n` CPU-bound processes (a Python loop each, normal priority) while the block runs."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def description(self) -> str:
+        if not self.n:
+            return "none"
+        return f"{self.n} busy process{'es' if self.n > 1 else ''} (python3 -c 'while True: pass', nice 0)"
+
+    def __enter__(self) -> "BusyLoad":
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def poll_modes(text: str) -> list:
+    modes = []
+    for item in text.split(","):
+        try:
+            modes.append(parse_poll(item))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return modes
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per direction (default 10)")
@@ -258,9 +340,12 @@ def main() -> int:
     ap.add_argument("--anchor", choices=("stream", "dgram"), default="stream", help="QEMU's link (default stream)")
     ap.add_argument("--memory", type=int, default=256, metavar="MB", help="guest RAM (default 256)")
     ap.add_argument("--boot-timeout", type=float, default=240.0, metavar="SECONDS")
+    ap.add_argument("--poll", type=poll_modes, default=[DEFAULT_POLL], metavar="MODE[,MODE...]",
+                    help=f"our ports' poll modes to measure, each a setup (default {DEFAULT_POLL}: the default)")
+    ap.add_argument("--load", type=int, default=0, metavar="N", help="N busy processes during the run (default 0)")
     args = ap.parse_args()
-    if args.seconds < 1 or args.pings < 1 or args.interval <= 0 or args.rounds < 1:
-        ap.error("--seconds, --pings, --rounds must be >= 1 and --interval > 0")
+    if args.seconds < 1 or args.pings < 1 or args.interval <= 0 or args.rounds < 1 or args.load < 0:
+        ap.error("--seconds, --pings, --rounds must be >= 1, --interval > 0, --load >= 0")
 
 
     try:
@@ -271,24 +356,32 @@ def main() -> int:
         print(f"guest_throughput: {exc}", file=sys.stderr)
         return 1
 
-    setups = (args.anchor, "switch")
-    runs: dict[str, list[dict]] = {s: [] for s in setups}
+    # (label, setup, poll mode): the anchor first, then our switch per mode.
+    setups = [(args.anchor, args.anchor, DEFAULT_POLL)] + [(f"switch poll={m}", "switch", m) for m in args.poll]
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in setups}
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mnet-bench-") as tmp:
+    load = BusyLoad(args.load)
+    with tempfile.TemporaryDirectory(prefix="mnet-bench-") as tmp, load:
         try:
             for round_no in range(args.rounds):
-                for setup in setups:
-                    log(f"round {round_no + 1}/{args.rounds}: {setup}: booting two guests")
-                    with GuestPair(setup, image, Path(tmp) / f"{setup}-{round_no}", args.memory,
-                                   args.boot_timeout) as pair:
-                        runs[setup].append(measure(pair, args))
+                for n, (label, setup, mode) in enumerate(setups):
+                    log(f"round {round_no + 1}/{args.rounds}: {label}: booting two guests (load: {load.description})")
+                    with GuestPair(setup, image, Path(tmp) / f"{setup}{n}-{round_no}", args.memory,
+                                   args.boot_timeout, poll=mode) as pair:
+                        runs[label].append(measure(pair, args))
         except (BenchError, GuestError, QemuError) as exc:
             print(f"guest_throughput: {exc}", file=sys.stderr)
             return 1
     log(f"done in {time.monotonic() - started:.0f} s")
-
-    ours = {case: median_result([r[case] for r in runs["switch"]]) for case in CASES}
     anchor = {case: median_result([r[case] for r in runs[args.anchor]]) for case in CASES}
+    for label, setup, mode in setups[1:]:
+        report(args, image, label, mode, load, runs[label], runs[args.anchor], anchor)
+    return 0
+
+
+def report(args, image, label: str, mode, load: BusyLoad, mine_runs: list, anchor_runs: list, anchor: dict) -> None:
+    """One JSON line per case for our switch with poll mode `mode`."""
+    ours = {case: median_result([r[case] for r in mine_runs]) for case in CASES}
     common = {
         "bench": "guest_throughput",
         "setup": SETUPS["switch"],
@@ -298,6 +391,9 @@ def main() -> int:
         "guests": {"accel": "tcg", "vcpus": 1, "memory_mb": args.memory, "kernel": image.kernel_version,
                    "mtu": MTU},
         "rounds": args.rounds,
+        "poll": str(mode),
+        "poll_is_default": mode == DEFAULT_POLL,
+        "load": load.description,
         "source": source_version(),
     }
     for case, (key, units, better) in CASES.items():
@@ -312,11 +408,10 @@ def main() -> int:
             **common, "case": case, "figure": mine[key], "units": units, "better": better,
             "anchor": theirs[key], "ratio": round(mine[key] / theirs[key], 3) if theirs[key] else None,
             "sizes": sizes, "detail": mine, "anchor_detail": theirs,
-            "rounds_figures": [r[case][key] for r in runs["switch"]],
-            "rounds_anchor": [r[case][key] for r in runs[args.anchor]],
+            "rounds_figures": [r[case][key] for r in mine_runs],
+            "rounds_anchor": [r[case][key] for r in anchor_runs],
         }
         print(json.dumps(line), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

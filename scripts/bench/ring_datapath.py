@@ -26,7 +26,9 @@ Cases (each for 64- and 1500-byte frames, bursts of --batch frames):
   driver->port      VirtioNetNic -> our VhostUserPort on a switch thread, counted
                     at a sink port (Python on both sides, one process)
   driver->dpdk      VirtioNetNic -> dpdk-testpmd net_vhost rxonly (our driver
-                    alone in Python; testpmd polls on the other CPU)
+                    alone, on each data path: the C ring kernels and the Python
+                    reference, MNET_DATAPATH=c|python in a child process;
+                    testpmd polls on the other CPU)
 
 Prints one JSON line per case: pps, bits/s (frame bytes * 8 * pps), the
 anchor's pps for the same frame size and the ratio (`forward` against
@@ -46,6 +48,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,23 +118,35 @@ def case_driver_to_port(workdir: str, size: int, batch: int, seconds: float) -> 
             "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"]}
 
 
-def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float) -> dict:
-    sock = os.path.join(workdir, f"vhost-{size}.sock")
-    pmd = Testpmd.backend(sock, "rxonly", workdir, tag=f"rx-{size}", lcores="0@0,1@1")
+def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, datapath: str) -> dict:
+    """Our driver on `datapath` (c or python: MNET_DATAPATH of a child
+    process, which keeps this process's CPU affinity) -> testpmd rxonly."""
+    sock = os.path.join(workdir, f"vhost-{size}-{datapath}.sock")
+    pmd = Testpmd.backend(sock, "rxonly", workdir, tag=f"rx-{size}-{datapath}", lcores="0@0,1@1")
     try:
-        nic = VirtioNetNic(sock)
-        try:
-            frame = frame_of(size, bytes(nic.mac))
-            pump(nic, frame, batch, 0.3)
-            taken, elapsed = pump(nic, frame, batch, seconds)
-        finally:
-            nic.close()
+        child = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--pump-child", sock, str(size), str(batch), str(seconds)],
+            env={**os.environ, "MNET_DATAPATH": datapath}, capture_output=True, text=True, timeout=120 + seconds)
     finally:
         out = pmd.stop()
+    if child.returncode != 0:
+        raise RuntimeError(f"driver->dpdk on the {datapath} data path failed:\n{child.stderr[-3000:]}")
+    result = json.loads(child.stdout.splitlines()[-1])
     received = [int(n) for n in re.findall(r"RX-packets:\s+(\d+)\s+RX-dropped", out)]
-    return {"frames": taken, "seconds": elapsed, "pps": taken / elapsed,
-            "testpmd_rx_total": received[-1] if received else None,
-            "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"]}
+    return {"datapath": datapath, **result, "testpmd_rx_total": received[-1] if received else None}
+
+
+def pump_child(sock: str, size: int, batch: int, seconds: float) -> None:
+    """The driver->dpdk sender, in its own process: one JSON line on stdout."""
+    nic = VirtioNetNic(sock)
+    try:
+        frame = frame_of(size, bytes(nic.mac))
+        pump(nic, frame, batch, 0.3)
+        taken, elapsed = pump(nic, frame, batch, seconds)
+    finally:
+        nic.close()
+    print(json.dumps({"frames": taken, "seconds": elapsed, "pps": taken / elapsed,
+                      "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"]}))
 
 
 def case_anchor(workdir: str, size: int, seconds: float) -> dict:
@@ -272,10 +287,15 @@ CASES = ("dpdk->port", "forward", "forward-flowgen", "driver->dpdk", "driver->po
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--pump-child"]:
+        sock, size, batch, seconds = sys.argv[2:6]
+        pump_child(sock, int(size), int(batch), float(seconds))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
     parser.add_argument("--batch", type=int, default=64, help="frames per transmit() call")
-    parser.add_argument("--sizes", default="64,1500", help="frame sizes, comma-separated (default 64,1500)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="frame sizes, comma-separated (default 64,1500)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"cases to run beside the anchors, comma-separated (default {','.join(CASES)})")
     args = parser.parse_args()
@@ -333,8 +353,9 @@ def main() -> int:
         if "driver->dpdk" in cases:
             os.sched_setaffinity(0, {0})
             for size in sizes:
-                emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
-                     case_driver_to_dpdk(workdir, size, args.batch, args.seconds), anchors[size])
+                for datapath in ("c", "python"):
+                    emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
+                         case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath), anchors[size])
         os.sched_setaffinity(0, everything)
         if "driver->port" in cases:
             for size in sizes:

@@ -17,6 +17,9 @@ way a guest's virtio-net driver does:
   device). `transmit(frames)` publishes the whole burst once and kicks at
   most once. Used TX slots are reaped when the burst needs them; a full ring
   drops the frame and counts it.
+* Both rings' work (adding buffers, reaping used ones, copying frames in
+  and out) is done by `nicdev.virtio.driver_rings`' rings in bursts: the C
+  kernels (the default) or their Python reference (MNET_DATAPATH=python).
 * Checksums: with CSUM negotiated a `FrameMeta` checksum request becomes
   NEEDS_CSUM (else it is finished in software); with GUEST_CSUM a DATA_VALID
   frame arrives as `DATA_VALID` (a NEEDS_CSUM one is finished
@@ -55,7 +58,7 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterable
 
 from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError, complete_checksum, segment
@@ -64,8 +67,10 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
+from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_SW_CSUM
+from nicdev.virtio.driver_rings import rx_ring, tx_ring
 from nicdev.virtio.memory import GuestMemoryError
-from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
+from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
 from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem, not_a_tx_pair
 from stack.wire import MacAddress
@@ -90,7 +95,6 @@ _TCP_CWR = 0x80
 #: plus TCP segmentation both ways (HOST_TSO4, GUEST_TSO4).
 DEFAULT_FEATURES = OPTIONAL_FEATURES | GSO_FEATURES
 
-_ZERO_HDR = NetHdr().pack(HDR_LEN)
 _EVENTFD_ONE = (1).to_bytes(8, "little")
 
 
@@ -115,6 +119,14 @@ def pool_bytes(queue_size: int, mtu: int, big_slots: int = 0) -> int:
     return queue_size * max(MRG_BUFFER, full) + (queue_size - big_slots) * full + big_slots * big
 
 
+def _is_pair(item: object) -> bool:
+    try:
+        _, _ = item
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _drain_eventfd(fd: int) -> int:
     try:
         return int.from_bytes(os.read(fd, 8), "little")
@@ -122,27 +134,19 @@ def _drain_eventfd(fd: int) -> int:
         return 0
 
 
-@dataclass(slots=True)
-class _PartialFrame:
-    """A mergeable frame whose first buffer came, still missing `missing` buffers."""
-
-    hdr: NetHdr
-    pieces: list[bytes]
-    missing: int
-
-
 class _Link:
-    """One connection's data path: the front-end, its two queues, the pool.
+    """One connection's data path: the front-end, its two rings, the pool.
 
     A new `_Link` (new memfd, new rings) is made for every (re)connection, so
-    nothing from a dead connection leaks into the next."""
+    nothing from a dead connection leaks into the next. The rings
+    (`nicdev.virtio.driver_burst`) run on the selected data path: the C
+    kernels or the Python reference."""
 
     def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter,
                  big_slots: int = 0) -> None:
         self.frontend = frontend
         self.counters = counters
         self.mem = frontend.mem
-        self.pool = frontend.pool
         self.features = frontend.features
         self.mrg = has(self.features, VIRTIO_NET_F_MRG_RXBUF)
         self.tx_csum = has(self.features, VIRTIO_NET_F_CSUM)
@@ -151,7 +155,6 @@ class _Link:
         self.tso = self.tx_csum and has(self.features, VIRTIO_NET_F_HOST_TSO4)
         self.guest_tso = self.guest_csum and has(self.features, VIRTIO_NET_F_GUEST_TSO4)
         rx, tx = frontend.rings[RX_RING], frontend.rings[TX_RING]
-        self.rxq, self.txq = rx.queue, tx.queue
         self.rx_kick_fd, self.tx_kick_fd = rx.kick_fd, tx.kick_fd
         self.rx_call_fd = rx.call_fd
         self.err_fds = {rx.err_fd: RX_RING, tx.err_fd: TX_RING}
@@ -160,84 +163,66 @@ class _Link:
         self.max_frame = _frame_limit(mtu)
         full = _align(HDR_LEN + self.max_frame, _SLOT_ALIGN)
         self.rx_buf = MRG_BUFFER if self.mrg else full
-        self.tx_slot = full
-        self.tx_base = qs * self.rx_buf          # pool offset of TX slot 0
+        tx_base = qs * self.rx_buf          # pool offset of TX slot 0
         big = _align(HDR_LEN + MAX_GSO_FRAME, _SLOT_ALIGN)
         small = qs - big_slots
         # Pool offset of each TX slot: `small` normal ones, then the big ones.
-        self.tx_off = [self.tx_base + i * full for i in range(small)]
-        self.tx_off += [self.tx_base + small * full + i * big for i in range(big_slots)]
-        if self.tx_base + small * full + big_slots * big > frontend.pool_size:
+        # Without TSO the big slots are just (roomy) normal ones.
+        tx_off = [tx_base + i * full for i in range(small)]
+        tx_off += [tx_base + small * full + i * big for i in range(big_slots)]
+        if tx_base + small * full + big_slots * big > frontend.pool_size:
             raise ValueError(f"buffer pool of {frontend.pool_size} bytes is too small for {qs} RX and TX buffers")
-        self.pool_gpa = frontend.pool_gpa
-        self.tx_small = small
-        if self.tso:
-            self.tx_free = list(range(small - 1, -1, -1))
-            self.tx_big_free = list(range(qs - 1, small - 1, -1))
-        else:
-            # Without TSO the big slots are just (roomy) normal ones.
-            self.tx_free = list(range(qs - 1, -1, -1))
-            self.tx_big_free = []
-        self.rx_irq_enabled = True
-        self.partial: _PartialFrame | None = None        # a mergeable frame still missing buffers
         # The device need not tell us about TX completions: we reap on demand.
-        self.txq.disable_interrupts(self.mem)
-        self._fill_rx()
+        tx.queue.disable_interrupts(self.mem)
+        self.txq = tx_ring(tx.queue, self.mem, frontend.pool_gpa, tx_off, [full] * small + [big] * big_slots,
+                           small, self.tso, self.max_frame)
+        self.rxq = rx_ring(rx.queue, self.mem, frontend.pool_gpa, self.rx_buf, self.mrg)
+        self.rx_irq_enabled = True
+        self.rxq.fill()
+        self._kick_rx_if_asked(self.rxq.should_kick())
 
     # -- RX ---------------------------------------------------------------------
-    def _fill_rx(self) -> None:
-        mem, q, size, gpa = self.mem, self.rxq, self.rx_buf, self.pool_gpa
-        for slot in range(self.size):
-            q.add(mem, (), ((gpa + slot * size, size),), slot)
-        self._publish_rx()
-
-    def _publish_rx(self) -> None:
-        q = self.rxq
-        q.publish(self.mem)
-        if q.should_kick(self.mem):
+    def _kick_rx_if_asked(self, kick: bool) -> None:
+        if kick:
             os.write(self.rx_kick_fd, _EVENTFD_ONE)
             self.counters["rx_kicks"] += 1
 
     def poll_rx(self, out: collections.deque) -> None:
         """Reap used RX buffers into finished frames on `out`; give the buffers back."""
-        mem, q = self.mem, self.rxq
         if self.rx_irq_enabled:
-            q.disable_interrupts(mem)
+            self.rxq.disable_interrupts()
             self.rx_irq_enabled = False
-        used = q.reap(mem)
-        if not used:
-            return
-        pool, size, gpa, counters = self.pool, self.rx_buf, self.pool_gpa, self.counters
-        counters["rx_buffers"] += len(used)
-        partial = self.partial
-        for slot, written in used:
-            off = slot * size
-            if partial is not None:             # a continuation buffer of a mergeable frame
-                partial.pieces.append(bytes(pool[off:off + written]))
-                partial.missing -= 1
-                if not partial.missing:
-                    self._finish(out, b"".join(partial.pieces), partial.hdr)
-                    partial = None
+        got: list[tuple[bytes, bytes]] = []
+        try:
+            kick = self.rxq.poll(got, self.counters)
+        finally:
+            if got:     # frames before a broken buffer still go up, as they came
+                self._finish_all(out, got)
+        self._kick_rx_if_asked(kick)
+
+    def _finish_all(self, out: collections.deque, got: list[tuple[bytes, bytes]]) -> None:
+        """(frame, header) pairs to the stack; a header that asks nothing (or
+        only says DATA_VALID) is read here, any other by `_finish`."""
+        counters, max_frame = self.counters, self.max_frame
+        valid_meta = DATA_VALID if self.guest_csum else NO_RX_META
+        frames = nbytes = 0
+        for frame, hdr in got:
+            flags = hdr[0]
+            if hdr[1] or (flags and flags != VIRTIO_NET_HDR_F_DATA_VALID):
+                self._finish(out, frame, NetHdr.unpack(hdr, HDR_LEN))
                 continue
-            if written < HDR_LEN:
-                counters["rx_drop_short_buffer"] += 1
-                continue
-            hdr = NetHdr.unpack(pool, HDR_LEN, off)
-            data = bytes(pool[off + HDR_LEN:off + written])
-            nbuf = hdr.num_buffers
-            if self.mrg and nbuf != 1:
-                if nbuf == 0:
-                    counters["rx_bad_num_buffers"] += 1     # device bug; treat as 1
-                elif nbuf > self.size:
-                    raise QueueBroken(f"device says a frame spans {nbuf} buffers; the ring has {self.size}")
-                else:
-                    partial = _PartialFrame(hdr, [data], nbuf - 1)
-                    continue
-            self._finish(out, data, hdr)
-        self.partial = partial
-        for slot, _ in used:
-            q.add(mem, (), ((gpa + slot * size, size),), slot)
-        self._publish_rx()
+            n = len(frame)
+            if n > max_frame:
+                counters["rx_drop_oversize"] += 1
+            elif n < ETH_HEADER_LEN:
+                counters["rx_drop_runt"] += 1
+            else:
+                out.append((frame, valid_meta if flags else NO_RX_META))
+                frames += 1
+                nbytes += n
+        if frames:
+            counters["rx_frames"] += frames
+            counters["rx_bytes"] += nbytes
 
     def _finish(self, out: collections.deque, frame: bytes, hdr: NetHdr) -> None:
         counters = self.counters
@@ -280,109 +265,112 @@ class _Link:
     def enable_rx_interrupts(self) -> bool:
         """Ask for a signal on the next used RX buffer; True if some are already there."""
         self.rx_irq_enabled = True
-        return self.rxq.enable_interrupts(self.mem)
+        return self.rxq.enable_interrupts()
 
     # -- TX ---------------------------------------------------------------------
-    def reap_tx(self) -> None:
-        done = self.txq.reap(self.mem)
-        if not done:
-            return
-        if not self.tso:
-            self.tx_free.extend(slot for slot, _ in done)
-            return
-        small, free, big = self.tx_small, self.tx_free, self.tx_big_free
-        for slot, _ in done:
-            (free if slot < small else big).append(slot)
+    def transmit(self, items: list[TxItem]) -> tuple[int, bool]:
+        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full).
 
-    def transmit(self, frames: list[TxItem]) -> tuple[int, bool]:
-        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full)."""
-        counters = self.counters
-        free = self.tx_free
-        if len(free) < len(frames):
-            self.reap_tx()
-        mem, q, pool, tx_off = self.mem, self.txq, self.pool, self.tx_off
-        gpa, max_frame = self.pool_gpa, self.max_frame
-        add = q.add
-        taken = nbytes = gso_taken = 0
-        full = False
-        for i, item in enumerate(frames):
-            try:
-                frame, meta = item
-            except (TypeError, ValueError):
-                self._publish_tx()              # what was queued before the bad item goes out
-                counters["tx_frames"] += taken
-                counters["tx_bytes"] += nbytes
-                raise not_a_tx_pair(item) from None
-            if meta is not None and meta.gso_type:
-                status = self._transmit_gso(frame, meta)
-                if status is None:
-                    counters["tx_drop_ring_full"] += len(frames) - i
-                    full = True
-                    break
-                gso_taken += status            # counted in _put
-                continue
-            n = len(frame)
-            if n > max_frame:
-                counters["tx_drop_oversize"] += 1
-                continue
-            if n < ETH_HEADER_LEN:
-                counters["tx_drop_runt"] += 1
-                continue
-            if not free:
-                self._publish_tx()              # let the device see what it has, then look again
-                self.reap_tx()
-                if not free and self.tx_big_free:
-                    free.append(self.tx_big_free.pop())     # lend a big slot (reaping returns it)
-                if not free:
-                    counters["tx_drop_ring_full"] += len(frames) - i
-                    full = True
-                    break
-            slot = free.pop()
-            off = tx_off[slot]
-            if meta is not None and meta.needs_csum:
-                start, field = meta.csum_start, meta.csum_offset
-                if not (0 <= start and start + field + 2 <= n and field >= 0):
-                    counters["tx_drop_bad_csum_offsets"] += 1
-                    free.append(slot)
-                    continue
-                if self.tx_csum:
-                    meta.to_hdr().pack_into(pool, off)
-                else:
-                    frame = complete_checksum(frame, meta)
-                    counters["tx_sw_csum"] += 1
-                    pool[off:off + HDR_LEN] = _ZERO_HDR
-            else:
-                pool[off:off + HDR_LEN] = _ZERO_HDR
-            pool[off + HDR_LEN:off + HDR_LEN + n] = frame
-            add(mem, ((gpa + off, HDR_LEN + n),), (), slot)
-            taken += 1
-            nbytes += n
+        Runs of frames without GSO go to the ring in one call each; a GSO
+        frame goes whole into a big slot or is segmented here."""
+        n = len(items)
+        if self.txq.small_free < n:
+            self.txq.reap()
+        try:
+            finished = [frame for frame, meta in items if meta is None]
+        except (TypeError, ValueError):
+            finished = None
+        if finished is not None and len(finished) == n:      # the common burst: nothing to do but send
+            taken, stop = self._transmit_run(finished, None, 0)
+            return self._end_burst(n, taken, stop)
+        try:
+            metas = [meta for _, meta in items]
+            bad = n
+        except (TypeError, ValueError):
+            bad = next(i for i, item in enumerate(items) if not _is_pair(item))
+            metas = [meta for _, meta in items[:bad]]
+        # GSO frames go one by one; the runs between them in one call each.
+        gso_at = [k for k in range(bad) if metas[k] is not None and metas[k].gso_type] + [bad]
+        taken = i = 0
+        for g in gso_at:
+            if i < g:
+                run_taken, stop = self._transmit_run([item[0] for item in items[i:g]], metas[i:g], i)
+                taken += run_taken
+                if stop is not None:
+                    return self._end_burst(n, taken, stop)
+            if g == bad:
+                break
+            status = self._transmit_gso(items[g][0], metas[g])
+            if status is None:
+                return self._end_burst(n, taken, g)
+            taken += status
+            i = g + 1
+        self._end_burst(n, taken, None)
+        if bad < n:
+            raise not_a_tx_pair(items[bad])     # what was queued before the bad item went out
+        return taken, False
+
+    def _end_burst(self, n: int, taken: int, full_at: int | None) -> tuple[int, bool]:
+        """Publish (and kick); frames from `full_at` on found the ring full."""
+        if full_at is not None:
+            self.counters["tx_drop_ring_full"] += n - full_at
         self._publish_tx()
-        counters["tx_frames"] += taken
-        counters["tx_bytes"] += nbytes
-        return taken + gso_taken, full
+        return taken, full_at is not None
 
-    def _slot(self, free: list) -> int | None:
-        if not free:
-            self._publish_tx()                  # let the device see what it has, then look again
-            self.reap_tx()
-            if not free and free is self.tx_free and self.tx_big_free:
-                return self.tx_big_free.pop()   # lend a big slot (reaping returns it)
-            if not free:
-                return None
-        return free.pop()
+    def _transmit_run(self, frames: list, metas: list | None, base: int) -> tuple[int, int | None]:
+        """Frames (none GSO; `metas` theirs, or None for finished ones) into
+        small slots: (frames taken, the burst index where the ring was full,
+        or None). `base`: the burst index of frames[0]."""
+        hdrs = kinds = None
+        if metas is not None and metas.count(None) != len(metas):
+            hdrs, kinds = self._checksum_requests(frames, metas)
+        ring = self.txq
+        taken = start = 0
+        while True:
+            start, k = ring.put(frames, hdrs, kinds, start, self.counters)
+            taken += k
+            if start == len(frames):
+                return taken, None
+            self._publish_tx()              # let the device see what it has, then look again
+            ring.reap()
+            if not ring.small_free:
+                ring.lend_big()             # reaping gives it back to the big ones
+            if not ring.small_free:
+                return taken, base + start
 
-    def _put(self, slot: int, frame: bytes, hdr: NetHdr | None) -> None:
-        off = self.tx_off[slot]
-        n = len(frame)
-        if hdr is None:
-            self.pool[off:off + HDR_LEN] = _ZERO_HDR
-        else:
-            hdr.pack_into(self.pool, off)
-        self.pool[off + HDR_LEN:off + HDR_LEN + n] = frame
-        self.txq.add(self.mem, ((self.pool_gpa + off, HDR_LEN + n),), (), slot)
+    def _checksum_requests(self, frames: list, metas: list) -> tuple[bytes | None, bytes]:
+        """Headers and TX_* kinds for a run with checksum requests: a
+        NEEDS_CSUM header with CSUM negotiated, else the checksum finished
+        here (the frame in `frames` is replaced)."""
+        hdrs = bytearray(HDR_LEN * len(frames)) if self.tx_csum else None
+        kinds = bytearray(len(frames))
+        for k, meta in enumerate(metas):
+            if meta is None or not meta.needs_csum:
+                continue
+            start, field, n = meta.csum_start, meta.csum_offset, len(frames[k])
+            if not (0 <= start and start + field + 2 <= n and field >= 0):
+                kinds[k] = TX_BAD_CSUM
+            elif hdrs is not None:
+                meta.to_hdr().pack_into(hdrs, HDR_LEN * k)
+            else:
+                frames[k] = complete_checksum(frames[k], meta)
+                kinds[k] = TX_SW_CSUM
+        return (None if hdrs is None else bytes(hdrs)), bytes(kinds)
+
+    def _put_one(self, big: bool, frame: bytes, hdr: NetHdr | None) -> bool:
+        """One frame into a big (or small) slot; False if the ring is full."""
+        ring = self.txq
+        packed = None if hdr is None else hdr.pack(HDR_LEN)
+        if ring.put_one(big, frame, packed) is None:
+            self._publish_tx()              # let the device see what it has, then look again
+            ring.reap()
+            if not big and not ring.small_free:
+                ring.lend_big()             # reaping gives it back to the big ones
+            if ring.put_one(big, frame, packed) is None:
+                return False
         self.counters["tx_frames"] += 1
-        self.counters["tx_bytes"] += n
+        self.counters["tx_bytes"] += len(frame)
+        return True
 
     def _transmit_gso(self, frame: bytes, meta: FrameMeta) -> int | None:
         """One TCP GSO frame: whole with a GSO header (TSO negotiated), else
@@ -397,11 +385,9 @@ class _Link:
             return 0
         # HOST_ECN is not negotiated: a CWR segment must not be sent as GSO.
         if self.tso and not frame[start + 13] & _TCP_CWR:
-            slot = self._slot(self.tx_big_free)
-            if slot is None:
-                return None
             hdr_len = start + (frame[start + 12] >> 4) * 4
-            self._put(slot, frame, replace(meta, hdr_len=hdr_len).to_hdr())
+            if not self._put_one(True, frame, replace(meta, hdr_len=hdr_len).to_hdr()):
+                return None
             counters["tx_gso"] += 1
             return 1
         try:
@@ -414,17 +400,15 @@ class _Link:
             if len(seg) > self.max_frame:
                 counters["tx_drop_oversize"] += len(segments) - k
                 return 0
-            slot = self._slot(self.tx_free)
-            if slot is None:
+            if not self._put_one(False, seg, None):
                 counters["tx_drop_ring_full"] += len(segments) - k - 1
                 return None
-            self._put(slot, seg, None)
         return 1
 
     def _publish_tx(self) -> None:
-        q = self.txq
-        q.publish(self.mem)
-        if q.should_kick(self.mem):
+        ring = self.txq
+        ring.publish()
+        if ring.should_kick():
             os.write(self.tx_kick_fd, _EVENTFD_ONE)
             self.counters["tx_kicks"] += 1
 
@@ -440,7 +424,8 @@ class _Link:
         return [self.rx_call_fd, self.sock_fd, *self.err_fds]
 
     def close(self, stop_rings: bool) -> None:
-        self.pool = None
+        self.txq.close()        # the rings let go of the shared memory first
+        self.rxq.close()
         self.mem = None
         self.frontend.close(stop_rings=stop_rings)
 

@@ -203,6 +203,9 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         self._passive = False
         self.listener = listener
         self.on_change: Callable[[], None] | None = None
+        # The owner's schedule (stack.tcp.poll_schedule): told after every application
+        # call, since any of them may move poll_at() earlier.
+        self.on_touch: Callable[[TcpConnection], None] | None = None
         self.stats: Counter[str] = Counter()
         self.bytes_acked = 0
         self.bytes_received = 0
@@ -301,6 +304,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             self.cc.set_cwnd(old.cwnd)
             self.recovery.undo.forget()
         self._want_output = True
+        self._touch()
         self._notify()
 
     # -- application calls ------------------------------------------------------------
@@ -325,6 +329,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             if urgent:
                 self.snd.up = self.snd.data_end
             self._want_output = True
+            self._touch()
         return n
 
     def recv(self, max_bytes: int) -> bytes:
@@ -340,11 +345,13 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             # The window opened enough to tell the peer now (never delay this).
             self._ack_now = True
             self._want_output = True
+            self._touch()
         return data
 
     def shutdown_write(self) -> None:
         """Half-close: a FIN follows the queued data (CLOSE of RFC 9293 3.10.4)."""
         st = self.state
+        self._touch()
         if st is SYN_SENT:
             self._to_closed()
             return
@@ -357,6 +364,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
     def shutdown_read(self) -> None:
         """No more reading: queued data is dropped, later data is acked and dropped."""
         self.rx.shutdown()
+        self._touch()
         self._notify()
 
     def close(self) -> None:
@@ -364,6 +372,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         st = self.state
         if st is CLOSED:
             return
+        self._touch()
         if st is SYN_SENT:
             self._to_closed()
             return
@@ -382,6 +391,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if self.state in RST_ON_ABORT:
             self._ctl_out.append((TcpRepr(self._lport, self._rport, self.snd.nxt & MASK, 0, RST, 0), b""))
             self.stats["rst_out"] += 1
+        self._touch()
         self._to_closed()
 
     def icmp_error(self, err: int, hard: bool = False) -> None:
@@ -392,6 +402,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         error (``hard=True``, e.g. port or protocol unreachable) aborts a
         connection that is still opening, like Linux.
         """
+        self._touch()
         if hard and self.state in (SYN_SENT, SYN_RECEIVED):
             self._fail(err)
             return
@@ -404,6 +415,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         EHOSTUNREACH after its ARP retries); an established one keeps it as a
         soft error, reported only if the connection then times out.
         """
+        self._touch()
         if self.state is SYN_SENT:
             self._fail(err)
         else:
@@ -419,6 +431,7 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         mss = max(mtu - 40, _MIN_SND_MSS) - opt
         if mss >= self.snd_mss or self.state not in SENDING:
             return
+        self._touch()
         self.snd_mss = mss
         self.cc.mss = mss
         self.stats["pmtu_reductions"] += 1
@@ -566,6 +579,11 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
         if self.listener is not None and was is SYN_RECEIVED:
             self.listener._forget(self)
         self._notify()
+
+    def _touch(self) -> None:
+        cb = self.on_touch
+        if cb is not None:
+            cb(self)
 
     def _notify(self) -> None:
         cb = self.on_change

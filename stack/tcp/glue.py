@@ -38,7 +38,8 @@ from typing import Iterable, NamedTuple
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
-from stack.tcp.listener import ListenerInfo, TcpListener
+from stack.tcp.listener import COOKIE_QUEUE_FULL, ListenerInfo, TcpListener
+from stack.tcp.poll_schedule import PollSchedule
 from stack.tcp.reset import reset_for
 from stack.tcp.seq import IsnGenerator, PortAllocator, unwrap
 from stack.tcp.state import TcpState
@@ -130,6 +131,10 @@ class TcpLayer:
         self.ports = ports or PortAllocator()
         self.max_syn_backlog = max_syn_backlog
         self._conns: dict[tuple[IPv4Address, int, IPv4Address, int], TcpConnection] = {}
+        # Which connections poll() must look at (not all of them: see stack.tcp.poll_schedule).
+        self._schedule: PollSchedule[TcpConnection] = PollSchedule()
+        # Local ports of the connections: port -> local address -> count (port_in_use without a scan).
+        self._conn_ports: dict[int, Counter[IPv4Address]] = {}
         self._listeners: dict[tuple[IPv4Address, int], TcpListener] = {}
         self._bound: Counter[tuple[IPv4Address, int]] = Counter()  # explicit binds not yet in use
         self._replies: list[OutSegment] = []
@@ -160,9 +165,10 @@ class TcpLayer:
                 # MAY-2: a new SYN ends TIME-WAIT early; the new ISN starts beyond the old SND.NXT.
                 self.counters["time_wait_reopened"] += 1
                 iss_floor = (conn.snd.nxt + 65536) & 0xFFFFFFFF
-                del self._conns[key]
+                self._remove(key)
             else:
                 conn.receive_segment(seg, payload, now)
+                self._schedule.touch(conn)
                 return
         flags = int(seg.flags)
         listener = self._find_listener(dst, seg.dst_port)
@@ -176,8 +182,11 @@ class TcpLayer:
         if flags & TcpFlags.ACK:
             if not flags & TcpFlags.SYN:
                 child = listener.on_cookie_ack(dst, (src, seg.src_port), seg, now)
+                if child is COOKIE_QUEUE_FULL:
+                    self.counters["drop.accept queue full"] += 1  # the peer's next segment tries again
+                    return
                 if child is not None:  # the final ACK of a SYN-cookie handshake
-                    self._conns[key] = child
+                    self._add(key, child)
                     if len(payload) or flags & TcpFlags.FIN:
                         child.receive_segment(seg, payload, now)
                     return
@@ -199,7 +208,7 @@ class TcpLayer:
             else:
                 self.counters["drop.listen queue"] += 1
             return
-        self._conns[key] = child
+        self._add(key, child)
         # Data in a SYN is not acceptable yet (no TFO); it is simply retransmitted later.
 
     def _reply_rst(self, src: IPv4Address, dst: IPv4Address, seg: TcpRepr, payload_len: int) -> None:
@@ -214,38 +223,62 @@ class TcpLayer:
         return self._listeners.get((ip, port)) or self._listeners.get((ANY, port))
 
     def poll(self, now: float) -> list[OutSegment]:
-        """Run due timers; every segment to send now."""
+        """Run due timers; every segment to send now.
+
+        Only the connections touched since the last poll or with a deadline
+        due are looked at (stack.tcp.poll_schedule), not all of them.
+        """
         out, self._replies = self._replies, []
-        gone = []
-        for key, conn in self._conns.items():
+        schedule = self._schedule
+        for conn in schedule.due(now):
             at = conn.poll_at()
             if at is not None and at <= now:
-                src, dst, ttl, tos = conn.local[0], conn.remote[0], conn.config.ttl, conn.config.tos
-                segments = conn.poll(now)
-                mss = conn.snd_mss
-                for header, payload in segments:
-                    # gso_size is the payload per piece: every piece repeats the options.
-                    m = conn.segment_mss(header) if header.sack_blocks else mss
-                    out.append(OutSegment(src, dst, header, payload, ttl, conn, m if len(payload) > m else 0, tos))
+                self._poll_one(conn, now, out)
             if conn.finished:  # (also one reset by a RST, which has no timer left)
-                gone.append(key)
-        for key in gone:
-            del self._conns[key]
+                self._remove((*conn.local, *conn.remote), conn)
+            else:
+                schedule.schedule(conn, conn.poll_at())
         self.counters["tx"] += len(out)
         return out
+
+    @staticmethod
+    def _poll_one(conn: TcpConnection, now: float, out: list[OutSegment]) -> None:
+        src, dst, ttl, tos = conn.local[0], conn.remote[0], conn.config.ttl, conn.config.tos
+        mss = conn.snd_mss
+        for header, payload in conn.poll(now):
+            # gso_size is the payload per piece: every piece repeats the options.
+            m = conn.segment_mss(header) if header.sack_blocks else mss
+            out.append(OutSegment(src, dst, header, payload, ttl, conn, m if len(payload) > m else 0, tos))
 
     def poll_at(self) -> float | None:
         """When :meth:`poll` has work: 0.0 for now, None for only on input."""
         if self._replies:
             return 0.0
-        t = None
-        for conn in self._conns.values():
-            at = conn.poll_at()
-            if at is not None and (t is None or at < t):
-                if at <= 0.0:
-                    return 0.0
-                t = at
-        return t
+        return self._schedule.next_at(TcpConnection.poll_at)
+
+    def _add(self, key: tuple[IPv4Address, int, IPv4Address, int], conn: TcpConnection) -> None:
+        """A new connection: demultiplexed by ``key``, scheduled, its local port counted."""
+        self._conns[key] = conn
+        conn.on_touch = self._schedule.touch
+        self._schedule.touch(conn)
+        self._conn_ports.setdefault(key[1], Counter())[key[0]] += 1
+
+    def _remove(self, key: tuple[IPv4Address, int, IPv4Address, int], conn: TcpConnection | None = None) -> None:
+        """Forget the connection under ``key`` (only if it is ``conn``, when given)."""
+        old = self._conns.get(key)
+        if old is None or (conn is not None and old is not conn):
+            if conn is not None:
+                self._schedule.forget(conn)
+            return
+        del self._conns[key]
+        old.on_touch = None
+        self._schedule.forget(old)
+        users = self._conn_ports[key[1]]
+        users[key[0]] -= 1
+        if users[key[0]] <= 0:
+            del users[key[0]]
+            if not users:
+                del self._conn_ports[key[1]]
 
     def icmp_error(
         self, src: IPv4Address, dst: IPv4Address, quoted_tcp: bytes, err: int, hard: bool = False, mtu: int | None = None
@@ -274,6 +307,7 @@ class TcpLayer:
             conn.path_mtu(mtu)
         else:
             conn.icmp_error(err, hard)
+        self._schedule.touch(conn)
         self.counters["icmp_taken"] += 1
         return True
 
@@ -283,7 +317,12 @@ class TcpLayer:
         for (bip, bport) in list(self._bound) + list(self._listeners):
             if bport == port and (bip == ip or bip == ANY or ip == ANY):
                 return True
-        return any(k[1] == port and (k[0] == ip or ip == ANY) for k in self._conns)
+        return self._conn_uses(ip, port)
+
+    def _conn_uses(self, ip: IPv4Address, port: int) -> bool:
+        """Does a connection use local ``port`` on ``ip`` (any address when ``ip`` is ANY)?"""
+        users = self._conn_ports.get(port)
+        return bool(users) and (ip == ANY or ip in users)
 
     def bind(self, ip: IPv4Address, port: int, reuse_addr: bool = False) -> int:
         """Reserve a local port (0: pick one); ``OSError(EADDRINUSE)`` if taken.
@@ -300,7 +339,7 @@ class TcpLayer:
                 bport == port and (bip == ip or bip == ANY or ip == ANY)
                 for bip, bport in list(self._bound) + list(self._listeners)
             )
-            if taken or (not reuse_addr and any(k[1] == port and (k[0] == ip or ip == ANY) for k in self._conns)):
+            if taken or (not reuse_addr and self._conn_uses(ip, port)):
                 raise OSError(errno.EADDRINUSE, f"address {ip}:{port} is already in use")
         self._bound[(ip, port)] += 1
         return port
@@ -369,7 +408,7 @@ class TcpLayer:
         iss = self.isn.isn(local_ip, local_port, rip, rport, now)
         tso = self.isn.ts_offset(local_ip, local_port, rip, rport)
         conn = TcpConnection.connect((local_ip, local_port), (rip, rport), iss, now, cfg, ts_offset=tso)
-        self._conns[(local_ip, local_port, rip, rport)] = conn
+        self._add((local_ip, local_port, rip, rport), conn)
         self.counters["active_opens"] += 1
         return conn
 

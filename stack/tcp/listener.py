@@ -38,12 +38,22 @@ from stack.tcp.seq import MASK, IsnGenerator, seq_lt
 from stack.tcp.state import TcpState
 from stack.wire.tcp import TcpFlags, TcpRepr
 
-__all__ = ["TcpListener", "ListenerInfo", "SOMAXCONN", "COOKIE_MSS"]
+__all__ = ["TcpListener", "ListenerInfo", "SOMAXCONN", "COOKIE_MSS", "COOKIE_QUEUE_FULL"]
 
 SOMAXCONN = 4096
 COOKIE_MSS = (536, 1220, 1440, 1460)  # what a cookie can say about the peer's MSS (2 bits)
 _COOKIE_SLOT = 64.0  # seconds per time slot; a cookie is good for this slot and the last
 _COOKIE_MAC_BITS = 25
+
+
+class _QueueFull:
+    """The type of :data:`COOKIE_QUEUE_FULL`."""
+
+    def __repr__(self) -> str:
+        return "COOKIE_QUEUE_FULL"
+
+
+COOKIE_QUEUE_FULL = _QueueFull()  # on_cookie_ack: a good cookie, but no room to accept it
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +206,12 @@ class TcpListener:
 
     def on_cookie_ack(
         self, local_ip: IPv4Address, remote: Endpoint, ack: TcpRepr, now: float
-    ) -> TcpConnection | None:
-        """An ACK with no connection: a connection if it returns a valid cookie, else None."""
+    ) -> TcpConnection | None | _QueueFull:
+        """An ACK with no connection: a connection if it returns a valid cookie, else None (the
+        owner answers with a RST). :data:`COOKIE_QUEUE_FULL` when the cookie is good but the accept
+        queue is full: the owner drops the ACK silently (as Linux), and the peer's next segment
+        (data, or a retransmission) tries again."""
         if self._cookies_sent_at is None or now - self._cookies_sent_at > 2 * _COOKIE_SLOT or self.closed:
-            return None
-        if self.accept_queue_full:
-            self.stats["cookie_drop_accept_queue_full"] += 1
             return None
         cookie = (ack.ack - 1) & MASK
         irs = (ack.seq - 1) & MASK
@@ -213,6 +223,9 @@ class TcpListener:
         if mac != self._cookie_mac(local_ip, self.local[1], remote, irs, slot, mss_index):
             self.stats["cookie_invalid"] += 1
             return None
+        if self.accept_queue_full:
+            self.stats["cookie_drop_accept_queue_full"] += 1
+            return COOKIE_QUEUE_FULL
         local = (local_ip, self.local[1])
         conn = TcpConnection.from_cookie(local, remote, cookie, irs, COOKIE_MSS[mss_index], ack, now, self.config)
         self._accept_queue.append(conn)

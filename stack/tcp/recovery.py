@@ -86,8 +86,9 @@ class UndoRecord:
         self.tsval = None
 
     def forget(self) -> None:
-        """Nothing to undo any more (the congestion control was replaced)."""
-        self.saved_cc = None
+        """Nothing to undo any more (the congestion control was replaced): the
+        record is spent, so no later ACK or D-SACK asks for an undo."""
+        self.take()
 
     def take(self):
         """The saved congestion state, for an undo; the record is spent."""

@@ -40,7 +40,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "stack.iface": PROTOCOLS + ("stack.drivers", "stack.iface"),
     "stack.clock": ("stack.clock",),
     **{p: BELOW_SOCKETS + SOCKETS for p in SOCKETS},
-    "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.runtime"),
+    "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
+    "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
     "guest": ("guest",),
     "qemu": ("qemu", "guest"),

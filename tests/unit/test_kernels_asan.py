@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The test files that exercise the kernels; each runs against the ASan build.
 ASAN_TEST_FILES = [
     "tests/unit/test_kernels.py",
+    "tests/unit/test_driver_burst.py",
+    "tests/unit/test_stack_virtio_datapaths.py",
     "tests/unit/test_fd_burst.py",
 ]
 

@@ -10,8 +10,9 @@ from nicdev.net.errors import PortError
 from nicdev.net.pcap_port import PcapPort
 from nicdev.net.port import Port
 from nicdev.net.portspec import (KINDS, PORT_SPEC_HELP, PortSpecError, build_port, build_ports, parse_port_spec,
-                                 parse_port_specs)
+                                 parse_poll, parse_port_specs)
 from nicdev.net.socket_port import DgramPort, StreamPort
+from nicdev.net.polling import DEFAULT_POLL, PollMode
 from nicdev.net.tap_port import TapPort
 
 GENERIC = "expected NAME=KIND:ARG, kinds are vhost-user, tap, stream, dgram, pcap"
@@ -20,6 +21,16 @@ GENERIC = "expected NAME=KIND:ARG, kinds are vhost-user, tap, stream, dgram, pca
 @pytest.mark.parametrize("text, kind, params", [
     ("vm0=vhost-user:/tmp/vm0.sock", "vhost-user", {"socket_path": "/tmp/vm0.sock", "offloads": True}),
     ("vm0=vhost-user:/tmp/vm0.sock,offloads=off", "vhost-user", {"socket_path": "/tmp/vm0.sock", "offloads": False}),
+    ("vm0=vhost-user:/tmp/vm0.sock,poll=off", "vhost-user",
+     {"socket_path": "/tmp/vm0.sock", "offloads": True, "poll": PollMode("off")}),
+    ("vm0=vhost-user:/tmp/vm0.sock,poll=busy", "vhost-user",
+     {"socket_path": "/tmp/vm0.sock", "offloads": True, "poll": PollMode("busy")}),
+    ("vm0=vhost-user:/tmp/vm0.sock,poll=adaptive", "vhost-user",
+     {"socket_path": "/tmp/vm0.sock", "offloads": True, "poll": DEFAULT_POLL}),
+    ("vm0=vhost-user:/tmp/vm0.sock,poll=adaptive:2ms,offloads=off", "vhost-user",
+     {"socket_path": "/tmp/vm0.sock", "offloads": False, "poll": PollMode.adaptive(0.002)}),
+    ("vm0=vhost-user:/tmp/vm0.sock,poll=adaptive:50us", "vhost-user",
+     {"socket_path": "/tmp/vm0.sock", "offloads": True, "poll": PollMode.adaptive(50e-6)}),
     # The virtio-net header and the kernel's offloads are the default.
     ("host=tap:mnet0", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": True}),
     ("host=tap:mnet0,offloads=off", "tap", {"ifname": "mnet0", "netns": None, "vnet_hdr": True, "offloads": False}),
@@ -58,7 +69,13 @@ def test_valid_specs(text, kind, params):
     ("a=pcap:", "empty file name"),
     ("a=tap:", "empty interface name"),
     ("a=stream:/" + "x" * 107, "socket path longer than 107 bytes"),
-    ("a=vhost-user:/tmp/x,queues=2", "unknown key 'queues' for vhost-user (keys: offloads)"),
+    ("a=vhost-user:/tmp/x,queues=2", "unknown key 'queues' for vhost-user (keys: offloads, poll)"),
+    ("a=vhost-user:/tmp/x,poll=on", "poll must be off, adaptive[:TIME] or busy, not 'on'"),
+    ("a=vhost-user:/tmp/x,poll=busy:1ms", "poll must be off, adaptive[:TIME] or busy, not 'busy:1ms'"),
+    ("a=vhost-user:/tmp/x,poll=adaptive:200", "poll budget must be a time with a unit (10ms, 500us, 0.2s), not '200'"),
+    ("a=vhost-user:/tmp/x,poll=adaptive:5us", "poll budget must be from 10us to 1s, not '5us'"),
+    ("a=vhost-user:/tmp/x,poll=adaptive:2s", "poll budget must be from 10us to 1s, not '2s'"),
+    ("a=tap:t0,poll=busy", "unknown key 'poll' for tap"),
     ("a=vhost-user:/tmp/x,offloads=maybe", "offloads must be on or off, not 'maybe'"),
     ("a=tap:t0,nets=lab", "unknown key 'nets' for tap (keys: netns, vnet_hdr, offloads)"),
     ("a=tap:t0,netns", "expected key=value after ',', got 'netns'"),
@@ -157,6 +174,24 @@ def test_build_vhost_user_imports_its_module_only_then(monkeypatch):
     monkeypatch.setitem(sys.modules, "nicdev.net.vhost_user_port", fake)
     port = build_port(parse_port_spec("vm0=vhost-user:/tmp/vm0.sock"))
     assert made == [port] and port.name == "vm0" and port.socket_path == "/tmp/vm0.sock"
+
+
+def test_vhost_user_poll_key_reaches_the_device(tmp_path):
+    port = build_port(parse_port_spec(f"vm0=vhost-user:{tmp_path}/vm0.sock,poll=adaptive:1ms"))
+    try:
+        assert port.device.poller.mode == PollMode.adaptive(0.001)
+    finally:
+        port.close()
+    port = build_port(parse_port_spec(f"vm1=vhost-user:{tmp_path}/vm1.sock"))
+    try:
+        assert port.device.poller.mode == DEFAULT_POLL      # no poll key: the default
+    finally:
+        port.close()
+
+
+def test_poll_mode_prints_as_it_is_written():
+    assert [str(parse_poll(t)) for t in ("off", "busy", "adaptive:50us", "adaptive:2ms")] == \
+        ["off", "busy", "adaptive:50us", "adaptive:2ms"]
 
 
 def test_build_reports_a_missing_namespace_as_port_error():

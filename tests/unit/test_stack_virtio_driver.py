@@ -3,6 +3,7 @@ checksum-offloading test device): frames both ways, jumbo frames, bursts and
 kick suppression, two MultiOS stacks talking UDP, a back-end that goes away
 and comes back, broken rings, full rings, bad frames, checksum offloads.
 """
+import collections
 import errno
 import logging
 import os
@@ -30,10 +31,13 @@ from nicdev.virtio.offload import DATA_VALID, FrameMeta
 from stack import IpAddress, NicOffloads, SocketType, Stack
 from stack.arp_cache import ArpCache
 from stack.drivers import VirtioNetNic
-from stack.drivers.virtio_driver import DEFAULT_FEATURES
+from stack.drivers.virtio_driver import DEFAULT_FEATURES, TX_RING
 from stack.wire import Ipv4Repr, UdpRepr
 
+from support.datapaths import datapath  # noqa: F401  (the fixture)
 from support.waiting import wait_for
+
+pytestmark = pytest.mark.usefixtures("datapath")
 
 WAIT = 5.0
 FAST = dict(reconnect_interval=0.05)
@@ -342,7 +346,10 @@ def test_backend_reports_a_broken_ring(pair, bg):
     a, b = pair()
     link = a._link
     # A descriptor pointing outside the shared memory: the device must refuse the ring.
-    link.txq.add(link.mem, [(0x10, 64)], [], "bad")
+    assert link.txq.put([frame(a, b, bytes(50))], None, None, 0, collections.Counter()) == (1, 1)
+    table = link.mem.view(link.frontend.rings[TX_RING].layout.desc, 16)
+    struct.pack_into("<Q", table, 0, 0x10)      # the first buffer of a fresh ring is in descriptor 0
+    table.release()
     link._publish_tx()
     os.write(link.tx_kick_fd, (1).to_bytes(8, "little"))
     wait_for(lambda: a.receive() == [] and not a.link_up, "the err eventfd to take the link down")

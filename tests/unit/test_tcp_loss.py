@@ -329,6 +329,20 @@ def test_eifel_keeps_the_reduction_for_a_real_loss():
     assert d.conn.stats["undo_eifel"] == 0 and d.conn.cc.ssthresh == 7000
 
 
+def test_changing_congestion_control_mid_recovery_leaves_nothing_to_undo():
+    from stack.tcp.config import TcpConfig
+
+    d = reordered_recovery(TcpConfig(rcvbuf=65535))
+    c = d.conn
+    c.configure(congestion="newreno")       # TCP_CONGESTION during the episode
+    replaced = c.cc
+    d.now = 0.06
+    # The ACK that would have undone the old algorithm's reduction (Eifel) is
+    # an ordinary ACK now: the new algorithm stays, nothing is restored.
+    d.feed(".", seq=1, ack=5001, ts=(d.peer_ts, 10))
+    assert c.stats["undo_eifel"] == 0 and c.cc is replaced and c.cc.name == "newreno"
+
+
 def test_dsack_undoes_a_spurious_fast_retransmit():
     d = reordered_recovery(plain_config(sack=True))
     c = d.conn

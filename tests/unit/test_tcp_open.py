@@ -466,3 +466,26 @@ def test_no_cookies_when_disabled_or_quiet():
     lst = TcpListener(SERVER, 8, plain_config(), IsnGenerator(KEY))
     a = TcpRepr(_client(2)[1], SERVER[1], PEER_ISS + 1, 12345, TcpFlags.ACK, 5000)
     assert lst.on_cookie_ack(SERVER[0], _client(2), a, 0.0) is None  # no cookie was ever sent
+
+
+def test_a_good_cookie_with_the_accept_queue_full_is_dropped_not_refused():
+    from stack.tcp.listener import COOKIE_QUEUE_FULL
+
+    lst = TcpListener(SERVER, 0, plain_config(), IsnGenerator(KEY), max_syn_backlog=1, cookie_key=KEY)
+    lst.on_syn(SERVER[0], _client(1), _syn_from(1), 0.0)
+    synack2 = lst.cookie_synack(SERVER[0], _client(2), _syn_from(2), 0.0)
+    synack3 = lst.cookie_synack(SERVER[0], _client(3), _syn_from(3), 0.0)
+
+    def ack(n, synack):
+        a = TcpRepr(_client(n)[1], SERVER[1], PEER_ISS + 1, (synack.seq + 1) & 0xFFFFFFFF, TcpFlags.ACK, 5000)
+        return lst.on_cookie_ack(SERVER[0], _client(n), a, 1.0)
+
+    first = ack(2, synack2)
+    assert first is not None and lst.accept_queue_full  # backlog 0: one waits, the queue is full
+    assert ack(3, synack3) is COOKIE_QUEUE_FULL  # good cookie, no room: dropped (the peer tries again)
+    assert lst.stats["cookie_drop_accept_queue_full"] == 1
+    bad = TcpRepr(_client(3)[1], SERVER[1], PEER_ISS + 1, (synack3.seq + 7) & 0xFFFFFFFF, TcpFlags.ACK, 5000)
+    assert lst.on_cookie_ack(SERVER[0], _client(3), bad, 1.0) is None  # a bad cookie is still refused
+    assert lst.accept() is first
+    again = ack(3, synack3)  # the peer's next segment: now there is room
+    assert again is not None and again.state is TcpState.ESTABLISHED

@@ -19,7 +19,10 @@ from stack import NicOffloads
 from stack.drivers import VirtioNetNic
 from stack.drivers.virtio_driver import DEFAULT_FEATURES
 
+from support.datapaths import datapath  # noqa: F401  (the fixture)
 from support.offload_frames import ACK, CWR, FIN, PSH, TIMESTAMPS, split_tcp4, tcp4_checksums_ok, tcp4_frame
+
+pytestmark = pytest.mark.usefixtures("datapath")
 
 WAIT = 5.0
 

@@ -299,6 +299,26 @@ def test_kick_follows_avail_event(mem):
     assert drv.should_kick(mem)
 
 
+@pytest.mark.parametrize("event_idx", [False, True])
+def test_stop_notifications_turns_kicks_off_until_enabled(mem, event_idx):
+    # A polling device: kicks off even right after an enable (with EVENT_IDX,
+    # where disable_notifications leaves avail_event naming the next entry).
+    pair = Pair(mem, event_idx=event_idx, start_idx=0xFFFE)     # across the 16-bit wrap
+    drv, dev = pair.drv, pair.dev
+    assert dev.enable_notifications(mem) is False
+    dev.stop_notifications(mem)
+    for token in range(5):
+        drv.add(mem, [(0x10000, 1)], [], token=token)
+        drv.publish(mem)
+        assert not drv.should_kick(mem)
+        assert dev.pop(mem) is not None
+        dev.stop_notifications(mem)
+    assert dev.enable_notifications(mem) is False
+    drv.add(mem, [(0x10000, 1)], [], token=5)
+    drv.publish(mem)
+    assert drv.should_kick(mem)
+
+
 def test_kick_race_is_closed_by_the_recheck(mem):
     # The driver publishes after the device's last pop but before its enable;
     # the driver sees the stale avail_event and does not kick; the device's

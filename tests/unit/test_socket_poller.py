@@ -1,0 +1,104 @@
+"""stack.socket_api.Poller: many sockets registered once, waited on again and again."""
+import pytest
+
+from stack import IpAddress, LoopbackNicPair, PollEvent, SocketType, Stack
+from stack.socket_api import Poller
+from support.tcp_sockets import WAIT, connected_pair, listener
+from support.waiting import wait_for
+
+
+@pytest.fixture
+def stacks():
+    pair = LoopbackNicPair()
+    a = Stack(pair.a, "10.0.0.1/24").start()
+    b = Stack(pair.b, "10.0.0.2/24").start()
+    yield a, b
+    a.stop()
+    b.stop()
+    pair.close()
+
+
+def test_only_the_sockets_with_data_are_reported_level_triggered(stacks):
+    a, b = stacks
+    lst = listener(b, backlog=20)
+    clients, servers = [], []
+    for _ in range(10):
+        c = a.socket(SocketType.STREAM)
+        c.set_timeout(WAIT)
+        c.connect(("10.0.0.2", 7))
+        clients.append(c)
+        servers.append(lst.accept()[0])
+    p = Poller()
+    for s in servers:
+        p.register(s, PollEvent.READ)
+    assert p.poll(0) == []
+    clients[3].sendall(b"three")
+    clients[8].sendall(b"eight")
+    ready = {}
+    wait_for(lambda: ready.update(p.poll(0.05)) or len(ready) == 2, "both sockets reported")
+    assert ready == {servers[3]: PollEvent.READ, servers[8]: PollEvent.READ}
+    assert dict(p.poll(0)) == ready  # level-triggered: still ready, reported again
+    assert servers[3].recv(100) == b"three"
+    assert dict(p.poll(0)) == {servers[8]: PollEvent.READ}
+    p.unregister(servers[8])
+    assert p.poll(0) == [] and len(p) == 9
+    p.close()
+
+
+def test_write_interest_modify_and_hangup(stacks):
+    a, b = stacks
+    client, server, lst = connected_pair(a, b)
+    p = Poller()
+    p.register(server, PollEvent.READ)
+    assert p.poll(0) == []
+    p.modify(server, PollEvent.READ | PollEvent.WRITE)
+    assert p.poll(0) == [(server, PollEvent.WRITE)]
+    p.modify(server, PollEvent.READ)
+    client.close()
+    ready = []
+    wait_for(lambda: ready.extend(p.poll(0.05)) or ready, "the end of stream reported")
+    assert ready[0][0] is server and PollEvent.READ in ready[0][1]  # end of stream is readable
+    assert server.recv(10) == b""
+    p.close()
+
+
+def test_a_ready_socket_whose_event_is_not_asked_for_does_not_spin(stacks):
+    a, b = stacks
+    client, server, lst = connected_pair(a, b)
+    p = Poller()
+    p.register(server, PollEvent.WRITE)
+    p.modify(server, PollEvent.NONE)
+    client.sendall(b"data")  # readable, but READ is not asked for
+    wait_for(lambda: server._revents(PollEvent.READ), "the data")
+    assert p.poll(0.05) == []
+    p.modify(server, PollEvent.READ)
+    assert p.poll(WAIT) == [(server, PollEvent.READ)]
+    p.close()
+
+
+def test_datagram_sockets_read_and_write(stacks):
+    a, b = stacks
+    s = b.socket(SocketType.DATAGRAM)
+    s.bind(IpAddress.any(53))
+    c = a.socket(SocketType.DATAGRAM)
+    p = Poller()
+    p.register(s, PollEvent.READ)
+    p.register(c, PollEvent.WRITE)
+    assert p.poll(0) == [(c, PollEvent.WRITE)]  # UDP sends never wait
+    p.unregister(c)
+    c.send_to(b"q", ("10.0.0.2", 53))
+    assert p.poll(WAIT) == [(s, PollEvent.READ)]
+    with pytest.raises(KeyError):
+        p.register(s)
+    p.close()
+
+
+def test_a_timeout_returns_nothing_and_a_closed_socket_cannot_be_registered(stacks):
+    a, b = stacks
+    s = b.socket(SocketType.STREAM)
+    p = Poller()
+    assert p.poll(0.01) == []
+    s.close()
+    with pytest.raises(OSError):
+        p.register(s)
+    p.close()
