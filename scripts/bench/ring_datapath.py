@@ -294,7 +294,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
     parser.add_argument("--batch", type=int, default=64, help="frames per transmit() call")
-    parser.add_argument("--sizes", default="64,1500", help="frame sizes, comma-separated (default 64,1500)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="frame sizes, comma-separated (default 64,1500)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"cases to run beside the anchors, comma-separated (default {','.join(CASES)})")
     args = parser.parse_args()
