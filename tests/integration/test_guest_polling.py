@@ -87,9 +87,9 @@ def test_file_both_ways_through_polling_ports(lab):
               f"{after[name]['polls'] - before[name]['polls']} polls")
     # Each guest sent 10 MiB and acknowledged 10 MiB.
     assert all(n > 100 for n in frames.values()), frames
-    # A busy port never asks for a kick; a guest can still race some in while
-    # a drain inside the poll has them on for a moment (kicks are hints).
+    # A busy port never asks for a kick: a drain inside the poll leaves them
+    # off (a guest may still race one in at the start).
     kicks = {name: after[name]["tx_kicks"] - before[name]["tx_kicks"] for name in GUESTS}
-    assert kicks["vm-busy"] / frames["vm-busy"] * 5 < kicks["vm-off"] / frames["vm-off"], (kicks, frames)
+    assert kicks["vm-busy"] <= 1, (kicks, frames)
     assert after["vm-off"]["polls"] == 0
     assert after["vm-adaptive"]["polls"] > before["vm-adaptive"]["polls"]
