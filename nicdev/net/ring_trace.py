@@ -68,8 +68,20 @@ class DeviceRingTrace:
             self._avail_seen[q] = idx
             self.tracer.emit("avail_idx", q, DIRECTIONS[q], old=old, new=idx)
 
+    @staticmethod
+    def used_before(queue: DeviceQueue, mem: GuestMemory) -> int:
+        """The used index before a burst: the queue's, or the ring's when the
+        queue has not read it yet (it reads it at its first push)."""
+        old = queue.state[STATE_USED_IDX]
+        if old < 0:
+            try:
+                old = mem.read_u16(queue.used_gpa + 2)
+            except GuestMemoryError:
+                pass
+        return old
+
     def used_idx(self, q: int, old: int, new: int) -> None:
-        if old != new and self.tracer.on:
+        if old != new and new >= 0 and self.tracer.on:
             self.tracer.emit("used_idx", q, DIRECTIONS[q], old=None if old < 0 else old, new=new)
 
     def ring_restarted(self, q: int) -> None:
@@ -133,7 +145,7 @@ class DeviceRingTrace:
                  pooled: bool = False):
         """`NetDatapath.tx_burst` (or `tx_burst_pooled`, `pooled`) with its records."""
         self.avail(TX_QUEUE, queue, mem)
-        old = queue.state[STATE_USED_IDX]
+        old = self.used_before(queue, mem)
         if dp._tx_kernel is None:
             n = self._tx_burst_python(dp, queue, mem, limit, enabled, out)
             result = (n, None) if pooled else n
@@ -215,7 +227,7 @@ class DeviceRingTrace:
     def rx_write(self, dp, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta) -> str | None:
         """`NetDatapath._write` with its records."""
         self.avail(RX_QUEUE, queue, mem)
-        old = queue.state[STATE_USED_IDX]
+        old = self.used_before(queue, mem)
         try:
             failure = dp._write(queue, mem, frame, meta, self)
         except QueueBroken:
