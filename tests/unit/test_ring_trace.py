@@ -316,3 +316,29 @@ def test_switch_trace_sink_reaches_present_and_later_ports():
     finally:
         switch.close()
         loop.close()
+
+
+def test_a_front_end_gone_after_garbage_is_a_reset_with_the_reason(tmp_path):
+    import socket
+    import time
+    from nicdev.net.vhost_user_port import VhostUserPort
+
+    loop = EventLoop()
+    port = VhostUserPort("vm0", str(tmp_path / "vm0.sock"))
+    records = []
+    port.tracer.add_sink(records.append)
+    port.start(loop)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(port.socket_path)
+        sock.sendall(b"\x01\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00")    # version 3: not ours
+        deadline = time.monotonic() + 10
+        while not any(r["kind"] == "ring" for r in records):
+            assert time.monotonic() < deadline, "the back-end never dropped the connection"
+            loop.run_once(0.1)
+        (reset,) = [r for r in records if r["kind"] == "ring"]
+        assert reset["state"] == "reset" and reset["reason"].startswith("protocol error: unsupported protocol version")
+    finally:
+        sock.close()
+        port.close()
+        loop.close()
