@@ -342,3 +342,27 @@ def test_a_front_end_gone_after_garbage_is_a_reset_with_the_reason(tmp_path):
         sock.close()
         port.close()
         loop.close()
+
+
+@pytest.mark.parametrize("datapath", DATAPATHS)
+def test_a_pooled_burst_gives_the_records_and_frames_of_a_plain_one(datapath):
+    """The C path's bursts that stay in the pool (vhost-user to vhost-user)
+    are traced as any other: same records, same frames with their heads."""
+    seen = []
+    for pooled in (False, True):
+        net = TracedNet(datapath)
+        try:
+            if pooled:
+                got = []
+                net.dev.on_pooled = lambda frames: got.extend(f for f, _ in frames.items())
+            net.nic.send(frame(60, 1), frame(70, 2), frame(80, 3))
+            net.records.clear()
+            assert net.dev.process_tx() == 3
+            frames = (got if pooled else []) + net.frames     # the Python path has no pool
+            assert frames == [frame(60, 1), frame(70, 2), frame(80, 3)]
+            seen.append(([{k: v for k, v in r.items() if k != "t"} for r in net.records],
+                         [f[2:] for f in net.frames_seen]))
+        finally:
+            net.close()
+    assert seen[0] == seen[1]
+    assert [h for _, _, h, _ in seen[0][1]] == [0, 1, 2]
