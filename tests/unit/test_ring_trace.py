@@ -366,3 +366,24 @@ def test_a_pooled_burst_gives_the_records_and_frames_of_a_plain_one(datapath):
             net.close()
     assert seen[0] == seen[1]
     assert [h for _, _, h, _ in seen[0][1]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("datapath", [p for p in DATAPATHS if p.id == "c"])
+def test_kernel_events_that_do_not_fit_are_reported_and_the_buffer_grows(datapath):
+    from nicdev.virtio.device_burst import KernelEvents
+
+    net = TracedNet(datapath)
+    try:
+        net.dev.ring_trace._events = KernelEvents(capacity=2, desc_capacity=2)
+        net.nic.send(frame(60, 1), frame(60, 2), frame(60, 3))
+        net.records.clear()
+        assert net.dev.process_tx() == 3
+        (overflow,) = net.kinds("trace")
+        assert overflow["state"] == "overflow" and overflow["lost"] > 0 and overflow["queue"] == 1
+        assert net.dev.ring_trace._events.capacity > 2
+        net.records.clear()
+        net.nic.send(frame(60, 4), frame(60, 5), frame(60, 6))
+        assert net.dev.process_tx() == 3
+        assert len(net.kinds("chain")) == 3 and len(net.kinds("used")) == 3 and not net.kinds("trace")
+    finally:
+        net.close()
