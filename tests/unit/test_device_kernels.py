@@ -286,6 +286,29 @@ def test_events_are_recorded_only_when_asked():
     assert events.records() == []
 
 
+def test_event_details_give_each_chain_its_descriptors_and_each_used_element():
+    mem, lay, queue = flat_ring()
+    mem.write(lay.desc, pack_descriptor(0x8000, 40, 3, 1) + pack_descriptor(0x9000, 100, 2, 0))
+    offer(mem, lay, [0])
+    events = KernelEvents()
+    assert RxKernel().put(queue, mem, bytes(12), b"y" * 60, False, events) == 1
+    assert events.details() == [
+        (KernelEvents.RX_POP, 0, 140, [[0x8000, 40, 3], [0x9000, 100, 2]], False, 140),
+        (KernelEvents.RX_CHAIN, 0, 72),
+        (KernelEvents.USED, 0, 72),
+    ]
+    assert events.details() == [] and events.lost == 0
+
+
+def test_a_receive_chain_that_does_not_fit_leaves_no_event():
+    mem, lay, queue = flat_ring()
+    mem.write(lay.desc, pack_descriptor(0x8000, 30, 2))
+    offer(mem, lay, [0])
+    events = KernelEvents()
+    assert RxKernel().put(queue, mem, bytes(12), b"y" * 60, True, events) == 0
+    assert events.details() == []
+
+
 def test_rx_kernel_leaves_a_ring_without_room_untouched():
     mem, lay, queue = flat_ring()
     mem.write(lay.desc, pack_descriptor(0x8000, 100, 2))
