@@ -1,7 +1,8 @@
 """A Linux guest's rings, traced: two guests on vhost-user ports of a switch
 whose ports write every ring event to a trace file from before the guests
 boot. A ping and a 10 MB transfer later, the trace's chains, used entries,
-calls and bytes add up to the ports' and devices' counters."""
+calls and bytes add up to the ports' and devices' counters. Once per data
+path of the device (the C kernels and the Python reference)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from support.datapaths import DATAPATHS
 from support.guestlab import nc_transfer, ping
 
 pytestmark = pytest.mark.integration
@@ -18,7 +20,7 @@ HDR_LEN = 12            # VERSION_1: the guest's virtio-net header
 
 
 class TracedLab:
-    def __init__(self, image, tmp: Path) -> None:
+    def __init__(self, image, tmp: Path, datapath: str) -> None:
         from nicdev.net.background import BackgroundSwitch
         from nicdev.net.vhost_user_port import VhostUserPort
         from nicdev.virtio.trace import JsonLinesWriter
@@ -30,7 +32,7 @@ class TracedLab:
         self.bg.call(lambda: self.bg.switch.add_trace_sink(self.writer))
         self.ports = {}
         for name in GUESTS:
-            self.ports[name] = VhostUserPort(name, str(tmp / f"{name}.sock"))
+            self.ports[name] = VhostUserPort(name, str(tmp / f"{name}.sock"), datapath=datapath)
             self.bg.add_port(self.ports[name])
         self.vms = {}
 
@@ -63,9 +65,9 @@ class TracedLab:
         self.writer.close()
 
 
-@pytest.fixture(scope="module")
-def lab(guest_image, tmp_path_factory):
-    lab = TracedLab(guest_image, tmp_path_factory.mktemp("trace"))
+@pytest.fixture(scope="module", params=DATAPATHS)
+def lab(request, guest_image, tmp_path_factory):
+    lab = TracedLab(guest_image, tmp_path_factory.mktemp("trace"), request.param)
     try:
         lab.boot()
         yield lab
