@@ -1,0 +1,147 @@
+"""The stack's virtio driver traces its side of the rings (side "driver"),
+on both data paths, against a real vhost-user port of our switch: set-up
+(vhost-user messages, features, ring start), chains added with their
+descriptors, used entries reaped, index moves, kicks sent and suppressed,
+interrupts received, drops, and nothing when tracing is off."""
+from __future__ import annotations
+
+import collections
+import os
+
+import pytest
+
+from nicdev.net.background import BackgroundSwitch
+from nicdev.net.vhost_user_port import VhostUserPort
+from nicdev.virtio.trace import validate_record
+from stack.drivers import VirtioNetNic
+from stack.drivers.virtio_driver import HDR_LEN, RX_RING, TX_RING
+
+from support.datapaths import datapath  # noqa: F401  (the fixture)
+from support.waiting import wait_for
+
+pytestmark = pytest.mark.usefixtures("datapath")
+
+QS = 16
+
+
+@pytest.fixture
+def bg():
+    switch = BackgroundSwitch()
+    yield switch
+    switch.close()
+
+
+@pytest.fixture
+def nics(bg, tmp_path):
+    made = []
+
+    def make(name, **kwargs):
+        port = bg.add_port(VhostUserPort(name, str(tmp_path / f"{name}.sock")))
+        nic = VirtioNetNic(port.socket_path, queue_size=QS, reconnect_interval=0.05, **kwargs)
+        made.append(nic)
+        return nic
+    yield make
+    for nic in made:
+        nic.close()
+
+
+def frame(src, dst, n):
+    return bytes(dst.mac) + bytes(src.mac) + b"\x88\xb5" + os.urandom(n - 14)
+
+
+def receive(nic, count):
+    got = []
+    wait_for(lambda: got.extend(nic.receive(64)) or len(got) >= count, f"{count} frames at {nic.name}")
+    return got
+
+
+def of(records, kind, queue=None):
+    return [r for r in records if r["kind"] == kind and (queue is None or r["queue"] == queue)]
+
+
+def test_set_up_is_traced_from_the_start(nics):
+    records = []
+    a = nics("a", trace_sink=records.append)
+    for r in records:
+        validate_record(r)
+        assert r["side"] == "driver" and r["port"] == a.name
+    msgs = [r["request"] for r in of(records, "vhost_msg")]
+    assert msgs[:2] == ["GET_FEATURES", "GET_PROTOCOL_FEATURES"] and "SET_MEM_TABLE" in msgs
+    mem_table = of(records, "vhost_msg")[msgs.index("SET_MEM_TABLE")]
+    assert mem_table["fds"] == 1 and mem_table["size"] > 0
+    features = of(records, "features")
+    assert [f["protocol"] for f in features] == [True, False] and features[1]["value"] == a.features
+    assert [(r["queue"], r["dir"], r["state"]) for r in of(records, "ring")] == [
+        (0, "rx", "start"), (1, "tx", "start"), (0, "rx", "enable"), (1, "tx", "enable")]
+    # Every receive buffer offered once and published with one index store.
+    chains = of(records, "chain", RX_RING)
+    assert len(chains) == QS and len({c["head"] for c in chains}) == QS
+    assert all(len(c["descs"]) == 1 and c["descs"][0][2] == 2 and not c["indirect"] for c in chains)
+    assert [(r["old"], r["new"]) for r in of(records, "avail_idx", RX_RING)] == [(0, QS)]
+    a.close()
+    assert [(r["queue"], r["state"]) for r in of(records, "ring")[4:]] == [
+        (0, "disable"), (0, "stop"), (1, "disable"), (1, "stop")]
+
+
+def test_chains_and_used_entries_match_the_frames_both_ways(nics):
+    ta, tb = [], []
+    a = nics("a", trace_sink=ta.append)
+    b = nics("b", trace_sink=tb.append)
+    del ta[:], tb[:]
+    frames = [frame(a, b, n) for n in (60, 61, 1000, 1514) * 10]      # 40 frames, 16 TX slots
+    sent = 0
+    got = []
+    while sent < len(frames):
+        sent += a.transmit([(f, None) for f in frames[sent:sent + 8]])
+        got += receive(b, min(sent, len(frames)) - len(got))
+    assert [f for f, _ in got] == frames
+    for r in ta + tb:
+        validate_record(r)
+    # a's TX chains: one descriptor each, header and frame, device-readable.
+    tx_chains = of(ta, "chain", TX_RING)
+    assert [c["bytes"] for c in tx_chains] == [HDR_LEN + len(f) for f in frames]
+    assert all(c["dir"] == "tx" and len(c["descs"]) == 1 and c["descs"][0][2] == 0 for c in tx_chains)
+    # Reaped TX entries name chains that were added; the index moves add up.
+    added = {c["head"] for c in tx_chains}
+    assert {u["id"] for u in of(ta, "used", TX_RING)} <= added and of(ta, "used", TX_RING)
+    assert sum((r["new"] - r["old"]) & 0xFFFF for r in of(ta, "avail_idx", TX_RING)) == len(frames)
+    assert sum((r["new"] - r["old"]) & 0xFFFF for r in of(ta, "used_idx", TX_RING)) == len(of(ta, "used", TX_RING))
+    # b reaped one used RX entry per frame, its written length header + frame,
+    # naming a buffer b had offered, and gave it straight back.
+    used = of(tb, "used", RX_RING)
+    assert [u["len"] for u in used] == [HDR_LEN + len(f) for f in frames]
+    assert len(of(tb, "chain", RX_RING)) == len(frames)
+    assert of(tb, "call", RX_RING) or b.counters["rx_interrupts"] == 0
+    assert len(of(tb, "call", RX_RING)) == b.counters["rx_interrupts"]
+    kicks = of(ta, "kick", TX_RING) + of(ta, "kick_suppressed", TX_RING)
+    assert len(of(ta, "kick", TX_RING)) == a.counters["tx_kicks"] and kicks
+    assert all(k["reason"] == "event_idx" for k in of(ta, "kick_suppressed"))
+
+
+def test_drops_are_traced_with_their_reason(nics):
+    records = []
+    a = nics("a", trace_sink=records.append)
+    b = nics("b")
+    a.transmit([(frame(a, b, 60)[:10], None), (frame(a, b, 60) + bytes(9000), None), (frame(a, b, 60), None)])
+    drops = of(records, "drop")
+    assert sorted((d["queue"], d["dir"], d["reason"]) for d in drops) == [
+        (TX_RING, "tx", "oversize"), (TX_RING, "tx", "runt")]
+    assert collections.Counter(d["reason"] for d in drops) == {"oversize": 1, "runt": 1}
+
+
+def test_off_means_no_records_and_turning_on_later_shows_only_what_follows(nics):
+    records = []
+    a = nics("a")
+    b = nics("b")
+    for _ in range(3):
+        a.transmit([(frame(a, b, 100), None)] * 5)
+        receive(b, 5)
+    a.tracer.add_sink(records.append)
+    a.transmit([(frame(a, b, 100), None)])
+    receive(b, 1)
+    assert len(of(records, "chain", TX_RING)) == 1 and of(records, "chain", TX_RING)[0]["bytes"] == HDR_LEN + 100
+    a.tracer.remove_sink(records.append)
+    n = len(records)
+    a.transmit([(frame(a, b, 100), None)])
+    receive(b, 1)
+    assert len(records) == n
