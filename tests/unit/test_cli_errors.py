@@ -185,6 +185,12 @@ def test_stack_and_ping_without_a_backend(command, tmp_path, stale_socket):
     assert_one_line_error(r, command, f"no vhost-user backend listening on {stale_socket}", "refused")
 
 
+def test_stack_trace_file_it_cannot_write(tmp_path):
+    r = mnet("stack", "--nic", f"vhost-user:{tmp_path / 'x.sock'}", "--ip", "10.0.0.9/24",
+             "--trace", str(tmp_path / "no" / "dir" / "t.trace"))
+    assert_one_line_error(r, "stack", "bad --trace: cannot write trace file", "No such file or directory")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--serve", "sctp-echo:7"], "bad --serve 'sctp-echo:7'"),
     (["--serve", "udp-echo:0"], "port must be 1..65535"),
