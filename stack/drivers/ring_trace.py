@@ -21,7 +21,7 @@ the whole ring in that time to overwrite one).
 """
 from __future__ import annotations
 
-from nicdev.virtio.memory import GuestMemory
+from nicdev.virtio.memory import GuestMemory, GuestMemoryError
 from nicdev.virtio.ring import (
     DESC_SIZE, DESC_STRUCT, USED_ELEM_STRUCT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
 )
@@ -100,9 +100,13 @@ class RingWatch:
         """The descriptors of the chain at `head`, [addr, len, flags] each,
         an indirect table's entries in place of its ring descriptor."""
         read = self._mem.read
-        addr, length, flags, nxt = DESC_STRUCT.unpack(read(self._desc_gpa + DESC_SIZE * head, DESC_SIZE))
+        addr, length, flags, nxt = DESC_STRUCT.unpack(read(self._desc_gpa + DESC_SIZE * (head % self.size),
+                                                           DESC_SIZE))
         if flags & VRING_DESC_F_INDIRECT:
-            table = read(addr, length - length % DESC_SIZE)
+            try:
+                table = read(addr, length - length % DESC_SIZE)
+            except GuestMemoryError:        # tracing never breaks the driver: show the ring descriptor
+                return [[addr, length, flags]], True
             entries = [DESC_STRUCT.unpack_from(table, off) for off in range(0, len(table), DESC_SIZE)]
             return [[a, n, f] for a, n, f, _ in entries], True
         descs = [[addr, length, flags]]

@@ -145,3 +145,49 @@ def test_off_means_no_records_and_turning_on_later_shows_only_what_follows(nics)
     a.transmit([(frame(a, b, 100), None)])
     receive(b, 1)
     assert len(records) == n
+
+
+class _Ring:
+    """What RingWatch asks of a driver ring: how far it reaped."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    @property
+    def last_used(self):
+        return self.queue.last_used
+
+
+def test_watch_reads_multi_descriptor_and_indirect_chains_from_ring_memory():
+    from nicdev.virtio.driver_queue import DriverQueue
+    from nicdev.virtio.memory import GuestMemory, MemoryRegion
+    from nicdev.virtio.ring import SplitRingLayout
+    from nicdev.virtio.trace import Tracer
+    from stack.drivers.ring_trace import RingWatch
+
+    mem = GuestMemory([MemoryRegion(0, 0x10000, bytearray(0x10000))])
+    queue = DriverQueue.from_layout(SplitRingLayout(8, 0), event_idx=True)
+    queue.init(mem)
+    records = []
+    tracer = Tracer("nic", "driver")
+    tracer.add_sink(records.append)
+    watch = RingWatch(tracer, 1, "tx", mem, queue, _Ring(queue))
+    watch.mark()
+    h1 = queue.add(mem, [(0x4000, 12), (0x4100, 60)], [(0x5000, 100)], "chain")
+    h2 = queue.add_indirect(mem, 0x6000, [(0x7000, 30)], [(0x7100, 40), (0x7200, 50)], "indirect")
+    queue.publish(mem)
+    watch.look()
+    chains = of(records, "chain")
+    assert [(c["head"], c["descs"], c["indirect"], c["bytes"]) for c in chains] == [
+        (h1, [[0x4000, 12, 1], [0x4100, 60, 1], [0x5000, 100, 2]], False, 172),
+        (h2, [[0x7000, 30, 1], [0x7100, 40, 3], [0x7200, 50, 2]], True, 120)]
+    assert [(r["old"], r["new"]) for r in of(records, "avail_idx")] == [(0, 2)]
+    # The device uses the second chain: written to the used ring by hand.
+    used = mem.view(queue.used_gpa, 12).cast("H")
+    mem.write(queue.used_gpa + 4, h2.to_bytes(4, "little") + (90).to_bytes(4, "little"))
+    used[1] = 1
+    watch.mark()
+    assert queue.reap(mem) == [("indirect", 90)]
+    watch.look()
+    assert [(r["id"], r["len"]) for r in of(records, "used")] == [(h2, 90)]
+    assert [(r["old"], r["new"]) for r in of(records, "used_idx")] == [(0, 1)]
