@@ -118,6 +118,63 @@ def test_chains_and_used_entries_match_the_frames_both_ways(nics):
     assert all(k["reason"] == "event_idx" for k in of(ta, "kick_suppressed"))
 
 
+def chains(records, port, direction):
+    return [(r["head"], r["descs"], r["indirect"], r["bytes"]) for r in records
+            if r["kind"] == "chain" and r["port"] == port and r["dir"] == direction]
+
+
+def used(records, port, direction):
+    return [(r["id"], r["len"]) for r in records
+            if r["kind"] == "used" and r["port"] == port and r["dir"] == direction]
+
+
+def test_driver_and_device_records_agree_for_the_same_chains(bg, tmp_path):
+    """Both halves of the same rings traced: the driver (the stack's NIC) and
+    the device (a real switch port) tell the same story."""
+    device, driver, nics = [], [], []
+    ports = [bg.add_port(VhostUserPort(name, str(tmp_path / f"{name}.sock"))) for name in ("a", "b")]
+    bg.call(lambda: [port.tracer.add_sink(device.append) for port in ports])
+    try:
+        for port in ports:
+            nics.append(VirtioNetNic(port.socket_path, queue_size=QS, trace_sink=driver.append))
+        a, b = nics
+        for src, dst, count in ((a, b, 40), (b, a, 7)):
+            frames = [frame(src, dst, (60, 1514, 300, 999)[k % 4]) for k in range(count)]
+            got, sent = [], 0
+            while sent < count:
+                sent += src.transmit([(f, None) for f in frames[sent:sent + 8]])
+                wait_for(lambda: got.extend(dst.receive(64)) or len(got) >= sent, f"{sent} frames at {dst.name}")
+        device_seen = bg.call(lambda: list(device))
+        driver_seen = list(driver)
+    finally:
+        for nic in nics:
+            nic.close()
+    for port, nic in {"a": a.name, "b": b.name}.items():
+        # The set-up: every vhost-user message the driver sent, the device got, in order.
+        sent_msgs = [r["request"] for r in driver_seen if r["kind"] == "vhost_msg" and r["port"] == nic]
+        got_msgs = [r["request"] for r in device_seen if r["kind"] == "vhost_msg" and r["port"] == port]
+        assert got_msgs == sent_msgs and "SET_MEM_TABLE" in sent_msgs
+        assert [(r["value"], r["protocol"]) for r in driver_seen if r["kind"] == "features" and r["port"] == nic] == \
+            [(r["value"], r["protocol"]) for r in device_seen if r["kind"] == "features" and r["port"] == port]
+        # TX: the device popped exactly the chains the driver added, in order,
+        # with the same descriptors; the driver reaped what the device used.
+        assert chains(device_seen, port, "tx") == chains(driver_seen, nic, "tx") and chains(driver_seen, nic, "tx")
+        pushed = used(device_seen, port, "tx")
+        assert used(driver_seen, nic, "tx") == pushed[:len(used(driver_seen, nic, "tx"))]
+        # RX: the device popped the buffers the driver offered, in order, and
+        # wrote the used entries (id, length) the driver reaped.
+        offered, popped = chains(driver_seen, nic, "rx"), chains(device_seen, port, "rx")
+        assert popped == offered[:len(popped)] and popped
+        assert used(driver_seen, nic, "rx") == used(device_seen, port, "rx")
+        # Notifications coalesce in the eventfd: never more received than sent.
+        kicks_sent = len([r for r in driver_seen if r["kind"] == "kick" and r["port"] == nic])
+        kicks_got = len([r for r in device_seen if r["kind"] == "kick" and r["port"] == port])
+        assert 0 < kicks_got <= kicks_sent
+        calls_sent = len([r for r in device_seen if r["kind"] == "call" and r["port"] == port and r["dir"] == "rx"])
+        calls_got = len([r for r in driver_seen if r["kind"] == "call" and r["port"] == nic])
+        assert calls_got <= calls_sent
+
+
 def test_drops_are_traced_with_their_reason(nics):
     records = []
     a = nics("a", trace_sink=records.append)
