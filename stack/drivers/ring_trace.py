@@ -92,13 +92,14 @@ class RingWatch:
                 head = int.from_bytes(self._mem.read(self._avail_gpa + 4 + 2 * slot, 2), "little")
                 descs, indirect = self.chain(head)
                 tracer.emit("chain", q, d, head=head, descs=descs, indirect=indirect,
-                            bytes=sum(length for _, length, _ in descs))
+                            bytes=sum(length for _, length, flags in descs if not flags & VRING_DESC_F_INDIRECT))
             tracer.emit("avail_idx", q, d, old=old, new=new)
             self._avail_mark = new
 
     def chain(self, head: int) -> tuple[list[list[int]], bool]:
-        """The descriptors of the chain at `head`, [addr, len, flags] each,
-        an indirect table's entries in place of its ring descriptor."""
+        """The descriptors of the chain at `head`, [addr, len, flags] each; for
+        an indirect chain its ring descriptor (flags 4), then the table's
+        entries, as the device side records them."""
         read = self._mem.read
         addr, length, flags, nxt = DESC_STRUCT.unpack(read(self._desc_gpa + DESC_SIZE * (head % self.size),
                                                            DESC_SIZE))
@@ -108,7 +109,7 @@ class RingWatch:
             except GuestMemoryError:        # tracing never breaks the driver: show the ring descriptor
                 return [[addr, length, flags]], True
             entries = [DESC_STRUCT.unpack_from(table, off) for off in range(0, len(table), DESC_SIZE)]
-            return [[a, n, f] for a, n, f, _ in entries], True
+            return [[addr, length, flags]] + [[a, n, f] for a, n, f, _ in entries], True
         descs = [[addr, length, flags]]
         while flags & VRING_DESC_F_NEXT and len(descs) < _MAX_CHAIN:
             addr, length, flags, nxt = DESC_STRUCT.unpack(read(self._desc_gpa + DESC_SIZE * (nxt % self.size),

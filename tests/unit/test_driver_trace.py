@@ -237,7 +237,7 @@ def test_watch_reads_multi_descriptor_and_indirect_chains_from_ring_memory():
     chains = of(records, "chain")
     assert [(c["head"], c["descs"], c["indirect"], c["bytes"]) for c in chains] == [
         (h1, [[0x4000, 12, 1], [0x4100, 60, 1], [0x5000, 100, 2]], False, 172),
-        (h2, [[0x7000, 30, 1], [0x7100, 40, 3], [0x7200, 50, 2]], True, 120)]
+        (h2, [[0x6000, 48, 4], [0x7000, 30, 1], [0x7100, 40, 3], [0x7200, 50, 2]], True, 120)]
     assert [(r["old"], r["new"]) for r in of(records, "avail_idx")] == [(0, 2)]
     # The device uses the second chain: written to the used ring by hand.
     used = mem.view(queue.used_gpa, 12).cast("H")
