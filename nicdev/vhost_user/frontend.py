@@ -115,6 +115,11 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
+def _ring_direction(index: int) -> str:
+    """Even rings receive, odd ones transmit (one queue pair per two rings)."""
+    return "tx" if index % 2 else "rx"
+
+
 def _eventfd() -> int:
     return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
@@ -265,7 +270,9 @@ class VhostUserFrontend:
         msg = Message(request, VERSION | (FLAG_NEED_REPLY if want_ack else 0), payload, list(fds))
         log.debug("%s: -> %s", self.name, msg)
         if self.tracer.on:
-            self.tracer.emit("vhost_msg", request=name, size=len(encode_payload(payload)), fds=len(msg.fds))
+            index = getattr(payload, "index", None)         # a ring message names its ring
+            self.tracer.emit("vhost_msg", index, None if index is None else _ring_direction(index), request=name,
+                             size=len(encode_payload(payload)), fds=len(msg.fds))
         try:
             conn.send(msg)
             if not (explicit or want_ack):
@@ -414,8 +421,7 @@ class VhostUserFrontend:
             self._trace_ring(ring.index, "stop")
 
     def _trace_ring(self, index: int, state: str) -> None:
-        # Even rings receive, odd ones transmit (one queue pair per two rings).
-        self.tracer.emit("ring", index, "tx" if index % 2 else "rx", state=state)
+        self.tracer.emit("ring", index, _ring_direction(index), state=state)
 
     def _teardown(self) -> None:
         self.closed = True

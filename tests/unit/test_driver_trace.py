@@ -68,7 +68,9 @@ def test_set_up_is_traced_from_the_start(nics):
     msgs = [r["request"] for r in of(records, "vhost_msg")]
     assert msgs[:2] == ["GET_FEATURES", "GET_PROTOCOL_FEATURES"] and "SET_MEM_TABLE" in msgs
     mem_table = of(records, "vhost_msg")[msgs.index("SET_MEM_TABLE")]
-    assert mem_table["fds"] == 1 and mem_table["size"] > 0
+    assert mem_table["fds"] == 1 and mem_table["size"] > 0 and mem_table["queue"] is None
+    kicks = [(r["queue"], r["dir"], r["fds"]) for r in of(records, "vhost_msg") if r["request"] == "SET_VRING_KICK"]
+    assert kicks == [(0, "rx", 1), (1, "tx", 1)]
     features = of(records, "features")
     assert [f["protocol"] for f in features] == [True, False] and features[1]["value"] == a.features
     assert [(r["queue"], r["dir"], r["state"]) for r in of(records, "ring")] == [
@@ -151,9 +153,11 @@ def test_driver_and_device_records_agree_for_the_same_chains(bg, tmp_path):
             nic.close()
     for port, nic in {"a": a.name, "b": b.name}.items():
         # The set-up: every vhost-user message the driver sent, the device got, in order.
-        sent_msgs = [r["request"] for r in driver_seen if r["kind"] == "vhost_msg" and r["port"] == nic]
-        got_msgs = [r["request"] for r in device_seen if r["kind"] == "vhost_msg" and r["port"] == port]
-        assert got_msgs == sent_msgs and "SET_MEM_TABLE" in sent_msgs
+        sent_msgs = [(r["request"], r["queue"], r["dir"], r["fds"]) for r in driver_seen
+                     if r["kind"] == "vhost_msg" and r["port"] == nic]
+        got_msgs = [(r["request"], r["queue"], r["dir"], r["fds"]) for r in device_seen
+                    if r["kind"] == "vhost_msg" and r["port"] == port]
+        assert got_msgs == sent_msgs and ("SET_MEM_TABLE", None, None, 1) in sent_msgs
         assert [(r["value"], r["protocol"]) for r in driver_seen if r["kind"] == "features" and r["port"] == nic] == \
             [(r["value"], r["protocol"]) for r in device_seen if r["kind"] == "features" and r["port"] == port]
         # TX: the device popped exactly the chains the driver added, in order,
