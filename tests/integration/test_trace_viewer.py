@@ -70,38 +70,33 @@ def test_stack_ping_through_a_traced_switch(tmp_path):
     assert "a q0 rx" in labels and "b q1 tx" in labels
 
 
-def test_linux_guest_ring_trace(mnet_switch, mnet_vm, tmp_path):
-    """A driver test as its author writes one: trace the guest's port, ping,
+def test_linux_guest_ring_trace(mnet_switch, mnet_vm, mnet_trace, tmp_path):
+    """A driver test as its author writes one (docs/tracing.md shows it):
+    trace the switch, let a Linux guest ping a MultiOS stack on another port,
     assert on what the guest's virtio-net driver did."""
-    from nicdev.virtio.trace import JsonLinesWriter
     from stack import Stack
     from stack.drivers import VirtioNetNic
 
-    path = str(tmp_path / "guest.trace")
-    writer = JsonLinesWriter(path)
-    mnet_switch.call(lambda: mnet_switch.switch.add_trace_sink(writer))
-    peer = mnet_switch.vhost_user_port("stack")
-    nic = VirtioNetNic(peer.socket_path, timeout=30)
+    nic = VirtioNetNic(mnet_switch.vhost_user_port("stack").socket_path, timeout=30)
     stack = Stack(nic, "10.0.0.9/24").start()
     try:
         vm = mnet_vm("vm0", ip="10.0.0.1/24")
         r = vm.run("ping -c 5 -i 0.2 -w 20 10.0.0.9", timeout=40)
         assert r.status == 0 and "5 packets received" in r.output, r.output
     finally:
-        mnet_switch.call(lambda: mnet_switch.switch.remove_trace_sink(writer))
-        writer.close()
         stack.stop()
         nic.close()
 
-    trace = TraceAssertions.from_file(path)
+    trace = mnet_trace.assertions()                         # stops recording
     trace.assert_rx_buffers_posted("vm0", at_least=64)     # Linux fills its receive ring
     trace.assert_longest_chain("vm0", at_most=2, queue=1)  # a ping is a small linear frame
     trace.assert_no_drops("vm0")
     # The stack's driver keeps transmit interrupts off (used_event behind) under EVENT_IDX.
     trace.assert_calls_suppressed("stack", reason="event_idx")
-    print(mnet("trace", "summary", path).stdout)
-    rows = summary_rows(path)
+
+    print(mnet("trace", "summary", mnet_trace.path).stdout)
+    rows = summary_rows(mnet_trace.path)
     assert rows["vm0", 1]["chains"] >= 5 and rows["vm0", 0]["used"] >= 5
-    plot = mnet("trace", "plot", path, "-o", str(tmp_path / "guest.png"))
+    plot = mnet("trace", "plot", mnet_trace.path, "-o", str(tmp_path / "guest.png"))
     assert plot.returncode == 0, plot.stderr
     assert (tmp_path / "guest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
