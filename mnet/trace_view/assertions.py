@@ -18,7 +18,7 @@ from typing import Iterable
 from nicdev.virtio.trace import read_trace
 
 from .load import Trace
-from .summary import summarize
+from .summary import buffer_descriptors, summarize
 
 
 class TraceAssertions:
@@ -79,8 +79,9 @@ class TraceAssertions:
                    default=0)
 
     def longest_chain(self, port: str, queue: int | None = None, side: str | None = None) -> int:
-        """Descriptors in the longest chain (0 if none)."""
-        return max((len(r["descs"]) for r in self._select(port, "chain", queue=queue, side=side)), default=0)
+        """Buffer descriptors in the longest chain (0 if none); an indirect
+        chain's table entries count, not the descriptor pointing at the table."""
+        return max((buffer_descriptors(r) for r in self._select(port, "chain", queue=queue, side=side)), default=0)
 
     def chains(self, port: str, queue: int | None = None, side: str | None = None) -> int:
         return len(self._select(port, "chain", queue=queue, side=side))

@@ -8,6 +8,14 @@ from typing import Iterable
 
 from .occupancy import Occupancy, forgets, queue_key
 
+VRING_DESC_F_INDIRECT = 4
+
+
+def buffer_descriptors(chain: dict) -> int:
+    """A chain's length in descriptors that hold data: an indirect chain's
+    descriptor pointing at its table is listed but carries no buffer."""
+    return sum(1 for _, _, flags in chain["descs"] if not flags & VRING_DESC_F_INDIRECT)
+
 
 @dataclass
 class QueueSummary:
@@ -21,8 +29,8 @@ class QueueSummary:
     dir: str | None = None
     chains: int = 0
     chain_bytes: int = 0               # sum of the chains' descriptor lengths
-    descriptors: int = 0
-    longest_chain: int = 0             # descriptors in the longest chain
+    descriptors: int = 0               # buffer descriptors (buffer_descriptors)
+    longest_chain: int = 0             # buffer descriptors in the longest chain
     used: int = 0
     used_bytes: int = 0                # sum of the used entries' written lengths
     kicks: int = 0
@@ -68,8 +76,9 @@ class QueueSummary:
         if kind == "chain":
             self.chains += 1
             self.chain_bytes += r["bytes"]
-            self.descriptors += len(r["descs"])
-            self.longest_chain = max(self.longest_chain, len(r["descs"]))
+            length = buffer_descriptors(r)
+            self.descriptors += length
+            self.longest_chain = max(self.longest_chain, length)
         elif kind == "used":
             self.used += 1
             self.used_bytes += r["len"]

@@ -113,3 +113,11 @@ def test_posted_buffers_from_the_avail_index_first_seen_wrapping_and_per_side():
     assert TraceAssertions(both).rx_buffers_posted("vm0") == 256
     # transmit queues do not count
     assert TraceAssertions([{**avail(1, None, 9, queue=1), "dir": "tx"}]).rx_buffers_posted("vm0") == 0
+
+
+def test_longest_chain_counts_an_indirect_table_not_its_pointer():
+    chain = {"t": 1, "port": "vm0", "side": "device", "queue": 1, "dir": "tx", "kind": "chain", "head": 0,
+             "descs": [[0x8000, 32, 4], [0x1000, 12, 1], [0x2000, 88, 0]], "indirect": True, "bytes": 100}
+    trace = TraceAssertions([chain])
+    assert trace.longest_chain("vm0") == 2
+    trace.assert_longest_chain("vm0", at_most=2)

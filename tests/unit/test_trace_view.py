@@ -211,3 +211,11 @@ def test_a_reset_of_the_whole_device_empties_every_queue_of_that_port():
 
 def test_an_index_first_seen_shows_its_old_value_as_unknown():
     assert format_record(rec(1, "avail_idx", 0, "rx", old=None, new=1024), 1).endswith("avail_idx ? -> 1024")
+
+
+def test_an_indirect_chain_counts_its_table_entries_not_the_pointer():
+    # as the device records it: the descriptor pointing at the table (flags 4), then the table's entries
+    indirect = rec(0, "chain", head=5, descs=[[0x8000, 48, 4], [0x1000, 12, 1], [0x2000, 100, 1], [0x3000, 200, 0]],
+                   indirect=True, bytes=312)
+    (row,) = summarize([indirect, chain(1, 6, [(0x1000, 60, 0)])])
+    assert (row.descriptors, row.longest_chain, row.descs_per_chain) == (4, 3, 2.0)
