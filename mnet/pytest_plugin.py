@@ -17,6 +17,18 @@ Fixtures:
 - `mnet_testpmd`: `.frontend(path, mode)` / `.backend(path, mode)` start
   DPDK's testpmd (see nicdev.vhost_user.testpmd); stopped after the test.
 
+- `mnet_trace`: records the ring events of every port of `mnet_switch`
+  (docs/tracing.md) into `.path` from the start of the test;
+  `.assertions()` stops recording and returns the trace as `TraceAssertions`.
+
+Assertions on a ring trace (docs/tracing.md), failing with the numbers:
+
+    from mnet.pytest_plugin import TraceAssertions
+    trace = TraceAssertions.from_file(path)          # or TraceAssertions(records)
+    trace.assert_rx_buffers_posted("vm0", at_least=64)
+    trace.assert_longest_chain("vm0", at_most=2, queue=1)
+    trace.assert_calls_suppressed("vm0", reason="event_idx")
+
 Imports are lazy so that merely having the plugin installed costs nothing.
 """
 from __future__ import annotations
@@ -25,6 +37,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+
+def __getattr__(name: str):
+    # TraceAssertions on first use: the trace reader loads the ring code.
+    if name == "TraceAssertions":
+        from mnet.trace_view.assertions import TraceAssertions
+
+        return TraceAssertions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +140,38 @@ def mnet_testpmd(tmp_path):
     finally:
         for pmd in fixture.started:
             pmd.stop()
+
+
+class _TraceFixture:
+    """Records every port of `mnet_switch` (present and future) into `path`."""
+
+    def __init__(self, switch: _SwitchFixture, path: Path) -> None:
+        from nicdev.virtio.trace import JsonLinesWriter
+
+        self.path = str(path)
+        self._switch = switch
+        self._writer = JsonLinesWriter(self.path)
+        switch.call(lambda: switch.switch.add_trace_sink(self._writer))
+
+    def stop(self) -> None:
+        """Stop recording and close the file (the fixture does it after the test)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._switch.call(lambda: self._switch.switch.remove_trace_sink(writer))
+            writer.close()
+
+    def assertions(self):
+        """Stop recording; the trace as `TraceAssertions`."""
+        from mnet.trace_view.assertions import TraceAssertions
+
+        self.stop()
+        return TraceAssertions.from_file(self.path)
+
+
+@pytest.fixture
+def mnet_trace(mnet_switch, tmp_path):
+    fixture = _TraceFixture(mnet_switch, tmp_path / "ring.trace")
+    try:
+        yield fixture
+    finally:
+        fixture.stop()
