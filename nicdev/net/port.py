@@ -24,6 +24,13 @@ gets the burst's frames one by one. The other way, a port that sets
 call per burst per port, with the frames in the order they came; every
 other port gets `transmit(frame, meta)` per frame, as before
 (`transmit_burst`'s default loops over it, for direct callers).
+
+Link state: `set_link(False)` takes the port's link down on purpose (the
+control socket's `link` op). While it is down the switch sends the port
+nothing (`tx_dropped`) and frames from its peer go nowhere (`rx_dropped`),
+both counted under the error "link down". A port whose peer can be told
+(a QEMU guest through QMP: `VhostUserPort`'s `qmp` option) has a
+`link_notifier`, called with the new state.
 """
 from __future__ import annotations
 
@@ -75,6 +82,8 @@ class Port(abc.ABC):
         self.name = name
         self.counters = PortCounters()
         self.link_up = True
+        # Called with the new state by set_link, to tell the peer (None: nobody to tell).
+        self.link_notifier: Callable[[bool], None] | None = None
         # Set by the switch when the port is added; frames from the peer go here.
         self._sink: Callable[["Port", bytes, FrameMeta | None], None] | None = None
         self._burst_sink: Callable[["Port", Burst], None] | None = None
@@ -91,6 +100,9 @@ class Port(abc.ABC):
         with its metadata if it is not finished (see the module doc)."""
         self.counters.rx_frames += 1
         self.counters.rx_bytes += len(frame)
+        if not self.link_up:
+            self.count_link_down(1, rx=True)
+            return
         sink = self._sink
         if sink is not None:
             sink(self, frame, meta)
@@ -101,6 +113,9 @@ class Port(abc.ABC):
         counters = self.counters
         counters.rx_frames += len(items)
         counters.rx_bytes += sum(len(frame) for frame, _ in items)
+        if not self.link_up:
+            self.count_link_down(len(items), rx=True)
+            return
         burst_sink = self._burst_sink
         if burst_sink is not None:
             burst_sink(self, items)
@@ -109,6 +124,25 @@ class Port(abc.ABC):
         if sink is not None:
             for frame, meta in items:
                 sink(self, frame, meta)
+
+    def set_link(self, up: bool) -> None:
+        """Take the link down (False) or up (True): see the module doc. The
+        peer is told through `link_notifier` if the port has one; a `link`
+        trace record is emitted when the port is traced."""
+        self.link_up = bool(up)
+        tracer = getattr(self, "tracer", None)
+        if tracer is not None and tracer.on:
+            tracer.emit("link", None, None, up=self.link_up)
+        if self.link_notifier is not None:
+            self.link_notifier(self.link_up)
+
+    def count_link_down(self, frames: int, *, rx: bool) -> None:
+        """Frames from the peer (rx) or to it refused while the link is down."""
+        if rx:
+            self.counters.rx_dropped += frames
+        else:
+            self.counters.tx_dropped += frames
+        self.counters.errors["link down"] = self.counters.errors.get("link down", 0) + frames
 
     @property
     def wants_bursts(self) -> bool:
