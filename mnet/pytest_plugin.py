@@ -17,6 +17,14 @@ Fixtures:
 - `mnet_testpmd`: `.frontend(path, mode)` / `.backend(path, mode)` start
   DPDK's testpmd (see nicdev.vhost_user.testpmd); stopped after the test.
 
+Assertions on a ring trace (docs/tracing.md), failing with the numbers:
+
+    from mnet.pytest_plugin import TraceAssertions
+    trace = TraceAssertions.from_file(path)          # or TraceAssertions(records)
+    trace.assert_rx_buffers_posted("vm0", at_least=64)
+    trace.assert_longest_chain("vm0", at_most=2, queue=1)
+    trace.assert_calls_suppressed("vm0", reason="event_idx")
+
 Imports are lazy so that merely having the plugin installed costs nothing.
 """
 from __future__ import annotations
@@ -25,6 +33,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+
+def __getattr__(name: str):
+    # TraceAssertions on first use: the trace reader loads the ring code.
+    if name == "TraceAssertions":
+        from mnet.trace_view.assertions import TraceAssertions
+
+        return TraceAssertions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ _ERROR_CLASSES = [
     ("guest.errors", "GuestTimeout"),
     ("guest.errors", "GuestChannelError"),
     ("qemu.errors", "QemuError"),
+    ("nicdev.virtio.trace", "TraceFormatError"),           # names file:line
 ]
 
 

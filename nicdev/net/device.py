@@ -72,6 +72,7 @@ from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.memory import GuestMemory
 from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.ring import QueueBroken
+from nicdev.virtio.trace import Tracer
 
 from .device_datapath import RX_NOTIFY, RX_RECHECK, RX_TAKEN, DeviceCounters, NetDatapath
 from .device_polling import DevicePoller
@@ -133,7 +134,9 @@ class VirtioNetDevice(BackendDevice):
     (optional) a burst of finished frames still in the C data path's pool
     (`PooledFrames`, valid only during the call). Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
-    without a loop (unit tests) call `process_tx()` yourself.
+    without a loop (unit tests) call `process_tx()` yourself. `tracer` (a
+    `nicdev.virtio.trace.Tracer`, by default one of its own: `device.tracer`)
+    gets the ring records while it is on (docs/tracing.md).
 
     What was negotiated (header size, offloads each way, MTU) is the data
     path's: `device.datapath`.
@@ -152,6 +155,7 @@ class VirtioNetDevice(BackendDevice):
         datapath: str | None = None,
         on_burst: Callable[[list], None] | None = None,
         on_pooled: Callable[[PooledFrames], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
@@ -162,7 +166,9 @@ class VirtioNetDevice(BackendDevice):
         self.tx_budget = tx_budget      # chains per turn of the loop, so one guest cannot starve the rest
         self.loop = None
         self.counters = DeviceCounters()
-        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath)
+        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath, tracer=tracer)
+        self.tracer = self.datapath.tracer
+        self.ring_trace = self.datapath.ring_trace
         self.poller = DevicePoller(self, poll)     # polls the rings after traffic, by the `poll` mode
         self._reset_state()
 
@@ -182,7 +188,7 @@ class VirtioNetDevice(BackendDevice):
     def make_backend(self, name: str | None = None) -> VhostUserBackend:
         """A back-end offering this device's features, with this device attached."""
         return VhostUserBackend(self.offered_features, PROTOCOL_FEATURES, 2, device=self, queue_num=1,
-                                name=name or self.name)
+                                name=name or self.name, tracer=self.tracer)
 
     # -- state ---------------------------------------------------------------
     @property
@@ -214,6 +220,7 @@ class VirtioNetDevice(BackendDevice):
         self.mem = mem
 
     def ring_started(self, ring: Vring) -> None:
+        self.ring_trace.ring_restarted(ring.index)
         if ring.index == RX_RING:
             self.rx = ring
             self.datapath.rx_ring_started()
@@ -325,6 +332,8 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.kick_fd is None:
             return
         self.counters.tx_kicks += 1
+        if self.tracer.on:
+            self.tracer.emit("kick", TX_RING, "tx")
         if self._read_kick(ring):
             self.process_tx()
             self.poller.traffic()
@@ -334,6 +343,8 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.kick_fd is None:
             return
         self.counters.rx_kicks += 1
+        if self.tracer.on:
+            self.tracer.emit("kick", RX_RING, "rx")
         if self._read_kick(ring):
             self._flush_backlog()
             self.poller.traffic()
@@ -341,6 +352,9 @@ class VirtioNetDevice(BackendDevice):
     def _break(self, ring: Vring, reason: str) -> None:
         log.warning("%s: %s ring broken: %s", self.name, "rx" if ring.index == RX_RING else "tx", reason)
         ring.mark_broken(reason)
+        if self.tracer.on:
+            index = ring.index
+            self.tracer.emit("ring", index, "rx" if index == RX_RING else "tx", state="broken", reason=reason)
         ring.signal_error()
         self._unwatch(ring)
         if ring.index == RX_RING:
@@ -355,8 +369,12 @@ class VirtioNetDevice(BackendDevice):
         return True
 
     def _notify(self, ring: Vring) -> None:
-        if self.datapath.needs_notification(ring.queue, self.mem) and ring.signal_call():
+        needed = self.datapath.needs_notification(ring.queue, self.mem)
+        signalled = needed and ring.signal_call()
+        if signalled:
             self.counters.calls += 1
+        if self.tracer.on:
+            self.ring_trace.call(ring.index, ring.queue, needed, signalled)
 
     # -- TX: frames from the guest ----------------------------------------------
     def process_tx(self) -> int:

@@ -31,6 +31,11 @@ nothing (`tx_dropped`) and frames from its peer go nowhere (`rx_dropped`),
 both counted under the error "link down". A port whose peer can be told
 (a QEMU guest through QMP: `VhostUserPort`'s `qmp` option) has a
 `link_notifier`, called with the new state.
+
+Tracing: every port has `tracer` (a `nicdev.virtio.trace.Tracer`, side
+"device", named after the port), off until a sink is added. A vhost-user
+port's device writes its ring records there; the switch writes the drops it
+makes for any port (docs/tracing.md).
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from nicdev.virtio.offload import FrameMeta
+from nicdev.virtio.trace import DEVICE, Tracer
 
 __all__ = ["Port", "PortCounters", "Burst"]
 
@@ -81,6 +87,7 @@ class Port(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self.counters = PortCounters()
+        self.tracer = Tracer(name, DEVICE)
         self.link_up = True
         # Called with the new state by set_link, to tell the peer (None: nobody to tell).
         self.link_notifier: Callable[[bool], None] | None = None
@@ -130,9 +137,7 @@ class Port(abc.ABC):
         peer is told through `link_notifier` if the port has one; a `link`
         trace record is emitted when the port is traced."""
         self.link_up = bool(up)
-        tracer = getattr(self, "tracer", None)
-        if tracer is not None and tracer.on:
-            tracer.emit("link", None, None, up=self.link_up)
+        self.tracer.emit("link", None, None, up=self.link_up)
         if self.link_notifier is not None:
             self.link_notifier(self.link_up)
 
@@ -140,6 +145,9 @@ class Port(abc.ABC):
         """Frames from the peer (rx) or to it refused while the link is down."""
         if rx:
             self.counters.rx_dropped += frames
+            if self.tracer.on:          # the switch traces the ones it does not send
+                for _ in range(frames):
+                    self.tracer.emit("drop", None, "rx", reason="link_down", len=None, stage="port")
         else:
             self.counters.tx_dropped += frames
         self.counters.errors["link down"] = self.counters.errors.get("link down", 0) + frames

@@ -67,7 +67,7 @@ class VhostUserPort(Port):
         self.link_notifier = self.qmp_link
         self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
                                       poll=poll, datapath=datapath, on_burst=self.deliver_burst,
-                                      on_pooled=self.deliver_pooled)
+                                      on_pooled=self.deliver_pooled, tracer=self.tracer)
         self._pooled_sink: Callable[[Port, PooledFrames], None] | None = None
         self.backend = self.device.make_backend(name)
         try:
