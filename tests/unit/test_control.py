@@ -168,9 +168,9 @@ def test_trace_and_trace_read(loop):
 
 
 def test_trace_ops_say_when_the_switch_cannot_trace(switch):
-    handler = ControlHandler(switch)
-    if hasattr(switch, "set_tracing"):
-        pytest.skip("this switch traces")
+    class Untraced:         # a switch without the tracing part
+        ports = switch.ports
+    handler = ControlHandler(Untraced())
     assert "not supported" in error(handler, {"op": "trace", "port": "p1", "on": True})
     assert "not supported" in error(handler, {"op": "trace_read", "since": 0})
 
@@ -276,3 +276,15 @@ def test_garbage_always_gets_one_reply_line_and_the_switch_keeps_switching(reque
     finally:
         sw.close()
         loop.close()
+
+
+def test_link_changes_and_link_down_drops_are_traced(switch):
+    handler = ControlHandler(switch)
+    ok(handler, {"op": "trace", "port": "p2", "on": True})
+    ok(handler, {"op": "link", "port": "p2", "up": False})
+    switch.ports["p1"].deliver(frame(BCAST, A))              # to p2: not sent
+    switch.ports["p2"].deliver(frame(BCAST, B))              # from p2: not taken
+    records = ok(handler, {"op": "trace_read", "since": 0})["records"]
+    assert [(r["kind"], r.get("up"), r.get("reason"), r["dir"], r.get("stage")) for r in records[1:]] == [
+        ("link", False, None, None, None), ("drop", None, "link_down", None, "switch"),
+        ("drop", None, "link_down", "rx", "port")]

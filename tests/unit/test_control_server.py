@@ -263,3 +263,51 @@ def test_port_spec_qmp_keys():
         parse_port_spec("vm=vhost-user:/tmp/a.sock,qmp_device=nic1")
     with pytest.raises(PortSpecError, match="unknown key 'qmp'"):
         parse_port_spec("t=tap:tap9,qmp=/tmp/q.sock")
+
+
+# -- tracing through the socket, and `mnet trace live` ------------------------------------------
+def test_trace_ops_on_the_real_switch(lab):
+    with ControlClient(lab.server.path) as client:
+        assert client.trace("p1", True) == {"port": "p1", "on": True}
+        client.link("p1", False)
+        client.link("p1", True)
+        lab.bg.call(lambda: lab.p1.set_link(True))
+        reply = client.trace_read(since=0)
+        kinds = [(r["port"], r["kind"]) for r in reply["records"]]
+        assert kinds[0] == ("p1", "trace") and ("p1", "link") in kinds
+        assert [r["up"] for r in reply["records"] if r["kind"] == "link"] == [False, True, True]
+        assert client.trace_read(since=reply["next"])["records"] == []
+        client.trace(None, False)
+        with pytest.raises(ControlRequestError, match="no port named 'zz'"):
+            client.trace("zz", True)
+
+
+def test_trace_live_prints_the_records_as_they_come(lab, capsys):
+    from mnet.cli.main import main
+
+    with ControlClient(lab.server.path) as client:
+        client.trace("p2", True)
+        client.link("p2", False)                    # before live started: only with --from-start
+        lab.bg.loop.call_later(0.3, lambda: lab.p2.set_link(True))
+        status = main(["trace", "live", f"--control={lab.server.path}", "--from-start", "--duration", "1.0",
+                       "--kind", "link"])
+        out = capsys.readouterr().out.splitlines()
+        assert status == 0 and len(out) == 2, out
+        assert out[0].split()[1:] == ["p2", "*", "link", "down"] and out[1].split()[1:] == ["p2", "*", "link", "up"]
+        lab.bg.loop.call_later(0.3, lambda: lab.p2.set_link(False))
+        assert main(["trace", "live", f"--control={lab.server.path}", "--duration", "1.0", "--kind", "link",
+                     "--port", "p2"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 1 and out[0].endswith("p2 * link down"), out
+
+
+def test_trace_live_start_traces_and_stops_again(lab, capsys):
+    from mnet.cli.main import main
+
+    lab.bg.loop.call_later(0.3, lambda: lab.p1.set_link(False))
+    assert main(["trace", "live", f"--control={lab.server.path}", "--start", "--port", "p1", "--duration", "1.0",
+                 "--kind", "link"]) == 0
+    assert capsys.readouterr().out.strip().endswith("p1 * link down")
+    assert not lab.bg.call(lambda: lab.p1.tracer.on)
+    assert main(["trace", "live", "--control", str(lab.server.path) + ".none", "--duration", "1"]) == 1
+    assert "no switch listening at" in capsys.readouterr().err
