@@ -220,7 +220,7 @@ class ControlHandler:
         if set_fault is None:
             raise RequestError(f"device modes (fault) are not supported by port {port.name!r} ({port.kind})")
         set_fault(mode)
-        return {"port": port.name, "mode": mode}
+        return {"port": port.name, "mode": getattr(port, "fault", mode)}
 
 
 OPS = ("ports", "counters", "impair", "link", "trace", "trace_read", "fault")

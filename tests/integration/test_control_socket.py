@@ -41,6 +41,7 @@ class CtlLab:
         self.control = str(tmp / "ctl" / "switch.sock")
         self.vm_socket = str(tmp / "vm.sock")
         self.qmp = str(tmp / "vm-qmp.sock")
+        self.ifname_b = f"mc{tag}b"
         self.switch = MnetProcess("switch", f"--control={self.control}",
                                   f"--port=a=tap:mc{tag}a,netns={ns_a}", f"--port=b=tap:mc{tag}b,netns={ns_b}",
                                   f"--port=vm=vhost-user:{self.vm_socket},qmp={self.qmp}")
@@ -61,6 +62,12 @@ class CtlLab:
         m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
         assert m, out
         return int(m.group(1)), int(m.group(2)), out
+
+    def carrier_b(self) -> str:
+        """The host kernel's view of port b's interface: "1" carrier, "0" none."""
+        r = subprocess.run(["ip", "netns", "exec", self.ns_b, "cat", f"/sys/class/net/{self.ifname_b}/carrier"],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         return mnet("ctl", f"--control={self.control}", *args)
@@ -167,10 +174,12 @@ def test_delay_set_on_a_running_switch_shows_in_the_round_trip(lab):
     assert received == 5 and rtt_min >= 40.0, out
 
 
-def test_a_tap_link_down_stops_its_traffic_and_up_restores_it(lab):
+def test_a_tap_link_down_is_a_carrier_change_and_stops_its_traffic(lab):
+    assert lab.carrier_b() == "1"
     r = lab.ctl("link", "b", "down")
     assert r.returncode == 0 and r.stdout.strip() == "b: link down", r
     try:
+        assert lab.carrier_b() == "0"              # the kernel behind the TAP sees it too
         _, received, out = lab.ping(5, interval=0.1, wait=1)
         assert received == 0, out
         counters = json.loads(lab.ctl("counters").stdout)["ports"]["b"]
@@ -178,6 +187,7 @@ def test_a_tap_link_down_stops_its_traffic_and_up_restores_it(lab):
         assert "link down" in lab.ctl("ports").stdout.splitlines()[1]
     finally:
         assert lab.ctl("link", "b", "up").returncode == 0
+    assert lab.carrier_b() == "1"
     sent, received, out = lab.ping(10, interval=0.05)
     assert received == sent, out
 
@@ -189,7 +199,7 @@ def test_ctl_errors_are_one_line(lab, tmp_path):
                           f"no switch listening at {tmp_path}/none.sock")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def guest(lab, mnet_guest_image):
     from qemu.cmdline import NicConfig, extra_qmp_monitor_args
     from qemu.vm import VirtualMachine
@@ -216,3 +226,24 @@ def test_link_down_through_mnet_ctl_is_a_carrier_change_in_the_guest(lab, guest)
     wait_in_guest(guest, "grep -q 1 /sys/class/net/eth0/carrier", 20, "carrier on again")
     received, out = guest_ping(guest, IP_A, count=3)
     assert received == 3, out
+
+
+def test_trace_live_follows_the_guests_rings(lab, guest):
+    live = MnetProcess("trace", "live", f"--control={lab.control}", "--start", "--port", "vm",
+                       "--kind", "chain,used", "--duration", "30")
+    try:
+        # Ping until live has shown the guest's transmit chains (bounded by the test's own limit).
+        for _ in range(10):
+            guest_ping(guest, IP_A, count=2)
+            if b" vm q1 tx chain " in live.out:
+                break
+            live._pump(1.0)
+        live.expect(" vm q1 tx chain ", timeout=5)
+        live.expect(" vm q1 tx used ", timeout=5)
+    finally:
+        status, out, err = live.interrupt()
+    assert "Traceback" not in err
+    with ControlClient(lab.control) as client:       # --start's tracing was stopped again
+        assert [p for p in client.ports() if p["name"] == "vm"]
+        page = client.trace_read(since=0)
+        assert page["records"][-1]["kind"] == "trace" and page["records"][-1]["state"] == "stop"
