@@ -154,6 +154,7 @@ def test_loss_set_on_a_running_switch_is_measured(lab):
         sent, received, out = lab.ping(400, wait=1)
     finally:
         lab.ctl("impair", "b", "clear")
+    print(f"loss=50% on b (out): {received} of {sent} echo replies")
     # Each echo request crosses b's impaired direction once: Binomial(400, 0.5),
     # mean 200, standard deviation 10; five deviations either way.
     assert sent == 400 and 150 <= received <= 250, out
@@ -171,6 +172,7 @@ def test_delay_set_on_a_running_switch_shows_in_the_round_trip(lab):
     finally:
         lab.ctl("impair", "b", "clear")
     rtt_min = float(re.search(r"round-trip min/avg/max = ([\d.]+)/", out).group(1))
+    print(f"delay=40ms on b (out): {out.strip().splitlines()[-1]}")
     assert received == 5 and rtt_min >= 40.0, out
 
 

@@ -56,3 +56,32 @@ def test_link_down_under_the_stack_driver(tmp_path):
         for nic in nics:
             nic.close()
         bg.close()
+
+
+def test_impairing_a_running_vhost_user_port(tmp_path):
+    from nicdev.virtio.impairment import Impairment
+
+    bg = BackgroundSwitch()
+    nics = []
+    try:
+        ports = [bg.add_port(VhostUserPort(n, str(tmp_path / f"{n}.sock"))) for n in ("a", "b")]
+        a, b = (VirtioNetNic(p.socket_path, reconnect_interval=0.05) for p in ports)
+        nics += [a, b]
+        wait_for(lambda: a.link_up and b.link_up, "both NICs connected")
+        a.transmit(frame(a, b, b"learn a"))
+        b.transmit(frame(b, a, b"learn b"))
+        receive(a, 1), receive(b, 1)
+        wrapped = bg.call(lambda: bg.switch.set_impairments("b", Impairment(loss=1.0), None))
+        for i in range(20):                  # to b: all lost on the way out of port b
+            assert a.transmit(frame(a, b, b"lost %d" % i)) == 1
+        wait_for(lambda: bg.call(lambda: wrapped.impair_counters["out"].impaired_dropped) == 20, "20 frames lost")
+        assert b.receive(64) == []
+        b.transmit(frame(b, a, b"from b"))   # the other way is not impaired
+        assert receive(a, 1)[0][0].endswith(b"from b")
+        bg.call(lambda: bg.switch.set_impairments("b", None, None))
+        a.transmit(frame(a, b, b"kept"))
+        assert receive(b, 1)[0][0].endswith(b"kept")
+    finally:
+        for nic in nics:
+            nic.close()
+        bg.close()
