@@ -17,6 +17,10 @@ Fixtures:
 - `mnet_testpmd`: `.frontend(path, mode)` / `.backend(path, mode)` start
   DPDK's testpmd (see nicdev.vhost_user.testpmd); stopped after the test.
 
+- `mnet_trace`: records the ring events of every port of `mnet_switch`
+  (docs/tracing.md) into `.path` from the start of the test;
+  `.assertions()` stops recording and returns the trace as `TraceAssertions`.
+
 Assertions on a ring trace (docs/tracing.md), failing with the numbers:
 
     from mnet.pytest_plugin import TraceAssertions
@@ -136,3 +140,38 @@ def mnet_testpmd(tmp_path):
     finally:
         for pmd in fixture.started:
             pmd.stop()
+
+
+class _TraceFixture:
+    """Records every port of `mnet_switch` (present and future) into `path`."""
+
+    def __init__(self, switch: _SwitchFixture, path: Path) -> None:
+        from nicdev.virtio.trace import JsonLinesWriter
+
+        self.path = str(path)
+        self._switch = switch
+        self._writer = JsonLinesWriter(self.path)
+        switch.call(lambda: switch.switch.add_trace_sink(self._writer))
+
+    def stop(self) -> None:
+        """Stop recording and close the file (the fixture does it after the test)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._switch.call(lambda: self._switch.switch.remove_trace_sink(writer))
+            writer.close()
+
+    def assertions(self):
+        """Stop recording; the trace as `TraceAssertions`."""
+        from mnet.trace_view.assertions import TraceAssertions
+
+        self.stop()
+        return TraceAssertions.from_file(self.path)
+
+
+@pytest.fixture
+def mnet_trace(mnet_switch, tmp_path):
+    fixture = _TraceFixture(mnet_switch, tmp_path / "ring.trace")
+    try:
+        yield fixture
+    finally:
+        fixture.stop()

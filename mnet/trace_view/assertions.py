@@ -57,13 +57,26 @@ class TraceAssertions:
 
     def rx_buffers_posted(self, port: str, side: str | None = None) -> int:
         """Receive buffers the driver made available, as far as the trace shows:
-        chains on receive queues, or the avail index's advance there if larger
-        (a device pops a receive buffer only when a frame arrives, but sees the
-        index move as soon as the driver posts). Both are lower bounds."""
-        chains = len(self._select(port, "chain", direction="rx", side=side))
-        advance = sum((r["new"] - r["old"]) & 0xFFFF
-                      for r in self._select(port, "avail_idx", direction="rx", side=side))
-        return max(chains, advance)
+        the chains on receive queues or, if larger, the highest avail index
+        seen there (virtio's avail index starts at 0 when the driver sets the
+        ring up and counts every buffer it adds, so it is a lower bound even
+        when the trace starts late; a device pops a receive buffer only when
+        a frame arrives, but sees the index as soon as the driver posts)."""
+        posted: dict[str, int] = {}                          # per side: the sides see the same buffers
+        for r in self._select(port, "chain", direction="rx", side=side):
+            posted[r["side"]] = posted.get(r["side"], 0) + 1
+        highest: dict[tuple, int] = {}
+        wraps: dict[tuple, int] = {}
+        for r in self._select(port, "avail_idx", direction="rx", side=side):
+            key = (r["side"], r["queue"])
+            if r["old"] is not None and r["new"] < r["old"]:
+                wraps[key] = wraps.get(key, 0) + 1          # the 16-bit index wrapped
+            highest[key] = max(highest.get(key, 0), wraps.get(key, 0) * 0x10000 + r["new"])
+        by_index: dict[str, int] = {}
+        for (s, _), value in highest.items():
+            by_index[s] = by_index.get(s, 0) + value
+        return max([max(posted.get(s, 0), by_index.get(s, 0)) for s in posted.keys() | by_index.keys()],
+                   default=0)
 
     def longest_chain(self, port: str, queue: int | None = None, side: str | None = None) -> int:
         """Descriptors in the longest chain (0 if none)."""

@@ -19,6 +19,12 @@ def queue_key(record: dict) -> QueueKey:
     return record["port"], record["side"], record["queue"]
 
 
+def forgets(record: dict) -> bool:
+    """A ring stopped or reset: its chains in flight are gone. With a null
+    queue (the front-end went away) this holds for every ring of the port."""
+    return record["kind"] == "ring" and record["state"] in FORGETTING_STATES
+
+
 class Occupancy:
     """The in-flight chains of one queue; `mean` is weighted by time."""
 
@@ -52,7 +58,7 @@ class Occupancy:
             self.max = max(self.max, self.level)
         elif kind == "used":
             self.in_flight.discard(record["id"])
-        elif kind == "ring" and record["state"] in FORGETTING_STATES:
+        elif forgets(record):
             self.in_flight.clear()
         return self.level != before
 
@@ -68,9 +74,13 @@ def occupancy_steps(records: Iterable[dict]) -> Iterator[tuple[QueueKey, float, 
     """(queue, time, new level) each time a queue's occupancy changes."""
     queues: dict[QueueKey, Occupancy] = {}
     for record in records:
-        if record["queue"] is None:
+        if record["queue"] is not None:
+            targets = [queue_key(record)]
+            queues.setdefault(targets[0], Occupancy())
+        elif forgets(record):
+            targets = [k for k in queues if k[:2] == (record["port"], record["side"])]
+        else:
             continue
-        key = queue_key(record)
-        occupancy = queues.setdefault(key, Occupancy())
-        if occupancy.update(record):
-            yield key, record["t"], occupancy.level
+        for key in targets:
+            if queues[key].update(record):
+                yield key, record["t"], queues[key].level

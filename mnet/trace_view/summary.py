@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .occupancy import Occupancy, queue_key
+from .occupancy import Occupancy, forgets, queue_key
 
 
 @dataclass
@@ -83,8 +83,7 @@ class QueueSummary:
             self.calls_suppressed[r["reason"]] += 1
         elif kind == "drop":
             self.drops[r["reason"]] += 1
-        if r["queue"] is not None:
-            self.occupancy.update(r)
+        self.occupancy.update(r)
 
 
 def summarize(records: Iterable[dict], end: float | None = None) -> list[QueueSummary]:
@@ -92,6 +91,10 @@ def summarize(records: Iterable[dict], end: float | None = None) -> list[QueueSu
     up to `end` (the trace's end) or each queue's last record."""
     rows: dict[tuple, QueueSummary] = {}
     for r in records:
+        if r["queue"] is None and forgets(r):
+            for row in rows.values():
+                if (row.port, row.side) == (r["port"], r["side"]) and row.queue is not None:
+                    row.occupancy.update(r)
         if r["queue"] is None and r["kind"] != "drop":
             continue
         key = queue_key(r)

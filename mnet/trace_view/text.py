@@ -33,6 +33,11 @@ def _features(r: dict) -> str:
             + (f"{value:#x}" if isinstance(value, int) else str(value)))
 
 
+def _index_move(r: dict) -> str:
+    # old is null at the first look after a ring (re)start: not known yet.
+    return f"{'?' if r['old'] is None else r['old']} -> {r['new']}"
+
+
 def _fault(r: dict) -> str:
     return f"mode={r['mode'] if r['mode'] is not None else 'none (cleared)'}"
 
@@ -41,8 +46,8 @@ def _fault(r: dict) -> str:
 _DETAILS = {
     "chain": _chain,
     "used": lambda r: f"id={r['id']} len={r['len']}",
-    "avail_idx": lambda r: f"{r['old']} -> {r['new']}",
-    "used_idx": lambda r: f"{r['old']} -> {r['new']}",
+    "avail_idx": lambda r: _index_move(r),
+    "used_idx": lambda r: _index_move(r),
     "features": _features,
     "link": lambda r: "up" if r["up"] else "down",
     "fault": _fault,

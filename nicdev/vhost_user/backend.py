@@ -291,9 +291,11 @@ class VhostUserBackend:
         self._mapped: list[MappedRegion] = []
         self.rings = [Vring(i) for i in range(self.num_queues)]
 
-    def reset(self) -> None:
-        """The connection is gone: stop every ring, close every fd, unmap memory."""
-        self._trace_ring(None, "reset")
+    def reset(self, reason: str | None = None) -> None:
+        """The connection is gone (`reason`: why, for the trace): stop every
+        ring, close every fd, unmap memory."""
+        if self.tracer is not None and self.tracer.on:
+            self.tracer.emit("ring", None, None, state="reset", reason=reason)
         for ring in self.rings:
             self._stop_ring(ring)
             ring.close_fds()

@@ -317,3 +317,53 @@ def test_switch_trace_sink_reaches_present_and_later_ports():
     finally:
         switch.close()
         loop.close()
+
+
+def test_a_front_end_gone_after_garbage_is_a_reset_with_the_reason(tmp_path):
+    import socket
+    import time
+    from nicdev.net.vhost_user_port import VhostUserPort
+
+    loop = EventLoop()
+    port = VhostUserPort("vm0", str(tmp_path / "vm0.sock"))
+    records = []
+    port.tracer.add_sink(records.append)
+    port.start(loop)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(port.socket_path)
+        sock.sendall(b"\x01\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00")    # version 3: not ours
+        deadline = time.monotonic() + 10
+        while not any(r["kind"] == "ring" for r in records):
+            assert time.monotonic() < deadline, "the back-end never dropped the connection"
+            loop.run_once(0.1)
+        (reset,) = [r for r in records if r["kind"] == "ring"]
+        assert reset["state"] == "reset" and reset["reason"].startswith("protocol error: unsupported protocol version")
+    finally:
+        sock.close()
+        port.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("datapath", DATAPATHS)
+def test_a_pooled_burst_gives_the_records_and_frames_of_a_plain_one(datapath):
+    """The C path's bursts that stay in the pool (vhost-user to vhost-user)
+    are traced as any other: same records, same frames with their heads."""
+    seen = []
+    for pooled in (False, True):
+        net = TracedNet(datapath)
+        try:
+            if pooled:
+                got = []
+                net.dev.on_pooled = lambda frames: got.extend(f for f, _ in frames.items())
+            net.nic.send(frame(60, 1), frame(70, 2), frame(80, 3))
+            net.records.clear()
+            assert net.dev.process_tx() == 3
+            frames = (got if pooled else []) + net.frames     # the Python path has no pool
+            assert frames == [frame(60, 1), frame(70, 2), frame(80, 3)]
+            seen.append(([{k: v for k, v in r.items() if k != "t"} for r in net.records],
+                         [f[2:] for f in net.frames_seen]))
+        finally:
+            net.close()
+    assert seen[0] == seen[1]
+    assert [h for _, _, h, _ in seen[0][1]] == [0, 1, 2]

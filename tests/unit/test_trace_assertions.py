@@ -92,3 +92,24 @@ def test_records_from_a_list_and_the_driver_side():
     trace = TraceAssertions(records)
     assert trace.rx_buffers_posted("vm0", side="driver") == 4
     assert trace.rx_buffers_posted("vm0", side="device") == 1
+
+
+def avail(t, old, new, side="device", queue=0):
+    return {"t": t, "port": "vm0", "side": side, "queue": queue, "dir": "rx", "kind": "avail_idx",
+            "old": old, "new": new}
+
+
+def test_posted_buffers_from_the_avail_index_first_seen_wrapping_and_per_side():
+    # the first look after the ring started has no old index: the index itself counts
+    assert TraceAssertions([avail(1, None, 256)]).rx_buffers_posted("vm0") == 256
+    assert TraceAssertions([avail(1, None, 256), avail(2, 256, 300)]).rx_buffers_posted("vm0") == 300
+    # a trace that starts late still counts what the index says was posted since setup
+    assert TraceAssertions([avail(1, 5000, 5010)]).rx_buffers_posted("vm0") == 5010
+    # the 16-bit index wraps: 65530 -> 4 is ten more buffers
+    wrapped = [avail(1, None, 65530), avail(2, 65530, 4)]
+    assert TraceAssertions(wrapped).rx_buffers_posted("vm0") == 65540
+    # both sides of one ring see the same buffers: counted once, not twice
+    both = [avail(1, None, 256), avail(1, 0, 256, side="driver")]
+    assert TraceAssertions(both).rx_buffers_posted("vm0") == 256
+    # transmit queues do not count
+    assert TraceAssertions([{**avail(1, None, 9, queue=1), "dir": "tx"}]).rx_buffers_posted("vm0") == 0

@@ -196,3 +196,18 @@ def test_plot_series_steps_and_rates_relative_to_start():
 def test_plot_series_of_an_instant_trace_has_one_finite_bin():
     data = plot_series(Trace.from_records([chain(5.0, 1)]), bins=50)
     assert data.bin_edges == [0.0, 1.0] and data.queues[0].rates["chain"] == [1.0]
+
+
+def test_a_reset_of_the_whole_device_empties_every_queue_of_that_port():
+    records = [chain(0, 1), chain(0, 2, queue=0, direction="rx"), chain(0, 3, port="b"),
+               rec(1, "ring", None, state="reset")]
+    rows = {(r.port, r.queue): r for r in summarize(records, end=2)}
+    assert (rows["a", 1].occupancy.level, rows["a", 0].occupancy.level, rows["b", 1].occupancy.level) == (0, 0, 1)
+    assert rows["a", 1].occupancy.mean == pytest.approx(0.5)
+    trace = Trace.from_records([{"kind": "header", "version": 1, "t": 0.0}] + records)
+    levels = {q.label: q.levels for q in plot_series(trace, bins=2).queues}
+    assert levels == {"a q0 rx": [0, 1, 0, 0], "a q1 tx": [0, 1, 0, 0], "b q1 tx": [0, 1, 1]}
+
+
+def test_an_index_first_seen_shows_its_old_value_as_unknown():
+    assert format_record(rec(1, "avail_idx", 0, "rx", old=None, new=1024), 1).endswith("avail_idx ? -> 1024")
