@@ -26,6 +26,7 @@ from pathlib import Path
 from qemu.errors import QemuConfigError
 
 __all__ = [
+    "extra_qmp_monitor_args",
     "ACCELS",
     "CONSOLES",
     "MACHINES",
@@ -80,6 +81,15 @@ def validate_mac(mac: str) -> str:
 def _escape(value: str | os.PathLike) -> str:
     """Quote a value for QEMU's key=value option syntax (',' is written ',,')."""
     return os.fspath(value).replace(",", ",,")
+
+
+def extra_qmp_monitor_args(path: str | os.PathLike, id: str = "qmp-extra") -> list[str]:
+    """QEMU options for one more QMP monitor on unix socket `path`, for a
+    second client (QEMU serves one per monitor): `mnet vm --qmp` gives it
+    to the switch, which tells the guest of link changes through it."""
+    _check_unix_path("QMP socket", path)
+    return ["-chardev", f"socket,id={id},path={_escape(path)},server=on,wait=off",
+            "-mon", f"chardev={id},mode=control"]
 
 
 def _check_unix_path(what: str, path: str | os.PathLike) -> None:

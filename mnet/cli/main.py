@@ -16,6 +16,7 @@ from .errors import CliError, known_errors
 SUBCOMMANDS = {
     "guest": ("mnet.cli.guest_cmd", "build the Linux guest image (kernel + initramfs)"),
     "switch": ("mnet.cli.switch_cmd", "run the L2 switch with vhost-user, TAP and socket ports"),
+    "ctl": ("mnet.cli.ctl_cmd", "change a running switch: links, impairments, tracing, device modes"),
     "vm": ("mnet.cli.vm_cmd", "boot a QEMU guest whose NIC is a switch port"),
     "stack": ("mnet.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
     "ping": ("mnet.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),

@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a port (repeatable; see above)")
     p.add_argument("--ageing", type=float, default=300.0, metavar="SECONDS",
                    help="forget learned MAC addresses after this long (default 300)")
+    p.add_argument("--control", metavar="PATH",
+                   help="the control socket for `mnet ctl` (mode 0600, in a directory of the owner's alone); "
+                        "default switch-PID.sock in $XDG_RUNTIME_DIR/mnet (without it /run/mnet for root, "
+                        "/tmp/mnet-UID for others); 'off': none")
     p.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS",
                    help="print the counter table every SECONDS (default: only on exit)")
     p.add_argument("--trace", metavar="FILE",
@@ -55,6 +59,8 @@ def start_capture(path: str, switch, loop):
 
 def run(args: argparse.Namespace) -> int:
     from mnet.cli.errors import CliError
+    from nicdev.net.control import ControlHandler
+    from nicdev.net.control_server import ControlServer
     from nicdev.net.loop import EventLoop
     from nicdev.net.portspec import build_port, parse_port_specs
     from nicdev.net.switch import Switch
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     switch = Switch(loop, ageing=args.ageing)
     if writer is not None:
         switch.add_trace_sink(writer)
+    control = None if args.control == "off" else ControlServer(ControlHandler(switch), args.control)
     running = False
     capture = None
     try:
@@ -86,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
             capture = start_capture(args.pcap, switch, loop)
         for port in switch.ports.values():
             print(f"port {port.name}: {port.status}", flush=True)
+        if control is not None:
+            control.start(loop)
+            print(f"control socket {control.path}", flush=True)
 
         def stop(signum, frame):
             loop.stop()
@@ -106,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             for port in list(switch.ports.values()):
                 print(f"port {port.name}: {port.status}")
             print(switch.summary())
+        if control is not None:
+            control.close()
         switch.close()
         if capture is not None:
             capture.close()

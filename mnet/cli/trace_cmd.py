@@ -15,7 +15,8 @@ DESCRIPTION = """\
 Read a ring trace recorded with `mnet switch --trace FILE` or `mnet stack
 --trace FILE`: print its records as text, summarise each queue, or plot ring
 occupancy and event rates over time. docs/tracing.md describes the records
-and every column of the summary.
+and every column of the summary. `live` follows a running switch instead
+(docs/control.md).
 """
 
 # name -> (module, one-line help)
@@ -23,6 +24,7 @@ ACTIONS = {
     "show": ("mnet.cli.trace_show", "print the records as text, filtered by port, queue, kind and time"),
     "summary": ("mnet.cli.trace_summary", "per queue: chains, bytes, occupancy, kicks, calls, drops"),
     "plot": ("mnet.cli.trace_plot", "plot ring occupancy and event rates over time (.svg or .png)"),
+    "live": ("mnet.cli.trace_live", "follow a running switch's ring events through its control socket"),
 }
 
 

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", default="tcg", choices=["tcg", "kvm"], help="default tcg (KVM hangs guests here)")
     p.add_argument("--kernel", metavar="FILE", help="boot this kernel instead of the built image (with --initrd)")
     p.add_argument("--initrd", metavar="FILE", help="boot this initramfs instead of the built image (with --kernel)")
+    p.add_argument("--qmp", metavar="PATH",
+                   help="also serve QMP on unix socket PATH for the switch: give the port qmp=PATH "
+                        "and `mnet ctl link PORT down` shows as a carrier change in the guest")
     p.add_argument("--run", metavar="CMD", help="run CMD in the guest, print its output, exit with its status")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="limit for --run's command (default 300)")
@@ -175,12 +178,16 @@ def run(args: argparse.Namespace) -> int:
 
     find_qemu()     # before anything slow (an image build): QemuNotFoundError, one line
 
+    from qemu.cmdline import extra_qmp_monitor_args
+
+    extra_args = extra_qmp_monitor_args(os.path.abspath(args.qmp)) if args.qmp else []
     image = _image(args)
     interactive = args.run is None
     with tempfile.TemporaryDirectory(prefix="mnet-vm-") as workdir:
         vm = VirtualMachine(args.name, image, nic=nic, ip=str(iface), gateway=args.gateway,
                             workdir=workdir, accel=args.accel, memory_mb=args.memory,
-                            console="stdio" if interactive else "log", progress=_progress)
+                            console="stdio" if interactive else "log", progress=_progress,
+                            extra_args=extra_args)
         if interactive:
             _progress(f"serial console of {args.name} ({iface} on {args.nic}): "
                       "Ctrl-A X quits, Ctrl-A H for help")

@@ -173,6 +173,9 @@ class ImpairedPort(Port):
     def link_up(self, value: bool) -> None:
         self.inner.link_up = value
 
+    def set_link(self, up: bool) -> None:
+        self.inner.set_link(up)
+
     @property
     def accepts_csum_partial(self) -> bool:
         # A corrupted partial-checksum frame would get a valid checksum from
@@ -234,6 +237,12 @@ class ImpairedPort(Port):
         self._in.loop = loop
         self.inner.start(loop)
 
+    def adopt(self, loop) -> None:
+        """Wrap an inner port that is already started (impairments set on a
+        running switch): only the lanes need the loop."""
+        self._out.loop = loop
+        self._in.loop = loop
+
     def close(self) -> None:
         self._out.close()
         self._in.close()
@@ -273,7 +282,7 @@ class ImpairedPort(Port):
 
     def _emit_out(self, frame, args: tuple, kwargs: dict) -> bool:
         if not self.inner.link_up:
-            self.inner.counters.tx_dropped += 1
+            self.inner.count_link_down(1, rx=False)
             return False
         return self.inner.transmit(frame, *args, **kwargs)
 

@@ -25,6 +25,13 @@ call per burst per port, with the frames in the order they came; every
 other port gets `transmit(frame, meta)` per frame, as before
 (`transmit_burst`'s default loops over it, for direct callers).
 
+Link state: `set_link(False)` takes the port's link down on purpose (the
+control socket's `link` op). While it is down the switch sends the port
+nothing (`tx_dropped`) and frames from its peer go nowhere (`rx_dropped`),
+both counted under the error "link down". A port whose peer can be told
+(a QEMU guest through QMP: `VhostUserPort`'s `qmp` option) has a
+`link_notifier`, called with the new state.
+
 Tracing: every port has `tracer` (a `nicdev.virtio.trace.Tracer`, side
 "device", named after the port), off until a sink is added. A vhost-user
 port's device writes its ring records there; the switch writes the drops it
@@ -82,6 +89,8 @@ class Port(abc.ABC):
         self.counters = PortCounters()
         self.tracer = Tracer(name, DEVICE)
         self.link_up = True
+        # Called with the new state by set_link, to tell the peer (None: nobody to tell).
+        self.link_notifier: Callable[[bool], None] | None = None
         # Set by the switch when the port is added; frames from the peer go here.
         self._sink: Callable[["Port", bytes, FrameMeta | None], None] | None = None
         self._burst_sink: Callable[["Port", Burst], None] | None = None
@@ -98,6 +107,9 @@ class Port(abc.ABC):
         with its metadata if it is not finished (see the module doc)."""
         self.counters.rx_frames += 1
         self.counters.rx_bytes += len(frame)
+        if not self.link_up:
+            self.count_link_down(1, rx=True)
+            return
         sink = self._sink
         if sink is not None:
             sink(self, frame, meta)
@@ -108,6 +120,9 @@ class Port(abc.ABC):
         counters = self.counters
         counters.rx_frames += len(items)
         counters.rx_bytes += sum(len(frame) for frame, _ in items)
+        if not self.link_up:
+            self.count_link_down(len(items), rx=True)
+            return
         burst_sink = self._burst_sink
         if burst_sink is not None:
             burst_sink(self, items)
@@ -116,6 +131,26 @@ class Port(abc.ABC):
         if sink is not None:
             for frame, meta in items:
                 sink(self, frame, meta)
+
+    def set_link(self, up: bool) -> None:
+        """Take the link down (False) or up (True): see the module doc. The
+        peer is told through `link_notifier` if the port has one; a `link`
+        trace record is emitted when the port is traced."""
+        self.link_up = bool(up)
+        self.tracer.emit("link", None, None, up=self.link_up)
+        if self.link_notifier is not None:
+            self.link_notifier(self.link_up)
+
+    def count_link_down(self, frames: int, *, rx: bool) -> None:
+        """Frames from the peer (rx) or to it refused while the link is down."""
+        if rx:
+            self.counters.rx_dropped += frames
+            if self.tracer.on:          # the switch traces the ones it does not send
+                for _ in range(frames):
+                    self.tracer.emit("drop", None, "rx", reason="link_down", len=None, stage="port")
+        else:
+            self.counters.tx_dropped += frames
+        self.counters.errors["link down"] = self.counters.errors.get("link down", 0) + frames
 
     @property
     def wants_bursts(self) -> bool:

@@ -26,17 +26,20 @@ from .polling import DEFAULT_POLL, MAX_POLL_BUDGET, PollMode
 from .port import Port
 
 __all__ = ["PortSpec", "PortSpecError", "KINDS", "IMPAIR_KEYS", "PORT_SPEC_HELP", "parse_port_spec",
-           "parse_port_specs", "parse_poll", "build_port", "build_ports"]
+           "parse_port_specs", "parse_poll", "parse_impairment_spec", "build_port", "build_ports"]
 
 KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
 
 PORT_SPEC_HELP = """\
-  NAME=vhost-user:PATH[,offloads=on|off][,poll=off|adaptive[:T]|busy]
+  NAME=vhost-user:PATH[,offloads=on|off][,poll=off|adaptive[:T]|busy][,qmp=QMP[,qmp_device=ID]]
                                         a virtio-net device; QEMU connects to unix socket PATH;
                                         offloads=off offers no checksum/TSO (default on);
                                         poll: after traffic, poll the guest's rings for T of
                                         idle time (10us..1s) with its kicks off, or always
-                                        (busy), or never (off); default DEFAULT_POLL
+                                        (busy), or never (off); default DEFAULT_POLL;
+                                        qmp: the guest QEMU's QMP socket (`mnet vm --qmp QMP`),
+                                        so a link change (`mnet ctl link`) reaches the guest
+                                        (its NIC ID, default net0-dev)
   NAME=tap:IFNAME[,netns=NS][,offloads=on|off][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
                                         moved into network namespace NS; by default with a
@@ -62,7 +65,7 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
-_KEYS = {"vhost-user": ("offloads", "poll"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
+_KEYS = {"vhost-user": ("offloads", "poll", "qmp", "qmp_device"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
          "pcap": ("snaplen",)}
 IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
 _IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
@@ -218,6 +221,26 @@ def _impairments(keys: dict) -> tuple[Impairment | None, Impairment | None]:
     return (impairment if way != "in" else None), (impairment if way != "out" else None)
 
 
+def parse_impairment_spec(text: str) -> tuple[Impairment | None, Impairment | None]:
+    """The impairment keys of a port spec alone, `loss=5%,delay=10ms[,impair=out]`,
+    as (to the peer, from the peer); what a running switch's control socket
+    takes. Raises PortSpecError with a one-line reason."""
+    keys: dict[str, str] = {}
+    for pair in _split(text):
+        key, has_eq, value = pair.partition("=")
+        if not has_eq or not key or not value:
+            raise PortSpecError(f"bad impairment {text!r}: expected key=value[,key=value...], got {pair!r}")
+        if key not in IMPAIR_KEYS:
+            raise PortSpecError(f"bad impairment {text!r}: unknown key {key!r} (keys: {', '.join(IMPAIR_KEYS)})")
+        if key in keys:
+            raise PortSpecError(f"bad impairment {text!r}: key {key!r} given twice")
+        keys[key] = value
+    try:
+        return _impairments(keys)
+    except ValueError as exc:
+        raise PortSpecError(f"bad impairment {text!r}: {exc}") from None
+
+
 # -- per kind: ARG and options -> constructor keywords (ValueError on bad input)
 def _path(arg: str, what: str = "path") -> str:
     if not arg:
@@ -261,6 +284,12 @@ def _vhost_user(arg: str, options: dict) -> dict:
     params = {"socket_path": _socket_path(arg), "offloads": _BOOLS[offloads]}
     if "poll" in options:
         params["poll"] = parse_poll(options["poll"])
+    if "qmp" in options:
+        params["qmp"] = _socket_path(options["qmp"])
+    if "qmp_device" in options:
+        if "qmp" not in options:
+            raise ValueError("qmp_device needs qmp=PATH")
+        params["qmp_device"] = options["qmp_device"]
     return params
 
 

@@ -55,11 +55,13 @@ import types
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from nicdev.virtio.impairment import Impairment
 from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.trace import TraceBuffer
 
 from .egress import EgressFrame
 from .errors import PortError
+from .impair import ImpairedPort
 from .ethernet import MAX_FRAME_LEN, MIN_FRAME_LEN, mac_str
 from .port import Burst, Port
 
@@ -174,6 +176,34 @@ class Switch:
         except Exception:
             log.exception("closing port %s", name)
         return port
+
+    def set_impairments(self, name: str, out: Impairment | None, in_: Impairment | None) -> Port:
+        """Impair the port called `name` from now on (`out`: frames to its
+        peer, `in_`: from it; None leaves that direction alone). A port
+        without impairments is wrapped in an `ImpairedPort` in place (its
+        learned MACs stay); clearing both keeps the wrapper, unimpaired.
+        Returns the port as the switch now holds it."""
+        port = self._ports.get(name)
+        if port is None:
+            raise PortError(f"no port named {name!r} on the switch")
+        if isinstance(port, ImpairedPort):
+            port.set_impairments(out, in_)
+            return port
+        if out is None and in_ is None:
+            return port
+        if getattr(port, "captures_all", False):
+            raise PortError(f"port {name!r} is a capture, not a link: it takes no impairments")
+        wrapper = ImpairedPort(port, out=out, in_=in_)
+        wrapper.adopt(self.loop)
+        if port.takes_pooled_bursts:
+            port.attach_pooled(None)        # every frame must meet the impairments
+        wrapper.attach(self._on_frame)
+        self._ports[name] = wrapper
+        for entry in self._table.values():
+            if entry.port is port:
+                entry.port = wrapper
+        self._refresh()
+        return wrapper
 
     def _detach(self, port: Port) -> None:
         self._ports.pop(port.name, None)
@@ -392,7 +422,7 @@ class Switch:
             else:
                 counters.forwarded += count
             if not out.link_up:
-                out.counters.tx_dropped += count
+                out.count_link_down(count, rx=False)
                 self._trace_drop(out, "link_down", frames=count)
                 continue
             try:
@@ -442,7 +472,7 @@ class Switch:
                 self._send(port, frame, meta)
             return
         if not port.link_up:
-            port.counters.tx_dropped += len(frames)
+            port.count_link_down(len(frames), rx=False)
             for frame, _ in frames:
                 self._trace_drop(port, "link_down", len(frame))
             return
@@ -490,7 +520,7 @@ class Switch:
 
     def _send(self, port: Port, frame: bytes, meta: FrameMeta | None) -> None:
         if not port.link_up:
-            port.counters.tx_dropped += 1
+            port.count_link_down(1, rx=False)
             self._trace_drop(port, "link_down", len(frame))
             return
         try:

@@ -16,6 +16,11 @@ when it must. That is the fast default: one frame per 64 KiB of TCP
 instead of 45. `offloads=False` keeps the header but makes the kernel
 hand over finished, MTU-sized frames; `vnet_hdr=False` drops the header
 too, and then only finished frames pass either way.
+
+Link down/up (`set_link`, `mnet ctl link`): besides the switch forwarding
+nothing either way, the kernel is told the carrier went (TUNSETCARRIER): the
+interface shows NO-CARRIER (its `carrier` reads 0) and stops sending, as a
+NIC whose cable was pulled.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 TUNSETVNETHDRSZ = 0x400454D8
 TUNSETOFFLOAD = 0x400454D0
+TUNSETCARRIER = 0x400454E2        # _IOW('T', 226, int), Linux 5.0 and later
 TUN_F_CSUM = 0x01                       # we take partial checksums
 TUN_F_TSO4 = 0x02                       # ... and TCP GSO frames (needs TUN_F_CSUM)
 TUN_F_TSO6 = 0x04
@@ -260,6 +266,19 @@ class TapPort(Port):
             if err not in (errno.EAGAIN, errno.EWOULDBLOCK):    # EAGAIN: the kernel's queue is full
                 counters.count_error("interface down" if err == errno.EIO else f"write failed: {os.strerror(err)}")
         return sent
+
+    def set_link(self, up: bool) -> None:
+        """The switch's side (Port.set_link), then the kernel's carrier. A
+        failed port stays down (its interface is gone)."""
+        if up and self._failed:
+            raise PortError(f"tap port {self.name!r} failed ({self._failed}): its link cannot come up")
+        super().set_link(up)
+        if self._fd is not None:
+            try:
+                fcntl.ioctl(self._fd, TUNSETCARRIER, struct.pack("i", 1 if up else 0))
+            except OSError as exc:      # an older kernel: the switch's side still holds
+                log.warning("tap port %s: cannot set the carrier %s: %s", self.name, "on" if up else "off",
+                            exc.strerror or exc)
 
     def _fail(self, reason: str) -> None:
         # E.g. the namespace was deleted and the interface with it: stop

@@ -20,6 +20,12 @@ of finished frames stays in the device's pool (`PooledFrames`): the switch
 they all go to another vhost-user port, hands it the burst
 (`transmit_pooled`), which copies them from the pool into its guest's
 receive buffers in C: one copy, no Python object per frame.
+
+Link down/up (`set_link`): with `qmp` (the unix socket of a QMP monitor of
+the guest's QEMU, `mnet vm --qmp PATH`) the guest is told through QMP
+`set_link` on its NIC `qmp_device` and sees a carrier change. Without it
+the guest is not told (our back-end has no config space of its own to
+change): the switch just stops forwarding to and from the port, counted.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from nicdev.virtio.offload import FrameMeta
 from .port import Port
 from .device import VirtioNetDevice
 from .polling import DEFAULT_POLL, PollMode
+from .qmp_link import DEFAULT_QMP_DEVICE, QmpLinkNotifier
 
 __all__ = ["VhostUserPort"]
 
@@ -53,8 +60,11 @@ class VhostUserPort(Port):
     takes_pooled_bursts = True
 
     def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
-                 poll: PollMode = DEFAULT_POLL, datapath: str | None = None) -> None:
+                 poll: PollMode = DEFAULT_POLL, datapath: str | None = None, qmp: str | None = None,
+                 qmp_device: str = DEFAULT_QMP_DEVICE) -> None:
         super().__init__(name)
+        self.qmp_link = QmpLinkNotifier(qmp, qmp_device) if qmp is not None else None
+        self.link_notifier = self.qmp_link
         self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
                                       poll=poll, datapath=datapath, on_burst=self.deliver_burst,
                                       on_pooled=self.deliver_pooled, tracer=self.tracer)
@@ -96,6 +106,11 @@ class VhostUserPort(Port):
 
     def deliver_pooled(self, frames: PooledFrames) -> None:
         """A burst of finished frames from the guest, still in the C pool."""
+        if not self.link_up:
+            self.counters.rx_frames += frames.count
+            self.counters.rx_bytes += frames.total_bytes
+            self.count_link_down(frames.count, rx=True)
+            return
         sink = self._pooled_sink if self._sink is not None else None
         if sink is None:
             self.deliver_burst(frames.items())
@@ -140,5 +155,6 @@ class VhostUserPort(Port):
             return f"waiting for frontend on {self.socket_path}{last}"
         rx, tx = self.device.rx, self.device.tx
         running = all(r is not None and r.started and r.enabled for r in (rx, tx))
-        return f"connected, {self.device.describe()}" + (", rings running" if running else "")
+        text = f"connected, {self.device.describe()}" + (", rings running" if running else "")
+        return text if self.link_up else text + ", link down"
 

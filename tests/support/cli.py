@@ -46,10 +46,10 @@ class MnetProcess:
     `expect(text, timeout)` waits until `text` appears on stdout;
     `interrupt()` sends SIGINT and returns (status, stdout, stderr)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict | None = None) -> None:
         self.args = args
         self.proc = subprocess.Popen([*MNET, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, env=env)
         self.out = b""
         self.err = b""
 

@@ -266,3 +266,36 @@ def test_argparse_errors_exit_2_without_traceback():
         assert r.returncode == 2, r
         assert_one_line_error(r, args[0], "--help")
         assert re.match(r"mnet( \w+)?: .*\(see mnet( \w+)? --help\)$", r.stderr.strip()), r.stderr
+
+
+# -- mnet ctl ------------------------------------------------------------------
+def test_ctl_without_a_switch_says_so(tmp_path):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    assert_one_line_error(mnet("ctl", "ports", env=env), "ctl", f"no switch listening in {tmp_path}/mnet",
+                          "give --control PATH")
+    assert_one_line_error(mnet("ctl", f"--control={tmp_path}/x.sock", "ports"), "ctl",
+                          f"no switch listening at {tmp_path}/x.sock")
+
+
+def test_ctl_usage_mistakes_are_one_line(tmp_path):
+    for args, fragment in ((["link", "a"], "usage: mnet ctl link PORT up|down"),
+                           (["link", "a", "sideways"], "not 'sideways'"),
+                           (["trace", "all", "maybe"], "usage: mnet ctl trace PORT|all on|off"),
+                           (["ports", "extra"], "usage: mnet ctl ports")):
+        assert_one_line_error(mnet("ctl", f"--control={tmp_path}/x.sock", *args), "ctl", fragment)
+
+
+def test_ctl_finds_the_one_switch_and_refuses_to_guess_between_two(tmp_path):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    switches = [MnetProcess("switch", f"--port=a0=vhost-user:{tmp_path}/a0.sock", env=env)]
+    try:
+        switches[0].expect("switch running")
+        r = mnet("ctl", "ports", env=env)
+        assert r.returncode == 0 and r.stdout.startswith("a0  vhost-user  link up"), r
+        switches.append(MnetProcess("switch", f"--port=a1=vhost-user:{tmp_path}/a1.sock", env=env))
+        switches[1].expect("switch running")
+        assert_one_line_error(mnet("ctl", "ports", env=env), "ctl", "several switches are running")
+    finally:
+        for proc in switches:
+            proc.close()
+    assert os.listdir(tmp_path / "mnet") == []

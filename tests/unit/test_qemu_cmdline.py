@@ -232,3 +232,13 @@ def test_nic_ids():
     nic = NicConfig("vhost-user", Path("/run/x.sock"), id="up1")
     assert (nic.netdev_id, nic.device_id, nic.chardev_id, nic.port_id) == \
         ("up1", "up1-dev", "up1-chr", "up1-rp")
+
+
+def test_an_extra_qmp_monitor_for_the_switch():
+    from qemu.cmdline import extra_qmp_monitor_args
+
+    assert extra_qmp_monitor_args("/tmp/a,b/qmp.sock") == [
+        "-chardev", "socket,id=qmp-extra,path=/tmp/a,,b/qmp.sock,server=on,wait=off",
+        "-mon", "chardev=qmp-extra,mode=control"]
+    with pytest.raises(QemuConfigError, match="longer than"):
+        extra_qmp_monitor_args("/tmp/" + "x" * 200)
