@@ -18,6 +18,12 @@ same on both (tests/unit/test_device_kernels.py holds them to it). Frames
 that need a held receive chain, and the header checks of offloaded TX
 frames, always take the Python rules.
 
+A device mode (`set_fault`, nicdev.net.faults) that holds or rewrites
+single used entries (delay-used, reorder-used, bad-rx-len) runs the Python
+rules while it is set (`c_bursts` False): the C kernels publish their used
+entries themselves. Held entries wait in `held` (a `HeldUsed`, whose clock
+stamps them) until the caller's timer calls `release_used`.
+
 No file descriptors, timers or clocks: the caller (`nicdev.net.device`)
 hands in the `DeviceQueue` and the `GuestMemory`, decides when to run, and
 turns what this reports into kicks, calls and timers. So the data path is
@@ -45,6 +51,7 @@ from nicdev.virtio.net_hdr import NetHdr, header_size
 from nicdev.virtio.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
 
 from .ethernet import HEADER_LEN, MAX_FRAME_LEN
+from .faults import Fault, HeldUsed
 
 __all__ = ["NetDatapath", "DeviceCounters", "RX_BACKLOG_FRAMES", "RX_TAKEN", "RX_NOTIFY", "RX_RECHECK"]
 
@@ -93,13 +100,18 @@ class DeviceCounters:
     rx_data_valid: int = 0  # frames given to the guest with DATA_VALID
     rx_finished: int = 0    # frames whose metadata the guest could not take: done in software here
     drops: dict = field(default_factory=dict)
+    faults: dict = field(default_factory=dict)   # what a device mode did (nicdev.net.faults) -> count
 
     def drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
+    def fault(self, what: str, n: int = 1) -> None:
+        self.faults[what] = self.faults.get(what, 0) + n
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["drops"] = dict(self.drops)
+        d["faults"] = dict(self.faults)
         return d
 
 
@@ -122,7 +134,18 @@ class NetDatapath:
         c = self.datapath == "c"
         self._tx_kernel = device_burst.TxKernel() if c else None
         self._rx_kernel = device_burst.RxKernel() if c else None
+        # Whether bursts run in C now: not while a device mode rewrites or
+        # holds single used entries (the kernels publish them themselves).
+        self.c_bursts = c
+        self.fault: Fault | None = None
+        self.held = HeldUsed()      # used entries delay-used / reorder-used hold back, per direction
         self.reset()
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """Apply a device mode (None: none). What it held stays held: the
+        caller releases it (`release_used`)."""
+        self.fault = fault
+        self.c_bursts = self._tx_kernel is not None and (fault is None or not fault.per_entry)
 
     def reset(self) -> None:
         """Forget the guest: nothing negotiated, nothing held or waiting."""
@@ -133,6 +156,7 @@ class NetDatapath:
         self._set_offloads(0)
         self._rx_held: collections.deque[DescriptorChain] = collections.deque()
         self._rx_backlog: collections.deque[tuple[bytes, FrameMeta | None]] = collections.deque()
+        self.held.forget()
 
     def negotiate(self, features: int) -> None:
         """The features the driver acked: header size, mergeable buffers, offloads."""
@@ -207,7 +231,7 @@ class NetDatapath:
         without side effects: its chains go back, their frames are drops.
 
         On QueueBroken the frames read so far are in `out` already."""
-        if self._tx_kernel is not None:
+        if self.c_bursts:
             return self._tx_burst_c(queue, mem, limit, enabled, out)
         used = []
         hdr_len = self.hdr_len
@@ -221,7 +245,10 @@ class NetDatapath:
             if item is not None:
                 out.append(item)
         if used:
-            queue.push_many(mem, used)
+            if self.fault is None:
+                queue.push_many(mem, used)
+            else:
+                self._complete(queue, mem, "tx", [[entry] for entry in used])
         return len(used)
 
     def tx_burst_pooled(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool,
@@ -231,7 +258,7 @@ class NetDatapath:
         there, returned as PooledFrames (valid until the next burst) with
         `out` untouched; otherwise, and on the Python data path, they go to
         `out` as tx_burst puts them and the second value is None."""
-        if self._tx_kernel is None:
+        if not self.c_bursts:
             return self.tx_burst(queue, mem, limit, enabled, out), None
         return self._tx_burst_c(queue, mem, limit, enabled, out, pooled=True)
 
@@ -452,7 +479,7 @@ class NetDatapath:
     def _write(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> str | None:
         """Write one frame into receive buffers; None, or why it could not."""
         hdr_len = self.hdr_len
-        if self._rx_kernel is not None and not self._rx_held:
+        if self.c_bursts and not self._rx_held:
             if meta is None:
                 hdr = _PLAIN_HDR10 if hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
             else:
@@ -495,5 +522,38 @@ class NetDatapath:
             n = chain.write(mem, data[pos:])
             pos += n
             used.append((chain.head, n))
-        queue.push_many(mem, used)
+        fault = self.fault
+        if fault is None:
+            queue.push_many(mem, used)
+        else:
+            if fault.bad_rx_len:
+                used = fault.rx_used(used, chains[0].writable_len)
+                self.counters.fault("rx_len_lies")
+            self._complete(queue, mem, "rx", [used])
         return None
+
+    # -- device modes (nicdev.net.faults) -------------------------------------------
+    def _complete(self, queue: DeviceQueue, mem: GuestMemory, direction: str, groups: list) -> None:
+        """Publish used entries (`groups`: each chain's, or each frame's
+        buffers together), or hold them for delay-used / reorder-used."""
+        fault = self.fault
+        if not fault.holds_used:
+            queue.push_many(mem, [entry for group in groups for entry in group])
+            return
+        for group in groups:
+            self.held.hold(direction, queue, group, fault.delay_used)
+        self.counters.fault("used_held", len(groups))
+
+    def release_used(self, direction: str, queue: DeviceQueue, mem: GuestMemory, everything: bool = False) -> int:
+        """Publish the held used entries of `direction` ("rx"/"tx") now due
+        (all with `everything`), newest first under reorder-used. Returns how
+        many went; entries held for an older queue are forgotten."""
+        newest_first = self.fault is not None and self.fault.reorder_used
+        groups = self.held.due(direction, queue, everything=everything, newest_first=newest_first)
+        if not groups:
+            return 0
+        if newest_first and len(groups) > 1:
+            self.counters.fault("used_reordered", len(groups))
+        used = [entry for group in groups for entry in group]
+        queue.push_many(mem, used)
+        return len(used)

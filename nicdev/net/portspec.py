@@ -21,6 +21,7 @@ from typing import Iterable
 from nicdev.virtio.impairment import Impairment
 
 from .errors import PortError
+from .faults import parse_fault
 from .impair import ImpairedPort
 from .polling import DEFAULT_POLL, MAX_POLL_BUDGET, PollMode
 from .port import Port
@@ -31,12 +32,15 @@ __all__ = ["PortSpec", "PortSpecError", "KINDS", "IMPAIR_KEYS", "PORT_SPEC_HELP"
 KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
 
 PORT_SPEC_HELP = """\
-  NAME=vhost-user:PATH[,offloads=on|off][,poll=off|adaptive[:T]|busy]
+  NAME=vhost-user:PATH[,offloads=on|off][,poll=off|adaptive[:T]|busy][,fault=MODE]
                                         a virtio-net device; QEMU connects to unix socket PATH;
                                         offloads=off offers no checksum/TSO (default on);
                                         poll: after traffic, poll the guest's rings for T of
                                         idle time (10us..1s) with its kicks off, or always
-                                        (busy), or never (off); default DEFAULT_POLL
+                                        (busy), or never (off); default DEFAULT_POLL;
+                                        fault: misbehave on purpose for driver tests: stall-tx,
+                                        drop-calls, delay-used=T, bad-rx-len, reorder-used,
+                                        starve-rx, several joined by '+' (docs/device-modes.md)
   NAME=tap:IFNAME[,netns=NS][,offloads=on|off][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
                                         moved into network namespace NS; by default with a
@@ -62,7 +66,7 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
-_KEYS = {"vhost-user": ("offloads", "poll"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
+_KEYS = {"vhost-user": ("offloads", "poll", "fault"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
          "pcap": ("snaplen",)}
 IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
 _IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
@@ -261,6 +265,10 @@ def _vhost_user(arg: str, options: dict) -> dict:
     params = {"socket_path": _socket_path(arg), "offloads": _BOOLS[offloads]}
     if "poll" in options:
         params["poll"] = parse_poll(options["poll"])
+    if "fault" in options:
+        fault = parse_fault(options["fault"])
+        if fault is not None:
+            params["fault"] = fault
     return params
 
 
