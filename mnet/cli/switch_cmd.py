@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="forget learned MAC addresses after this long (default 300)")
     p.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS",
                    help="print the counter table every SECONDS (default: only on exit)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="record every port's ring events from the start, as JSON lines (docs/tracing.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from nicdev.net.loop import EventLoop
     from nicdev.net.portspec import build_port, parse_port_specs
     from nicdev.net.switch import Switch
+    from nicdev.virtio.trace import JsonLinesWriter
 
     if not args.port:
         raise CliError("no ports: give at least one --port NAME=KIND:ARG (see mnet switch --help)")
@@ -38,8 +41,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.stats_interval >= 0:
         raise CliError(f"bad --stats-interval {args.stats_interval:g}: give 0 (off) or a positive number of seconds")
     specs = parse_port_specs(args.port)
+    writer = None
+    if args.trace:
+        try:
+            writer = JsonLinesWriter(args.trace)
+        except OSError as e:
+            raise CliError(f"--trace: {e.strerror}") from None
     loop = EventLoop()
     switch = Switch(loop, ageing=args.ageing)
+    if writer is not None:
+        switch.add_trace_sink(writer)
     running = False
     try:
         for spec in specs:
@@ -68,5 +79,8 @@ def run(args: argparse.Namespace) -> int:
             print(switch.summary())
         switch.close()
         loop.close()
+        if writer is not None:
+            writer.close()
+            print(f"trace: {writer.records} records in {writer.path}")
     sys.stdout.flush()
     return 0

@@ -77,6 +77,7 @@ from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.memory import GuestMemory
 from nicdev.virtio.offload import FrameMeta
 from nicdev.virtio.ring import QueueBroken
+from nicdev.virtio.trace import Tracer
 
 from .device_datapath import RX_NOTIFY, RX_RECHECK, RX_TAKEN, DeviceCounters, NetDatapath
 from .device_polling import DevicePoller
@@ -143,7 +144,9 @@ class VirtioNetDevice(BackendDevice):
     (optional) a burst of finished frames still in the C data path's pool
     (`PooledFrames`, valid only during the call). Call
     `attach_loop(loop)` before the rings start so kick fds can be watched;
-    without a loop (unit tests) call `process_tx()` yourself.
+    without a loop (unit tests) call `process_tx()` yourself. `tracer` (a
+    `nicdev.virtio.trace.Tracer`, by default one of its own: `device.tracer`)
+    gets the ring records while it is on (docs/tracing.md).
 
     What was negotiated (header size, offloads each way, MTU) is the data
     path's: `device.datapath`.
@@ -162,6 +165,7 @@ class VirtioNetDevice(BackendDevice):
         datapath: str | None = None,
         on_burst: Callable[[list], None] | None = None,
         on_pooled: Callable[[PooledFrames], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = name
         self.on_frame = on_frame
@@ -172,7 +176,9 @@ class VirtioNetDevice(BackendDevice):
         self.tx_budget = tx_budget      # chains per turn of the loop, so one guest cannot starve the rest
         self.loop = None
         self.counters = DeviceCounters()
-        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath)
+        self.datapath = NetDatapath(self.counters, on_drop=on_drop, name=name, datapath=datapath, tracer=tracer)
+        self.tracer = self.datapath.tracer
+        self.ring_trace = self.datapath.ring_trace
         self.poller = DevicePoller(self, poll)     # polls the rings after traffic, by the `poll` mode
         self.fault: Fault | None = None             # the device mode (nicdev.net.faults), kept over resets
         self._reset_state()
@@ -193,7 +199,7 @@ class VirtioNetDevice(BackendDevice):
     def make_backend(self, name: str | None = None) -> VhostUserBackend:
         """A back-end offering this device's features, with this device attached."""
         return VhostUserBackend(self.offered_features, PROTOCOL_FEATURES, 2, device=self, queue_num=1,
-                                name=name or self.name)
+                                name=name or self.name, tracer=self.tracer)
 
     # -- state ---------------------------------------------------------------
     @property
@@ -225,6 +231,7 @@ class VirtioNetDevice(BackendDevice):
         self.mem = mem
 
     def ring_started(self, ring: Vring) -> None:
+        self.ring_trace.ring_restarted(ring.index)
         if ring.index == RX_RING:
             self.rx = ring
             self.datapath.rx_ring_started()
@@ -340,6 +347,8 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.kick_fd is None:
             return
         self.counters.tx_kicks += 1
+        if self.tracer.on:
+            self.tracer.emit("kick", TX_RING, "tx")
         if self._read_kick(ring):
             self.process_tx()
             self.poller.traffic()
@@ -349,6 +358,8 @@ class VirtioNetDevice(BackendDevice):
         if ring is None or ring.kick_fd is None:
             return
         self.counters.rx_kicks += 1
+        if self.tracer.on:
+            self.tracer.emit("kick", RX_RING, "rx")
         if self._read_kick(ring):
             self._flush_backlog()
             self.poller.traffic()
@@ -356,6 +367,9 @@ class VirtioNetDevice(BackendDevice):
     def _break(self, ring: Vring, reason: str) -> None:
         log.warning("%s: %s ring broken: %s", self.name, "rx" if ring.index == RX_RING else "tx", reason)
         ring.mark_broken(reason)
+        if self.tracer.on:
+            index = ring.index
+            self.tracer.emit("ring", index, "rx" if index == RX_RING else "tx", state="broken", reason=reason)
         ring.signal_error()
         self._unwatch(ring)
         if ring.index == RX_RING:
@@ -370,11 +384,17 @@ class VirtioNetDevice(BackendDevice):
         return True
 
     def _notify(self, ring: Vring) -> None:
-        if self.datapath.needs_notification(ring.queue, self.mem):
-            if self.fault is not None and self.fault.drop_calls:
-                self.counters.fault("calls_dropped")
-            elif ring.signal_call():
-                self.counters.calls += 1
+        needed = self.datapath.needs_notification(ring.queue, self.mem)
+        if needed and self.fault is not None and self.fault.drop_calls:
+            self.counters.fault("calls_dropped")
+            if self.tracer.on:
+                self.tracer.emit("call_suppressed", ring.index, _DIRECTION[ring.index], reason="fault")
+            return
+        signalled = needed and ring.signal_call()
+        if signalled:
+            self.counters.calls += 1
+        if self.tracer.on:
+            self.ring_trace.call(ring.index, ring.queue, needed, signalled)
 
     # -- device modes (nicdev.net.faults) -------------------------------------------
     def set_fault(self, fault: Fault | None) -> None:

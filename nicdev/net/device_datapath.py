@@ -40,7 +40,7 @@ from typing import Callable
 
 from nicdev.virtio import device_burst, kernels, offload
 from nicdev.virtio.device_burst import PooledFrames
-from nicdev.virtio.device_queue import DescriptorChain, DeviceQueue
+from nicdev.virtio.device_queue import STATE_USED_IDX, DescriptorChain, DeviceQueue
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
@@ -49,9 +49,11 @@ from nicdev.virtio.features import (
 from nicdev.virtio.memory import GuestMemory
 from nicdev.virtio.net_hdr import NetHdr, header_size
 from nicdev.virtio.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, OffloadError
+from nicdev.virtio.trace import DEVICE, Tracer
 
 from .ethernet import HEADER_LEN, MAX_FRAME_LEN
 from .faults import Fault, HeldUsed
+from .ring_trace import RX_QUEUE, TX_QUEUE, DeviceRingTrace
 
 __all__ = ["NetDatapath", "DeviceCounters", "RX_BACKLOG_FRAMES", "RX_TAKEN", "RX_NOTIFY", "RX_RECHECK"]
 
@@ -119,14 +121,20 @@ class NetDatapath:
     """Frames to and from one queue pair's rings, by the negotiated features.
 
     `on_drop(direction, reason)` (optional) hears about each drop, direction
-    "rx" (towards the guest) or "tx" (from the guest)."""
+    "rx" (towards the guest) or "tx" (from the guest). `tracer` (by default
+    one of its own) gets the ring records (`nicdev.net.ring_trace`) while
+    it is on."""
+
+    max_gso_frame = _MAX_GSO_FRAME
 
     def __init__(self, counters: DeviceCounters | None = None, *,
                  on_drop: Callable[[str, str], None] | None = None, name: str = "virtio-net",
-                 datapath: str | None = None) -> None:
+                 datapath: str | None = None, tracer: Tracer | None = None) -> None:
         self.name = name
         self.counters = counters if counters is not None else DeviceCounters()
         self.on_drop = on_drop
+        self.tracer = tracer if tracer is not None else Tracer(name, DEVICE)
+        self.ring_trace = DeviceRingTrace(self.tracer)
         # "c" or "python"; by default the process's choice (MNET_DATAPATH).
         self.datapath = kernels.selected() if datapath is None else datapath
         if self.datapath not in kernels.DATAPATHS:
@@ -203,11 +211,14 @@ class NetDatapath:
         """Would the guest get a frame with `meta` as it is (negotiated offloads)?"""
         return offload.acceptable(meta, self.guest_csum, self.rx_gso)
 
-    def drop(self, direction: str, reason: str) -> bool:
-        """Count a drop (and tell `on_drop`); returns False, what a dropped frame's caller returns."""
+    def drop(self, direction: str, reason: str, length: int | None = None) -> bool:
+        """Count a drop (and tell `on_drop`, and the trace with the frame's
+        `length` if known); returns False, what a dropped frame's caller returns."""
         self.counters.drop(reason)
         if self.on_drop is not None:
             self.on_drop(direction, reason)
+        if self.tracer.on:
+            self.ring_trace.drop(direction, reason, length)
         return False
 
     # -- notifications (the queue's rules, on this data path) ---------------------
@@ -231,6 +242,9 @@ class NetDatapath:
         without side effects: its chains go back, their frames are drops.
 
         On QueueBroken the frames read so far are in `out` already."""
+        tracer = self.tracer
+        if tracer.on or tracer.frames_on:
+            return self.ring_trace.tx_burst(self, queue, mem, limit, enabled, out)
         if self.c_bursts:
             return self._tx_burst_c(queue, mem, limit, enabled, out)
         used = []
@@ -248,7 +262,7 @@ class NetDatapath:
             if self.fault is None:
                 queue.push_many(mem, used)
             else:
-                self._complete(queue, mem, "tx", [[entry] for entry in used])
+                self.publish_used(queue, mem, "tx", used)
         return len(used)
 
     def tx_burst_pooled(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool,
@@ -258,6 +272,9 @@ class NetDatapath:
         there, returned as PooledFrames (valid until the next burst) with
         `out` untouched; otherwise, and on the Python data path, they go to
         `out` as tx_burst puts them and the second value is None."""
+        tracer = self.tracer
+        if tracer.on or tracer.frames_on:
+            return self.ring_trace.tx_burst(self, queue, mem, limit, enabled, out, pooled=True)
         if not self.c_bursts:
             return self.tx_burst(queue, mem, limit, enabled, out), None
         return self._tx_burst_c(queue, mem, limit, enabled, out, pooled=True)
@@ -286,7 +303,7 @@ class NetDatapath:
                 if item is not None:
                     out.append(item)
             else:
-                self.drop("tx", device_burst.TX_DROP_REASONS[status])
+                self.drop("tx", device_burst.TX_DROP_REASONS[status], max(0, length - hdr_len))
         counters.tx_frames += work.frames_ok
         counters.tx_bytes += work.bytes_ok
         if error is not None:
@@ -297,21 +314,21 @@ class NetDatapath:
                   enabled: bool) -> tuple[bytes, FrameMeta | None] | None:
         n = chain.readable_len
         if n < hdr_len + HEADER_LEN:
-            self.drop("tx", "tx_short_frame" if n >= hdr_len else "tx_no_header")
-            return None
-        if not enabled:
-            self.drop("tx", "tx_ring_disabled")
+            self.drop("tx", "tx_short_frame" if n >= hdr_len else "tx_no_header", max(0, n - hdr_len))
             return None
         size = n - hdr_len
+        if not enabled:
+            self.drop("tx", "tx_ring_disabled", size)
+            return None
         too_big = size > self.max_frame
         if too_big and (not self.tx_gso or size > _MAX_GSO_FRAME):
-            self.drop("tx", "tx_frame_too_big")
+            self.drop("tx", "tx_frame_too_big", size)
             return None
         data = chain.read(mem)
         if data[1] or data[0] & _NEEDS_CSUM:
             return self._tx_offload(data, hdr_len)
         if too_big:
-            self.drop("tx", "tx_frame_too_big")     # only a GSO frame may be longer
+            self.drop("tx", "tx_frame_too_big", size)     # only a GSO frame may be longer
             return None
         counters = self.counters
         counters.tx_frames += 1
@@ -325,16 +342,16 @@ class NetDatapath:
         gso = hdr.gso_type
         if (hdr.needs_csum and not self.tx_csum) or (gso and (
                 gso & ~GSO_ECN not in self.tx_gso or (gso & GSO_ECN and GSO_ECN not in self.tx_gso))):
-            self.drop("tx", "tx_offload_not_negotiated")
+            self.drop("tx", "tx_offload_not_negotiated", len(frame))
             return None
         if not gso and len(frame) > self.max_frame:
-            self.drop("tx", "tx_frame_too_big")
+            self.drop("tx", "tx_frame_too_big", len(frame))
             return None
         try:
             meta = offload.check(frame, FrameMeta.from_hdr(hdr, data_valid=False))
         except OffloadError as e:
             log.debug("%s: dropped a guest frame: %s", self.name, e)
-            self.drop("tx", "tx_" + e.reason)
+            self.drop("tx", "tx_" + e.reason, len(frame))
             return None
         counters = self.counters
         counters.tx_frames += 1
@@ -353,7 +370,7 @@ class NetDatapath:
         if meta is not None and not self.guest_csum:
             meta = None                 # DATA_VALID alone, to a guest that cannot use it
         if len(frame) > (self.max_frame if meta is None or not meta.gso_type else _MAX_GSO_FRAME):
-            self.drop("rx", "frame_too_big")
+            self.drop("rx", "frame_too_big", len(frame))
             return 0
         flags = 0
         if self._rx_backlog:
@@ -371,7 +388,7 @@ class NetDatapath:
             return flags | RX_TAKEN | RX_NOTIFY
         if failure is _NO_RX_BUFFERS:
             return flags | self._backlog(queue, mem, frame, meta)
-        self.drop("rx", failure)
+        self.drop("rx", failure, len(frame))
         return flags
 
     def rx_pooled(self, queue: DeviceQueue, mem: GuestMemory, frames: PooledFrames, first: int,
@@ -388,8 +405,10 @@ class NetDatapath:
         counters = self.counters
         taken = nbytes = flags = 0
         i, end = first, first + count
+        tracer = self.tracer
+        traced = tracer.on or tracer.frames_on     # then frame by frame, each with its records
         while i < end:
-            if not self._rx_backlog and not self._rx_held:
+            if not traced and not self._rx_backlog and not self._rx_held:
                 done, written, broken = kernel.put_burst(queue, mem, hdr, frames, i, end - i, self.mrg_rxbuf,
                                                          self.max_frame)
                 if done:
@@ -429,7 +448,7 @@ class NetDatapath:
                 self._delivered(frame, meta)
                 delivered += 1
             else:
-                self.drop("rx", failure)
+                self.drop("rx", failure, len(frame))
         return RX_NOTIFY if delivered else 0
 
     @property
@@ -448,14 +467,14 @@ class NetDatapath:
         held = len(self._rx_held)
         self._rx_held.clear()
         while self._rx_backlog:
-            self._rx_backlog.popleft()
-            self.drop("rx", reason)
+            frame, _ = self._rx_backlog.popleft()
+            self.drop("rx", reason, len(frame))
         return held
 
     def _backlog(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> int:
         """Hold a frame until the guest posts receive buffers (bounded)."""
         if len(self._rx_backlog) >= RX_BACKLOG_FRAMES:
-            self.drop("rx", _NO_RX_BUFFERS)
+            self.drop("rx", _NO_RX_BUFFERS, len(frame))
             return 0
         # The first frame to wait asks for a kick when buffers arrive; if some
         # arrived meanwhile, the caller comes back soon (the enable-then-recheck race).
@@ -476,16 +495,27 @@ class NetDatapath:
             if meta.gso_type:
                 counters.rx_gso += 1
 
-    def _write(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None) -> str | None:
-        """Write one frame into receive buffers; None, or why it could not."""
+    def _write(self, queue: DeviceQueue, mem: GuestMemory, frame: bytes, meta: FrameMeta | None,
+               trace: DeviceRingTrace | None = None) -> str | None:
+        """Write one frame into receive buffers; None, or why it could not.
+        Traced (`trace`, which calls back with itself) while the tracer is on."""
+        if trace is None:
+            tracer = self.tracer
+            if tracer.on or tracer.frames_on:
+                return self.ring_trace.rx_write(self, queue, mem, frame, meta)
         hdr_len = self.hdr_len
         if self.c_bursts and not self._rx_held:
             if meta is None:
                 hdr = _PLAIN_HDR10 if hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
             else:
                 hdr = meta.to_hdr(0).pack(hdr_len)      # the kernel sets num_buffers
-            if self._rx_kernel.put(queue, mem, hdr, frame, self.mrg_rxbuf):
+            events = None if trace is None else trace.kernel_events()
+            if self._rx_kernel.put(queue, mem, hdr, frame, self.mrg_rxbuf, events):
+                if trace is not None:
+                    trace.rx_kernel_put(events, frame)
                 return None
+            if trace is not None:
+                trace.rx_kernel_refused(events)
             # The chains do not hold it: the rules below pop and hold them.
         need = hdr_len + len(frame)
         held = self._rx_held
@@ -493,7 +523,15 @@ class NetDatapath:
         room = 0
         while room < need:
             # Chains popped for a frame that did not fit come first, in order.
-            chain = held.popleft() if held else queue.pop(mem)
+            if held:
+                chain = held.popleft()
+            elif trace is None:
+                chain = queue.pop(mem)
+            else:
+                descs: list = []
+                chain = queue.pop(mem, descs)
+                if chain is not None:
+                    trace.chain(0, chain.head, descs, chain.indirect, chain.readable_len + chain.writable_len)
             if chain is None:
                 break
             chains.append(chain)
@@ -525,24 +563,30 @@ class NetDatapath:
         fault = self.fault
         if fault is None:
             queue.push_many(mem, used)
+            published = True
         else:
             if fault.bad_rx_len:
                 used = fault.rx_used(used, chains[0].writable_len)
                 self.counters.fault("rx_len_lies")
-            self._complete(queue, mem, "rx", [used])
+            published = self.publish_used(queue, mem, "rx", used)
+        if trace is not None:
+            trace.rx_python_put(used if published else [], frame, used[0][0])
         return None
 
     # -- device modes (nicdev.net.faults) -------------------------------------------
-    def _complete(self, queue: DeviceQueue, mem: GuestMemory, direction: str, groups: list) -> None:
-        """Publish used entries (`groups`: each chain's, or each frame's
-        buffers together), or hold them for delay-used / reorder-used."""
+    def publish_used(self, queue: DeviceQueue, mem: GuestMemory, direction: str, used: list) -> bool:
+        """Publish a TX burst's used entries, or one received frame's (its
+        buffers stay together), or hold them for delay-used / reorder-used.
+        True if they went to the ring now."""
         fault = self.fault
-        if not fault.holds_used:
-            queue.push_many(mem, [entry for group in groups for entry in group])
-            return
+        if fault is None or not fault.holds_used:
+            queue.push_many(mem, used)
+            return True
+        groups = [[entry] for entry in used] if direction == "tx" else [used]
         for group in groups:
             self.held.hold(direction, queue, group, fault.delay_used)
         self.counters.fault("used_held", len(groups))
+        return False
 
     def release_used(self, direction: str, queue: DeviceQueue, mem: GuestMemory, everything: bool = False) -> int:
         """Publish the held used entries of `direction` ("rx"/"tx") now due
@@ -555,5 +599,11 @@ class NetDatapath:
         if newest_first and len(groups) > 1:
             self.counters.fault("used_reordered", len(groups))
         used = [entry for group in groups for entry in group]
+        trace = self.ring_trace if self.tracer.on else None
+        old = trace.used_before(queue, mem) if trace is not None else 0
         queue.push_many(mem, used)
+        if trace is not None:       # held entries are traced when they reach the ring
+            q = RX_QUEUE if direction == "rx" else TX_QUEUE
+            trace.used(q, used)
+            trace.used_idx(q, old, queue.state[STATE_USED_IDX])
         return len(used)

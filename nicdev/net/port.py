@@ -24,6 +24,11 @@ gets the burst's frames one by one. The other way, a port that sets
 call per burst per port, with the frames in the order they came; every
 other port gets `transmit(frame, meta)` per frame, as before
 (`transmit_burst`'s default loops over it, for direct callers).
+
+Tracing: every port has `tracer` (a `nicdev.virtio.trace.Tracer`, side
+"device", named after the port), off until a sink is added. A vhost-user
+port's device writes its ring records there; the switch writes the drops it
+makes for any port (docs/tracing.md).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from nicdev.virtio.offload import FrameMeta
+from nicdev.virtio.trace import DEVICE, Tracer
 
 __all__ = ["Port", "PortCounters", "Burst"]
 
@@ -74,6 +80,7 @@ class Port(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self.counters = PortCounters()
+        self.tracer = Tracer(name, DEVICE)
         self.link_up = True
         # Set by the switch when the port is added; frames from the peer go here.
         self._sink: Callable[["Port", bytes, FrameMeta | None], None] | None = None

@@ -39,6 +39,14 @@ pool) and `_on_pooled_burst` learns and looks up once per run of frames with
 one address pair; when each run goes to one vhost-user port (no capture port
 on the switch), that port copies the run from the pool into its guest's
 buffers in C (`transmit_pooled`). Anything else takes `_on_burst`.
+
+Tracing (docs/tracing.md): each port has a `tracer`. `set_tracing(port,
+on)` adds or removes the switch's bounded `trace_buffer` (what a live
+viewer reads) on one port or all of them, at run time; `add_trace_sink`
+puts a sink (the `--trace FILE` writer) on every port, present and future.
+The drops the switch itself makes (malformed frames, a link down, a port's
+transmit raising, unusable offload metadata) are `drop` records of the
+port concerned, with `stage` "switch", `queue` and `dir` null.
 """
 from __future__ import annotations
 
@@ -48,6 +56,7 @@ from dataclasses import dataclass, fields
 from typing import Mapping
 
 from nicdev.virtio.offload import FrameMeta
+from nicdev.virtio.trace import TraceBuffer
 
 from .egress import EgressFrame
 from .errors import PortError
@@ -113,6 +122,10 @@ class Switch:
         self._sweep_interval = min(self.ageing / 4, _MAX_SWEEP_INTERVAL)
         self._sweep_timer = loop.call_later(self._sweep_interval, self._sweep)
         self._closed = False
+        self.trace_buffer = TraceBuffer()
+        self._trace_sinks: list = []                 # on every port (add_trace_sink)
+        self._buffered: set[str] = set()             # ports whose tracer feeds trace_buffer
+        self._buffer_new_ports = False               # set_tracing(None, True): ports added later too
 
     # -- ports --------------------------------------------------------------
     @property
@@ -132,6 +145,10 @@ class Switch:
             raise PortError(f"a port named {port.name!r} is already on the switch")
         self._ports[port.name] = port
         self._refresh()
+        for sink in self._trace_sinks:
+            port.tracer.add_sink(sink)
+        if self._buffer_new_ports:
+            self._buffer(port, True)
         port.attach(self._on_frame, burst_sink=self._on_burst)
         if port.takes_pooled_bursts:
             port.attach_pooled(self._on_pooled_burst)
@@ -161,6 +178,9 @@ class Switch:
     def _detach(self, port: Port) -> None:
         self._ports.pop(port.name, None)
         self._failing.discard(port.name)
+        self._buffer(port, False)
+        for sink in self._trace_sinks:
+            port.tracer.remove_sink(sink)
         port.attach(None)
         for mac in [m for m, e in self._table.items() if e.port is port]:
             del self._table[mac]
@@ -180,6 +200,54 @@ class Switch:
             self.remove_port(name)
         self._table.clear()
 
+    # -- tracing ------------------------------------------------------------
+    def set_tracing(self, port: str | None, on: bool) -> list[str]:
+        """Start (`on`) or stop recording `port`'s ring events (None: every
+        port, and with `on` the ports added later) into `trace_buffer`.
+        Returns the ports changed; raises PortError for an unknown port."""
+        if port is None:
+            self._buffer_new_ports = on
+            targets = list(self._port_tuple)
+        else:
+            found = self._ports.get(port)
+            if found is None:
+                raise PortError(f"no port named {port!r} on the switch")
+            targets = [found]
+        return [p.name for p in targets if self._buffer(p, on)]
+
+    def _buffer(self, port: Port, on: bool) -> bool:
+        tracer = port.tracer
+        if on == (port.name in self._buffered):
+            return False
+        if on:
+            self._buffered.add(port.name)
+            tracer.add_sink(self.trace_buffer)
+            tracer.emit("trace", None, None, state="start")
+        else:
+            tracer.emit("trace", None, None, state="stop")
+            self._buffered.discard(port.name)
+            tracer.remove_sink(self.trace_buffer)
+        return True
+
+    def add_trace_sink(self, sink) -> None:
+        """Give every port's ring records, from now on and for ports added
+        later, to `sink(record)` too (a `JsonLinesWriter`, a test's list)."""
+        self._trace_sinks.append(sink)
+        for port in self._port_tuple:
+            port.tracer.add_sink(sink)
+
+    def remove_trace_sink(self, sink) -> None:
+        self._trace_sinks.remove(sink)
+        for port in self._port_tuple:
+            port.tracer.remove_sink(sink)
+
+    @staticmethod
+    def _trace_drop(port: Port, reason: str, length: int | None = None, frames: int = 1) -> None:
+        tracer = port.tracer
+        if tracer.on:
+            for _ in range(frames):
+                tracer.emit("drop", None, None, reason=reason, len=length, stage="switch")
+
     # -- the data path ------------------------------------------------------
     def _on_frame(self, ingress: Port, frame: bytes, meta: FrameMeta | None) -> None:
         """The one sink every port delivers its received frames to, with their
@@ -191,6 +259,7 @@ class Switch:
             self.counters.malformed += 1
             ingress.counters.rx_dropped += 1
             ingress.counters.count_error("runt frame" if n < MIN_FRAME_LEN else "oversized frame")
+            self._trace_drop(ingress, "runt frame" if n < MIN_FRAME_LEN else "oversized frame", n)
             return
         now = self.loop.now()
         src = frame[6:12]
@@ -251,6 +320,7 @@ class Switch:
                 counters.malformed += 1
                 ingress.counters.rx_dropped += 1
                 ingress.counters.count_error("runt frame" if n < MIN_FRAME_LEN else "oversized frame")
+                self._trace_drop(ingress, "runt frame" if n < MIN_FRAME_LEN else "oversized frame", n)
                 continue
             src = frame[6:12]
             if src != last_src:
@@ -323,6 +393,7 @@ class Switch:
                 counters.forwarded += count
             if not out.link_up:
                 out.counters.tx_dropped += count
+                self._trace_drop(out, "link_down", frames=count)
                 continue
             try:
                 out.transmit_pooled(frames, first, count)
@@ -372,6 +443,8 @@ class Switch:
             return
         if not port.link_up:
             port.counters.tx_dropped += len(frames)
+            for frame, _ in frames:
+                self._trace_drop(port, "link_down", len(frame))
             return
         try:
             port.transmit_burst(frames)
@@ -391,6 +464,7 @@ class Switch:
             self.counters.malformed += 1
             ingress.counters.rx_dropped += 1
             ingress.counters.count_error(egress.error.reason)
+            self._trace_drop(ingress, egress.error.reason, len(egress.frame))
         elif egress.finished is not None:
             if egress.meta.gso_type:
                 self.counters.segmented += 1
@@ -417,6 +491,7 @@ class Switch:
     def _send(self, port: Port, frame: bytes, meta: FrameMeta | None) -> None:
         if not port.link_up:
             port.counters.tx_dropped += 1
+            self._trace_drop(port, "link_down", len(frame))
             return
         try:
             port.transmit(frame, meta)
@@ -427,6 +502,7 @@ class Switch:
         # Called from the except clause, so log.exception still has the traceback.
         port.counters.tx_dropped += frames
         port.counters.count_error(f"transmit raised {type(exc).__name__}")
+        self._trace_drop(port, f"transmit raised {type(exc).__name__}", frames=frames)
         if port.name not in self._failing:
             self._failing.add(port.name)
             log.exception("port %s: transmit failed (further failures logged at debug level)", port.name)

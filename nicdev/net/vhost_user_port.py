@@ -64,7 +64,7 @@ class VhostUserPort(Port):
         super().__init__(name)
         self.device = VirtioNetDevice(self.deliver, name=name, on_drop=self._count_drop, offloads=offloads,
                                       poll=poll, datapath=datapath, on_burst=self.deliver_burst,
-                                      on_pooled=self.deliver_pooled)
+                                      on_pooled=self.deliver_pooled, tracer=self.tracer)
         self._pooled_sink: Callable[[Port, PooledFrames], None] | None = None
         self.backend = self.device.make_backend(name)
         try:
@@ -153,10 +153,8 @@ class VhostUserPort(Port):
             raise ValueError(f"a fault is a mode string or a Fault, not {type(mode).__name__}")
         self.device.set_fault(fault)
         log.info("%s: device mode %s", self.name, fault if fault is not None else "cleared")
-        # Port.tracer belongs to the ring tracing; ports built before it have none.
-        tracer = getattr(self, "tracer", None)
-        if tracer is not None and tracer.on:
-            tracer.emit("fault", None, None, mode=None if fault is None else str(fault))
+        if self.tracer.on:
+            self.tracer.emit("fault", None, None, mode=None if fault is None else str(fault))
 
     # -- status ------------------------------------------------------------------
     @property

@@ -27,6 +27,13 @@ a memory table and a kick (SET_VRING_KICK, the usual last message), and
 *stops* on GET_VRING_BASE. Separately it is *enabled* or not: with feature
 bit 30 (VHOST_USER_F_PROTOCOL_FEATURES) negotiated, rings are disabled until
 SET_VRING_ENABLE 1; without it they are enabled as soon as they start.
+
+Tracing (`tracer`, a `nicdev.virtio.trace.Tracer`, while it is on): every
+message handled (`vhost_msg`, with how it ended), the features and protocol
+features the front-end set (`features`), and each ring's start, stop,
+enable, disable and the reset when the front-end goes (`ring`). Ring
+directions follow virtio-net's numbering: even rings receive, odd ones
+transmit.
 """
 from __future__ import annotations
 
@@ -40,9 +47,11 @@ from typing import Callable
 from nicdev.virtio.device_queue import DeviceQueue
 from nicdev.virtio.memory import GuestMemory, GuestMemoryError, MemoryRegion
 from nicdev.virtio.ring import QueueBroken, avail_ring_bytes, check_queue_size, used_ring_bytes
+from nicdev.virtio.trace import Tracer
 
 from .messages import (
     FRONTEND, MemoryRegionDesc, MemoryTable, Message, ProtocolError, RarpMac, VringAddr, VringFile, VringState,
+    encode_payload,
 )
 from .protocol import F_PROTOCOL_FEATURES, ProtocolFeature, Request, protocol_feature_names
 
@@ -255,6 +264,7 @@ class VhostUserBackend:
         queue_num: int | None = None,
         name: str = "vhost-user",
         mapper: Callable[[int, MemoryRegionDesc], MappedRegion] = map_region,
+        tracer: Tracer | None = None,
     ) -> None:
         if not 1 <= num_queues <= 256:
             raise ValueError(f"num_queues must be 1..256, not {num_queues}")
@@ -265,6 +275,7 @@ class VhostUserBackend:
         self.num_queues = num_queues
         self.queue_num = queue_num if queue_num is not None else max(1, num_queues // 2)
         self._mapper = mapper
+        self.tracer = tracer
         self.counters = BackendCounters()
         self._handlers: dict[int, tuple[Handler, bool]] = self._build_handlers()
         self._reset_state()
@@ -280,8 +291,11 @@ class VhostUserBackend:
         self._mapped: list[MappedRegion] = []
         self.rings = [Vring(i) for i in range(self.num_queues)]
 
-    def reset(self) -> None:
-        """The connection is gone: stop every ring, close every fd, unmap memory."""
+    def reset(self, reason: str | None = None) -> None:
+        """The connection is gone (`reason`: why, for the trace): stop every
+        ring, close every fd, unmap memory."""
+        if self.tracer is not None and self.tracer.on:
+            self.tracer.emit("ring", None, None, state="reset", reason=reason)
         for ring in self.rings:
             self._stop_ring(ring)
             ring.close_fds()
@@ -346,8 +360,19 @@ class VhostUserBackend:
 
         Raises ProtocolError for malformed or unsupported requests. Fds the
         handler did not keep are closed before returning or raising."""
+        traced = self.tracer is not None and self.tracer.on
+        if traced:
+            fds, nacks = len(msg.fds), self.counters.nacks
         try:
-            return self._dispatch(msg)
+            replies = self._dispatch(msg)
+        except ProtocolError as e:
+            if traced:
+                self._trace_message(msg, fds, f"error: {e}")
+            raise
+        else:
+            if traced:
+                self._trace_message(msg, fds, "refused" if self.counters.nacks != nacks else "ok")
+            return replies
         finally:
             for fd in msg.fds:
                 _close(fd)
@@ -385,6 +410,25 @@ class VhostUserBackend:
         log.debug("%s: -> %s", self.name, reply)
         return [reply]
 
+    # -- tracing -----------------------------------------------------------
+    def _trace_message(self, msg: Message, fds: int, result: str) -> None:
+        try:
+            size = len(encode_payload(msg.payload))
+        except (ProtocolError, TypeError, AttributeError):
+            size = None
+        index = getattr(msg.payload, "index", None)
+        self.tracer.emit("vhost_msg", index, _direction(index), request=msg.name, size=size, fds=fds,
+                         payload=_payload_text(msg.payload), result=result)
+
+    def _trace_ring(self, ring: Vring | None, state: str) -> None:
+        if self.tracer is not None and self.tracer.on:
+            index = None if ring is None else ring.index
+            self.tracer.emit("ring", index, _direction(index), state=state)
+
+    def _trace_features(self, value: int, protocol: bool) -> None:
+        if self.tracer is not None and self.tracer.on:
+            self.tracer.emit("features", None, None, value=value, protocol=protocol)
+
     # -- features ----------------------------------------------------------
     def _get_features(self, msg: Message) -> int:
         return self.offered_features
@@ -397,6 +441,7 @@ class VhostUserBackend:
         old = self.acked_features
         self.acked_features = features
         self.features_set = True
+        self._trace_features(features, False)
         for ring in self.rings:
             self._update_enabled(ring)
         self.device.features_set(features)
@@ -415,6 +460,7 @@ class VhostUserBackend:
         if extra:
             raise RequestFailed(f"front-end acked protocol features {extra:#x} that were not offered")
         self.acked_protocol_features = msg.payload
+        self._trace_features(msg.payload, True)
         log.info("%s: protocol features %s", self.name, "+".join(protocol_feature_names(msg.payload)) or "none")
 
     def _set_owner(self, msg: Message) -> None:
@@ -536,6 +582,7 @@ class VhostUserBackend:
         enabled = ring.enable_requested if self.protocol_features_negotiated else True
         if enabled != ring.enabled:
             ring.enabled = enabled
+            self._trace_ring(ring, "enable" if enabled else "disable")
             self.device.ring_enable_changed(ring)
 
     def _reconfigure(self, ring: Vring, **changes) -> None:
@@ -553,6 +600,7 @@ class VhostUserBackend:
         unused = self.device.ring_stopping(ring) or 0
         ring.base = (ring.queue.next_avail - unused) & 0xFFFF
         ring.queue = None
+        self._trace_ring(ring, "stop")
         log.debug("%s: vring %d stopped at avail %d", self.name, ring.index, ring.base)
 
     def _try_start(self, ring: Vring) -> None:
@@ -580,6 +628,7 @@ class VhostUserBackend:
             return
         ring.broken = None
         ring.queue = queue
+        self._trace_ring(ring, "start")
         self._update_enabled(ring)
         log.info("%s: vring %d started: size %d, avail %d, %s", self.name, ring.index, num, ring.base,
                  "enabled" if ring.enabled else "disabled")
@@ -601,3 +650,21 @@ class VhostUserBackend:
 
     def _get_status(self, msg: Message) -> int:
         return self.status
+
+
+def _direction(index: int | None) -> str | None:
+    """A ring's direction by virtio-net's numbering (even: receive, odd: transmit)."""
+    if index is None:
+        return None
+    return "tx" if index % 2 else "rx"
+
+
+def _payload_text(payload) -> str | None:
+    """A message's payload for the trace: a u64 in hex, a typed payload as its repr."""
+    if payload is None:
+        return None
+    if isinstance(payload, int):
+        return f"{payload:#x}"
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload[:64]).hex()
+    return repr(payload)

@@ -220,7 +220,7 @@ class VhostUserServer:
         if self.loop is not None:
             self.loop.remove_reader(conn.fileno())
         conn.close()
-        self.backend.reset()
+        self.backend.reset(reason)
         self.last_disconnect = reason
         log.info("%s: front-end gone (%s); waiting for the next on %s", self.name, reason, self.path)
         self._changed()

@@ -110,19 +110,59 @@ def _usable(queue) -> None:
 
 
 class KernelEvents:
-    """An optional trace for the kernels: (kind, head, len) per chain, filled
-    only when a kernel is handed one (tracing off costs one NULL test)."""
+    """An optional trace for the kernels, filled only when a kernel is handed
+    one (tracing off costs one NULL test per call site).
 
-    TX_CHAIN, RX_CHAIN = 1, 2
+    `records()` gives (kind, head, len) per event; `details()` the same
+    events with each popped chain's descriptors. Kinds: TX_CHAIN (a
+    transmit chain popped, len its readable bytes), RX_POP (a receive chain
+    popped, len its writable bytes), RX_CHAIN (a receive chain written, len
+    the bytes written), USED (a used element pushed: head its id, len the
+    written length). Events past `capacity`, or descriptors past
+    `desc_capacity`, are counted in `lost`."""
 
-    def __init__(self, capacity: int = 1024) -> None:
+    TX_CHAIN, RX_CHAIN, RX_POP, USED = 1, 2, 3, 4
+
+    def __init__(self, capacity: int = 1024, desc_capacity: int | None = None) -> None:
+        desc_capacity = 4 * capacity if desc_capacity is None else desc_capacity
         self._events = _ffi.new("struct dk_event[]", capacity)
-        self.c = _ffi.new("struct dk_events *", {"capacity": capacity, "count": 0, "events": self._events})
+        self._descs = _ffi.new("struct dk_desc[]", desc_capacity)
+        self.c = _ffi.new("struct dk_events *", {
+            "capacity": capacity, "count": 0, "events": self._events,
+            "desc_capacity": desc_capacity, "desc_count": 0, "descs": self._descs})
+
+    @property
+    def capacity(self) -> int:
+        return self.c.capacity
+
+    @property
+    def lost(self) -> int:
+        """Events and descriptors that found no room since the last read."""
+        return self.c.lost
+
+    def _clear(self) -> None:
+        self.c.count = self.c.desc_count = self.c.lost = 0
 
     def records(self) -> list[tuple[int, int, int]]:
         """The events so far, oldest first, and start again."""
         out = [(ev.kind, ev.head, ev.len) for ev in self._events[0:self.c.count]]
-        self.c.count = 0
+        self._clear()
+        return out
+
+    def details(self) -> list[tuple]:
+        """The events so far, oldest first, and start again: (kind, head, len)
+        for RX_CHAIN and USED; (kind, head, len, descs, indirect, total) for
+        a popped chain, `descs` a list of [addr, len, flags]."""
+        descs = self._descs
+        out = []
+        for ev in self._events[0:self.c.count]:
+            if ev.kind == self.TX_CHAIN or ev.kind == self.RX_POP:
+                first = ev.first_desc
+                walked = [[d.addr, d.len, d.flags] for d in descs[first:first + ev.ndescs]]
+                out.append((ev.kind, ev.head, ev.len, walked, bool(ev.indirect), ev.total))
+            else:
+                out.append((ev.kind, ev.head, ev.len))
+        self._clear()
         return out
 
 
@@ -202,6 +242,10 @@ class TxKernel:
         n = _lib.dk_tx_burst(ring, state, kernels.mem_table(mem), self.params, self.work, limit, err,
                              _events(events))
         return n, (_broken(queue, mem, err) if err.code else None)
+
+    def heads(self, n: int) -> list[int]:
+        """The head of each of the first n chains of the last burst."""
+        return [u.id for u in self._used[0:n]]
 
     def chains(self, n: int) -> tuple[list[int], list[int], list[int]]:
         """(statuses, offsets, lengths) of the first n chains of the last burst."""

@@ -260,9 +260,11 @@ class DeviceQueue:
         self._check_usable()
         return self._pending(self._avail(mem))
 
-    def pop(self, mem: GuestMemory) -> DescriptorChain | None:
+    def pop(self, mem: GuestMemory, descs: list | None = None) -> DescriptorChain | None:
         """The next available descriptor chain, or None if there is none.
 
+        `descs` (a list, for a trace): each descriptor walked is appended as
+        [addr, len, flags], the indirect pointer and then its table's.
         Raises QueueBroken (and marks the queue broken) if the ring or the
         chain breaks the rules."""
         self._check_usable()
@@ -272,14 +274,14 @@ class DeviceQueue:
         state = self.state
         head = avail[2 + (state[STATE_NEXT_AVAIL] & self._mask)]
         try:
-            chain = self._walk(mem, head)
+            chain = self._walk(mem, head, descs)
         except QueueBroken as e:
             self.mark_broken(e.reason)
             raise
         state[STATE_NEXT_AVAIL] = (state[STATE_NEXT_AVAIL] + 1) & 0xFFFF
         return chain
 
-    def _walk(self, mem: GuestMemory, head: int) -> DescriptorChain:
+    def _walk(self, mem: GuestMemory, head: int, descs: list | None = None) -> DescriptorChain:
         """Follow a chain, copying each descriptor once, trusting nothing."""
         size = self.size
         if head >= size:
@@ -305,6 +307,8 @@ class DeviceQueue:
                 raise QueueBroken(f"chain {head}: {where} longer than {entries} descriptors (a loop?)")
             addr, length, flags, nxt = _unpack_desc(table, idx * DESC_SIZE)
             walked += 1
+            if descs is not None:
+                descs.append([addr, length, flags])
             if flags & VRING_DESC_F_INDIRECT:
                 if indirect:
                     raise QueueBroken(f"chain {head}: indirect descriptor inside an indirect table")

@@ -22,9 +22,12 @@ alternate N times and each figure is the median.
 the ports' default), one set of lines each, with the kicks the guests gave
 per frame moved ("kicks"). --load N runs N busy processes (a CPU-bound
 Python loop each, at normal priority) for the whole run, anchor included.
+--tracing measures the switch three times instead: ring tracing off, on for
+port a, and on for both ports (every record into a JSON lines file, as
+`mnet switch --trace FILE` writes it); each line says `tracing_ports`.
 
     .venv/bin/python scripts/bench/guest_throughput.py [--seconds 10] [--rounds 1] [--anchor stream]
-        [--poll off,adaptive,busy] [--load 1]
+        [--poll off,adaptive,busy] [--load 1] [--tracing]
 
 Needs QEMU and the guest image (built on first use, with progress lines; it
 downloads Debian's kernel package). No root needed: all traffic stays inside
@@ -56,6 +59,7 @@ from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.polling import DEFAULT_POLL  # noqa: E402
 from nicdev.net.portspec import parse_poll  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
+from nicdev.virtio.trace import JsonLinesWriter  # noqa: E402
 from qemu.cmdline import NicConfig  # noqa: E402
 from qemu.errors import QemuError  # noqa: E402
 from qemu.launcher import find_qemu  # noqa: E402
@@ -87,9 +91,11 @@ class GuestPair:
     """Guests A and B linked by `setup`; started and ready after `__enter__`."""
 
     def __init__(self, setup: str, image, workdir: Path, memory_mb: int, boot_timeout: float,
-                 poll=DEFAULT_POLL) -> None:
+                 poll=DEFAULT_POLL, traced: int = 0) -> None:
         self.setup = setup
         self.poll = poll
+        self.traced = traced            # ports whose ring trace goes to a file
+        self.writer = None
         self.image = image
         self.workdir = workdir
         self.memory_mb = memory_mb
@@ -107,8 +113,12 @@ class GuestPair:
         try:
             if self.setup == "switch":
                 self.bg = BackgroundSwitch()
-                for port in ("a", "b"):
-                    self.bg.add_port(VhostUserPort(port, str(w / f"{port}.sock"), poll=self.poll))
+                ports = [VhostUserPort(port, str(w / f"{port}.sock"), poll=self.poll) for port in ("a", "b")]
+                for port in ports:
+                    self.bg.add_port(port)
+                if self.traced:
+                    self.writer = writer = JsonLinesWriter(str(w / "trace.jsonl"))
+                    self.bg.call(lambda: [p.tracer.add_sink(writer) for p in ports[:self.traced]])
                 nics = (NicConfig("vhost-user", str(w / "a.sock")), NicConfig("vhost-user", str(w / "b.sock")))
             elif self.setup == "stream":
                 # A listens, B connects: QEMU's stream client never retries, so A
@@ -136,10 +146,15 @@ class GuestPair:
             log(f"{self.label}: switch counters\n" + self.bg.summary())
             self.bg.close()
             self.bg = None
+        if self.writer is not None:
+            self.writer.close()
+            log(f"{self.label}: {self.writer.records} trace records")
 
     @property
     def label(self) -> str:
-        return f"switch poll={self.poll}" if self.setup == "switch" else self.setup
+        if self.setup != "switch":
+            return self.setup
+        return f"switch poll={self.poll}" + (f" trace={self.traced}" if self.traced else "")
 
     @property
     def a(self):
@@ -343,6 +358,8 @@ def main() -> int:
     ap.add_argument("--poll", type=poll_modes, default=[DEFAULT_POLL], metavar="MODE[,MODE...]",
                     help=f"our ports' poll modes to measure, each a setup (default {DEFAULT_POLL}: the default)")
     ap.add_argument("--load", type=int, default=0, metavar="N", help="N busy processes during the run (default 0)")
+    ap.add_argument("--tracing", action="store_true",
+                    help="the switch with ring tracing off, on for one port and on for both")
     args = ap.parse_args()
     if args.seconds < 1 or args.pings < 1 or args.interval <= 0 or args.rounds < 1 or args.load < 0:
         ap.error("--seconds, --pings, --rounds must be >= 1, --interval > 0, --load >= 0")
@@ -357,29 +374,35 @@ def main() -> int:
         return 1
 
     # (label, setup, poll mode): the anchor first, then our switch per mode.
-    setups = [(args.anchor, args.anchor, DEFAULT_POLL)] + [(f"switch poll={m}", "switch", m) for m in args.poll]
-    runs: dict[str, list[dict]] = {label: [] for label, _, _ in setups}
+    # (label, setup, poll mode, traced ports): the anchor first, then our switch per mode or tracing.
+    setups = [(args.anchor, args.anchor, DEFAULT_POLL, 0)]
+    if args.tracing:
+        setups += [(f"switch trace={t}", "switch", args.poll[0], t) for t in (0, 1, 2)]
+    else:
+        setups += [(f"switch poll={m}", "switch", m, 0) for m in args.poll]
+    runs: dict[str, list[dict]] = {label: [] for label, _, _, _ in setups}
     started = time.monotonic()
     load = BusyLoad(args.load)
     with tempfile.TemporaryDirectory(prefix="mnet-bench-") as tmp, load:
         try:
             for round_no in range(args.rounds):
-                for n, (label, setup, mode) in enumerate(setups):
+                for n, (label, setup, mode, traced) in enumerate(setups):
                     log(f"round {round_no + 1}/{args.rounds}: {label}: booting two guests (load: {load.description})")
                     with GuestPair(setup, image, Path(tmp) / f"{setup}{n}-{round_no}", args.memory,
-                                   args.boot_timeout, poll=mode) as pair:
+                                   args.boot_timeout, poll=mode, traced=traced) as pair:
                         runs[label].append(measure(pair, args))
         except (BenchError, GuestError, QemuError) as exc:
             print(f"guest_throughput: {exc}", file=sys.stderr)
             return 1
     log(f"done in {time.monotonic() - started:.0f} s")
     anchor = {case: median_result([r[case] for r in runs[args.anchor]]) for case in CASES}
-    for label, setup, mode in setups[1:]:
-        report(args, image, label, mode, load, runs[label], runs[args.anchor], anchor)
+    for label, setup, mode, traced in setups[1:]:
+        report(args, image, label, mode, load, runs[label], runs[args.anchor], anchor, traced)
     return 0
 
 
-def report(args, image, label: str, mode, load: BusyLoad, mine_runs: list, anchor_runs: list, anchor: dict) -> None:
+def report(args, image, label: str, mode, load: BusyLoad, mine_runs: list, anchor_runs: list, anchor: dict,
+           traced: int = 0) -> None:
     """One JSON line per case for our switch with poll mode `mode`."""
     ours = {case: median_result([r[case] for r in mine_runs]) for case in CASES}
     common = {
@@ -394,6 +417,7 @@ def report(args, image, label: str, mode, load: BusyLoad, mine_runs: list, ancho
         "poll": str(mode),
         "poll_is_default": mode == DEFAULT_POLL,
         "load": load.description,
+        "tracing_ports": traced,
         "source": source_version(),
     }
     for case, (key, units, better) in CASES.items():

@@ -50,6 +50,8 @@ def stale_socket(tmp_path):
     (["--port", "a=pcap:/nonexistent-dir/x.pcap"], "cannot write /nonexistent-dir/x.pcap"),
     (["--port", "a=stream:/tmp/x.sock", "--ageing", "-1"], "bad --ageing"),
     (["--port", "a=stream:/tmp/x.sock", "--stats-interval", "-1"], "bad --stats-interval"),
+    (["--port", "a=stream:/tmp/x.sock", "--trace", "/nonexistent-dir/t.jsonl"],
+     "cannot write trace file /nonexistent-dir/t.jsonl"),
 ])
 def test_switch_wrong_input(args, fragment):
     assert_one_line_error(mnet("switch", *args), "switch", fragment)
@@ -73,6 +75,39 @@ def test_switch_socket_path_in_use_by_another_switch_then_sigint_summary(tmp_pat
     assert "port q: " in tail, out
     assert "switch: forwarded 0, flooded 0" in tail, out
     assert not os.path.exists(path), "the socket file was left behind"
+
+
+def test_switch_trace_file_records_from_the_start(tmp_path):
+    """`--trace FILE`: a front-end's vhost-user messages, from the first one,
+    are in the file when the switch stops."""
+    from nicdev.virtio.trace import read_trace
+    from support.vhost_user_guest import Frontend, GuestNic, GuestRam
+
+    path, trace = str(tmp_path / "vm0.sock"), str(tmp_path / "t.jsonl")
+    proc = MnetProcess("switch", f"--port=vm0=vhost-user:{path}", "--trace", trace)
+    ram = nic = sock = None
+    try:
+        proc.expect("switch running")
+        ram = GuestRam()
+        nic = GuestNic(ram, queue_size=16)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        Frontend(sock).connect(nic)
+        sock.close()
+        sock = None
+        status, out, err = proc.interrupt()
+    finally:
+        for thing in (sock, nic, ram):
+            if thing is not None:
+                thing.close()
+        proc.close()
+    assert status == 0, err
+    assert re.search(r"^trace: \d+ records in " + re.escape(trace), out, re.M), out
+    records = list(read_trace(trace))
+    assert records[0]["kind"] == "header"
+    messages = [r["request"] for r in records if r["kind"] == "vhost_msg"]
+    assert messages[:3] == ["GET_FEATURES", "GET_PROTOCOL_FEATURES", "SET_PROTOCOL_FEATURES"], messages
+    assert {r["port"] for r in records[1:]} == {"vm0"}
 
 
 def test_switch_missing_namespace():

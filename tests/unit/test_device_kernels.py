@@ -19,6 +19,7 @@ from nicdev.virtio.features import VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, m
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
 from nicdev.virtio.offload import DATA_VALID, FrameMeta
 from nicdev.virtio.ring import SplitRingLayout, pack_descriptor
+from nicdev.virtio.trace import DEVICE, Tracer
 
 from support.hostile_rings import build, hostile_rings
 from support.vhost_user_guest import GuestNic, GuestRam
@@ -31,9 +32,9 @@ FEATURES = st.sampled_from([DEVICE_FEATURES, BASE_FEATURES, LEGACY, mask(VIRTIO_
 PATHS = ("python", "c")
 
 
-def datapath(path, features, mtu):
+def datapath(path, features, mtu, tracer=None):
     drops = []
-    dp = NetDatapath(on_drop=lambda d, r: drops.append((d, r)), datapath=path)
+    dp = NetDatapath(on_drop=lambda d, r: drops.append((d, r)), datapath=path, tracer=tracer)
     dp.negotiate(features)
     dp.mtu = mtu
     return dp, drops
@@ -77,11 +78,20 @@ def tx_contents(draw):
     return draw(st.binary(min_size=64, max_size=64)) * 128
 
 
-def run_tx(path, ring, contents, features, mtu, limit, enabled):
+def recording_tracer():
+    """A tracer on, with a fixed clock: its records and frames in lists."""
+    tracer = Tracer("p", DEVICE, clock=lambda: 0.0)
+    tracer.records, tracer.frames = [], []
+    tracer.add_sink(tracer.records.append)
+    tracer.add_frame_sink(lambda *frame: tracer.frames.append(frame))
+    return tracer
+
+
+def run_tx(path, ring, contents, features, mtu, limit, enabled, tracer=None):
     mem, lay, queue = build(ring)
     if contents is not None:
         mem.write(0x8000, contents)
-    dp, drops = datapath(path, features, mtu)
+    dp, drops = datapath(path, features, mtu, tracer)
     log = []
     for _ in range(3):
         out = []
@@ -117,9 +127,9 @@ def rx_frames(draw):
     return draw(st.lists(steps, min_size=1, max_size=12))
 
 
-def run_rx(path, ring, steps, features, mtu):
+def run_rx(path, ring, steps, features, mtu, tracer=None):
     mem, lay, queue = build(ring)
-    dp, drops = datapath(path, features, mtu)
+    dp, drops = datapath(path, features, mtu, tracer)
     log = []
     for step in steps:
         try:
@@ -144,6 +154,32 @@ def test_rx_put_is_the_same_on_both_paths(ring, steps, features, mtu):
     assert c == python
     event(f"rx: {'broken' if python['broken'] else 'whole'}, {python['counters']['rx_frames'] and 'frames' or 'no frames'}"
           f"{', held' if python['held'] else ''}{', backlog' if python['waiting'] else ''}")
+
+
+# -- traced: the same records on both paths, and the same behaviour as untraced ------
+def traced(run, *args):
+    tracer = recording_tracer()
+    return run(*args, tracer=tracer), tracer.records, tracer.frames
+
+
+@SETTINGS
+@given(ring=rings(), contents=tx_contents(), features=FEATURES,
+       mtu=st.sampled_from([None, 1500]), limit=st.integers(1, 20), enabled=st.sampled_from([True, True, False]))
+def test_traced_tx_bursts_give_the_same_records_on_both_paths(ring, contents, features, mtu, limit, enabled):
+    args = (ring, contents, features, mtu, limit, enabled)
+    python, c = (traced(run_tx, path, *args) for path in PATHS)
+    assert c == python
+    assert python[0] == run_tx("python", *args)         # tracing changes nothing
+    event(f"tx traced: {len(python[1])} records{', broken' if python[0]['broken'] else ''}")
+
+
+@SETTINGS
+@given(ring=rings(), steps=rx_frames(), features=FEATURES, mtu=st.sampled_from([None, 1500]))
+def test_traced_rx_puts_give_the_same_records_on_both_paths(ring, steps, features, mtu):
+    python, c = (traced(run_rx, path, ring, steps, features, mtu) for path in PATHS)
+    assert c == python
+    assert c[0] == run_rx("c", ring, steps, features, mtu)
+    event(f"rx traced: {len(python[1])} records{', broken' if python[0]['broken'] else ''}")
 
 
 # -- notifications -------------------------------------------------------------------

@@ -80,14 +80,20 @@ static uint16_t current_used(struct dk_state *s, const uint8_t *used)
     return (uint16_t)s->used_idx;
 }
 
-static void trace(struct dk_events *ev, uint16_t kind, uint16_t head, uint32_t len)
+/* -- the optional trace (tracing off: each call site tests one NULL) -------- */
+
+static struct dk_event *trace(struct dk_events *ev, uint16_t kind, uint16_t head, uint32_t len)
 {
-    if (ev->count < ev->capacity) {
-        struct dk_event *x = &ev->events[ev->count++];
-        x->kind = kind;
-        x->head = head;
-        x->len = len;
+    if (ev->count == ev->capacity) {
+        ev->lost++;
+        return NULL;
     }
+    struct dk_event *x = &ev->events[ev->count++];
+    memset(x, 0, sizeof *x);
+    x->kind = kind;
+    x->head = head;
+    x->len = len;
+    return x;
 }
 
 /* -- the chain walk: DeviceQueue._walk --------------------------------------- */
@@ -100,6 +106,7 @@ struct sink {
     uint32_t seg_room;
     uint64_t seg_need;
     uint32_t nsegs;
+    struct dk_events *ev;   /* the trace: each descriptor walked, or NULL */
 };
 
 struct chain {
@@ -107,6 +114,38 @@ struct chain {
     uint32_t desc_count;
     int indirect;
 };
+
+static void trace_desc(struct dk_events *ev, const struct desc *d)
+{
+    if (ev->desc_count == ev->desc_capacity) {
+        ev->lost++;
+        return;
+    }
+    struct dk_desc *x = &ev->descs[ev->desc_count++];
+    x->addr = d->addr;
+    x->len = d->len;
+    x->flags = d->flags;
+}
+
+/* A popped chain, its descriptors the ones traced since `first_desc`. */
+static void trace_chain(struct dk_events *ev, uint16_t kind, uint16_t head, uint32_t len, const struct chain *c,
+                        uint32_t first_desc)
+{
+    struct dk_event *x = trace(ev, kind, head, len);
+    if (x) {
+        x->total = (uint32_t)(c->readable_len + c->writable_len);
+        x->first_desc = first_desc;
+        x->ndescs = ev->desc_count - first_desc;
+        x->indirect = (uint8_t)c->indirect;
+    }
+}
+
+/* Forget what was traced since a mark: a chain that is not popped after all. */
+static void trace_rewind(struct dk_events *ev, uint32_t count, uint32_t desc_count)
+{
+    ev->count = count;
+    ev->desc_count = desc_count;
+}
 
 static void take_readable(const struct mnet_mem *m, struct sink *k, uint64_t gpa, uint32_t len, uint64_t at)
 {
@@ -139,6 +178,8 @@ static int walk(const struct dk_ring *q, const struct mnet_mem *m, const uint8_t
         struct desc d;
         memcpy(&d, table + (uint64_t)idx * 16, sizeof d);   /* once: the driver may rewrite it */
         c->desc_count++;
+        if (k->ev)
+            trace_desc(k->ev, &d);
         if (d.flags & DESC_F_INDIRECT) {
             if (c->indirect)
                 return fail(e, DK_ERR_NESTED_INDIRECT, head, 0, 0, 0, 0);
@@ -208,7 +249,7 @@ static int next_head(const struct dk_ring *q, struct dk_state *s, const struct m
 
 /* DeviceQueue.push_many: the used elements, then one used idx store. */
 static int push_used(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m,
-                     const struct dk_used *elems, uint32_t n, struct dk_error *e)
+                     const struct dk_used *elems, uint32_t n, struct dk_error *e, struct dk_events *ev)
 {
     if (n == 0)
         return 0;
@@ -222,6 +263,9 @@ static int push_used(const struct dk_ring *q, struct dk_state *s, const struct m
     }
     st16(used + 2, idx);    /* release: the elements are visible first */
     s->used_idx = idx;
+    if (ev)
+        for (uint32_t i = 0; i < n; i++)
+            trace(ev, DK_EV_USED, (uint16_t)elems[i].id, elems[i].len);
     return 0;
 }
 
@@ -265,10 +309,14 @@ int dk_tx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
         int head = next_head(q, s, m, avail, &desc_table, &empty, e);
         if (head < 0)
             break;
-        struct sink k = {.gather = w->pool + cursor, .gather_room = p->slot};
+        struct sink k = {.gather = w->pool + cursor, .gather_room = p->slot, .ev = ev};
         struct chain c;
-        if (walk(q, m, desc_table, (uint16_t)head, w->scratch, &k, &c, e))
+        uint32_t first_desc = ev ? ev->desc_count : 0;
+        if (walk(q, m, desc_table, (uint16_t)head, w->scratch, &k, &c, e)) {
+            if (ev)
+                trace_rewind(ev, ev->count, first_desc);
             break;
+        }
         s->next_avail = (uint16_t)(s->next_avail + 1);
         uint8_t status = tx_status(p, &c, w->pool + cursor);
         w->status[taken] = status;
@@ -284,10 +332,10 @@ int dk_tx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
         if (status == DK_TX_OK || status == DK_TX_OFFLOAD)
             cursor += c.readable_len;
         if (ev)
-            trace(ev, DK_EV_TX_CHAIN, (uint16_t)head, (uint32_t)c.readable_len);
+            trace_chain(ev, DK_EV_TX_CHAIN, (uint16_t)head, (uint32_t)c.readable_len, &c, first_desc);
     }
     if (e->code == DK_OK)       /* else like pop() raising: the chains so far are not returned */
-        push_used(q, s, m, w->used, taken, e);
+        push_used(q, s, m, w->used, taken, e, ev);
     return (int)taken;
 }
 
@@ -321,7 +369,8 @@ static int rx_place(const struct dk_ring *q, struct dk_state *s, const struct mn
     uint64_t room = 0;
     uint32_t nchains = 0;
     int32_t start = s->next_avail;
-    struct sink k = {.segs = w->segs, .seg_room = w->seg_room, .seg_need = need};
+    struct sink k = {.segs = w->segs, .seg_room = w->seg_room, .seg_need = need, .ev = ev};
+    uint32_t ev_start = ev ? ev->count : 0, desc_start = ev ? ev->desc_count : 0;
     while (room < need && nchains < used_room) {
         int empty;
         int head = next_head(q, s, m, avail, desc_table, &empty, e);
@@ -332,9 +381,15 @@ static int rx_place(const struct dk_ring *q, struct dk_state *s, const struct mn
         }
         struct chain c;
         w->chains[nchains].seg_first = k.nsegs;
-        if (walk(q, m, *desc_table, (uint16_t)head, w->scratch, &k, &c, e))
+        uint32_t first_desc = ev ? ev->desc_count : 0;
+        if (walk(q, m, *desc_table, (uint16_t)head, w->scratch, &k, &c, e)) {
+            if (ev)
+                trace_rewind(ev, ev->count, first_desc);
             return -1;
+        }
         s->next_avail = (uint16_t)(s->next_avail + 1);
+        if (ev)
+            trace_chain(ev, DK_EV_RX_POP, (uint16_t)head, (uint32_t)c.writable_len, &c, first_desc);
         w->chains[nchains].room = c.writable_len;
         used[nchains].id = (uint32_t)head;
         nchains++;
@@ -346,6 +401,8 @@ static int rx_place(const struct dk_ring *q, struct dk_state *s, const struct mn
         /* Nothing written: the chains go back to the ring, and the Python
          * data path pops them again and holds them (its reference rules). */
         s->next_avail = start;
+        if (ev)
+            trace_rewind(ev, ev_start, desc_start);
         return 0;
     }
     if (p->hdr_len == 12) {
@@ -378,7 +435,7 @@ int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem
     if (avail == NULL)
         return -1;
     int n = rx_place(q, s, m, p, w, avail, &desc_table, hdr, frame, frame_len, w->used, w->chain_room, e, ev);
-    if (n > 0 && push_used(q, s, m, w->used, (uint32_t)n, e))
+    if (n > 0 && push_used(q, s, m, w->used, (uint32_t)n, e, ev))
         return -1;
     return n;
 }
@@ -415,7 +472,7 @@ int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
             if (n < 0) {
                 struct dk_error later;
                 w->done = done;
-                push_used(q, s, m, w->used, used, &later);
+                push_used(q, s, m, w->used, used, &later, ev);
                 return -1;
             }
             break;
@@ -423,7 +480,7 @@ int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
         used += (uint32_t)n;
         *bytes += len;
     }
-    if (push_used(q, s, m, w->used, used, e))
+    if (push_used(q, s, m, w->used, used, e, ev))
         return -1;
     return (int)done;
 }

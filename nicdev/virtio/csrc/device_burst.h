@@ -40,10 +40,24 @@ struct dk_error {
     uint64_t addr, len;
 };
 
-/* An optional trace: filled only when a kernel is given one. */
-enum { DK_EV_TX_CHAIN = 1, DK_EV_RX_CHAIN = 2 };
-struct dk_event { uint16_t kind; uint16_t head; uint32_t len; };
-struct dk_events { uint32_t capacity; uint32_t count; struct dk_event *events; };
+/* An optional trace: filled only when a kernel is given one. TX_CHAIN: a
+ * transmit chain popped (len: its readable bytes); RX_POP: a receive chain
+ * popped (len: its writable bytes); both with their descriptors, as walked
+ * (an indirect descriptor, then its table's), at descs[first_desc...] and
+ * `total` the chain's bytes both ways. RX_CHAIN: a receive chain written
+ * (len: the bytes written). USED: a used element pushed (head: its id).
+ * Events or descriptors that find no room are counted in `lost`. */
+enum { DK_EV_TX_CHAIN = 1, DK_EV_RX_CHAIN = 2, DK_EV_RX_POP = 3, DK_EV_USED = 4 };
+struct dk_event {
+    uint16_t kind; uint16_t head; uint32_t len;
+    uint32_t total; uint32_t first_desc; uint32_t ndescs; uint8_t indirect;
+};
+struct dk_desc { uint64_t addr; uint32_t len; uint16_t flags; };
+struct dk_events {
+    uint32_t capacity; uint32_t count; struct dk_event *events;
+    uint32_t desc_capacity; uint32_t desc_count; struct dk_desc *descs;
+    uint32_t lost;
+};
 
 /* A used-ring element, as it is in guest memory. */
 struct dk_used { uint32_t id; uint32_t len; };
