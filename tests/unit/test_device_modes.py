@@ -322,7 +322,7 @@ def test_other_ports_keep_passing_traffic(tmp_path, datapath, mode):
         for g in guests.values():
             g.nic.post_rx(32)
         records = []
-        a.port.tracer.add_sink(records.append) if hasattr(a.port, "tracer") else None
+        a.port.tracer.add_sink(records.append)
         a.port.set_fault(mode)
         # The faulty port's guest floods, and is flooded to; b and c talk.
         a.nic.send(*[frame(80, i, dst=b"\xff" * 6, src=MAC_A) for i in range(10)])
@@ -344,10 +344,27 @@ def test_other_ports_keep_passing_traffic(tmp_path, datapath, mode):
                  f"a frame from the port after clearing {mode}")
         for r in records:
             validate_record(r)
-        if records:
-            assert [r["mode"] for r in records if r["kind"] == "fault"] == [mode, None]
+        assert [r["mode"] for r in records if r["kind"] == "fault"] == [mode, None]
+        if "drop-calls" in mode:
+            assert any(r["kind"] == "call_suppressed" and r["reason"] == "fault" for r in records)
     finally:
         for g in guests.values():
             g.close()
         switch.close()
         loop.close()
+
+
+def test_held_used_entries_are_traced_when_they_reach_the_ring(make_net):
+    net = make_net("delay-used=5ms")
+    records = []
+    net.dev.tracer.add_sink(records.append)
+    net.nic.send(frame(60, 1), frame(61, 2))
+    assert net.dev.process_tx() == 2
+    assert [r for r in records if r["kind"] in ("used", "used_idx")] == []
+    assert len([r for r in records if r["kind"] == "chain"]) == 2
+    net.run(lambda: len(net.used_entries(1)) == 2, "the held entries")
+    used = [r for r in records if r["kind"] == "used"]
+    assert [(r["queue"], r["len"]) for r in used] == [(1, 0), (1, 0)]
+    assert [(r["old"], r["new"]) for r in records if r["kind"] == "used_idx"] == [(0, 2)]
+    for r in records:
+        validate_record(r)
