@@ -9,13 +9,15 @@ import pytest
 from nicdev.net.device import DEVICE_FEATURES, VirtioNetDevice
 from nicdev.net.faults import FAULT_MODES, Fault, HeldUsed, parse_fault
 from nicdev.net.loop import EventLoop
-from nicdev.net.portspec import PortSpecError, build_port, parse_port_spec
+from nicdev.net.polling import DEFAULT_POLL
+from nicdev.net.portspec import PortSpecError, build_port, parse_poll, parse_port_spec
 from nicdev.net.switch import Switch
 from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.vhost_user.protocol import F_PROTOCOL_FEATURES
 from nicdev.virtio.trace import validate_record
 
 from support.datapaths import DATAPATHS
+from support.switch_ports import FakePort
 from support.vhost_user_guest import Frontend, GuestNic, GuestRam, read_eventfd
 from support.waiting import wait_for
 
@@ -296,8 +298,8 @@ def test_a_ring_broken_while_entries_are_held(make_net):
 
 # -- the switch keeps serving other ports ---------------------------------------------
 class Guest:
-    def __init__(self, switch, name, tmp_path, datapath):
-        self.port = switch.add_port(VhostUserPort(name, str(tmp_path / f"{name}.sock"), datapath=datapath))
+    def __init__(self, switch, name, tmp_path, datapath, poll=DEFAULT_POLL):
+        self.port = switch.add_port(VhostUserPort(name, str(tmp_path / f"{name}.sock"), datapath=datapath, poll=poll))
         self.ram = GuestRam()
         self.nic = GuestNic(self.ram, queue_size=64)
         self.fe = Frontend(backend=self.port.backend)
@@ -314,9 +316,19 @@ class Guest:
 @pytest.mark.parametrize("mode", ["stall-tx", "drop-calls", "delay-used=2ms", "bad-rx-len", "reorder-used",
                                   "starve-rx", "stall-tx+drop-calls+delay-used=2ms+bad-rx-len+reorder-used"])
 def test_other_ports_keep_passing_traffic(tmp_path, datapath, mode):
+    other_ports_keep_passing_traffic(tmp_path, datapath, mode, DEFAULT_POLL)
+
+
+@pytest.mark.parametrize("datapath", DATAPATHS)
+@pytest.mark.parametrize("mode", ["stall-tx", "delay-used=2ms+reorder-used", "starve-rx+drop-calls"])
+def test_modes_on_busy_polling_ports(tmp_path, datapath, mode):
+    other_ports_keep_passing_traffic(tmp_path, datapath, mode, parse_poll("busy"))
+
+
+def other_ports_keep_passing_traffic(tmp_path, datapath, mode, poll):
     loop = EventLoop()
     switch = Switch(loop)
-    guests = {n: Guest(switch, n, tmp_path, datapath) for n in "abc"}
+    guests = {n: Guest(switch, n, tmp_path, datapath, poll) for n in "abc"}
     a, b, c = guests["a"], guests["b"], guests["c"]
     try:
         for g in guests.values():
@@ -344,7 +356,7 @@ def test_other_ports_keep_passing_traffic(tmp_path, datapath, mode):
                  f"a frame from the port after clearing {mode}")
         for r in records:
             validate_record(r)
-        assert [r["mode"] for r in records if r["kind"] == "fault"] == [mode, None]
+        assert [r["mode"] for r in records if r["kind"] == "fault"] == [str(parse_fault(mode)), None]
         if "drop-calls" in mode:
             assert any(r["kind"] == "call_suppressed" and r["reason"] == "fault" for r in records)
     finally:
@@ -368,3 +380,32 @@ def test_held_used_entries_are_traced_when_they_reach_the_ring(make_net):
     assert [(r["old"], r["new"]) for r in records if r["kind"] == "used_idx"] == [(0, 2)]
     for r in records:
         validate_record(r)
+
+
+@pytest.mark.parametrize("datapath", DATAPATHS)
+def test_frames_from_a_port_of_another_kind_meet_the_mode_too(tmp_path, datapath):
+    """A burst from a non-vhost-user port (a TAP, a socket) into a faulty
+    port's guest: lied about and reordered like frames from another guest,
+    whichever way the switch hands it over."""
+    loop = EventLoop()
+    switch = Switch(loop)
+    a = Guest(switch, "a", tmp_path, datapath)
+    src = switch.add_port(FakePort("src"))
+    try:
+        a.nic.post_rx(8, size=1024)
+        a.nic.send(frame(60, dst=b"\xff" * 6, src=MAC_A))       # the switch learns a's MAC
+        a.port.device.process_tx()
+        loop.run_once(0)
+        a.port.set_fault("bad-rx-len+reorder-used")
+        sent = [frame(100 + i, i, dst=MAC_A, src=MAC_C) for i in range(3)]
+        src.deliver_burst([(f, None) for f in sent])
+        loop.run_once(0)                                # the end of the turn publishes, newest first
+        mem, used_ring = a.ram.mem, a.nic.layouts[0].used
+        count = struct.unpack("<H", mem.read(used_ring + 2, 2))[0]
+        entries = [struct.unpack("<II", mem.read(used_ring + 4 + 8 * i, 8)) for i in range(count)]
+        assert [length for _, length in entries] == [1025] * 3
+        assert [head for head, _ in entries] == sorted((head for head, _ in entries), reverse=True)
+    finally:
+        a.close()
+        switch.close()
+        loop.close()
