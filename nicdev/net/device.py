@@ -30,6 +30,11 @@ signal the guest and when to ask it for kicks:
   until they stay idle (`nicdev.net.device_polling.DevicePoller`, which
   wraps `process_tx` and `_flush_backlog`).
 
+- Device modes (`set_fault`, a `nicdev.net.faults.Fault`): the device
+  misbehaves on purpose for driver tests (stalls TX, swallows calls, holds,
+  reorders or lies about used entries, starves RX); one test per burst
+  here, the rules in nicdev.net.faults, docs/device-modes.md.
+
 Whether a signal or a kick is due under EVENT_IDX or NO_INTERRUPT is
 decided by the queue itself (`DeviceQueue.needs_notification`,
 `enable_notifications`: pure ring arithmetic in nicdev.virtio), so no
@@ -78,6 +83,7 @@ from .device_datapath import RX_NOTIFY, RX_RECHECK, RX_TAKEN, DeviceCounters, Ne
 from .device_polling import DevicePoller
 from .egress import EgressFrame
 from .ethernet import BROADCAST
+from .faults import Fault
 from .polling import DEFAULT_POLL, PollMode
 
 __all__ = ["VirtioNetDevice", "DEVICE_FEATURES", "BASE_FEATURES", "OFFLOAD_FEATURES",
@@ -109,6 +115,10 @@ PROTOCOL_FEATURES = mask(
 _MIN_MTU = 68
 _MAX_MTU = 65535
 _POLL_INTERVAL = 0.001   # ring polling when the front-end gave no kick fd
+# Timer keys for releasing used entries a device mode holds (the ring
+# indices key the rings' own timers).
+_RELEASE_TIMER = {RX_RING: "release-rx", TX_RING: "release-tx"}
+_DIRECTION = {RX_RING: "rx", TX_RING: "tx"}
 
 
 def make_rarp(mac: bytes) -> bytes:
@@ -170,6 +180,7 @@ class VirtioNetDevice(BackendDevice):
         self.tracer = self.datapath.tracer
         self.ring_trace = self.datapath.ring_trace
         self.poller = DevicePoller(self, poll)     # polls the rings after traffic, by the `poll` mode
+        self.fault: Fault | None = None             # the device mode (nicdev.net.faults), kept over resets
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -237,9 +248,13 @@ class VirtioNetDevice(BackendDevice):
 
     def ring_stopping(self, ring: Vring) -> int:
         self._unwatch(ring)
-        timer = self._timers.pop(ring.index, None)
-        if timer is not None:
-            timer.cancel()
+        for key in (ring.index, _RELEASE_TIMER.get(ring.index)):
+            timer = self._timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+        # Used entries a device mode held go out now: the driver gets its
+        # buffers back before the ring's base is read.
+        self._release_held(ring, everything=True)
         if ring.index == RX_RING:
             # Popped but unused chains are the last ones popped: the back-end
             # rewinds the avail index over them so the guest gets them back.
@@ -370,11 +385,67 @@ class VirtioNetDevice(BackendDevice):
 
     def _notify(self, ring: Vring) -> None:
         needed = self.datapath.needs_notification(ring.queue, self.mem)
+        if needed and self.fault is not None and self.fault.drop_calls:
+            self.counters.fault("calls_dropped")
+            if self.tracer.on:
+                self.tracer.emit("call_suppressed", ring.index, _DIRECTION[ring.index], reason="fault")
+            return
         signalled = needed and ring.signal_call()
         if signalled:
             self.counters.calls += 1
         if self.tracer.on:
             self.ring_trace.call(ring.index, ring.queue, needed, signalled)
+
+    # -- device modes (nicdev.net.faults) -------------------------------------------
+    def set_fault(self, fault: Fault | None) -> None:
+        """Misbehave on purpose from now on (None: behave). Whatever the old
+        mode kept from the driver is given back when it no longer applies:
+        held used entries are published, a swallowed call is sent on each
+        ring, stalled TX chains and starved RX frames are taken again."""
+        old, self.fault = self.fault, fault
+        self.datapath.set_fault(fault)
+        if old is None:
+            return
+        new = fault or Fault()
+        if old.holds_used and not new.holds_used:
+            for ring in (self.rx, self.tx):
+                self._release_held(ring, everything=True)
+        if old.drop_calls and not new.drop_calls:
+            # Calls were swallowed: the driver may wait for one that will never come.
+            for ring in (self.rx, self.tx):
+                if ring is not None and ring.started and not ring.broken and ring.signal_call():
+                    self.counters.calls += 1
+        if old.stall_tx and not new.stall_tx:
+            self._soon(TX_RING, self.process_tx)
+        if old.starve_rx and not new.starve_rx:
+            self._soon(RX_RING, self._flush_backlog)
+
+    def _release_held(self, ring: Vring | None, everything: bool = False, notify: bool = True) -> None:
+        """Publish the used entries a device mode held on `ring` that are due
+        (all of them with `everything`), signal (unless the caller does), and
+        come back for the rest."""
+        datapath = self.datapath
+        if ring is None:
+            return
+        direction = _DIRECTION[ring.index]
+        if not datapath.held.held(direction):
+            return
+        if ring.queue is None or ring.broken or self.mem is None:
+            datapath.held.forget(direction)
+            return
+        try:
+            if datapath.release_used(direction, ring.queue, self.mem, everything) and notify:
+                self._notify(ring)
+        except QueueBroken as e:
+            self._break(ring, e.reason)
+            datapath.held.forget(direction)
+            return
+        wait = datapath.held.next_release(direction)
+        if wait is not None:
+            self._soon(_RELEASE_TIMER[ring.index], lambda: self._release_held(self._ring(ring.index)), wait)
+
+    def _ring(self, index: int) -> Vring | None:
+        return self.rx if index == RX_RING else self.tx
 
     # -- TX: frames from the guest ----------------------------------------------
     def process_tx(self) -> int:
@@ -387,6 +458,15 @@ class VirtioNetDevice(BackendDevice):
         ring = self.tx
         if ring is None or ring.queue is None or ring.broken or self.mem is None:
             return 0
+        if self.fault is not None:
+            if self.fault.stall_tx:
+                return 0        # the chains stay in the ring: the driver's TX ring fills
+            taken = self._process_tx(ring)
+            self._release_held(ring)
+            return taken
+        return self._process_tx(ring)
+
+    def _process_tx(self, ring: Vring) -> int:
         queue, mem, datapath = ring.queue, self.mem, self.datapath
         burst, budget, enabled = self.tx_burst, self.tx_budget, ring.enabled
         taken = 0
@@ -465,7 +545,7 @@ class VirtioNetDevice(BackendDevice):
         counted drops."""
         ring = self.rx
         datapath = self.datapath
-        if datapath.datapath != "c":
+        if not datapath.c_bursts:
             taken = nbytes = 0
             for frame, _ in frames.items(first, count):
                 if self.receive(frame, None):
@@ -495,6 +575,8 @@ class VirtioNetDevice(BackendDevice):
             return "ring_broken"
         if not ring.enabled:
             return "rx_ring_disabled"
+        if self.fault is not None and self.fault.starve_rx:
+            return "fault_starve_rx"
         return None
 
     def _receive_finished(self, frame: bytes, meta: FrameMeta) -> bool:
@@ -516,6 +598,8 @@ class VirtioNetDevice(BackendDevice):
         """Move waiting frames into buffers the guest has posted since."""
         ring = self.rx
         if ring is None or ring.queue is None or ring.broken or self.mem is None:
+            return
+        if self.fault is not None and self.fault.starve_rx:
             return
         try:
             outcome = self.datapath.rx_flush(ring.queue, self.mem)
@@ -542,5 +626,7 @@ class VirtioNetDevice(BackendDevice):
         ring = self.rx
         if ring is None or ring.queue is None or ring.broken or self.mem is None:
             return
+        if self.fault is not None and self.fault.holds_used:
+            self._release_held(ring, notify=False)
         self._guarded(ring, lambda q: self._notify(ring))
         self.poller.traffic()       # frames went to the guest this turn: its answer may follow

@@ -18,6 +18,12 @@ same on both (tests/unit/test_device_kernels.py holds them to it). Frames
 that need a held receive chain, and the header checks of offloaded TX
 frames, always take the Python rules.
 
+A device mode (`set_fault`, nicdev.net.faults) that holds or rewrites
+single used entries (delay-used, reorder-used, bad-rx-len) runs the Python
+rules while it is set (`c_bursts` False): the C kernels publish their used
+entries themselves. Held entries wait in `held` (a `HeldUsed`, whose clock
+stamps them) until the caller's timer calls `release_used`.
+
 No file descriptors, timers or clocks: the caller (`nicdev.net.device`)
 hands in the `DeviceQueue` and the `GuestMemory`, decides when to run, and
 turns what this reports into kicks, calls and timers. So the data path is
@@ -34,7 +40,7 @@ from typing import Callable
 
 from nicdev.virtio import device_burst, kernels, offload
 from nicdev.virtio.device_burst import PooledFrames
-from nicdev.virtio.device_queue import DescriptorChain, DeviceQueue
+from nicdev.virtio.device_queue import STATE_USED_IDX, DescriptorChain, DeviceQueue
 from nicdev.virtio.features import (
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
@@ -46,7 +52,8 @@ from nicdev.virtio.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, FrameMeta, Offl
 from nicdev.virtio.trace import DEVICE, Tracer
 
 from .ethernet import HEADER_LEN, MAX_FRAME_LEN
-from .ring_trace import DeviceRingTrace
+from .faults import Fault, HeldUsed
+from .ring_trace import RX_QUEUE, TX_QUEUE, DeviceRingTrace
 
 __all__ = ["NetDatapath", "DeviceCounters", "RX_BACKLOG_FRAMES", "RX_TAKEN", "RX_NOTIFY", "RX_RECHECK"]
 
@@ -95,13 +102,18 @@ class DeviceCounters:
     rx_data_valid: int = 0  # frames given to the guest with DATA_VALID
     rx_finished: int = 0    # frames whose metadata the guest could not take: done in software here
     drops: dict = field(default_factory=dict)
+    faults: dict = field(default_factory=dict)   # what a device mode did (nicdev.net.faults) -> count
 
     def drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
+    def fault(self, what: str, n: int = 1) -> None:
+        self.faults[what] = self.faults.get(what, 0) + n
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["drops"] = dict(self.drops)
+        d["faults"] = dict(self.faults)
         return d
 
 
@@ -130,7 +142,18 @@ class NetDatapath:
         c = self.datapath == "c"
         self._tx_kernel = device_burst.TxKernel() if c else None
         self._rx_kernel = device_burst.RxKernel() if c else None
+        # Whether bursts run in C now: not while a device mode rewrites or
+        # holds single used entries (the kernels publish them themselves).
+        self.c_bursts = c
+        self.fault: Fault | None = None
+        self.held = HeldUsed()      # used entries delay-used / reorder-used hold back, per direction
         self.reset()
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """Apply a device mode (None: none). What it held stays held: the
+        caller releases it (`release_used`)."""
+        self.fault = fault
+        self.c_bursts = self._tx_kernel is not None and (fault is None or not fault.per_entry)
 
     def reset(self) -> None:
         """Forget the guest: nothing negotiated, nothing held or waiting."""
@@ -141,6 +164,7 @@ class NetDatapath:
         self._set_offloads(0)
         self._rx_held: collections.deque[DescriptorChain] = collections.deque()
         self._rx_backlog: collections.deque[tuple[bytes, FrameMeta | None]] = collections.deque()
+        self.held.forget()
 
     def negotiate(self, features: int) -> None:
         """The features the driver acked: header size, mergeable buffers, offloads."""
@@ -221,7 +245,7 @@ class NetDatapath:
         tracer = self.tracer
         if tracer.on or tracer.frames_on:
             return self.ring_trace.tx_burst(self, queue, mem, limit, enabled, out)
-        if self._tx_kernel is not None:
+        if self.c_bursts:
             return self._tx_burst_c(queue, mem, limit, enabled, out)
         used = []
         hdr_len = self.hdr_len
@@ -235,7 +259,10 @@ class NetDatapath:
             if item is not None:
                 out.append(item)
         if used:
-            queue.push_many(mem, used)
+            if self.fault is None:
+                queue.push_many(mem, used)
+            else:
+                self.publish_used(queue, mem, "tx", used)
         return len(used)
 
     def tx_burst_pooled(self, queue: DeviceQueue, mem: GuestMemory, limit: int, enabled: bool,
@@ -248,7 +275,7 @@ class NetDatapath:
         tracer = self.tracer
         if tracer.on or tracer.frames_on:
             return self.ring_trace.tx_burst(self, queue, mem, limit, enabled, out, pooled=True)
-        if self._tx_kernel is None:
+        if not self.c_bursts:
             return self.tx_burst(queue, mem, limit, enabled, out), None
         return self._tx_burst_c(queue, mem, limit, enabled, out, pooled=True)
 
@@ -477,7 +504,7 @@ class NetDatapath:
             if tracer.on or tracer.frames_on:
                 return self.ring_trace.rx_write(self, queue, mem, frame, meta)
         hdr_len = self.hdr_len
-        if self._rx_kernel is not None and not self._rx_held:
+        if self.c_bursts and not self._rx_held:
             if meta is None:
                 hdr = _PLAIN_HDR10 if hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
             else:
@@ -533,7 +560,50 @@ class NetDatapath:
             n = chain.write(mem, data[pos:])
             pos += n
             used.append((chain.head, n))
-        queue.push_many(mem, used)
+        fault = self.fault
+        if fault is None:
+            queue.push_many(mem, used)
+            published = True
+        else:
+            if fault.bad_rx_len:
+                used = fault.rx_used(used, chains[0].writable_len)
+                self.counters.fault("rx_len_lies")
+            published = self.publish_used(queue, mem, "rx", used)
         if trace is not None:
-            trace.rx_python_put(used, frame)
+            trace.rx_python_put(used if published else [], frame, used[0][0])
         return None
+
+    # -- device modes (nicdev.net.faults) -------------------------------------------
+    def publish_used(self, queue: DeviceQueue, mem: GuestMemory, direction: str, used: list) -> bool:
+        """Publish a TX burst's used entries, or one received frame's (its
+        buffers stay together), or hold them for delay-used / reorder-used.
+        True if they went to the ring now."""
+        fault = self.fault
+        if fault is None or not fault.holds_used:
+            queue.push_many(mem, used)
+            return True
+        groups = [[entry] for entry in used] if direction == "tx" else [used]
+        for group in groups:
+            self.held.hold(direction, queue, group, fault.delay_used)
+        self.counters.fault("used_held", len(groups))
+        return False
+
+    def release_used(self, direction: str, queue: DeviceQueue, mem: GuestMemory, everything: bool = False) -> int:
+        """Publish the held used entries of `direction` ("rx"/"tx") now due
+        (all with `everything`), newest first under reorder-used. Returns how
+        many went; entries held for an older queue are forgotten."""
+        newest_first = self.fault is not None and self.fault.reorder_used
+        groups = self.held.due(direction, queue, everything=everything, newest_first=newest_first)
+        if not groups:
+            return 0
+        if newest_first and len(groups) > 1:
+            self.counters.fault("used_reordered", len(groups))
+        used = [entry for group in groups for entry in group]
+        trace = self.ring_trace if self.tracer.on else None
+        old = trace.used_before(queue, mem) if trace is not None else 0
+        queue.push_many(mem, used)
+        if trace is not None:       # held entries are traced when they reach the ring
+            q = RX_QUEUE if direction == "rx" else TX_QUEUE
+            trace.used(q, used)
+            trace.used_idx(q, old, queue.state[STATE_USED_IDX])
+        return len(used)

@@ -21,6 +21,7 @@ from typing import Iterable
 from nicdev.virtio.impairment import Impairment
 
 from .errors import PortError
+from .faults import parse_fault
 from .impair import ImpairedPort
 from .polling import DEFAULT_POLL, MAX_POLL_BUDGET, PollMode
 from .port import Port
@@ -32,6 +33,7 @@ KINDS = ("vhost-user", "tap", "stream", "dgram", "pcap")
 
 PORT_SPEC_HELP = """\
   NAME=vhost-user:PATH[,offloads=on|off][,poll=off|adaptive[:T]|busy][,qmp=QMP[,qmp_device=ID]]
+                   [,fault=MODE]
                                         a virtio-net device; QEMU connects to unix socket PATH;
                                         offloads=off offers no checksum/TSO (default on);
                                         poll: after traffic, poll the guest's rings for T of
@@ -40,6 +42,9 @@ PORT_SPEC_HELP = """\
                                         qmp: the guest QEMU's QMP socket (`mnet vm --qmp QMP`),
                                         so a link change (`mnet ctl link`) reaches the guest
                                         (its NIC ID, default net0-dev)
+                                        fault: misbehave on purpose for driver tests: stall-tx,
+                                        drop-calls, delay-used=T, bad-rx-len, reorder-used,
+                                        starve-rx, several joined by '+' (docs/device-modes.md)
   NAME=tap:IFNAME[,netns=NS][,offloads=on|off][,vnet_hdr=on|off]
                                         a TAP interface (the host kernel as peer), optionally
                                         moved into network namespace NS; by default with a
@@ -65,7 +70,7 @@ Impairments, like tc netem (any kind but pcap; e.g. host=tap:mnet0,loss=2%,delay
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _SUN_PATH_MAX = 107
 _GENERIC = "expected NAME=KIND:ARG, kinds are " + ", ".join(KINDS)
-_KEYS = {"vhost-user": ("offloads", "poll", "qmp", "qmp_device"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
+_KEYS = {"vhost-user": ("offloads", "poll", "qmp", "qmp_device", "fault"), "tap": ("netns", "vnet_hdr", "offloads"), "stream": (), "dgram": ("remote",),
          "pcap": ("snaplen",)}
 IMPAIR_KEYS = ("loss", "duplicate", "reorder", "corrupt", "delay", "jitter", "seed", "limit", "impair")
 _IMPAIRABLE = ("vhost-user", "tap", "stream", "dgram")   # a capture port is no link
@@ -290,6 +295,10 @@ def _vhost_user(arg: str, options: dict) -> dict:
         if "qmp" not in options:
             raise ValueError("qmp_device needs qmp=PATH")
         params["qmp_device"] = options["qmp_device"]
+    if "fault" in options:
+        fault = parse_fault(options["fault"])
+        if fault is not None:
+            params["fault"] = fault
     return params
 
 

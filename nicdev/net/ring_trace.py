@@ -146,7 +146,7 @@ class DeviceRingTrace:
         """`NetDatapath.tx_burst` (or `tx_burst_pooled`, `pooled`) with its records."""
         self.avail(TX_QUEUE, queue, mem)
         old = self.used_before(queue, mem)
-        if dp._tx_kernel is None:
+        if not dp.c_bursts:
             n = self._tx_burst_python(dp, queue, mem, limit, enabled, out)
             result = (n, None) if pooled else n
         else:
@@ -171,8 +171,7 @@ class DeviceRingTrace:
                 out.append(item)
                 if tracer.frames_on:
                     tracer.frame(TX_QUEUE, "tx", chain.head, item[0])
-        if used:
-            queue.push_many(mem, used)
+        if used and dp.publish_used(queue, mem, "tx", used):
             self.used(TX_QUEUE, used)
         return len(used)
 
@@ -254,7 +253,9 @@ class DeviceRingTrace:
         if lost:
             self._overflow(RX_QUEUE, lost)
 
-    def rx_python_put(self, used: list, frame: bytes) -> None:
+    def rx_python_put(self, used: list, frame: bytes, head: int) -> None:
+        """After the Python rules put a frame: its used elements (none while a
+        device mode holds them: they are traced when published) and the frame."""
         self.used(RX_QUEUE, used)
         if self.tracer.frames_on:
-            self.tracer.frame(RX_QUEUE, "rx", used[0][0], frame)
+            self.tracer.frame(RX_QUEUE, "rx", head, frame)

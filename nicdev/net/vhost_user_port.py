@@ -26,6 +26,9 @@ the guest's QEMU, `mnet vm --qmp PATH`) the guest is told through QMP
 `set_link` on its NIC `qmp_device` and sees a carrier change. Without it
 the guest is not told (our back-end has no config space of its own to
 change): the switch just stops forwarding to and from the port, counted.
+
+Device modes (`fault`, `set_fault`): the device misbehaves on purpose for
+driver tests (nicdev.net.faults, docs/device-modes.md).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from nicdev.virtio.device_burst import PooledFrames
 from nicdev.virtio.offload import FrameMeta
 from .port import Port
 from .device import VirtioNetDevice
+from .faults import Fault, parse_fault
 from .polling import DEFAULT_POLL, PollMode
 from .qmp_link import DEFAULT_QMP_DEVICE, QmpLinkNotifier
 
@@ -48,20 +52,22 @@ log = logging.getLogger(__name__)
 
 
 class VhostUserPort(Port):
-    """`VhostUserPort(name, socket_path=None, *, offloads=True, poll=DEFAULT_POLL, datapath=None)`: a virtio-net device port.
+    """`VhostUserPort(name, socket_path=None, *, offloads=True, poll=DEFAULT_POLL, datapath=None, qmp=None, qmp_device=DEFAULT_QMP_DEVICE, fault=None)`: a virtio-net device port.
 
     With no `socket_path` a private directory is made for the socket; the
     real path is in `socket_path` after construction. `offloads=False`
     offers the guest no checksum or segmentation offloads. `poll`: when to
     poll the guest's rings instead of waiting for its kicks. `datapath` ("c"
-    or "python") picks the device's data path, by default MNET_DATAPATH's."""
+    or "python") picks the device's data path, by default MNET_DATAPATH's.
+    `fault`: a device mode from the start (a `Fault`, or its text as in
+    `fault=MODE`)."""
 
     kind = "vhost-user"
     takes_pooled_bursts = True
 
     def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
                  poll: PollMode = DEFAULT_POLL, datapath: str | None = None, qmp: str | None = None,
-                 qmp_device: str = DEFAULT_QMP_DEVICE) -> None:
+                 qmp_device: str = DEFAULT_QMP_DEVICE, fault: Fault | str | None = None) -> None:
         super().__init__(name)
         self.qmp_link = QmpLinkNotifier(qmp, qmp_device) if qmp is not None else None
         self.link_notifier = self.qmp_link
@@ -76,6 +82,8 @@ class VhostUserPort(Port):
             raise PortError(f"vhost-user port {name!r}: {e}") from e
         self.socket_path = self.server.path
         self._started = False
+        if fault is not None:
+            self.set_fault(fault)
 
     # -- life cycle ------------------------------------------------------------
     def start(self, loop) -> None:
@@ -142,6 +150,26 @@ class VhostUserPort(Port):
             self.counters.rx_dropped += 1
         self.counters.count_error(reason)
 
+    # -- device modes ------------------------------------------------------------
+    @property
+    def fault(self) -> str | None:
+        """The device mode as `fault=` spells it, or None."""
+        fault = self.device.fault
+        return None if fault is None else str(fault)
+
+    def set_fault(self, mode: Fault | str | None) -> None:
+        """Set the device mode (`stall-tx`, `delay-used=50ms+reorder-used`...;
+        None, "none" or "off" clears it and gives the driver back what the
+        mode held). ValueError (one line) for a bad mode. Call on the loop's
+        thread."""
+        fault = parse_fault(mode) if isinstance(mode, str) else mode
+        if fault is not None and not isinstance(fault, Fault):
+            raise ValueError(f"a fault is a mode string or a Fault, not {type(mode).__name__}")
+        self.device.set_fault(fault)
+        log.info("%s: device mode %s", self.name, fault if fault is not None else "cleared")
+        if self.tracer.on:
+            self.tracer.emit("fault", None, None, mode=None if fault is None else str(fault))
+
     # -- status ------------------------------------------------------------------
     @property
     def status(self) -> str:
@@ -155,6 +183,7 @@ class VhostUserPort(Port):
             return f"waiting for frontend on {self.socket_path}{last}"
         rx, tx = self.device.rx, self.device.tx
         running = all(r is not None and r.started and r.enabled for r in (rx, tx))
-        text = f"connected, {self.device.describe()}" + (", rings running" if running else "")
+        fault = f", device mode {self.fault}" if self.fault is not None else ""
+        text = f"connected, {self.device.describe()}" + (", rings running" if running else "") + fault
         return text if self.link_up else text + ", link down"
 

@@ -47,6 +47,8 @@ def stale_socket(tmp_path):
     (["--port", "a=stream:/tmp/x.sock", "--port", "a=stream:/tmp/y.sock"], "duplicate port name 'a'"),
     (["--port", "a=dgram:1.2.3.4:99999,remote=1.1.1.1:5"], "bad port '99999'"),
     (["--port", "a=vhost-user:/nonexistent-dir/a.sock"], "cannot listen on /nonexistent-dir/a.sock"),
+    (["--port", "a=vhost-user:/tmp/a.sock,fault=stall"], "unknown fault mode 'stall'; modes are stall-tx"),
+    (["--port", "a=vhost-user:/tmp/a.sock,fault=delay-used=1h"], "delay-used needs a time with a unit"),
     (["--port", "a=pcap:/nonexistent-dir/x.pcap"], "cannot write /nonexistent-dir/x.pcap"),
     (["--port", "a=stream:/tmp/x.sock", "--ageing", "-1"], "bad --ageing"),
     (["--port", "a=stream:/tmp/x.sock", "--stats-interval", "-1"], "bad --stats-interval"),

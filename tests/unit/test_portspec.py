@@ -69,7 +69,7 @@ def test_valid_specs(text, kind, params):
     ("a=pcap:", "empty file name"),
     ("a=tap:", "empty interface name"),
     ("a=stream:/" + "x" * 107, "socket path longer than 107 bytes"),
-    ("a=vhost-user:/tmp/x,queues=2", "unknown key 'queues' for vhost-user (keys: offloads, poll, qmp, qmp_device)"),
+    ("a=vhost-user:/tmp/x,queues=2", "unknown key 'queues' for vhost-user (keys: offloads, poll, qmp, qmp_device, fault)"),
     ("a=vhost-user:/tmp/x,poll=on", "poll must be off, adaptive[:TIME] or busy, not 'on'"),
     ("a=vhost-user:/tmp/x,poll=busy:1ms", "poll must be off, adaptive[:TIME] or busy, not 'busy:1ms'"),
     ("a=vhost-user:/tmp/x,poll=adaptive:200", "poll budget must be a time with a unit (10ms, 500us, 0.2s), not '200'"),
