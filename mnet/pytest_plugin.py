@@ -12,7 +12,12 @@ Fixtures:
   adds a vhost-user port whose socket lives in a private temporary folder.
 - `mnet_vm(name, ip=..., port=None)`: boots a guest on a new (or the given)
   vhost-user port of `mnet_switch` and waits until it answers; stopped after
-  the test.
+  the test. A port it makes itself knows the guest's QMP (`qmp=`), so a link
+  taken down through `mnet_control` is a carrier change in the guest.
+- `mnet_control`: the control socket of `mnet_switch` (docs/control.md),
+  as a connected `ControlClient`: `.ports()`, `.counters()`,
+  `.impair(port, "loss=5%")`, `.link(port, False)`, `.trace(port, True)`,
+  `.trace_read(since)`, `.fault(port, "stall-tx")`; `.path` is the socket.
 - `mnet_netns`: a network namespace made for the test, removed after it.
 - `mnet_testpmd`: `.frontend(path, mode)` / `.backend(path, mode)` start
   DPDK's testpmd (see nicdev.vhost_user.testpmd); stopped after the test.
@@ -65,10 +70,11 @@ class _SwitchFixture:
     def __getattr__(self, name):
         return getattr(self.bg, name)
 
-    def vhost_user_port(self, name: str):
+    def vhost_user_port(self, name: str, **options):
+        """A vhost-user port `name` (`options`: VhostUserPort's, e.g. qmp=PATH)."""
         from nicdev.net.vhost_user_port import VhostUserPort
 
-        return self.bg.add_port(VhostUserPort(name, str(self.sockdir / f"{name}.sock")))
+        return self.bg.add_port(VhostUserPort(name, str(self.sockdir / f"{name}.sock"), **options))
 
 
 @pytest.fixture
@@ -85,13 +91,17 @@ def mnet_switch():
 
 @pytest.fixture
 def mnet_vm(mnet_switch, mnet_guest_image, tmp_path):
-    from qemu.cmdline import NicConfig
+    from qemu.cmdline import NicConfig, extra_qmp_monitor_args
     from qemu.vm import VirtualMachine
 
     vms = []
 
     def boot(name: str, *, ip: str, port=None, gateway: str | None = None, timeout: float = 240.0, **vm_options):
-        port = port if port is not None else mnet_switch.vhost_user_port(name)
+        if port is None:
+            # An extra QMP monitor the switch tells of link changes (mnet_control.link).
+            qmp = str(mnet_switch.sockdir / f"{name}-qmp.sock")
+            port = mnet_switch.vhost_user_port(name, qmp=qmp)
+            vm_options["extra_args"] = [*extra_qmp_monitor_args(qmp), *vm_options.get("extra_args", ())]
         vm = VirtualMachine(name, mnet_guest_image, nic=NicConfig("vhost-user", port.socket_path), ip=ip,
                             gateway=gateway, workdir=tmp_path / f"vm-{name}", **vm_options)
         vms.append(vm)
@@ -104,6 +114,22 @@ def mnet_vm(mnet_switch, mnet_guest_image, tmp_path):
     finally:
         for vm in vms:
             vm.stop()
+
+
+@pytest.fixture
+def mnet_control(mnet_switch):
+    from nicdev.net.control import ControlHandler
+    from nicdev.net.control_client import ControlClient
+    from nicdev.net.control_server import ControlServer
+
+    server = ControlServer(ControlHandler(mnet_switch.bg.switch), str(mnet_switch.sockdir / "control.sock"))
+    mnet_switch.call(lambda: server.start(mnet_switch.bg.loop))
+    client = ControlClient(server.path)
+    try:
+        yield client
+    finally:
+        client.close()
+        mnet_switch.call(server.close)
 
 
 @pytest.fixture
