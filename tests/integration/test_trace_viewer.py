@@ -100,3 +100,41 @@ def test_linux_guest_ring_trace(mnet_switch, mnet_vm, mnet_trace, tmp_path):
     plot = mnet("trace", "plot", mnet_trace.path, "-o", str(tmp_path / "guest.png"))
     assert plot.returncode == 0, plot.stderr
     assert (tmp_path / "guest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_of_two_guests_moving_10mb_matches_the_counters(mnet_switch, mnet_vm, mnet_trace, tmp_path):
+    """The issue's check through the viewer: a ping and 10 MB between two
+    Linux guests, and `mnet trace summary` adds up to the port and device
+    counters read at the moment recording stopped; `plot` draws it."""
+    from support.guestlab import nc_transfer, ping
+
+    ports = {name: mnet_switch.vhost_user_port(name) for name in ("vm-a", "vm-b")}
+    a = mnet_vm("vm-a", ip="10.0.0.1/24", port=ports["vm-a"])
+    b = mnet_vm("vm-b", ip="10.0.0.2/24", port=ports["vm-b"])
+    got, out = ping(a, "10.0.0.2")
+    assert got == 3, out
+    sent, received = nc_transfer(a, b, "10.0.0.2", 5102, size_mb=10)
+    assert sent == received
+    counters = mnet_trace.stop(snapshot=lambda: {
+        name: (port.counters.as_dict(), port.device.counters.as_dict()) for name, port in ports.items()})
+
+    rows = summary_rows(mnet_trace.path)
+    header = 12                             # the guest's virtio-net header (VERSION_1)
+    for name, (port, device) in counters.items():
+        tx, rx = rows[name, 1], rows[name, 0]
+        assert tx["dir"] == "tx" and rx["dir"] == "rx"
+        assert not tx["drops"], tx["drops"]
+        assert tx["chains"] == port["rx_frames"], (name, tx, port)
+        assert tx["bytes"] - header * tx["chains"] == port["rx_bytes"], (name, tx, port)
+        assert rx["bytes"] == port["tx_bytes"] + header * port["tx_frames"], (name, rx, port)
+        assert tx["calls"] + rx["calls"] == device["calls"], (name, device)
+        assert (tx["kicks"], rx["kicks"]) == (device["tx_kicks"], device["rx_kicks"]), (name, device)
+    assert rows["vm-a", 1]["bytes"] > 10 * 2**20 and rows["vm-b", 0]["bytes"] > 10 * 2**20
+
+    table = mnet("trace", "summary", mnet_trace.path)
+    assert table.returncode == 0, table.stderr
+    print(table.stdout)
+    plot = mnet("trace", "plot", mnet_trace.path, "-o", str(tmp_path / "10mb.svg"))
+    assert plot.returncode == 0, plot.stderr
+    labels = svg_text(tmp_path / "10mb.svg")
+    assert "vm-a q1 tx" in labels and "vm-b q0 rx" in labels
