@@ -31,6 +31,10 @@ Each service runs one event loop on one thread, however many connections it
 serves at once; `mnet stack` raises its descriptor limit to the hard limit
 (each TCP connection takes two descriptors).
 
+--trace FILE records the driver's side of the NIC's rings from the start
+(set-up included) as JSON lines (docs/tracing.md): chains added, used entries
+reaped, index moves, kicks, interrupts, drops, vhost-user messages.
+
 The stack answers ARP and ping, and TCP connections to other ports get a
 reset. SIGUSR1 prints the TCP connection table (like `ss -ti`: state,
 queues, addresses, cwnd, srtt, retransmits). Runs until SIGINT/SIGTERM,
@@ -43,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)
     p.add_argument("--serve", action="append", default=[], metavar="SERVICE:PORT",
                    help="a service to run (repeatable): " + SERVICE_FORMS)
+    p.add_argument("--trace", metavar="FILE",
+                   help="record the NIC driver's ring events to FILE (JSON lines)")
 
 
 def parse_services(texts: list[str]) -> list[Service]:
@@ -52,12 +58,30 @@ def parse_services(texts: list[str]) -> list[Service]:
         raise CliError(str(exc)) from None
 
 
+def open_trace(path: str | None):
+    """The --trace file's writer (None without the option)."""
+    if path is None:
+        return None
+    from nicdev.virtio.trace import JsonLinesWriter
+
+    try:
+        return JsonLinesWriter(path)
+    except OSError as exc:
+        raise CliError(f"bad --trace: {exc.strerror}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from mnet.services.connection_table import connection_table
     from mnet.services.runner import start_service
 
     services = parse_services(args.serve)
-    stack, nic = open_stack(args)
+    trace = open_trace(args.trace)
+    try:
+        stack, nic = open_stack(args, trace_sink=trace)
+    except BaseException:
+        if trace is not None:
+            trace.close()
+        raise
     stopping = threading.Event()
     wake = threading.Event()
     flags = {"done": False, "table": False}
@@ -101,4 +125,7 @@ def run(args: argparse.Namespace) -> int:
             t.join(2)
         report("counters:\n" + format_counters(stack.counters()))
         nic.close()
+        if trace is not None:
+            trace.close()
+            report(f"trace: {trace.records} records in {trace.path}")
     return status

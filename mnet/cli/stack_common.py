@@ -16,8 +16,9 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mac", metavar="MAC", help="the NIC's MAC (default: random, locally administered)")
 
 
-def open_stack(args: argparse.Namespace, *, privileged: bool = False):
-    """Build the virtio NIC and a started Stack from the parsed options."""
+def open_stack(args: argparse.Namespace, *, privileged: bool = False, trace_sink=None):
+    """Build the virtio NIC and a started Stack from the parsed options;
+    `trace_sink` gets the NIC driver's ring trace records from the start."""
     from mnet.cli.addresses import parse_ip_and_gateway
     from mnet.cli.errors import CliError
     from stack import Stack
@@ -35,7 +36,7 @@ def open_stack(args: argparse.Namespace, *, privileged: bool = False):
             raise CliError(f"bad --mac '{args.mac}': expected six hex pairs like 52:54:00:12:34:56") from None
     from stack.drivers.virtio_driver import VirtioNetNic
 
-    nic = VirtioNetNic(path, mac=mac, queue_size=STACK_QUEUE_SIZE)
+    nic = VirtioNetNic(path, mac=mac, queue_size=STACK_QUEUE_SIZE, trace_sink=trace_sink)
     stack = Stack(nic, str(iface), gateway=args.gateway, privileged=privileged)
     stack.start()
     return stack, nic

@@ -9,7 +9,10 @@ def _description() -> str:
     from nicdev.net.portspec import PORT_SPEC_HELP
 
     return ("Run the L2 learning switch. Each --port adds one port:\n\n" + PORT_SPEC_HELP +
-            "\n\nRuns until SIGINT or SIGTERM, then prints each port's status and counters.\n")
+            "\n\n--pcap FILE captures every frame through the ports' rings to a pcapng file: one\n"
+            "interface per port, each packet with its direction and a comment naming port,\n"
+            "queue and descriptor head (docs/tracing.md).\n"
+            "\nRuns until SIGINT or SIGTERM, then prints each port's status and counters.\n")
 
 
 DESCRIPTION = _description()
@@ -25,6 +28,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print the counter table every SECONDS (default: only on exit)")
     p.add_argument("--trace", metavar="FILE",
                    help="record every port's ring events from the start, as JSON lines (docs/tracing.md)")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture the frames through every port's rings to FILE (pcapng)")
+
+
+def start_capture(path: str, switch, loop):
+    """A pcapng writer on every port's frames, flushed periodically."""
+    from mnet.cli.errors import CliError
+    from nicdev.net.capture_time import FLUSH_INTERVAL
+    from nicdev.net.pcapng import PcapngWriter
+
+    try:
+        writer = PcapngWriter(path)
+    except OSError as exc:
+        raise CliError(f"bad --pcap: {exc.strerror}") from None
+    for port in switch.ports.values():
+        writer.add_interface(port.name, f"{port.kind} port {port.name}")
+        port.tracer.add_frame_sink(writer)
+
+    def flush() -> None:
+        writer.flush()
+        loop.call_later(FLUSH_INTERVAL, flush)
+    loop.call_later(FLUSH_INTERVAL, flush)
+    return writer
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if writer is not None:
         switch.add_trace_sink(writer)
     running = False
+    capture = None
     try:
         for spec in specs:
             switch.add_port(build_port(spec))
+        if args.pcap:
+            capture = start_capture(args.pcap, switch, loop)
         for port in switch.ports.values():
             print(f"port {port.name}: {port.status}", flush=True)
 
@@ -78,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"port {port.name}: {port.status}")
             print(switch.summary())
         switch.close()
+        if capture is not None:
+            capture.close()
+            if running:
+                print(capture.status)
         loop.close()
         if writer is not None:
             writer.close()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 
 from nicdev.virtio.offload import FrameMeta
 
+from .capture_time import FLUSH_INTERVAL, CaptureClock
 from .errors import PortError
 from .port import Port
 
@@ -26,8 +26,6 @@ PCAP_MAGIC = 0xA1B2C3D4            # microsecond timestamps, native byte order
 LINKTYPE_ETHERNET = 1
 _FILE_HEADER = struct.Struct("=IHHiIII")
 _RECORD_HEADER = struct.Struct("=IIII")
-# Flush at least this often so `tcpdump -r` on a running capture sees recent frames.
-_FLUSH_INTERVAL = 1.0
 
 
 class PcapPort(Port):
@@ -45,6 +43,7 @@ class PcapPort(Port):
         self.path = path
         self.snaplen = snaplen
         self._file = None
+        self._clock = CaptureClock()
         self._loop = None
         self._timer = None
         self._dirty = False
@@ -59,13 +58,13 @@ class PcapPort(Port):
             self._close_file()
             raise PortError(f"pcap port {self.name!r}: cannot write {self.path}: {exc.strerror or exc}") from None
         self._loop = loop
-        self._timer = loop.call_later(_FLUSH_INTERVAL, self._periodic_flush)
+        self._timer = loop.call_later(FLUSH_INTERVAL, self._periodic_flush)
 
     def transmit(self, frame: bytes, meta: FrameMeta | None = None) -> bool:
         if self._file is None:
             self.counters.tx_dropped += 1
             return False
-        ns = time.time_ns()
+        ns = self._clock.now_ns()
         caplen = min(len(frame), self.snaplen)
         try:
             self._file.write(_RECORD_HEADER.pack(ns // 1_000_000_000, (ns // 1000) % 1_000_000, caplen, len(frame)))
@@ -96,7 +95,7 @@ class PcapPort(Port):
                 self._close_file()
                 return
             self._dirty = False
-        self._timer = self._loop.call_later(_FLUSH_INTERVAL, self._periodic_flush)
+        self._timer = self._loop.call_later(FLUSH_INTERVAL, self._periodic_flush)
 
     def _close_file(self) -> None:
         f, self._file = self._file, None

@@ -50,10 +50,12 @@ from nicdev.virtio.features import (
 )
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
 from nicdev.virtio.ring import SplitRingLayout, check_queue_size
+from nicdev.virtio.trace import DRIVER, Tracer
 
 from .connection import Connection, ConnectionClosed
 from .messages import (
-    MemoryRegionDesc, MemoryTable, Message, ProtocolError, VringAddr, VringFile, VringState, request_name,
+    MemoryRegionDesc, MemoryTable, Message, ProtocolError, VringAddr, VringFile, VringState, encode_payload,
+    request_name,
 )
 from .protocol import F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, VERSION, ProtocolFeature, Request, protocol_feature_names
 
@@ -113,6 +115,11 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
+def _ring_direction(index: int) -> str:
+    """Even rings receive, odd ones transmit (one queue pair per two rings)."""
+    return "tx" if index % 2 else "rx"
+
+
 def _eventfd() -> int:
     return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
@@ -140,6 +147,9 @@ class VhostUserFrontend:
     (default `OPTIONAL_FEATURES`; `GSO_FEATURES` may be added). `mtu`: told to the back-end with
     NET_SET_MTU when it offers VIRTIO_NET_F_MTU and the NET_MTU protocol
     feature. `timeout`: seconds to wait for a connection or a reply.
+    `tracer`: a `nicdev.virtio.trace.Tracer` (side "driver") that gets a
+    `vhost_msg` record per message sent, the negotiated features and the
+    rings' start, enable, disable and stop.
 
     After construction: `features` and `protocol_features` (negotiated),
     `mem` (a GuestMemory over the region), `rings` (FrontendRing, by ring
@@ -157,6 +167,7 @@ class VhostUserFrontend:
         mtu: int | None = None,
         timeout: float = 5.0,
         name: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         check_queue_size(queue_size)
         if not 1 <= num_queue_pairs <= 128:
@@ -179,6 +190,7 @@ class VhostUserFrontend:
         self.protocol_features = 0
         self.rings: list[FrontendRing] = []
         self.closed = False
+        self.tracer = tracer if tracer is not None else Tracer(self.name, DRIVER)
         self._conn: Connection | None = None
         self._fd = -1
         self._map: mmap.mmap | None = None
@@ -257,6 +269,10 @@ class VhostUserFrontend:
         want_ack = ack and not explicit
         msg = Message(request, VERSION | (FLAG_NEED_REPLY if want_ack else 0), payload, list(fds))
         log.debug("%s: -> %s", self.name, msg)
+        if self.tracer.on:
+            index = getattr(payload, "index", None)         # a ring message names its ring
+            self.tracer.emit("vhost_msg", index, None if index is None else _ring_direction(index), request=name,
+                             size=len(encode_payload(payload)), fds=len(msg.fds))
         try:
             conn.send(msg)
             if not (explicit or want_ack):
@@ -301,6 +317,7 @@ class VhostUserFrontend:
             self.offered_protocol_features = self.request(Request.GET_PROTOCOL_FEATURES)
             self.protocol_features = self.offered_protocol_features & _WANTED_PROTOCOL
             self.request(Request.SET_PROTOCOL_FEATURES, self.protocol_features, ack=False)
+            self.tracer.emit("features", value=self.protocol_features, protocol=True)
         if self.num_queue_pairs > 1:
             if not has(self.protocol_features, ProtocolFeature.MQ):
                 raise IncompatibleBackend(f"{self.num_queue_pairs} queue pairs need the MQ protocol feature, "
@@ -316,6 +333,7 @@ class VhostUserFrontend:
             features |= 1 << VIRTIO_NET_F_MTU
         self.request(Request.SET_FEATURES, features)
         self.features = features
+        self.tracer.emit("features", value=features, protocol=False)
         if send_mtu:
             self.request(Request.NET_SET_MTU, self.mtu)
         log.info("%s: negotiated %s; protocol %s", self.name, "+".join(describe(features)),
@@ -336,9 +354,11 @@ class VhostUserFrontend:
             self.request(Request.SET_VRING_BASE, VringState(index, 0))
             self.request(Request.SET_VRING_ADDR, VringAddr(index, 0, layout.desc, layout.used, layout.avail, 0))
             self.request(Request.SET_VRING_KICK, VringFile(index), [ring.kick_fd])
+            self._trace_ring(index, "start")
         if has(self.features, F_PROTOCOL_FEATURES):
             for ring in self.rings:
                 self.request(Request.SET_VRING_ENABLE, VringState(ring.index, 1))
+                self._trace_ring(ring.index, "enable")
         # Set up: from now on the socket is only watched for the back-end hanging up.
         self._conn.sock.setblocking(False)
 
@@ -395,8 +415,13 @@ class VhostUserFrontend:
         for ring in self.rings:
             if enable:
                 self.request(Request.SET_VRING_ENABLE, VringState(ring.index, 0))
+                self._trace_ring(ring.index, "disable")
             state = self.request(Request.GET_VRING_BASE, VringState(ring.index, 0))
             ring.base = state.num
+            self._trace_ring(ring.index, "stop")
+
+    def _trace_ring(self, index: int, state: str) -> None:
+        self.tracer.emit("ring", index, _ring_direction(index), state=state)
 
     def _teardown(self) -> None:
         self.closed = True

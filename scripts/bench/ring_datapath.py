@@ -29,6 +29,10 @@ Cases (each for 64- and 1500-byte frames, bursts of --batch frames):
                     alone, on each data path: the C ring kernels and the Python
                     reference, MNET_DATAPATH=c|python in a child process;
                     testpmd polls on the other CPU)
+  driver->dpdk-traced
+                    the same with the driver's ring tracing on (every record
+                    to a JSON lines file, as `mnet stack --trace` writes it),
+                    each data path right after its untraced run
 
 Prints one JSON line per case: pps, bits/s (frame bytes * 8 * pps), the
 anchor's pps for the same frame size and the ratio (`forward` against
@@ -38,7 +42,7 @@ Needs dpdk-testpmd and a unix socket directory; run as root (DPDK wants
 /var/run/dpdk).
 
     .venv/bin/python scripts/bench/ring_datapath.py [--seconds 3] [--batch 64]
-        [--sizes 64,1500] [--cases dpdk->port,forward,forward-flowgen,driver->dpdk,driver->port]
+        [--sizes 64,1500] [--cases dpdk->port,forward,forward-flowgen,driver->dpdk,driver->dpdk-traced,driver->port]
 """
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ from nicdev.net.background import BackgroundSwitch  # noqa: E402
 from nicdev.net.port import Port  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
 from nicdev.vhost_user.testpmd import Testpmd, TestpmdError, find_testpmd  # noqa: E402
+from nicdev.virtio.trace import JsonLinesWriter  # noqa: E402
 from stack.drivers import VirtioNetNic  # noqa: E402
 
 SIZES = (64, 1500)
@@ -118,14 +123,19 @@ def case_driver_to_port(workdir: str, size: int, batch: int, seconds: float) -> 
             "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"]}
 
 
-def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, datapath: str) -> dict:
+def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, datapath: str,
+                        traced: bool = False) -> dict:
     """Our driver on `datapath` (c or python: MNET_DATAPATH of a child
-    process, which keeps this process's CPU affinity) -> testpmd rxonly."""
-    sock = os.path.join(workdir, f"vhost-{size}-{datapath}.sock")
-    pmd = Testpmd.backend(sock, "rxonly", workdir, tag=f"rx-{size}-{datapath}", lcores="0@0,1@1")
+    process, which keeps this process's CPU affinity) -> testpmd rxonly;
+    `traced`: with the driver's ring trace written to a file."""
+    tag = f"{size}-{datapath}{'-traced' if traced else ''}"
+    sock = os.path.join(workdir, f"vhost-{tag}.sock")
+    trace = [os.path.join(workdir, f"driver-{tag}.trace")] if traced else []
+    pmd = Testpmd.backend(sock, "rxonly", workdir, tag=f"rx-{tag}", lcores="0@0,1@1")
     try:
         child = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--pump-child", sock, str(size), str(batch), str(seconds)],
+            [sys.executable, os.path.abspath(__file__), "--pump-child", sock, str(size), str(batch), str(seconds),
+             *trace],
             env={**os.environ, "MNET_DATAPATH": datapath}, capture_output=True, text=True, timeout=120 + seconds)
     finally:
         out = pmd.stop()
@@ -136,17 +146,22 @@ def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, dat
     return {"datapath": datapath, **result, "testpmd_rx_total": received[-1] if received else None}
 
 
-def pump_child(sock: str, size: int, batch: int, seconds: float) -> None:
+def pump_child(sock: str, size: int, batch: int, seconds: float, trace_path: str | None = None) -> None:
     """The driver->dpdk sender, in its own process: one JSON line on stdout."""
-    nic = VirtioNetNic(sock)
+    writer = JsonLinesWriter(trace_path) if trace_path else None
+    nic = VirtioNetNic(sock, trace_sink=writer)
     try:
         frame = frame_of(size, bytes(nic.mac))
         pump(nic, frame, batch, 0.3)
         taken, elapsed = pump(nic, frame, batch, seconds)
     finally:
         nic.close()
+        if writer is not None:
+            writer.close()
     print(json.dumps({"frames": taken, "seconds": elapsed, "pps": taken / elapsed,
-                      "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"]}))
+                      "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"],
+                      "trace": "on" if writer is not None else "off",
+                      "trace_records": writer.records if writer is not None else 0}))
 
 
 def case_anchor(workdir: str, size: int, seconds: float) -> dict:
@@ -283,13 +298,13 @@ def case_flowgen_anchor(workdir: str, size: int, seconds: float) -> dict:
     return {"pps": statistics.median(samples), "samples": samples}
 
 
-CASES = ("dpdk->port", "forward", "forward-flowgen", "driver->dpdk", "driver->port")
+CASES = ("dpdk->port", "forward", "forward-flowgen", "driver->dpdk", "driver->dpdk-traced", "driver->port")
 
 
 def main() -> int:
     if sys.argv[1:2] == ["--pump-child"]:
         sock, size, batch, seconds = sys.argv[2:6]
-        pump_child(sock, int(size), int(batch), float(seconds))
+        pump_child(sock, int(size), int(batch), float(seconds), *sys.argv[6:7])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
@@ -350,12 +365,17 @@ def main() -> int:
                 emit("forward-flowgen: dpdk flowgen <-> our VhostUserPort <-> switch <-> our VhostUserPort", size,
                      32, cpu, case_flowgen(workdir, size, args.seconds), anchor_pps)
         # Our process on CPU 0, testpmd's forwarding lcore on CPU 1.
-        if "driver->dpdk" in cases:
+        if "driver->dpdk" in cases or "driver->dpdk-traced" in cases:
             os.sched_setaffinity(0, {0})
             for size in sizes:
                 for datapath in ("c", "python"):
-                    emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
-                         case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath), anchors[size])
+                    if "driver->dpdk" in cases:
+                        emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
+                             case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath), anchors[size])
+                    if "driver->dpdk-traced" in cases:
+                        emit("driver->dpdk-traced: VirtioNetNic, ring trace on -> dpdk vhost rxonly", size,
+                             args.batch, cpu, case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath,
+                                                                  traced=True), anchors[size])
         os.sched_setaffinity(0, everything)
         if "driver->port" in cases:
             for size in sizes:

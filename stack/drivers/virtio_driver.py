@@ -59,12 +59,12 @@ import select
 import threading
 import time
 from dataclasses import replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 from nicdev.virtio.offload import DATA_VALID, FrameMeta, OffloadError, complete_checksum, segment
 from nicdev.vhost_user.frontend import GSO_FEATURES, OPTIONAL_FEATURES, BackendError, VhostUserFrontend
 from nicdev.virtio.features import (
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_F_RING_EVENT_IDX, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
 from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_SW_CSUM
@@ -72,7 +72,9 @@ from nicdev.virtio.driver_rings import rx_ring, tx_ring
 from nicdev.virtio.memory import GuestMemoryError
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
 from nicdev.virtio.ring import QueueBroken
+from nicdev.virtio.trace import DRIVER, Tracer
 from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem, not_a_tx_pair
+from stack.drivers.ring_trace import RingWatch, drop_counts, emit_drops
 from stack.wire import MacAddress
 
 __all__ = ["VirtioNetNic", "RX_RING", "TX_RING", "DEFAULT_FEATURES"]
@@ -96,6 +98,8 @@ _TCP_CWR = 0x80
 DEFAULT_FEATURES = OPTIONAL_FEATURES | GSO_FEATURES
 
 _EVENTFD_ONE = (1).to_bytes(8, "little")
+# Where drop records go: the counters' direction prefix -> its ring.
+_DROP_QUEUES = {"rx": RX_RING, "tx": TX_RING}
 
 
 def _align(value: int, alignment: int) -> int:
@@ -143,9 +147,10 @@ class _Link:
     kernels or the Python reference."""
 
     def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter,
-                 big_slots: int = 0) -> None:
+                 big_slots: int = 0, tracer: Tracer | None = None) -> None:
         self.frontend = frontend
         self.counters = counters
+        self.tracer = tracer if tracer is not None else Tracer("virtio-net", DRIVER)
         self.mem = frontend.mem
         self.features = frontend.features
         self.mrg = has(self.features, VIRTIO_NET_F_MRG_RXBUF)
@@ -154,6 +159,8 @@ class _Link:
         # Spec: HOST_TSO4 needs CSUM, GUEST_TSO4 needs GUEST_CSUM.
         self.tso = self.tx_csum and has(self.features, VIRTIO_NET_F_HOST_TSO4)
         self.guest_tso = self.guest_csum and has(self.features, VIRTIO_NET_F_GUEST_TSO4)
+        # Why a kick the device did not ask for was not sent (trace records).
+        self.kick_suppressed_by = "event_idx" if has(self.features, VIRTIO_F_RING_EVENT_IDX) else "no_notify"
         rx, tx = frontend.rings[RX_RING], frontend.rings[TX_RING]
         self.rx_kick_fd, self.tx_kick_fd = rx.kick_fd, tx.kick_fd
         self.rx_call_fd = rx.call_fd
@@ -177,18 +184,48 @@ class _Link:
         self.txq = tx_ring(tx.queue, self.mem, frontend.pool_gpa, tx_off, [full] * small + [big] * big_slots,
                            small, self.tso, self.max_frame)
         self.rxq = rx_ring(rx.queue, self.mem, frontend.pool_gpa, self.rx_buf, self.mrg)
+        self.tx_watch = RingWatch(self.tracer, TX_RING, "tx", self.mem, tx.queue, self.txq)
+        self.rx_watch = RingWatch(self.tracer, RX_RING, "rx", self.mem, rx.queue, self.rxq)
         self.rx_irq_enabled = True
         self.rxq.fill()
+        if self.tracer.on:
+            self.rx_watch.look()
         self._kick_rx_if_asked(self.rxq.should_kick())
+
+    # -- tracing ------------------------------------------------------------------
+    def _traced(self, watch: RingWatch, step: Callable, *args):
+        """Run one burst `step` with its ring watched (see ring_trace) and its
+        drops recorded; the step itself looks after each publish and reap."""
+        watch.mark()
+        before = drop_counts(self.counters)
+        try:
+            return step(*args)
+        finally:
+            watch.look()
+            emit_drops(self.tracer, before, self.counters, _DROP_QUEUES)
+
+    def _trace_kick(self, watch: RingWatch, kicked: bool) -> None:
+        if kicked:
+            self.tracer.emit("kick", watch.index, watch.direction)
+        elif watch.published:
+            self.tracer.emit("kick_suppressed", watch.index, watch.direction, reason=self.kick_suppressed_by)
 
     # -- RX ---------------------------------------------------------------------
     def _kick_rx_if_asked(self, kick: bool) -> None:
         if kick:
             os.write(self.rx_kick_fd, _EVENTFD_ONE)
             self.counters["rx_kicks"] += 1
+        if self.tracer.on:
+            self._trace_kick(self.rx_watch, kick)
 
     def poll_rx(self, out: collections.deque) -> None:
         """Reap used RX buffers into finished frames on `out`; give the buffers back."""
+        if self.tracer.on:
+            self._traced(self.rx_watch, self._poll_rx, out)
+        else:
+            self._poll_rx(out)
+
+    def _poll_rx(self, out: collections.deque) -> None:
         if self.rx_irq_enabled:
             self.rxq.disable_interrupts()
             self.rx_irq_enabled = False
@@ -198,6 +235,8 @@ class _Link:
         finally:
             if got:     # frames before a broken buffer still go up, as they came
                 self._finish_all(out, got)
+        if self.tracer.on:
+            self.rx_watch.look()
         self._kick_rx_if_asked(kick)
 
     def _finish_all(self, out: collections.deque, got: list[tuple[bytes, bytes]]) -> None:
@@ -273,9 +312,14 @@ class _Link:
 
         Runs of frames without GSO go to the ring in one call each; a GSO
         frame goes whole into a big slot or is segmented here."""
+        if self.tracer.on:
+            return self._traced(self.tx_watch, self._transmit, items)
+        return self._transmit(items)
+
+    def _transmit(self, items: list[TxItem]) -> tuple[int, bool]:
         n = len(items)
         if self.txq.small_free < n:
-            self.txq.reap()
+            self._reap_tx()
         try:
             finished = [frame for frame, meta in items if meta is None]
         except (TypeError, ValueError):
@@ -332,7 +376,7 @@ class _Link:
             if start == len(frames):
                 return taken, None
             self._publish_tx()              # let the device see what it has, then look again
-            ring.reap()
+            self._reap_tx()
             if not ring.small_free:
                 ring.lend_big()             # reaping gives it back to the big ones
             if not ring.small_free:
@@ -363,7 +407,7 @@ class _Link:
         packed = None if hdr is None else hdr.pack(HDR_LEN)
         if ring.put_one(big, frame, packed) is None:
             self._publish_tx()              # let the device see what it has, then look again
-            ring.reap()
+            self._reap_tx()
             if not big and not ring.small_free:
                 ring.lend_big()             # reaping gives it back to the big ones
             if ring.put_one(big, frame, packed) is None:
@@ -405,10 +449,19 @@ class _Link:
                 return None
         return 1
 
+    def _reap_tx(self) -> None:
+        self.txq.reap()
+        if self.tracer.on:
+            self.tx_watch.look()
+
     def _publish_tx(self) -> None:
-        if self.txq.flush():
+        kick = self.txq.flush()
+        if kick:
             os.write(self.tx_kick_fd, _EVENTFD_ONE)
             self.counters["tx_kicks"] += 1
+        if self.tracer.on:
+            self.tx_watch.look()
+            self._trace_kick(self.tx_watch, kick)
 
     # -- health -------------------------------------------------------------------
     def check(self) -> str | None:
@@ -437,7 +490,10 @@ class VirtioNetNic(Nic):
     if it takes NET_SET_MTU. `queue_size`: entries per ring. `reconnect`:
     come back by itself when the back-end does. `features`: the optional
     virtio features to accept (default: all this driver uses). `timeout`:
-    seconds for connecting and for each set-up reply.
+    seconds for connecting and for each set-up reply. `trace_sink`: a
+    ring trace sink (`nicdev.virtio.trace`) that gets the driver's records
+    from the start, the connection's set-up included; more sinks can be
+    added to `tracer` at any time.
 
     Raises `nicdev.vhost_user.frontend.BackendUnavailable` if nobody listens
     on the path, `BackendError` if the set-up fails.
@@ -455,6 +511,7 @@ class VirtioNetNic(Nic):
         reconnect_interval: float = 0.5,
         timeout: float = 5.0,
         name: str | None = None,
+        trace_sink: Callable[[dict], None] | None = None,
     ) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"MTU {mtu} out of range 68..65535")
@@ -466,6 +523,10 @@ class VirtioNetNic(Nic):
         self.reconnect_interval = reconnect_interval
         self.timeout = timeout
         self.name = name or f"virtio-net:{os.path.basename(socket_path)}"
+        # The driver's side of the rings, traced (docs/tracing.md); off until a sink is added.
+        self.tracer = Tracer(self.name, DRIVER)
+        if trace_sink is not None:
+            self.tracer.add_sink(trace_sink)
         if not has(features, VIRTIO_NET_F_MRG_RXBUF):
             # Coalesced frames would not fit our MTU-sized receive buffers.
             features &= ~(1 << VIRTIO_NET_F_GUEST_TSO4)
@@ -534,9 +595,10 @@ class VirtioNetNic(Nic):
         frontend = VhostUserFrontend(
             self.socket_path, queue_size=self.queue_size,
             pool_size=pool_bytes(self.queue_size, self.mtu, self._big_slots),
-            features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name)
+            features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name,
+            tracer=self.tracer)
         try:
-            link = _Link(frontend, self.mtu, self.counters, self._big_slots)
+            link = _Link(frontend, self.mtu, self.counters, self._big_slots, self.tracer)
             for fd in link.fds():
                 self._epoll.register(fd, select.EPOLLIN)
         except BaseException:
@@ -632,6 +694,10 @@ class VirtioNetNic(Nic):
                 link = self._link
                 if link is None:
                     self.counters["tx_drop_link_down"] += len(frames)
+                    if self.tracer.on:
+                        for item in frames:
+                            size = len(item[0]) if _is_pair(item) else None
+                            self.tracer.emit("drop", TX_RING, "tx", reason="link_down", len=size)
                     return 0
             try:
                 taken, full = link.transmit(frames)
@@ -659,6 +725,8 @@ class VirtioNetNic(Nic):
                 elif link is not None and fd == link.rx_call_fd:
                     if _drain_eventfd(fd):
                         self.counters["rx_interrupts"] += 1
+                        if self.tracer.on:
+                            self.tracer.emit("call", RX_RING, "rx")
                 elif link is not None and (fd == link.sock_fd or fd in link.err_fds):
                     reason = link.check()
                     if reason is not None:

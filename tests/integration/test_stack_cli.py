@@ -99,6 +99,40 @@ def test_mnet_stack_serves_udp_echo_to_the_kernel_and_prints_counters_on_sigint(
     assert re.search(r"^\s*nic\s+.*tx_frames \d+", counters, re.M), counters
 
 
+def test_mnet_stack_trace_records_the_drivers_side_of_the_rings(lab, tmp_path):
+    from nicdev.virtio.trace import read_trace
+
+    trace = tmp_path / "stack.trace"
+    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+                                    "--serve", "udp-echo:7", "--trace", str(trace))
+    try:
+        output.until(r"^stack up: ")
+        r = kernel_udp(lab.netns, "10.0.0.9", 7, [b"one", b"two", b"three"])
+        assert r.returncode == 0 and r.stdout.split() == ["one", "two", "three"], r.stdout + r.stderr
+        proc.send_signal(signal.SIGINT)
+        out, err = output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    records = list(read_trace(str(trace)))          # every line checked against the schema
+    assert records[0]["kind"] == "header" and all(r["side"] == "driver" for r in records[1:])
+    kinds = {r["kind"] for r in records}
+    assert {"vhost_msg", "features", "ring", "chain", "used", "avail_idx", "used_idx", "kick"} <= kinds, kinds
+    nic = re.search(r"^\s*nic\s+(.*)$", out, re.M).group(1)
+    tx_frames = int(re.search(r"\btx_frames (\d+)", nic).group(1))
+    tx_chains = [r for r in records if r["kind"] == "chain" and r["dir"] == "tx"]
+    assert len(tx_chains) == tx_frames >= 3, (len(tx_chains), nic)
+    # The three echoes: Ethernet, IPv4, UDP headers and 3-5 bytes, behind the 12-byte virtio header.
+    sizes = [c["bytes"] for c in tx_chains]
+    assert all(sizes.count(12 + 42 + n) >= k for n, k in ((3, 2), (5, 1))), sizes
+    rx_used = [r for r in records if r["kind"] == "used" and r["dir"] == "rx"]
+    rx_frames = int(re.search(r"\brx_frames (\d+)", nic).group(1))
+    assert len(rx_used) == rx_frames >= 3, (len(rx_used), nic)
+    assert f"trace: {len(records) - 1} records in {trace}" in out, out
+
+
 def test_mnet_stack_refuses_the_kernel_on_a_port_it_does_not_serve(lab):
     proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
                                     "--serve", "udp-echo:7")

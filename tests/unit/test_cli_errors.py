@@ -57,6 +57,12 @@ def test_switch_wrong_input(args, fragment):
     assert_one_line_error(mnet("switch", *args), "switch", fragment)
 
 
+def test_switch_pcap_to_a_file_it_cannot_write(tmp_path):
+    missing = tmp_path / "no" / "x.pcapng"
+    r = mnet("switch", "--port", f"a=vhost-user:{tmp_path / 'a.sock'}", "--pcap", str(missing))
+    assert_one_line_error(r, "switch", f"bad --pcap: cannot write pcapng file {missing}: No such file or directory")
+
+
 def test_switch_socket_path_in_use_by_another_switch_then_sigint_summary(tmp_path):
     path = str(tmp_path / "vm0.sock")
     first = MnetProcess("switch", f"--port=vm0=vhost-user:{path}", f"--port=q=stream:{tmp_path / 'q.sock'}")
@@ -218,6 +224,12 @@ def test_stack_and_ping_without_a_backend(command, tmp_path, stale_socket):
     assert_one_line_error(r, command, f"no vhost-user backend listening on {missing}")
     r = mnet(command, "--nic", f"vhost-user:{stale_socket}", "--ip", "10.0.0.9/24", *extra)
     assert_one_line_error(r, command, f"no vhost-user backend listening on {stale_socket}", "refused")
+
+
+def test_stack_trace_file_it_cannot_write(tmp_path):
+    r = mnet("stack", "--nic", f"vhost-user:{tmp_path / 'x.sock'}", "--ip", "10.0.0.9/24",
+             "--trace", str(tmp_path / "no" / "dir" / "t.trace"))
+    assert_one_line_error(r, "stack", "bad --trace: cannot write trace file", "No such file or directory")
 
 
 @pytest.mark.parametrize("args, fragment", [
