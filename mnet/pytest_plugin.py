@@ -24,7 +24,9 @@ Fixtures:
 
 - `mnet_trace`: records the ring events of every port of `mnet_switch`
   (docs/tracing.md) into `.path` from the start of the test;
-  `.assertions()` stops recording and returns the trace as `TraceAssertions`.
+  `.assertions()` stops recording and returns the trace as `TraceAssertions`;
+  `.stop(snapshot=fn)` stops it with `fn()` run on the switch's thread at
+  that moment (counters that match the trace exactly).
 
 Assertions on a ring trace (docs/tracing.md), failing with the numbers:
 
@@ -179,11 +181,21 @@ class _TraceFixture:
         self._writer = JsonLinesWriter(self.path)
         switch.call(lambda: switch.switch.add_trace_sink(self._writer))
 
-    def stop(self) -> None:
-        """Stop recording and close the file (the fixture does it after the test)."""
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            self._switch.call(lambda: self._switch.switch.remove_trace_sink(writer))
+    def stop(self, snapshot=None):
+        """Stop recording and close the file (the fixture does it after the
+        test). `snapshot()`, if given, runs on the switch's thread at the
+        moment recording stops, so counters it reads match the trace exactly;
+        its result is returned."""
+        if self._writer is None:
+            return None
+        writer, self._writer = self._writer, None
+
+        def stop_on_switch():
+            self._switch.switch.remove_trace_sink(writer)
+            return snapshot() if snapshot is not None else None
+        try:
+            return self._switch.call(stop_on_switch)
+        finally:
             writer.close()
 
     def assertions(self):

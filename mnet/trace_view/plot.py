@@ -28,7 +28,7 @@ def write_plot(trace: Trace, path: str, bins: int = 100) -> None:
     data = plot_series(trace, bins)
     # Text stays text in the SVG: searchable, and a test can read the labels.
     with plt.rc_context({"svg.fonttype": "none"}):
-        fig, (occ, chains, notes) = plt.subplots(3, 1, sharex=True, figsize=(10, 8), layout="constrained")
+        fig, (occ, chains, notes) = plt.subplots(3, 1, sharex=True, figsize=(12, 8), layout="constrained")
         try:
             fig.suptitle(f"ring trace {os.path.basename(trace.source)}: "
                          f"{len(trace.records)} records, {data.duration:.3f} s")
@@ -46,7 +46,8 @@ def write_plot(trace: Trace, path: str, bins: int = 100) -> None:
             for axes in (occ, chains, notes):
                 axes.grid(True, alpha=0.3)
                 if data.queues:
-                    axes.legend(fontsize="small", loc="upper right")
+                    # Beside the axes, not on them: traffic often peaks at the right end.
+                    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
             fig.savefig(path, format=fmt)
         finally:
             plt.close(fig)

@@ -194,3 +194,25 @@ def test_malformed_trace_file_for_plot(tmp_path):
 def test_wrong_input(trace_file, args, command, fragment):
     args = [a.replace("{trace}", trace_file) for a in args]
     assert_one_line_error(mnet("trace", *args), command, fragment)
+
+
+def test_show_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    """`mnet trace show FILE | head -1`: no BrokenPipeError traceback."""
+    import subprocess
+
+    from support.cli import MNET
+
+    path = str(tmp_path / "long.trace")
+    writer = JsonLinesWriter(path, clock=lambda: 1.0)
+    tracer = Tracer("a", "device", clock=lambda: 1.0)
+    tracer.add_sink(writer)
+    tracer.emit("features", None, None, value=1, protocol=False)
+    for head in range(5000):            # far more than a pipe holds
+        tracer.emit("used", 1, "tx", id=head, len=0)
+    writer.close()
+    proc = subprocess.Popen([*MNET, "trace", "show", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()                 # the reader goes away, as head does
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 0 and first.startswith(b"+0.000000 a * features"), err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

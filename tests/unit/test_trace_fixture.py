@@ -44,3 +44,12 @@ def test_mnet_trace_records_every_port_of_the_switch(mnet_switch, mnet_trace):
     trace.assert_no_drops("a")
     assert mnet_trace.path.endswith("ring.trace")
     mnet_trace.stop()               # again: harmless (the fixture stops it after the test too)
+
+
+def test_stop_with_a_snapshot_reads_counters_on_the_switch_at_that_moment(mnet_switch, mnet_trace):
+    import threading
+
+    port = mnet_switch.vhost_user_port("a")
+    seen = mnet_trace.stop(snapshot=lambda: (threading.current_thread().name, port.counters.as_dict()))
+    assert seen[0] == "mnet-switch" and seen[1]["rx_frames"] == 0
+    assert mnet_trace.stop(snapshot=lambda: "again") is None       # already stopped: nothing runs
