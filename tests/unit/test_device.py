@@ -325,3 +325,34 @@ def test_reset_forgets_the_guest(net):
     net.backend.reset()
     assert net.dev.rx is None and net.dev.tx is None and net.dev.mem is None
     assert not net.dev.receive(frame(60))
+
+
+def test_receive_burst_counts_a_ring_broken_mid_burst_as_receive_does(make_net):
+    """Two good buffers, then one outside guest memory: the burst's first
+    two frames arrive, the one that breaks the ring and those after it are
+    ring_broken drops, and a too-long frame before them is its own drop, as
+    `receive` frame by frame counts them."""
+    results = []
+    for by_burst in (False, True):
+        net = make_net()
+        mem = net.ram.mem
+        net.nic.post_rx(2)
+        net.nic.rx.add(mem, [], [(0x7000_0000, 2048)], None)     # not guest memory
+        net.nic.rx.publish(mem)
+        items = [(frame(60, 1), None), (frame(70000, 2), None), (frame(80, 3), None), (frame(90, 4), None),
+                 (frame(100, 5), None)]
+        if by_burst:
+            taken, nbytes = net.dev.receive_burst(items)
+        else:
+            got = [net.dev.receive(f, m) for f, m in items]
+            taken, nbytes = sum(got), sum(len(f) for (f, _), ok in zip(items, got) if ok)
+        counters = net.dev.counters.as_dict()
+        # With no event loop, receive() signals the guest per frame, before
+        # the ring broke; a burst's signal comes after it, when a broken ring
+        # takes none (as receive's does on a loop, at the end of the turn).
+        del counters["calls"]
+        results.append((taken, nbytes, net.nic.received(), counters, net.drops, net.dev.broken))
+    assert results[1] == results[0]
+    taken, nbytes, received, counters, drops, broken = results[0]
+    assert (taken, received) == (2, [frame(60, 1), frame(80, 3)])
+    assert counters["drops"] == {"frame_too_big": 1, "ring_broken": 2} and "not in guest memory" in broken

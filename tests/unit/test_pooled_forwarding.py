@@ -145,3 +145,34 @@ def test_a_burst_taking_port_gets_each_pooled_run_in_one_call(tmp_path, monkeypa
     assert c["pooled_calls"] == [10, 1, 16] and python["pooled_calls"] == []
     for key in ("tap", "cap", "received", "switch", "ports", "devices", "broken"):
         assert c[key] == python[key], key
+
+
+def test_gso_frames_between_guests_keep_their_header_in_one_kernel_call(tmp_path, monkeypatch):
+    """TSO frames from A to B (both negotiated GSO) go through whole, their
+    virtio-net header carried through, in one C call for the burst on the C
+    path (`VhostUserPort.transmit_burst`), and come out as on the Python path."""
+    from nicdev.virtio.device_burst import RxKernel
+    from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_NEEDS_CSUM, NetHdr
+    from nicdev.virtio.offload import GSO_TCPV4
+    from support.offload_frames import DST_MAC, tcp4_frame
+
+    tcp = [tcp4_frame(bytes(range(256)) * 16, seq=1000 + 4096 * i) for i in range(3)]
+    calls = []
+
+    def script(a, b):
+        b.nic.post_rx(16)
+        a.nic.post_rx(4)
+        b.nic.send(frame(MAC_A, DST_MAC, 64, 0xBB))          # the switch learns B behind DST_MAC
+        b.port.device.process_tx()
+        for name in ("put", "put_frames", "put_burst"):
+            original = getattr(RxKernel, name)
+            monkeypatch.setattr(RxKernel, name, lambda self, *a, _o=original, _n=name, **k:
+                                calls.append(_n) or _o(self, *a, **k))
+        a.nic.send(*tcp, hdr=NetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, GSO_TCPV4, 0, 1448, 34, 16))
+        a.port.device.process_tx()
+        monkeypatch.undo()
+        return [b.nic.received()]
+    result = both_paths(tmp_path, script)
+    assert result["received"] == [tcp]
+    assert result["switch"]["segmented"] == 0 and result["devices"][1]["rx_gso"] == 3
+    assert calls == ["put_frames"]           # the C run only: the Python path's calls are none
