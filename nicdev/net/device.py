@@ -460,10 +460,10 @@ class VirtioNetDevice(BackendDevice):
             for _ in range(count):
                 datapath.drop("rx", reason)
             return 0, 0
-        taken, nbytes, outcome, broken = datapath.rx_pooled(ring.queue, self.mem, frames, first, count)
+        taken, nbytes, outcome, broken, at = datapath.rx_pooled(ring.queue, self.mem, frames, first, count)
         if broken is not None:
             self._break(ring, broken.reason)
-            for _ in range(count - taken):
+            for _ in range(first + count - at):     # the frame it broke at and those after it
                 datapath.drop("rx", "ring_broken")
         if outcome & RX_NOTIFY:
             self._schedule_rx_notify()

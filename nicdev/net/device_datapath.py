@@ -354,8 +354,9 @@ class NetDatapath:
         call each, and any frame the kernel stops at (too long, no room, a
         backlog to keep the order behind) by `rx_put`'s rules, so the result
         is rx_put's for each frame in turn. Returns (frames taken, their
-        bytes, RX_* bits, None), or, when the ring broke, what was taken
-        before it and the QueueBroken (the caller breaks the ring)."""
+        bytes, RX_* bits, None, first + count), or, when the ring broke,
+        what was taken before it, the QueueBroken (the caller breaks the
+        ring) and the index of the frame it broke at."""
         kernel = self._rx_kernel
         hdr = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
         counters = self.counters
@@ -370,7 +371,7 @@ class NetDatapath:
                     counters.rx_bytes += written
                     taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
                 if broken is not None:
-                    return taken, nbytes, flags, broken
+                    return taken, nbytes, flags, broken, i + done
                 i += done
                 if i == end:
                     break
@@ -378,12 +379,12 @@ class NetDatapath:
             try:
                 outcome = self.rx_put(queue, mem, frame, None)
             except QueueBroken as e:
-                return taken, nbytes, flags, e
+                return taken, nbytes, flags, e, i
             if outcome & RX_TAKEN:
                 taken, nbytes = taken + 1, nbytes + len(frame)
             flags |= outcome & ~RX_TAKEN
             i += 1
-        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None
+        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None, end
 
     def rx_frames(self, queue: DeviceQueue, mem: GuestMemory,
                   items: list) -> tuple[int, int, int, QueueBroken | None]:

@@ -11,6 +11,7 @@ from nicdev.virtio.features import (
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_MTU, mask,
 )
+from nicdev.virtio import kernels
 from nicdev.virtio.net_hdr import NetHdr
 from nicdev.virtio.ring import VRING_DESC_F_NEXT, pack_descriptor
 
@@ -356,3 +357,29 @@ def test_receive_burst_counts_a_ring_broken_mid_burst_as_receive_does(make_net):
     taken, nbytes, received, counters, drops, broken = results[0]
     assert (taken, received) == (2, [frame(60, 1), frame(80, 3)])
     assert counters["drops"] == {"frame_too_big": 1, "ring_broken": 2} and "not in guest memory" in broken
+
+
+def test_receive_pooled_counts_a_ring_broken_mid_burst_as_receive_does(make_net):
+    """Another guest's pooled burst into a ring that breaks midway, after a
+    frame too long for this guest's MTU: that frame is frame_too_big only,
+    the one the ring broke at and those after it ring_broken, as `receive`
+    counts them frame by frame (the Python data path's receive_pooled)."""
+    if not kernels.use_c():
+        pytest.skip("MNET_DATAPATH=python: no pooled bursts")
+    src = Net(datapath="c")
+    dst = make_net()
+    try:
+        dst.dev.datapath.mtu = 1000
+        mem = dst.ram.mem
+        dst.nic.post_rx(2)
+        dst.nic.rx.add(mem, [], [(0x7000_0000, 2048)], None)     # not guest memory
+        dst.nic.rx.publish(mem)
+        got = []
+        src.dev.on_pooled = lambda frames: got.append(dst.dev.receive_pooled(frames, 0, frames.count))
+        sent = [frame(60, 1), frame(1500, 2), frame(80, 3), frame(90, 4), frame(100, 5)]
+        src.nic.send(*sent)
+        src.dev.process_tx()
+        assert got == [(2, 140)] and dst.nic.received() == [frame(60, 1), frame(80, 3)]
+        assert dst.dev.counters.drops == {"frame_too_big": 1, "ring_broken": 2}
+    finally:
+        src.close()

@@ -316,7 +316,7 @@ def test_pooled_frames_into_a_ring_are_rx_put_frame_by_frame(ring, sizes, featur
             if path == "python":
                 log += [dp.rx_put(queue, mem, f, None) for f in sent]
             else:
-                taken, nbytes, flags, broken = dp.rx_pooled(queue, mem, frames, 0, len(sent))
+                taken, nbytes, flags, broken, at = dp.rx_pooled(queue, mem, frames, 0, len(sent))
                 if broken is not None:
                     raise broken
         except QueueBroken as e:
