@@ -398,8 +398,9 @@ class NetDatapath:
         call each, and any frame the kernel stops at (too long, no room, a
         backlog to keep the order behind) by `rx_put`'s rules, so the result
         is rx_put's for each frame in turn. Returns (frames taken, their
-        bytes, RX_* bits, None), or, when the ring broke, what was taken
-        before it and the QueueBroken (the caller breaks the ring)."""
+        bytes, RX_* bits, None, first + count), or, when the ring broke,
+        what was taken before it, the QueueBroken (the caller breaks the
+        ring) and the index of the frame it broke at."""
         kernel = self._rx_kernel
         hdr = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
         counters = self.counters
@@ -416,7 +417,7 @@ class NetDatapath:
                     counters.rx_bytes += written
                     taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
                 if broken is not None:
-                    return taken, nbytes, flags, broken
+                    return taken, nbytes, flags, broken, i + done
                 i += done
                 if i == end:
                     break
@@ -424,12 +425,85 @@ class NetDatapath:
             try:
                 outcome = self.rx_put(queue, mem, frame, None)
             except QueueBroken as e:
-                return taken, nbytes, flags, e
+                return taken, nbytes, flags, e, i
             if outcome & RX_TAKEN:
                 taken, nbytes = taken + 1, nbytes + len(frame)
             flags |= outcome & ~RX_TAKEN
             i += 1
-        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None
+        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None, end
+
+    def rx_frames(self, queue: DeviceQueue, mem: GuestMemory,
+                  items: list) -> tuple[int, int, int, QueueBroken | None]:
+        """`items`, (frame, meta) pairs whose metadata the guest can take
+        (`can_take`), into the receive buffers in order, C data path: runs of
+        them in one C call each (offload headers carried through), and any
+        frame the kernel stops at (too long, no room, a backlog to keep the
+        order behind) by `rx_put`'s rules, so the result is rx_put's for
+        each frame in turn. Returns (frames taken, their bytes, RX_* bits,
+        None, len(items)), or, when the ring broke, what was taken before it,
+        the QueueBroken and the index of the frame it broke at (the caller
+        breaks the ring)."""
+        kernel = self._rx_kernel
+        plain = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
+        counters = self.counters
+        taken = nbytes = flags = 0
+        i, end = 0, len(items)
+        tracer = self.tracer
+        traced = tracer.on or tracer.frames_on     # then frame by frame, each with its records
+        while i < end:
+            if not traced and not self._rx_backlog and not self._rx_held:
+                frames, metas, hdrs = self._rx_run(items, i, plain)
+                if frames:
+                    done, written, broken = kernel.put_frames(queue, mem, plain, frames, hdrs, self.mrg_rxbuf)
+                    if done:
+                        if hdrs is None:
+                            counters.rx_frames += done
+                            counters.rx_bytes += written
+                        else:
+                            for frame, meta in zip(frames[:done], metas):
+                                self._delivered(frame, meta)
+                        taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
+                    if broken is not None:
+                        return taken, nbytes, flags, broken, i + done
+                    i += done
+                    if i == end:
+                        break
+            frame, meta = items[i]
+            try:
+                outcome = self.rx_put(queue, mem, frame, meta)
+            except QueueBroken as e:
+                return taken, nbytes, flags, e, i
+            if outcome & RX_TAKEN:
+                taken, nbytes = taken + 1, nbytes + len(frame)
+            flags |= outcome & ~RX_TAKEN
+            i += 1
+        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None, end
+
+    def _rx_run(self, items: list, first: int, plain: bytes) -> tuple[list, list, bytes | None]:
+        """The frames from items[first] on that pass rx_put's length rule, with
+        their metadata as rx_put writes it and, if any has some, every
+        frame's header (else None: all take `plain`)."""
+        max_frame, guest_csum, hdr_len = self.max_frame, self.guest_csum, self.hdr_len
+        frames: list = []
+        metas: list = []
+        hdrs: list = []
+        with_meta = False
+        for k in range(first, len(items)):
+            frame, meta = items[k]
+            if meta is not None and not guest_csum:
+                meta = None             # DATA_VALID alone, to a guest that cannot use it
+            if meta is None:
+                if len(frame) > max_frame:
+                    break
+                hdrs.append(plain)
+            else:
+                if len(frame) > (_MAX_GSO_FRAME if meta.gso_type else max_frame):
+                    break
+                hdrs.append(meta.to_hdr(0).pack(hdr_len))      # the kernel sets num_buffers
+                with_meta = True
+            frames.append(frame)
+            metas.append(meta)
+        return frames, metas, (b"".join(hdrs) if with_meta else None)
 
     def rx_flush(self, queue: DeviceQueue, mem: GuestMemory) -> int:
         """Move waiting frames into buffers the guest has posted since; when

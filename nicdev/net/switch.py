@@ -36,9 +36,11 @@ the same as if the frames had come one by one.
 Between two vhost-user ports a burst need not become Python frames at all:
 the ingress port hands over `PooledFrames` (finished frames still in its C
 pool) and `_on_pooled_burst` learns and looks up once per run of frames with
-one address pair; when each run goes to one vhost-user port (no capture port
-on the switch), that port copies the run from the pool into its guest's
-buffers in C (`transmit_pooled`). Anything else takes `_on_burst`.
+one address pair, with no Python per frame; a vhost-user port a run goes to
+copies it from the pool into its guest's buffers in C (`transmit_pooled`),
+any other port (a TAP, a socket, a capture) gets the run as frames in one
+`transmit_burst`. Only a burst whose learning could change its own lookups
+takes `_on_burst`.
 
 Tracing (docs/tracing.md): each port has a `tracer`. `set_tracing(port,
 on)` adds or removes the switch's bounded `trace_buffer` (what a live
@@ -397,54 +399,69 @@ class Switch:
 
     def _on_pooled_burst(self, ingress: Port, frames) -> None:
         """A burst of finished frames still in a vhost-user port's C pool
-        (`PooledFrames`). When every run of one address pair goes to a single
-        port that takes pooled bursts, each run is handed over as it is (the
-        frames are copied once, in C, into the other guest's buffers);
-        otherwise the burst becomes Python frames and takes `_on_burst`.
-        Either way the counters are `_on_burst`'s."""
+        (`PooledFrames`): learned and looked up once per run of one address
+        pair, each run sent to its ports as it is: still in C to a port that
+        takes pooled bursts (copied once into the other guest's buffers),
+        one `transmit_burst` (or `transmit` per frame) to any other. Only a
+        run whose destination is a source of this same burst (learning in
+        the middle of it could change its way) makes the whole burst take
+        `_on_burst`. Either way the counters are `_on_burst`'s."""
         now = self.loop.now()
         runs = frames.mac_runs()
         sources = {src for _, _, _, src in runs}
-        plan = []
-        for first, count, dst, src in runs:
-            out = None if dst in sources else self._pooled_target(ingress, dst, now)
-            if out is None:
-                self._on_burst(ingress, frames.items())
-                return
-            plan.append((first, count, out))
+        if any(dst in sources for _, _, dst, _ in runs):
+            self._on_burst(ingress, frames.items())
+            return
         counters = self.counters
+        plan = []
+        flood_targets = None
+        for first, count, dst, _ in runs:
+            out = self._lookup(dst, now)
+            if out is None:
+                if flood_targets is None:
+                    flood_targets = [p for p in self._port_tuple if p is not ingress]
+                counters.flooded += count
+                plan.append((first, count, flood_targets))
+            elif out is ingress:
+                counters.filtered += count
+            else:
+                counters.forwarded += count
+                plan.append((first, count, [out] + [c for c in self._captures if c is not out and c is not ingress]))
         for _, count, _, src in runs:
             if not (src[0] & 1 or src == _ZERO_MAC) and not self._learn(src, ingress, now):
                 counters.table_full += count - 1        # _on_burst tries again for each frame
-        for first, count, (out, flooded) in plan:
-            if flooded:
-                counters.flooded += count
-            else:
-                counters.forwarded += count
-            if not out.link_up:
-                out.count_link_down(count, rx=False)
-                self._trace_drop(out, "link_down", frames=count)
-                continue
-            try:
-                out.transmit_pooled(frames, first, count)
-            except Exception as exc:
-                self._transmit_failed(out, exc, count)
+        for first, count, targets in plan:
+            items = None
+            for out in targets:
+                if out.takes_pooled_bursts:
+                    if not out.link_up:
+                        out.count_link_down(count, rx=False)
+                        self._trace_drop(out, "link_down", frames=count)
+                        continue
+                    try:
+                        out.transmit_pooled(frames, first, count)
+                    except Exception as exc:
+                        self._transmit_failed(out, exc, count)
+                    continue
+                if items is None:
+                    items = frames.items(first, count)
+                self._send_items(out, items)
 
-    def _pooled_target(self, ingress: Port, dst: bytes, now: float) -> tuple[Port, bool] | None:
-        """(the one port frames to `dst` go to, flooded?) if that port takes
-        pooled bursts and no capture port wants a copy, else None."""
-        if self._captures:
-            return None
-        out = self._lookup(dst, now)
-        flooded = out is None
-        if flooded:
-            others = [p for p in self._port_tuple if p is not ingress]
-            if len(others) != 1:
-                return None
-            out = others[0]
-        elif out is ingress:
-            return None
-        return (out, flooded) if out.takes_pooled_bursts else None
+    def _send_items(self, port: Port, items: list) -> None:
+        """Finished `(frame, None)` pairs out of `port`: one burst call if it takes them."""
+        if not port.takes_bursts:
+            for frame, meta in items:
+                self._send(port, frame, meta)
+            return
+        if not port.link_up:
+            port.count_link_down(len(items), rx=False)
+            for frame, _ in items:
+                self._trace_drop(port, "link_down", len(frame))
+            return
+        try:
+            port.transmit_burst(items)
+        except Exception as exc:
+            self._transmit_failed(port, exc, len(items))
 
     def _lookup(self, dst: bytes, now: float) -> Port | None:
         """The port a unicast `dst` was learned on (and not aged), else None: flood."""
@@ -467,19 +484,7 @@ class Switch:
                 if csum is None:
                     csum, gso = port.accepts_csum_partial, port.accepts_gso
                 frames.extend(item.for_egress(csum, gso))
-        if not port.takes_bursts:
-            for frame, meta in frames:
-                self._send(port, frame, meta)
-            return
-        if not port.link_up:
-            port.count_link_down(len(frames), rx=False)
-            for frame, _ in frames:
-                self._trace_drop(port, "link_down", len(frame))
-            return
-        try:
-            port.transmit_burst(frames)
-        except Exception as exc:
-            self._transmit_failed(port, exc, len(frames))
+        self._send_items(port, frames)
 
     def _send_egress(self, port: Port, egress: EgressFrame) -> None:
         """A frame with metadata out of `port`: as it is if the port takes it,

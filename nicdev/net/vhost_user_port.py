@@ -19,7 +19,10 @@ of finished frames stays in the device's pool (`PooledFrames`): the switch
 (`attach_pooled`) looks its MAC addresses up per run of frames and, when
 they all go to another vhost-user port, hands it the burst
 (`transmit_pooled`), which copies them from the pool into its guest's
-receive buffers in C: one copy, no Python object per frame.
+receive buffers in C: one copy, no Python object per frame. Frames from
+other ports (a TAP, a socket), and offloaded frames from another guest,
+come as one `transmit_burst` per burst: one C call per run of frames, with
+their virtio-net headers (partial checksum, GSO) carried through.
 
 Link down/up (`set_link`): with `qmp` (the unix socket of a QMP monitor of
 the guest's QEMU, `mnet vm --qmp PATH`) the guest is told through QMP
@@ -63,6 +66,7 @@ class VhostUserPort(Port):
     `fault=MODE`)."""
 
     kind = "vhost-user"
+    takes_bursts = True
     takes_pooled_bursts = True
 
     def __init__(self, name: str, socket_path: str | None = None, *, offloads: bool = True,
@@ -131,6 +135,15 @@ class VhostUserPort(Port):
         """Frames first..first+count of another port's pooled burst to the
         guest; returns how many were taken (the rest are counted drops)."""
         taken, nbytes = self.device.receive_pooled(frames, first, count)
+        self.counters.tx_frames += taken
+        self.counters.tx_bytes += nbytes
+        return taken
+
+    def transmit_burst(self, items) -> int:
+        """`(frame, meta)` pairs to the guest in order: on the C data path one
+        C call per run of frames (offload headers carried through), not one
+        per frame. Returns how many were taken (the rest are counted drops)."""
+        taken, nbytes = self.device.receive_burst(items if type(items) is list else list(items))
         self.counters.tx_frames += taken
         self.counters.tx_bytes += nbytes
         return taken

@@ -16,6 +16,8 @@ asked again, so its words are the same too).
 """
 from __future__ import annotations
 
+import itertools
+
 from . import kernels
 from .memory import GuestMemory, GuestMemoryError
 from .ring import DESC_SIZE, QueueBroken, avail_ring_bytes, used_ring_bytes
@@ -24,6 +26,8 @@ __all__ = ["TxKernel", "RxKernel", "PooledFrames", "KernelEvents", "needs_notifi
            "TX_OK", "TX_OFFLOAD", "TX_DROP_REASONS"]
 
 _lib, _ffi = kernels.lib, kernels.ffi
+# For the TX pool: only bytes the kernel wrote are ever read back.
+_new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False) if _ffi is not None else None
 
 # What dk_tx_burst says of each chain (DK_TX_*): a finished frame, a frame
 # whose header asks for an offload (checked in Python), or a drop's reason.
@@ -205,13 +209,15 @@ class TxKernel:
     def _fit(self, limit: int, slot: int) -> None:
         if limit <= self._capacity and slot <= self._slot:
             return
-        # Room for `limit` of the largest frames: a burst never stops for space.
+        # Room for `limit` of the largest frames: a burst never stops for
+        # space. Not cleared: the OS maps its pages as frames first touch
+        # them, so a burst of small frames costs their bytes, not 64 KiB each.
         capacity, slot = max(limit, self._capacity), max(slot, self._slot)
         if capacity * slot >= 1 << 32:
             raise ValueError(f"a TX burst of {limit} frames of {slot} bytes does not fit a 32-bit pool")
         self._capacity, self._slot = capacity, slot
         w = self.work
-        self.pool = _ffi.new("uint8_t[]", capacity * slot)
+        self.pool = _new_uncleared("uint8_t[]", capacity * slot)
         self._offset = _ffi.new("uint32_t[]", capacity)
         self._len = _ffi.new("uint32_t[]", capacity)
         self._status = _ffi.new("uint8_t[]", capacity)
@@ -361,9 +367,37 @@ class RxKernel:
         self.params.hdr_len, self.params.mrg_rxbuf = hdr_len, mrg_rxbuf
         _ffi.memmove(self._hdr, hdr, hdr_len)
         err, nbytes = self.error, self._bytes
-        n = _lib.dk_rx_burst(ring, state, kernels.mem_table(mem), self.params, self.work, self._hdr,
+        n = _lib.dk_rx_burst(ring, state, kernels.mem_table(mem), self.params, self.work, self._hdr, _ffi.NULL,
                              frames.kernel.work, frames.hdr_len, first, count, max_frame, nbytes, err,
                              _events(events))
+        if n < 0:
+            return self.work.done, nbytes[0], _broken(queue, mem, err)
+        return n, nbytes[0], None
+
+    def put_frames(self, queue, mem: GuestMemory, hdr: bytes, frames: list, hdrs: bytes | None, mrg_rxbuf: bool,
+                   events: KernelEvents | None = None) -> tuple[int, int, QueueBroken | None]:
+        """`frames` (bytes) in order, as `put_burst` writes a pool's frames, in
+        one C call: every frame behind `hdr`, or with `hdrs` frame i behind
+        its own header, hdrs[i * len(hdr):(i + 1) * len(hdr)] (its
+        num_buffers set here). The caller has checked their lengths. Returns
+        (frames written, their bytes, None or the QueueBroken to raise)."""
+        _usable(queue)
+        ring, state, _ = _bind(queue)
+        hdr_len, count = len(hdr), len(frames)
+        lens = [len(f) for f in frames]
+        self._fit(queue.size, hdr_len + max(lens, default=0))
+        self.params.hdr_len, self.params.mrg_rxbuf = hdr_len, mrg_rxbuf
+        _ffi.memmove(self._hdr, hdr, hdr_len)
+        # The frames laid out as a TX pool (header length 0): one join, one copy.
+        data = _ffi.from_buffer("uint8_t[]", b"".join(frames))
+        offsets = _ffi.new("uint32_t[]", list(itertools.accumulate(lens[:-1], initial=0)) if count else 0)
+        c_lens = _ffi.new("uint32_t[]", lens)       # kept alive here: the struct only points at them
+        src = _ffi.new("struct dk_tx_work *", {"pool": data, "pool_size": len(data), "offset": offsets,
+                                               "len": c_lens, "capacity": count})
+        frame_hdrs = _ffi.NULL if hdrs is None else _ffi.from_buffer("uint8_t[]", hdrs)
+        err, nbytes = self.error, self._bytes
+        n = _lib.dk_rx_burst(ring, state, kernels.mem_table(mem), self.params, self.work, self._hdr, frame_hdrs,
+                             src, 0, 0, count, 0xFFFF_FFFF, nbytes, err, _events(events))
         if n < 0:
             return self.work.done, nbytes[0], _broken(queue, mem, err)
         return n, nbytes[0], None

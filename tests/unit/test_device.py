@@ -11,6 +11,7 @@ from nicdev.virtio.features import (
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_MTU, mask,
 )
+from nicdev.virtio import kernels
 from nicdev.virtio.net_hdr import NetHdr
 from nicdev.virtio.ring import VRING_DESC_F_NEXT, pack_descriptor
 
@@ -325,3 +326,60 @@ def test_reset_forgets_the_guest(net):
     net.backend.reset()
     assert net.dev.rx is None and net.dev.tx is None and net.dev.mem is None
     assert not net.dev.receive(frame(60))
+
+
+def test_receive_burst_counts_a_ring_broken_mid_burst_as_receive_does(make_net):
+    """Two good buffers, then one outside guest memory: the burst's first
+    two frames arrive, the one that breaks the ring and those after it are
+    ring_broken drops, and a too-long frame before them is its own drop, as
+    `receive` frame by frame counts them."""
+    results = []
+    for by_burst in (False, True):
+        net = make_net()
+        mem = net.ram.mem
+        net.nic.post_rx(2)
+        net.nic.rx.add(mem, [], [(0x7000_0000, 2048)], None)     # not guest memory
+        net.nic.rx.publish(mem)
+        items = [(frame(60, 1), None), (frame(70000, 2), None), (frame(80, 3), None), (frame(90, 4), None),
+                 (frame(100, 5), None)]
+        if by_burst:
+            taken, nbytes = net.dev.receive_burst(items)
+        else:
+            got = [net.dev.receive(f, m) for f, m in items]
+            taken, nbytes = sum(got), sum(len(f) for (f, _), ok in zip(items, got) if ok)
+        counters = net.dev.counters.as_dict()
+        # With no event loop, receive() signals the guest per frame, before
+        # the ring broke; a burst's signal comes after it, when a broken ring
+        # takes none (as receive's does on a loop, at the end of the turn).
+        del counters["calls"]
+        results.append((taken, nbytes, net.nic.received(), counters, net.drops, net.dev.broken))
+    assert results[1] == results[0]
+    taken, nbytes, received, counters, drops, broken = results[0]
+    assert (taken, received) == (2, [frame(60, 1), frame(80, 3)])
+    assert counters["drops"] == {"frame_too_big": 1, "ring_broken": 2} and "not in guest memory" in broken
+
+
+def test_receive_pooled_counts_a_ring_broken_mid_burst_as_receive_does(make_net):
+    """Another guest's pooled burst into a ring that breaks midway, after a
+    frame too long for this guest's MTU: that frame is frame_too_big only,
+    the one the ring broke at and those after it ring_broken, as `receive`
+    counts them frame by frame (the Python data path's receive_pooled)."""
+    if not kernels.use_c():
+        pytest.skip("MNET_DATAPATH=python: no pooled bursts")
+    src = Net(datapath="c")
+    dst = make_net()
+    try:
+        dst.dev.datapath.mtu = 1000
+        mem = dst.ram.mem
+        dst.nic.post_rx(2)
+        dst.nic.rx.add(mem, [], [(0x7000_0000, 2048)], None)     # not guest memory
+        dst.nic.rx.publish(mem)
+        got = []
+        src.dev.on_pooled = lambda frames: got.append(dst.dev.receive_pooled(frames, 0, frames.count))
+        sent = [frame(60, 1), frame(1500, 2), frame(80, 3), frame(90, 4), frame(100, 5)]
+        src.nic.send(*sent)
+        src.dev.process_tx()
+        assert got == [(2, 140)] and dst.nic.received() == [frame(60, 1), frame(80, 3)]
+        assert dst.dev.counters.drops == {"frame_too_big": 1, "ring_broken": 2}
+    finally:
+        src.close()

@@ -440,14 +440,18 @@ int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem
     return n;
 }
 
-/* Frames of a TX pool (another queue's burst, all DK_TX_OK) into this
- * receive queue: each as dk_rx_put would, one used idx store for them all.
- * Stops before the first frame longer than max_frame or without room;
- * returns the frames written, their bytes in *bytes. On an error the frames
- * before it are returned used first (each dk_rx_put would have). */
+/* Frames of a TX pool (another queue's burst, all DK_TX_OK, or frames a
+ * caller laid out the same way) into this receive queue: each as dk_rx_put
+ * would, one used idx store for them all. Every frame gets `hdr`, or with
+ * `frame_hdrs` its own header (hdr_len bytes at frame_hdrs + i * hdr_len for
+ * frame i of src, copied into `hdr` before it is written: offload metadata
+ * carried through). Stops before the first frame longer than max_frame or
+ * without room; returns the frames written, their bytes in *bytes. On an
+ * error the frames before it are returned used first (each dk_rx_put would
+ * have). */
 int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
-                struct dk_rx_work *w, uint8_t *hdr, const struct dk_tx_work *src, uint32_t src_hdr_len,
-                uint32_t first, uint32_t count, uint32_t max_frame, uint64_t *bytes,
+                struct dk_rx_work *w, uint8_t *hdr, const uint8_t *frame_hdrs, const struct dk_tx_work *src,
+                uint32_t src_hdr_len, uint32_t first, uint32_t count, uint32_t max_frame, uint64_t *bytes,
                 struct dk_error *e, struct dk_events *ev)
 {
     const uint8_t *desc_table = NULL;
@@ -466,6 +470,8 @@ int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_m
         uint32_t len = src->len[i] - src_hdr_len;
         if (len > max_frame)
             break;
+        if (frame_hdrs)
+            memcpy(hdr, frame_hdrs + (uint64_t)i * p->hdr_len, p->hdr_len);
         int n = rx_place(q, s, m, p, w, avail, &desc_table, hdr, src->pool + src->offset[i] + src_hdr_len, len,
                          w->used + used, w->chain_room - used, e, ev);
         if (n <= 0) {

@@ -108,8 +108,8 @@ int dk_rx_put(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem
 /* Frames of a TX pool into a receive queue, and the runs of one MAC pair. */
 struct dk_mac_run { uint32_t first; uint32_t count; uint8_t macs[12]; };
 int dk_rx_burst(const struct dk_ring *q, struct dk_state *s, const struct mnet_mem *m, const struct dk_rx_params *p,
-                struct dk_rx_work *w, uint8_t *hdr, const struct dk_tx_work *src, uint32_t src_hdr_len,
-                uint32_t first, uint32_t count, uint32_t max_frame, uint64_t *bytes,
+                struct dk_rx_work *w, uint8_t *hdr, const uint8_t *frame_hdrs, const struct dk_tx_work *src,
+                uint32_t src_hdr_len, uint32_t first, uint32_t count, uint32_t max_frame, uint64_t *bytes,
                 struct dk_error *e, struct dk_events *ev);
 int dk_mac_runs(const struct dk_tx_work *src, uint32_t hdr_len, uint32_t count, struct dk_mac_run *runs,
                 uint32_t room);
