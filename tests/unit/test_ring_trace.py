@@ -388,3 +388,14 @@ def test_kernel_events_that_do_not_fit_are_reported_and_the_buffer_grows(datapat
         assert len(net.kinds("chain")) == 3 and len(net.kinds("used")) == 3 and not net.kinds("trace")
     finally:
         net.close()
+
+
+def test_a_burst_to_the_guest_is_traced_frame_by_frame(net):
+    net.nic.post_rx(8)
+    net.records.clear()
+    sent = [frame(60, i) for i in range(5)]
+    assert net.dev.receive_burst([(f, None) for f in sent]) == (5, 300)
+    chains = net.kinds("chain")
+    assert [(u["id"], u["len"]) for u in net.kinds("used")] == [(c["head"], 12 + 60) for c in chains]
+    assert [f[2:] for f in net.frames_seen] == [(0, "rx", c["head"], f) for c, f in zip(chains, sent)]
+    assert net.nic.received() == sent
