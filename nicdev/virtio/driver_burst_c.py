@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 from array import array
 
-from .driver_burst import HDR_LEN, tx_slot_stacks
+from .driver_burst import HDR_LEN, TxFrames, tx_slot_stacks
 from .driver_queue import DriverQueue, QueueFull
 from .kernels import ffi, lib
 from .memory import GuestMemory
@@ -156,8 +156,11 @@ class CTxRing:
     def put(self, frames: list, hdrs: bytes | None, kinds: bytes | None, start: int,
             counters: collections.Counter) -> tuple[int, int]:
         """See `TxRing.put`."""
-        blob = b"".join(frames)
-        lens = array("I", map(len, frames))
+        if type(frames) is TxFrames:
+            blob, lens = frames.blob, frames.lens
+        else:
+            blob = b"".join(frames)
+            lens = array("I", map(len, frames))
         counts = self._counts
         # bytes go to a char * as they are (hdrs and kinds are bytes too)
         stop = lib.mnet_drv_tx_put(self._tx, blob, len(blob), ffi.from_buffer("uint32_t[]", lens),

@@ -8,6 +8,9 @@ overhead dominates in Python and the virtio driver works in bursts anyway.
 Both directions carry ``(frame, meta)`` pairs, the device side's contract:
 on transmit ``meta`` is ``None`` for a finished frame (nothing for the NIC
 to do, and the cheapest test on the hot path) or a ``FrameMeta`` request.
+``transmit_frames(frames, metas)`` takes the same burst without a pair per
+frame: the frames (a list, or a ``TxFrames`` joined once into the one buffer
+the ring kernels read) and one list of metas, or None when all are finished.
 
 Offloads are described by ``nicdev.virtio.offload.FrameMeta``, the project's
 one offload-metadata type (virtio-net's header fields); this module passes
@@ -30,6 +33,7 @@ import enum
 from abc import ABC, abstractmethod
 from typing import Iterable, Optional
 
+from nicdev.virtio.driver_burst import TxFrames
 from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, FrameMeta
 from stack.wire import MacAddress
 
@@ -41,6 +45,7 @@ __all__ = [
     "GSO_TCPV4",
     "NO_RX_META",
     "TxItem",
+    "TxFrames",
     "not_a_tx_pair",
 ]
 
@@ -88,6 +93,18 @@ class Nic(ABC):
         ``TypeError`` (``not_a_tx_pair``). Frames it cannot take (queue full, too long, link down) are dropped
         and counted by the NIC, not raised: the stack treats the wire as lossy.
         """
+
+    def transmit_frames(self, frames, metas: Optional[list] = None) -> int:
+        """``transmit`` for a burst given as frames (a list or a ``TxFrames``)
+        and one list of metas, one per frame (None: all finished).
+
+        This default builds the pairs; a driver whose rings take bursts
+        overrides it so that no pair is made per frame."""
+        if metas is None:
+            return self.transmit([(frame, None) for frame in frames])
+        if len(metas) != len(frames):
+            raise ValueError(f"{len(frames)} frames and {len(metas)} metas: one meta (or None) per frame")
+        return self.transmit(list(zip(frames, metas)))
 
     @abstractmethod
     def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:

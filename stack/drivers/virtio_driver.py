@@ -269,46 +269,62 @@ class _Link:
 
     # -- TX ---------------------------------------------------------------------
     def transmit(self, items: list[TxItem]) -> tuple[int, bool]:
-        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full).
-
-        Runs of frames without GSO go to the ring in one call each; a GSO
-        frame goes whole into a big slot or is segmented here."""
+        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full)."""
         n = len(items)
-        if self.txq.small_free < n:
-            self.txq.reap()
         try:
             finished = [frame for frame, meta in items if meta is None]
         except (TypeError, ValueError):
             finished = None
         if finished is not None and len(finished) == n:      # the common burst: nothing to do but send
-            taken, stop = self._transmit_run(finished, None, 0)
-            return self._end_burst(n, taken, stop)
+            return self.transmit_frames(finished, None)
         try:
+            frames = [frame for frame, _ in items]
             metas = [meta for _, meta in items]
             bad = n
         except (TypeError, ValueError):
             bad = next(i for i, item in enumerate(items) if not _is_pair(item))
+            frames = [item[0] for item in items[:bad]]
             metas = [meta for _, meta in items[:bad]]
+        taken, full = self.transmit_frames(frames, metas, n)
+        if bad < n and not full:
+            raise not_a_tx_pair(items[bad])     # what was queued before the bad item went out
+        return taken, full
+
+    def transmit_frames(self, frames, metas: list | None = None, total: int | None = None) -> tuple[int, bool]:
+        """Queue `frames` (a list or a `TxFrames`), `metas` theirs (None: all
+        finished); returns (frames taken, whether the ring was full). `total`:
+        the burst's length if it goes on past `frames` (those count as
+        dropped when the ring fills).
+
+        Runs of frames without GSO go to the ring in one call each; a GSO
+        frame goes whole into a big slot or is segmented here."""
+        n = len(frames)
+        total = n if total is None else total
+        if self.txq.small_free < n:
+            self.txq.reap()
+        if metas is None:
+            taken, stop = self._transmit_run(frames, None, 0)
+            return self._end_burst(total, taken, stop)
+        if len(metas) != n:
+            raise ValueError(f"{n} frames and {len(metas)} metas: one meta (or None) per frame")
         # GSO frames go one by one; the runs between them in one call each.
-        gso_at = [k for k in range(bad) if metas[k] is not None and metas[k].gso_type] + [bad]
+        gso_at = [k for k in range(n) if metas[k] is not None and metas[k].gso_type] + [n]
         taken = i = 0
         for g in gso_at:
             if i < g:
-                run_taken, stop = self._transmit_run([item[0] for item in items[i:g]], metas[i:g], i)
+                run = frames if i == 0 and g == n else frames[i:g]
+                run_taken, stop = self._transmit_run(run, metas[i:g], i)
                 taken += run_taken
                 if stop is not None:
-                    return self._end_burst(n, taken, stop)
-            if g == bad:
+                    return self._end_burst(total, taken, stop)
+            if g == n:
                 break
-            status = self._transmit_gso(items[g][0], metas[g])
+            status = self._transmit_gso(frames[g], metas[g])
             if status is None:
-                return self._end_burst(n, taken, g)
+                return self._end_burst(total, taken, g)
             taken += status
             i = g + 1
-        self._end_burst(n, taken, None)
-        if bad < n:
-            raise not_a_tx_pair(items[bad])     # what was queued before the bad item went out
-        return taken, False
+        return self._end_burst(total, taken, None)
 
     def _end_burst(self, n: int, taken: int, full_at: int | None) -> tuple[int, bool]:
         """Publish (and kick); frames from `full_at` on found the ring full."""
@@ -323,6 +339,7 @@ class _Link:
         or None). `base`: the burst index of frames[0]."""
         hdrs = kinds = None
         if metas is not None and metas.count(None) != len(metas):
+            frames = list(frames)           # ours to change: a checksum finished here replaces its frame
             hdrs, kinds = self._checksum_requests(frames, metas)
         ring = self.txq
         taken = start = 0
@@ -624,6 +641,14 @@ class VirtioNetNic(Nic):
         that do not fit or cannot be sent are dropped and counted."""
         if not isinstance(frames, list):
             frames = list(frames)
+        return self._transmit(_Link.transmit, frames, None)
+
+    def transmit_frames(self, frames, metas: list | None = None) -> int:
+        """`transmit` for a burst given as frames (a list or a `TxFrames`) and
+        one list of metas (None: all finished): no pair per frame."""
+        return self._transmit(_Link.transmit_frames, frames, metas)
+
+    def _transmit(self, send, frames, metas) -> int:
         with self._lock:
             self._check_open()
             link = self._link
@@ -634,7 +659,7 @@ class VirtioNetNic(Nic):
                     self.counters["tx_drop_link_down"] += len(frames)
                     return 0
             try:
-                taken, full = link.transmit(frames)
+                taken, full = send(link, frames) if metas is None else send(link, frames, metas)
             except (QueueBroken, GuestMemoryError) as e:
                 self._link_down(f"TX ring broken: {e}", stop_rings=True)
                 return 0

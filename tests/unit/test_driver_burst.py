@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nicdev.virtio import kernels
-from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_PLAIN, TX_SW_CSUM, RxRing, TxRing
+from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_PLAIN, TX_SW_CSUM, RxRing, TxFrames, TxRing
 from nicdev.virtio.driver_rings import rx_ring, tx_ring
 from nicdev.virtio.driver_queue import DriverQueue, QueueFull
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
@@ -127,7 +127,8 @@ def tx_bursts(draw):
         kinds = bytes(draw(st.lists(st.sampled_from([TX_PLAIN, TX_BAD_CSUM, TX_SW_CSUM]),
                                     min_size=len(burst), max_size=len(burst))))
     start = draw(st.integers(0, len(burst)))
-    return ("put", burst, hdrs, kinds, start)
+    # A list, or a TxFrames joined once (on either side: the results must not care).
+    return ("put", burst, hdrs, kinds, start, draw(st.booleans()))
 
 
 tx_moves = st.one_of(
@@ -167,8 +168,9 @@ def tx_step(t, move):
     ring = t.ring
     kind = move[0]
     if kind == "put":
-        _, burst, hdrs, kinds, start = move
-        return outcome(lambda: ring.put(list(burst), hdrs, kinds, start, t.counters))
+        _, burst, hdrs, kinds, start, prepared = move
+        frames = TxFrames(burst) if prepared else list(burst)
+        return outcome(lambda: ring.put(frames, hdrs, kinds, start, t.counters))
     if kind == "put_one":
         return outcome(lambda: ring.put_one(move[1], move[2], move[3]))
     call = {"reap": ring.reap, "lend": ring.lend_big, "publish": ring.publish, "kick": ring.should_kick,
@@ -330,3 +332,21 @@ def test_rx_num_buffers_beyond_the_ring_breaks_after_the_frames_before_it():
             t.ring.poll(got, t.counters)
         assert got == [(b"first frame", good[:12])]
     assert py.counters == c.counters == {"rx_buffers": 2}
+
+
+@pytest.mark.parametrize("make", [TxRing, lambda *a: tx_ring(*a, c=True)], ids=["python", "c"])
+def test_prepared_burst_puts_again_and_again(make):
+    """One TxFrames sent three times: three copies of each frame, in the ring's slots."""
+    offsets, lengths, small = tx_slots(8, 0)
+    t = Twin(make, 8, True, 0, POOL, offsets, lengths, small, False, MAX_FRAME)
+    burst = TxFrames([bytes([i]) * (20 + i) for i in range(2)])
+    assert len(burst) == 2 and burst[1] == bytes([1]) * 21
+    for _ in range(3):
+        assert t.ring.put(burst, None, None, 0, t.counters) == (2, 2)
+    t.ring.publish()
+    device = Device(8, 0, True)
+    heads = device.new_heads(t.mem)
+    assert len(heads) == 6
+    got = [t.mem.read(addr + 12, n - 12) for addr, n, _, _ in (device.descriptor(t.mem, h) for h in heads)]
+    assert got == list(burst.frames) * 3
+    assert t.counters["tx_frames"] == 6 and t.counters["tx_bytes"] == 3 * 41
