@@ -22,12 +22,16 @@ back and publishes them; it returns whether to kick.
 
 Counters go into the caller's `collections.Counter` under the names the
 driver reports (only when not zero, so a drop counter exists once it counted).
+
+`events`: a `driver_events.DriverEvents` to trace the ring's work into (None:
+no trace), the same records on both data paths.
 """
 from __future__ import annotations
 
 import collections
 from array import array
 
+from .driver_events import DriverEvents
 from .driver_queue import DriverQueue, QueueFull
 from .memory import GuestMemory
 from .ring import QueueBroken
@@ -93,7 +97,9 @@ class TxRing:
     header are dropped and counted."""
 
     def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, slot_offsets: list[int],
-                 slot_lengths: list[int], small: int, split_big: bool, max_frame: int) -> None:
+                 slot_lengths: list[int], small: int, split_big: bool, max_frame: int,
+                 events: DriverEvents | None = None) -> None:
+        queue.events = events
         self.queue = queue
         self.mem = mem
         self.pool_gpa = pool_gpa
@@ -234,7 +240,9 @@ class RxRing:
     One buffer of `buf_size` bytes per descriptor, buffer i at `pool_gpa +
     i * buf_size`. `mrg`: MRG_RXBUF was negotiated (num_buffers counts)."""
 
-    def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, buf_size: int, mrg: bool) -> None:
+    def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, buf_size: int, mrg: bool,
+                 events: DriverEvents | None = None) -> None:
+        queue.events = events
         self.queue = queue
         self.mem = mem
         self.pool_gpa = pool_gpa
@@ -272,16 +280,20 @@ class RxRing:
 
         A header claiming more buffers than the ring has raises QueueBroken
         (the frames before it are in `out`)."""
-        used = self.queue.reap(self.mem)
+        events = self.queue.events
+        heads = None if events is None else []      # traced here, with their num_buffers
+        used = self.queue.reap(self.mem, heads)
         if not used:
             return False
         pool, size = self.pool, self.buf_size
         counters["rx_buffers"] += len(used)
         short = bad_nbuf = 0
         partial = self.partial
-        for slot, written in used:
+        for k, (slot, written) in enumerate(used):
             off = slot * size
             if partial is not None:             # a continuation buffer of a mergeable frame
+                if events is not None:
+                    events.add(events.RX_USED, heads[k], written, 0)
                 partial[1].append(bytes(pool[off:off + written]))
                 partial[2] -= 1
                 if not partial[2]:
@@ -289,11 +301,15 @@ class RxRing:
                     partial = None
                 continue
             if written < HDR_LEN:
+                if events is not None:
+                    events.add(events.RX_USED, heads[k], written, 0)
                 short += 1
                 continue
             hdr = bytes(pool[off:off + HDR_LEN])
             data = bytes(pool[off + HDR_LEN:off + written])
             nbuf = int.from_bytes(hdr[10:12], "little")
+            if events is not None:
+                events.add(events.RX_USED, heads[k], written, nbuf)
             if self.mrg and nbuf != 1:
                 if nbuf == 0:
                     bad_nbuf += 1               # device bug; treat as 1

@@ -68,6 +68,7 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
 from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_SW_CSUM
+from nicdev.virtio.driver_events import DriverEvents
 from nicdev.virtio.driver_rings import rx_ring, tx_ring
 from nicdev.virtio.memory import GuestMemoryError
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
@@ -143,7 +144,7 @@ class _Link:
     kernels or the Python reference."""
 
     def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter,
-                 big_slots: int = 0) -> None:
+                 big_slots: int = 0, events: DriverEvents | None = None) -> None:
         self.frontend = frontend
         self.counters = counters
         self.mem = frontend.mem
@@ -175,8 +176,8 @@ class _Link:
         # The device need not tell us about TX completions: we reap on demand.
         tx.queue.disable_interrupts(self.mem)
         self.txq = tx_ring(tx.queue, self.mem, frontend.pool_gpa, tx_off, [full] * small + [big] * big_slots,
-                           small, self.tso, self.max_frame)
-        self.rxq = rx_ring(rx.queue, self.mem, frontend.pool_gpa, self.rx_buf, self.mrg)
+                           small, self.tso, self.max_frame, events=events)
+        self.rxq = rx_ring(rx.queue, self.mem, frontend.pool_gpa, self.rx_buf, self.mrg, events=events)
         self.rx_irq_enabled = True
         self.rxq.fill()
         self._kick_rx_if_asked(self.rxq.should_kick())
@@ -454,7 +455,9 @@ class VirtioNetNic(Nic):
     if it takes NET_SET_MTU. `queue_size`: entries per ring. `reconnect`:
     come back by itself when the back-end does. `features`: the optional
     virtio features to accept (default: all this driver uses). `timeout`:
-    seconds for connecting and for each set-up reply.
+    seconds for connecting and for each set-up reply. `events`: a
+    `nicdev.virtio.driver_events.DriverEvents` that both rings trace their
+    work into, on every connection (None: no trace, and no cost).
 
     Raises `nicdev.vhost_user.frontend.BackendUnavailable` if nobody listens
     on the path, `BackendError` if the set-up fails.
@@ -472,6 +475,7 @@ class VirtioNetNic(Nic):
         reconnect_interval: float = 0.5,
         timeout: float = 5.0,
         name: str | None = None,
+        events: DriverEvents | None = None,
     ) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"MTU {mtu} out of range 68..65535")
@@ -482,6 +486,7 @@ class VirtioNetNic(Nic):
         self.reconnect = reconnect
         self.reconnect_interval = reconnect_interval
         self.timeout = timeout
+        self.events = events
         self.name = name or f"virtio-net:{os.path.basename(socket_path)}"
         if not has(features, VIRTIO_NET_F_MRG_RXBUF):
             # Coalesced frames would not fit our MTU-sized receive buffers.
@@ -553,7 +558,7 @@ class VirtioNetNic(Nic):
             pool_size=pool_bytes(self.queue_size, self.mtu, self._big_slots),
             features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name)
         try:
-            link = _Link(frontend, self.mtu, self.counters, self._big_slots)
+            link = _Link(frontend, self.mtu, self.counters, self._big_slots, self.events)
             for fd in link.fds():
                 self._epoll.register(fd, select.EPOLLIN)
         except BaseException:

@@ -27,6 +27,7 @@ from nicdev.virtio.features import (
 from nicdev.virtio.net_hdr import (
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr,
 )
+from nicdev.virtio.driver_events import DriverEvents
 from nicdev.virtio.offload import DATA_VALID, FrameMeta
 from stack import IpAddress, NicOffloads, SocketType, Stack
 from stack.arp_cache import ArpCache
@@ -266,6 +267,20 @@ def test_transmit_frames_default_makes_pairs():
             left.transmit_frames(frames, [None] * 3)
     finally:
         pair.close()
+
+
+def test_nic_traces_its_rings_when_given_events(bg, tmp_path, make_nic):
+    events = DriverEvents()
+    a = make_nic(add_port(bg, tmp_path, "a").socket_path, events=events)
+    b = make_nic(add_port(bg, tmp_path, "b").socket_path)
+    kinds = collections.Counter(kind for kind, *_ in events.records())
+    assert kinds[DriverEvents.RX_POST] == a.queue_size, "every receive buffer posted at set-up"
+    one = frame(a, b, b"traced" * 10)
+    assert a.transmit_frames([one]) == 1
+    (kind, head, length, ndesc), *rest = events.records()
+    assert (kind, length, ndesc) == (DriverEvents.TX_ADD, 12 + len(one), 1)
+    assert [k for k, *_ in rest] in ([DriverEvents.KICK], [DriverEvents.NO_KICK])
+    assert [f for f, _ in collect(b, 1)] == [one]
 
 
 def test_full_tx_ring_drops_and_counts(bg, tmp_path, make_nic):
