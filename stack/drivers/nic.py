@@ -26,6 +26,10 @@ nothing of nicdev itself:
 * ``NicOffloads.RX_CSUM_TRUSTED`` (``VIRTIO_NET_HDR_F_DATA_VALID``): the NIC may
   mark a received frame ``DATA_VALID`` (``data_valid=True``); the stack then
   skips the L4 checksum check.
+* ``NicOffloads.RX_GSO`` (GUEST_TSO4): the NIC may hand over coalesced TCP
+  frames of up to 64 KiB (``gso_type=GSO_TCPV4``); a receive window of a few
+  of them is then only a few frames in flight, so the stack offers a larger
+  one.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ class NicOffloads(enum.Flag):
     RX_CSUM_TRUSTED = enum.auto()  # receive: data_valid may be set (DATA_VALID)
     TX_CSUM = enum.auto()  # transmit: the NIC completes L4 checksums (NEEDS_CSUM)
     TSO = enum.auto()  # transmit: the NIC segments large TCP frames (GSO)
+    RX_GSO = enum.auto()  # receive: coalesced TCP frames of up to 64 KiB may arrive
 
 
 #: A received frame the NIC says nothing about (checksum not checked).

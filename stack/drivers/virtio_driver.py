@@ -572,6 +572,8 @@ class VirtioNetNic(Nic):
             offloads |= NicOffloads.TSO
         if link.guest_csum:
             offloads |= NicOffloads.RX_CSUM_TRUSTED
+        if link.guest_tso:
+            offloads |= NicOffloads.RX_GSO
         self.offloads = offloads
         # An interrupt may have been missed while nothing was watching: look now.
         self._poke()

@@ -119,7 +119,7 @@ def test_frames_both_ways_intact(pair):
     a, b = pair()
     # Our switch's ports offer checksum and segmentation offloads.
     assert a.link_up and b.link_up
-    assert a.offloads == NicOffloads.TX_CSUM | NicOffloads.RX_CSUM_TRUSTED | NicOffloads.TSO
+    assert a.offloads == NicOffloads.TX_CSUM | NicOffloads.RX_CSUM_TRUSTED | NicOffloads.TSO | NicOffloads.RX_GSO
     sizes = [14, 60, 61, 1000, 1514]
     for src, dst in ((a, b), (b, a)):
         frames = [frame(src, dst, os.urandom(n - 14)) for n in sizes]
