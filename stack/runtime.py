@@ -49,6 +49,19 @@ __all__ = ["Stack"]
 RX_BURST = 64
 RX_BURSTS_PER_ROUND = 8  # bound the time the lock is held for one round
 NO_FD_POLL_INTERVAL = 0.005  # how often to ask a NIC without a descriptor
+RX_GSO_RCVBUF = 2 << 20  # TCP's receive buffer with NicOffloads.RX_GSO (Linux autotunes up to 6 MiB)
+
+
+def _offload_tcp_config(offloads: NicOffloads, tso: bool) -> TcpConfig:
+    """TCP's defaults for a NIC with segmentation offloads."""
+    options = {}
+    if tso:
+        # The NIC segments and checksums: TCP may hand it whole-MSS multiples.
+        options["tso_max"] = TSO_MAX_PAYLOAD
+    if NicOffloads.RX_GSO in offloads:
+        # 64 KiB frames come in: the default window would be four of them in flight.
+        options["rcvbuf"] = RX_GSO_RCVBUF
+    return TcpConfig(**options)
 
 
 class Stack:
@@ -82,10 +95,9 @@ class Stack:
         self.nic = nic
         self.privileged = privileged
         tso = NicOffloads.TSO in nic.offloads and NicOffloads.TX_CSUM in nic.offloads
-        if tso and interface_options.get("tcp_config") is None:
-            # The NIC segments and checksums: TCP may hand it whole-MSS multiples
-            # (a caller's own tcp_config decides for itself).
-            interface_options["tcp_config"] = TcpConfig(tso_max=TSO_MAX_PAYLOAD)
+        # A caller's own tcp_config decides for itself.
+        if interface_options.get("tcp_config") is None and (tso or NicOffloads.RX_GSO in nic.offloads):
+            interface_options["tcp_config"] = _offload_tcp_config(nic.offloads, tso)
         self.iface = Interface(
             nic.mac,
             addresses,

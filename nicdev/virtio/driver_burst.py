@@ -10,7 +10,8 @@ and the differential tests hold the two to identical results;
 `driver_rings.tx_ring()`/`rx_ring()` pick one by the selected data path
 (`MNET_DATAPATH`).
 
-TX: `put` copies a burst of frames into free small slots and queues them,
+TX: `put` copies a burst of frames (a list, or a `TxFrames` joined once)
+into free small slots and queues them,
 stopping at the first frame that finds none (the caller publishes, kicks,
 `reap`s, maybe `lend_big`s, and calls again from there); `publish` makes the
 burst visible with one avail idx store and `should_kick` decides the kick
@@ -21,18 +22,23 @@ back and publishes them; it returns whether to kick.
 
 Counters go into the caller's `collections.Counter` under the names the
 driver reports (only when not zero, so a drop counter exists once it counted).
+
+`events`: a `driver_events.DriverEvents` to trace the ring's work into (None:
+no trace), the same records on both data paths.
 """
 from __future__ import annotations
 
 import collections
+from array import array
 
+from .driver_events import DriverEvents
 from .driver_queue import DriverQueue, QueueFull
 from .memory import GuestMemory
 from .ring import QueueBroken
 
 __all__ = [
     "HDR_LEN", "ETH_HEADER_LEN", "TX_PLAIN", "TX_BAD_CSUM", "TX_SW_CSUM",
-    "TxRing", "RxRing", "tx_slot_stacks",
+    "TxFrames", "TxRing", "RxRing", "tx_slot_stacks",
 ]
 
 HDR_LEN = 12            # virtio_net_hdr with VERSION_1, mergeable or not
@@ -56,6 +62,26 @@ def tx_slot_stacks(nslots: int, small: int, split_big: bool) -> tuple[list[int],
     return list(range(nslots - 1, -1, -1)), []
 
 
+class TxFrames:
+    """A burst of frames for `TxRing.put`, joined into one buffer with a
+    length per frame: what the C kernel reads. Built once, it can be put any
+    number of times without a Python step per frame (`put` given a plain
+    list joins it on every call)."""
+
+    __slots__ = ("frames", "blob", "lens")
+
+    def __init__(self, frames) -> None:
+        self.frames = list(frames)
+        self.blob = b"".join(self.frames)
+        self.lens = array("I", map(len, self.frames))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int):
+        return self.frames[index]
+
+
 def _add_counts(counters: collections.Counter, **counts: int) -> None:
     for name, value in counts.items():
         if value:
@@ -71,7 +97,9 @@ class TxRing:
     header are dropped and counted."""
 
     def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, slot_offsets: list[int],
-                 slot_lengths: list[int], small: int, split_big: bool, max_frame: int) -> None:
+                 slot_lengths: list[int], small: int, split_big: bool, max_frame: int,
+                 events: DriverEvents | None = None) -> None:
+        queue.events = events
         self.queue = queue
         self.mem = mem
         self.pool_gpa = pool_gpa
@@ -121,7 +149,8 @@ class TxRing:
             counters: collections.Counter) -> tuple[int, int]:
         """Queue frames[start:] (unpublished) until no small slot is free.
 
-        `hdrs`: 12 header bytes per frame (None: all zero); `kinds`: one
+        `frames`: a list of frames or a `TxFrames`. `hdrs`: 12 header
+        bytes per frame (None: all zero); `kinds`: one
         TX_* byte per frame (None: all TX_PLAIN). Returns (the index of the
         frame that found no slot, or len(frames); frames taken)."""
         self._check_usable()
@@ -211,7 +240,9 @@ class RxRing:
     One buffer of `buf_size` bytes per descriptor, buffer i at `pool_gpa +
     i * buf_size`. `mrg`: MRG_RXBUF was negotiated (num_buffers counts)."""
 
-    def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, buf_size: int, mrg: bool) -> None:
+    def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, buf_size: int, mrg: bool,
+                 events: DriverEvents | None = None) -> None:
+        queue.events = events
         self.queue = queue
         self.mem = mem
         self.pool_gpa = pool_gpa
@@ -249,16 +280,20 @@ class RxRing:
 
         A header claiming more buffers than the ring has raises QueueBroken
         (the frames before it are in `out`)."""
-        used = self.queue.reap(self.mem)
+        events = self.queue.events
+        heads = None if events is None else []      # traced here, with their num_buffers
+        used = self.queue.reap(self.mem, heads)
         if not used:
             return False
         pool, size = self.pool, self.buf_size
         counters["rx_buffers"] += len(used)
         short = bad_nbuf = 0
         partial = self.partial
-        for slot, written in used:
+        for k, (slot, written) in enumerate(used):
             off = slot * size
             if partial is not None:             # a continuation buffer of a mergeable frame
+                if events is not None:
+                    events.add(events.RX_USED, heads[k], written, 0)
                 partial[1].append(bytes(pool[off:off + written]))
                 partial[2] -= 1
                 if not partial[2]:
@@ -266,11 +301,15 @@ class RxRing:
                     partial = None
                 continue
             if written < HDR_LEN:
+                if events is not None:
+                    events.add(events.RX_USED, heads[k], written, 0)
                 short += 1
                 continue
             hdr = bytes(pool[off:off + HDR_LEN])
             data = bytes(pool[off + HDR_LEN:off + written])
             nbuf = int.from_bytes(hdr[10:12], "little")
+            if events is not None:
+                events.add(events.RX_USED, heads[k], written, nbuf)
             if self.mrg and nbuf != 1:
                 if nbuf == 0:
                     bad_nbuf += 1               # device bug; treat as 1

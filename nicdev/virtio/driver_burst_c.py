@@ -2,7 +2,7 @@
 
 Same methods and results as `driver_burst.TxRing`/`RxRing` (the Python
 reference; the differential tests compare them). A ring takes over an empty
-`DriverQueue` (`DriverQueue.hand_over`): the queue's geometry and idx
+`DriverQueue` (`DriverQueue.hand_over`): the queue's geometry, idx and trace
 go to a C `struct mnet_drvq`, its bookkeeping arrays are allocated here, and
 the C code gets pointers to exactly the four areas it may touch: the
 descriptor table, both rings and the buffer pool. `close()` gives those
@@ -13,7 +13,8 @@ from __future__ import annotations
 import collections
 from array import array
 
-from .driver_burst import HDR_LEN, tx_slot_stacks
+from .driver_burst import HDR_LEN, TxFrames, tx_slot_stacks
+from .driver_events import DriverEvents
 from .driver_queue import DriverQueue, QueueFull
 from .kernels import ffi, lib
 from .memory import GuestMemory
@@ -25,7 +26,7 @@ __all__ = ["CTxRing", "CRxRing"]
 class _CQueue:
     """A DriverQueue's state in C, with the buffers C may touch."""
 
-    def __init__(self, queue: DriverQueue, mem: GuestMemory) -> None:
+    def __init__(self, queue: DriverQueue, mem: GuestMemory, events: DriverEvents | None) -> None:
         size = queue.size
         self.size = size
         self.used_gpa = queue.used_gpa
@@ -45,6 +46,7 @@ class _CQueue:
             arr = ffi.new(ctype, size)
             self._arrays.append(arr)
             setattr(q, name, arr)
+        q.ev = ffi.NULL if events is None else events.c_table(ffi)
         if lib.mnet_drvq_start(q, queue.hand_over()) != 0:
             raise ValueError(f"the C kernels refuse {queue!r}")
         self.q = q
@@ -117,8 +119,9 @@ class CTxRing:
     """`driver_burst.TxRing` on the C kernels (same arguments, same results)."""
 
     def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, slot_offsets: list[int],
-                 slot_lengths: list[int], small: int, split_big: bool, max_frame: int) -> None:
-        self._q = cq = _CQueue(queue, mem)
+                 slot_lengths: list[int], small: int, split_big: bool, max_frame: int,
+                 events: DriverEvents | None = None) -> None:
+        self._q = cq = _CQueue(queue, mem, events)
         nslots = len(slot_offsets)
         if not 0 < nslots <= 0xFFFF or len(slot_lengths) != nslots:
             raise ValueError(f"{nslots} TX slots: one offset and one length each, at most 65535")
@@ -156,8 +159,11 @@ class CTxRing:
     def put(self, frames: list, hdrs: bytes | None, kinds: bytes | None, start: int,
             counters: collections.Counter) -> tuple[int, int]:
         """See `TxRing.put`."""
-        blob = b"".join(frames)
-        lens = array("I", map(len, frames))
+        if type(frames) is TxFrames:
+            blob, lens = frames.blob, frames.lens
+        else:
+            blob = b"".join(frames)
+            lens = array("I", map(len, frames))
         counts = self._counts
         # bytes go to a char * as they are (hdrs and kinds are bytes too)
         stop = lib.mnet_drv_tx_put(self._tx, blob, len(blob), ffi.from_buffer("uint32_t[]", lens),
@@ -211,17 +217,20 @@ class CTxRing:
 class CRxRing:
     """`driver_burst.RxRing` on the C kernels (same arguments, same results)."""
 
-    def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, buf_size: int, mrg: bool) -> None:
-        self._q = cq = _CQueue(queue, mem)
+    def __init__(self, queue: DriverQueue, mem: GuestMemory, pool_gpa: int, buf_size: int, mrg: bool,
+                 events: DriverEvents | None = None) -> None:
+        self._q = cq = _CQueue(queue, mem, events)
         size = queue.size
         self.buf_size = buf_size
         # A frame takes at most every buffer of the ring, and one poll ends
         # at most one partial frame and size - 1 others.
         ring_bytes = size * buf_size
         self._partial = ffi.new("uint8_t[]", ring_bytes)
+        self._reap_head = ffi.new("uint16_t[]", size)
         self._rx = ffi.new("struct mnet_drv_rx *", {
             "q": cq.q, "pool": cq.pool(mem, pool_gpa, ring_bytes), "pool_gpa": pool_gpa, "pool_len": ring_bytes,
-            "buf_size": buf_size, "mrg": bool(mrg), "partial": self._partial, "partial_cap": ring_bytes,
+            "buf_size": buf_size, "mrg": bool(mrg), "reap_head": self._reap_head, "partial": self._partial,
+            "partial_cap": ring_bytes,
         })
         self._buf = ffi.new("uint8_t[]", 2 * ring_bytes)
         self._len = ffi.new("uint32_t[]", size)

@@ -71,6 +71,7 @@ class DriverQueue:
         self._avail_event_word = 2 + 4 * size
         self.broken: str | None = None
         self.len_clamped = 0  # used entries whose len exceeded the buffer (device bug)
+        self.events = None  # a driver_events.DriverEvents to trace into, or None
         self._reset(0)
 
     @classmethod
@@ -203,7 +204,15 @@ class DriverQueue:
                 nxt = descs[i + 1]
             _pack_desc(table, descs[i] * DESC_SIZE, gpa, length, flags, nxt)
         self._offer(mem, descs[0], descs, capacity, token)
+        if self.events is not None:
+            self._trace_add(descs[0], n, out_segments, in_segments, capacity)
         return descs[0]
+
+    def _trace_add(self, head: int, ndesc: int, out_segments: list, in_segments: list, capacity: int) -> None:
+        if in_segments:
+            self.events.add(self.events.RX_POST, head, capacity)
+        else:
+            self.events.add(self.events.TX_ADD, head, sum(n for _, n in out_segments), ndesc)
 
     def add_indirect(self, mem: GuestMemory, table_gpa: int, out_segments, in_segments, token) -> int:
         """Like `add`, but the segments go into an indirect table at `table_gpa`.
@@ -232,6 +241,8 @@ class DriverQueue:
         ring = mem.view(self.desc_gpa, self._desc_bytes)
         _pack_desc(ring, head * DESC_SIZE, table_gpa, len(table), VRING_DESC_F_INDIRECT, 0)
         self._offer(mem, head, [head], capacity, token)
+        if self.events is not None:
+            self._trace_add(head, n, out_segments, in_segments, capacity)
         return head
 
     def publish(self, mem: GuestMemory) -> int:
@@ -260,8 +271,12 @@ class DriverQueue:
         memory_barrier()  # our idx store must be visible before we read the device's field
         used = mem.view(self.used_gpa, self._used_bytes).cast("H")
         if self.event_idx:
-            return vring_need_event(used[self._avail_event_word], new, old)
-        return not used[0] & VRING_USED_F_NO_NOTIFY
+            kick = vring_need_event(used[self._avail_event_word], new, old)
+        else:
+            kick = not used[0] & VRING_USED_F_NO_NOTIFY
+        if self.events is not None:
+            self.events.add(self.events.KICK if kick else self.events.NO_KICK, new, 0)
+        return kick
 
     # -- used buffers -------------------------------------------------------
     def pending_used(self, mem: GuestMemory) -> int:
@@ -277,12 +292,14 @@ class DriverQueue:
             raise self._fail(f"device used idx {used_idx} is {pending} ahead of {self._last_used}, only {offered} buffers published")
         return pending
 
-    def reap(self, mem: GuestMemory) -> list[tuple[object, int]]:
+    def reap(self, mem: GuestMemory, heads: list | None = None) -> list[tuple[object, int]]:
         """Take every used entry since the last reap: [(token, written_len)].
 
         Frees their descriptors. A written length above the buffer's capacity
         is clamped (and counted in `len_clamped`); an id that is not a
-        buffer in flight raises QueueBroken."""
+        buffer in flight raises QueueBroken. `heads`: a list to append each
+        entry's id to (the caller then traces the entries; else, with
+        `events`, each is traced here as USED)."""
         self._check_usable()
         used = mem.view(self.used_gpa, self._used_bytes)
         pending = self._pending_used(used.cast("H")[1])
@@ -301,6 +318,10 @@ class DriverQueue:
                 self.len_clamped += 1
                 written = capacity[head]
             done.append((tokens[head], written))
+            if heads is not None:
+                heads.append(head)
+            elif self.events is not None:
+                self.events.add(self.events.USED, head, written)
             free.extend(chains[head])
             chains[head] = None
             tokens[head] = None

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 from . import kernels
 from .driver_burst import RxRing, TxRing
+from .driver_events import DriverEvents
 from .driver_queue import DriverQueue
 from .memory import GuestMemory
 
 __all__ = ["tx_ring", "rx_ring"]
 
 
-def tx_ring(queue: DriverQueue, mem: GuestMemory, *args, c: bool | None = None):
+def tx_ring(queue: DriverQueue, mem: GuestMemory, *args, c: bool | None = None, events: DriverEvents | None = None):
     """A `TxRing` (arguments as its) on the selected data path; `c` overrides the selection."""
     if kernels.use_c() if c is None else c:
         from .driver_burst_c import CTxRing
-        return CTxRing(queue, mem, *args)
-    return TxRing(queue, mem, *args)
+        return CTxRing(queue, mem, *args, events=events)
+    return TxRing(queue, mem, *args, events=events)
 
 
-def rx_ring(queue: DriverQueue, mem: GuestMemory, *args, c: bool | None = None):
+def rx_ring(queue: DriverQueue, mem: GuestMemory, *args, c: bool | None = None, events: DriverEvents | None = None):
     """An `RxRing` (arguments as its) on the selected data path; `c` overrides the selection."""
     if kernels.use_c() if c is None else c:
         from .driver_burst_c import CRxRing
-        return CRxRing(queue, mem, *args)
-    return RxRing(queue, mem, *args)
+        return CRxRing(queue, mem, *args, events=events)
+    return RxRing(queue, mem, *args, events=events)

@@ -4,8 +4,11 @@ The driver's data path (`stack.drivers.virtio_driver._Link`) runs over a
 fake front-end (memory in a bytearray, eventfds for kicks); a "device" in
 this process completes every TX buffer, or fills RX buffers with frames,
 between calls, outside the timed part. So the figures are what the driver
-itself costs per frame: `transmit` (bursts of (frame, None) pairs) and
-`poll_rx` (mergeable buffers, one per frame). Each data path runs in a child
+itself costs per frame: transmitting bursts through each interface
+(`tx`: `transmit` of (frame, None) pairs; `tx-frames`: `transmit_frames` of
+a list of frames; `tx-prepared`: `transmit_frames` of one `TxFrames`, joined
+once and sent again and again; every frame is copied into its slot each
+time) and `poll_rx` (`rx`: mergeable buffers, one per frame). Each data path runs in a child
 process with its MNET_DATAPATH; the Python reference of the same run is the
 anchor.
 
@@ -34,7 +37,10 @@ from nicdev.virtio.driver_queue import DriverQueue  # noqa: E402
 from nicdev.virtio.features import VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, mask  # noqa: E402
 from nicdev.virtio.memory import GuestMemory, MemoryRegion  # noqa: E402
 from nicdev.virtio.ring import SplitRingLayout  # noqa: E402
+from stack.drivers import TxFrames  # noqa: E402
 from stack.drivers.virtio_driver import _Link  # noqa: E402
+
+DIRECTIONS = ("tx", "tx-frames", "tx-prepared", "rx")
 
 QUEUE_SIZE = 256
 RING_STRIDE = 0x10000
@@ -87,11 +93,16 @@ def measure(direction: str, size: int, batch: int, seconds: float) -> dict:
     link = rig.link
     frames = spent = 0.0
     end = time.perf_counter() + seconds
-    if direction == "tx":
-        burst = [(bytes(size), None)] * batch
+    if direction.startswith("tx"):
+        if direction == "tx":
+            send, burst = link.transmit, [(bytes(size), None)] * batch
+        else:
+            send, burst = link.transmit_frames, [bytes(size)] * batch
+            if direction == "tx-prepared":
+                burst = TxFrames(burst)
         while time.perf_counter() < end:
             start = time.perf_counter()
-            taken, _ = link.transmit(burst)
+            taken, _ = send(burst)
             spent += time.perf_counter() - start
             frames += taken
             rig.device(1, QUEUE_SIZE)
@@ -119,7 +130,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="64,1500", help="frame sizes, comma-separated")
     args = parser.parse_args()
     cpu = cpu_model()
-    for direction in ("tx", "rx"):
+    for direction in DIRECTIONS:
         for size in (int(s) for s in args.sizes.split(",")):
             results = {}
             for datapath in ("python", "c"):

@@ -28,7 +28,13 @@ Cases (each for 64- and 1500-byte frames, bursts of --batch frames):
   driver->dpdk      VirtioNetNic -> dpdk-testpmd net_vhost rxonly (our driver
                     alone, on each data path: the C ring kernels and the Python
                     reference, MNET_DATAPATH=c|python in a child process;
-                    testpmd polls on the other CPU)
+                    testpmd polls on the other CPU). Each transmit interface
+                    of --tx: `pairs` (transmit() of (frame, None) pairs),
+                    `frames` (transmit_frames() of a list of frames), `prepared`
+                    (transmit_frames() of one TxFrames, joined once and sent
+                    again and again, as a sender that builds its frames into
+                    one buffer would; every frame is still copied into its
+                    TX slot on every call)
   driver->dpdk-traced
                     the same with the driver's ring tracing on (every record
                     to a JSON lines file, as `mnet stack --trace` writes it),
@@ -43,6 +49,7 @@ Needs dpdk-testpmd and a unix socket directory; run as root (DPDK wants
 
     .venv/bin/python scripts/bench/ring_datapath.py [--seconds 3] [--batch 64]
         [--sizes 64,1500] [--cases dpdk->port,forward,forward-flowgen,driver->dpdk,driver->dpdk-traced,driver->port]
+        [--tx pairs,frames,prepared]
 """
 from __future__ import annotations
 
@@ -65,7 +72,7 @@ from nicdev.net.port import Port  # noqa: E402
 from nicdev.net.vhost_user_port import VhostUserPort  # noqa: E402
 from nicdev.vhost_user.testpmd import Testpmd, TestpmdError, find_testpmd  # noqa: E402
 from nicdev.virtio.trace import JsonLinesWriter  # noqa: E402
-from stack.drivers import VirtioNetNic  # noqa: E402
+from stack.drivers import TxFrames, VirtioNetNic  # noqa: E402
 
 SIZES = (64, 1500)
 
@@ -92,15 +99,24 @@ def frame_of(size: int, src: bytes) -> bytes:
     return b"\x02\x00\x00\x00\xbe\xef" + src + b"\x88\xb5" + bytes(size - 14)
 
 
-def pump(nic: VirtioNetNic, frame: bytes, batch: int, seconds: float) -> tuple[int, float]:
-    """Transmit bursts for `seconds`; returns (frames the driver took, elapsed)."""
-    burst = [(frame, None)] * batch
+TX_INTERFACES = ("pairs", "frames", "prepared")
+
+
+def pump(nic: VirtioNetNic, frame: bytes, batch: int, seconds: float, tx: str = "pairs") -> tuple[int, float]:
+    """Transmit bursts for `seconds` through the `tx` interface (TX_INTERFACES);
+    returns (frames the driver took, elapsed)."""
+    if tx == "pairs":
+        send, burst = nic.transmit, [(frame, None)] * batch
+    else:
+        send, burst = nic.transmit_frames, [frame] * batch
+        if tx == "prepared":
+            burst = TxFrames(burst)
     taken = 0
     start = time.perf_counter()
     end = start + seconds
     while True:
         for _ in range(16):
-            taken += nic.transmit(burst)
+            taken += send(burst)
         now = time.perf_counter()
         if now >= end:
             return taken, now - start
@@ -123,19 +139,20 @@ def case_driver_to_port(workdir: str, size: int, batch: int, seconds: float) -> 
             "tx_kicks": nic.counters["tx_kicks"], "ring_full_drops": nic.counters["tx_drop_ring_full"]}
 
 
-def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, datapath: str,
+def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, datapath: str, tx: str,
                         traced: bool = False) -> dict:
     """Our driver on `datapath` (c or python: MNET_DATAPATH of a child
-    process, which keeps this process's CPU affinity) -> testpmd rxonly;
-    `traced`: with the driver's ring trace written to a file."""
-    tag = f"{size}-{datapath}{'-traced' if traced else ''}"
+    process, which keeps this process's CPU affinity) -> testpmd rxonly, sending
+    through transmit interface `tx`; `traced`: with the driver's ring trace
+    written to a file."""
+    tag = f"{size}-{datapath}-{tx}{'-traced' if traced else ''}"
     sock = os.path.join(workdir, f"vhost-{tag}.sock")
     trace = [os.path.join(workdir, f"driver-{tag}.trace")] if traced else []
     pmd = Testpmd.backend(sock, "rxonly", workdir, tag=f"rx-{tag}", lcores="0@0,1@1")
     try:
         child = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--pump-child", sock, str(size), str(batch), str(seconds),
-             *trace],
+             tx, *trace],
             env={**os.environ, "MNET_DATAPATH": datapath}, capture_output=True, text=True, timeout=120 + seconds)
     finally:
         out = pmd.stop()
@@ -143,17 +160,18 @@ def case_driver_to_dpdk(workdir: str, size: int, batch: int, seconds: float, dat
         raise RuntimeError(f"driver->dpdk on the {datapath} data path failed:\n{child.stderr[-3000:]}")
     result = json.loads(child.stdout.splitlines()[-1])
     received = [int(n) for n in re.findall(r"RX-packets:\s+(\d+)\s+RX-dropped", out)]
-    return {"datapath": datapath, **result, "testpmd_rx_total": received[-1] if received else None}
+    return {"datapath": datapath, "tx_interface": tx, **result,
+            "testpmd_rx_total": received[-1] if received else None}
 
 
-def pump_child(sock: str, size: int, batch: int, seconds: float, trace_path: str | None = None) -> None:
+def pump_child(sock: str, size: int, batch: int, seconds: float, tx: str, trace_path: str | None = None) -> None:
     """The driver->dpdk sender, in its own process: one JSON line on stdout."""
     writer = JsonLinesWriter(trace_path) if trace_path else None
     nic = VirtioNetNic(sock, trace_sink=writer)
     try:
         frame = frame_of(size, bytes(nic.mac))
-        pump(nic, frame, batch, 0.3)
-        taken, elapsed = pump(nic, frame, batch, seconds)
+        pump(nic, frame, batch, 0.3, tx)
+        taken, elapsed = pump(nic, frame, batch, seconds, tx)
     finally:
         nic.close()
         if writer is not None:
@@ -303,8 +321,8 @@ CASES = ("dpdk->port", "forward", "forward-flowgen", "driver->dpdk", "driver->dp
 
 def main() -> int:
     if sys.argv[1:2] == ["--pump-child"]:
-        sock, size, batch, seconds = sys.argv[2:6]
-        pump_child(sock, int(size), int(batch), float(seconds), *sys.argv[6:7])
+        sock, size, batch, seconds, tx = sys.argv[2:7]
+        pump_child(sock, int(size), int(batch), float(seconds), tx, *sys.argv[7:8])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
@@ -313,7 +331,12 @@ def main() -> int:
                         help="frame sizes, comma-separated (default 64,1500)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"cases to run beside the anchors, comma-separated (default {','.join(CASES)})")
+    parser.add_argument("--tx", default=",".join(TX_INTERFACES),
+                        help="driver->dpdk: the driver's transmit interfaces, comma-separated (default all)")
     args = parser.parse_args()
+    txs = args.tx.split(",")
+    if not txs or any(t not in TX_INTERFACES for t in txs):
+        parser.error(f"--tx takes {', '.join(TX_INTERFACES)}, comma-separated")
     try:
         sizes = [int(x) for x in args.sizes.split(",")]
         if not all(60 <= x <= 1514 for x in sizes):
@@ -370,12 +393,14 @@ def main() -> int:
             for size in sizes:
                 for datapath in ("c", "python"):
                     if "driver->dpdk" in cases:
-                        emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
-                             case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath), anchors[size])
+                        for tx in txs:
+                            emit("driver->dpdk: VirtioNetNic -> dpdk vhost rxonly", size, args.batch, cpu,
+                                 case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath, tx),
+                                 anchors[size])
                     if "driver->dpdk-traced" in cases:
                         emit("driver->dpdk-traced: VirtioNetNic, ring trace on -> dpdk vhost rxonly", size,
                              args.batch, cpu, case_driver_to_dpdk(workdir, size, args.batch, args.seconds, datapath,
-                                                                  traced=True), anchors[size])
+                                                                  txs[0], traced=True), anchors[size])
         os.sched_setaffinity(0, everything)
         if "driver->port" in cases:
             for size in sizes:

@@ -12,7 +12,7 @@ nicdev.virtio).
 """
 from nicdev.virtio.impairment import Impairment, LinkImpairer
 from stack.drivers.loopback import LoopbackNic, LoopbackNicPair
-from stack.drivers.nic import DATA_VALID, GSO_TCPV4, NO_RX_META, FrameMeta, Nic, NicOffloads, TxItem
+from stack.drivers.nic import DATA_VALID, GSO_TCPV4, NO_RX_META, FrameMeta, Nic, NicOffloads, TxFrames, TxItem
 from stack.drivers.virtio_driver import VirtioNetNic
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "LoopbackNicPair",
     "Nic",
     "NicOffloads",
+    "TxFrames",
     "TxItem",
     "VirtioNetNic",
 ]

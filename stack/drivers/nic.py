@@ -8,6 +8,9 @@ overhead dominates in Python and the virtio driver works in bursts anyway.
 Both directions carry ``(frame, meta)`` pairs, the device side's contract:
 on transmit ``meta`` is ``None`` for a finished frame (nothing for the NIC
 to do, and the cheapest test on the hot path) or a ``FrameMeta`` request.
+``transmit_frames(frames, metas)`` takes the same burst without a pair per
+frame: the frames (a list, or a ``TxFrames`` joined once into the one buffer
+the ring kernels read) and one list of metas, or None when all are finished.
 
 Offloads are described by ``nicdev.virtio.offload.FrameMeta``, the project's
 one offload-metadata type (virtio-net's header fields); this module passes
@@ -23,6 +26,10 @@ nothing of nicdev itself:
 * ``NicOffloads.RX_CSUM_TRUSTED`` (``VIRTIO_NET_HDR_F_DATA_VALID``): the NIC may
   mark a received frame ``DATA_VALID`` (``data_valid=True``); the stack then
   skips the L4 checksum check.
+* ``NicOffloads.RX_GSO`` (GUEST_TSO4): the NIC may hand over coalesced TCP
+  frames of up to 64 KiB (``gso_type=GSO_TCPV4``); a receive window of a few
+  of them is then only a few frames in flight, so the stack offers a larger
+  one.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import enum
 from abc import ABC, abstractmethod
 from typing import Iterable, Optional
 
+from nicdev.virtio.driver_burst import TxFrames
 from nicdev.virtio.offload import DATA_VALID, GSO_TCPV4, FrameMeta
 from stack.wire import MacAddress
 
@@ -41,6 +49,7 @@ __all__ = [
     "GSO_TCPV4",
     "NO_RX_META",
     "TxItem",
+    "TxFrames",
     "not_a_tx_pair",
 ]
 
@@ -51,6 +60,7 @@ class NicOffloads(enum.Flag):
     RX_CSUM_TRUSTED = enum.auto()  # receive: data_valid may be set (DATA_VALID)
     TX_CSUM = enum.auto()  # transmit: the NIC completes L4 checksums (NEEDS_CSUM)
     TSO = enum.auto()  # transmit: the NIC segments large TCP frames (GSO)
+    RX_GSO = enum.auto()  # receive: coalesced TCP frames of up to 64 KiB may arrive
 
 
 #: A received frame the NIC says nothing about (checksum not checked).
@@ -88,6 +98,18 @@ class Nic(ABC):
         ``TypeError`` (``not_a_tx_pair``). Frames it cannot take (queue full, too long, link down) are dropped
         and counted by the NIC, not raised: the stack treats the wire as lossy.
         """
+
+    def transmit_frames(self, frames, metas: Optional[list] = None) -> int:
+        """``transmit`` for a burst given as frames (a list or a ``TxFrames``)
+        and one list of metas, one per frame (None: all finished).
+
+        This default builds the pairs; a driver whose rings take bursts
+        overrides it so that no pair is made per frame."""
+        if metas is None:
+            return self.transmit([(frame, None) for frame in frames])
+        if len(metas) != len(frames):
+            raise ValueError(f"{len(frames)} frames and {len(metas)} metas: one meta (or None) per frame")
+        return self.transmit(list(zip(frames, metas)))
 
     @abstractmethod
     def receive(self, max: int = 64) -> list[tuple[bytes, FrameMeta]]:

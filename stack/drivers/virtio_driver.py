@@ -68,6 +68,7 @@ from nicdev.virtio.features import (
     VIRTIO_NET_F_MRG_RXBUF, describe, has,
 )
 from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_SW_CSUM
+from nicdev.virtio.driver_events import DriverEvents
 from nicdev.virtio.driver_rings import rx_ring, tx_ring
 from nicdev.virtio.memory import GuestMemoryError
 from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr
@@ -147,7 +148,7 @@ class _Link:
     kernels or the Python reference."""
 
     def __init__(self, frontend: VhostUserFrontend, mtu: int, counters: collections.Counter,
-                 big_slots: int = 0, tracer: Tracer | None = None) -> None:
+                 big_slots: int = 0, tracer: Tracer | None = None, events: DriverEvents | None = None) -> None:
         self.frontend = frontend
         self.counters = counters
         self.tracer = tracer if tracer is not None else Tracer("virtio-net", DRIVER)
@@ -182,8 +183,8 @@ class _Link:
         # The device need not tell us about TX completions: we reap on demand.
         tx.queue.disable_interrupts(self.mem)
         self.txq = tx_ring(tx.queue, self.mem, frontend.pool_gpa, tx_off, [full] * small + [big] * big_slots,
-                           small, self.tso, self.max_frame)
-        self.rxq = rx_ring(rx.queue, self.mem, frontend.pool_gpa, self.rx_buf, self.mrg)
+                           small, self.tso, self.max_frame, events=events)
+        self.rxq = rx_ring(rx.queue, self.mem, frontend.pool_gpa, self.rx_buf, self.mrg, events=events)
         self.tx_watch = RingWatch(self.tracer, TX_RING, "tx", self.mem, tx.queue, self.txq)
         self.rx_watch = RingWatch(self.tracer, RX_RING, "rx", self.mem, rx.queue, self.rxq)
         self.rx_irq_enabled = True
@@ -308,51 +309,67 @@ class _Link:
 
     # -- TX ---------------------------------------------------------------------
     def transmit(self, items: list[TxItem]) -> tuple[int, bool]:
-        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full).
-
-        Runs of frames without GSO go to the ring in one call each; a GSO
-        frame goes whole into a big slot or is segmented here."""
-        if self.tracer.on:
-            return self._traced(self.tx_watch, self._transmit, items)
-        return self._transmit(items)
-
-    def _transmit(self, items: list[TxItem]) -> tuple[int, bool]:
+        """Queue a burst of (frame, meta) pairs; returns (frames taken, whether the ring was full)."""
         n = len(items)
-        if self.txq.small_free < n:
-            self._reap_tx()
         try:
             finished = [frame for frame, meta in items if meta is None]
         except (TypeError, ValueError):
             finished = None
         if finished is not None and len(finished) == n:      # the common burst: nothing to do but send
-            taken, stop = self._transmit_run(finished, None, 0)
-            return self._end_burst(n, taken, stop)
+            return self.transmit_frames(finished, None)
         try:
+            frames = [frame for frame, _ in items]
             metas = [meta for _, meta in items]
             bad = n
         except (TypeError, ValueError):
             bad = next(i for i, item in enumerate(items) if not _is_pair(item))
+            frames = [item[0] for item in items[:bad]]
             metas = [meta for _, meta in items[:bad]]
+        taken, full = self.transmit_frames(frames, metas, n)
+        if bad < n and not full:
+            raise not_a_tx_pair(items[bad])     # what was queued before the bad item went out
+        return taken, full
+
+    def transmit_frames(self, frames, metas: list | None = None, total: int | None = None) -> tuple[int, bool]:
+        """Queue `frames` (a list or a `TxFrames`), `metas` theirs (None: all
+        finished); returns (frames taken, whether the ring was full). `total`:
+        the burst's length if it goes on past `frames` (those count as
+        dropped when the ring fills).
+
+        Runs of frames without GSO go to the ring in one call each; a GSO
+        frame goes whole into a big slot or is segmented here."""
+        if self.tracer.on:
+            return self._traced(self.tx_watch, self._transmit_frames, frames, metas, total)
+        return self._transmit_frames(frames, metas, total)
+
+    def _transmit_frames(self, frames, metas: list | None, total: int | None) -> tuple[int, bool]:
+        n = len(frames)
+        total = n if total is None else total
+        if self.txq.small_free < n:
+            self._reap_tx()
+        if metas is None:
+            taken, stop = self._transmit_run(frames, None, 0)
+            return self._end_burst(total, taken, stop)
+        if len(metas) != n:
+            raise ValueError(f"{n} frames and {len(metas)} metas: one meta (or None) per frame")
         # GSO frames go one by one; the runs between them in one call each.
-        gso_at = [k for k in range(bad) if metas[k] is not None and metas[k].gso_type] + [bad]
+        gso_at = [k for k in range(n) if metas[k] is not None and metas[k].gso_type] + [n]
         taken = i = 0
         for g in gso_at:
             if i < g:
-                run_taken, stop = self._transmit_run([item[0] for item in items[i:g]], metas[i:g], i)
+                run = frames if i == 0 and g == n else frames[i:g]
+                run_taken, stop = self._transmit_run(run, metas[i:g], i)
                 taken += run_taken
                 if stop is not None:
-                    return self._end_burst(n, taken, stop)
-            if g == bad:
+                    return self._end_burst(total, taken, stop)
+            if g == n:
                 break
-            status = self._transmit_gso(items[g][0], metas[g])
+            status = self._transmit_gso(frames[g], metas[g])
             if status is None:
-                return self._end_burst(n, taken, g)
+                return self._end_burst(total, taken, g)
             taken += status
             i = g + 1
-        self._end_burst(n, taken, None)
-        if bad < n:
-            raise not_a_tx_pair(items[bad])     # what was queued before the bad item went out
-        return taken, False
+        return self._end_burst(total, taken, None)
 
     def _end_burst(self, n: int, taken: int, full_at: int | None) -> tuple[int, bool]:
         """Publish (and kick); frames from `full_at` on found the ring full."""
@@ -367,6 +384,7 @@ class _Link:
         or None). `base`: the burst index of frames[0]."""
         hdrs = kinds = None
         if metas is not None and metas.count(None) != len(metas):
+            frames = list(frames)           # ours to change: a checksum finished here replaces its frame
             hdrs, kinds = self._checksum_requests(frames, metas)
         ring = self.txq
         taken = start = 0
@@ -493,7 +511,9 @@ class VirtioNetNic(Nic):
     seconds for connecting and for each set-up reply. `trace_sink`: a
     ring trace sink (`nicdev.virtio.trace`) that gets the driver's records
     from the start, the connection's set-up included; more sinks can be
-    added to `tracer` at any time.
+    added to `tracer` at any time. `events`: a
+    `nicdev.virtio.driver_events.DriverEvents` that both rings trace their
+    work into, on every connection (None: no trace, and no cost).
 
     Raises `nicdev.vhost_user.frontend.BackendUnavailable` if nobody listens
     on the path, `BackendError` if the set-up fails.
@@ -512,6 +532,7 @@ class VirtioNetNic(Nic):
         timeout: float = 5.0,
         name: str | None = None,
         trace_sink: Callable[[dict], None] | None = None,
+        events: DriverEvents | None = None,
     ) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"MTU {mtu} out of range 68..65535")
@@ -522,6 +543,7 @@ class VirtioNetNic(Nic):
         self.reconnect = reconnect
         self.reconnect_interval = reconnect_interval
         self.timeout = timeout
+        self.events = events
         self.name = name or f"virtio-net:{os.path.basename(socket_path)}"
         # The driver's side of the rings, traced (docs/tracing.md); off until a sink is added.
         self.tracer = Tracer(self.name, DRIVER)
@@ -598,7 +620,7 @@ class VirtioNetNic(Nic):
             features=self.wanted_features, mtu=self.mtu, timeout=self.timeout, name=self.name,
             tracer=self.tracer)
         try:
-            link = _Link(frontend, self.mtu, self.counters, self._big_slots, self.tracer)
+            link = _Link(frontend, self.mtu, self.counters, self._big_slots, self.tracer, self.events)
             for fd in link.fds():
                 self._epoll.register(fd, select.EPOLLIN)
         except BaseException:
@@ -612,6 +634,8 @@ class VirtioNetNic(Nic):
             offloads |= NicOffloads.TSO
         if link.guest_csum:
             offloads |= NicOffloads.RX_CSUM_TRUSTED
+        if link.guest_tso:
+            offloads |= NicOffloads.RX_GSO
         self.offloads = offloads
         # An interrupt may have been missed while nothing was watching: look now.
         self._poke()
@@ -686,6 +710,14 @@ class VirtioNetNic(Nic):
         that do not fit or cannot be sent are dropped and counted."""
         if not isinstance(frames, list):
             frames = list(frames)
+        return self._transmit(_Link.transmit, frames, None)
+
+    def transmit_frames(self, frames, metas: list | None = None) -> int:
+        """`transmit` for a burst given as frames (a list or a `TxFrames`) and
+        one list of metas (None: all finished): no pair per frame."""
+        return self._transmit(_Link.transmit_frames, frames, metas)
+
+    def _transmit(self, send, frames, metas) -> int:
         with self._lock:
             self._check_open()
             link = self._link
@@ -696,11 +728,12 @@ class VirtioNetNic(Nic):
                     self.counters["tx_drop_link_down"] += len(frames)
                     if self.tracer.on:
                         for item in frames:
-                            size = len(item[0]) if _is_pair(item) else None
+                            size = len(item[0]) if _is_pair(item) else (
+                                len(item) if isinstance(item, (bytes, bytearray, memoryview)) else None)
                             self.tracer.emit("drop", TX_RING, "tx", reason="link_down", len=size)
                     return 0
             try:
-                taken, full = link.transmit(frames)
+                taken, full = send(link, frames) if metas is None else send(link, frames, metas)
             except (QueueBroken, GuestMemoryError) as e:
                 self._link_down(f"TX ring broken: {e}", stop_rings=True)
                 return 0

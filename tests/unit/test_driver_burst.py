@@ -3,7 +3,8 @@ reference (driver_burst) by feeding both the same operations and the same
 device, hostile ones included, and requiring the same results: return
 values, exceptions and their messages, counters, slot and queue state, and
 every byte of the shared memory (descriptors, avail entries, idx and event
-fields, frames in the pool) after every step."""
+fields, frames in the pool) after every step, and the same trace records
+(`DriverEvents`) when the rings are traced."""
 import collections
 import struct
 
@@ -12,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nicdev.virtio import kernels
-from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_PLAIN, TX_SW_CSUM, RxRing, TxRing
+from nicdev.virtio.driver_burst import TX_BAD_CSUM, TX_PLAIN, TX_SW_CSUM, RxRing, TxFrames, TxRing
+from nicdev.virtio.driver_events import DriverEvents
 from nicdev.virtio.driver_rings import rx_ring, tx_ring
 from nicdev.virtio.driver_queue import DriverQueue, QueueFull
 from nicdev.virtio.memory import GuestMemory, MemoryRegion
@@ -25,6 +27,8 @@ RING_BASE = 0x1000
 POOL = 0x8000
 SMALL_SLOT, BIG_SLOT = 128, 512
 MAX_FRAME = 100         # a small slot holds 12 + MAX_FRAME
+# No trace, a trace that overflows now and then (records lost alike), a roomy one.
+TRACES = st.sampled_from([None, 3, 4096])
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -94,13 +98,17 @@ def assert_same(py, c, what):
     assert py.counters == c.counters, what
     for attr in ("last_used", "len_clamped"):
         assert getattr(py.ring, attr) == getattr(c.ring, attr), (attr, what)
+    if py.events is not None:
+        assert py.events.lost == c.events.lost, what
+        assert py.events.records() == c.events.records(), what
 
 
 class Twin:
-    def __init__(self, make, size, event_idx, start_idx, *args):
+    def __init__(self, make, size, event_idx, start_idx, *args, trace=None):
         self.mem = new_memory()
         self.queue = new_queue(self.mem, size, event_idx, start_idx)
-        self.ring = make(self.queue, self.mem, *args)
+        self.events = None if trace is None else DriverEvents(trace)
+        self.ring = make(self.queue, self.mem, *args, events=self.events)
         self.counters = collections.Counter()
 
 
@@ -127,7 +135,8 @@ def tx_bursts(draw):
         kinds = bytes(draw(st.lists(st.sampled_from([TX_PLAIN, TX_BAD_CSUM, TX_SW_CSUM]),
                                     min_size=len(burst), max_size=len(burst))))
     start = draw(st.integers(0, len(burst)))
-    return ("put", burst, hdrs, kinds, start)
+    # A list, or a TxFrames joined once (on either side: the results must not care).
+    return ("put", burst, hdrs, kinds, start, draw(st.booleans()))
 
 
 tx_moves = st.one_of(
@@ -167,8 +176,9 @@ def tx_step(t, move):
     ring = t.ring
     kind = move[0]
     if kind == "put":
-        _, burst, hdrs, kinds, start = move
-        return outcome(lambda: ring.put(list(burst), hdrs, kinds, start, t.counters))
+        _, burst, hdrs, kinds, start, prepared = move
+        frames = TxFrames(burst) if prepared else list(burst)
+        return outcome(lambda: ring.put(frames, hdrs, kinds, start, t.counters))
     if kind == "put_one":
         return outcome(lambda: ring.put_one(move[1], move[2], move[3]))
     call = {"reap": ring.reap, "lend": ring.lend_big, "publish": ring.publish, "kick": ring.should_kick,
@@ -179,13 +189,14 @@ def tx_step(t, move):
 @SETTINGS
 @given(size=st.sampled_from([1, 2, 4, 8, 16]), event_idx=st.booleans(),
        start_idx=st.one_of(st.just(0), st.integers(0xFFF0, 0xFFFF), st.integers(0, 0xFFFF)),
-       big=st.integers(0, 2), split_big=st.booleans(), moves=st.lists(tx_moves, min_size=4, max_size=40))
-def test_tx_ring_c_matches_python(size, event_idx, start_idx, big, split_big, moves):
+       big=st.integers(0, 2), split_big=st.booleans(), moves=st.lists(tx_moves, min_size=4, max_size=40),
+       trace=TRACES)
+def test_tx_ring_c_matches_python(size, event_idx, start_idx, big, split_big, moves, trace):
     big = min(big, size - 1)
     offsets, lengths, small = tx_slots(size, big)
     args = (size, event_idx, start_idx, POOL, offsets, lengths, small, split_big, MAX_FRAME)
-    py = Twin(TxRing, *args)
-    c = Twin(lambda *a: tx_ring(*a, c=True), *args)
+    py = Twin(TxRing, *args, trace=trace)
+    c = Twin(lambda *a, **k: tx_ring(*a, c=True, **k), *args, trace=trace)
     device = Device(size, start_idx, event_idx)
     for step, move in enumerate(moves):
         what = f"step {step}: {move[0]}"
@@ -232,13 +243,14 @@ def rx_step(t, move, out):
 @given(size=st.sampled_from([1, 2, 4, 8, 16]), event_idx=st.booleans(),
        start_idx=st.one_of(st.just(0), st.integers(0xFFF0, 0xFFFF), st.integers(0, 0xFFFF)),
        mrg=st.booleans(), buf_size=st.sampled_from([64, 160]), moves=st.lists(rx_moves, min_size=4, max_size=40),
-       payloads=st.lists(rx_payloads(), min_size=1, max_size=8))
-def test_rx_ring_c_matches_python(size, event_idx, start_idx, mrg, buf_size, moves, payloads):
+       payloads=st.lists(rx_payloads(), min_size=1, max_size=8), trace=TRACES)
+def test_rx_ring_c_matches_python(size, event_idx, start_idx, mrg, buf_size, moves, payloads, trace):
     args = (size, event_idx, start_idx, POOL, buf_size, mrg)
-    py = Twin(RxRing, *args)
-    c = Twin(lambda *a: rx_ring(*a, c=True), *args)
+    py = Twin(RxRing, *args, trace=trace)
+    c = Twin(lambda *a, **k: rx_ring(*a, c=True, **k), *args, trace=trace)
     assert outcome(py.ring.fill) == outcome(c.ring.fill)
     assert py.ring.should_kick() == c.ring.should_kick()
+    assert_same(py, c, "fill")
     device = Device(size, start_idx, event_idx)
     got_py, got_c = [], []
     for step, move in enumerate(moves):
@@ -255,7 +267,7 @@ def test_rx_ring_c_matches_python(size, event_idx, start_idx, mrg, buf_size, mov
 def twins_tx(size=4, event_idx=True):
     offsets, lengths, small = tx_slots(size, 1)
     args = (size, event_idx, 0, POOL, offsets, lengths, small, True, MAX_FRAME)
-    return Twin(TxRing, *args), Twin(lambda *a: tx_ring(*a, c=True), *args), Device(size, 0, event_idx)
+    return Twin(TxRing, *args), Twin(lambda *a, **k: tx_ring(*a, c=True, **k), *args), Device(size, 0, event_idx)
 
 
 @pytest.mark.parametrize("hostile, message", [
@@ -316,7 +328,7 @@ def test_burst_is_published_with_one_idx_store_and_kicked_once():
 
 def test_rx_num_buffers_beyond_the_ring_breaks_after_the_frames_before_it():
     args = (4, True, 0, POOL, 160, True)
-    py, c = Twin(RxRing, *args), Twin(lambda *a: rx_ring(*a, c=True), *args)
+    py, c = Twin(RxRing, *args), Twin(lambda *a, **k: rx_ring(*a, c=True, **k), *args)
     device = Device(4, 0, True)
     for t in (py, c):
         t.ring.fill()
@@ -330,3 +342,80 @@ def test_rx_num_buffers_beyond_the_ring_breaks_after_the_frames_before_it():
             t.ring.poll(got, t.counters)
         assert got == [(b"first frame", good[:12])]
     assert py.counters == c.counters == {"rx_buffers": 2}
+
+
+@pytest.mark.parametrize("make", [TxRing, lambda *a, **k: tx_ring(*a, c=True, **k)], ids=["python", "c"])
+def test_prepared_burst_puts_again_and_again(make):
+    """One TxFrames sent three times: three copies of each frame, in the ring's slots."""
+    offsets, lengths, small = tx_slots(8, 0)
+    t = Twin(make, 8, True, 0, POOL, offsets, lengths, small, False, MAX_FRAME)
+    burst = TxFrames([bytes([i]) * (20 + i) for i in range(2)])
+    assert len(burst) == 2 and burst[1] == bytes([1]) * 21
+    for _ in range(3):
+        assert t.ring.put(burst, None, None, 0, t.counters) == (2, 2)
+    t.ring.publish()
+    device = Device(8, 0, True)
+    heads = device.new_heads(t.mem)
+    assert len(heads) == 6
+    got = [t.mem.read(addr + 12, n - 12) for addr, n, _, _ in (device.descriptor(t.mem, h) for h in heads)]
+    assert got == list(burst.frames) * 3
+    assert t.counters["tx_frames"] == 6 and t.counters["tx_bytes"] == 3 * 41
+
+
+@pytest.mark.parametrize("c", [False, True], ids=["python", "c"])
+def test_trace_of_a_tx_burst_its_kick_and_its_completions(c):
+    offsets, lengths, small = tx_slots(4, 0)
+    t = Twin(lambda *a, **k: tx_ring(*a, c=c, **k), 4, True, 0, POOL, offsets, lengths, small, False, MAX_FRAME,
+             trace=16)
+    E = DriverEvents
+    assert t.ring.put([bytes(20), bytes(30)], None, None, 0, t.counters) == (2, 2)
+    assert t.ring.flush() is True                   # avail_event 0: the device wants this one
+    device = Device(4, 0, True)
+    writes = []
+    for head in device.new_heads(t.mem):
+        device.push_used(writes, head, 0)
+    apply(writes, t.mem)
+    assert t.ring.reap() == 2
+    assert t.events.records() == [(E.TX_ADD, 0, 32, 1), (E.TX_ADD, 1, 42, 1), (E.KICK, 2, 0, 0),
+                                  (E.USED, 0, 0, 0), (E.USED, 1, 0, 0)]
+    assert t.ring.put([bytes(20)], None, None, 0, t.counters) == (1, 1)
+    assert t.ring.flush() is False                  # the device's avail_event is still 0
+    assert t.events.records() == [(E.TX_ADD, 1, 32, 1), (E.NO_KICK, 3, 0, 0)]
+    assert t.events.records() == [] and t.events.lost == 0
+
+
+@pytest.mark.parametrize("c", [False, True], ids=["python", "c"])
+def test_trace_of_rx_buffers_posted_and_a_mergeable_frame_consumed(c):
+    t = Twin(lambda *a, **k: rx_ring(*a, c=c, **k), 4, True, 0, POOL, 64, True, trace=4)
+    E = DriverEvents
+    t.ring.fill()
+    assert t.events.records() == [(E.RX_POST, h, 64, 0) for h in range(4)]
+    device = Device(4, 0, True)
+    heads = device.new_heads(t.mem)
+    frame = bytes(range(90))
+    writes = [(device.descriptor(t.mem, heads[0])[0], struct.pack("<10xH", 2) + frame[:52]),
+              (device.descriptor(t.mem, heads[1])[0], frame[52:])]
+    device.push_used(writes, heads[0], 64)
+    device.push_used(writes, heads[1], 38)
+    apply(writes, t.mem)
+    got = []
+    t.ring.poll(got, t.counters)
+    assert [f for f, _ in got] == [frame]
+    # Four fit; the fifth (the kick decision) is lost and counted.
+    assert t.events.lost == 1
+    assert t.events.records() == [(E.RX_USED, heads[0], 64, 2), (E.RX_USED, heads[1], 38, 0),
+                                  (E.RX_POST, heads[1], 64, 0), (E.RX_POST, heads[0], 64, 0)]   # a stack: last freed first
+    assert t.events.lost == 0
+
+
+def test_one_trace_serves_one_data_path():
+    events = DriverEvents(8)
+    offsets, lengths, small = tx_slots(4, 0)
+    Twin(TxRing, 4, True, 0, POOL, offsets, lengths, small, False, MAX_FRAME).ring.queue.events = events
+    events.add(DriverEvents.KICK, 1, 0)
+    mem = new_memory()
+    with pytest.raises(ValueError, match="traces Python rings"):
+        tx_ring(new_queue(mem, 4, True, 0), mem, POOL, offsets, lengths, small, False, MAX_FRAME, c=True,
+                events=events)
+    with pytest.raises(ValueError, match="1 to 2"):
+        DriverEvents(0)

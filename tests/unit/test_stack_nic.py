@@ -130,3 +130,26 @@ def test_transmit_takes_frame_and_meta_pairs_and_refuses_a_bare_frame():
     with pytest.raises(TypeError, match=r"a bare frame: pass \(frame, None\)"):
         pair.a.transmit([b"y" * 60])
     assert pair.b.receive() == [] and pair.a.counters["tx_frames"] == 2
+
+
+def test_a_nic_with_rx_gso_gets_a_larger_receive_window():
+    """64 KiB frames in: the default 256 KiB window would be four of them in flight."""
+    from stack.runtime import RX_GSO_RCVBUF, Stack
+    from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
+
+    plain = TcpConfig()
+    for offloads, rcvbuf, tso_max in (
+        (NicOffloads.NONE, plain.rcvbuf, plain.tso_max),
+        (NicOffloads.RX_GSO, RX_GSO_RCVBUF, plain.tso_max),
+        (NicOffloads.TX_CSUM | NicOffloads.TSO, plain.rcvbuf, TSO_MAX_PAYLOAD),
+        (NicOffloads.TX_CSUM | NicOffloads.TSO | NicOffloads.RX_GSO, RX_GSO_RCVBUF, TSO_MAX_PAYLOAD),
+    ):
+        pair = LoopbackNicPair(offloads=offloads)
+        try:
+            config = Stack(pair.a, "10.0.0.1/24").iface.tcp_config
+            assert (config.rcvbuf, config.tso_max) == (rcvbuf, tso_max), offloads
+            own = Stack(pair.b, "10.0.0.2/24", tcp_config=TcpConfig(rcvbuf=5000)).iface.tcp_config
+            assert own.rcvbuf == 5000, "a caller's own tcp_config decides for itself"
+        finally:
+            pair.close()
+    assert RX_GSO_RCVBUF > plain.rcvbuf

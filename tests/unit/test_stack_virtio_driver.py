@@ -27,10 +27,11 @@ from nicdev.virtio.features import (
 from nicdev.virtio.net_hdr import (
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, NetHdr,
 )
+from nicdev.virtio.driver_events import DriverEvents
 from nicdev.virtio.offload import DATA_VALID, FrameMeta
 from stack import IpAddress, NicOffloads, SocketType, Stack
 from stack.arp_cache import ArpCache
-from stack.drivers import VirtioNetNic
+from stack.drivers import LoopbackNicPair, TxFrames, VirtioNetNic
 from stack.drivers.virtio_driver import DEFAULT_FEATURES, TX_RING
 from stack.wire import Ipv4Repr, UdpRepr
 
@@ -118,7 +119,7 @@ def test_frames_both_ways_intact(pair):
     a, b = pair()
     # Our switch's ports offer checksum and segmentation offloads.
     assert a.link_up and b.link_up
-    assert a.offloads == NicOffloads.TX_CSUM | NicOffloads.RX_CSUM_TRUSTED | NicOffloads.TSO
+    assert a.offloads == NicOffloads.TX_CSUM | NicOffloads.RX_CSUM_TRUSTED | NicOffloads.TSO | NicOffloads.RX_GSO
     sizes = [14, 60, 61, 1000, 1514]
     for src, dst in ((a, b), (b, a)):
         frames = [frame(src, dst, os.urandom(n - 14)) for n in sizes]
@@ -232,6 +233,54 @@ def test_transmit_takes_frame_and_meta_pairs_and_refuses_a_bare_frame(pair):
     partial, meta = udp_frame(a, partial=True)
     assert a.transmit([(second, None), (partial, meta)]) == 2
     assert [f for f, _ in collect(b, 2)] == [second, udp_frame(a)]
+
+
+def test_transmit_frames_takes_a_burst_without_pairs(pair):
+    """A list, a TxFrames sent twice, and frames with one list of metas: the
+    same frames and counters as transmit() with pairs."""
+    a, b = pair()
+    first, second = frame(a, b, b"first" * 12), frame(a, b, b"second" * 10)
+    assert a.transmit_frames([first, second]) == 2
+    burst = TxFrames([second, first])
+    assert a.transmit_frames(burst) == 2 and a.transmit_frames(burst) == 2
+    assert [f for f, _ in collect(b, 6)] == [first, second, second, first, second, first]
+    partial, meta = udp_frame(a, partial=True)
+    frames = [partial, bytes(10), first]
+    assert a.transmit_frames(frames, [meta, None, None]) == 2
+    assert frames == [partial, bytes(10), first], "the caller's list is left as it was"
+    assert [f for f, _ in collect(b, 2)] == [udp_frame(a), first]
+    assert a.counters["tx_frames"] == 8 and a.drops == {"tx_drop_runt": 1}
+    with pytest.raises(ValueError, match="2 frames and 1 metas"):
+        a.transmit_frames([first, second], [None])
+
+
+def test_transmit_frames_default_makes_pairs():
+    """The Nic default (for NICs without burst rings) sends the same pairs."""
+    pair = LoopbackNicPair()
+    left, right = pair
+    try:
+        frames = [bytes(range(20)), bytes(range(1, 21))]
+        assert left.transmit_frames(TxFrames(frames)) == 2
+        assert left.transmit_frames(frames, [None, None]) == 2
+        assert [f for f, _ in right.receive(8)] == frames * 2
+        with pytest.raises(ValueError, match="2 frames and 3 metas"):
+            left.transmit_frames(frames, [None] * 3)
+    finally:
+        pair.close()
+
+
+def test_nic_traces_its_rings_when_given_events(bg, tmp_path, make_nic):
+    events = DriverEvents()
+    a = make_nic(add_port(bg, tmp_path, "a").socket_path, events=events)
+    b = make_nic(add_port(bg, tmp_path, "b").socket_path)
+    kinds = collections.Counter(kind for kind, *_ in events.records())
+    assert kinds[DriverEvents.RX_POST] == a.queue_size, "every receive buffer posted at set-up"
+    one = frame(a, b, b"traced" * 10)
+    assert a.transmit_frames([one]) == 1
+    (kind, head, length, ndesc), *rest = events.records()
+    assert (kind, length, ndesc) == (DriverEvents.TX_ADD, 12 + len(one), 1)
+    assert [k for k, *_ in rest] in ([DriverEvents.KICK], [DriverEvents.NO_KICK])
+    assert [f for f, _ in collect(b, 1)] == [one]
 
 
 def test_full_tx_ring_drops_and_counts(bg, tmp_path, make_nic):

@@ -70,6 +70,12 @@ def test_tso_both_ways_is_negotiated_with_our_switch(cards):
     assert has(a.features, VIRTIO_NET_F_HOST_TSO4) and has(a.features, VIRTIO_NET_F_GUEST_TSO4)
 
 
+def test_rx_gso_is_offered_to_the_stack_only_with_guest_tso(cards):
+    a, b = cards(features_b=DEFAULT_FEATURES & ~mask(VIRTIO_NET_F_GUEST_TSO4))
+    assert NicOffloads.RX_GSO in a.offloads
+    assert NicOffloads.RX_GSO not in b.offloads and NicOffloads.TSO in b.offloads
+
+
 def test_a_gso_frame_arrives_whole_at_a_card_with_guest_tso(cards, bg):
     a, b = cards()
     payload = os.urandom(40000)

@@ -47,6 +47,21 @@ static inline int need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx)
     return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old_idx);
 }
 
+/* One trace record, if the queue is traced (the caller tests q->ev first). */
+static void trace(struct mnet_drvq *q, uint16_t kind, uint16_t id, uint32_t len, uint32_t extra)
+{
+    struct mnet_drv_events *ev = q->ev;
+    if (ev->count >= ev->capacity) {
+        ev->lost++;
+        return;
+    }
+    struct mnet_drv_event *x = &ev->events[ev->count++];
+    x->kind = kind;
+    x->id = id;
+    x->len = len;
+    x->extra = extra;
+}
+
 static int64_t fail(struct mnet_drvq *q, int32_t code, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
 {
     if (q->error == MNET_DRV_OK) {
@@ -85,6 +100,12 @@ static uint16_t add_one(struct mnet_drvq *q, uint64_t gpa, uint32_t len, uint16_
     uint16_t d = q->free_stack[--q->num_free];
     write_desc(q, d, gpa, len, flags, 0);
     offer(q, d, capacity, token);
+    if (q->ev) {
+        if (flags & F_WRITE)
+            trace(q, MNET_DRV_EV_RX_POST, d, len, 0);
+        else
+            trace(q, MNET_DRV_EV_TX_ADD, d, len, 1);
+    }
     return d;
 }
 
@@ -131,9 +152,14 @@ int mnet_drvq_should_kick(struct mnet_drvq *q)
     if (new_idx == old_idx)
         return 0;
     full_barrier();
+    int kick;
     if (q->event_idx)
-        return need_event(load16(q->used + 4 + 8ull * q->size), new_idx, old_idx);
-    return !(load16(q->used) & USED_F_NO_NOTIFY);
+        kick = need_event(load16(q->used + 4 + 8ull * q->size), new_idx, old_idx);
+    else
+        kick = !(load16(q->used) & USED_F_NO_NOTIFY);
+    if (q->ev)
+        trace(q, kick ? MNET_DRV_EV_KICK : MNET_DRV_EV_NO_KICK, new_idx, 0, 0);
+    return kick;
 }
 
 int mnet_drvq_flush(struct mnet_drvq *q)
@@ -158,7 +184,9 @@ int64_t mnet_drvq_pending(struct mnet_drvq *q)
     return check_pending(q, load16(q->used + 2));
 }
 
-int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, uint32_t max)
+/* Reap into token[]/written[]; with `heads` the caller gets each entry's id
+ * too (and traces it: the RX poll, with num_buffers), else it is traced here. */
+static int64_t reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, uint16_t *heads, uint32_t max)
 {
     if (q->error != MNET_DRV_OK)
         return MNET_DRV_BROKEN;
@@ -184,11 +212,20 @@ int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, 
         }
         token[k] = q->token[head];
         written[k] = len;
+        if (heads)
+            heads[k] = (uint16_t)head;
+        else if (q->ev)
+            trace(q, MNET_DRV_EV_USED, (uint16_t)head, len, 0);
         q->free_stack[q->num_free++] = (uint16_t)head;
         q->in_flight[head] = 0;
     }
     q->last_used = idx;
     return pending;
+}
+
+int64_t mnet_drvq_reap(struct mnet_drvq *q, uint32_t *token, uint32_t *written, uint32_t max)
+{
+    return reap(q, token, written, NULL, max);
 }
 
 int mnet_drvq_enable_irq(struct mnet_drvq *q)
@@ -360,9 +397,13 @@ static int emit(struct mnet_drv_rx_out *out, const uint8_t *hdr, const uint8_t *
 
 /* One used buffer (`written` <= buf_size: the reap clamps it). Returns 0, or
  * MNET_DRV_E_NUM_BUFFERS / a negative code to stop. */
-static int take_buffer(struct mnet_drv_rx *rx, struct mnet_drv_rx_out *out, const uint8_t *src, uint32_t written)
+static int take_buffer(struct mnet_drv_rx *rx, struct mnet_drv_rx_out *out, uint16_t head, const uint8_t *src,
+                       uint32_t written)
 {
+    struct mnet_drvq *q = rx->q;
     if (rx->partial_missing) {          /* a continuation buffer of a mergeable frame */
+        if (q->ev)
+            trace(q, MNET_DRV_EV_RX_USED, head, written, 0);
         if (--rx->partial_missing)
             goto keep;
         int rc = emit(out, rx->partial_hdr, rx->partial, rx->partial_len, src, written);
@@ -370,12 +411,16 @@ static int take_buffer(struct mnet_drv_rx *rx, struct mnet_drv_rx_out *out, cons
         return rc;
     }
     if (written < HDR_LEN) {
+        if (q->ev)
+            trace(q, MNET_DRV_EV_RX_USED, head, written, 0);
         out->short_buffer++;
         return 0;
     }
     uint8_t hdr[HDR_LEN];
     memcpy(hdr, src, HDR_LEN);          /* once: the device may rewrite the buffer */
     uint32_t nbuf = (uint32_t)hdr[10] | (uint32_t)hdr[11] << 8;
+    if (q->ev)
+        trace(q, MNET_DRV_EV_RX_USED, head, written, nbuf);
     if (rx->mrg && nbuf != 1) {
         if (nbuf == 0) {
             out->bad_num_buffers++;     /* device bug; treat as 1 */
@@ -406,7 +451,7 @@ int mnet_drv_rx_poll(struct mnet_drv_rx *rx, struct mnet_drv_rx_out *out)
     out->frames = 0;
     out->used = 0;
     out->buffers = out->short_buffer = out->bad_num_buffers = out->kick = 0;
-    int64_t n = mnet_drvq_reap(q, q->reap_token, q->reap_written, q->size);
+    int64_t n = reap(q, q->reap_token, q->reap_written, rx->reap_head, q->size);
     if (n <= 0)
         return (int)n;
     out->buffers = (uint32_t)n;
@@ -414,7 +459,7 @@ int mnet_drv_rx_poll(struct mnet_drv_rx *rx, struct mnet_drv_rx_out *out)
         uint32_t slot = q->reap_token[k];
         if (slot >= q->size)
             return MNET_DRV_BAD_ARGS;
-        int rc = take_buffer(rx, out, rx->pool + (uint64_t)slot * rx->buf_size, q->reap_written[k]);
+        int rc = take_buffer(rx, out, rx->reap_head[k], rx->pool + (uint64_t)slot * rx->buf_size, q->reap_written[k]);
         if (rc)
             return rc;
     }

@@ -23,6 +23,26 @@
 #define MNET_DRV_BAD_ARGS (-3)        /* arguments that do not fit the memory given */
 #define MNET_DRV_NO_TOKEN 0xFFFFFFFFu /* a token that is no slot */
 
+/* An optional trace of a ring's work, filled only when a queue has one
+ * (ev NULL: tracing off, one test per event site). Records past `capacity`
+ * are counted in `lost`. The fields of each kind: */
+#define MNET_DRV_EV_TX_ADD 1          /* head, len (header + frame), extra: descriptors */
+#define MNET_DRV_EV_USED 2            /* used entry reaped: id, len (clamped) */
+#define MNET_DRV_EV_RX_POST 3         /* receive buffer posted: head, len */
+#define MNET_DRV_EV_RX_USED 4         /* receive buffer consumed: id, len, extra: num_buffers (0: a continuation) */
+#define MNET_DRV_EV_KICK 5            /* kick decided: id = avail idx published */
+#define MNET_DRV_EV_NO_KICK 6         /* kick suppressed by the device: id = avail idx published */
+struct mnet_drv_event {
+    uint16_t kind;
+    uint16_t id;
+    uint32_t len;
+    uint32_t extra;
+};
+struct mnet_drv_events {
+    uint32_t capacity, count, lost;
+    struct mnet_drv_event *events;
+};
+
 struct mnet_drvq {
     /* the ring areas (shared with the device) */
     uint8_t *desc;
@@ -47,6 +67,7 @@ struct mnet_drvq {
     uint32_t len_clamped;
     int32_t error;
     uint32_t err[4];
+    struct mnet_drv_events *ev;  /* NULL: no trace */
 };
 
 /* The driver's TX ring: one descriptor per frame, into fixed pool slots. */
@@ -84,6 +105,7 @@ struct mnet_drv_rx {
     uint64_t pool_gpa, pool_len;
     uint32_t buf_size;
     uint32_t mrg;
+    uint16_t *reap_head;        /* scratch for one poll: size entries */
     /* a mergeable frame whose first buffers came and others are missing */
     uint8_t *partial;
     uint64_t partial_cap, partial_len;
