@@ -7,6 +7,7 @@ import threading
 from typing import Callable
 
 from stack import IpAddress, SocketType
+from stack.tcp import SOMAXCONN
 
 from .errors import ServiceError
 from .service_loop import ServiceLoop
@@ -23,7 +24,9 @@ def open_service(stack, svc: Service):
     try:
         sock.bind(IpAddress.any(svc.port))
         if sock.type is SocketType.STREAM:
-            sock.listen()
+            # As servers that expect many clients at once do (Go reads somaxconn, nginx asks
+            # 511): a burst of handshakes waits in the queues instead of being dropped.
+            sock.listen(SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise ServiceError(f"--serve {svc.label}: {exc.strerror or exc}") from None
