@@ -37,8 +37,9 @@ def open_service(stack, svc: Service):
 def raise_fd_limit() -> int:
     """Raise this process's descriptor limit to its hard limit; return it.
 
-    Each TCP connection holds two descriptors (its readiness socket pair),
-    so a few thousand connections outgrow the usual soft limit of 1024.
+    A TCP connection in the service's Poller holds no descriptor, but a
+    handler that asks a socket for fileno() makes it take two (its readiness
+    socket pair); the headroom costs nothing.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft == hard:
