@@ -17,14 +17,16 @@ sockets) opens --conns connections with non-blocking connects, at most
 every one of them (each connection its own bytes) and reads them back.
 Figures per case: the time to open them all, the time until every echo came
 back, how many came back (and how many came back wrong), connection
-attempts that failed. For the stack: its process's peak resident memory
-(VmHWM from /proc/PID/status) and thread count while all connections are
-open.
+attempts that failed, and the client kernel's TCP counters (`nstat` names:
+SYN retransmissions, retransmitted segments, resets) after the opening and
+after the echoes. For the stack: its process's peak resident memory
+(VmHWM from /proc/PID/status), thread count and open descriptors while all
+connections are open.
 
 Descriptors: this program raises its own limit (soft and hard,
 resource.setrlimit; root may raise the hard one) to 4 x --conns + 1024
 before it starts anything, so the client, `mnet switch` and `mnet stack`
-inherit it (the stack uses two descriptors per connection).
+inherit it (the client takes one per connection; the stack's service none).
 
 Prints one JSON line per case (the stack's with the anchor's figures and the
 ratios). Root only (namespaces, TAP, veth). Progress goes to stderr.
@@ -290,8 +292,8 @@ class Program:
 
 
 def process_status(pid: int) -> dict:
-    """VmHWM (peak resident set, MB), VmRSS (MB) and Threads of a process."""
-    out = {}
+    """VmHWM (peak resident set, MB), VmRSS (MB), Threads and open descriptors of a process."""
+    out = {"fds": len(os.listdir(f"/proc/{pid}/fd"))}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
