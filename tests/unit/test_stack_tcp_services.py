@@ -179,3 +179,12 @@ def test_a_port_taken_twice_is_a_service_error(served):
     with pytest.raises(ServiceError) as exc:
         start(Service("tcp-discard", 7))
     assert str(exc.value) == "--serve tcp-discard:7: address 0.0.0.0:7 is already in use"
+
+
+def test_the_stack_nic_rings_hold_a_burst_of_handshakes_as_large_as_the_listen_queues():
+    # The services listen with SOMAXCONN; a burst that large must not find the RX ring
+    # full before the stack's thread gets to it (the kernel would resend those SYNs 1 s later).
+    from mnet.cli.stack_common import STACK_QUEUE_SIZE
+    from stack.tcp import SOMAXCONN
+
+    assert STACK_QUEUE_SIZE >= SOMAXCONN
