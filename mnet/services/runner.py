@@ -10,7 +10,7 @@ from stack import IpAddress, SocketType
 from stack.tcp import SOMAXCONN
 
 from .errors import ServiceError
-from .service_loop import ServiceLoop
+from .service_loop import STACK_GONE, ServiceLoop
 from .spec import Service
 from .tcp_accept import AcceptHandler
 from .udp_echo import UdpEchoHandler
@@ -58,7 +58,12 @@ def serve(stack, sock, svc: Service, stopping: threading.Event, report: Callable
     loop = ServiceLoop(report, stack.clock)
     handler = UdpEchoHandler(loop, sock, svc) if svc.kind == "udp-echo" else AcceptHandler(loop, sock, svc)
     with sock:
-        handler.start()
+        try:
+            handler.start()
+        except OSError as exc:
+            if exc.errno in STACK_GONE:
+                return  # the stack stopped (another service failed to start) before this one began
+            raise
         loop.run(stopping)
 
 

@@ -181,6 +181,20 @@ def test_a_port_taken_twice_is_a_service_error(served):
     assert str(exc.value) == "--serve tcp-discard:7: address 0.0.0.0:7 is already in use"
 
 
+@pytest.mark.parametrize("kind", ["udp-echo", "tcp-echo"])
+def test_a_service_whose_socket_the_stopping_stack_closed_ends_quietly(served, kind):
+    # `mnet stack --serve udp-echo:7 --serve udp-echo:7`: the second fails, the stack stops and
+    # closes the first one's socket, maybe before its thread began: no traceback from that thread.
+    from mnet.services.runner import open_service, serve
+
+    a, b, start, lines = served
+    svc = Service(kind, 7)
+    sock = open_service(b, svc)
+    sock.close()
+    serve(b, sock, svc, threading.Event(), lines.put)  # returns; nothing raised
+    assert lines.empty()
+
+
 def test_the_stack_nic_rings_hold_a_burst_of_handshakes_as_large_as_the_listen_queues():
     # The services listen with SOMAXCONN; a burst that large must not find the RX ring
     # full before the stack's thread gets to it (the kernel would resend those SYNs 1 s later).
