@@ -7,6 +7,13 @@ apart); when the last one goes unanswered the entry fails and the waiting
 packets are handed back so their senders can be told (EHOSTUNREACH). Resolved
 entries age out after ``reachable_time`` and are then resolved again.
 
+An entry still in use is refreshed before it ages out, by RFC 1122 2.3.2.1's
+"unicast poll": the first lookup in its last ``tries * retry_interval``
+seconds sends a request to the known MAC (retried like any request) while
+packets keep going to that MAC. The answer renews the entry, so a live flow
+never finds its neighbour gone and its packets queued behind a new broadcast
+request; an entry nobody answers for ages out as before.
+
 The cache stores the waiting packets as opaque items; it never builds a
 frame. Time is passed in; ``poll_at()`` says when ``poll()`` next has work.
 """
@@ -26,8 +33,9 @@ __all__ = ["ArpCache", "ArpPollResult"]
 class _Entry:
     mac: MacAddress | None = None  # None while incomplete
     expires: float = 0.0  # resolved entries: when they age out
-    tries: int = 0  # requests sent so far (incomplete entries)
+    tries: int = 0  # requests sent so far (incomplete entries, or probes of a refreshing one)
     next_try: float = 0.0  # when to send the next request / give up
+    refreshing: bool = False  # resolved, in use near its end: unicast probes are out
     queue: deque = field(default_factory=deque)
 
 
@@ -36,6 +44,7 @@ class ArpPollResult:
     """What ``ArpCache.poll`` wants done."""
 
     requests: list[IPv4Address] = field(default_factory=list)  # send a request for each
+    probes: list[tuple[IPv4Address, MacAddress]] = field(default_factory=list)  # a request to that MAC only
     failed: list[tuple[IPv4Address, list[Any]]] = field(default_factory=list)  # unresolved + their packets
 
 
@@ -62,13 +71,18 @@ class ArpCache:
 
     # -- queries --------------------------------------------------------------
     def lookup(self, ip: IPv4Address, now: float) -> MacAddress | None:
-        """The MAC address for ``ip`` if resolved and not aged out."""
+        """The MAC address for ``ip`` if resolved and not aged out (a use: near its end the
+        entry starts refreshing itself, see the module doc)."""
         entry = self._entries.get(ip)
         if entry is None or entry.mac is None:
             return None
         if now >= entry.expires:
             del self._entries[ip]
             return None
+        if not entry.refreshing and now >= entry.expires - self.tries * self.retry_interval:
+            entry.refreshing = True
+            entry.tries = 0
+            entry.next_try = now  # the first probe goes out on the next poll
         return entry.mac
 
     def is_pending(self, ip: IPv4Address) -> bool:
@@ -119,6 +133,7 @@ class ArpCache:
         entry.mac = mac
         entry.expires = now + self.reachable_time
         entry.tries = 0
+        entry.refreshing = False
         released = list(entry.queue)
         entry.queue.clear()
         return released
@@ -130,10 +145,14 @@ class ArpCache:
 
     # -- time -----------------------------------------------------------------
     def poll(self, now: float) -> ArpPollResult:
-        """Send due requests, fail entries that ran out of tries."""
+        """Send due requests and refresh probes, fail entries that ran out of tries."""
         result = ArpPollResult()
         for ip, entry in list(self._entries.items()):
-            if entry.mac is not None or now < entry.next_try:
+            if entry.mac is not None:
+                if entry.refreshing and now >= entry.next_try and now < entry.expires:
+                    self._probe(ip, entry, now, result)
+                continue
+            if now < entry.next_try:
                 continue
             if entry.tries >= self.tries:
                 del self._entries[ip]
@@ -144,9 +163,21 @@ class ArpCache:
             result.requests.append(ip)
         return result
 
+    def _probe(self, ip: IPv4Address, entry: _Entry, now: float, result: ArpPollResult) -> None:
+        """A refreshing entry's next unicast probe; after ``tries`` it simply ages out."""
+        if entry.tries >= self.tries:
+            entry.next_try = entry.expires  # no more probes (poll_at: nothing before it is gone)
+            return
+        entry.tries += 1
+        entry.next_try = now + self.retry_interval
+        result.probes.append((ip, entry.mac))
+
     def poll_at(self) -> float | None:
         """When ``poll`` next has something to do (None: nothing pending)."""
-        times = [e.next_try for e in self._entries.values() if e.mac is None]
+        times = [
+            e.next_try for e in self._entries.values()
+            if e.mac is None or (e.refreshing and e.tries < self.tries)
+        ]
         return min(times) if times else None
 
     def _make_room(self, now: float) -> bool:

@@ -467,6 +467,9 @@ class Interface:
         for ip in result.requests:
             self._queue_arp(ArpOperation.REQUEST, self.routes.source_for(ip), ZERO_MAC, ip, MacAddress.broadcast())
             self.counters.bump("arp", "tx_request")
+        for ip, mac in result.probes:  # RFC 1122's unicast poll of an entry in use
+            self._queue_arp(ArpOperation.REQUEST, self.routes.source_for(ip), ZERO_MAC, ip, mac)
+            self.counters.bump("arp", "tx_probe")
         for ip, waiting in result.failed:
             self.counters.bump("arp", "resolution_failed")
             told: set[int] = set()

@@ -28,6 +28,7 @@ import enum
 import errno
 import os
 import selectors
+import threading
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address
 from typing import Sequence, Union
@@ -202,6 +203,8 @@ class Socket(metaclass=_BuiltByAStack):
 
     # Does fileno() become writable only when a send would not block? (STREAM: yes.)
     _fd_signals_write = False
+    # Does the socket tell a Poller of its changes itself, so it needs no descriptor? (STREAM: yes.)
+    _tells_pollers = False
 
     def __init__(self, stack: SocketHost, type: SocketType, protocol: int) -> None:
         self._stack = stack
@@ -329,10 +332,14 @@ class Poller:
 
     :func:`poll` looks at every socket it is given on every call; an event
     loop serving thousands of connections registers each socket once here
-    and :meth:`poll` costs O(sockets that became ready): the sockets'
-    descriptors sit in one kernel ``epoll`` set, and only those that fire
-    are asked for their events. Readiness is level-triggered, as with
-    :func:`poll`: a socket is reported on every call while it is ready.
+    and :meth:`poll` costs O(sockets that became ready). STREAM sockets
+    tell the Poller themselves when their readiness changes (under the
+    stack's lock; one eventfd wakes the Poller), so they take no descriptor:
+    ten thousand connections fit in a process's usual descriptor limit.
+    Other sockets' descriptors sit in one kernel ``epoll`` set, and only
+    those that fire are asked for their events. Readiness is
+    level-triggered, as with :func:`poll`: a socket is reported on every
+    call while it is ready.
 
     Not thread-safe: one thread registers and polls. Unregister a socket
     before closing it. The timeout runs on the clock of the first
@@ -347,6 +354,15 @@ class Poller:
         self._recheck: dict[Socket, None] = {}  # asked on the next poll (just registered or modified)
         self._parked: dict[Socket, None] = {}  # fd fired with nothing to report: asked every few ms instead
         self._clock: Clock | None = None
+        # Sockets that tell us of their changes (no fd): those changed since the last look (filled
+        # under the stack's lock, maybe on its thread), and those ready at the last look (asked
+        # again: level-triggered). One eventfd, written once per batch of changes, wakes poll().
+        self._told: dict[Socket, None] = {}
+        self._changed: dict[Socket, None] = {}
+        self._ready_last: dict[Socket, None] = {}
+        self._changed_lock = threading.Lock()
+        self._wake_fd: int | None = None
+        self._wake_pending = False
 
     def __len__(self) -> int:
         return len(self._wanted)
@@ -355,6 +371,9 @@ class Poller:
         """Watch ``sock`` for ``events`` (ERROR, HANGUP and INVALID are always reported)."""
         if sock in self._wanted:
             raise KeyError(f"{sock!r} is already registered")
+        if sock._tells_pollers:
+            self._watch_told(sock, events)
+            return
         fd = sock.fileno()
         if fd < 0:
             raise socket_error(errno.EBADF, "cannot register a closed socket")
@@ -369,6 +388,9 @@ class Poller:
         if sock not in self._wanted:
             raise KeyError(f"{sock!r} is not registered")
         self._wanted[sock] = events
+        if sock in self._told:
+            self._recheck[sock] = None
+            return
         self._disarm(sock)
         self._arm(sock, events)
 
@@ -376,13 +398,63 @@ class Poller:
         """Stop watching ``sock`` (closed or not); a socket not registered is ignored."""
         if self._wanted.pop(sock, None) is None:
             return
+        if sock in self._told:
+            del self._told[sock]
+            sock._remove_poller(self)
+            self._recheck.pop(sock, None)
+            self._ready_last.pop(sock, None)
+            return
         self._disarm(sock)
         del self._fd_of[sock]
 
     def close(self) -> None:
+        for sock in self._told:
+            sock._remove_poller(self)
+        self._told.clear()
         self._sel.close()
+        if self._wake_fd is not None:
+            os.close(self._wake_fd)
+            self._wake_fd = None
         self._wanted.clear()
         self._fd_of.clear()
+
+    def _watch_told(self, sock: Socket, events: PollEvent) -> None:
+        """Register a socket that tells us of its changes (a STREAM socket): no descriptor."""
+        if sock._closed:
+            raise socket_error(errno.EBADF, "cannot register a closed socket")
+        if self._clock is None:
+            self._clock = sock._stack.clock
+        if self._wake_fd is None:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._sel.register(self._wake_fd, selectors.EVENT_READ, None)
+        self._wanted[sock] = events
+        self._told[sock] = None
+        self._recheck[sock] = None
+        sock._add_poller(self)
+
+    def _socket_changed(self, sock: Socket) -> None:
+        """``sock``'s readiness changed (called under its stack's lock, from any thread)."""
+        with self._changed_lock:
+            self._changed[sock] = None
+            if self._wake_pending or self._wake_fd is None:
+                return
+            self._wake_pending = True
+            fd = self._wake_fd
+        os.eventfd_write(fd, 1)
+
+    def _take_changed(self) -> dict[Socket, None]:
+        """The told sockets to look at: those changed since the last look and those ready then."""
+        asked, self._ready_last = self._ready_last, {}
+        if self._wake_pending:
+            try:
+                os.eventfd_read(self._wake_fd)  # first, so a change from now on writes it again
+            except BlockingIOError:
+                pass
+            with self._changed_lock:
+                changed, self._changed = self._changed, {}
+                self._wake_pending = False
+            asked.update(changed)
+        return asked
 
     def _arm(self, sock: Socket, events: PollEvent) -> None:
         mask = selectors.EVENT_READ if PollEvent.READ in events or not sock._fd_signals_write else 0
@@ -412,7 +484,8 @@ class Poller:
         look_now = True  # the first round only looks; later ones wait
         while True:
             fresh = bool(self._recheck)
-            asked = dict.fromkeys(self._recheck)
+            asked = self._take_changed()
+            asked.update(self._recheck)
             self._recheck.clear()
             asked.update(self._always)
             asked.update(self._parked)
@@ -424,7 +497,8 @@ class Poller:
             with clock.sleeping():  # a virtual clock counts this caller as blocked
                 fired = self._sel.select(wait)
             for key, _ in fired:
-                asked[key.data] = None
+                if key.data is not None:  # (None: the eventfd of the told sockets)
+                    asked[key.data] = None
             ready = self._ready(asked, fired)
             if ready:
                 return ready
@@ -435,9 +509,14 @@ class Poller:
         fired_socks = {key.data for key, _ in fired}
         ready = []
         for sock in asked:
-            ev = sock._revents(self._wanted[sock])
+            wanted = self._wanted.get(sock)
+            if wanted is None:
+                continue  # (told of a change, then unregistered)
+            ev = sock._revents(wanted)
             if ev:
                 ready.append((sock, ev))
+                if sock in self._told:
+                    self._ready_last[sock] = None
                 if self._parked.pop(sock, None) is not None:
                     self._arm(sock, self._wanted[sock])  # it answers again: back to waiting on its fd
             elif sock in fired_socks:

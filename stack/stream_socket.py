@@ -129,11 +129,6 @@ class StreamSocket(Socket):
         self._setup(stack)
         with stack.lock:
             stack.register(self)
-            try:
-                self._fd = ReadyFd()
-            except BaseException:
-                stack.unregister(self)
-                raise
 
     def _setup(self, st: SocketHost) -> None:
         Socket.__init__(self, st, SocketType.STREAM, IpProtocol.TCP)
@@ -148,7 +143,10 @@ class StreamSocket(Socket):
         self._linger: float | None = None
         self._changes: dict[str, object] = {}  # TcpConfig fields set through options
         self._ready: tuple[bool, bool, bool] | None = None  # last (readable, writable, hangup) signalled
-        self._fd_watched = False  # fileno() was asked for: from then on the descriptor follows readiness
+        # Made by the first fileno() call, which then follows readiness; a socket used only with
+        # blocking calls or a Poller costs no descriptor and no system calls to signal it.
+        self._fd: ReadyFd | None = None
+        self._pollers: dict = {}  # the stack.socket_api.Poller objects told of every change of readiness
 
     @classmethod
     def _accepted(cls, parent: "StreamSocket", conn: TcpConnection) -> "StreamSocket":
@@ -157,12 +155,6 @@ class StreamSocket(Socket):
         sock = object.__new__(cls)
         sock._setup(st)
         st.register(sock)
-        try:
-            sock._fd = ReadyFd()
-        except OSError:
-            st.unregister(sock)
-            conn.abort()  # out of descriptors: the peer learns at once
-            raise
         sock._reuse_addr = parent._reuse_addr
         sock._linger = parent._linger
         sock._changes = dict(parent._changes)
@@ -197,8 +189,12 @@ class StreamSocket(Socket):
         if self._closed:
             return
         readable, writable, hangup, _ = self._readiness_locked()
-        self._ready = (readable, writable, hangup)
-        if not self._fd_watched:
+        ready = (readable, writable, hangup)
+        if ready != self._ready:
+            self._ready = ready
+            for poller in self._pollers:
+                poller._socket_changed(self)
+        if self._fd is None:
             return  # (nobody can be polling a descriptor never handed out: no system calls)
         c = self._conn
         if hangup and c is not None and c.connected:
@@ -620,7 +616,10 @@ class StreamSocket(Socket):
                         wait_for = self._linger
             st.unregister(self)
             self._cond.notify_all()
-            self._fd.close()
+            if self._fd is not None:
+                self._fd.close()
+            for poller in self._pollers:
+                poller._socket_changed(self)  # it finds the socket closed (INVALID)
             self._pump_quietly_locked()
             if wait_for is not None:
                 self._linger_locked(c, wait_for)
@@ -661,13 +660,28 @@ class StreamSocket(Socket):
     def fileno(self) -> int:
         """A descriptor that select/selectors/poll see readable, writable or hung up (-1 once closed).
 
-        It follows readiness from the first call on, so a socket used only with
-        blocking calls costs no system calls to signal it."""
-        if not self._fd_watched:
-            with self._stack.lock:
-                self._fd_watched = True
+        It is made by the first call (OSError EMFILE when the process is out of
+        descriptors) and follows readiness from then on, so a socket used only
+        with blocking calls or a :class:`~stack.socket_api.Poller` costs none."""
+        with self._stack.lock:
+            if self._closed:
+                return -1
+            if self._fd is None:
+                self._fd = ReadyFd()
+                self._ready = None  # signal the current readiness on the new descriptor
                 self._sync_fd_locked()
-        return -1 if self._closed else self._fd.fileno()
+            return self._fd.fileno()
+
+    # -- the Poller's side (stack.socket_api.Poller) -------------------------------------------
+    _tells_pollers = True  # a Poller watches this socket without a descriptor
+
+    def _add_poller(self, poller) -> None:
+        with self._stack.lock:
+            self._pollers[poller] = None
+
+    def _remove_poller(self, poller) -> None:
+        with self._stack.lock:
+            self._pollers.pop(poller, None)
 
     def __repr__(self) -> str:
         if self._closed:

@@ -28,8 +28,8 @@ tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is
 `r.randbytes({SOURCE_CHUNK})` called again and again, concatenated and cut to N.
 Each service runs one event loop on one thread, however many connections it
-serves at once; `mnet stack` raises its descriptor limit to the hard limit
-(each TCP connection takes two descriptors).
+serves at once, and a connection takes no descriptor; `mnet stack` still
+raises its descriptor limit to the hard limit.
 
 --trace FILE records the driver's side of the NIC's rings from the start
 (set-up included) as JSON lines (docs/tracing.md): chains added, used entries

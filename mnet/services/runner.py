@@ -7,9 +7,10 @@ import threading
 from typing import Callable
 
 from stack import IpAddress, SocketType
+from stack.tcp import SOMAXCONN
 
 from .errors import ServiceError
-from .service_loop import ServiceLoop
+from .service_loop import STACK_GONE, ServiceLoop
 from .spec import Service
 from .tcp_accept import AcceptHandler
 from .udp_echo import UdpEchoHandler
@@ -23,7 +24,9 @@ def open_service(stack, svc: Service):
     try:
         sock.bind(IpAddress.any(svc.port))
         if sock.type is SocketType.STREAM:
-            sock.listen()
+            # As servers that expect many clients at once do (Go reads somaxconn, nginx asks
+            # 511): a burst of handshakes waits in the queues instead of being dropped.
+            sock.listen(SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise ServiceError(f"--serve {svc.label}: {exc.strerror or exc}") from None
@@ -34,8 +37,9 @@ def open_service(stack, svc: Service):
 def raise_fd_limit() -> int:
     """Raise this process's descriptor limit to its hard limit; return it.
 
-    Each TCP connection holds two descriptors (its readiness socket pair),
-    so a few thousand connections outgrow the usual soft limit of 1024.
+    A TCP connection in the service's Poller holds no descriptor, but a
+    handler that asks a socket for fileno() makes it take two (its readiness
+    socket pair); the headroom costs nothing.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft == hard:
@@ -54,7 +58,12 @@ def serve(stack, sock, svc: Service, stopping: threading.Event, report: Callable
     loop = ServiceLoop(report, stack.clock)
     handler = UdpEchoHandler(loop, sock, svc) if svc.kind == "udp-echo" else AcceptHandler(loop, sock, svc)
     with sock:
-        handler.start()
+        try:
+            handler.start()
+        except OSError as exc:
+            if exc.errno in STACK_GONE:
+                return  # the stack stopped (another service failed to start) before this one began
+            raise
         loop.run(stopping)
 
 

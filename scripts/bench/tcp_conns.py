@@ -5,7 +5,7 @@ Cases:
 
   anchor  the client in namespace A -- veth -- namespace B: an echo server on
           the kernel's TCP (this program's `--server`, one epoll loop, the same
-          listen backlog as the stack's services: 128)
+          listen backlog as the stack's services: SOMAXCONN, 4096)
   stack   the client in a namespace -- TAP -- `mnet switch` -- vhost-user --
           `mnet stack --serve tcp-echo:7`, each its own process started as a
           user starts them (`python -m mnet.cli.main switch|stack ...`, default
@@ -17,14 +17,16 @@ sockets) opens --conns connections with non-blocking connects, at most
 every one of them (each connection its own bytes) and reads them back.
 Figures per case: the time to open them all, the time until every echo came
 back, how many came back (and how many came back wrong), connection
-attempts that failed. For the stack: its process's peak resident memory
-(VmHWM from /proc/PID/status) and thread count while all connections are
-open.
+attempts that failed, and the client kernel's TCP counters (`nstat` names:
+SYN retransmissions, retransmitted segments, resets) after the opening and
+after the echoes. For the stack: its process's peak resident memory
+(VmHWM from /proc/PID/status), thread count and open descriptors while all
+connections are open.
 
 Descriptors: this program raises its own limit (soft and hard,
 resource.setrlimit; root may raise the hard one) to 4 x --conns + 1024
 before it starts anything, so the client, `mnet switch` and `mnet stack`
-inherit it (the stack uses two descriptors per connection).
+inherit it (the client takes one per connection; the stack's service none).
 
 Prints one JSON line per case (the stack's with the anchor's figures and the
 ratios). Root only (namespaces, TAP, veth). Progress goes to stderr.
@@ -59,7 +61,7 @@ STACK_IP, HOST_IP = "10.0.0.9", "10.0.0.254"
 STACK_MAC = "02:00:00:00:00:09"
 PORT = 7
 MESSAGE = 16
-BACKLOG = 128                                 # what the stack's services listen with (Python's default too)
+BACKLOG = socket.SOMAXCONN                    # what the stack's services listen with (4096)
 
 
 def log(line: str) -> None:
@@ -156,12 +158,32 @@ def log_unanswered(socks: list) -> None:
     log(f"{len(socks)} unanswered (kernel TCP_INFO): {seen}")
 
 
+KERNEL_COUNTERS = ("Tcp:RetransSegs", "Tcp:AttemptFails", "Tcp:EstabResets", "Tcp:InErrs", "Tcp:OutRsts",
+                   "TcpExt:TCPSynRetrans", "TcpExt:TCPTimeouts", "TcpExt:TCPAbortOnTimeout",
+                   "TcpExt:ListenOverflows", "TcpExt:ListenDrops", "TcpExt:SyncookiesSent")
+
+
+def kernel_tcp_counters() -> dict:
+    """The kernel's TCP counters of this process's namespace, as `nstat` names them (non-zero ones
+    of KERNEL_COUNTERS): /proc/net/snmp and /proc/net/netstat hold a header and a value line per group."""
+    values: dict[str, int] = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for head, vals in zip(lines[::2], lines[1::2]):
+            group, _, names = head.partition(": ")
+            for name, value in zip(names.split(), vals.partition(": ")[2].split()):
+                values[f"{group}:{name}"] = int(value)
+    return {name: values[name] for name in KERNEL_COUNTERS if values.get(name)}
+
+
 def client_main(ip: str, port: int, count: int, window: int, timeout: float) -> dict:
     raise_fd_limit(count + 1024)
     ep = select.epoll()
     t0 = time.monotonic()
     connected, failed = open_all(ip, port, count, window, t0 + timeout, ep)
     t1 = time.monotonic()
+    opened = kernel_tcp_counters()
     print("connected", flush=True)                 # the driver measures the server now, all connections open
     sys.stdin.readline()
     t2 = time.monotonic()
@@ -172,7 +194,8 @@ def client_main(ip: str, port: int, count: int, window: int, timeout: float) -> 
     ep.close()
     return {"connections": count, "connected": len(connected), "connect_failed": failed,
             "connect_seconds": round(t1 - t0, 3), "answered": right, "answered_wrong": wrong,
-            "echo_seconds": round(t3 - t2, 3), "window": window}
+            "echo_seconds": round(t3 - t2, 3), "window": window,
+            "client_kernel": {"after_open": opened, "after_echo": kernel_tcp_counters()}}
 
 
 def server_main(port: int) -> None:
@@ -269,8 +292,8 @@ class Program:
 
 
 def process_status(pid: int) -> dict:
-    """VmHWM (peak resident set, MB), VmRSS (MB) and Threads of a process."""
-    out = {}
+    """VmHWM (peak resident set, MB), VmRSS (MB), Threads and open descriptors of a process."""
+    out = {"fds": len(os.listdir(f"/proc/{pid}/fd"))}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")

@@ -38,7 +38,7 @@ from typing import Iterable, NamedTuple
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Endpoint, TcpConnection, TcpInfo
-from stack.tcp.listener import COOKIE_QUEUE_FULL, ListenerInfo, TcpListener
+from stack.tcp.listener import COOKIE_QUEUE_FULL, SOMAXCONN, ListenerInfo, TcpListener
 from stack.tcp.poll_schedule import PollSchedule
 from stack.tcp.reset import reset_for
 from stack.tcp.seq import IsnGenerator, PortAllocator, unwrap
@@ -122,7 +122,7 @@ class TcpLayer:
         *,
         isn: IsnGenerator | None = None,
         ports: PortAllocator | None = None,
-        max_syn_backlog: int = 256,
+        max_syn_backlog: int = SOMAXCONN,
         syncookies: bool = True,
     ) -> None:
         self.config = config or TcpConfig()
@@ -138,6 +138,8 @@ class TcpLayer:
         self._listeners: dict[tuple[IPv4Address, int], TcpListener] = {}
         self._bound: Counter[tuple[IPv4Address, int]] = Counter()  # explicit binds not yet in use
         self._replies: list[OutSegment] = []
+        # The layer's own counters, plus "closed.NAME": the per-connection counters (``TcpInfo.counters``)
+        # of the connections already removed, summed (their resets, timeouts, drops).
         self.counters: Counter[str] = Counter()
 
     # -- the interface's side --------------------------------------------------------------
@@ -271,6 +273,8 @@ class TcpLayer:
                 self._schedule.forget(conn)
             return
         del self._conns[key]
+        for name, value in old.stats.items():  # what happened to the connections that are gone
+            self.counters["closed." + name] += value
         old.on_touch = None
         self._schedule.forget(old)
         users = self._conn_ports[key[1]]
@@ -435,7 +439,12 @@ def format_table(infos: Iterable[TcpInfo], listeners: Iterable[ListenerInfo] = (
     lines = [f"{'State':<12} {'Recv-Q':>7} {'Send-Q':>7} {'Local':<21} {'Peer':<21} details"]
     for lst in listeners:
         local = f"{lst.local[0]}:{lst.local[1]}"
-        lines.append(f"{'LISTEN':<12} {lst.pending:>7} {lst.backlog:>7} {local:<21} {'*:*':<21} syn-queue:{lst.embryonic}")
+        # The listener's counters too (drops for full queues, cookies: what `nstat`'s ListenOverflows says).
+        counts = "".join(f" {name}:{value}" for name, value in sorted(lst.counters.items()) if value)
+        lines.append(
+            f"{'LISTEN':<12} {lst.pending:>7} {lst.backlog:>7} {local:<21} {'*:*':<21}"
+            f" syn-queue:{lst.embryonic}/{lst.max_syn_backlog}{counts}"
+        )
     for i in infos:
         local = f"{i.local[0]}:{i.local[1]}"
         peer = f"{i.remote[0]}:{i.remote[1]}"

@@ -10,9 +10,14 @@ Like Linux the queue counts as full when it holds *more than* ``backlog``
 connections, so ``listen(0)`` still lets one connection wait. While it is
 full, new SYNs are dropped (the client retries its SYN later) and a
 handshake's final ACK is dropped too (the connection stays in SYN-RECEIVED
-and retransmits its SYN-ACK). The SYN queue has its own bound,
-``max_syn_backlog`` (Linux's ``tcp_max_syn_backlog``); a SYN flood beyond it
-is dropped and counted, and connections already queued are unaffected.
+and retransmits its SYN-ACK). The SYN queue holds at most as many
+connections as the accept queue (and at least 8, the floor Linux's SYN queue
+had before 4.4), so it grows with the backlog as in Linux
+(``inet_csk_reqsk_queue_is_full``), and never more than ``max_syn_backlog`` (Linux's ``tcp_max_syn_backlog``, here
+a bound on the memory half-open connections may take); a SYN flood beyond it
+is dropped (or answered with a cookie) and counted, and connections already
+queued are unaffected. So a server that expects many clients at once asks
+for a large backlog (``listen(SOMAXCONN)``), and both queues grow with it.
 Values above ``somaxconn`` (4096) or below zero are clamped to it, as in Linux.
 
 SYN cookies (RFC 4987, on by default like Linux's ``tcp_syncookies=1``): while
@@ -41,6 +46,7 @@ from stack.wire.tcp import TcpFlags, TcpRepr
 __all__ = ["TcpListener", "ListenerInfo", "SOMAXCONN", "COOKIE_MSS", "COOKIE_QUEUE_FULL"]
 
 SOMAXCONN = 4096
+MIN_SYN_QUEUE = 8  # a small backlog still lets a few handshakes overlap
 COOKIE_MSS = (536, 1220, 1440, 1460)  # what a cookie can say about the peer's MSS (2 bits)
 _COOKIE_SLOT = 64.0  # seconds per time slot; a cookie is good for this slot and the last
 _COOKIE_MAC_BITS = 25
@@ -64,7 +70,7 @@ class ListenerInfo:
     backlog: int
     pending: int  # waiting for accept() (the accept queue)
     embryonic: int  # in the SYN queue
-    max_syn_backlog: int = 0  # the SYN queue's bound
+    max_syn_backlog: int = 0  # the SYN queue's bound (the backlog, capped by the stack's max_syn_backlog)
     state: TcpState = TcpState.LISTEN  # CLOSED once the listener was shut down
     # The listener's own counters (a copy of ``TcpListener.stats``): "syn_received",
     # "established", "accepted", "syn_cookies_sent", "cookie_established",
@@ -86,7 +92,7 @@ class TcpListener:
         config: TcpConfig | None = None,
         isn: IsnGenerator | None = None,
         *,
-        max_syn_backlog: int = 256,
+        max_syn_backlog: int = SOMAXCONN,
         syncookies: bool = True,
         cookie_key: bytes | None = None,
     ) -> None:
@@ -113,8 +119,15 @@ class TcpListener:
         return len(self._accept_queue) > self.backlog
 
     @property
+    def syn_queue_bound(self) -> int:
+        """How many half-open connections the SYN queue holds: as many as the accept queue takes
+        (``backlog`` + 1, see :attr:`accept_queue_full`) but at least ``MIN_SYN_QUEUE``, capped by
+        ``max_syn_backlog``."""
+        return min(max(self.backlog + 1, MIN_SYN_QUEUE), self.max_syn_backlog)
+
+    @property
     def syn_queue_full(self) -> bool:
-        return len(self._syn_queue) >= self.max_syn_backlog
+        return len(self._syn_queue) >= self.syn_queue_bound
 
     @property
     def pending(self) -> int:
@@ -137,7 +150,7 @@ class TcpListener:
             self.backlog,
             len(self._accept_queue),
             len(self._syn_queue),
-            self.max_syn_backlog,
+            self.syn_queue_bound,
             TcpState.CLOSED if self.closed else TcpState.LISTEN,
             dict(self.stats),
         )
@@ -156,7 +169,7 @@ class TcpListener:
         if self.accept_queue_full:
             self.stats["syn_drop_accept_queue_full"] += 1
             return None
-        if len(self._syn_queue) >= self.max_syn_backlog:
+        if self.syn_queue_full:
             self.stats["syn_drop_syn_queue_full"] += 1
             return None
         local = (local_ip, self.local[1])

@@ -156,7 +156,7 @@ def test_sigusr1_prints_the_connection_table_while_a_connection_is_open(lab, ser
         seen = output.until(rf"^  ESTABLISHED .* {STACK_IP}:7 +{HOST_IP}:\d+ ")
         table = "".join(seen[max(i for i, line in enumerate(seen) if line == "connections:\n"):])
         for port in (7, 9, 19):
-            assert re.search(rf"^  LISTEN +0 +128 +0\.0\.0\.0:{port} ", table, re.M), table
+            assert re.search(rf"^  LISTEN +0 +4096 +0\.0\.0\.0:{port} ", table, re.M), table
         assert re.search(r"cwnd:\d+ .*retrans:\d+", table), table
     finally:
         holder.stdin.close()

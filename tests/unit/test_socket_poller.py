@@ -102,3 +102,62 @@ def test_a_timeout_returns_nothing_and_a_closed_socket_cannot_be_registered(stac
     with pytest.raises(OSError):
         p.register(s)
     p.close()
+
+
+def _open_descriptors():
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stream_sockets_take_no_descriptor_in_a_poller(stacks):
+    # Ten thousand connections must fit a process's descriptor limit: a STREAM socket tells
+    # the Poller of its changes itself, and one eventfd wakes the Poller for all of them.
+    a, b = stacks
+    lst = listener(b, backlog=50)
+    clients, servers = [], []
+    for _ in range(30):
+        c = a.socket(SocketType.STREAM)
+        c.set_timeout(WAIT)
+        c.connect(("10.0.0.2", 7))
+        clients.append(c)
+        servers.append(lst.accept()[0])
+    before = _open_descriptors()
+    p = Poller()
+    for s in servers:
+        p.register(s, PollEvent.READ)
+    assert _open_descriptors() - before == 2  # the Poller's epoll and its one eventfd
+    clients[29].sendall(b"last")
+    assert p.poll(WAIT) == [(servers[29], PollEvent.READ)]  # woken by a change on the stack's thread
+    assert _open_descriptors() - before == 2
+    p.close()
+    assert _open_descriptors() == before
+
+
+def test_a_stream_socket_closed_while_registered_is_reported_invalid(stacks):
+    a, b = stacks
+    client, server, lst = connected_pair(a, b)
+    p = Poller()
+    p.register(server, PollEvent.READ)
+    assert p.poll(0) == []
+    server.close()  # (by the stack stopping, say): the loop learns at once, not never
+    assert p.poll(WAIT) == [(server, PollEvent.INVALID)]
+    p.unregister(server)
+    assert p.poll(0) == []
+    p.close()
+
+
+def test_fileno_still_follows_readiness_after_a_poller(stacks):
+    import select
+
+    a, b = stacks
+    client, server, lst = connected_pair(a, b)
+    p = Poller()
+    p.register(server, PollEvent.READ)
+    client.sendall(b"x")
+    assert p.poll(WAIT) == [(server, PollEvent.READ)]
+    fd = server.fileno()  # made now, it starts with the socket's current readiness
+    assert select.select([fd], [], [], 0)[0] == [fd]
+    assert server.recv(10) == b"x"
+    assert select.select([fd], [], [], 0)[0] == []
+    p.close()

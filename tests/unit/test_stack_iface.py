@@ -133,6 +133,28 @@ def test_arp_entries_age_out_and_are_resolved_again():
     assert len(arp_frames(link.take_a())) == 1, "aged out: asked again"
 
 
+def test_a_steady_flow_keeps_its_arp_entry_without_queueing():
+    # A flow that runs past the entry's reachable time: a unicast probe renews it in time,
+    # so no packet waits behind a new broadcast request (and none is dropped for a full queue).
+    link = Link(a_kwargs={"arp_cache": ArpCache(reachable_time=30.0, queue_len=1)})
+    sock = link.a.udp_open()
+    link.a.udp_send(sock, b"0", (IP_B, 9), link.now)
+    link.exchange()
+    assert len(arp_frames(link.take_a())) == 1  # the first resolution
+    for n in range(1, 90):  # 45 s, a datagram every half second
+        link.advance(0.5)
+        link.a.udp_send(sock, b"%d" % n, (IP_B, 9), link.now)
+        link.a.udp_send(sock, b"%d" % n, (IP_B, 9), link.now)  # two: a queue of one would overflow
+        link.exchange()
+    sent = link.take_a()
+    probes = [(eth, arp) for eth, arp in ((e, ArpRepr.parse(p)) for e, p in sent if e.ethertype == EtherType.ARP)]
+    assert probes and all(eth.dst == MAC_B and arp.operation == ArpOperation.REQUEST for eth, arp in probes)
+    assert link.a.counters.get("arp", "tx_request") == 1  # never a broadcast again
+    assert link.a.counters.get("arp", "tx_probe") == len(probes)
+    assert link.a.counters.get("arp", "drop.queue full") == 0
+    assert sum(e.ethertype == EtherType.IPV4 and e.dst == MAC_B for e, _ in sent) >= 2 * 89
+
+
 def test_arp_request_for_other_hosts_is_ignored_and_bad_arp_counted():
     link = Link()
     ask = ArpRepr(ArpOperation.REQUEST, MAC_A, IP_A, MacAddress(bytes(6)), A("10.0.0.3")).emit()

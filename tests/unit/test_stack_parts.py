@@ -44,6 +44,33 @@ def test_arp_learn_releases_queue_and_ages_out():
     assert cache.entries(61.0) == {}
 
 
+def test_arp_entry_in_use_is_refreshed_by_unicast_probes_before_it_ages_out():
+    cache = ArpCache(tries=3, retry_interval=1.0, reachable_time=60.0)
+    ip = A("10.0.0.9")
+    cache.learn(ip, MAC, 0.0, create=True)
+    assert cache.lookup(ip, 50.0) == MAC and cache.poll_at() is None  # not near its end yet
+    assert cache.lookup(ip, 57.5) == MAC  # in use in its last 3 s: a refresh starts
+    assert cache.poll_at() == 57.5
+    result = cache.poll(57.5)
+    assert result.probes == [(ip, MAC)] and result.requests == []  # to the known MAC, RFC 1122
+    assert cache.lookup(ip, 58.0) == MAC and cache.poll(58.0).probes == []  # packets still go out
+    assert cache.poll(58.5).probes == [(ip, MAC)]  # retried
+    assert cache.learn(ip, MAC, 58.7, create=False) == []  # the answer renews it
+    assert cache.lookup(ip, 100.0) == MAC and cache.poll_at() is None
+    assert cache.lookup(ip, 118.7) is None, "an entry renewed at 58.7 lasts until 118.7"
+
+
+def test_arp_refresh_nobody_answers_ages_out_as_before():
+    cache = ArpCache(tries=2, retry_interval=1.0, reachable_time=60.0)
+    ip = A("10.0.0.9")
+    cache.learn(ip, MAC, 0.0, create=True)
+    assert cache.lookup(ip, 58.0) == MAC
+    assert cache.poll(58.0).probes == [(ip, MAC)]
+    assert cache.poll(59.0).probes == [(ip, MAC)]
+    assert cache.poll(59.5).probes == [] and cache.poll_at() is None  # tries used up
+    assert cache.lookup(ip, 60.0) is None and cache.entries(60.0) == {}
+
+
 def test_arp_learn_creates_only_when_asked():
     cache = ArpCache()
     assert cache.learn(A("10.0.0.5"), MAC, 0.0, create=False) == []

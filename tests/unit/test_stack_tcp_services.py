@@ -168,7 +168,8 @@ def test_connection_table_lists_listeners_and_connections(served):
     assert c.recv(10) == b"hi"
     table = connection_table(b)
     assert table.startswith("connections:\n  State")
-    assert re.search(r"^  LISTEN +0 +128 +0\.0\.0\.0:7 ", table, re.M), table
+    # The services ask for a backlog of SOMAXCONN (4096): a burst of clients waits in the queues.
+    assert re.search(r"^  LISTEN +0 +4096 +0\.0\.0\.0:7 +\*:\* +syn-queue:0/4096 .*accepted:1", table, re.M), table
     assert re.search(r"^  ESTABLISHED +\d+ +\d+ +10\.0\.0\.2:7 +10\.0\.0\.1:\d+ .*cwnd:\d+.*retrans:0", table, re.M), table
 
 
@@ -178,3 +179,26 @@ def test_a_port_taken_twice_is_a_service_error(served):
     with pytest.raises(ServiceError) as exc:
         start(Service("tcp-discard", 7))
     assert str(exc.value) == "--serve tcp-discard:7: address 0.0.0.0:7 is already in use"
+
+
+@pytest.mark.parametrize("kind", ["udp-echo", "tcp-echo"])
+def test_a_service_whose_socket_the_stopping_stack_closed_ends_quietly(served, kind):
+    # `mnet stack --serve udp-echo:7 --serve udp-echo:7`: the second fails, the stack stops and
+    # closes the first one's socket, maybe before its thread began: no traceback from that thread.
+    from mnet.services.runner import open_service, serve
+
+    a, b, start, lines = served
+    svc = Service(kind, 7)
+    sock = open_service(b, svc)
+    sock.close()
+    serve(b, sock, svc, threading.Event(), lines.put)  # returns; nothing raised
+    assert lines.empty()
+
+
+def test_the_stack_nic_rings_hold_a_burst_of_handshakes_as_large_as_the_listen_queues():
+    # The services listen with SOMAXCONN; a burst that large must not find the RX ring
+    # full before the stack's thread gets to it (the kernel would resend those SYNs 1 s later).
+    from mnet.cli.stack_common import STACK_QUEUE_SIZE
+    from stack.tcp import SOMAXCONN
+
+    assert STACK_QUEUE_SIZE >= SOMAXCONN

@@ -255,6 +255,30 @@ def test_connection_table():
     assert client.state is S.CLOSED and client.error == errno.ECONNRESET  # queued, never accepted
 
 
+def test_a_removed_connection_leaves_its_counters_behind():
+    w = Wire()
+    lst = w.b.listen(ANY, 80, 5)
+    client = w.a.connect(A, (B, 80), w.now)
+    w.exchange()
+    w.b.accept(lst).abort()
+    w.exchange()
+    assert w.a.connections() == [] and w.b.connections() == []
+    # Gone from the table, their resets are still counted (the monitor's tcp line shows them).
+    assert w.b.counters["closed.rst_out"] == 1 and w.a.counters["closed.rst_in"] == 1
+    assert client.state is S.CLOSED
+
+
+def test_the_listen_line_shows_the_queues_and_the_listeners_counters():
+    w = Wire()
+    lst = w.b.listen(ANY, 80, 5)
+    w.a.connect(A, (B, 80), w.now)
+    w.exchange()
+    w.b.accept(lst)
+    (line,) = [ln for ln in format_table([], w.b.listeners()).splitlines() if ln.startswith("LISTEN")]
+    assert line.split()[1:4] == ["0", "5", "0.0.0.0:80"]
+    assert "syn-queue:0/8 accepted:1 established:1 syn_received:1" in line, line
+
+
 def test_poll_at_tracks_the_earliest_timer():
     layer = TcpLayer(TcpConfig())
     assert layer.poll_at() is None

@@ -360,6 +360,24 @@ def test_syn_queue_bound_drops_a_syn_flood():
     assert lst.on_syn(SERVER[0], _client(99), _syn(), 100.0) is not None
 
 
+def test_the_syn_queue_grows_with_the_backlog_as_in_linux():
+    # Linux (cookies on) bounds the SYN queue by the listener's backlog: a server that asks for
+    # SOMAXCONN takes a burst of 1,000 handshakes whole, without falling back to cookies.
+    big = _listener(backlog=SOMAXCONN)
+    got = [big.on_syn(SERVER[0], _client(n), _syn(), 0.0) for n in range(1000)]
+    assert all(c is not None for c in got) and big.embryonic == 1000 and not big.syn_queue_full
+    assert big.info().max_syn_backlog == SOMAXCONN
+    # A small backlog keeps a small SYN queue; beyond it, SYNs get cookies (or are dropped).
+    # (as many as its accept queue takes: backlog + 1, full only above the backlog).
+    small = _listener(backlog=8)
+    got = [small.on_syn(SERVER[0], _client(n), _syn(), 0.0) for n in range(12)]
+    assert sum(c is not None for c in got) == 9 and small.syn_queue_full
+    assert small.stats["syn_drop_syn_queue_full"] == 3 and small.info().max_syn_backlog == 9
+    # The stack-wide max_syn_backlog still caps it (the memory half-open connections take).
+    capped = _listener(backlog=SOMAXCONN, max_syn_backlog=100)
+    assert capped.syn_queue_bound == 100
+
+
 def test_duplicate_syn_makes_no_second_connection():
     lst = _listener()
     assert lst.on_syn(SERVER[0], _client(1), _syn(), 0.0) is not None
