@@ -470,7 +470,9 @@ class Poller:
     def _disarm(self, sock: Socket) -> None:
         self._always.pop(sock, None)
         self._recheck.pop(sock, None)
-        if self._parked.pop(sock, None) is None:
+        if sock in self._parked:
+            del self._parked[sock]  # parked: its fd is not in the selector
+        else:
             try:
                 self._sel.unregister(self._fd_of[sock])
             except (KeyError, ValueError):
@@ -517,8 +519,9 @@ class Poller:
                 ready.append((sock, ev))
                 if sock in self._told:
                     self._ready_last[sock] = None
-                if self._parked.pop(sock, None) is not None:
-                    self._arm(sock, self._wanted[sock])  # it answers again: back to waiting on its fd
+                if sock in self._parked:
+                    del self._parked[sock]
+                    self._arm(sock, wanted)  # it answers again: back to waiting on its fd
             elif sock in fired_socks:
                 # Its fd fired but it has nothing to say (readable, READ not asked for):
                 # look at it every few milliseconds rather than spinning on the fd.

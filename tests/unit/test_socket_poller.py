@@ -161,3 +161,23 @@ def test_fileno_still_follows_readiness_after_a_poller(stacks):
     assert server.recv(10) == b"x"
     assert select.select([fd], [], [], 0)[0] == []
     p.close()
+
+
+def test_a_parked_socket_goes_back_to_its_descriptor_once_it_answers(stacks):
+    a, b = stacks
+    s = b.socket(SocketType.DATAGRAM)
+    s.bind(IpAddress.any(53))
+    c = a.socket(SocketType.DATAGRAM)
+    p = Poller()
+    p.register(s, PollEvent.READ)
+    fd = p._fd_of[s]
+    # Its descriptor fires with nothing to report (the datagram was taken
+    # between the wake-up and the look): it is parked, asked every few ms.
+    assert p._ready({s: None}, [(p._sel.get_key(fd), None)]) == []
+    assert s in p._parked
+    c.send_to(b"q", ("10.0.0.2", 53))
+    assert p.poll(WAIT) == [(s, PollEvent.READ)]
+    # It answered: waiting on its descriptor again, not parked for good.
+    assert s not in p._parked and p._sel.get_key(fd).data is s
+    p.unregister(s)
+    p.close()
