@@ -48,7 +48,7 @@ def start_capture(path: str, switch, loop):
         raise CliError(f"bad --pcap: {exc.strerror}") from None
     for port in switch.ports.values():
         writer.add_interface(port.name, f"{port.kind} port {port.name}")
-        port.tracer.add_frame_sink(writer)
+    switch.add_frame_sink(writer)          # ports added later (Python API) too
 
     def flush() -> None:
         writer.flush()

@@ -128,6 +128,7 @@ class Switch:
         self._closed = False
         self.trace_buffer = TraceBuffer()
         self._trace_sinks: list = []                 # on every port (add_trace_sink)
+        self._frame_sinks: list = []                 # on every port's frames (add_frame_sink)
         self._buffered: set[str] = set()             # ports whose tracer feeds trace_buffer
         self._buffer_new_ports = False               # set_tracing(None, True): ports added later too
 
@@ -151,6 +152,8 @@ class Switch:
         self._refresh()
         for sink in self._trace_sinks:
             port.tracer.add_sink(sink)
+        for frame_sink in self._frame_sinks:
+            port.tracer.add_frame_sink(frame_sink)
         if self._buffer_new_ports:
             self._buffer(port, True)
         port.attach(self._on_frame, burst_sink=self._on_burst)
@@ -213,6 +216,8 @@ class Switch:
         self._buffer(port, False)
         for sink in self._trace_sinks:
             port.tracer.remove_sink(sink)
+        for frame_sink in self._frame_sinks:
+            port.tracer.remove_frame_sink(frame_sink)
         port.attach(None)
         for mac in [m for m, e in self._table.items() if e.port is port]:
             del self._table[mac]
@@ -272,6 +277,19 @@ class Switch:
         self._trace_sinks.remove(sink)
         for port in self._port_tuple:
             port.tracer.remove_sink(sink)
+
+    def add_frame_sink(self, sink) -> None:
+        """Give every port's ring frames, from now on and for ports added
+        later, to `sink(port, t, queue, direction, head, data)` too (a
+        `PcapngWriter`)."""
+        self._frame_sinks.append(sink)
+        for port in self._port_tuple:
+            port.tracer.add_frame_sink(sink)
+
+    def remove_frame_sink(self, sink) -> None:
+        self._frame_sinks.remove(sink)
+        for port in self._port_tuple:
+            port.tracer.remove_frame_sink(sink)
 
     @staticmethod
     def _trace_drop(port: Port, reason: str, length: int | None = None, frames: int = 1) -> None:

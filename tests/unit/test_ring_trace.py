@@ -319,6 +319,27 @@ def test_switch_trace_sink_reaches_present_and_later_ports():
         loop.close()
 
 
+def test_switch_frame_sink_reaches_present_and_later_ports_and_leaves_removed_ones():
+    loop = EventLoop()
+    switch = Switch(loop)
+    try:
+        a = switch.add_port(StubPort("a"))
+        frames = []
+        sink = lambda *args: frames.append(args)     # noqa: E731
+        switch.add_frame_sink(sink)
+        b = switch.add_port(StubPort("b"))            # added later: a capture sees it too
+        assert a.tracer.frames_on and b.tracer.frames_on and not a.tracer.on
+        b.tracer.frame(1, "tx", 5, b"x" * 60)
+        assert [(f[0], f[2], f[3], f[4]) for f in frames] == [("b", 1, "tx", 5)]
+        switch.remove_port("b")
+        assert not b.tracer.frames_on
+        switch.remove_frame_sink(sink)
+        assert not a.tracer.frames_on
+    finally:
+        switch.close()
+        loop.close()
+
+
 def test_a_front_end_gone_after_garbage_is_a_reset_with_the_reason(tmp_path):
     import socket
     import time
