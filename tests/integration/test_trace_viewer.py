@@ -83,9 +83,8 @@ def test_stack_ping_through_a_traced_switch(tmp_path):
 
 
 def test_linux_guest_ring_trace(mnet_switch, mnet_vm, mnet_trace, tmp_path):
-    """A driver test as its author writes one (docs/tracing.md shows it):
-    trace the switch, let a Linux guest ping a MultiOS stack on another port,
-    assert on what the guest's virtio-net driver did."""
+    """The documented driver test's scenario (docs/tracing.md), then `mnet
+    trace summary` and `plot` on the real trace it records."""
     from stack import Stack
     from stack.drivers import VirtioNetNic
 
