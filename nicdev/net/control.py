@@ -189,10 +189,7 @@ class ControlHandler:
         args.check_unknown()
         if name is not None:
             self._port(args)
-        set_tracing = getattr(self.switch, "set_tracing", None)
-        if set_tracing is None:
-            raise RequestError("tracing is not supported by this switch")
-        set_tracing(name, on)
+        self.switch.set_tracing(name, on)
         return {"port": name, "on": on}
 
     def _trace_read(self, args: _Args) -> dict:
@@ -203,10 +200,7 @@ class ControlHandler:
             raise RequestError("trace_read: 'since' must be 0 or more")
         if not 1 <= limit <= TRACE_READ_MAX:
             raise RequestError(f"trace_read: 'max' must be from 1 to {TRACE_READ_MAX}")
-        buffer = getattr(self.switch, "trace_buffer", None)
-        if buffer is None:
-            raise RequestError("tracing is not supported by this switch")
-        records, end, lost = buffer.since(since)
+        records, end, lost = self.switch.trace_buffer.since(since)
         if len(records) > limit:
             end -= len(records) - limit
             records = records[:limit]

@@ -167,14 +167,6 @@ def test_trace_and_trace_read(loop):
     sw.close()
 
 
-def test_trace_ops_say_when_the_switch_cannot_trace(switch):
-    class Untraced:         # a switch without the tracing part
-        ports = switch.ports
-    handler = ControlHandler(Untraced())
-    assert "not supported" in error(handler, {"op": "trace", "port": "p1", "on": True})
-    assert "not supported" in error(handler, {"op": "trace_read", "since": 0})
-
-
 def test_fault_calls_set_fault_or_says_the_port_cannot(switch):
     handler = ControlHandler(switch)
     modes = []
@@ -187,8 +179,24 @@ def test_fault_calls_set_fault_or_says_the_port_cannot(switch):
         raise ValueError(f"unknown fault mode {mode!r}")
     switch.ports["p1"].set_fault = refuse
     assert "unknown fault mode 'nope'" in error(handler, {"op": "fault", "port": "p1", "mode": "nope"})
-    if not hasattr(switch.ports["p2"], "set_fault"):
-        assert "not supported by port 'p2'" in error(handler, {"op": "fault", "port": "p2", "mode": "stall-tx"})
+    assert not hasattr(switch.ports["p2"], "set_fault")       # a port with no device to misbehave
+    assert "not supported by port 'p2'" in error(handler, {"op": "fault", "port": "p2", "mode": "stall-tx"})
+
+
+def test_fault_sets_and_clears_a_real_vhost_user_ports_device_mode(switch, tmp_path):
+    from nicdev.net.vhost_user_port import VhostUserPort
+
+    port = switch.add_port(VhostUserPort("vm", str(tmp_path / "vm.sock")))
+    handler = ControlHandler(switch)
+    assert ok(handler, {"op": "fault", "port": "vm", "mode": "delay-used=20ms+reorder-used"}) == {
+        "port": "vm", "mode": port.fault}
+    assert port.fault is not None and "reorder-used" in port.fault
+    row = [r for r in ok(handler, {"op": "ports"})["ports"] if r["name"] == "vm"][0]
+    assert row["fault"] == port.fault
+    assert "unknown fault mode" in error(handler, {"op": "fault", "port": "vm", "mode": "stall"})
+    assert "reorder-used" in port.fault                       # a refused mode changes nothing
+    assert ok(handler, {"op": "fault", "port": "vm", "mode": None}) == {"port": "vm", "mode": None}
+    assert port.fault is None
 
 
 @pytest.mark.parametrize("request_line, fragment", [
