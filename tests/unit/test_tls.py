@@ -305,3 +305,41 @@ def test_a_timeout_bounds_a_tls_recv(stacks, pki):
             tls.recv(10)
         release.set()
     server.join()
+
+
+def test_one_thread_drives_both_ends_non_blocking(stacks, pki):
+    """An event loop's view: client and server TLS sockets, both non-blocking, in one thread;
+    each handshake step that wants the peer waits in one poll over both."""
+    a, b = stacks
+    lst = b.socket(SocketType.STREAM)
+    lst.bind("0.0.0.0:443")
+    lst.listen(1)
+    lst.set_timeout(WAIT)
+    raw_client = a.socket(SocketType.STREAM)
+    raw_client.set_timeout(WAIT)
+    raw_client.connect(SERVER)
+    raw_server, _ = lst.accept()
+    server = accept_secure(raw_server, server_config(pki["good"]), handshake=False)
+    client = TlsSocket(raw_client, client_config(pki["ca"]), server_side=False, hostname=NAME)
+    pending = {client, server}
+    for sock in pending:
+        sock.set_nonblocking(True)
+    for _ in range(100):
+        for sock in list(pending):
+            try:
+                sock.do_handshake()
+                pending.discard(sock)
+            except (TlsWantRead, TlsWantWrite):
+                pass
+        if not pending:
+            break
+        assert poll(list(pending), PollEvent.READ, timeout=POLL_TIMEOUT), "no handshake step became possible"
+    assert not pending, "the handshakes did not finish in 100 rounds"
+    assert client.version == server.version
+    client.sendall(b"ping")
+    assert poll([server], PollEvent.READ, timeout=POLL_TIMEOUT)
+    assert drive(server, lambda: server.recv(10)) == b"ping"
+    server.close()
+    assert drive(client, lambda: client.recv(10)) == b""  # close_notify
+    client.close()
+    lst.close()
