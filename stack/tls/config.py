@@ -122,7 +122,7 @@ _UNTRUSTED = {2, 18, 19, 20, 21, 27}  # unknown issuer, self-signed, untrusted c
 _EXPIRED = {9, 10}  # not yet valid, expired
 _HOSTNAME = {62, 64}  # hostname or IP address mismatch
 _VERSION_REASONS = {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE",
-                    "WRONG_SSL_VERSION", "VERSION_TOO_LOW", "VERSION_TOO_HIGH", "TLSV1_ALERT_PROTOCOL_VERSION"}
+                    "WRONG_SSL_VERSION", "VERSION_TOO_LOW", "VERSION_TOO_HIGH"}
 
 
 def tls_error_from(exc: ssl.SSLError) -> TlsError:

@@ -173,6 +173,7 @@ class TlsSocket:
         raise TlsError("TLS handshake failed: the peer closed the connection", code=errno.ECONNRESET)
 
     def _flush_quietly(self) -> None:
+        """Best effort: send what is pending within a second (at once when non-blocking)."""
         try:
             self._flush(self._stack.now() + 1.0 if self._timeout != 0 else None)
         except OSError:
@@ -271,9 +272,10 @@ class TlsSocket:
             return
         if self._handshaken:
             try:
-                self._send_close_notify()
-            except OSError:
-                pass  # the peer is gone or the socket is full: close anyway, as stdlib ssl does
+                self._ssl.unwrap()
+            except ssl.SSLError:
+                pass  # close_notify is in the BIO (or the connection is already broken)
+            self._flush_quietly()  # bounded: a peer that reads nothing must not hold close() up
         self._closed = True
         self._raw.close()
 

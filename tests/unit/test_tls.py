@@ -343,3 +343,22 @@ def test_one_thread_drives_both_ends_non_blocking(stacks, pki):
     assert drive(client, lambda: client.recv(10)) == b""  # close_notify
     client.close()
     lst.close()
+
+
+def test_close_does_not_wait_for_a_peer_that_reads_nothing(stacks, pki):
+    a, b = stacks
+    release = threading.Event()
+    server = Server(b, server_config(pki["good"]), lambda tls: release.wait(WAIT))
+    tls = connect_secure(SERVER, NAME, client_config(pki["ca"]), stack=a, timeout=WAIT)
+    tls.set_nonblocking(True)
+    with pytest.raises(TlsWantWrite):
+        for _ in range(10_000):  # until the peer's window and our send buffer are full
+            tls.send(bytes(65536))
+    tls.set_timeout(None)  # a blocking socket: close_notify cannot go out, close must not hang
+    closer = threading.Thread(target=tls.close, daemon=True)
+    closer.start()
+    closer.join(WAIT)
+    assert not closer.is_alive(), "close() of a TLS socket waited on a peer that reads nothing"
+    assert tls.closed
+    release.set()
+    server.join()
