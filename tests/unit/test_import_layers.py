@@ -40,6 +40,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "stack.iface": PROTOCOLS + ("stack.drivers", "stack.iface"),
     "stack.clock": ("stack.clock",),
     **{p: BELOW_SOCKETS + SOCKETS for p in SOCKETS},
+    # TLS wraps STREAM sockets: it sees only the socket API, never the runtime.
+    "stack.tls": ("stack.tls",) + SOCKETS,
     "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
     "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
