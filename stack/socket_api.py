@@ -275,6 +275,20 @@ def check_size(value) -> int:
     return value
 
 
+def _poll_deadline(clock: Clock, timeout_ms: float | None) -> float | None:
+    """When a poll with ``timeout_ms`` milliseconds started now ends on ``clock`` (None: never).
+
+    As poll(2) and Python's ``select.poll``: None or a negative number waits
+    forever, 0 looks once."""
+    if timeout_ms is None:
+        return None
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms != timeout_ms:
+        raise TypeError(f"timeout must be None or a number of milliseconds, got {timeout_ms!r}")
+    if timeout_ms < 0:
+        return None
+    return clock.now() + timeout_ms / 1000.0
+
+
 def poll(
     sockets: Sequence[Socket],
     events: PollEvent | Sequence[PollEvent] = PollEvent.READ,
@@ -284,18 +298,18 @@ def poll(
 
     ``events`` is one set of :class:`PollEvent` for all sockets or one per
     socket. ERROR, HANGUP and INVALID are reported whether asked for or not.
-    ``timeout`` None waits forever, 0 checks once; an empty list means it
-    ran out.
+    ``timeout`` is in milliseconds, as in poll(2) and ``select.poll``: None
+    or negative waits forever, 0 checks once; an empty list means it ran out.
     """
     socks = list(sockets)
     wanted = [events] * len(socks) if isinstance(events, PollEvent) else list(events)
     if len(wanted) != len(socks):
         raise ValueError("events must be one PollEvent or one per socket")
-    if not socks and timeout is None:
-        raise ValueError("poll() on no sockets without a timeout would wait forever")
     # The timeout runs on the sockets' stack clock (virtual in tests).
     clock: Clock = socks[0]._stack.clock if socks else MonotonicClock()
-    deadline = None if timeout is None else clock.now() + timeout
+    deadline = _poll_deadline(clock, timeout)
+    if not socks and deadline is None:
+        raise ValueError("poll() on no sockets without a timeout would wait forever")
     cap: float | None = None  # set once a readable fd stops being a useful wake-up
     with selectors.DefaultSelector() as sel:
         masks: dict[int, int] = {}
@@ -342,8 +356,9 @@ class Poller:
     call while it is ready.
 
     Not thread-safe: one thread registers and polls. Unregister a socket
-    before closing it. The timeout runs on the clock of the first
-    socket registered (virtual in tests).
+    before closing it. The timeout is in milliseconds, as :func:`poll`'s
+    (and epoll_wait(2)'s), and runs on the clock of the first socket
+    registered (virtual in tests).
     """
 
     def __init__(self) -> None:
@@ -478,9 +493,9 @@ class Poller:
 
     def poll(self, timeout: float | None = None) -> list[tuple[Socket, PollEvent]]:
         """Wait until a registered socket is ready; ``[(socket, events), ...]``, or ``[]`` when
-        ``timeout`` (None: forever, 0: look once) runs out."""
+        ``timeout`` milliseconds (None or negative: forever, 0: look once) run out."""
         clock: Clock = self._clock or MonotonicClock()
-        deadline = None if timeout is None else clock.now() + timeout
+        deadline = _poll_deadline(clock, timeout)
         look_now = True  # the first round only looks; later ones wait
         while True:
             fresh = bool(self._recheck)

@@ -77,7 +77,7 @@ class ServiceLoop:
         service's own socket."""
         try:
             while not stopping.is_set() and not self.done:
-                for sock, events in self.poller.poll(self._wait()):
+                for sock, events in self.poller.poll(self._wait() * 1000.0):  # (milliseconds)
                     handler = self.handlers.get(sock)
                     if handler is not None:
                         handler.on_ready(events)
@@ -88,6 +88,7 @@ class ServiceLoop:
             self.poller.close()
 
     def _wait(self) -> float:
+        """Seconds until the next timer or the next look at the stop flag."""
         if not self._timers:
             return LOOP_TICK
         return max(0.0, min(LOOP_TICK, self._timers[0][0] - self.clock.now()))
