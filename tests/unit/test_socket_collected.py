@@ -26,6 +26,9 @@ def stacks():
 
 def _drop(holder: list) -> list[str]:
     """Drop the only reference to the socket in ``holder``, collect, return the ResourceWarnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()  # (earlier tests' garbage is not this test's business)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         holder.clear()
