@@ -25,6 +25,16 @@ def test_the_example_runs(block: DocBlock, tmp_path):
     assert "ResourceWarning" not in done.stderr, f"{block.id} leaves something unclosed:\n{done.stderr[-3000:]}"
 
 
+INTEGRATION = [b for b in BLOCKS if b.kind == "integration"]
+
+
+@pytest.mark.parametrize("block", INTEGRATION, ids=[b.id for b in INTEGRATION])
+def test_an_integration_example_is_a_pytest_module_that_compiles(block: DocBlock):
+    # (It runs in tests/integration/test_doc_examples_guests.py; here, what needs no root.)
+    compile(block.code, block.id, "exec")
+    assert "def test_" in block.code, f"{block.id}: an integration block is a pytest module"
+
+
 def test_most_blocks_run_and_every_skip_says_why():
     skipped = [b for b in BLOCKS if b.kind == "skip"]
     assert all(b.reason for b in skipped)
