@@ -25,6 +25,7 @@ from stack.socket_api import (
     check_size,
     check_tos,
     socket_error,
+    weak_callback,
 )
 from stack.socket_host import SocketHost
 from stack.sockstate import SocketState
@@ -44,14 +45,18 @@ class DatagramSocket(Socket):
         self._signalled = False
         self._fd_watched = False  # fileno() was asked for: from then on the eventfd follows readiness
         with stack.lock:
-            stack.register(self)
             try:
-                self._state = self._open_state(type, protocol)
+                stack.register(self)
+                try:
+                    self._state = self._open_state(type, protocol)
+                except BaseException:
+                    stack.unregister(self)
+                    raise
             except BaseException:
-                stack.unregister(self)
+                self._closed = True  # (nothing to release when it is collected)
                 raise
             self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self._state.on_change = self._on_change_locked
+            self._state.on_change = weak_callback(self._on_change_locked)
         if isinstance(self._state, RawSocketState):
             self.protocol = self._state.protocol
 
@@ -136,6 +141,20 @@ class DatagramSocket(Socket):
             raise socket_error(errno.ENOTCONN)
         return IpAddress(*remote)
 
+    # -- stream-only calls: EOPNOTSUPP, as Linux gives for listen(2)/accept(2) on UDP --------
+    def listen(self, backlog: int | None = None) -> None:
+        """Not for datagrams: ``OSError(EOPNOTSUPP)`` (``EBADF`` once closed)."""
+        self._not_a_stream("listen")
+
+    def accept(self) -> tuple["DatagramSocket", IpAddress]:
+        """Not for datagrams: ``OSError(EOPNOTSUPP)`` (``EBADF`` once closed)."""
+        self._not_a_stream("accept")
+
+    def _not_a_stream(self, call: str):
+        with self._stack.lock:
+            self._check_open_locked()
+        raise socket_error(errno.EOPNOTSUPP, f"{call}() needs a STREAM socket, this one is {self.type.name}")
+
     # -- data ------------------------------------------------------------------------
     def send(self, data: bytes) -> int:
         """Send one datagram to the connected peer; return its length."""
@@ -144,6 +163,10 @@ class DatagramSocket(Socket):
     def send_to(self, data: bytes, address: AddressLike) -> int:
         """Send one datagram to ``address``; return its length."""
         return self._send(data, address_of(address))
+
+    def sendall(self, data: bytes) -> None:
+        """Send one datagram to the connected peer, whole (as Python's ``sendall`` on UDP)."""
+        self._send(data, None)
 
     def _send(self, data: bytes, addr: IpAddress | None) -> int:
         payload = bytes(data)
@@ -275,20 +298,19 @@ class DatagramSocket(Socket):
                 self._sync_fd_locked()
         return -1 if self._closed else self._efd
 
-    def close(self) -> None:
-        """Release the port and the descriptor; blocked callers get EBADF. Idempotent."""
+    def _close_locked(self, collected: bool) -> None:
+        """Release the port and the descriptor; blocked callers get EBADF (``close()``). Idempotent."""
+        if self._closed:
+            return
         st = self._stack
-        with st.lock:
-            if self._closed:
-                return
-            if self._is_raw:
-                st.iface.raw_close(self._state)
-            else:
-                st.iface.udp_close(self._state)
-            self._closed = True
-            st.unregister(self)
-            self._cond.notify_all()
-            os.close(self._efd)
+        if self._is_raw:
+            st.iface.raw_close(self._state)
+        else:
+            st.iface.udp_close(self._state)
+        self._closed = True
+        st.unregister(self)
+        self._cond.notify_all()
+        os.close(self._efd)
 
     def __repr__(self) -> str:
         if self._closed:

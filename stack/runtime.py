@@ -28,6 +28,7 @@ import logging
 import os
 import select
 import threading
+import weakref
 from ipaddress import IPv4Interface
 from typing import Any, Sequence
 
@@ -111,7 +112,8 @@ class Stack:
         )
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.lock = threading.Lock()  # the one lock around the core (sockets wait on conditions built on it)
-        self._sockets: set[Socket] = set()
+        # Weak: a socket its user dropped is garbage-collected and closed (stack.socket_api.Socket.__del__).
+        self._sockets: weakref.WeakSet[Socket] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._running = False
         self._stopped = False

@@ -24,11 +24,15 @@ This module and the socket classes know the stack only through
 """
 from __future__ import annotations
 
+import collections
 import enum
 import errno
+import logging
 import os
 import selectors
 import threading
+import warnings
+import weakref
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address
 from typing import Sequence, Union
@@ -54,6 +58,8 @@ __all__ = [
 ]
 
 STUCK_FD_RECHECK = 0.005
+
+log = logging.getLogger(__name__)
 
 
 class SocketType(enum.Enum):
@@ -213,6 +219,7 @@ class Socket(metaclass=_BuiltByAStack):
         self._timeout: float | None = None
         self._cond = stack.condition()  # on the stack's lock
         self._closed = False
+        _gc_closer.start()
 
     # -- timeouts (blocking calls hold the stack's lock) ----------------------------------
     def set_timeout(self, seconds: float | None) -> None:
@@ -256,6 +263,93 @@ class Socket(metaclass=_BuiltByAStack):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def close(self) -> None:
+        """Release what the socket holds; threads blocked in it get EBADF. Idempotent."""
+        with self._stack.lock:
+            self._close_locked(collected=False)
+
+    def _close_locked(self, collected: bool) -> None:
+        """Close (stack lock held). ``collected``: the socket was garbage-collected, so the
+        close must not block (no linger) and no Poller watches it (one would hold it)."""
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        # As the standard library's sockets: one garbage-collected while open warns and is closed.
+        if self.__dict__.get("_closed", True):
+            return  # closed, or its construction failed before it held anything
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        finally:
+            # The collector may run on any thread, even one holding the stack's lock (or a
+            # NIC's) in the middle of the core's work: never take a lock here, hand it over.
+            _gc_closer.close_later(self)
+
+
+def weak_callback(method):
+    """``method`` (bound to a socket) for the core to call back (``on_change``) without keeping
+    the socket alive: a socket dropped by its user is collected, and so closed."""
+    owner = weakref.ref(method.__self__)
+    func = method.__func__
+
+    def call(*args):
+        sock = owner()
+        if sock is not None:
+            func(sock, *args)
+
+    return call
+
+
+class _GcCloser:
+    """The thread that closes garbage-collected sockets, taking their stack's lock as any caller.
+
+    The collector hands it a socket with no lock of Python's: a deque append
+    (atomic) and a write to a pipe. The thread is started with the first
+    socket (starting one from the collector could wait on the threading
+    module's own locks)."""
+
+    def __init__(self) -> None:
+        self._pending: collections.deque[Socket] = collections.deque()
+        self._start_lock = threading.Lock()
+        self._wake_w: int | None = None
+
+    def start(self) -> None:
+        if self._wake_w is not None:
+            return
+        with self._start_lock:
+            if self._wake_w is not None:
+                return
+            wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(wake_w, False)
+            threading.Thread(target=self._run, args=(wake_r,), name="multios-socket-closer", daemon=True).start()
+            self._wake_w = wake_w
+
+    def close_later(self, sock: Socket) -> None:
+        self._pending.append(sock)  # (the socket lives on here until closed: that is fine)
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass  # wake-ups already pending
+
+    def _run(self, wake_r: int) -> None:
+        while os.read(wake_r, 4096):
+            while self._pending:
+                sock = self._pending.popleft()
+                try:
+                    with sock._stack.lock:
+                        sock._close_locked(collected=True)
+                except Exception:  # one socket's trouble must not end the closing of the others
+                    log.exception("closing a garbage-collected socket failed")
+                del sock
+
+    def forget_thread(self) -> None:
+        """In a forked child: the thread did not come along; the next socket starts one."""
+        self._wake_w = None
+        self._start_lock = threading.Lock()
+
+
+_gc_closer = _GcCloser()
+os.register_at_fork(after_in_child=_gc_closer.forget_thread)
+
 
 def check_flag(value) -> bool:
     if isinstance(value, bool) or value in (0, 1):
@@ -275,6 +369,20 @@ def check_size(value) -> int:
     return value
 
 
+def _poll_deadline(clock: Clock, timeout_ms: float | None) -> float | None:
+    """When a poll with ``timeout_ms`` milliseconds started now ends on ``clock`` (None: never).
+
+    As poll(2) and Python's ``select.poll``: None or a negative number waits
+    forever, 0 looks once."""
+    if timeout_ms is None:
+        return None
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms != timeout_ms:
+        raise TypeError(f"timeout must be None or a number of milliseconds, got {timeout_ms!r}")
+    if timeout_ms < 0:
+        return None
+    return clock.now() + timeout_ms / 1000.0
+
+
 def poll(
     sockets: Sequence[Socket],
     events: PollEvent | Sequence[PollEvent] = PollEvent.READ,
@@ -284,18 +392,18 @@ def poll(
 
     ``events`` is one set of :class:`PollEvent` for all sockets or one per
     socket. ERROR, HANGUP and INVALID are reported whether asked for or not.
-    ``timeout`` None waits forever, 0 checks once; an empty list means it
-    ran out.
+    ``timeout`` is in milliseconds, as in poll(2) and ``select.poll``: None
+    or negative waits forever, 0 checks once; an empty list means it ran out.
     """
     socks = list(sockets)
     wanted = [events] * len(socks) if isinstance(events, PollEvent) else list(events)
     if len(wanted) != len(socks):
         raise ValueError("events must be one PollEvent or one per socket")
-    if not socks and timeout is None:
-        raise ValueError("poll() on no sockets without a timeout would wait forever")
     # The timeout runs on the sockets' stack clock (virtual in tests).
     clock: Clock = socks[0]._stack.clock if socks else MonotonicClock()
-    deadline = None if timeout is None else clock.now() + timeout
+    deadline = _poll_deadline(clock, timeout)
+    if not socks and deadline is None:
+        raise ValueError("poll() on no sockets without a timeout would wait forever")
     cap: float | None = None  # set once a readable fd stops being a useful wake-up
     with selectors.DefaultSelector() as sel:
         masks: dict[int, int] = {}
@@ -342,8 +450,9 @@ class Poller:
     call while it is ready.
 
     Not thread-safe: one thread registers and polls. Unregister a socket
-    before closing it. The timeout runs on the clock of the first
-    socket registered (virtual in tests).
+    before closing it. The timeout is in milliseconds, as :func:`poll`'s
+    (and epoll_wait(2)'s), and runs on the clock of the first socket
+    registered (virtual in tests).
     """
 
     def __init__(self) -> None:
@@ -480,9 +589,9 @@ class Poller:
 
     def poll(self, timeout: float | None = None) -> list[tuple[Socket, PollEvent]]:
         """Wait until a registered socket is ready; ``[(socket, events), ...]``, or ``[]`` when
-        ``timeout`` (None: forever, 0: look once) runs out."""
+        ``timeout`` milliseconds (None or negative: forever, 0: look once) run out."""
         clock: Clock = self._clock or MonotonicClock()
-        deadline = None if timeout is None else clock.now() + timeout
+        deadline = _poll_deadline(clock, timeout)
         look_now = True  # the first round only looks; later ones wait
         while True:
             fresh = bool(self._recheck)

@@ -48,6 +48,7 @@ from stack.socket_api import (
     check_size,
     check_tos,
     socket_error,
+    weak_callback,
 )
 from stack.socket_host import SocketHost
 from stack.tcp.config import TcpConfig
@@ -128,7 +129,11 @@ class StreamSocket(Socket):
             raise OSError(errno.EPROTONOSUPPORT, f"STREAM sockets are TCP, not protocol {protocol}")
         self._setup(stack)
         with stack.lock:
-            stack.register(self)
+            try:
+                stack.register(self)
+            except BaseException:
+                self._closed = True  # (nothing to release when it is collected)
+                raise
 
     def _setup(self, st: SocketHost) -> None:
         Socket.__init__(self, st, SocketType.STREAM, IpProtocol.TCP)
@@ -154,13 +159,17 @@ class StreamSocket(Socket):
         st = parent._stack
         sock = object.__new__(cls)
         sock._setup(st)
-        st.register(sock)
+        try:
+            st.register(sock)
+        except BaseException:
+            sock._closed = True  # (nothing to release when it is collected; the caller still has conn)
+            raise
         sock._reuse_addr = parent._reuse_addr
         sock._linger = parent._linger
         sock._changes = dict(parent._changes)
         sock._conn = conn
         sock._connect_reported = True
-        conn.on_change = sock._on_change_locked
+        conn.on_change = weak_callback(sock._on_change_locked)
         sock._sync_fd_locked()
         return sock
 
@@ -295,7 +304,7 @@ class StreamSocket(Socket):
             lst = st.iface.tcp_listen(*self._bound, backlog, config=self._config())
             self._bound = None
             self._listener = lst
-            lst.on_change = self._on_change_locked
+            lst.on_change = weak_callback(self._on_change_locked)
             self._sync_fd_locked()
 
     def accept(self) -> tuple["StreamSocket", IpAddress]:
@@ -360,7 +369,7 @@ class StreamSocket(Socket):
                 self._bound = None
                 self._conn = c
                 self._connect_reported = False
-                c.on_change = self._on_change_locked
+                c.on_change = weak_callback(self._on_change_locked)
                 st.pump()
                 self._sync_fd_locked()
                 if self._timeout == 0:
@@ -593,36 +602,39 @@ class StreamSocket(Socket):
         waits up to N seconds for everything to be sent and acknowledged.
         Unread received data turns a close into a reset, as on Linux.
         """
+        with self._stack.lock:
+            self._close_locked(collected=False)
+
+    def _close_locked(self, collected: bool) -> None:
+        if self._closed:
+            return
         st = self._stack
-        with st.lock:
-            if self._closed:
-                return
-            self._closed = True
-            c, lst = self._conn, self._listener
-            wait_for = None
-            if lst is not None:
-                lst.on_change = None
-                if not lst.closed:
-                    st.iface.tcp_close_listener(lst)
-            elif c is None and self._bound is not None:
-                st.iface.tcp_unbind(*self._bound)
-            if c is not None:
-                c.on_change = None
-                if self._linger == 0:
-                    c.abort()
-                else:
-                    c.close()
-                    if self._linger is not None and c.state is not CLOSED:
-                        wait_for = self._linger
-            st.unregister(self)
-            self._cond.notify_all()
-            if self._fd is not None:
-                self._fd.close()
-            for poller in self._pollers:
-                poller._socket_changed(self)  # it finds the socket closed (INVALID)
-            self._pump_quietly_locked()
-            if wait_for is not None:
-                self._linger_locked(c, wait_for)
+        self._closed = True
+        c, lst = self._conn, self._listener
+        wait_for = None
+        if lst is not None:
+            lst.on_change = None
+            if not lst.closed:
+                st.iface.tcp_close_listener(lst)
+        elif c is None and self._bound is not None:
+            st.iface.tcp_unbind(*self._bound)
+        if c is not None:
+            c.on_change = None
+            if self._linger == 0:
+                c.abort()
+            else:
+                c.close()
+                if self._linger is not None and c.state is not CLOSED and not collected:
+                    wait_for = self._linger
+        st.unregister(self)
+        self._cond.notify_all()
+        if self._fd is not None:
+            self._fd.close()
+        for poller in self._pollers:
+            poller._socket_changed(self)  # it finds the socket closed (INVALID)
+        self._pump_quietly_locked()
+        if wait_for is not None:
+            self._linger_locked(c, wait_for)
 
     def _linger_locked(self, c: TcpConnection, seconds: float) -> None:
         """SO_LINGER: wait until all is acknowledged, the connection ends, or time runs out."""

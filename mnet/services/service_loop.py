@@ -72,12 +72,12 @@ class ServiceLoop:
     def run(self, stopping: threading.Event) -> None:
         """Serve until ``stopping`` is set or a handler ends the service.
 
-        Sockets still open stay open (the stack closes them when it stops,
-        as it did the blocked threads' sockets before); the caller closes the
-        service's own socket."""
+        Every socket still open is closed at the end, the service's own too
+        (a socket nobody holds would be closed by the garbage collector
+        anyway, with a ResourceWarning; closing twice is harmless)."""
         try:
             while not stopping.is_set() and not self.done:
-                for sock, events in self.poller.poll(self._wait()):
+                for sock, events in self.poller.poll(self._wait() * 1000.0):  # (milliseconds)
                     handler = self.handlers.get(sock)
                     if handler is not None:
                         handler.on_ready(events)
@@ -85,9 +85,11 @@ class ServiceLoop:
         finally:
             for handler in list(self.handlers.values()):
                 self.poller.unregister(handler.sock)
+                handler.sock.close()
             self.poller.close()
 
     def _wait(self) -> float:
+        """Seconds until the next timer or the next look at the stop flag."""
         if not self._timers:
             return LOOP_TICK
         return max(0.0, min(LOOP_TICK, self._timers[0][0] - self.clock.now()))

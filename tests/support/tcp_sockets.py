@@ -11,6 +11,7 @@ from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
 from stack.wire.tcp import TcpRepr
 
 WAIT = 5.0  # generous bound for anything that should take milliseconds
+WAIT_MS = int(WAIT * 1000)  # the same for poll() and Poller.poll(), which take milliseconds
 
 
 def listener(st, port=7, backlog=8, **options):

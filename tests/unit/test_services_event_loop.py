@@ -64,7 +64,7 @@ def test_many_echo_connections_on_one_thread(served):
     got = {c: b"" for c in clients}
     sent = set()
     while len(sent) < n or any(len(got[c]) < 16 for c in clients):
-        ready = p.poll(WAIT)
+        ready = p.poll(WAIT * 1000)  # (milliseconds)
         assert ready, f"stuck: {len(sent)} sent, {sum(len(g) == 16 for g in got.values())} answered"
         for c, ev in ready:
             if c not in sent and PollEvent.WRITE in ev:

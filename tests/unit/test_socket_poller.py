@@ -3,7 +3,7 @@ import pytest
 
 from stack import IpAddress, LoopbackNicPair, PollEvent, SocketType, Stack
 from stack.socket_api import Poller
-from support.tcp_sockets import WAIT, connected_pair, listener
+from support.tcp_sockets import WAIT, WAIT_MS, connected_pair, listener
 from support.waiting import wait_for
 
 
@@ -35,7 +35,7 @@ def test_only_the_sockets_with_data_are_reported_level_triggered(stacks):
     clients[3].sendall(b"three")
     clients[8].sendall(b"eight")
     ready = {}
-    wait_for(lambda: ready.update(p.poll(0.05)) or len(ready) == 2, "both sockets reported")
+    wait_for(lambda: ready.update(p.poll(50)) or len(ready) == 2, "both sockets reported")
     assert ready == {servers[3]: PollEvent.READ, servers[8]: PollEvent.READ}
     assert dict(p.poll(0)) == ready  # level-triggered: still ready, reported again
     assert servers[3].recv(100) == b"three"
@@ -56,7 +56,7 @@ def test_write_interest_modify_and_hangup(stacks):
     p.modify(server, PollEvent.READ)
     client.close()
     ready = []
-    wait_for(lambda: ready.extend(p.poll(0.05)) or ready, "the end of stream reported")
+    wait_for(lambda: ready.extend(p.poll(50)) or ready, "the end of stream reported")
     assert ready[0][0] is server and PollEvent.READ in ready[0][1]  # end of stream is readable
     assert server.recv(10) == b""
     p.close()
@@ -70,9 +70,9 @@ def test_a_ready_socket_whose_event_is_not_asked_for_does_not_spin(stacks):
     p.modify(server, PollEvent.NONE)
     client.sendall(b"data")  # readable, but READ is not asked for
     wait_for(lambda: server._revents(PollEvent.READ), "the data")
-    assert p.poll(0.05) == []
+    assert p.poll(50) == []
     p.modify(server, PollEvent.READ)
-    assert p.poll(WAIT) == [(server, PollEvent.READ)]
+    assert p.poll(WAIT_MS) == [(server, PollEvent.READ)]
     p.close()
 
 
@@ -87,7 +87,7 @@ def test_datagram_sockets_read_and_write(stacks):
     assert p.poll(0) == [(c, PollEvent.WRITE)]  # UDP sends never wait
     p.unregister(c)
     c.send_to(b"q", ("10.0.0.2", 53))
-    assert p.poll(WAIT) == [(s, PollEvent.READ)]
+    assert p.poll(WAIT_MS) == [(s, PollEvent.READ)]
     with pytest.raises(KeyError):
         p.register(s)
     p.close()
@@ -97,7 +97,7 @@ def test_a_timeout_returns_nothing_and_a_closed_socket_cannot_be_registered(stac
     a, b = stacks
     s = b.socket(SocketType.STREAM)
     p = Poller()
-    assert p.poll(0.01) == []
+    assert p.poll(10) == []
     s.close()
     with pytest.raises(OSError):
         p.register(s)
@@ -128,7 +128,7 @@ def test_stream_sockets_take_no_descriptor_in_a_poller(stacks):
         p.register(s, PollEvent.READ)
     assert _open_descriptors() - before == 2  # the Poller's epoll and its one eventfd
     clients[29].sendall(b"last")
-    assert p.poll(WAIT) == [(servers[29], PollEvent.READ)]  # woken by a change on the stack's thread
+    assert p.poll(WAIT_MS) == [(servers[29], PollEvent.READ)]  # woken by a change on the stack's thread
     assert _open_descriptors() - before == 2
     p.close()
     assert _open_descriptors() == before
@@ -141,7 +141,7 @@ def test_a_stream_socket_closed_while_registered_is_reported_invalid(stacks):
     p.register(server, PollEvent.READ)
     assert p.poll(0) == []
     server.close()  # (by the stack stopping, say): the loop learns at once, not never
-    assert p.poll(WAIT) == [(server, PollEvent.INVALID)]
+    assert p.poll(WAIT_MS) == [(server, PollEvent.INVALID)]
     p.unregister(server)
     assert p.poll(0) == []
     p.close()
@@ -155,7 +155,7 @@ def test_fileno_still_follows_readiness_after_a_poller(stacks):
     p = Poller()
     p.register(server, PollEvent.READ)
     client.sendall(b"x")
-    assert p.poll(WAIT) == [(server, PollEvent.READ)]
+    assert p.poll(WAIT_MS) == [(server, PollEvent.READ)]
     fd = server.fileno()  # made now, it starts with the socket's current readiness
     assert select.select([fd], [], [], 0)[0] == [fd]
     assert server.recv(10) == b"x"

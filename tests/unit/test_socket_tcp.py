@@ -11,7 +11,7 @@ from stack.arp_cache import ArpCache
 from stack.stream_socket import StreamSocket
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
-from support.tcp_sockets import WAIT, Call, connected_pair, listener
+from support.tcp_sockets import WAIT, WAIT_MS, Call, connected_pair, listener
 from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=2, time_wait=1.0)  # short timers for failure cases
@@ -169,7 +169,7 @@ def test_non_blocking_connect_twice_is_ealready(stacks, nics):
     with pytest.raises(BlockingIOError) as exc:
         c.connect("10.0.0.2:7")
     assert exc.value.errno == errno.EALREADY
-    assert a.poll([c], PollEvent.WRITE | PollEvent.READ, timeout=0.05) == []
+    assert a.poll([c], PollEvent.WRITE | PollEvent.READ, timeout=50) == []
 
 
 def test_connect_with_a_timeout_times_out_and_the_attempt_goes_on(virtual_stacks, nics, clock):
@@ -447,7 +447,7 @@ def test_half_close_with_shutdown_write(stacks):
     server.close()
     assert client.recv(100) == b"reply after the peer's FIN"
     assert client.recv(100) == b""
-    (sock, ev), = a.poll([client], PollEvent.READ, timeout=WAIT)
+    (sock, ev), = a.poll([client], PollEvent.READ, timeout=WAIT_MS)
     assert PollEvent.HANGUP in ev and PollEvent.READ in ev
 
 

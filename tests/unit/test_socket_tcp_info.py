@@ -100,10 +100,11 @@ def test_a_listeners_snapshot_counts_its_queues_and_syn_cookies(stacks, nics):
         return parsed is not None and parsed[1].src_port == 40001 and int(parsed[1].flags) == 0x10 and not parsed[2]
 
     nics.a.impairment = Impairment(loss=drop_pure_acks_from_40001)
-    connect(a, local="10.0.0.1:40001")
+    # (Both clients are kept: a socket dropped by its user is closed when collected.)
+    first = connect(a, local="10.0.0.1:40001")
     wait_for(lambda: lst.tcp_info().embryonic == 1, "a half-open connection")
     # ...and the second one, meeting a full SYN queue, gets in by SYN cookie.
-    connect(a, local="10.0.0.1:40002")
+    second = connect(a, local="10.0.0.1:40002")
     wait_for(lambda: lst.tcp_info().pending == 1, "the cookie connection in the accept queue")
 
     (listed,) = b.tcp_listeners()
@@ -122,6 +123,8 @@ def test_a_listeners_snapshot_counts_its_queues_and_syn_cookies(stacks, nics):
     lst.shutdown(Shutdown.READ)  # no longer listening: the counters stay readable
     closed = lst.tcp_info()
     assert closed.state is TcpState.CLOSED and closed.counters["accepted"] == 1 and closed.embryonic == 0
+    for s in (conn, first, second):
+        s.close()
 
 
 def test_tcp_info_errors(stacks):

@@ -9,7 +9,7 @@ import pytest
 
 from stack import Impairment, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack, VirtualClock
 from stack.tcp import TcpConfig, TcpState
-from support.tcp_sockets import WAIT, connected_pair, listener, tcp_of
+from support.tcp_sockets import WAIT, WAIT_MS, connected_pair, listener, tcp_of
 from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
@@ -244,7 +244,7 @@ def test_listener_is_readable_while_a_connection_waits(stacks):
     c.connect("10.0.0.2:7")
     r, _, _ = select.select([lst], [], [], WAIT)
     assert r == [lst] and select_state(lst) == (True, False)
-    ((sock, ev),) = b.poll([lst], PollEvent.READ, timeout=WAIT)
+    ((sock, ev),) = b.poll([lst], PollEvent.READ, timeout=WAIT_MS)
     assert ev == PollEvent.READ
     lst.accept()
     assert select_state(lst) == (False, False)
@@ -287,7 +287,7 @@ def test_writability_follows_the_send_buffer(stacks):
     wait_for(lambda: client.tcp_info().snd_wnd == 0, "the peer's window to close")
     fill()  # ... and the send buffer again
     assert select_state(client) == (False, False)
-    assert a.poll([client], PollEvent.WRITE, timeout=0.05) == []
+    assert a.poll([client], PollEvent.WRITE, timeout=50) == []
 
     def drain():
         while select.select([server], [], [], 0.2)[0]:
@@ -298,7 +298,7 @@ def test_writability_follows_the_send_buffer(stacks):
     with selectors.DefaultSelector() as sel:
         sel.register(client, selectors.EVENT_WRITE)
         assert sel.select(WAIT), "writable again once the peer reads"
-    ((sock, ev),) = a.poll([client], PollEvent.WRITE, timeout=WAIT)
+    ((sock, ev),) = a.poll([client], PollEvent.WRITE, timeout=WAIT_MS)
     assert ev == PollEvent.WRITE
     t.join(WAIT)
 
@@ -320,7 +320,7 @@ def test_end_of_stream_is_readable_and_both_fins_are_a_hang_up(stacks):
     ((fd, revents),) = p.poll(0)
     assert revents & select.POLLHUP and revents & select.POLLIN
     wait_for(lambda: client.recv(10) == b"", "EOF at the client")
-    ((sock, ev),) = a.poll([client], PollEvent.NONE, timeout=WAIT)
+    ((sock, ev),) = a.poll([client], PollEvent.NONE, timeout=WAIT_MS)
     assert PollEvent.HANGUP in ev
 
 
@@ -331,7 +331,7 @@ def test_a_reset_connection_is_readable_writable_error_and_hang_up(stacks):
     server.close()
     r, _, _ = select.select([client], [], [], WAIT)
     assert r == [client] and select_state(client) == (True, True)
-    ((sock, ev),) = a.poll([client], PollEvent.READ, timeout=WAIT)
+    ((sock, ev),) = a.poll([client], PollEvent.READ, timeout=WAIT_MS)
     assert ev == PollEvent.READ | PollEvent.ERROR | PollEvent.HANGUP
     p = select.poll()
     p.register(client.fileno(), select.POLLIN)
@@ -354,9 +354,9 @@ def test_poll_reports_a_closed_socket_as_invalid_and_waits_on_many(stacks):
     dead.close()
     assert a.poll([dead], PollEvent.READ, timeout=0) == [(dead, PollEvent.INVALID)]
     threading.Timer(0.05, lambda: s2.send(b"second")).start()
-    ready = a.poll([c1, c2], [PollEvent.READ, PollEvent.READ], timeout=WAIT)
+    ready = a.poll([c1, c2], [PollEvent.READ, PollEvent.READ], timeout=WAIT_MS)
     assert ready == [(c2, PollEvent.READ)]
-    ready = a.poll([c1, c2, c1], [PollEvent.READ, PollEvent.READ, PollEvent.WRITE], timeout=WAIT)
+    ready = a.poll([c1, c2, c1], [PollEvent.READ, PollEvent.READ, PollEvent.WRITE], timeout=WAIT_MS)
     assert (c2, PollEvent.READ) in ready and (c1, PollEvent.WRITE) in ready
 
 
@@ -392,9 +392,9 @@ def test_backlog_bounds_the_accept_queue(stacks):
     assert [s for s, ev in a.poll(clients, PollEvent.WRITE, timeout=0)] == clients[:2]
     (info,) = b.tcp_listeners()
     assert info.pending == 2 and info.backlog == 1
-    assert a.poll([clients[2]], PollEvent.WRITE, timeout=0.1) == []
+    assert a.poll([clients[2]], PollEvent.WRITE, timeout=100) == []
     lst.accept()
-    ((sock, ev),) = a.poll([clients[2]], PollEvent.WRITE, timeout=WAIT)  # its SYN is retransmitted
+    ((sock, ev),) = a.poll([clients[2]], PollEvent.WRITE, timeout=WAIT_MS)  # its SYN is retransmitted
     assert ev == PollEvent.WRITE and clients[2].take_error() is None
     assert b.counters()["tcp"].get("drop.listen queue", 0) >= 1
 

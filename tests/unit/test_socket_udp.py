@@ -28,6 +28,7 @@ from stack.wire import EthernetRepr, EtherType, Ipv4Repr
 from support.tcp_sockets import Call
 
 WAIT = 5.0  # generous bound for anything that should take milliseconds
+WAIT_MS = int(WAIT * 1000)  # poll() takes milliseconds
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def test_stack_poll_helper(virtual_stacks, clock):
     s1, s2 = server_on(b, 1001), server_on(b, 1002)
     assert stack.poll([s1, s2], PollEvent.READ, timeout=0) == []
     start = clock.now()
-    call = Call(clock, lambda: b.poll([s1, s2], PollEvent.READ, timeout=0.1))
+    call = Call(clock, lambda: b.poll([s1, s2], PollEvent.READ, timeout=100))
     assert clock.wait_for_sleepers(1), "poll() blocked (its deadline taken at the start time)"
     clock.advance_to(start + 0.09)
     assert not call.done(0.05), "0.09 s of a 0.1 s timeout: still waiting"
@@ -226,7 +227,7 @@ def test_stack_poll_helper(virtual_stacks, clock):
     assert call.result == []
     assert call.ended_at - start >= 0.09
     a.socket().send_to(b"x", "10.0.0.2:1002")
-    assert stack.poll([s1, s2], PollEvent.READ, timeout=WAIT) == [(s2, PollEvent.READ)]
+    assert stack.poll([s1, s2], PollEvent.READ, timeout=WAIT_MS) == [(s2, PollEvent.READ)]
     ready = stack.poll([s1, s2], [PollEvent.WRITE, PollEvent.READ], timeout=0)
     assert ready == [(s1, PollEvent.WRITE), (s2, PollEvent.READ)]
     s1.close()
@@ -243,7 +244,7 @@ def test_poll_for_write_only_does_not_spin_on_queued_data(stacks):
     a.socket().send_to(b"x", "10.0.0.2:5353")
     wait_readable(server)
     # Queued data but only ERROR asked for: poll must time out, not return.
-    assert stack.poll([server], PollEvent.ERROR, timeout=0.05) == []
+    assert stack.poll([server], PollEvent.ERROR, timeout=50) == []
 
 
 def test_eaddrinuse_and_reuse_addr(stacks):
