@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import random
+import threading
 from collections import Counter
 from ipaddress import ip_address
 
@@ -29,7 +30,10 @@ BIND_TRIES = 16                # random ports tried before giving up on a busy s
 
 
 class DnsClient:
-    """Resolve names through ``servers`` (IPv4 addresses) with the sockets of ``stack``."""
+    """Resolve names through ``servers`` (IPv4 addresses) with the sockets of ``stack``.
+
+    Thread-safe: lookups from several threads run side by side (each on its own sockets).
+    """
 
     def __init__(self, stack, servers: list[str], *, port: int = DNS_PORT, timeout: float = 2.0,
                  attempts: int = 2, max_cnames: int = 8, hosts: HostsTable | None = None,
@@ -50,6 +54,7 @@ class DnsClient:
         self._rng = rng or random.SystemRandom()
         self.ignored: Counter[str] = Counter()  # answers not accepted, by reason (all lookups)
         self.source_ports: list[int] = []      # of the recent UDP queries (the last 64)
+        self._stats_lock = threading.Lock()
 
     def resolve(self, name: str, type: str = "A") -> list[str]:
         """The addresses of ``name`` ("A": IPv4, "AAAA": IPv6) as text."""
@@ -69,7 +74,8 @@ class DnsClient:
             while isinstance(step, Query):
                 step = self._tcp_exchange(res, step) if step.tcp else self._udp_exchange(res, step)
         finally:
-            self.ignored.update(res.ignored)
+            with self._stats_lock:
+                self.ignored.update(res.ignored)
         self.cache.put(name, type, step.addresses, step.ttl, self._now())
         return step
 
@@ -101,7 +107,8 @@ class DnsClient:
                     continue
                 sock.close()
                 raise
-            self.source_ports = (self.source_ports + [port])[-64:]
+            with self._stats_lock:
+                self.source_ports = (self.source_ports + [port])[-64:]
             return sock
         sock.close()
         raise DnsError(f"no free UDP source port after {BIND_TRIES} random tries")

@@ -1,7 +1,9 @@
 """The resolver's state machine with hand-built answers: checks, retries, TCP, CNAMEs; cache; hosts."""
 import random
+import threading
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from stack.dns.cache import DnsCache
 from stack.dns.errors import DnsError, DnsTimeout, MalformedMessage, NameNotFound, NoData, ServerFailure
@@ -196,3 +198,32 @@ def test_hosts_table():
         HostsTable.parse("10.0.0.5\n")
     with pytest.raises(DnsError, match="not an IP address"):
         HostsTable.parse("10.0.0.300 x\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+def test_any_datagram_from_the_server_gives_a_step_or_a_dns_error(tail, keep_question):
+    res, q = started()
+    # The right id (so the parser is reached), then anything: the question or random bytes.
+    data = q.wire[:2] + bytes([0x81, 0x80]) + (q.wire[4:] if keep_question else b"") + tail
+    try:
+        step = res.receive(data, (S1, 53), 0.1)
+    except DnsError:
+        return
+    assert step is None or isinstance(step, (Query, Answer))
+
+
+def test_concurrent_cache_use():
+    cache = DnsCache(max_entries=8)
+
+    def churn(base):
+        for i in range(2000):
+            cache.put(f"{base}-{i % 20}", "A", ["192.0.2.1"], 1 + i % 5, float(i))
+            cache.get(f"{base}-{(i * 7) % 20}", "A", float(i))
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(cache) <= 8
