@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# dnsmasq-base: the dnsmasq program the DNS tests run in a namespace, without the system service.
 DEB_PACKAGES := qemu-system-x86 busybox-static iperf3 socat iproute2 ethtool netcat-openbsd \
-	curl cpio kmod dpdk dpdk-dev tcpdump tshark python3-venv gcc libc6-dev python3-dev openssl
+	curl cpio kmod dpdk dpdk-dev tcpdump tshark python3-venv gcc libc6-dev python3-dev openssl dnsmasq-base
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: demo test setup debs venv bench clean

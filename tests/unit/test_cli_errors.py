@@ -301,3 +301,24 @@ def test_ctl_finds_the_one_switch_and_refuses_to_guess_between_two(tmp_path):
         for proc in switches:
             proc.close()
     assert os.listdir(tmp_path / "mnet") == []
+
+
+# -- mnet dns --------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    ([], "give an action: mnet dns lookup"),
+    (["lookup", "x.org", "--server", "dns.lan"], "bad --server 'dns.lan'"),
+    (["lookup", "x.org", "--server", "10.0.0.1", "--timeout", "0"], "bad --port/--timeout/--attempts"),
+    (["lookup", "x.org", "--server", "10.0.0.1", "--ip", "10.0.0.9"], "give the prefix length too"),
+])
+def test_dns_wrong_options(args, fragment, tmp_path):
+    stack_opts = ["--nic", f"vhost-user:{tmp_path / 'x.sock'}"] if args else []
+    if args and "--ip" not in args:
+        stack_opts += ["--ip", "10.0.0.9/24"]
+    assert_one_line_error(mnet("dns", *args, *stack_opts), "dns", fragment)
+
+
+def test_dns_without_a_backend(tmp_path):
+    missing = str(tmp_path / "none.sock")
+    r = mnet("dns", "lookup", "x.org", "--server", "10.0.0.1", "--nic", f"vhost-user:{missing}", "--ip", "10.0.0.9/24")
+    assert_one_line_error(r, "dns", f"no vhost-user backend listening on {missing}")

@@ -18,7 +18,7 @@ TOP_PACKAGES = ("nicdev", "stack", "guest", "qemu", "mnet", "scripts")
 # The stack's protocol floor: sans-IO machines and their small helpers; they
 # read and write wire formats and know nothing of NICs, threads or sockets.
 PROTOCOLS = ("stack.wire", "stack.tcp", "stack.arp_cache", "stack.ip_fragments", "stack.udp",
-             "stack.raw", "stack.routes", "stack.counters", "stack.ratelimit", "stack.sockstate")
+             "stack.raw", "stack.routes", "stack.counters", "stack.ratelimit", "stack.sockstate", "stack.dns")
 # Sockets sit on the interface (and its protocol machines) and a clock; the
 # runtime, which owns the thread and the factory `Stack.socket()`, sits on them.
 SOCKETS = ("stack.socket_api", "stack.socket_host", "stack.datagram_socket", "stack.stream_socket",
@@ -42,6 +42,8 @@ RULES: dict[str, tuple[str, ...]] = {
     **{p: BELOW_SOCKETS + SOCKETS for p in SOCKETS},
     # TLS wraps STREAM sockets: it sees only the socket API, never the runtime.
     "stack.tls": ("stack.tls",) + SOCKETS,
+    # The DNS client runs the resolver's sans-IO machine over the stack's sockets.
+    "stack.dns.client": BELOW_SOCKETS + SOCKETS,
     "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
     "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
