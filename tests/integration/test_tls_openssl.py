@@ -29,7 +29,7 @@ def lab(tmp_path_factory):
     from nicdev.net.netns import temporary_netns
 
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (make setup installs it)")
+        pytest.fail("openssl is not installed: run make setup, which installs it")
     with temporary_netns("mnet-tls") as netns:
         lab = StackLab(tmp_path_factory.mktemp("tls"), netns)
         try:
