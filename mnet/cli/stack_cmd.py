@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 threads.append(start_service(stack, svc, stopping, report))
             except ServiceError as exc:
                 raise CliError(str(exc), status=1) from None
-            report(f"serving {svc.kind} on port {svc.port}" + (f" ({svc.size} bytes)" if svc.kind == "tcp-source" else ""))
+            report(f"serving {svc.kind} on port {svc.port}" + (f" ({svc.size} bytes)" if svc.kind == "tcp-source" else "") + "".join(f" {k}={v}" for k, v in svc.options))
         report(f"stack up: {args.ip} mac {nic.mac} on {args.nic}; Ctrl-C to stop")
         while not flags["done"]:
             wake.wait(0.5)

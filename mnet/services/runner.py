@@ -9,6 +9,7 @@ from typing import Callable
 from stack import IpAddress, SocketType
 from stack.tcp import SOMAXCONN
 
+from .applications import starter
 from .errors import ServiceError
 from .service_loop import STACK_GONE, ServiceLoop
 from .spec import Service
@@ -68,8 +69,13 @@ def serve(stack, sock, svc: Service, stopping: threading.Event, report: Callable
 
 
 def start_service(stack, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> threading.Thread:
-    """Open the service's socket and serve it, all its connections on one thread, until `stopping` is set."""
+    """Open the service's socket and serve it, all its connections on one thread, until `stopping` is set.
+
+    An application (mnet/services/applications.py) starts itself and may use more threads."""
     raise_fd_limit()
+    start_application = starter(svc.kind)
+    if start_application is not None:
+        return start_application(stack, svc, stopping, report)
     sock = open_service(stack, svc)
     t = threading.Thread(target=serve, args=(stack, sock, svc, stopping, report), name=svc.label, daemon=True)
     t.start()
