@@ -44,6 +44,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "stack.tls": ("stack.tls",) + SOCKETS,
     # The DNS client runs the resolver's sans-IO machine over the stack's sockets.
     "stack.dns.client": BELOW_SOCKETS + SOCKETS,
+    # The connection pool opens and checks STREAM sockets; it sees the socket API and TCP's states.
+    "stack.pool": ("stack.pool", "stack.tcp") + SOCKETS,
     "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
     "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
