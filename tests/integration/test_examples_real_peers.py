@@ -3,7 +3,8 @@ python echo server), dnsmasq and `openssl s_server`, in a namespace this module
 creates behind a TAP port of a switch in this process.
 
   port "ex"   vhost-user -> each example, run as a process                       10.0.0.8
-  port "host" TAP into the namespace: echo on :7, dnsmasq on :5353, s_server on :4433  10.0.0.254
+  port "host" TAP into the namespace: TCP and UDP echo on :7 (python on the kernel's
+              sockets), dnsmasq on :5353, openssl s_server on :4433                  10.0.0.254
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ KERNEL_ECHO = """
 import socket, sys, threading
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.bind((sys.argv[1], int(sys.argv[2]))); l.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[1], int(sys.argv[2])))
+def udp_echo():
+    while True:
+        d, peer = u.recvfrom(65535)
+        u.sendto(d, peer)
+threading.Thread(target=udp_echo, daemon=True).start()
 print('ready', flush=True)
 def echo(c):
     with c:
@@ -117,6 +124,26 @@ def test_echo_client_against_the_kernel(lab):
     assert "sent 'second line', got back 'second line'" in out
     assert "end of stream from the server" in out
     assert f"echo client: 2 lines echoed by {HOST_IP}:{ECHO_PORT}" in out
+
+
+def test_udp_echo_against_the_kernel(lab):
+    out = lab.run("udp_echo.py", "--port", str(ECHO_PORT)).stdout
+    for i, size in ((1, 5), (2, 1400), (3, 8000)):  # 8000 bytes: fragments both ways, reassembled by each side
+        assert f"datagram {i}: {size} bytes sent, {size} bytes echoed by {HOST_IP}:{ECHO_PORT}" in out
+
+
+def test_nonblocking_connect_and_errors_against_the_kernel(lab):
+    out = lab.run("nonblocking_connect.py", "--port", str(ECHO_PORT), "--closed-port", "9").stdout
+    assert f"{HOST_IP}:9: failed with ECONNREFUSED" in out  # the kernel's RST
+    assert "echo 1: b'ping 1'" in out and "non-blocking connect: 2 of 3 connected" in out
+    out = lab.run("error_handling.py", "--closed-port", "9").stdout
+    assert f"connect to closed port {HOST_IP}:9: ConnectionRefusedError errno=ECONNREFUSED" in out
+    assert "TimeoutError errno=ETIMEDOUT" in out and "error handling: done" in out
+
+
+def test_connection_pool_against_the_kernel(lab):
+    out = lab.run("connection_pool.py", "--port", str(ECHO_PORT)).stdout
+    assert "18 requests from 6 threads:" in out and "connection pool: done" in out
 
 
 def test_dns_client_against_dnsmasq(lab):
