@@ -24,6 +24,7 @@ Quick start (see docs/stack.md)::
 from stack.drivers import Impairment, LoopbackNic, LoopbackNicPair, Nic, NicOffloads
 from stack.clock import MonotonicClock, VirtualClock
 from stack.datagram_socket import DatagramSocket
+from stack.pool import ConnectionPool
 from stack.runtime import Stack
 from stack.socket_api import (
     IpAddress,
@@ -39,6 +40,7 @@ from stack.stream_socket import StreamSocket
 from stack.tcp import ListenerInfo, TcpConfig, TcpInfo
 
 __all__ = [
+    "ConnectionPool",
     "DatagramSocket",
     "Impairment",
     "IpAddress",

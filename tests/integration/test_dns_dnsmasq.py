@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import time
 
 import pytest
 
 from support.cli import assert_one_line_error, mnet
+from support.dnsmasq import dnsmasq_argv, wait_for_dnsmasq
 
 pytestmark = pytest.mark.integration
 
@@ -32,30 +31,8 @@ WAIT = 10.0
 BIG = [f"10.2.0.{i}" for i in range(1, 61)]
 
 
-def dnsmasq_argv() -> list[str]:
-    argv = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--pid-file=",
-            "--user=root", "--log-facility=-", "--log-queries", f"--port={DNS_PORT}",
-            f"--listen-address={HOST_IP}", "--bind-interfaces", "--local=/test/",
-            "--address=/plain.test/10.1.2.3", "--host-record=v6.test,10.1.2.4,2001:db8::4",
-            "--cname=alias.test,v6.test"]
-    return argv + [f"--host-record=big.test,{ip}" for ip in BIG]
-
-
-def wait_for_dnsmasq(netns: str, proc: subprocess.Popen) -> None:
-    """Bounded: until the kernel in the namespace gets an answer from dnsmasq over UDP."""
-    code = ("import socket,sys,time\n"
-            "q=bytes.fromhex('00010100000100000000000005706c61696e04746573740000010001')\n"
-            "end=time.monotonic()+float(sys.argv[3])\n"
-            "while time.monotonic()<end:\n"
-            "    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(0.2)\n"
-            "    try:\n"
-            "        s.sendto(q,(sys.argv[1],int(sys.argv[2]))); s.recv(512); print('up'); break\n"
-            "    except OSError: time.sleep(0.1)\n")
-    r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code, HOST_IP, str(DNS_PORT), str(WAIT)],
-                       capture_output=True, text=True, timeout=WAIT + 10)
-    if r.stdout.strip() != "up":
-        proc.terminate()
-        pytest.fail(f"dnsmasq did not answer within {WAIT:.0f} s: {proc.communicate(timeout=5)}")
+RECORDS = ["--local=/test/", "--address=/plain.test/10.1.2.3", "--host-record=v6.test,10.1.2.4,2001:db8::4",
+           "--cname=alias.test,v6.test"] + [f"--host-record=big.test,{ip}" for ip in BIG]
 
 
 class Lab:
@@ -79,8 +56,9 @@ class Lab:
             ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
             ns.link_up("lo", netns=netns)  # the readiness probe talks to dnsmasq from inside the namespace
             with open(self.log, "wb") as log:
-                self.dnsmasq = ns.run_in_netns(netns, dnsmasq_argv(), stdout=log, stderr=subprocess.STDOUT)
-            wait_for_dnsmasq(netns, self.dnsmasq)
+                self.dnsmasq = ns.run_in_netns(netns, dnsmasq_argv(HOST_IP, DNS_PORT, RECORDS), stdout=log,
+                                               stderr=subprocess.STDOUT)
+            wait_for_dnsmasq(netns, self.dnsmasq, HOST_IP, DNS_PORT, WAIT)
             self.nic = VirtioNetNic(str(tmp / "stack.sock"), timeout=WAIT)
             self.stack = Stack(self.nic, f"{STACK_IP}/24").start()
         except BaseException:

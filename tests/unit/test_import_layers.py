@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TOP_PACKAGES = ("nicdev", "stack", "guest", "qemu", "mnet", "scripts")
+TOP_PACKAGES = ("nicdev", "stack", "guest", "qemu", "mnet", "scripts", "examples")
 
 # The stack's protocol floor: sans-IO machines and their small helpers; they
 # read and write wire formats and know nothing of NICs, threads or sockets.
@@ -44,13 +44,17 @@ RULES: dict[str, tuple[str, ...]] = {
     "stack.tls": ("stack.tls",) + SOCKETS,
     # The DNS client runs the resolver's sans-IO machine over the stack's sockets.
     "stack.dns.client": BELOW_SOCKETS + SOCKETS,
+    # The connection pool opens and checks STREAM sockets; it sees the socket API and TCP's states.
+    "stack.pool": ("stack.pool", "stack.tcp") + SOCKETS,
     "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
     "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
     "guest": ("guest",),
     "qemu": ("qemu", "guest"),
-    "mnet": TOP_PACKAGES[:-1],
+    "mnet": ("nicdev", "stack", "guest", "qemu", "mnet"),
     "scripts": ("nicdev", "stack", "guest", "qemu", "scripts"),
+    # The socket guide's example programs: the stack's public API only (its NIC drivers included).
+    "examples": ("stack",),
 }
 
 
@@ -284,3 +288,12 @@ def test_the_socket_runtime_import_loop_is_a_cycle():
 
 def test_a_module_outside_the_table_is_reported():
     assert violations(_tree(stack2__x="")) == ["stack2: no rule in the table", "stack2.x: no rule in the table"]
+
+
+def test_the_examples_are_checked_and_see_only_the_stack():
+    assert "examples.echo_client" in project_sources()
+    tree = _tree(examples__ok="from stack.drivers import VirtioNetNic\n", stack__drivers__init="",
+                 examples__bad="from nicdev.net.switch import Switch\nimport mnet.cli\n",
+                 nicdev__net__switch="", mnet__cli="")
+    assert sorted(v.split(" (")[0] for v in violations(tree) if v.startswith("examples")) == [
+        "examples.bad:1 imports nicdev.net.switch", "examples.bad:2 imports mnet.cli"]
