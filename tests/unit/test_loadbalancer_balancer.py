@@ -32,6 +32,7 @@ def replay(b: Balancer, history) -> float:
     for what, k in history:
         i = k % len(b.backends)
         if what == "fail":
+            b.opening(i)
             b.connect_failed(i, "refused")
         elif what == "check-fail":
             now += 60.0
@@ -42,6 +43,7 @@ def replay(b: Balancer, history) -> float:
             b.checks_due(now)
             b.check_passed(i)
         elif what == "open" and b.backends[i].up:
+            b.opening(i)
             b.connected(i)
         elif what == "close" and b.backends[i].active:
             b.closed(i, 10, 20)
@@ -75,6 +77,7 @@ def test_sequential_connections_share_the_up_backends_evenly(n, policy, history,
     for _ in range(rounds * len(up)):
         i = b.choose()
         picks.append(i)
+        b.opening(i)
         b.connected(i)
         b.closed(i, 0, 0)
     assert Counter(picks) == {i: rounds for i in up}
@@ -82,6 +85,7 @@ def test_sequential_connections_share_the_up_backends_evenly(n, policy, history,
 
 @given(n=st.integers(1, 6), history=events)
 def test_least_conn_picks_a_backend_with_the_fewest_open_connections(n, history):
+    # Connections being opened count too: a burst of clients is spread before any connects.
     b = balancer(n, "least-conn")
     replay(b, history)
     for _ in range(2 * n):
@@ -90,7 +94,7 @@ def test_least_conn_picks_a_backend_with_the_fewest_open_connections(n, history)
             assert not any(s.up for s in b.backends)
             return
         assert b.backends[i].active == min(s.active for s in b.backends if s.up)
-        b.connected(i)
+        b.opening(i)
 
 
 @given(n=st.integers(1, 6), policy=st.sampled_from(POLICIES), history=events, which=st.integers(0, 5))
@@ -98,6 +102,7 @@ def test_a_backend_is_chosen_again_once_its_check_passes(n, policy, history, whi
     b = balancer(n, policy)
     now = replay(b, history)
     i = which % n
+    b.opening(i)
     b.connect_failed(i, "refused")
     assert i not in [b.choose() for _ in range(n)]
     b.checks_due(now + 60.0)
@@ -112,13 +117,17 @@ def test_a_backend_is_chosen_again_once_its_check_passes(n, policy, history, whi
 
 def test_changes_are_reported_once_per_change_and_counted():
     b = balancer(2)
+    b.opening(1)
     assert b.connect_failed(1, "Connection refused") == Change(1, ADDRESSES[1], False, "Connection refused")
+    b.opening(1)
     assert b.connect_failed(1, "again") is None  # down already: counted, not reported
     assert b.backends[1].failures == 2 and b.backends[1].reason == "Connection refused"
+    assert b.backends[1].active == 0
     b.checks_due(0.0)
     assert b.check_passed(0) is None  # it was up: no change
     assert str(b.check_passed(1)) == f"backend {ADDRESSES[1]} is up"
-    assert str(b.connect_failed(0, "x (health check)")) == f"backend {ADDRESSES[0]} is down: x (health check)"
+    b.checks_due(5.0)
+    assert str(b.check_failed(0, "x (health check)")) == f"backend {ADDRESSES[0]} is down: x (health check)"
 
 
 @given(interval=st.floats(0.01, 100), steps=st.lists(st.floats(0, 50), max_size=30))

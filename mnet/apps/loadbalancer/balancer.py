@@ -13,7 +13,8 @@ Rules:
   failed connection attempt or health check marks it down at once, one
   passed health check marks it up again.
 - round-robin: the backends in turn, skipping those that are down.
-- least-conn: the backend with the fewest active (relayed) connections;
+- least-conn: the backend with the fewest active connections (relayed, or
+  being opened);
   among equals, the next one in turn, so idle backends share the load.
 - Each backend is checked every ``check_interval`` seconds, one check at a
   time (the next is due ``check_interval`` after the last one started).
@@ -33,7 +34,7 @@ class BackendState:
     address: str
     up: bool = True
     reason: str = ""          # why it is down
-    active: int = 0           # connections relayed to it now
+    active: int = 0           # connections relayed to it or being opened, now
     connections: int = 0      # connections relayed to it in all
     failures: int = 0         # connection attempts and health checks that failed
     sent: int = 0             # bytes relayed from clients to it
@@ -87,11 +88,14 @@ class Balancer:
         return chosen
 
     # -- connections -----------------------------------------------------------------------
+    def opening(self, index: int) -> None:
+        """A connection to backend ``index`` is being opened for a client: it counts as active
+        from now on, so a burst of clients is spread before their connections complete."""
+        self.backends[index].active += 1
+
     def connected(self, index: int) -> None:
-        """A connection to backend ``index`` was opened and is relayed from now on."""
-        b = self.backends[index]
-        b.active += 1
-        b.connections += 1
+        """The connection being opened to backend ``index`` is open, and relayed from now on."""
+        self.backends[index].connections += 1
 
     def closed(self, index: int, sent: int, received: int) -> None:
         """A relayed connection ended after ``sent`` bytes to the backend and ``received`` from it."""
@@ -101,8 +105,10 @@ class Balancer:
         b.received += received
 
     def connect_failed(self, index: int, reason: str) -> Change | None:
-        """An attempt to connect to backend ``index`` failed (refused, timed out...)."""
-        self.backends[index].failures += 1
+        """The connection being opened to backend ``index`` failed (refused, timed out...)."""
+        b = self.backends[index]
+        b.active -= 1
+        b.failures += 1
         return self._set(index, False, reason)
 
     # -- health checks ---------------------------------------------------------------------

@@ -96,6 +96,7 @@ class Session:
                 self._refuse()
                 return
             self.tried.add(index)
+            self.lb.balancer.opening(index)
             try:
                 sock = self.lb.connect(index)
             except OSError as exc:  # (no route, out of ports): this backend cannot be reached now
