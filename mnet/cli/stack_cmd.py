@@ -23,6 +23,15 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
                              how many bytes came and their SHA-256
   tcp-source:PORT,bytes=N    send N pseudo-random bytes to each connection,
                              then close it; prints their SHA-256
+  lb:PORT,backend=IP:PORT[,backend=IP:PORT...][,policy=round-robin|least-conn]
+     [,check=SECONDS][,timeout=SECONDS]
+                             a TCP load balancer: each connection is relayed
+                             to a backend taken in turn (round-robin, the
+                             default) or with the fewest connections
+                             (least-conn); a backend whose connection attempt
+                             or health check (a connect every check= seconds,
+                             default 1) fails is down, and skipped, until a
+                             check passes (docs/loadbalancer.md)
 
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is
@@ -37,7 +46,8 @@ reaped, index moves, kicks, interrupts, drops, vhost-user messages.
 
 The stack answers ARP and ping, and TCP connections to other ports get a
 reset. SIGUSR1 prints the TCP connection table (like `ss -ti`: state,
-queues, addresses, cwnd, srtt, retransmits). Runs until SIGINT/SIGTERM,
+queues, addresses, cwnd, srtt, retransmits) and each load balancer's
+backends (state, connections, failures, bytes). Runs until SIGINT/SIGTERM,
 then prints the connection table and its counters and exits 0 (1 if the
 stack's thread failed).
 """
@@ -113,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
             if flags["table"]:
                 flags["table"] = False
                 report(connection_table(stack))
+                for t in threads:
+                    if hasattr(t, "status"):
+                        report(t.status())  # (an application's own table: the load balancer's backends)
             if stack.failure is not None:
                 report(f"stack stopped: {stack.failure}")
                 status = 1

@@ -5,7 +5,8 @@ starts it, as ``module:function``; the module is imported only when the
 service starts, so an application may use anything in mnet.services.
 The function is called as ``start(stack, svc, stopping, report)`` and returns
 the thread that serves it until ``stopping`` is set (ServiceError if it
-cannot start: the CLI says it in one line).
+cannot start: the CLI says it in one line). A thread with a ``status()``
+method has `mnet stack` print what it returns on SIGUSR1.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 from typing import Callable
 
 STARTERS: dict[str, str] = {
+    "lb": "mnet.apps.loadbalancer.service:start",
 }
 
 

@@ -53,9 +53,21 @@ class ServiceLoop:
         self.poller.register(handler.sock, events)
 
     def want(self, handler: Handler, events: PollEvent) -> None:
-        """``handler`` now waits for ``events`` (no system call when nothing changes)."""
-        if self._events.get(handler.sock) != events:
-            self._events[handler.sock] = events
+        """``handler`` now waits for ``events`` (no system call when nothing changes).
+
+        ``PollEvent.NONE`` stops watching the socket altogether, hang-ups and
+        errors included, until the next ``want``: a handler that cannot act on
+        its socket now (its buffer is full) is not woken again and again by a
+        level-triggered hang-up."""
+        before = self._events.get(handler.sock)
+        if before == events:
+            return
+        self._events[handler.sock] = events
+        if not events:
+            self.poller.unregister(handler.sock)
+        elif before == PollEvent.NONE:
+            self.poller.register(handler.sock, events)
+        else:
             self.poller.modify(handler.sock, events)
 
     def remove(self, handler: Handler) -> None:

@@ -48,11 +48,20 @@ class ServiceKind:
     check: Callable[[Service], None] | None = None  # raises ServiceSpecError for a bad value
 
 
+def _check_lb(svc: Service) -> None:
+    from mnet.apps.loadbalancer.options import check_options  # (when an lb is asked for: it needs the stack)
+
+    check_options(svc)
+
+
 KINDS: dict[str, ServiceKind] = {k.name: k for k in (
     ServiceKind("udp-echo", "udp-echo:PORT"),
     ServiceKind("tcp-echo", "tcp-echo:PORT"),
     ServiceKind("tcp-discard", "tcp-discard:PORT"),
     ServiceKind("tcp-source", "tcp-source:PORT,bytes=N", keys=("bytes",), required=("bytes",)),
+    ServiceKind("lb", "lb:PORT,backend=IP:PORT[,backend=IP:PORT...][,policy=round-robin|least-conn]"
+                "[,check=SECONDS][,timeout=SECONDS]", keys=("backend", "policy", "check", "timeout"),
+                required=("backend",), repeatable=("backend",), check=_check_lb),
 )}
 
 SERVICES = tuple(KINDS)
@@ -87,7 +96,7 @@ def _parse_options(text: str, kind: ServiceKind, port: int, params: str) -> tupl
     """The ``key=value`` pairs after the port, each checked against the kind's keys."""
     if params and not kind.keys:
         raise ServiceSpecError(f"bad --serve '{text}': {kind.name} takes no parameters")
-    example = kind.form.replace("PORT", str(port))
+    example = kind.form.replace("PORT", str(port), 1)  # (the first: the service's own)
     pairs = []
     for item in params.split(",") if params else ():
         key, eq, value = item.partition("=")
