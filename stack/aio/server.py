@@ -22,7 +22,7 @@ from stack.stream_socket import StreamSocket
 __all__ = ["StackServer"]
 
 # accept() errors that end one connection attempt, not the server (as asyncio's accept loop).
-_ONE_CONNECTION = (errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EAGAIN)
+_ONE_CONNECTION = (errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO)
 
 
 class StackServer(asyncio.AbstractServer):

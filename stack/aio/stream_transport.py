@@ -23,7 +23,7 @@ import warnings
 from stack.aio.addresses import address_tuple
 from stack.aio.flow import WriteFlowControl
 from stack.aio.socket_view import SocketView
-from stack.socket_api import Shutdown
+from stack.socket_api import Shutdown, SocketOption
 from stack.stream_socket import StreamSocket
 
 __all__ = ["StackStreamTransport"]
@@ -53,6 +53,11 @@ class StackStreamTransport(asyncio.Transport):
                  waiter: asyncio.Future | None = None, server=None) -> None:
         super().__init__(_names(sock))
         sock.set_nonblocking(True)
+        # As asyncio's TCP transports: no Nagle, so small writes do not wait for an ACK.
+        try:
+            sock.set_option(SocketOption.TCP_NO_DELAY, True)
+        except OSError:
+            pass  # (a connection already over: the first read reports it)
         self._loop = loop
         self._sock: StreamSocket | None = sock
         self._fd = sock.fileno()

@@ -82,6 +82,7 @@ def test_echo_through_streams_with_asyncio_names_and_addresses(stacks, no_leaks)
             view = writer.get_extra_info("socket")
             assert view.getpeername() == ("10.0.0.2", 7) and view.family == socket.AF_INET
             assert view.type == socket.SOCK_STREAM and view.stack_socket.tcp_info().state.name == "ESTABLISHED"
+            assert view.stack_socket.get_option(SocketOption.TCP_NO_DELAY) is True, "no Nagle, as asyncio"
             writer.write(b"hello, asyncio\n")
             await writer.drain()
             assert await reader.readline() == b"hello, asyncio\n"
