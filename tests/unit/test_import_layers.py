@@ -42,6 +42,8 @@ RULES: dict[str, tuple[str, ...]] = {
     **{p: BELOW_SOCKETS + SOCKETS for p in SOCKETS},
     # TLS wraps STREAM sockets: it sees only the socket API, never the runtime.
     "stack.tls": ("stack.tls",) + SOCKETS,
+    # asyncio's transports over the stack's sockets: the socket API only, never the runtime.
+    "stack.aio": ("stack.aio",) + SOCKETS,
     # The DNS client runs the resolver's sans-IO machine over the stack's sockets.
     "stack.dns.client": BELOW_SOCKETS + SOCKETS,
     # The connection pool opens and checks STREAM sockets; it sees the socket API and TCP's states.
