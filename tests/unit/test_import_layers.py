@@ -45,7 +45,10 @@ RULES: dict[str, tuple[str, ...]] = {
     # The DNS client runs the resolver's sans-IO machine over the stack's sockets.
     "stack.dns.client": BELOW_SOCKETS + SOCKETS,
     "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
-    "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
+    # A monitor's view of an interface: read only, plain data out.
+    "stack.snapshot": BELOW_SOCKETS,
+    "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.snapshot",
+                                                "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
     "guest": ("guest",),
     "qemu": ("qemu", "guest"),
