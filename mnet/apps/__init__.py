@@ -1,0 +1,1 @@
+"""The socket guide's applications, written against the MultiOS stack."""
