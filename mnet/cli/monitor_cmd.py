@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 DESCRIPTION = """\
@@ -66,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), status=1) from None
     except KeyboardInterrupt:
         return 0        # Ctrl-C is how live mode ends
+    except BrokenPipeError:
+        # The reader went away (`mnet monitor --interval 1 | head`): done, quietly;
+        # stdout points at /dev/null so that the exit's flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         close()
     return 0

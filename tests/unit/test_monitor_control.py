@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
 from mnet.apps.monitor.control import MAX_SOCKET_ROWS, StackControlHandler
+from mnet.apps.monitor.live import CLEAR
 from mnet.apps.monitor.server import StackControlServer, default_stack_control_path, find_stacks
 from mnet.cli.main import main
 from nicdev.net.control import MAX_REQUEST
@@ -136,3 +143,49 @@ def test_mnet_monitor_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"mnet monitor: no stack listening at {tmp_path}/gone.sock (no such socket)\n"
     assert main(["monitor", "--control", "x.sock", "--interval", "-1"]) == 2
     assert capsys.readouterr().err == "mnet monitor: bad --interval -1: give a number of seconds above 0\n"
+
+
+def _live_monitor(path: str, **popen):
+    return subprocess.Popen([sys.executable, "-m", "mnet.cli.main", "monitor", "--control", path,
+                             "--interval", "0.1", "--view", "ip"], stdin=subprocess.DEVNULL, **popen)
+
+
+def test_live_mode_redraws_a_terminal_and_ctrl_c_exits_0(running):
+    _, server = running
+    leader, follower = pty.openpty()
+    proc = _live_monitor(server.path, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while seen.count(CLEAR.encode()) < 2 and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                seen += os.read(leader, 65536)
+        assert seen.count(CLEAR.encode()) >= 2, f"two redraws within 20 s, got: {seen[-2000:]!r}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stderr.close()
+        os.close(leader)
+    assert b"inet 10.0.0.2/24" in seen and f"stack at {server.path} at ".encode() in seen
+
+
+def test_live_mode_into_a_pipe_that_closes_ends_quietly(running):
+    _, server = running
+    proc = _live_monitor(server.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline()            # the first refresh's stamp line
+        proc.stdout.close()                       # like `| head -1`
+        assert proc.wait(20) == 0
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stderr.close()
+    assert first.startswith(f"--- stack at {server.path} at ".encode()), first
+    assert err == b"", err
