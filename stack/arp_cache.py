@@ -26,7 +26,7 @@ from typing import Any
 
 from stack.wire import MacAddress
 
-__all__ = ["ArpCache", "ArpPollResult"]
+__all__ = ["ArpCache", "ArpPollResult", "Neighbour"]
 
 
 @dataclass
@@ -46,6 +46,25 @@ class ArpPollResult:
     requests: list[IPv4Address] = field(default_factory=list)  # send a request for each
     probes: list[tuple[IPv4Address, MacAddress]] = field(default_factory=list)  # a request to that MAC only
     failed: list[tuple[IPv4Address, list[Any]]] = field(default_factory=list)  # unresolved + their packets
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One entry of the table as ``ip neigh`` shows it (plain data).
+
+    ``state``: ``INCOMPLETE`` (being resolved), ``REACHABLE`` (resolved) or
+    ``PROBE`` (resolved, in use near its end: unicast probes are out).
+    ``confirmed`` says how many seconds ago the last answer came (None while
+    incomplete), ``expires_in`` when a resolved entry ages out; ``queued`` are
+    the packets waiting for the answer, ``tries`` the requests sent so far."""
+
+    ip: IPv4Address
+    mac: MacAddress | None
+    state: str
+    confirmed: float | None
+    expires_in: float | None
+    queued: int
+    tries: int
 
 
 class ArpCache:
@@ -92,6 +111,17 @@ class ArpCache:
     def entries(self, now: float) -> dict[IPv4Address, MacAddress | None]:
         """A snapshot: resolved entries with their MAC, incomplete ones with None."""
         return {ip: e.mac for ip, e in self._entries.items() if e.mac is None or now < e.expires}
+
+    def neighbours(self, now: float) -> list[Neighbour]:
+        """Every live entry with its state and age, sorted by address (read only)."""
+        rows = []
+        for ip, e in sorted(self._entries.items()):
+            if e.mac is None:
+                rows.append(Neighbour(ip, None, "INCOMPLETE", None, None, len(e.queue), e.tries))
+            elif now < e.expires:
+                rows.append(Neighbour(ip, e.mac, "PROBE" if e.refreshing else "REACHABLE",
+                                      now - (e.expires - self.reachable_time), e.expires - now, 0, e.tries))
+        return rows
 
     # -- changes --------------------------------------------------------------
     def enqueue(self, ip: IPv4Address, item: Any, now: float) -> list[Any]:

@@ -53,5 +53,8 @@ class RawTable:
             out.append(sock)
         return out
 
+    def sockets(self) -> list[RawSocketState]:
+        return list(self._sockets)
+
     def __len__(self) -> int:
         return len(self._sockets)

@@ -17,7 +17,7 @@ import errno
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-__all__ = ["RouteKind", "Route", "RouteTable", "LOOPBACK_NET", "LIMITED_BROADCAST", "UNSPECIFIED"]
+__all__ = ["RouteKind", "Route", "RouteEntry", "RouteTable", "LOOPBACK_NET", "LIMITED_BROADCAST", "UNSPECIFIED"]
 
 LOOPBACK_NET = IPv4Network("127.0.0.0/8")
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
@@ -41,6 +41,17 @@ class Route:
     next_hop: IPv4Address | None  # None for LOCAL and BROADCAST
 
 
+@dataclass(frozen=True)
+class RouteEntry:
+    """One line of the table as ``ip route show table all`` lists it:
+    ``destination`` a network or an address, ``next_hop`` only for GATEWAY."""
+
+    destination: IPv4Network
+    kind: RouteKind
+    src: IPv4Address
+    next_hop: IPv4Address | None
+
+
 class RouteTable:
     """Routes derived from an interface's addresses and optional gateway."""
 
@@ -59,6 +70,24 @@ class RouteTable:
         if gateway is not None and not any(gateway in a.network for a in addresses):
             raise ValueError(f"gateway {gateway} is not in a connected subnet")
         self.gateway = gateway
+
+    def entries(self) -> list[RouteEntry]:
+        """The table :meth:`lookup` follows, one entry per rule, most specific
+        first within each address: its local address, its broadcast address,
+        its subnet; then loopback, the limited broadcast and the default route."""
+        rows = []
+        for a in self.addresses:
+            rows.append(RouteEntry(IPv4Network(a.ip), RouteKind.LOCAL, a.ip, None))
+            if a.network.prefixlen < 31:
+                rows.append(RouteEntry(IPv4Network(a.network.broadcast_address), RouteKind.BROADCAST, a.ip, None))
+            rows.append(RouteEntry(a.network, RouteKind.LINK, a.ip, None))
+        first = self.addresses[0].ip
+        rows.append(RouteEntry(LOOPBACK_NET, RouteKind.LOCAL, LOOPBACK_ADDR, None))
+        rows.append(RouteEntry(IPv4Network(LIMITED_BROADCAST), RouteKind.BROADCAST, first, None))
+        if self.gateway is not None:
+            via = next(a.ip for a in self.addresses if self.gateway in a.network)
+            rows.append(RouteEntry(IPv4Network("0.0.0.0/0"), RouteKind.GATEWAY, via, self.gateway))
+        return rows
 
     def is_local(self, ip: IPv4Address) -> bool:
         """An address this host answers for (own or loopback)."""

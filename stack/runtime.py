@@ -37,6 +37,7 @@ from stack.clock import Clock, MonotonicClock
 from stack.datagram_socket import DatagramSocket
 from stack.iface import Interface
 from stack.drivers import Nic, NicOffloads, TxItem
+from stack.snapshot import interface_snapshot
 from stack.socket_api import PollEvent, Socket, SocketType, poll
 from stack.stream_socket import StreamSocket
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
@@ -207,16 +208,32 @@ class Stack:
     def counters(self) -> dict[str, dict[str, int]]:
         """Per-protocol counters of the interface, plus the NIC's if it has any."""
         with self.lock:
-            snap = self.iface.counters.snapshot()
-            nic_counters = getattr(self.nic, "counters", None)
-            if nic_counters is not None:
-                snap["nic"] = dict(nic_counters)
-            snap["reassembly"] = dict(self.iface.reassembler.counters)
-            # The interface counts TCP segments in and out and their drops; the
-            # engine's glue counts RSTs, opens, ICMP verdicts: one "tcp" line.
-            tcp = snap.setdefault("tcp", {})
-            for name, value in self.iface.tcp.counters.items():
-                tcp[name] = tcp.get(name, 0) + value
+            return self._counters_locked()
+
+    def _counters_locked(self) -> dict[str, dict[str, int]]:
+        snap = self.iface.counters.snapshot()
+        nic_counters = getattr(self.nic, "counters", None)
+        if nic_counters is not None:
+            snap["nic"] = dict(nic_counters)
+        snap["reassembly"] = dict(self.iface.reassembler.counters)
+        # The interface counts TCP segments in and out and their drops; the
+        # engine's glue counts RSTs, opens, ICMP verdicts: one "tcp" line.
+        tcp = snap.setdefault("tcp", {})
+        for name, value in self.iface.tcp.counters.items():
+            tcp[name] = tcp.get(name, 0) + value
+        return snap
+
+    def snapshot(self) -> dict:
+        """Everything a monitor shows, as plain data (JSON as it is), taken at
+        one instant under the stack's lock: ``time`` (the stack's clock),
+        ``running``, ``interface``, ``neighbours``, ``routes``, ``sockets``
+        (:func:`stack.snapshot.interface_snapshot`), ``counters`` (as
+        :meth:`counters`) and ``nic`` (:meth:`stack.drivers.Nic.snapshot`:
+        link, counters, and for the virtio driver its rings). Read only."""
+        with self.lock:
+            now = self.clock.now()
+            snap = {"time": now, "running": self._running, **interface_snapshot(self.iface, now),
+                    "counters": self._counters_locked(), "nic": self.nic.snapshot()}
         return snap
 
     def connections(self) -> list[TcpInfo]:

@@ -71,6 +71,11 @@ class SocketState:
         """Number of datagrams waiting."""
         return len(self._rx)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes the waiting datagrams charge to the receive buffer (``ss``'s Recv-Q)."""
+        return self._rx_bytes
+
     # -- errors -----------------------------------------------------------------
     def set_error(self, errno_value: int) -> None:
         """Record an asynchronous error, reported (once) by the next call."""

@@ -1,1 +1,1 @@
-"""The socket guide's applications, each a `--serve` kind of `mnet stack` (mnet/services/applications.py)."""
+"""The socket guide's applications, written against the MultiOS stack (most are `--serve` kinds of `mnet stack`: mnet/services/applications.py)."""

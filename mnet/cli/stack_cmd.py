@@ -44,6 +44,11 @@ raises its descriptor limit to the hard limit.
 (set-up included) as JSON lines (docs/tracing.md): chains added, used entries
 reaped, index moves, kicks, interrupts, drops, vhost-user messages.
 
+--control PATH is the stack's control socket, where `mnet monitor` reads
+its tables (interface, ARP cache, routes, sockets, NIC rings: docs/monitor.md);
+by default stack-PID.sock in $XDG_RUNTIME_DIR/mnet (without it /run/mnet for
+root, /tmp/mnet-UID for others); 'off': none.
+
 The stack answers ARP and ping, and TCP connections to other ports get a
 reset. SIGUSR1 prints the TCP connection table (like `ss -ti`: state,
 queues, addresses, cwnd, srtt, retransmits) and each load balancer's
@@ -59,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a service to run (repeatable): " + SERVICE_FORMS)
     p.add_argument("--trace", metavar="FILE",
                    help="record the NIC driver's ring events to FILE (JSON lines)")
+    p.add_argument("--control", metavar="PATH",
+                   help="the control socket for `mnet monitor` (default stack-PID.sock in the default "
+                        "control directory; 'off': none)")
 
 
 def parse_services(texts: list[str]) -> list[Service]:
@@ -81,6 +89,7 @@ def open_trace(path: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnet.apps.monitor.server import StackControlServer
     from mnet.services.connection_table import connection_table
     from mnet.services.runner import start_service
 
@@ -109,7 +118,11 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, on_signal)
     threads = []
     status = 0
+    control = None
     try:
+        if args.control != "off":
+            control = StackControlServer(stack, args.control).start()
+            report(f"control socket {control.path}")
         for svc in services:
             try:
                 threads.append(start_service(stack, svc, stopping, report))
@@ -132,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                 break
     finally:
         stopping.set()
+        if control is not None:
+            control.close()
         report(connection_table(stack))
         stack.stop()
         for t in threads:

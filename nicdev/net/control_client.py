@@ -5,6 +5,9 @@ returns the reply's fields as a dict and raises `ControlRequestError` with
 the switch's one-line error when the switch refused the request, or
 `ControlConnectError` when no switch answers at `path`. `find_switches()`
 lists the control sockets in the default directory that a switch answers on.
+The same framing serves other processes' control sockets (`mnet stack
+--control`): `peer` names what answers in the messages, `find_listening`
+finds them by file name.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import socket
 
 from .control_server import default_control_dir
 
-__all__ = ["ControlClient", "ControlError", "ControlConnectError", "ControlRequestError", "find_switches"]
+__all__ = ["ControlClient", "ControlError", "ControlConnectError", "ControlRequestError", "find_switches",
+           "find_listening"]
 
 _MAX_REPLY = 64 << 20
 
@@ -33,11 +37,13 @@ class ControlRequestError(ControlError):
 
 
 class ControlClient:
-    """`ControlClient(path, timeout=10.0)`: requests to the switch listening on `path`."""
+    """`ControlClient(path, timeout=10.0)`: requests to the switch listening on `path`
+    (`peer`: what listens there, as the errors name it)."""
 
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
+    def __init__(self, path: str, timeout: float = 10.0, *, peer: str = "switch") -> None:
         self.path = path
         self.timeout = timeout
+        self.peer = peer
         self._sock: socket.socket | None = None
         self._file = None
 
@@ -62,10 +68,10 @@ class ControlClient:
             sock.connect(self.path)
         except FileNotFoundError:
             sock.close()
-            raise ControlConnectError(f"no switch listening at {self.path} (no such socket)") from None
+            raise ControlConnectError(f"no {self.peer} listening at {self.path} (no such socket)") from None
         except ConnectionRefusedError:
             sock.close()
-            raise ControlConnectError(f"no switch listening at {self.path} (a stale socket?)") from None
+            raise ControlConnectError(f"no {self.peer} listening at {self.path} (a stale socket?)") from None
         except OSError as exc:
             sock.close()
             raise ControlConnectError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
@@ -81,16 +87,16 @@ class ControlClient:
             line = self._file.readline(_MAX_REPLY)
         except TimeoutError:
             self.close()
-            raise ControlConnectError(f"the switch at {self.path} did not answer within {self.timeout:g} s") from None
+            raise ControlConnectError(f"the {self.peer} at {self.path} did not answer within {self.timeout:g} s") from None
         except OSError as exc:
             self.close()
             raise ControlConnectError(f"connection to {self.path} lost: {exc.strerror or exc}") from None
         if not line.endswith(b"\n"):
             self.close()
-            raise ControlConnectError(f"the switch at {self.path} closed the connection")
+            raise ControlConnectError(f"the {self.peer} at {self.path} closed the connection")
         reply = json.loads(line)
         if not reply.pop("ok", False):
-            raise ControlRequestError(reply.get("error", "the switch refused the request"))
+            raise ControlRequestError(reply.get("error", f"the {self.peer} refused the request"))
         return reply
 
     # -- one method per op ---------------------------------------------------------------
@@ -138,6 +144,12 @@ def _answers(path: str) -> bool:
 
 def find_switches(directory: str | None = None) -> list[str]:
     """The control sockets in `directory` (default: the default one) a switch listens on."""
+    return find_listening("switch-*.sock", directory)
+
+
+def find_listening(pattern: str, directory: str | None = None) -> list[str]:
+    """The sockets named like `pattern` (a glob) in `directory` (default: the
+    default one) that someone listens on."""
     directory = directory or default_control_dir()
-    paths = sorted(glob.glob(os.path.join(glob.escape(directory), "switch-*.sock")))
+    paths = sorted(glob.glob(os.path.join(glob.escape(directory), pattern)))
     return [p for p in paths if _answers(p)]

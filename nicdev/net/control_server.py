@@ -90,7 +90,7 @@ def _private_dir(path: str) -> bool:
     return False
 
 
-def _claim(path: str) -> None:
+def _claim(path: str, peer: str = "switch") -> None:
     """Remove a stale socket at `path`; refuse a live one or any other file."""
     try:
         st = os.lstat(path)
@@ -109,7 +109,7 @@ def _claim(path: str) -> None:
         pass
     finally:
         probe.close()
-    raise ControlPathError(f"a switch is already listening on {path}: give another --control PATH")
+    raise ControlPathError(f"a {peer} is already listening on {path}: give another --control PATH")
 
 
 class _Client:
@@ -129,10 +129,12 @@ class _Client:
 
 
 class ControlServer:
-    """`ControlServer(handler, path=None)`; `start(loop)`, `close()`. See the module doc."""
+    """`ControlServer(handler, path=None)`; `start(loop)`, `close()`. See the module doc.
+    `peer` names what listens (for the error when someone else already does)."""
 
-    def __init__(self, handler, path: str | None = None) -> None:
+    def __init__(self, handler, path: str | None = None, *, peer: str = "switch") -> None:
         self.handler = handler
+        self.peer = peer
         self.path = os.path.abspath(path if path is not None else default_control_path())
         if len(os.fsencode(self.path)) > _SUN_PATH_MAX:
             raise ControlPathError(f"control socket path longer than {_SUN_PATH_MAX} bytes: {self.path}")
@@ -148,7 +150,7 @@ class ControlServer:
         directory = os.path.dirname(self.path)
         try:
             self._made_dir = _private_dir(directory)
-            _claim(self.path)
+            _claim(self.path, self.peer)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
             try:
                 sock.bind(self.path)

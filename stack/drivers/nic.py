@@ -126,4 +126,20 @@ class Nic(ABC):
     def close(self) -> None:
         """Release the NIC's resources; later calls raise ``OSError(EBADF)``."""
 
+    def snapshot(self) -> dict:
+        """The card as plain data, for a monitor (read only): ``driver``,
+        ``link`` (up or not), ``mac``, ``mtu``, ``offloads`` (names), its
+        ``counters`` and its ``rings`` (one dict per queue; none here: a
+        driver with rings lists them, see ``stack.drivers.ring_state``)."""
+        counters = getattr(self, "counters", None)
+        return {
+            "driver": type(self).__name__,
+            "link": True,
+            "mac": str(self.mac),
+            "mtu": self.mtu,
+            "offloads": [flag.name for flag in NicOffloads if flag in self.offloads and flag.name],
+            "counters": dict(counters) if counters is not None else {},
+            "rings": [],
+        }
+
 

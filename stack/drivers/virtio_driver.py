@@ -75,6 +75,7 @@ from nicdev.virtio.net_hdr import VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GS
 from nicdev.virtio.ring import QueueBroken
 from nicdev.virtio.trace import DRIVER, Tracer
 from stack.drivers.nic import NO_RX_META, Nic, NicOffloads, TxItem, not_a_tx_pair
+from stack.drivers.ring_state import ring_state
 from stack.drivers.ring_trace import RingWatch, drop_counts, emit_drops
 from stack.wire import MacAddress
 
@@ -163,6 +164,7 @@ class _Link:
         # Why a kick the device did not ask for was not sent (trace records).
         self.kick_suppressed_by = "event_idx" if has(self.features, VIRTIO_F_RING_EVENT_IDX) else "no_notify"
         rx, tx = frontend.rings[RX_RING], frontend.rings[TX_RING]
+        self.rx_queue, self.tx_queue = rx.queue, tx.queue     # their geometry, for ring_state
         self.rx_kick_fd, self.tx_kick_fd = rx.kick_fd, tx.kick_fd
         self.rx_call_fd = rx.call_fd
         self.err_fds = {rx.err_fd: RX_RING, tx.err_fd: TX_RING}
@@ -481,6 +483,11 @@ class _Link:
             self.tx_watch.look()
             self._trace_kick(self.tx_watch, kick)
 
+    def ring_states(self) -> list[dict]:
+        """Both rings as plain data (`stack.drivers.ring_state`), read from ring memory."""
+        return [ring_state("rx", self.mem, self.rx_queue, self.rxq, self.counters, "rx"),
+                ring_state("tx", self.mem, self.tx_queue, self.txq, self.counters, "tx")]
+
     # -- health -------------------------------------------------------------------
     def check(self) -> str | None:
         """Is the back-end still there and are its rings whole? None, or why not."""
@@ -595,6 +602,19 @@ class VirtioNetNic(Nic):
     def drops(self) -> dict[str, int]:
         """Dropped frames by reason (the counters named *_drop_*)."""
         return {k: v for k, v in self.counters.items() if "_drop_" in k}
+
+    def snapshot(self) -> dict:
+        """`Nic.snapshot` with the link's state, the negotiated features and
+        both rings' indexes and counters (taken under the NIC's lock)."""
+        with self._lock:
+            snap = super().snapshot()
+            link = self._link
+            snap.update(driver="virtio-net", name=self.name, socket=self.socket_path, queue_size=self.queue_size,
+                        link=link is not None, last_error=self.last_error, backlog=len(self._backlog),
+                        features=[] if link is None else [n for n in describe(link.features)
+                                                          if n != "VHOST_USER_PROTOCOL_FEATURES"],
+                        rings=[] if link is None or self._closed else link.ring_states())
+            return snap
 
     def describe(self) -> str:
         """One line: link state and negotiated features."""

@@ -49,7 +49,10 @@ RULES: dict[str, tuple[str, ...]] = {
     # The connection pool opens and checks STREAM sockets; it sees the socket API and TCP's states.
     "stack.pool": ("stack.pool", "stack.tcp") + SOCKETS,
     "stack.caller_drive": ("stack.caller_drive",),  # descriptors and a condition: no project imports
-    "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.runtime"),
+    # A monitor's view of an interface: read only, plain data out.
+    "stack.snapshot": BELOW_SOCKETS,
+    "stack.runtime": BELOW_SOCKETS + SOCKETS + ("stack.drivers", "stack.caller_drive", "stack.snapshot",
+                                                "stack.runtime"),
     "stack": ("stack",),            # the package facade and stack.testing: the whole stack
     "guest": ("guest",),
     "qemu": ("qemu", "guest"),
