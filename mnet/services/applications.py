@@ -14,6 +14,8 @@ import threading
 from typing import Callable
 
 STARTERS: dict[str, str] = {
+    "http": "mnet.apps.http.service:start_http",
+    "https": "mnet.apps.http.service:start_https",
 }
 
 
