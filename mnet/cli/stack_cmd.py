@@ -32,6 +32,15 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
                              or health check (a connect every check= seconds,
                              default 1) fails is down, and skipped, until a
                              check passes (docs/loadbalancer.md)
+  http:PORT[,root=DIR][,workers=N][,queue=N][,timeout=S]
+                             an HTTP/1.1 server (GET, HEAD, keep-alive) on
+                             a pool of N worker threads (default 8): the
+                             files under DIR, or without root= a page at /
+                             and the counters as JSON at /status; one
+                             access-log line per request (docs/http.md)
+  https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N]
+                             the same over TLS 1.2/1.3 (PEM certificate
+                             chain and key)
 
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is

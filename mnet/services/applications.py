@@ -16,6 +16,8 @@ from typing import Callable
 
 STARTERS: dict[str, str] = {
     "lb": "mnet.apps.loadbalancer.service:start",
+    "http": "mnet.apps.http.service:start_http",
+    "https": "mnet.apps.http.service:start_https",
 }
 
 

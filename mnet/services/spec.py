@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from mnet.apps.http.options import HTTP_KEYS, HTTPS_KEYS, check_http, check_https
+
 from .errors import ServiceSpecError
 
 
@@ -62,6 +64,9 @@ KINDS: dict[str, ServiceKind] = {k.name: k for k in (
     ServiceKind("lb", "lb:PORT,backend=IP:PORT[,backend=IP:PORT...][,policy=round-robin|least-conn]"
                 "[,check=SECONDS][,timeout=SECONDS]", keys=("backend", "policy", "check", "timeout"),
                 required=("backend",), repeatable=("backend",), check=_check_lb),
+    ServiceKind("http", "http:PORT[,root=DIR][,workers=N]", keys=HTTP_KEYS, check=check_http),
+    ServiceKind("https", "https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N]", keys=HTTPS_KEYS,
+                required=("cert", "key"), check=check_https),
 )}
 
 SERVICES = tuple(KINDS)
