@@ -41,6 +41,10 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
   https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N]
                              the same over TLS 1.2/1.3 (PEM certificate
                              chain and key)
+  chat:PORT[,max_clients=N][,max_line=BYTES]
+                             a line-based chat room (plain `nc` is a client):
+                             the first line is the nickname, then each line
+                             goes to the others (docs/chat.md)
 
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is

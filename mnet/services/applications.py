@@ -18,6 +18,7 @@ STARTERS: dict[str, str] = {
     "lb": "mnet.apps.loadbalancer.service:start",
     "http": "mnet.apps.http.service:start_http",
     "https": "mnet.apps.http.service:start_https",
+    "chat": "mnet.apps.chat.server:start",
 }
 
 
