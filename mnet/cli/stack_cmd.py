@@ -23,6 +23,10 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
                              how many bytes came and their SHA-256
   tcp-source:PORT,bytes=N    send N pseudo-random bytes to each connection,
                              then close it; prints their SHA-256
+  chat:PORT[,max_clients=N][,max_line=BYTES]
+                             a line-based chat room (plain `nc` is a client):
+                             the first line is the nickname, then each line
+                             goes to the others (docs/chat.md)
 
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is

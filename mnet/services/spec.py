@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from mnet.apps.chat.options import chat_options
+
 from .errors import ServiceSpecError
 
 
@@ -53,6 +55,8 @@ KINDS: dict[str, ServiceKind] = {k.name: k for k in (
     ServiceKind("tcp-echo", "tcp-echo:PORT"),
     ServiceKind("tcp-discard", "tcp-discard:PORT"),
     ServiceKind("tcp-source", "tcp-source:PORT,bytes=N", keys=("bytes",), required=("bytes",)),
+    ServiceKind("chat", "chat:PORT[,max_clients=N][,max_line=BYTES]", keys=("max_clients", "max_line"),
+                check=chat_options),
 )}
 
 SERVICES = tuple(KINDS)

@@ -18,9 +18,11 @@ ACCEPTS_PER_WAKEUP = 64  # bound the listener's turn, so the connections get the
 class AcceptHandler:
     """The listening socket of a TCP service: each accepted connection gets the service's handler."""
 
-    def __init__(self, loop: ServiceLoop, listener, svc: Service) -> None:
+    def __init__(self, loop: ServiceLoop, listener, svc: Service, make=None) -> None:
+        """``make(loop, conn, peer, svc)`` gives an accepted connection's handler (by default
+        the service's in tcp_handlers.HANDLERS; an application passes its own)."""
         self.loop, self.sock, self.svc = loop, listener, svc
-        self.make = HANDLERS[svc.kind]
+        self.make = make or HANDLERS[svc.kind]
 
     def start(self) -> None:
         self.loop.add(self, PollEvent.READ)
