@@ -6,7 +6,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import dns, echo
+from . import chat, dns, echo
 from .lab import open_lab
 from .report import Report, step
 
@@ -19,12 +19,13 @@ GUEST_CHECKS = [
     ("ping", "guest: busybox ping", echo.guest_ping),
     ("udp echo", "guest: socat", echo.guest_udp_echo),
     ("tcp echo", "guest: socat", echo.guest_tcp_echo),
+    ("chat", "host: nc + guest: busybox nc", chat.host_and_guest_chat),
 ]
 
 
 def services() -> list[str]:
     """What the stack serves, as `mnet stack --serve` spells it."""
-    return [f"udp-echo:{echo.ECHO_PORT}", f"tcp-echo:{echo.ECHO_PORT}"]
+    return [f"udp-echo:{echo.ECHO_PORT}", f"tcp-echo:{echo.ECHO_PORT}", f"chat:{chat.CHAT_PORT}"]
 
 
 def run_tour(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ EXPECTED = [
     ("ping", "guest: busybox ping"),
     ("udp echo", "guest: socat"),
     ("tcp echo", "guest: socat"),
+    ("chat", "host: nc + guest: busybox nc"),
 ]
 REPORT_LINE = re.compile(r"^(PASS|FAIL)  (.+?) {2,}(.+?) {2,}(\S.*)$")
 
