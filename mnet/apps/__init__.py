@@ -1,1 +1,2 @@
-"""The applications `mnet stack --serve` runs besides the built-in services (one package each)."""
+"""Applications that run on the MultiOS stack (each in its own package), started by
+`mnet stack --serve` through mnet/services/applications.py."""

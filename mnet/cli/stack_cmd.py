@@ -27,6 +27,15 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
                              a line-based chat room (plain `nc` is a client):
                              the first line is the nickname, then each line
                              goes to the others (docs/chat.md)
+  http:PORT[,root=DIR][,workers=N][,queue=N][,timeout=S]
+                             an HTTP/1.1 server (GET, HEAD, keep-alive) on
+                             a pool of N worker threads (default 8): the
+                             files under DIR, or without root= a page at /
+                             and the counters as JSON at /status; one
+                             access-log line per request (docs/http.md)
+  https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N]
+                             the same over TLS 1.2/1.3 (PEM certificate
+                             chain and key)
 
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is

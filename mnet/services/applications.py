@@ -15,6 +15,8 @@ from typing import Callable
 
 STARTERS: dict[str, str] = {
     "chat": "mnet.apps.chat.server:start",
+    "http": "mnet.apps.http.service:start_http",
+    "https": "mnet.apps.http.service:start_https",
 }
 
 

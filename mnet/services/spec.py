@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mnet.apps.chat.options import chat_options
+from mnet.apps.http.options import HTTP_KEYS, HTTPS_KEYS, check_http, check_https
 
 from .errors import ServiceSpecError
 
@@ -57,6 +58,9 @@ KINDS: dict[str, ServiceKind] = {k.name: k for k in (
     ServiceKind("tcp-source", "tcp-source:PORT,bytes=N", keys=("bytes",), required=("bytes",)),
     ServiceKind("chat", "chat:PORT[,max_clients=N][,max_line=BYTES]", keys=("max_clients", "max_line"),
                 check=chat_options),
+    ServiceKind("http", "http:PORT[,root=DIR][,workers=N]", keys=HTTP_KEYS, check=check_http),
+    ServiceKind("https", "https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N]", keys=HTTPS_KEYS,
+                required=("cert", "key"), check=check_https),
 )}
 
 SERVICES = tuple(KINDS)

@@ -1,0 +1,148 @@
+"""One HTTP connection on a worker thread: requests read with a deadline, answered in
+order (pipelined ones too), kept alive or closed, one access-log line each.
+
+Every request must arrive whole within ``timeout`` seconds of the moment the
+server starts waiting for it. A client that sends part of a request (or, on a
+new connection, nothing) in that time gets 408 and is closed: a slowloris
+client holds one worker for at most ``timeout``, never the others. A kept-alive
+connection on which nothing more comes is closed without a word, as browsers
+expect. Sends are bounded by the same timeout. Closing is graceful: our FIN,
+then what the client still sends is read and dropped (at most
+``LINGER`` seconds) so that closing over unread bytes does not reset the
+connection and destroy the response on its way (a "lingering close").
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from stack import Shutdown
+
+from .handler import respond
+from .parser import HttpError, Limits, Request, RequestParser
+from .response import FileBody, Response, error_response
+from .stats import ServerStats
+
+RECV = 65536
+FILE_CHUNK = 65536
+LINGER = 1.0          # seconds a closing connection's late input is read for
+LINGER_BYTES = 1 << 20
+VERSION = "HTTP/1.1"  # what the server speaks, whatever the request's version (RFC 9110 section 2.5)
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass
+class ServerSettings:
+    """What every connection of one server shares."""
+
+    label: str                      # "http:8080", first word of each log line
+    site: object                    # get(Target) -> Response: DirectorySite or FixedSite
+    report: Callable[[str], None]
+    now: Callable[[], float]        # the stack's clock (socket timeouts run on it)
+    stopping: threading.Event
+    limits: Limits = Limits()
+    timeout: float = 10.0
+    max_requests: int = 100         # per connection, then Connection: close
+    stats: ServerStats = field(default_factory=ServerStats)
+
+
+def log_time(now: float | None = None) -> str:
+    """Common log format's ``07/Dec/2026:03:04:05 +0000`` (month names fixed, not the locale's)."""
+    t = time.gmtime(now)
+    return f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+
+
+class HttpConnection:
+    """Serve the requests of one connected socket (stack STREAM or TLS) until it ends."""
+
+    def __init__(self, sock, peer_ip: str, settings: ServerSettings) -> None:
+        self.sock, self.peer_ip, self.s = sock, peer_ip, settings
+        self.parser = RequestParser(settings.limits)
+        self.served = 0
+
+    def serve(self) -> None:
+        try:
+            while True:
+                request = self._read_request(self.s.now() + self.s.timeout)
+                if request is None:
+                    return
+                response = respond(request, self.s.site)
+                keep = (request.keep_alive and self.served + 1 < self.s.max_requests
+                        and not self.s.stopping.is_set())
+                self._send(response, keep, request)
+                self.served += 1
+                if not keep:
+                    return
+        except OSError:
+            self.s.stats.count("connections_broken")  # reset, timed out while sending, stack down
+        finally:
+            self._close()
+
+    def _read_request(self, deadline: float) -> Request | None:
+        """The next request; None when the connection is over (an error answered, the end, idle)."""
+        while True:
+            try:
+                request = self.parser.next_request()
+            except HttpError as exc:
+                self._send(error_response(exc.status, exc.message), False, None)
+                return None
+            if request is not None:
+                return request
+            left = deadline - self.s.now()
+            if left <= 0:
+                if self.parser.partial or self.served == 0:
+                    self.s.stats.count("request_timeouts")
+                    self._send(error_response(408, f"no complete request within {self.s.timeout:g} s"), False, None)
+                return None
+            self.sock.set_timeout(left)
+            try:
+                data = self.sock.recv(RECV)
+            except TimeoutError:
+                continue
+            if not data:
+                return None
+            self.parser.feed(data)
+
+    def _send(self, response: Response, keep: bool, request: Request | None) -> None:
+        self.sock.set_timeout(self.s.timeout)
+        self.sock.sendall(response.head(VERSION, keep))
+        sent = 0
+        if request is not None and request.method == "HEAD":
+            pass
+        elif isinstance(response.body, FileBody):
+            sent = self._send_file(response.body)
+        elif response.body:
+            self.sock.sendall(response.body)
+            sent = len(response.body)
+        self.s.stats.response(response.status)
+        line = request.line if request is not None else "-"
+        self.s.report(f'{self.s.label} {self.peer_ip} - - [{log_time()}] "{line}" {response.status} {sent or "-"}')
+
+    def _send_file(self, body: FileBody) -> int:
+        sent = 0
+        with open(body.path, "rb") as f:
+            while sent < body.size:
+                chunk = f.read(min(FILE_CHUNK, body.size - sent))
+                if not chunk:  # the file shrank after its length was sent: only closing tells the client
+                    raise ConnectionAbortedError(f"{body.path} shrank while being sent")
+                self.sock.sendall(chunk)
+                sent += len(chunk)
+        return sent
+
+    def _close(self) -> None:
+        try:
+            self.sock.shutdown(Shutdown.WRITE)
+            deadline = self.s.now() + LINGER
+            drained = 0
+            while drained < LINGER_BYTES and (left := deadline - self.s.now()) > 0:
+                self.sock.set_timeout(left)
+                data = self.sock.recv(RECV)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass  # already reset, timed out or closed: close() below is all that is left
+        finally:
+            self.sock.close()
