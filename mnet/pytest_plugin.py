@@ -34,7 +34,7 @@ Assertions on a ring trace (docs/tracing.md), failing with the numbers:
     trace = TraceAssertions.from_file(path)          # or TraceAssertions(records)
     trace.assert_rx_buffers_posted("vm0", at_least=64)
     trace.assert_longest_chain("vm0", at_most=2, queue=1)
-    trace.assert_calls_suppressed("vm0", reason="event_idx")
+    trace.assert_calls_suppressed("stack", reason="event_idx")
 
 Imports are lazy so that merely having the plugin installed costs nothing.
 """

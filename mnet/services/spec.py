@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from mnet.apps.http.options import HTTP_KEYS, HTTPS_KEYS, check_http, check_https
 from mnet.apps.chat.options import chat_options
+from mnet.apps.http.options import HTTP_KEYS, HTTPS_KEYS, check_http, check_https
 
 from .errors import ServiceSpecError
 
