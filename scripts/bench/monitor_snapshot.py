@@ -67,13 +67,24 @@ def run_case(n: int, calls: int, rounds: int) -> dict:
             "rounds_anchor": [round(f, 2) for f in anchors], "cpu": cpu_model(), "source": source_version()}
 
 
+def counts(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected connection counts like 100,1000, not {text!r}")
+    return values
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--connections", default="100,1000", help="comma-separated connection counts (default 100,1000)")
+    p.add_argument("--connections", type=counts, default=[100, 1000],
+                   help="comma-separated connection counts (default 100,1000)")
     p.add_argument("--calls", type=int, default=20, help="calls per round (default 20)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, alternating anchor and ours (default 3)")
     args = p.parse_args()
-    for n in (int(x) for x in args.connections.split(",")):
+    for n in args.connections:
         print(json.dumps(run_case(n, args.calls, args.rounds)), flush=True)
     return 0
 
