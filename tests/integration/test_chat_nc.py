@@ -211,7 +211,7 @@ def test_several_nc_clients_chat_at_once(lab, clients):
     for other in (alice, bob, dave):
         assert other.line().startswith("* carol left"), other.seen[-3:]
     lab.reported(rf"^chat:{PORT} {HOST_IP}:\d+ left as carol")
-    # /quit: the server says bye and closes; nc ends with it.
+    # /quit: the server says bye and closes (OpenBSD nc ends once its input ends too).
     dave.send("/quit see you")
     assert dave.line() == "* bye"
     dave.wait_closed_by_server()

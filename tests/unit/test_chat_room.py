@@ -112,6 +112,14 @@ def test_a_full_room_refuses_and_hangs_up():
     assert r.connect(3)[0].text.startswith("* welcome")
 
 
+def test_a_client_without_a_nickname_by_its_deadline_goes(room):
+    assert room.nickname_deadline(1, 60) == []  # alice has one
+    room.connect(4)
+    room.line(4, "no good")
+    assert room.nickname_deadline(4, 60) == [Send(4, "! no nickname within 60 s: disconnecting"), Hangup(4)]
+    assert len(room) == 3 and room.leave(4) == []
+
+
 def test_over_long_lines_are_refused_and_too_many_in_a_row_drop_the_client(room):
     for _ in range(STRIKES - 1):
         assert room.overlong(2) == [Send(2, "! line too long (over 100 bytes): not sent")]
