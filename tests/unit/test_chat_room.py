@@ -7,6 +7,7 @@ from mnet.apps.chat.options import ChatOptions, chat_options
 from mnet.apps.chat.room import STRIKES, Hangup, Room, Send
 from mnet.services.errors import ServiceSpecError
 from mnet.services.spec import parse_service
+from support.cli import assert_one_line_error, mnet
 
 
 def texts(events, to):
@@ -175,3 +176,9 @@ def test_chat_options():
 def test_bad_chat_options(text, fragment):
     with pytest.raises(ServiceSpecError, match=fragment):
         parse_service(text)
+
+
+def test_mnet_stack_says_a_bad_chat_option_in_one_line(tmp_path):
+    r = mnet("stack", "--nic", f"vhost-user:{tmp_path / 'x.sock'}", "--ip", "10.0.0.9/24",
+             "--serve", "chat:7000,max_line=2")
+    assert_one_line_error(r, "stack", "bad --serve chat:7000: max_line must be 16..65536, not '2'")
