@@ -7,6 +7,7 @@ from mnet.apps.chat.options import ChatOptions, chat_options
 from mnet.apps.chat.room import STRIKES, Hangup, Room, Send
 from mnet.services.errors import ServiceSpecError
 from mnet.services.spec import parse_service
+from support.cli import assert_one_line_error, mnet
 
 
 def texts(events, to):
@@ -112,6 +113,14 @@ def test_a_full_room_refuses_and_hangs_up():
     assert r.connect(3)[0].text.startswith("* welcome")
 
 
+def test_a_client_without_a_nickname_by_its_deadline_goes(room):
+    assert room.nickname_deadline(1, 60) == []  # alice has one
+    room.connect(4)
+    room.line(4, "no good")
+    assert room.nickname_deadline(4, 60) == [Send(4, "! no nickname within 60 s: disconnecting"), Hangup(4)]
+    assert len(room) == 3 and room.leave(4) == []
+
+
 def test_over_long_lines_are_refused_and_too_many_in_a_row_drop_the_client(room):
     for _ in range(STRIKES - 1):
         assert room.overlong(2) == [Send(2, "! line too long (over 100 bytes): not sent")]
@@ -167,3 +176,9 @@ def test_chat_options():
 def test_bad_chat_options(text, fragment):
     with pytest.raises(ServiceSpecError, match=fragment):
         parse_service(text)
+
+
+def test_mnet_stack_says_a_bad_chat_option_in_one_line(tmp_path):
+    r = mnet("stack", "--nic", f"vhost-user:{tmp_path / 'x.sock'}", "--ip", "10.0.0.9/24",
+             "--serve", "chat:7000,max_line=2")
+    assert_one_line_error(r, "stack", "bad --serve chat:7000: max_line must be 16..65536, not '2'")

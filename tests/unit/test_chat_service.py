@@ -234,3 +234,35 @@ def iter_reports(reports):
             yield reports.get(timeout=WAIT)
         except queue.Empty:
             return
+
+
+def test_a_client_that_never_sends_a_nickname_is_let_go(chat, monkeypatch):
+    monkeypatch.setattr(chat_server, "NICKNAME_TIMEOUT", 0.5)
+    connect, reports, _ = chat
+    alice = connect("alice")
+    silent = connect()  # its deadline comes after alice's, on the same loop
+    assert silent.line().startswith("* welcome")
+    assert silent.line() == "! no nickname within 0.5 s: disconnecting"
+    assert silent.closed()
+    assert next(r for r in iter_reports(reports) if "nickname" in r).endswith(" sent no nickname in time")
+    alice.send("/who")
+    assert alice.line() == "* here (1): alice"  # its deadline passed first, and it stays
+
+
+def test_a_client_told_goodbye_that_does_not_take_its_lines_is_reset(chat, monkeypatch):
+    monkeypatch.setattr(chat_server, "OUTPUT_LIMIT", 4 << 20)  # (so it is not dropped for not reading)
+    monkeypatch.setattr(chat_server, "HANGUP_TIMEOUT", 0.5)
+    connect, reports, _ = chat
+    alice = connect("alice")
+    carol = connect("carol")
+    stuck = connect("stuck", RECEIVE_BUFFER_SIZE=4096)
+    alice.until("* stuck joined")
+    carol.line()
+    alice.sock.sendall(b"".join(b"%d %s\n" % (i, b"x" * 1000) for i in range(400)))
+    carol.until(f"<alice> 399 {'x' * 1000}")  # all of it went to stuck's queue too: more than
+    stuck.send("/quit")                       # its window and its socket's send buffer hold
+    assert alice.line() == carol.line() == "* stuck left"
+    assert any(r.endswith("reset: its last lines not taken within 0.5 s") for r in iter_reports(reports))
+    with pytest.raises(ConnectionResetError):
+        while stuck.sock.recv(65536):  # what made it through, then the reset
+            pass

@@ -107,6 +107,15 @@ class Room:
         return [Send(client, f"! {STRIKES} over-long lines in a row: disconnecting"), Hangup(client),
                 *self.leave(client, "too many over-long lines")]
 
+    def nickname_deadline(self, client: int, seconds: float) -> list[Event]:
+        """``seconds`` have passed since ``client`` connected: without a nickname by now, it goes
+        (so connections that never say who they are cannot fill the room)."""
+        entry = self._clients.get(client)
+        if entry is None or entry.nick is not None:
+            return []
+        del self._clients[client]
+        return [Send(client, f"! no nickname within {seconds:g} s: disconnecting"), Hangup(client)]
+
     def leave(self, client: int, reason: str | None = None) -> list[Event]:
         """``client`` is gone (it closed, its connection broke, the server dropped it)."""
         entry = self._clients.pop(client, None)

@@ -25,6 +25,7 @@ from .room import Event, Hangup, Room, Send
 
 OUTPUT_LIMIT = 65536   # bytes queued for one client beyond its socket's send buffer
 HANGUP_TIMEOUT = 10.0  # seconds a client told goodbye has to take its last lines
+NICKNAME_TIMEOUT = 60.0  # seconds a new client has to send an accepted nickname
 READ_SIZE = 4096
 READS_PER_WAKEUP = 16  # bound one client's turn, so the others get theirs
 
@@ -67,6 +68,7 @@ class ChatServer:
     def opened(self, conn: "ChatConnection") -> None:
         self.conns[conn.client] = conn
         self.loop.add(conn, PollEvent.READ)
+        self.loop.call_at(conn.nickname_due, conn)
         self.apply(self.room.connect(conn.client))
 
     def received(self, conn: "ChatConnection", item) -> None:
@@ -130,6 +132,8 @@ class ChatConnection:
         self.out = bytearray()
         self.hanging_up = False  # told goodbye: send what is queued, then close
         self.eof = False  # the client sent its FIN (it may still read)
+        self.nickname_due = server.loop.clock.now() + NICKNAME_TIMEOUT
+        self.hangup_due = float("inf")  # set when it is told goodbye
 
     @property
     def open(self) -> bool:
@@ -144,8 +148,15 @@ class ChatConnection:
             self.server.apply(self.flush())
 
     def on_timer(self) -> None:
-        if self.hanging_up and self.open:
-            self.server.close(self, abort=True)  # it did not take its last lines in time
+        now = self.server.loop.clock.now()
+        if now >= self.hangup_due:
+            self.server.report(self, f"reset: its last lines not taken within {HANGUP_TIMEOUT:g} s")
+            self.server.close(self, abort=True)
+        elif now >= self.nickname_due and not self.hanging_up:
+            events = self.server.room.nickname_deadline(self.client, NICKNAME_TIMEOUT)
+            if events:
+                self.server.report(self, "sent no nickname in time")
+            self.server.apply(events)
 
     def queue(self, text: str) -> None:
         self.out += text.encode() + b"\n"
@@ -153,7 +164,8 @@ class ChatConnection:
     def hang_up(self) -> None:
         if not self.hanging_up:
             self.hanging_up = True
-            self.server.loop.call_at(self.server.loop.clock.now() + HANGUP_TIMEOUT, self)
+            self.hangup_due = self.server.loop.clock.now() + HANGUP_TIMEOUT
+            self.server.loop.call_at(self.hangup_due, self)
 
     def flush(self) -> list[Event]:
         """Hand queued bytes to the socket; the room's events if that ended the client."""
@@ -196,6 +208,8 @@ class ChatConnection:
                 self.server.received(self, item)
                 if self.hanging_up or not self.open:
                     break
+            if not self.open:
+                return
 
     def _end_of_stream(self) -> None:
         self.eof = True
