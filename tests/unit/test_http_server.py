@@ -125,6 +125,14 @@ def test_pipelined_requests_are_answered_in_order(lab, root):
     assert c.at_end()
 
 
+def test_quotes_in_a_target_are_escaped_in_the_access_log(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    assert c.request("GET", '/a"b\\c', "Connection: close").status == 404
+    line = wait_for(lambda: next((line for line in lab.log if "GET" in line), None), "the access-log line")
+    assert ' "GET /a\\"b\\\\c HTTP/1.1" 404 ' in line, line
+
+
 def test_traversal_attempts_do_not_leave_the_root(lab, root):
     lab.serve(f"http:80,root={root}")
     (root / "link").symlink_to(root.parent / "secret.txt")
@@ -251,6 +259,14 @@ def test_stopping_ends_the_server_and_frees_its_port(lab):
     lab.stopping.clear()
     lab.serve("http:80")       # the port is free again
     assert lab.connect().request("GET", "/", "Connection: close").status == 200
+
+
+def test_a_port_already_served_is_a_service_error(lab):
+    from mnet.services.errors import ServiceError
+
+    lab.serve("tcp-echo:80")
+    with pytest.raises(ServiceError, match="--serve http:80: .*in use"):
+        lab.serve("http:80")
 
 
 # -- https ---------------------------------------------------------------------------------------------

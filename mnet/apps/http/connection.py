@@ -123,15 +123,15 @@ class HttpConnection:
         self.sock.set_timeout(self.s.timeout)
         self.sock.sendall(response.head(VERSION, keep))
         sent = 0
-        if request is not None and request.method == "HEAD":
-            pass
-        elif isinstance(response.body, FileBody):
+        with_body = request is None or request.method != "HEAD"
+        if with_body and isinstance(response.body, FileBody):
             sent = self._send_file(response.body)
-        elif response.body:
+        elif with_body and response.body:
             self.sock.sendall(response.body)
             sent = len(response.body)
         self.s.stats.response(response.status)
-        line = request.line if request is not None else "-"
+        # As Apache does: quotes and backslashes in the target escaped, so the line's fields stay apart.
+        line = request.line.replace("\\", "\\\\").replace('"', '\\"') if request is not None else "-"
         self.s.report(f'{self.s.label} {self.peer_ip} - - [{log_time()}] "{line}" {response.status} {sent or "-"}')
 
     def _send_file(self, body: FileBody) -> int:
