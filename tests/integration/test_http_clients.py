@@ -143,6 +143,15 @@ def test_curl_status_codes(lab, args, status, header):
     assert header is None or f"\r\n{header}\r\n" in out, out
 
 
+def test_curl_expecting_100_continue_gets_it_then_405(lab):
+    body = lab.tmp / "form.bin"
+    body.write_bytes(b"x" * 100_000)
+    r = curl(lab, "--include", "--header", "Expect: 100-continue", "--data-binary", f"@{body}",
+             f"http://{STACK_IP}/form")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 405 "), text(r)
+
+
 @pytest.mark.parametrize("path", ["/../secret.txt", "/docs/../../secret.txt", "/%2e%2e/secret.txt",
                                   "/docs/%2E%2E/%2e%2e/secret.txt", "//../secret.txt"])
 def test_curl_path_traversal_is_refused(lab, path):
