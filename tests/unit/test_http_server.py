@@ -125,6 +125,14 @@ def test_pipelined_requests_are_answered_in_order(lab, root):
     assert c.at_end()
 
 
+def test_quotes_in_a_target_are_escaped_in_the_access_log(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    assert c.request("GET", '/a"b\\c', "Connection: close").status == 404
+    line = wait_for(lambda: next((line for line in lab.log if "GET" in line), None), "the access-log line")
+    assert ' "GET /a\\"b\\\\c HTTP/1.1" 404 ' in line, line
+
+
 def test_traversal_attempts_do_not_leave_the_root(lab, root):
     lab.serve(f"http:80,root={root}")
     (root / "link").symlink_to(root.parent / "secret.txt")
@@ -209,6 +217,26 @@ def test_when_every_worker_is_busy_and_the_queue_is_full_the_next_client_gets_50
     assert queued.request("GET", "/status").status == 200
 
 
+def test_expect_100_continue_is_answered_before_the_body(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    c.send("POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    interim = c.reply(head_only=True)
+    assert interim.status == 100 and interim.headers == {}
+    c.send("x=1&y")
+    r = c.reply()
+    assert r.status == 405 and r.headers["connection"] == "keep-alive"
+    assert c.request("GET", "/").status == 200   # the body was read: the connection is in step
+
+
+def test_stopping_closes_idle_keep_alive_connections_at_once(lab):
+    lab.serve("http:80,timeout=60")   # far longer than the client waits: only stopping can end it
+    c = lab.connect()
+    assert c.request("GET", "/").status == 200
+    lab.stopping.set()
+    assert c.at_end()
+
+
 def test_status_counts_the_servers_responses(lab):
     import json
 
@@ -231,6 +259,14 @@ def test_stopping_ends_the_server_and_frees_its_port(lab):
     lab.stopping.clear()
     lab.serve("http:80")       # the port is free again
     assert lab.connect().request("GET", "/", "Connection: close").status == 200
+
+
+def test_a_port_already_served_is_a_service_error(lab):
+    from mnet.services.errors import ServiceError
+
+    lab.serve("tcp-echo:80")
+    with pytest.raises(ServiceError, match="--serve http:80: .*in use"):
+        lab.serve("http:80")
 
 
 # -- https ---------------------------------------------------------------------------------------------
