@@ -53,7 +53,9 @@ def client_config(ca, **settings) -> SecurityConfig:
 class Server:
     """One TLS server connection on its own thread: accept, handshake, then ``handler(tls)``."""
 
-    def __init__(self, st, config: SecurityConfig, handler=lambda tls: None, port: int = 443) -> None:
+    def __init__(self, st, config: SecurityConfig, handler=lambda tls: None, port: int = 443,
+                 hold: threading.Event | None = None) -> None:
+        self.hold = hold  # when given, the server answers nothing until it is set
         self.listener = st.socket(SocketType.STREAM)
         self.listener.bind(("0.0.0.0", port))
         self.listener.listen(4)
@@ -66,6 +68,8 @@ class Server:
         try:
             raw, _ = self.listener.accept()
             raw.set_timeout(WAIT)
+            if self.hold is not None:
+                assert self.hold.wait(WAIT), "the test never let the server answer"
             with accept_secure(raw, config) as tls:
                 self.result = handler(tls)
         except Exception as exc:  # handed to the test, which asserts on it
@@ -226,7 +230,9 @@ def test_non_blocking_handshake_and_data_driven_by_poll(stacks, pki):
     a, b = stacks
     size = 300_000
     payload = random.Random(3).randbytes(size)
-    server = Server(b, server_config(pki["good"]), lambda tls: (tls.sendall(payload), read_exactly(tls, 4))[1])
+    answer = threading.Event()  # the server holds its ServerHello until the client's first step is done
+    server = Server(b, server_config(pki["good"]), lambda tls: (tls.sendall(payload), read_exactly(tls, 4))[1],
+                    hold=answer)
     raw = a.socket(SocketType.STREAM)
     raw.set_timeout(WAIT)
     raw.connect(SERVER)
@@ -237,6 +243,7 @@ def test_non_blocking_handshake_and_data_driven_by_poll(stacks, pki):
         tls.do_handshake()
     except TlsWantRead as exc:
         wants.append(exc)
+    answer.set()
     assert wants, "the first step of a non-blocking handshake must wait for the server"
     drive(tls, tls.do_handshake)
     assert tls.version in ("TLSv1.2", "TLSv1.3")
