@@ -202,3 +202,10 @@ def test_mnet_stack_says_a_bad_lb_option_in_one_line():
     r = mnet("stack", "--nic", "vhost-user:/nonexistent.sock", "--ip", "10.0.0.9/24",
              "--serve", "lb:8080,backend=10.0.0.254:8001,policy=fastest")
     assert_one_line_error(r, "stack", "bad --serve lb:8080: policy must be round-robin or least-conn, not 'fastest'")
+
+
+def test_lb_is_an_application_that_starts_through_its_starter():
+    from mnet.apps.loadbalancer import service
+    from mnet.services import applications
+
+    assert applications.starter("lb") is service.start
