@@ -467,3 +467,30 @@ def test_out_of_descriptors_drops_that_connection_and_accepting_rests_then_goes_
 
     run(main())
     assert len(calls) == 2 and len(reported) == 1
+
+
+def test_a_reset_while_the_write_buffer_is_full_fails_drain_with_connection_reset(stacks, no_leaks):
+    a, b, _ = stacks
+    reported = []
+
+    async def reset_without_reading(reader, writer):
+        await reader.readexactly(1)  # (the client's data is arriving)
+        writer.get_extra_info("socket").stack_socket.set_option(SocketOption.LINGER, 0)
+        writer.transport.abort()
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        async with await stack.aio.start_server(reset_without_reading, None, 7, stack=b):
+            reader, writer = await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+            writer.transport.pause_reading()  # so the RST is met by a send, with the buffer full
+            writer.write(bytes(8 * 1024 * 1024))
+            assert writer.transport.get_write_buffer_size() > 0
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                await writer.drain()
+                await reader.read()  # (if the buffer had emptied before the RST came)
+            writer.close()
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                await writer.wait_closed()
+
+    run(main())
+    assert reported == []
