@@ -58,9 +58,9 @@ class StackStreamTransport(asyncio.Transport):
             sock.set_option(SocketOption.TCP_NO_DELAY, True)
         except OSError:
             pass  # (a connection already over: the first read reports it)
+        self._fd = sock.fileno()  # (first: if it fails, EMFILE, there is no transport to warn about)
         self._loop = loop
         self._sock: StreamSocket | None = sock
-        self._fd = sock.fileno()
         self._protocol = protocol
         self._server = server
         self._buffer = bytearray()

@@ -3,6 +3,7 @@ echo, many clients, backpressure, half-close, refused and reset connections, can
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import hashlib
 import socket
@@ -219,12 +220,15 @@ def test_a_buffered_protocol_gets_the_bytes_through_its_buffers(stacks, no_leaks
 
 # -- errors --------------------------------------------------------------------------------------
 
-def test_nobody_listening_is_connection_refused(stacks, no_leaks):
+def test_nobody_listening_is_connection_refused_and_nobody_there_is_host_unreachable(stacks, no_leaks):
     a, _, _ = stacks
 
     async def main():
         with pytest.raises(ConnectionRefusedError, match=r"Connect call failed \('10.0.0.2', 7\)"):
             await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+        with pytest.raises(OSError) as exc:  # nobody has that address: ARP gets no answer
+            await stack.aio.open_connection("10.0.0.77", 7, stack=a)
+        assert exc.value.errno == errno.EHOSTUNREACH
 
     run(main())
 
@@ -362,8 +366,6 @@ def test_without_a_default_stack_the_error_says_so():
 
 
 def test_a_dead_stack_reaches_connections_servers_and_endpoints_as_enetdown():
-    import errno
-
     pair = LoopbackNicPair()
 
     class BrokenNic(type(pair.a)):
@@ -430,8 +432,6 @@ def test_a_dead_stack_reaches_connections_servers_and_endpoints_as_enetdown():
 
 
 def test_out_of_descriptors_drops_that_connection_and_accepting_rests_then_goes_on(stacks, no_leaks, monkeypatch):
-    import errno
-
     import stack.aio.server as server_module
 
     a, b, _ = stacks
