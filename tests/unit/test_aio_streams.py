@@ -494,3 +494,25 @@ def test_a_reset_while_the_write_buffer_is_full_fails_drain_with_connection_rese
 
     run(main())
     assert reported == []
+
+
+def test_write_buffer_limits_follow_asyncio_rules(stacks, no_leaks):
+    a, b, _ = stacks
+
+    async def main():
+        async with await stack.aio.start_server(echo, None, 7, stack=b):
+            reader, writer = await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+            transport = writer.transport
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)  # asyncio's defaults
+            transport.set_write_buffer_limits(high=1000)
+            assert transport.get_write_buffer_limits() == (250, 1000)
+            transport.set_write_buffer_limits(low=100)
+            assert transport.get_write_buffer_limits() == (100, 400)
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=10, low=20)
+            with pytest.raises(TypeError):
+                writer.write("text")
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
