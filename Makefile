@@ -24,6 +24,7 @@ bench: setup
 	$(PY) scripts/bench/udp_rr.py
 	$(PY) scripts/bench/tcp_bulk.py
 	$(PY) scripts/bench/tcp_lossy.py --mbytes 10
+	$(PY) scripts/bench/aio_streams.py
 
 setup: $(SETUP_STAMP)
 

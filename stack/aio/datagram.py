@@ -35,9 +35,9 @@ class StackDatagramTransport(asyncio.DatagramTransport):
                  "peername": address_tuple(remote) if remote is not None else None}
         super().__init__(extra)
         sock.set_nonblocking(True)
+        self._fd = sock.fileno()
         self._loop = loop
         self._sock: DatagramSocket | None = sock
-        self._fd = sock.fileno()
         self._protocol = protocol
         self._remote = remote
         self._closing = False

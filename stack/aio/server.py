@@ -23,6 +23,8 @@ __all__ = ["StackServer"]
 
 # accept() errors that end one connection attempt, not the server (as asyncio's accept loop).
 _ONE_CONNECTION = (errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO)
+# After another error (out of descriptors, the stack down...), accepting rests this long, as asyncio's.
+ACCEPT_RETRY_DELAY = 1.0
 
 
 class StackServer(asyncio.AbstractServer):
@@ -67,12 +69,21 @@ class StackServer(asyncio.AbstractServer):
             except OSError as exc:
                 if exc.errno in _ONE_CONNECTION:
                     continue
-                self._loop.call_exception_handler({
-                    "message": "accept() failed on a stack listener", "exception": exc, "socket": listener})
+                self._rest("accept() failed on a stack listener", exc)
                 return
-            self._serve(sock)
+            if not self._serve(sock):
+                return
 
-    def _serve(self, sock: StreamSocket) -> None:
+    def _rest(self, message: str, exc: OSError) -> None:
+        """Report ``exc`` and stop accepting for a while (an error that may last must not spin)."""
+        self._loop.call_exception_handler({"message": message, "exception": exc, "server": self})
+        if self._serving:  # (still serving, as asyncio's server: it only stops watching for a while)
+            for fd in self._fds:
+                self._loop.remove_reader(fd)
+            self._loop.call_later(ACCEPT_RETRY_DELAY, self._watch_listeners)
+
+    def _serve(self, sock: StreamSocket) -> bool:
+        """A transport and a protocol for an accepted socket; False if accepting must rest."""
         try:
             protocol = self._protocol_factory()
         except (SystemExit, KeyboardInterrupt):
@@ -81,8 +92,14 @@ class StackServer(asyncio.AbstractServer):
             sock.close()
             self._loop.call_exception_handler({
                 "message": "the protocol factory failed for an accepted connection", "exception": exc})
-            return
-        StackStreamTransport(self._loop, sock, protocol, server=self)
+            return True
+        try:
+            StackStreamTransport(self._loop, sock, protocol, server=self)
+        except OSError as exc:  # (its readiness descriptor: EMFILE when the process is out of them)
+            sock.close()
+            self._rest("no transport for an accepted connection", exc)
+            return False
+        return True
 
     # -- asyncio.AbstractServer --------------------------------------------------------
     def get_loop(self) -> asyncio.AbstractEventLoop:
@@ -103,18 +120,25 @@ class StackServer(asyncio.AbstractServer):
         if self._serving or self._listeners is None:
             return
         self._serving = True
-        for sock, fd in zip(self._listeners, self._fds):
-            self._loop.add_reader(fd, self._accept_ready, sock)
+        self._watch_listeners()
+
+    def _watch_listeners(self) -> None:
+        if self._serving and self._listeners is not None:
+            for sock, fd in zip(self._listeners, self._fds):
+                self._loop.add_reader(fd, self._accept_ready, sock)
+
+    def _stop_accepting(self) -> None:
+        if self._serving:
+            for fd in self._fds:
+                self._loop.remove_reader(fd)
+        self._serving = False
 
     def close(self) -> None:
         """Stop listening (connections already accepted go on)."""
         listeners, self._listeners = self._listeners, None
         if listeners is None:
             return
-        if self._serving:
-            for fd in self._fds:
-                self._loop.remove_reader(fd)
-        self._serving = False
+        self._stop_accepting()
         for sock in listeners:
             sock.close()
         if self._serving_forever is not None and not self._serving_forever.done():

@@ -58,9 +58,9 @@ class StackStreamTransport(asyncio.Transport):
             sock.set_option(SocketOption.TCP_NO_DELAY, True)
         except OSError:
             pass  # (a connection already over: the first read reports it)
+        self._fd = sock.fileno()  # (first: if it fails, EMFILE, there is no transport to warn about)
         self._loop = loop
         self._sock: StreamSocket | None = sock
-        self._fd = sock.fileno()
         self._protocol = protocol
         self._server = server
         self._buffer = bytearray()
@@ -169,7 +169,8 @@ class StackStreamTransport(asyncio.Transport):
             return
         except OSError as exc:
             self._loop.remove_writer(self._fd)
-            self._buffer.clear()
+            # A new buffer, not clear(): the error's traceback holds the socket's view of the old one.
+            self._buffer = bytearray()
             self._fatal_error(exc, "write error on a stack stream transport")
             return
         del self._buffer[:sent]
@@ -235,7 +236,7 @@ class StackStreamTransport(asyncio.Transport):
         if self._lost:
             return
         if self._buffer:
-            self._buffer.clear()
+            self._buffer = bytearray()  # (not clear(): a pending error may still hold a view of it)
             self._loop.remove_writer(self._fd)
         self._closing = True
         self._stop_reading()

@@ -21,6 +21,11 @@ STREAM_LIMIT = 2 ** 16  # asyncio's default StreamReader limit
 DEFAULT_BACKLOG = 100   # asyncio's default for create_server
 
 
+def _wake(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 async def _connect(loop: asyncio.AbstractEventLoop, sock: StreamSocket, address: IpAddress) -> None:
     """A non-blocking connect, waiting for writability (the attempt's end) on the loop."""
     try:
@@ -31,7 +36,7 @@ async def _connect(loop: asyncio.AbstractEventLoop, sock: StreamSocket, address:
     fd = sock.fileno()
     while True:
         done = loop.create_future()
-        loop.add_writer(fd, lambda: done.done() or done.set_result(None))
+        loop.add_writer(fd, _wake, done)
         try:
             await done
         finally:

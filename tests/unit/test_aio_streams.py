@@ -3,6 +3,7 @@ echo, many clients, backpressure, half-close, refused and reset connections, can
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import hashlib
 import socket
@@ -219,12 +220,15 @@ def test_a_buffered_protocol_gets_the_bytes_through_its_buffers(stacks, no_leaks
 
 # -- errors --------------------------------------------------------------------------------------
 
-def test_nobody_listening_is_connection_refused(stacks, no_leaks):
+def test_nobody_listening_is_connection_refused_and_nobody_there_is_host_unreachable(stacks, no_leaks):
     a, _, _ = stacks
 
     async def main():
         with pytest.raises(ConnectionRefusedError, match=r"Connect call failed \('10.0.0.2', 7\)"):
             await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+        with pytest.raises(OSError) as exc:  # nobody has that address: ARP gets no answer
+            await stack.aio.open_connection("10.0.0.77", 7, stack=a)
+        assert exc.value.errno == errno.EHOSTUNREACH
 
     run(main())
 
@@ -357,5 +361,158 @@ def test_without_a_default_stack_the_error_says_so():
     async def main():
         with pytest.raises(OSError, match="no default MultiOS stack"):
             await stack.aio.open_connection("10.0.0.2", 7)
+
+    run(main())
+
+
+def test_a_dead_stack_reaches_connections_servers_and_endpoints_as_enetdown():
+    pair = LoopbackNicPair()
+
+    class BrokenNic(type(pair.a)):
+        broken = False
+
+        def receive(self, max=64):
+            if self.broken:
+                raise RuntimeError("device fell off the bus")
+            return super().receive(max)
+
+    broken = BrokenNic(pair.a.mac)
+    pair.b.peer, broken.peer = broken, pair.b
+    a = Stack(broken, "10.0.0.1/24").start()
+    b = Stack(pair.b, "10.0.0.2/24").start()
+    reported: list[dict] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        connection_ended = loop.create_future()
+        endpoint_error = loop.create_future()
+
+        async def handle(reader, writer):
+            writer.write(await reader.readexactly(5))
+            try:
+                await reader.read()
+            except OSError as exc:
+                connection_ended.set_result(exc)
+            writer.close()
+
+        class Endpoint(asyncio.DatagramProtocol):
+            def error_received(self, exc):
+                endpoint_error.set_result(exc)
+
+        server = await stack.aio.start_server(handle, None, 7, stack=a)
+        endpoint, _ = await stack.aio.create_datagram_endpoint(Endpoint, local_addr=("0.0.0.0", 53), stack=a)
+        reader, writer = await stack.aio.open_connection("10.0.0.1", 7, stack=b)
+        writer.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"  # (accepted and served)
+        broken.broken = True
+        knock, _ = await stack.aio.create_datagram_endpoint(asyncio.DatagramProtocol, stack=b)
+        knock.sendto(b"wake up", ("10.0.0.1", 53))  # a's thread reads its NIC, which raises
+        assert (await connection_ended).errno == errno.ENETDOWN
+        assert (await endpoint_error).errno == errno.ENETDOWN
+        while not reported:
+            await asyncio.sleep(0.01)  # (bounded by run())
+        assert reported[0]["message"] == "accept() failed on a stack listener"
+        assert reported[0]["exception"].errno == errno.ENETDOWN and server.is_serving()
+        for transport in (knock, endpoint, writer):
+            transport.close()
+        server.close()
+        server.abort_clients()
+        await server.wait_closed()
+
+    try:
+        run(main())
+        assert isinstance(a.failure, RuntimeError)
+        assert len(reported) == 1, reported
+    finally:
+        a.stop()
+        b.stop()
+        broken.close()
+        pair.close()
+
+
+def test_out_of_descriptors_drops_that_connection_and_accepting_rests_then_goes_on(stacks, no_leaks, monkeypatch):
+    import stack.aio.server as server_module
+
+    a, b, _ = stacks
+    real = server_module.StackStreamTransport
+    calls = []
+
+    def transport_once_out_of_descriptors(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "StackStreamTransport", transport_once_out_of_descriptors)
+    monkeypatch.setattr(server_module, "ACCEPT_RETRY_DELAY", 0.05)
+    reported = []
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        async with await stack.aio.start_server(echo, None, 7, stack=b) as server:
+            reader, writer = await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+            writer.write(b"first")
+            try:
+                assert await reader.read() == b""  # the server closed it at once
+            except ConnectionResetError:
+                pass  # (or reset it: the data arrived before the close)
+            writer.close()
+            assert reported[0]["exception"].errno == errno.EMFILE and server.is_serving()
+            reader, writer = await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+            writer.write(b"second")
+            assert await reader.readexactly(6) == b"second"
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
+    assert len(calls) == 2 and len(reported) == 1
+
+
+def test_a_reset_while_the_write_buffer_is_full_fails_drain_with_connection_reset(stacks, no_leaks):
+    a, b, _ = stacks
+    reported = []
+
+    async def reset_without_reading(reader, writer):
+        await reader.readexactly(1)  # (the client's data is arriving)
+        writer.get_extra_info("socket").stack_socket.set_option(SocketOption.LINGER, 0)
+        writer.transport.abort()
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        async with await stack.aio.start_server(reset_without_reading, None, 7, stack=b):
+            reader, writer = await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+            writer.transport.pause_reading()  # so the RST is met by a send, with the buffer full
+            writer.write(bytes(8 * 1024 * 1024))
+            assert writer.transport.get_write_buffer_size() > 0
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                await writer.drain()
+                await reader.read()  # (if the buffer had emptied before the RST came)
+            writer.close()
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                await writer.wait_closed()
+
+    run(main())
+    assert reported == []
+
+
+def test_write_buffer_limits_follow_asyncio_rules(stacks, no_leaks):
+    a, b, _ = stacks
+
+    async def main():
+        async with await stack.aio.start_server(echo, None, 7, stack=b):
+            reader, writer = await stack.aio.open_connection("10.0.0.2", 7, stack=a)
+            transport = writer.transport
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)  # asyncio's defaults
+            transport.set_write_buffer_limits(high=1000)
+            assert transport.get_write_buffer_limits() == (250, 1000)
+            transport.set_write_buffer_limits(low=100)
+            assert transport.get_write_buffer_limits() == (100, 400)
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=10, low=20)
+            with pytest.raises(TypeError):
+                writer.write("text")
+            writer.close()
+            await writer.wait_closed()
 
     run(main())
