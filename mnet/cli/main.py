@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "stack": ("mnet.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
     "ping": ("mnet.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
     "dns": ("mnet.cli.dns_cmd", "look a name up through a MultiOS stack of its own (A, AAAA)"),
-    "demo": ("mnet.demo", "a tour: a guest and the host kernel use a MultiOS stack's services"),
+    "demo": ("mnet.demo", "a tour: a guest and the host kernel use a MultiOS stack's echo, HTTP(S), DNS, chat"),
     "trace": ("mnet.cli.trace_cmd", "read ring traces: show, summary, plot"),
 }
 
