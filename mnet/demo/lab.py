@@ -110,9 +110,10 @@ def _serving_stack(socket_path: str, services: list[str]):
         stack = Stack(nic, f"{STACK_IP}/{PREFIX}").start()
         step(f"MultiOS stack on port stack, {STACK_IP}/{PREFIX}: {nic.describe()}")
         try:
-            for spec in services:
-                threads.append(start_service(stack, parse_service(spec), stopping, detail))
-            detail("serving " + ", ".join(services))
+            parsed = [parse_service(spec) for spec in services]
+            for svc in parsed:
+                threads.append(start_service(stack, svc, stopping, detail))
+            detail("serving " + ", ".join(svc.label for svc in parsed))
             yield stack
         finally:
             stopping.set()
