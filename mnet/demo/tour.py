@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -75,7 +76,7 @@ def run_tour(args: argparse.Namespace) -> int:
 def _dns_checks(running: ExitStack, lab, report: Report) -> None:
     try:
         running.enter_context(dns.running_dnsmasq(lab))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:   # no dnsmasq, or it never answered
         report.record("dns", "stack: DnsClient -> dnsmasq", False, f"dnsmasq did not start: {exc}")
         return
     report.check("dns", "stack: DnsClient -> dnsmasq", lambda: dns.stack_resolves(lab))
