@@ -48,8 +48,10 @@ def test_byte_by_byte_gives_the_same_requests_as_all_at_once():
 
 def test_a_body_is_waited_for_and_the_next_request_follows_it():
     parser = RequestParser()
+    assert parser.waiting_for_body is None
     parser.feed(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234")
     assert parser.next_request() is None and parser.partial
+    assert parser.waiting_for_body.target == "/x"
     parser.feed(b"56789GET /y HTTP/1.1\r\nHost: h\r\n\r\n")
     assert parser.next_request().body == b"0123456789"
     assert parser.next_request().target == "/y"

@@ -209,6 +209,26 @@ def test_when_every_worker_is_busy_and_the_queue_is_full_the_next_client_gets_50
     assert queued.request("GET", "/status").status == 200
 
 
+def test_expect_100_continue_is_answered_before_the_body(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    c.send("POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    interim = c.reply(head_only=True)
+    assert interim.status == 100 and interim.headers == {}
+    c.send("x=1&y")
+    r = c.reply()
+    assert r.status == 405 and r.headers["connection"] == "keep-alive"
+    assert c.request("GET", "/").status == 200   # the body was read: the connection is in step
+
+
+def test_stopping_closes_idle_keep_alive_connections_at_once(lab):
+    lab.serve("http:80,timeout=60")   # far longer than the client waits: only stopping can end it
+    c = lab.connect()
+    assert c.request("GET", "/").status == 200
+    lab.stopping.set()
+    assert c.at_end()
+
+
 def test_status_counts_the_servers_responses(lab):
     import json
 

@@ -27,6 +27,7 @@ from .stats import ServerStats
 
 RECV = 65536
 FILE_CHUNK = 65536
+STOP_TICK = 0.5      # seconds between looks at `stopping` while waiting for a request
 LINGER = 1.0          # seconds a closing connection's late input is read for
 LINGER_BYTES = 1 << 20
 VERSION = "HTTP/1.1"  # what the server speaks, whatever the request's version (RFC 9110 section 2.5)
@@ -81,7 +82,9 @@ class HttpConnection:
             self._close()
 
     def _read_request(self, deadline: float) -> Request | None:
-        """The next request; None when the connection is over (an error answered, the end, idle)."""
+        """The next request; None when the connection is over (an error answered, the end, idle,
+        or the server stopping between requests)."""
+        continued = False
         while True:
             try:
                 request = self.parser.next_request()
@@ -90,13 +93,19 @@ class HttpConnection:
                 return None
             if request is not None:
                 return request
+            if not continued and self._wants_continue():
+                self.sock.set_timeout(self.s.timeout)
+                self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                continued = True
             left = deadline - self.s.now()
             if left <= 0:
                 if self.parser.partial or self.served == 0:
                     self.s.stats.count("request_timeouts")
                     self._send(error_response(408, f"no complete request within {self.s.timeout:g} s"), False, None)
                 return None
-            self.sock.set_timeout(left)
+            if self.s.stopping.is_set() and not self.parser.partial:
+                return None
+            self.sock.set_timeout(min(left, STOP_TICK))  # in slices, so that stopping is seen
             try:
                 data = self.sock.recv(RECV)
             except TimeoutError:
@@ -104,6 +113,11 @@ class HttpConnection:
             if not data:
                 return None
             self.parser.feed(data)
+
+    def _wants_continue(self) -> bool:
+        """An HTTP/1.1 client waits (RFC 9110 section 10.1.1) for 100 Continue before its body."""
+        head = self.parser.waiting_for_body
+        return head is not None and head.version >= (1, 1) and "100-continue" in head.tokens("expect")
 
     def _send(self, response: Response, keep: bool, request: Request | None) -> None:
         self.sock.set_timeout(self.s.timeout)

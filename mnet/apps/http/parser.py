@@ -97,6 +97,11 @@ class RequestParser:
         self._buf += data
 
     @property
+    def waiting_for_body(self) -> Request | None:
+        """The request whose head is parsed while its body is still coming (for Expect: 100-continue)."""
+        return self._waiting
+
+    @property
     def partial(self) -> bool:
         """Whether bytes of an unfinished request are held (so an end or a timeout now cuts it)."""
         return self._waiting is not None or bool(self._buf.lstrip(b"\r\n"))

@@ -1,0 +1,267 @@
+"""`mnet stack --serve http:...` and `https:...` against clients nobody here wrote.
+
+One set-up for the module: `mnet switch` as a process with a vhost-user port
+for `mnet stack` (10.0.0.9, a process too), one for a guest, and a TAP port
+into a namespace this module creates, where the kernel (10.0.0.254) runs
+curl, nc, socat and `openssl s_client`. One QEMU guest (10.0.0.1, booted once,
+only for the test that needs it) runs busybox wget.
+
+  http:80   root=WWW, workers=4, timeout=2 (the slow-client test waits that long)
+  https:443 root=WWW, a certificate for 10.0.0.9 and www.test from the test's CA
+"""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+
+import pytest
+
+from support.cli import MnetProcess, start_mnet_stack
+
+pytestmark = pytest.mark.integration
+
+STACK_IP = "10.0.0.9"
+HOST_IP = "10.0.0.254"
+GUEST_IP = "10.0.0.1"
+NAME = "www.test"
+WAIT = 20.0
+INDEX = "<h1>MultiOS stack, served over HTTP</h1>\n"
+SECRET = "the namespace's secret"
+
+
+class Lab:
+    def __init__(self, tmp, netns: str) -> None:
+        from nicdev.net import netns as ns
+        from support.tls_certs import TestCa
+
+        self.tmp, self.netns = tmp, netns
+        self.www = tmp / "www"
+        (self.www / "docs").mkdir(parents=True)
+        (self.www / "index.html").write_text(INDEX)
+        (self.www / "docs" / "notes.txt").write_text("plain text notes\n")
+        (tmp / "secret.txt").write_text(SECRET)
+        (tmp / "pki").mkdir()
+        self.ca = TestCa(tmp / "pki")
+        self.cert = self.ca.issue(NAME, ip=STACK_IP)
+        self.socks = {name: str(tmp / f"{name}.sock") for name in ("stack", "guest")}
+        self.switch = MnetProcess("switch", *(f"--port={n}=vhost-user:{p}" for n, p in self.socks.items()),
+                                  f"--port=host=tap:mnhttp0,netns={netns}")
+        self.stack = self.output = None
+        try:
+            self.switch.expect("switch running")
+            ns.set_address("mnhttp0", f"{HOST_IP}/24", netns=netns)
+            ns.link_up("lo", netns=netns)
+            self.stack, self.output = start_mnet_stack(
+                "--nic", f"vhost-user:{self.socks['stack']}", "--ip", f"{STACK_IP}/24",
+                "--serve", f"http:80,root={self.www},workers=4,timeout=2",
+                "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}")
+            self.banner = "".join(self.output.until(r"^stack up: ", timeout=WAIT))
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, *argv: str, input: bytes | None = None, timeout: float = WAIT) -> subprocess.CompletedProcess:
+        """A program in the namespace, to its end (bounded); output as text."""
+        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], input=input, capture_output=True,
+                              timeout=timeout)
+
+    def sh(self, line: str, timeout: float = WAIT) -> subprocess.CompletedProcess:
+        return self.run("sh", "-c", line, timeout=timeout)
+
+    def log_line(self, pattern: str) -> str:
+        """The next access-log line (or any output line) matching ``pattern``."""
+        return self.output.until(pattern, timeout=WAIT)[-1]
+
+    def close(self) -> None:
+        if self.stack is not None and self.stack.poll() is None:
+            self.stack.kill()
+            self.stack.wait(5)
+        self.switch.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from nicdev.net.netns import temporary_netns
+
+    with temporary_netns("mnet-http") as netns:
+        lab = Lab(tmp_path_factory.mktemp("http"), netns)
+        try:
+            yield lab
+        finally:
+            lab.close()
+
+
+def curl(lab, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess:
+    return lab.run("curl", "--silent", "--show-error", "--max-time", str(int(timeout)), *args, timeout=timeout + 5)
+
+
+def text(r: subprocess.CompletedProcess) -> str:
+    return r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+
+
+def test_the_services_are_announced(lab):
+    assert "serving http on port 80" in lab.banner and "serving https on port 443" in lab.banner, lab.banner
+    assert "with 4 workers" in lab.banner, lab.banner
+
+
+def test_curl_get_and_head(lab):
+    r = curl(lab, "--include", f"http://{STACK_IP}/")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith("HTTP/1.1 200 OK\r\n") and out.endswith(INDEX), text(r)
+    assert re.search(r"^Content-Type: text/html; charset=utf-8\r$", out, re.M), out
+    assert re.search(rf"^Content-Length: {len(INDEX)}\r$", out, re.M) and "\r\nServer: MultiOS-http/" in out, out
+    line = lab.log_line(r'^http:80 ')
+    assert re.fullmatch(rf'http:80 {HOST_IP} - - \[[^]]+\] "GET / HTTP/1.1" 200 {len(INDEX)}\n', line), line
+    r = curl(lab, "--head", f"http://{STACK_IP}/docs/notes.txt")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith("HTTP/1.1 200 OK"), text(r)
+    assert "Content-Type: text/plain; charset=utf-8\r\n" in out and "Content-Length: 17\r\n" in out, out
+    assert re.search(r'"HEAD /docs/notes.txt HTTP/1.1" 200 -$', lab.log_line(r"HEAD /docs")), "HEAD logged"
+
+
+def test_curl_reuses_one_connection_for_two_urls(lab):
+    r = curl(lab, "--verbose", f"http://{STACK_IP}/", f"http://{STACK_IP}/docs/notes.txt")
+    assert r.returncode == 0 and r.stdout.decode() == INDEX + "plain text notes\n", text(r)
+    err = r.stderr.decode()
+    assert "Re-using existing connection" in err, err
+    assert err.count("Connected to") == 1, err
+
+
+@pytest.mark.parametrize("args, status, header", [
+    (["/nope"], 404, None),
+    (["-X", "POST", "--data", "x=1", "/"], 405, "Allow: GET, HEAD"),
+    (["-X", "DELETE", "/"], 405, "Allow: GET, HEAD"),
+    (["-X", "BREW", "/"], 501, None),
+    (["/docs"], 301, "Location: /docs/"),
+])
+def test_curl_status_codes(lab, args, status, header):
+    *options, path = args
+    r = curl(lab, "--include", *options, f"http://{STACK_IP}{path}")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith(f"HTTP/1.1 {status} "), text(r)
+    assert header is None or f"\r\n{header}\r\n" in out, out
+
+
+@pytest.mark.parametrize("path", ["/../secret.txt", "/docs/../../secret.txt", "/%2e%2e/secret.txt",
+                                  "/docs/%2E%2E/%2e%2e/secret.txt", "//../secret.txt"])
+def test_curl_path_traversal_is_refused(lab, path):
+    r = curl(lab, "--path-as-is", "--write-out", "\n%{http_code}", f"http://{STACK_IP}{path}")
+    body, _, code = r.stdout.decode().rpartition("\n")
+    assert r.returncode == 0 and code in ("400", "404"), text(r)
+    assert SECRET not in body
+
+
+@pytest.mark.parametrize("request_text, status", [
+    ("NOT HTTP AT ALL\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\n\r\n", 400),                                     # HTTP/1.1 without Host
+    ("GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + "a" * 20000 + "\r\n\r\n", 431),
+    ("GET /" + "a" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n", 413),
+    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+])
+def test_nc_fed_malformed_and_oversized_requests(lab, request_text, status):
+    # -N: shut down the write side at the end of input; the answer is read until the server closes.
+    r = lab.run("nc", "-N", "-w", "10", STACK_IP, "80", input=request_text.encode())
+    out = r.stdout.decode(errors="replace")
+    assert out.startswith(f"HTTP/1.1 {status} "), text(r)
+    assert "\r\nConnection: close\r\n" in out, out
+
+
+def test_nc_with_bare_lf_lines_is_served(lab):
+    r = lab.run("nc", "-N", "-w", "10", STACK_IP, "80", input=b"GET /docs/notes.txt HTTP/1.0\n\n")
+    out = r.stdout.decode()
+    assert out.startswith("HTTP/1.1 200 OK") and out.endswith("plain text notes\n"), text(r)
+
+
+def test_a_slow_client_gets_408_while_curl_is_served(lab):
+    # socat feeds a header line every half second and never ends the request (slowloris);
+    # the server's timeout=2 closes it with 408, and curl is served meanwhile.
+    dribble = "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n'; for i in 1 2 3 4 5 6 7 8 9 10 11 12; " \
+              "do sleep 0.5; printf 'X-Slow-%s: y\\r\\n' $i || exit 0; done"
+    slow = subprocess.Popen(["ip", "netns", "exec", lab.netns, "sh", "-c",
+                             f"({dribble}) | socat -t 2 - TCP:{STACK_IP}:80"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(3):
+            r = curl(lab, f"http://{STACK_IP}/")
+            assert r.returncode == 0 and r.stdout.decode() == INDEX, text(r)
+        out, err = slow.communicate(timeout=WAIT)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait(5)
+    assert out.decode().startswith("HTTP/1.1 408 Request Timeout\r\n"), (out, err)
+    assert re.search(r'"-" 408 \d+$', lab.log_line(r'"-" 408 ')), "408 logged"
+
+
+@pytest.mark.parametrize("flags, version", [(["--tlsv1.2", "--tls-max", "1.2"], "TLSv1.2"),
+                                            (["--tlsv1.3"], "TLSv1.3")])
+def test_curl_over_https_with_each_tls_version(lab, flags, version):
+    r = curl(lab, "--verbose", *flags, "--cacert", str(lab.ca.cert_file), f"https://{STACK_IP}/",
+             f"https://{STACK_IP}/docs/notes.txt")
+    err = r.stderr.decode()
+    assert r.returncode == 0 and r.stdout.decode() == INDEX + "plain text notes\n", text(r)
+    assert f"SSL connection using {version}" in err and "Re-using existing connection" in err, err
+    assert re.search(rf'^https:443 {HOST_IP} - - \[[^]]+\] "GET /docs/notes.txt HTTP/1.1" 200 17$',
+                     lab.log_line(r"^https:443 .*notes"), re.M)
+
+
+def test_curl_refuses_the_server_for_another_name(lab):
+    # curl checks the name itself once the handshake is done: the server sees a connection end.
+    r = curl(lab, "--cacert", str(lab.ca.cert_file), "--resolve", f"other.test:443:{STACK_IP}",
+             "https://other.test/")
+    assert r.returncode == 60 and "other.test" in r.stderr.decode(), text(r)  # CURLE_PEER_FAILED_VERIFICATION
+
+
+def test_curl_with_another_ca_fails_the_handshake_and_the_server_logs_it(lab, tmp_path):
+    from support.tls_certs import TestCa
+
+    stranger = TestCa(tmp_path, "stranger CA")
+    r = curl(lab, "--cacert", str(stranger.cert_file), f"https://{STACK_IP}/")
+    assert r.returncode == 60, text(r)
+    line = lab.log_line(r"^https:443 .*TLS handshake failed")
+    assert re.fullmatch(rf"https:443 {HOST_IP} TLS handshake failed: .*UNKNOWN_CA.*\n", line), line
+
+
+def test_openssl_s_client_gets_a_page(lab):
+    request = b"GET /docs/notes.txt HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n"
+    r = lab.run("openssl", "s_client", "-connect", f"{STACK_IP}:443", "-CAfile", str(lab.ca.cert_file),
+                "-verify_hostname", NAME, "-verify_return_error", "-brief", "-ign_eof", input=request)
+    out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "Verification: OK" in err, err
+    assert out.startswith("HTTP/1.1 200 OK\r\n") and out.endswith("plain text notes\n"), out
+
+
+@pytest.fixture(scope="module")
+def guest(lab, guest_image):
+    from qemu.cmdline import NicConfig
+    from qemu.vm import VirtualMachine
+
+    vm = VirtualMachine("vm-http", guest_image, nic=NicConfig("vhost-user", lab.socks["guest"]),
+                        ip=f"{GUEST_IP}/24", workdir=lab.tmp / "vm-http",
+                        progress=lambda line: print(line, flush=True))
+    try:
+        vm.start()
+        vm.wait_ready(240)
+        yield vm
+    finally:
+        vm.stop()
+
+
+def test_busybox_wget_in_a_guest_fetches_pages(lab, guest):
+    # (busybox 1.35's wget crashes with -T: the guest's `timeout` bounds it instead, docs/guest.md)
+    r = guest.run(f"timeout 30 wget -q -O - http://{STACK_IP}/", timeout=60)
+    assert r.ok and r.output == INDEX, r
+    line = lab.log_line(rf"^http:80 {GUEST_IP} ")
+    assert re.search(r'"GET / HTTP/1.[01]" 200 \d+$', line), line
+    r = guest.run(f"timeout 30 wget -q -O - http://{STACK_IP}/nope; echo status=$?", timeout=60)
+    assert "status=1" in r.output, r
+
+
+def test_sigint_stops_the_stack_cleanly(lab):
+    lab.stack.send_signal(signal.SIGINT)
+    out, err = lab.output.finish(timeout=30)
+    assert lab.stack.returncode == 0 and "Traceback" not in err, err
+    assert "counters:" in out
