@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "ping": ("mnet.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
     "dns": ("mnet.cli.dns_cmd", "look a name up through a MultiOS stack of its own (A, AAAA)"),
     "monitor": ("mnet.cli.monitor_cmd", "show a running stack like ip and ss: ARP, routes, sockets, NIC rings"),
-    "demo": ("mnet.demo", "a tour: a guest and the host kernel use a MultiOS stack's services"),
+    "demo": ("mnet.demo", "a tour: a guest and the host kernel use a MultiOS stack's echo, HTTP(S), DNS, chat"),
     "trace": ("mnet.cli.trace_cmd", "read ring traces: show, summary, plot"),
 }
 

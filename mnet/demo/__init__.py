@@ -4,9 +4,11 @@ A switch with three ports: a Linux guest under QEMU (vhost-user), the MultiOS
 stack (a Python TCP/IP stack driving its own virtio-net NIC, vhost-user) and
 the host kernel (a TAP port into a network namespace the demo makes and
 removes). The host kernel and the guest use the stack's services: ping, UDP
-and TCP echo, its chat room (nc on both sides); the stack's DNS client
-resolves a name against dnsmasq on the host kernel's side. Progress lines as it goes, then a report: one line per
-check, PASS or FAIL with a figure; the exit status is 1 if any check failed.
+and TCP echo, HTTP, HTTPS (host: curl checks a certificate made at run
+time) and its chat room (nc on both sides); the stack's DNS client resolves
+a name against dnsmasq on the host kernel's side. Progress lines as it
+goes, then a report: one line per check, PASS or FAIL with a figure; the
+exit status is 1 if any check failed.
 """
 from __future__ import annotations
 

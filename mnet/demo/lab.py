@@ -31,7 +31,6 @@ class DemoLab:
 
     def __init__(self, workdir: Path, netns: str, bg, stack, vm) -> None:
         self.workdir, self.netns, self.bg, self.stack, self.vm = workdir, netns, bg, stack, vm
-        self.guest_ready = False
 
     def host(self, command: str, timeout: float = 60.0, stdin: bytes | None = None) -> subprocess.CompletedProcess:
         """A shell line run by the host kernel's side (in the namespace); bytes out, bounded."""
@@ -57,7 +56,6 @@ class DemoLab:
             seconds = self.vm.wait_ready(timeout=timeout)
         finally:
             done.set()
-        self.guest_ready = True
         return seconds
 
 
@@ -112,9 +110,10 @@ def _serving_stack(socket_path: str, services: list[str]):
         stack = Stack(nic, f"{STACK_IP}/{PREFIX}").start()
         step(f"MultiOS stack on port stack, {STACK_IP}/{PREFIX}: {nic.describe()}")
         try:
-            for spec in services:
-                threads.append(start_service(stack, parse_service(spec), stopping, detail))
-            detail("serving " + ", ".join(services))
+            parsed = [parse_service(spec) for spec in services]
+            for svc in parsed:
+                threads.append(start_service(stack, svc, stopping, detail))
+            detail("serving " + ", ".join(svc.label for svc in parsed))
             yield stack
         finally:
             stopping.set()

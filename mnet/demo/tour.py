@@ -2,30 +2,50 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import chat, dns, echo
-from .lab import open_lab
-from .report import Report, step
+from . import chat, dns, echo, web
+from .certs import DemoPki, make_pki
+from .lab import STACK_IP, open_lab
+from .report import Report, detail, step
 
 HOST_CHECKS = [
     ("ping", "host: busybox ping", echo.host_ping),
     ("udp echo", "host: socat", echo.host_udp_echo),
     ("tcp echo", "host: nc", echo.host_tcp_echo),
+    ("http", "host: curl", web.host_http),
 ]
+HTTPS_CHECK = ("https", "host: curl --cacert", web.host_https)
 GUEST_CHECKS = [
     ("ping", "guest: busybox ping", echo.guest_ping),
     ("udp echo", "guest: socat", echo.guest_udp_echo),
     ("tcp echo", "guest: socat", echo.guest_tcp_echo),
+    ("http", "guest: busybox wget", web.guest_http),
     ("chat", "host: nc + guest: busybox nc", chat.host_and_guest_chat),
 ]
 
 
-def services() -> list[str]:
-    """What the stack serves, as `mnet stack --serve` spells it."""
-    return [f"udp-echo:{echo.ECHO_PORT}", f"tcp-echo:{echo.ECHO_PORT}", f"chat:{chat.CHAT_PORT}"]
+def services(site: Path, pki: DemoPki | None) -> list[str]:
+    """What the stack serves, as `mnet stack --serve` spells it (https only with a certificate)."""
+    served = [f"udp-echo:{echo.ECHO_PORT}", f"tcp-echo:{echo.ECHO_PORT}", f"http:{web.HTTP_PORT},root={site}",
+              f"chat:{chat.CHAT_PORT}"]
+    if pki is not None:
+        served.append(f"https:{web.HTTPS_PORT},cert={pki.cert_file},key={pki.key_file},root={site}")
+    return served
+
+
+def _make_pki(workdir: Path, report: Report) -> DemoPki | None:
+    step(f"certificates: a CA of the demo's own, and a server certificate it signs for {dns.NAME} and {STACK_IP}")
+    try:
+        pki = make_pki(workdir / "pki", dns.NAME, STACK_IP)
+    except (OSError, RuntimeError, TimeoutError) as exc:   # no openssl, or it failed: HTTPS is the one FAIL
+        report.record(*HTTPS_CHECK[:2], False, f"no certificate: {exc}")
+        return None
+    detail(f"CA {pki.ca_file}, server {pki.cert_file}")
+    return pki
 
 
 def run_tour(args: argparse.Namespace) -> int:
@@ -37,8 +57,10 @@ def run_tour(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mnet-demo-") as tmp, ExitStack() as running:
         workdir = Path(tmp)
         try:
-            lab = running.enter_context(open_lab(workdir, image, services()))
-            for name, client, probe in HOST_CHECKS:
+            site = web.make_site(workdir / "www")
+            pki = _make_pki(workdir, report)
+            lab = running.enter_context(open_lab(workdir, image, services(site, pki)))
+            for name, client, probe in HOST_CHECKS + ([HTTPS_CHECK] if pki else []):
                 report.check(name, client, lambda: probe(lab))
             _dns_checks(running, lab, report)
             _guest_checks(lab, report, args.boot_timeout)
@@ -54,7 +76,7 @@ def run_tour(args: argparse.Namespace) -> int:
 def _dns_checks(running: ExitStack, lab, report: Report) -> None:
     try:
         running.enter_context(dns.running_dnsmasq(lab))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:   # no dnsmasq, or it never answered
         report.record("dns", "stack: DnsClient -> dnsmasq", False, f"dnsmasq did not start: {exc}")
         return
     report.check("dns", "stack: DnsClient -> dnsmasq", lambda: dns.stack_resolves(lab))

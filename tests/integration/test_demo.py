@@ -12,11 +12,14 @@ EXPECTED = [
     ("ping", "host: busybox ping"),
     ("udp echo", "host: socat"),
     ("tcp echo", "host: nc"),
+    ("http", "host: curl"),
+    ("https", "host: curl --cacert"),
     ("dns", "stack: DnsClient -> dnsmasq"),
     ("boot", "guest: Linux under QEMU"),
     ("ping", "guest: busybox ping"),
     ("udp echo", "guest: socat"),
     ("tcp echo", "guest: socat"),
+    ("http", "guest: busybox wget"),
     ("chat", "host: nc + guest: busybox nc"),
 ]
 REPORT_LINE = re.compile(r"^(PASS|FAIL)  (.+?) {2,}(.+?) {2,}(\S.*)$")
@@ -45,6 +48,7 @@ def test_demo_runs_end_to_end(demo):
     assert status == 0, out[-4000:]
     assert "Traceback" not in out, out[-4000:]
     for expected in ("3 packets received", "hello MultiOS, from the guest", "hello MultiOS, from the host kernel",
+                     "hello from the MultiOS stack over a Python virtio-net device", "<guest> hello from the guest",
                      "==> demo succeeded"):
         assert expected in out, f"{expected!r} missing from the demo's output:\n{out[-4000:]}"
 
