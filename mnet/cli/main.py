@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "stack": ("mnet.cli.stack_cmd", "run the MultiOS stack on a vhost-user NIC with services"),
     "ping": ("mnet.cli.ping_cmd", "ping a host through a MultiOS stack of its own"),
     "dns": ("mnet.cli.dns_cmd", "look a name up through a MultiOS stack of its own (A, AAAA)"),
+    "transfer": ("mnet.cli.transfer_cmd", "send or receive a file over UDP, reliably (stack or host kernel)"),
     "demo": ("mnet.demo", "guests and a MultiOS stack on our virtio-net device: ping, HTTP, UDP"),
     "trace": ("mnet.cli.trace_cmd", "read ring traces: show, summary, plot"),
 }

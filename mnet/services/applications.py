@@ -14,6 +14,7 @@ import threading
 from typing import Callable
 
 STARTERS: dict[str, str] = {
+    "udp-file": "mnet.apps.filetransfer.service:start",
 }
 
 

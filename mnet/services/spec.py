@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from mnet.apps.filetransfer.options import check as check_udp_file
+
 from .errors import ServiceSpecError
 
 
@@ -53,6 +55,7 @@ KINDS: dict[str, ServiceKind] = {k.name: k for k in (
     ServiceKind("tcp-echo", "tcp-echo:PORT"),
     ServiceKind("tcp-discard", "tcp-discard:PORT"),
     ServiceKind("tcp-source", "tcp-source:PORT,bytes=N", keys=("bytes",), required=("bytes",)),
+    ServiceKind("udp-file", "udp-file:PORT,dir=DIR", keys=("dir",), required=("dir",), check=check_udp_file),
 )}
 
 SERVICES = tuple(KINDS)

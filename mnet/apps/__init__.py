@@ -1,0 +1,1 @@
+"""Applications built on the MultiOS stack (the socket guide's exercises and servers)."""
