@@ -17,6 +17,19 @@ RECEIVE_BUFFER = 4 << 20  # room for several windows while the loop is busy writ
 TRANSIENT = (errno.ENOBUFS, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOMEM)
 
 
+# Linux's SO_RCVBUFFORCE/SO_SNDBUFFORCE (not in Python's socket module): root may pass rmem_max/wmem_max.
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
+
+
+def _set_buffer(sock: socket.socket, forced: int, option: int) -> None:
+    """A buffer of RECEIVE_BUFFER bytes: forced past the system's cap when allowed (root),
+    else as much as the cap (rmem_max, 208 KiB by default: about 90 full datagrams) lets."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, forced, RECEIVE_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+
+
 class NothingListens(Exception):
     """The peer's host answered ICMP port unreachable: no receiver on that port."""
 
@@ -36,8 +49,8 @@ class KernelEndpoint(_Closing):
         self.send_errors = 0
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                self._sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)  # capped by rmem_max/wmem_max
+            for forced, option in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+                _set_buffer(self._sock, forced, option)
             self._sock.bind(bind)
         except BaseException:
             self._sock.close()
