@@ -3,6 +3,7 @@ loopback pair, the host kernel's sockets on 127.0.0.1 (through the `mnet
 transfer` command), the receiver's files, `--serve udp-file` and the CLI's
 one-line errors."""
 import hashlib
+import io
 import random
 import re
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from mnet.apps.filetransfer import transfer
 from mnet.apps.filetransfer.config import TransferConfig
 from mnet.apps.filetransfer.endpoints import KernelEndpoint, NothingListens, StackEndpoint
+from mnet.apps.filetransfer.report import Progress
 from mnet.apps.filetransfer.transfer import TransferError, receive_files, send_file
 from mnet.services.errors import ServiceSpecError
 from mnet.services.runner import start_service
@@ -170,3 +172,44 @@ def test_serve_udp_file_receives_several_files(stacks, tmp_path):
         stopping.set()
         thread.join(WAIT)
     assert len(lines) == 2 and all(re.match(r"udp-file:69 received f\d from 10\.0\.0\.1:\d+ into ", x) for x in lines)
+
+
+def test_an_interrupted_sender_tells_the_receiver_which_removes_the_partial_file(stacks, tmp_path):
+    a, b = stacks
+    write_file(tmp_path / "src.bin", 2_000_000)
+    (tmp_path / "out").mkdir()
+
+    def interrupt_halfway(sender, now):
+        if sender.acked_bytes > 200_000:
+            raise KeyboardInterrupt
+
+    with StackEndpoint(b, 6972) as rx, StackEndpoint(a) as tx:
+        thread, results = receive_in_thread(rx, tmp_path / "out", config=FAST)
+        with pytest.raises(KeyboardInterrupt):
+            send_file(tx, tmp_path / "src.bin", ("10.0.0.2", 6972), FAST, progress=interrupt_halfway)
+        thread.join(WAIT)
+    (received,) = results
+    assert received.error == "the sender aborted: the sender stopped: KeyboardInterrupt"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_progress_line(tty):
+    stream = FakeStream(tty)
+    bar = Progress(stream)
+    bar.show("sending f", 100, 1000, "0 retransmitted", started=10.0, now=10.5)
+    assert stream.getvalue() == ""  # nothing in the first second
+    bar.show("sending f", 2_000_000, 4_000_000, "3 retransmitted", started=10.0, now=12.0)
+    bar.show("sending f", 2_100_000, 4_000_000, "3 retransmitted", started=10.0, now=12.1)  # too soon
+    bar.end()
+    line = "sending f: 2000000/4000000 bytes (50 %), 1.00 MB/s, 3 retransmitted"
+    assert stream.getvalue() == (f"\r{line}\x1b[K\n" if tty else f"{line}\n")

@@ -211,3 +211,17 @@ def test_a_lost_bye_or_done_is_covered_by_lingering():
                        backward=Direction(drop=lose_first_done_and_bye))
     assert_delivered(out, data)
     assert kinds.count(wire.Kind.DONE) == 2  # the FIN was resent and answered again
+
+
+def test_a_late_copy_of_start_after_the_transfer_is_not_a_new_one():
+    data = payload(500)
+    out = run_transfer(data, SMALL)
+    assert_delivered(out, data)
+    hub = out.hub
+    assert not hub.sessions
+    start = wire.Start(0x1234, 0, len(data), 100, hashlib.sha256(data).digest(), "file.bin")
+    hub.receive(wire.encode(start), SENDER_PEER, out.seconds + 1)
+    assert not hub.sessions and hub.counters["foreign"] == 1
+    hub.poll(out.seconds + SMALL.give_up + 1)  # long after: the id may be used again
+    hub.receive(wire.encode(start), SENDER_PEER, out.seconds + SMALL.give_up + 2)
+    assert (SENDER_PEER, 0x1234) in hub.sessions

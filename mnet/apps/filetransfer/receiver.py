@@ -238,6 +238,8 @@ class ReceiverHub:
         self.max_size = max_size
         self.sessions: dict[tuple[Peer, int], ReceiveSession] = {}
         self.counters: Counter[str] = Counter()
+        # Sessions that ended, until give_up after: a late copy of their START is not a new transfer.
+        self._ended: dict[tuple[Peer, int], float] = {}
         self._out: list[tuple[bytes, Peer]] = []
 
     def receive(self, datagram: bytes, peer: Peer, now: float) -> None:
@@ -246,13 +248,14 @@ class ReceiverHub:
         except wire.MalformedDatagram:
             self.counters["malformed"] += 1
             return
-        session = self.sessions.get((peer, msg.session))
+        key = (peer, msg.session)
+        session = self.sessions.get(key)
         if session is not None:
             session.receive(msg, now)
-        elif isinstance(msg, wire.Start):
+        elif isinstance(msg, wire.Start) and key not in self._ended:
             self._open(msg, peer, now)
         else:
-            self.counters["foreign"] += 1  # of no transfer this end knows (an old one, or not for us)
+            self.counters["foreign"] += 1  # of no transfer this end knows (an ended one, or not for us)
 
     def _open(self, start: wire.Start, peer: Peer, now: float) -> None:
         why = self._refusal(start)
@@ -291,8 +294,11 @@ class ReceiverHub:
         """Run every session's timers; the datagrams to send, each with its peer.
         Sessions that ended are forgotten here (take their events first)."""
         out, self._out = self._out, []
-        for (peer, sid), session in list(self.sessions.items()):
-            out.extend((d, peer) for d in session.poll(now))
+        for key, session in list(self.sessions.items()):
+            out.extend((d, key[0]) for d in session.poll(now))
             if session.finished and not session.has_events:
-                del self.sessions[(peer, sid)]
+                del self.sessions[key]
+                self._ended[key] = now + self.config.give_up
+        for key in [k for k, until in self._ended.items() if until <= now]:
+            del self._ended[key]
         return out
