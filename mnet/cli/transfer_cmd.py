@@ -143,9 +143,11 @@ def _send(args: argparse.Namespace, endpoint, peer, config) -> int:
     try:
         result = send_file(endpoint, args.file, peer, config, name=args.name, progress=progress)
     except (TransferError, NothingListens, ValueError) as exc:
-        bar.end()
         raise CliError(str(exc), status=1) from None
-    bar.end()
+    except OSError as exc:  # the file unreadable, the network gone
+        raise CliError(f"sending {args.file} failed: {exc.strerror or exc}", status=1) from None
+    finally:
+        bar.end()
     print(send_summary(result), flush=True)
     return 0
 
@@ -166,8 +168,12 @@ def _receive(args: argparse.Namespace, endpoint, config) -> int:
                 bar.show(f"receiving {session.name}", session.delivered, session.size,
                          f"{session.counters['duplicates']} duplicates", session.started_at, now)
 
-    results = receive_files(endpoint, args.dir, config, once=True, progress=progress)
-    bar.end()
+    try:
+        results = receive_files(endpoint, args.dir, config, once=True, progress=progress)
+    except OSError as exc:  # the network gone (the stack stopped)
+        raise CliError(f"receiving failed: {exc.strerror or exc}", status=1) from None
+    finally:
+        bar.end()
     result = results[0]
     if not result.ok:
         raise CliError(receive_summary(result), status=1)

@@ -213,3 +213,12 @@ def test_the_progress_line(tty):
     bar.end()
     line = "sending f: 2000000/4000000 bytes (50 %), 1.00 MB/s, 3 retransmitted"
     assert stream.getvalue() == (f"\r{line}\x1b[K\n" if tty else f"{line}\n")
+
+
+def test_a_peer_nobody_answers_for_gives_up_with_a_clear_error(stacks, tmp_path):
+    a, _ = stacks
+    write_file(tmp_path / "src.bin", 1000)
+    config = TransferConfig(give_up=1.5, initial_rto=0.3, min_rto=0.2)
+    with StackEndpoint(a) as tx, pytest.raises(TransferError) as err:
+        send_file(tx, tmp_path / "src.bin", ("10.0.0.77", 6969), config)  # no ARP answer: unreachable
+    assert str(err.value).startswith("no progress for 1.5 s waiting for an answer to START (is a receiver listening")

@@ -89,6 +89,11 @@ class KernelEndpoint(_Closing):
         except ConnectionRefusedError:
             peer = self._peer or ("?", 0)
             raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
+        except OSError as exc:
+            if exc.errno not in TRANSIENT:
+                raise
+            self.send_errors += 1  # an earlier datagram's ICMP error (host unreachable): it was lost
+            return None
         return data, (source[0], source[1])
 
     def close(self) -> None:
@@ -143,6 +148,11 @@ class StackEndpoint(_Closing):
         except ConnectionRefusedError:
             peer = self._peer or ("?", 0)
             raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
+        except OSError as exc:
+            if exc.errno not in TRANSIENT:
+                raise
+            self.send_errors += 1  # an earlier datagram's ICMP error or ARP failure: it was lost
+            return None
         return data, (str(source.ip), source.port)
 
     def close(self) -> None:
