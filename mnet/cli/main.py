@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "dns": ("mnet.cli.dns_cmd", "look a name up through a MultiOS stack of its own (A, AAAA)"),
     "monitor": ("mnet.cli.monitor_cmd", "show a running stack like ip and ss: ARP, routes, sockets, NIC rings"),
     "demo": ("mnet.demo", "a tour: a guest and the host kernel use a MultiOS stack's echo, HTTP(S), DNS, chat"),
+    "transfer": ("mnet.cli.transfer_cmd", "send or receive a file over UDP, reliably (stack or host kernel)"),
     "trace": ("mnet.cli.trace_cmd", "read ring traces: show, summary, plot"),
 }
 

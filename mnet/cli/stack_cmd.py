@@ -45,6 +45,9 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
                              a line-based chat room (plain `nc` is a client):
                              the first line is the nickname, then each line
                              goes to the others (docs/chat.md)
+  udp-file:PORT,dir=DIR      receive files sent with `mnet transfer send`
+                             over UDP, reliably (acknowledged, resent,
+                             SHA-256 checked) into DIR (docs/filetransfer.md)
 
 tcp-source's bytes are the same for every connection, so anyone can check
 them: in Python, `r = random.Random({SOURCE_SEED})` and the stream is

@@ -11,10 +11,12 @@ import argparse
 STACK_QUEUE_SIZE = 4096
 
 
-def add_stack_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nic", required=True, metavar="vhost-user:PATH",
+def add_stack_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """--nic, --ip, --gateway, --mac (--nic and --ip optional with ``required=False``:
+    for a command that can also run on the host kernel's sockets)."""
+    p.add_argument("--nic", required=required, metavar="vhost-user:PATH",
                    help="the vhost-user socket of a switch port (ours or DPDK's net_vhost)")
-    p.add_argument("--ip", required=True, metavar="ADDR/LEN", help="the stack's address, e.g. 10.0.0.9/24")
+    p.add_argument("--ip", required=required, metavar="ADDR/LEN", help="the stack's address, e.g. 10.0.0.9/24")
     p.add_argument("--gateway", metavar="ADDR", help="default route via ADDR (must be in the subnet)")
     p.add_argument("--mac", metavar="MAC", help="the NIC's MAC (default: random, locally administered)")
 

@@ -19,6 +19,7 @@ STARTERS: dict[str, str] = {
     "http": "mnet.apps.http.service:start_http",
     "https": "mnet.apps.http.service:start_https",
     "chat": "mnet.apps.chat.server:start",
+    "udp-file": "mnet.apps.filetransfer.service:start",
 }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mnet.apps.chat.options import chat_options
+from mnet.apps.filetransfer.options import check as check_udp_file
 from mnet.apps.http.options import HTTP_KEYS, HTTPS_KEYS, check_http, check_https
 
 from .errors import ServiceSpecError
@@ -70,6 +71,7 @@ KINDS: dict[str, ServiceKind] = {k.name: k for k in (
                 required=("cert", "key"), check=check_https),
     ServiceKind("chat", "chat:PORT[,max_clients=N][,max_line=BYTES]", keys=("max_clients", "max_line"),
                 check=chat_options),
+    ServiceKind("udp-file", "udp-file:PORT,dir=DIR", keys=("dir",), required=("dir",), check=check_udp_file),
 )}
 
 SERVICES = tuple(KINDS)
