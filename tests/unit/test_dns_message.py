@@ -175,3 +175,21 @@ def test_read_questions_of_an_answer_cut_mid_record():
     with pytest.raises(MalformedMessage):
         parse_message(wire[:-7])
     assert [q.name for q in read_questions(wire[:-7])] == ["big.x.org"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 160), st.integers(0, 255)), max_size=30))
+def test_mutated_negative_answers_with_soa_and_opt_give_a_message_or_a_dns_error(flips):
+    good = bytearray(answer(9, "gone.example.com", [], rcode=3,
+                            authority=[soa(pointer(QNAME_AT + 5), 300, mname=b"\x02ns" + pointer(QNAME_AT + 5))],
+                            additional=[opt(1232, options=[(10, b"cookie12"), (65001, b"")])]))
+    for at, value in flips:
+        if at < len(good):
+            good[at] = value
+    try:
+        msg = parse_message(bytes(good))
+    except DnsError:
+        return
+    for record in msg.authority:  # a parsed SOA always has its MINIMUM
+        if record.rtype == 6:
+            assert soa_minimum(record) >= 0
