@@ -2,11 +2,13 @@
 
 What it shows: DnsClient.resolve/lookup (A and AAAA, a CNAME followed to its
 end, an answer for NXDOMAIN as a clear error, the cache answering the second
-time without a packet, a hosts table). In the in-process lab the server is a
-tiny DNS responder on the peer stack, written here with stack.dns.message:
-it reads the question and builds the answer the way the guide's DNS chapter
-lays it out (header, the question repeated, records whose owner is a
-compression pointer to the question's name).
+time without a packet, with the TTL that is left and the same CNAME chain,
+NXDOMAIN cached too for the SOA's minimum TTL, a hosts table). In the
+in-process lab the server is a tiny DNS responder on the peer stack, written
+here with stack.dns.message: it reads the question and builds the answer the
+way the guide's DNS chapter lays it out (header, the question repeated,
+records whose owner is a compression pointer to the question's name; an SOA
+record in the authority section of a negative answer).
 
 Run it:
     python examples/dns_client.py
@@ -36,8 +38,10 @@ ZONE = {
 }
 LAB_NAMES = [("www.example.test", "A"), ("www.example.test", "AAAA"), ("alias.example.test", "A"),
              ("mail.example.test", "A"), ("missing.example.test", "A"), ("www.example.test", "A"),
-             ("printer.lan", "A")]
+             ("alias.example.test", "A"), ("missing.example.test", "A"), ("printer.lan", "A")]
 POINTER_TO_QUESTION = 0xC00C  # the question's name starts right after the 12-byte header
+TTL = 300
+NEGATIVE_TTL = 60  # the SOA's MINIMUM: how long resolvers may cache "no such name" (RFC 2308)
 
 
 def rdata(rtype: int, value: str) -> bytes:
@@ -58,7 +62,7 @@ def answer(query: bytes) -> bytes:
         found = [(t, v) for t, v in ZONE[name] if t in (question.rtype, RecordType.CNAME)]
         for rtype, value in found:
             data = rdata(rtype, value)
-            records.append(owner + struct.pack("!HHIH", rtype, CLASS_IN, 300, len(data)) + data)
+            records.append(owner + struct.pack("!HHIH", rtype, CLASS_IN, TTL, len(data)) + data)
         cname = [v for t, v in found if t == RecordType.CNAME]
         if not cname:
             break
@@ -66,7 +70,16 @@ def answer(query: bytes) -> bytes:
     rcode = Rcode.NOERROR if question.name.lower().rstrip(".") in ZONE else Rcode.NXDOMAIN
     flags = 0x8000 | 0x0400 | (message.header.flags & 0x0100) | 0x0080 | rcode  # QR, AA, RD copied, RA
     question_wire = encode_name(question.name) + struct.pack("!HH", question.rtype, question.rclass)
-    return HEADER.pack(message.header.ident, flags, 1, len(records), 0, 0) + question_wire + b"".join(records)
+    authority = [] if records else [soa_record()]  # a negative answer says how long to remember it
+    return (HEADER.pack(message.header.ident, flags, 1, len(records), len(authority), 0) + question_wire
+            + b"".join(records) + b"".join(authority))
+
+
+def soa_record() -> bytes:
+    """The zone's SOA: primary server, mailbox, serial, refresh, retry, expire, minimum."""
+    data = (encode_name("ns.example.test") + encode_name("hostmaster.example.test")
+            + struct.pack("!IIIII", 2026120701, 3600, 600, 86400, NEGATIVE_TTL))
+    return encode_name("example.test") + struct.pack("!HHIH", RecordType.SOA, CLASS_IN, TTL, len(data)) + data
 
 
 def responder(sock: Socket) -> None:
@@ -82,17 +95,22 @@ def responder(sock: Socket) -> None:
             continue
 
 
+WHERE = {"server": "ttl {ttl}", "cache": "no query: from the cache, ttl {ttl} left",
+         "hosts": "no query: hosts table", "literal": "an address literal"}
+
+
 def show(dns: DnsClient, name: str, rtype: str) -> None:
     queries_before = len(dns.source_ports)
     try:
         found = dns.lookup(name, rtype)
     except DnsError as exc:  # NXDOMAIN, no data, SERVFAIL, timeout, malformed: one clear message
-        print(exc)
+        cached = " (no query: from the cache)" if len(dns.source_ports) == queries_before else ""
+        print(f"{exc}{cached}")
         return
-    if found.canonical_name.lower() != name.lower():
-        print(f"{name} is an alias for {found.canonical_name}.")
+    for alias, target in zip(found.aliases, found.aliases[1:] + (found.canonical_name,)):
+        print(f"{alias} is an alias for {target}.")
     kind = "address" if rtype == "A" else "IPv6 address"
-    where = f"ttl {found.ttl}" if len(dns.source_ports) > queries_before else "no query: cache or hosts table"
+    where = WHERE[found.origin].format(ttl=found.ttl)
     for address in found.addresses:
         print(f"{found.canonical_name} has {kind} {address} ({where})")
 

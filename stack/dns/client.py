@@ -6,8 +6,10 @@
 
 Each UDP query goes out from a fresh socket bound to a random port; a
 truncated answer is fetched again over TCP. The hosts table is asked first,
-then the cache (on the stack's clock), then the servers. Every failure is a
-:class:`stack.dns.errors.DnsError`.
+then the cache (on the stack's clock), then the servers. The cache keeps
+whole answers (canonical name, CNAME chain; the TTL counts down while they
+are kept) and NXDOMAIN/NODATA answers (RFC 2308), which raise the same
+error again. Every failure is a :class:`stack.dns.errors.DnsError`.
 """
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ import errno
 import random
 import threading
 from collections import Counter
+from dataclasses import replace
 from ipaddress import ip_address
 
 from stack.dns.cache import DnsCache
-from stack.dns.errors import DnsError
+from stack.dns.errors import DnsError, NameNotFound, NoData
 from stack.dns.hosts import HostsTable
-from stack.dns.resolver import ADDRESS_TYPES, DNS_PORT, Answer, Query, Resolution, TcpMessageReader, tcp_frame
+from stack.dns.resolver import (ADDRESS_TYPES, DNS_PORT, EDNS_PAYLOAD, Answer, Query, Resolution, TcpMessageReader,
+                                tcp_frame)
 from stack.socket_api import IpAddress, SocketType
 
 __all__ = ["DnsClient"]
@@ -36,19 +40,23 @@ class DnsClient:
     """
 
     def __init__(self, stack, servers: list[str], *, port: int = DNS_PORT, timeout: float = 2.0,
-                 attempts: int = 2, max_cnames: int = 8, hosts: HostsTable | None = None,
-                 cache: DnsCache | None = None, rng: random.Random | None = None) -> None:
+                 attempts: int = 2, max_cnames: int = 8, edns_payload: int | None = EDNS_PAYLOAD,
+                 hosts: HostsTable | None = None, cache: DnsCache | None = None,
+                 rng: random.Random | None = None) -> None:
         for server in servers:
             try:
                 IpAddress(server, port)
             except ValueError as exc:
                 raise DnsError(f"bad DNS server {server!r}: {exc}") from None
+        if edns_payload is not None and not 512 <= edns_payload <= 0xFFFF:
+            raise ValueError(f"EDNS payload size must be 512..65535 or None, got {edns_payload}")
         self._stack = stack
         self.servers = [str(s) for s in servers]
         self.port = port
         self.timeout = timeout
         self.attempts = attempts
         self.max_cnames = max_cnames
+        self.edns_payload = edns_payload
         self.hosts = hosts if hosts is not None else HostsTable()
         self.cache = cache if cache is not None else DnsCache()
         self._rng = rng or random.SystemRandom()
@@ -68,15 +76,20 @@ class DnsClient:
         if known is not None:
             return known
         res = Resolution(name, type, self.servers, port=self.port, timeout=self.timeout,
-                         attempts=self.attempts, max_cnames=self.max_cnames, rng=self._rng)
+                         attempts=self.attempts, max_cnames=self.max_cnames, edns_payload=self.edns_payload,
+                         rng=self._rng)
         try:
             step: Query | Answer = res.start(self._now())
             while isinstance(step, Query):
                 step = self._tcp_exchange(res, step) if step.tcp else self._udp_exchange(res, step)
+        except (NameNotFound, NoData) as exc:
+            if exc.negative_ttl:
+                self.cache.put(name, type, exc, exc.negative_ttl, self._now())
+            raise
         finally:
             with self._stats_lock:
                 self.ignored.update(res.ignored)
-        self.cache.put(name, type, step.addresses, step.ttl, self._now())
+        self.cache.put(name, type, step, step.ttl, self._now())
         return step
 
     def _without_servers(self, name: str, type: str) -> Answer | None:
@@ -88,9 +101,18 @@ class DnsClient:
         if literal is not None:
             if (literal.version == 4) != (type == "A"):
                 raise DnsError(f"{name} is an IPv{literal.version} address, not a {type} name")
-            return Answer(name, name, [str(literal)], 0)
-        found = self.hosts.lookup(name, type) or self.cache.get(name, type, self._now())
-        return Answer(name, name, found, 0) if found else None
+            return Answer(name, name, [str(literal)], 0, origin="literal")
+        found = self.hosts.lookup(name, type)
+        if found:
+            return Answer(name, name, found, 0, origin="hosts")
+        cached = self.cache.get_with_ttl(name, type, self._now())
+        if cached is None:
+            return None
+        value, ttl_left = cached
+        if isinstance(value, (NameNotFound, NoData)):
+            raise value.again(ttl_left)
+        # A copy (the caller may change its list), with the TTL that is left of the original.
+        return replace(value, addresses=list(value.addresses), ttl=ttl_left, origin="cache")
 
     def _now(self) -> float:
         return self._stack.clock.now()

@@ -13,20 +13,36 @@ class MalformedMessage(DnsError):
 
 
 class NameNotFound(DnsError):
-    """NXDOMAIN: the name does not exist."""
+    """NXDOMAIN: the name does not exist.
 
-    def __init__(self, name: str) -> None:
+    ``negative_ttl``: how long the answer may be cached (RFC 2308 5: the
+    smaller of the SOA record's TTL and its MINIMUM field), None when the
+    answer had no SOA record (then it is not cached).
+    """
+
+    def __init__(self, name: str, negative_ttl: int | None = None) -> None:
         super().__init__(f"{name}: no such name (NXDOMAIN)")
         self.name = name
+        self.negative_ttl = negative_ttl
+
+    def again(self, negative_ttl: int) -> "NameNotFound":
+        """The same error, raised anew from the cache with the TTL left."""
+        return NameNotFound(self.name, negative_ttl)
 
 
 class NoData(DnsError):
-    """The name exists but has no records of the type asked for."""
+    """The name exists but has no records of the type asked for (NODATA;
+    ``negative_ttl`` as for :class:`NameNotFound`)."""
 
-    def __init__(self, name: str, rtype: str) -> None:
+    def __init__(self, name: str, rtype: str, negative_ttl: int | None = None) -> None:
         super().__init__(f"{name}: no {rtype} records")
         self.name = name
         self.rtype = rtype
+        self.negative_ttl = negative_ttl
+
+    def again(self, negative_ttl: int) -> "NoData":
+        """The same error, raised anew from the cache with the TTL left."""
+        return NoData(self.name, self.rtype, negative_ttl)
 
 
 class ServerFailure(DnsError):

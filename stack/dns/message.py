@@ -1,8 +1,14 @@
 """DNS messages (RFC 1035 4.1): build a query, read an answer. No state, no I/O.
 
+EDNS(0) (RFC 6891): a query may carry an OPT record advertising the UDP
+payload size we accept; an OPT record in an answer is read into
+:class:`Edns` (payload size, the extended RCODE's upper bits, version, DO
+bit, options kept but not interpreted).
+
 Every way a message can be wrong (cut short, a label too long, a name
 longer than 255 bytes, a compression pointer past the end or into a loop,
-counts that promise more records than there are) is a
+counts that promise more records than there are, SOA or OPT data of the
+wrong shape, two OPT records) is a
 :class:`MalformedMessage` naming what and where: a hostile answer gives an
 error, never another exception.
 """
@@ -15,12 +21,15 @@ from ipaddress import IPv4Address, IPv6Address
 
 from stack.dns.errors import DnsError, MalformedMessage
 
-__all__ = ["RecordType", "Rcode", "CLASS_IN", "Header", "Question", "Record", "Message",
-           "encode_name", "build_query", "parse_message", "read_name", "same_name"]
+__all__ = ["RecordType", "Rcode", "CLASS_IN", "Header", "Question", "Record", "Edns", "Message",
+           "encode_name", "build_query", "parse_message", "read_name", "read_questions", "same_name",
+           "soa_minimum"]
 
 CLASS_IN = 1
 HEADER = struct.Struct("!HHHHHH")
 FIXED_RR = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH after the owner name
+SOA_NUMBERS = struct.Struct("!IIIII")  # serial, refresh, retry, expire, minimum after the two names
+OPTION = struct.Struct("!HH")  # an EDNS option's code and length
 MAX_NAME = 255           # bytes on the wire, RFC 1035 3.1
 MAX_LABEL = 63
 MAX_POINTERS = 32        # compression jumps followed in one name before we call it a loop
@@ -38,6 +47,7 @@ class RecordType(enum.IntEnum):
     MX = 15
     TXT = 16
     AAAA = 28
+    OPT = 41
 
 
 class Rcode(enum.IntEnum):
@@ -47,6 +57,7 @@ class Rcode(enum.IntEnum):
     NXDOMAIN = 3
     NOTIMP = 4
     REFUSED = 5
+    BADVERS = 16  # EDNS version not supported (needs the OPT record's upper RCODE bits)
 
 
 def rcode_name(code: int) -> str:
@@ -103,12 +114,30 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Edns:
+    """The OPT pseudo-record of a message (RFC 6891 6.1.2)."""
+
+    payload_size: int       # the largest UDP message the sender accepts (the OPT's class)
+    extended_rcode: int     # the RCODE's upper 8 bits
+    version: int
+    dnssec_ok: bool
+    options: tuple[tuple[int, bytes], ...] = ()  # (code, data), none interpreted here
+
+
+@dataclass(frozen=True)
 class Message:
     header: Header
     questions: tuple[Question, ...]
     answers: tuple[Record, ...]
     authority: tuple[Record, ...]
-    additional: tuple[Record, ...]
+    additional: tuple[Record, ...]  # the OPT record, if any, is there and in ``edns``
+    edns: Edns | None = None
+
+    @property
+    def rcode(self) -> int:
+        """The full 12-bit RCODE: the header's 4 bits and, with EDNS, the OPT's upper 8."""
+        upper = self.edns.extended_rcode if self.edns is not None else 0
+        return (upper << 4) | self.header.rcode
 
 
 def same_name(a: str, b: str) -> bool:
@@ -134,12 +163,20 @@ def encode_name(name: str) -> bytes:
     return bytes(out)
 
 
-def build_query(ident: int, name: str, rtype: int, recursion_desired: bool = True) -> bytes:
-    """A standard query (opcode 0) with one question of class IN."""
+def build_query(ident: int, name: str, rtype: int, recursion_desired: bool = True, *,
+                edns_payload: int | None = None) -> bytes:
+    """A standard query (opcode 0) with one question of class IN; with ``edns_payload``
+    an OPT record (EDNS version 0, no options) saying we accept UDP answers that big."""
     if not 0 <= ident <= 0xFFFF:
         raise ValueError(f"transaction id must be 0..65535, got {ident}")
+    if edns_payload is not None and not 512 <= edns_payload <= 0xFFFF:
+        raise ValueError(f"EDNS payload size must be 512..65535, got {edns_payload}")
     flags = FLAG_RD if recursion_desired else 0
-    return HEADER.pack(ident, flags, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", rtype, CLASS_IN)
+    wire = encode_name(name) + struct.pack("!HH", rtype, CLASS_IN)
+    if edns_payload is None:
+        return HEADER.pack(ident, flags, 1, 0, 0, 0) + wire
+    opt = b"\0" + FIXED_RR.pack(RecordType.OPT, edns_payload, 0, 0)  # owner: the root
+    return HEADER.pack(ident, flags, 1, 0, 0, 1) + wire + opt
 
 
 def read_name(buf: bytes, offset: int) -> tuple[str, int]:
@@ -204,7 +241,57 @@ def _rdata_value(buf: bytes, rtype: int, start: int, rdata: bytes) -> str | None
         if end != start + len(rdata):
             raise MalformedMessage(f"{RecordType(rtype).name} record's name does not fill its data")
         return name
+    if rtype == RecordType.SOA:
+        return _soa_text(buf[:start + len(rdata)], start)
+    if rtype == RecordType.OPT:
+        _read_options(rdata)  # only to refuse a malformed one
     return None
+
+
+def _soa_text(buf: bytes, start: int) -> str:
+    """SOA data in zone-file order; the two names may be compressed (RFC 1035 3.3.13)."""
+    mname, offset = read_name(buf, start)
+    rname, offset = read_name(buf, offset)
+    if offset + SOA_NUMBERS.size != len(buf):
+        raise MalformedMessage(f"SOA record has {len(buf) - offset} bytes after its names ({SOA_NUMBERS.size} expected)")
+    return " ".join([mname or ".", rname or "."] + [str(n) for n in SOA_NUMBERS.unpack_from(buf, offset)])
+
+
+def soa_minimum(record: Record) -> int:
+    """The MINIMUM field of an SOA record read by :func:`parse_message` (its last 4 bytes)."""
+    if record.rtype != RecordType.SOA:
+        raise ValueError(f"not an SOA record: type {record.rtype}")
+    return struct.unpack_from("!I", record.rdata, len(record.rdata) - 4)[0]
+
+
+def _read_options(rdata: bytes) -> tuple[tuple[int, bytes], ...]:
+    options, offset = [], 0
+    while offset < len(rdata):
+        if offset + OPTION.size > len(rdata):
+            raise MalformedMessage(f"EDNS option at byte {offset} of the OPT data is cut short")
+        code, length = OPTION.unpack_from(rdata, offset)
+        data = rdata[offset + OPTION.size:offset + OPTION.size + length]
+        if len(data) < length:
+            raise MalformedMessage(f"EDNS option {code} promises {length} bytes, {len(data)} there")
+        options.append((code, data))
+        offset += OPTION.size + length
+    return tuple(options)
+
+
+def _edns(additional: tuple[Record, ...]) -> Edns | None:
+    """The message's OPT record as :class:`Edns` (RFC 6891 6.1.1: at most one, owned by the root)."""
+    opts = [r for r in additional if r.rtype == RecordType.OPT]
+    if not opts:
+        return None
+    if len(opts) > 1:
+        raise MalformedMessage(f"{len(opts)} OPT records (at most one allowed)")
+    opt = opts[0]
+    if opt.name:
+        raise MalformedMessage(f"OPT record owned by {opt.name!r}, not the root")
+    # The TTL field holds the extended RCODE, the version and the flags; read the raw
+    # 32 bits again, since _read_record maps TTLs with the top bit set to 0.
+    return Edns(opt.rclass, opt.ttl >> 24, (opt.ttl >> 16) & 0xFF, bool(opt.ttl & 0x8000),
+                _read_options(opt.rdata))
 
 
 def _read_record(buf: bytes, offset: int) -> tuple[Record, int]:
@@ -216,7 +303,8 @@ def _read_record(buf: bytes, offset: int) -> tuple[Record, int]:
     rdata = buf[start:start + rdlength]
     if len(rdata) < rdlength:
         raise MalformedMessage(f"record for {name!r} promises {rdlength} bytes of data, {len(rdata)} there")
-    ttl = ttl if ttl < 0x80000000 else 0  # RFC 2181 8: a TTL with the top bit set counts as 0
+    if rtype != RecordType.OPT:  # (an OPT's "TTL" is flags: see _edns)
+        ttl = ttl if ttl < 0x80000000 else 0  # RFC 2181 8: a TTL with the top bit set counts as 0
     return Record(name, rtype, rclass, ttl, rdata, _rdata_value(buf, rtype, start, rdata)), start + rdlength
 
 
@@ -226,18 +314,30 @@ def read_header(buf: bytes) -> Header:
     return Header(*HEADER.unpack_from(buf, 0))
 
 
-def parse_message(buf: bytes) -> Message:
-    """The whole message; a :class:`MalformedMessage` if any part cannot be read."""
-    buf = bytes(buf)
-    header = read_header(buf)
+def _read_questions(buf: bytes, header: Header) -> tuple[tuple[Question, ...], int]:
     offset = HEADER.size
     questions = []
     for _ in range(header.qdcount):
         question, offset = _read_question(buf, offset)
         questions.append(question)
+    return tuple(questions), offset
+
+
+def read_questions(buf: bytes) -> tuple[Question, ...]:
+    """Only the header's questions: what a truncated answer (cut anywhere after them) still says."""
+    buf = bytes(buf)
+    return _read_questions(buf, read_header(buf))[0]
+
+
+def parse_message(buf: bytes) -> Message:
+    """The whole message; a :class:`MalformedMessage` if any part cannot be read."""
+    buf = bytes(buf)
+    header = read_header(buf)
+    questions, offset = _read_questions(buf, header)
     sections: list[list[Record]] = [[], [], []]
     for section, count in zip(sections, (header.ancount, header.nscount, header.arcount)):
         for _ in range(count):
             record, offset = _read_record(buf, offset)
             section.append(record)
-    return Message(header, tuple(questions), *(tuple(s) for s in sections))
+    answers, authority, additional = (tuple(s) for s in sections)
+    return Message(header, questions, answers, authority, additional, _edns(additional))

@@ -4,11 +4,17 @@ module creates, behind a TAP port of a switch in this process.
   port "stack" vhost-user -> a MultiOS Stack (VirtioNetNic) in this process   10.0.0.9
   port "cli"   vhost-user -> `mnet dns lookup` run as a process               10.0.0.8
   port "host"  TAP into the namespace, where dnsmasq listens on port 5353     10.0.0.254
+                                              and, authoritative only,          10.0.0.253
 
 dnsmasq answers from its command line only (no upstream, no /etc/hosts):
-an A record, a host with A and AAAA, a CNAME to it, 60 A records for one name
-(more than fits a 512-byte UDP answer, so it truncates and we retry over
-TCP), NXDOMAIN inside the local domain `test`, REFUSED outside it.
+an A record, a host with A and AAAA, a CNAME to it and a CNAME to that CNAME,
+60 A records for one name (more than a 512-byte UDP answer holds, less than
+our EDNS payload of 1232: it comes whole over UDP), 120 for another (more
+than 1232 bytes, so it truncates and we retry over TCP), NXDOMAIN inside the
+local domain `test`, REFUSED outside it. On its second address it is the
+authoritative server of `auth.test` (TTL 45 s): its NXDOMAIN and NODATA
+answers carry the zone's SOA, so they are cached (RFC 2308). dnsmasq's own
+local answers have TTL 0 and negative ones no SOA: not cached.
 """
 from __future__ import annotations
 
@@ -25,14 +31,21 @@ pytestmark = pytest.mark.integration
 STACK_IP = "10.0.0.9"
 CLI_IP = "10.0.0.8"
 HOST_IP = "10.0.0.254"
+AUTH_IP = "10.0.0.253"  # dnsmasq, authoritative for auth.test only
+AUTH_TTL = 45           # the auth zone's TTLs and SOA minimum
 ABSENT_IP = "10.0.0.77"  # nobody there: ARP gets no answer
 DNS_PORT = 5353
 WAIT = 10.0
-BIG = [f"10.2.0.{i}" for i in range(1, 61)]
+MID = [f"10.3.0.{i}" for i in range(1, 61)]   # about 1000 bytes: over 512, under the EDNS payload
+BIG = [f"10.2.0.{i}" for i in range(1, 121)]  # about 1950 bytes: truncated even with EDNS
 
 
-RECORDS = ["--local=/test/", "--address=/plain.test/10.1.2.3", "--host-record=v6.test,10.1.2.4,2001:db8::4",
-           "--cname=alias.test,v6.test"] + [f"--host-record=big.test,{ip}" for ip in BIG]
+RECORDS = (["--local=/test/", "--address=/plain.test/10.1.2.3", "--host-record=v6.test,10.1.2.4,2001:db8::4",
+            "--cname=alias.test,v6.test", "--cname=chain.test,alias.test"]
+           + [f"--host-record=big.test,{ip}" for ip in BIG] + [f"--host-record=mid.test,{ip}" for ip in MID]
+           + [f"--listen-address={AUTH_IP}", f"--auth-server=ns.auth.test,{AUTH_IP}", "--auth-zone=auth.test",
+              f"--auth-soa=2026120701,hostmaster.auth.test,1200,120,604800", f"--auth-ttl={AUTH_TTL}",
+              "--host-record=v4.auth.test,10.1.3.5"])
 
 
 class Lab:
@@ -54,6 +67,7 @@ class Lab:
             self.bg.add_port(VhostUserPort("cli", self.cli_sock))
             tap = self.bg.add_port(TapPort("host", "mndns%d", netns=netns))
             ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
+            ns.set_address(tap.ifname, f"{AUTH_IP}/24", netns=netns)  # (adds a second address)
             ns.link_up("lo", netns=netns)  # the readiness probe talks to dnsmasq from inside the namespace
             with open(self.log, "wb") as log:
                 self.dnsmasq = ns.run_in_netns(netns, dnsmasq_argv(HOST_IP, DNS_PORT, RECORDS), stdout=log,
@@ -150,8 +164,77 @@ def test_mnet_dns_lookup_as_a_process(lab):
     r = mnet("dns", "lookup", "alias.test", *stack_opts)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["alias.test is an alias for v6.test.", "v6.test has address 10.1.2.4"]
+    r = mnet("dns", "lookup", "chain.test", *stack_opts)
+    assert r.stdout.splitlines() == ["chain.test is an alias for alias.test.", "alias.test is an alias for v6.test.",
+                                     "v6.test has address 10.1.2.4"], (r.stdout, r.stderr)
     r = mnet("dns", "lookup", "v6.test", "--type", "AAAA", *stack_opts)
     assert r.returncode == 0 and r.stdout == "v6.test has IPv6 address 2001:db8::4\n", (r.stdout, r.stderr)
     r = mnet("dns", "lookup", "big.test", *stack_opts)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == len(BIG), r.stderr
+    r = mnet("dns", "lookup", "mid.test", "--no-edns", *stack_opts)  # truncated at 512 bytes: TCP
+    assert r.returncode == 0 and sorted(r.stdout.split()[3::4]) == sorted(MID), (r.stdout, r.stderr)
     assert_one_line_error(mnet("dns", "lookup", "missing.test", *stack_opts), "dns", "missing.test", "NXDOMAIN")
+
+
+def test_dnsmasq_answers_our_opt_record_with_its_own(lab):
+    from stack import IpAddress, SocketType
+    from stack.dns.message import build_query, parse_message
+
+    with lab.stack.socket(SocketType.DATAGRAM) as sock:
+        sock.set_timeout(WAIT)
+        sock.send_to(build_query(0x1234, "mid.test", 1, edns_payload=1232), IpAddress(HOST_IP, DNS_PORT))
+        data, _ = sock.recv_from(65535)
+    answer = parse_message(data)
+    assert answer.header.ident == 0x1234 and not answer.header.truncated
+    assert answer.edns is not None and answer.edns.version == 0 and answer.edns.payload_size >= 512
+    assert len(data) > 512 and sorted(r.value for r in answer.answers) == sorted(MID)
+
+
+def test_edns_brings_a_big_answer_over_udp_and_without_it_over_tcp(lab):
+    def tcp_segments():
+        return lab.stack.counters().get("tcp", {}).get("rx_segments", 0)
+
+    before = tcp_segments()
+    assert sorted(client(lab).resolve("mid.test")) == sorted(MID)
+    assert tcp_segments() == before  # 60 records fit in the 1232 bytes we advertise
+    assert sorted(client(lab, edns_payload=None).resolve("mid.test")) == sorted(MID)
+    assert tcp_segments() > before  # in 512 bytes they do not: truncated, then TCP
+
+
+def test_negative_answers_with_an_soa_are_cached(lab):
+    from stack.dns.errors import NameNotFound, NoData
+
+    c = client(lab, servers=(AUTH_IP,))
+    with pytest.raises(NameNotFound) as first:
+        c.resolve("missing.auth.test")
+    assert first.value.negative_ttl == AUTH_TTL  # min(SOA TTL, SOA minimum), both 45 here
+    with pytest.raises(NoData) as first_nodata:
+        c.resolve("v4.auth.test", "AAAA")
+    with pytest.raises(NameNotFound) as again:
+        c.resolve("missing.auth.test")
+    with pytest.raises(NoData) as again_nodata:
+        c.resolve("v4.auth.test", "AAAA")
+    assert (str(again.value), str(again_nodata.value)) == (str(first.value), str(first_nodata.value))
+    assert 0 < again.value.negative_ttl <= AUTH_TTL
+    assert len(c.source_ports) == 2  # one query each: the second lookups came from the cache
+    # dnsmasq's local NXDOMAIN has no SOA: asked again every time.
+    local = client(lab)
+    for _ in range(2):
+        with pytest.raises(NameNotFound):
+            local.resolve("missing.test")
+    assert len(local.source_ports) == 2
+
+
+def test_a_cached_answer_has_the_ttl_left(lab):
+    c = client(lab, servers=(AUTH_IP,))
+    first = c.lookup("v4.auth.test")
+    assert (first.addresses, first.ttl, first.origin) == (["10.1.3.5"], AUTH_TTL, "server")
+    cached = c.lookup("v4.auth.test")
+    assert (cached.addresses, cached.origin) == (["10.1.3.5"], "cache") and 0 < cached.ttl <= AUTH_TTL
+    assert len(c.source_ports) == 1
+
+
+def test_a_two_link_cname_chain(lab):
+    answer = client(lab).lookup("chain.test")
+    assert (answer.aliases, answer.canonical_name, answer.addresses) == (("chain.test", "alias.test"), "v6.test",
+                                                                        ["10.1.2.4"])

@@ -41,5 +41,21 @@ def pointer(offset: int) -> bytes:
 QNAME_AT = 12  # the question's name starts right after the header
 
 
-def answer(ident: int, qname: str, records: list[bytes], qtype: int = 1, **flags) -> bytes:
-    return header(ident, an=len(records), **flags) + question(qname, qtype) + b"".join(records)
+def soa(owner: bytes, minimum: int, ttl: int = 3600, mname: bytes | None = None, rname: bytes | None = None) -> bytes:
+    """An SOA record (RFC 1035 3.3.13): two names, then serial, refresh, retry, expire, minimum."""
+    names = (mname or name("ns.example.com")) + (rname or name("hostmaster.example.com"))
+    return rr(owner, 6, names + struct.pack("!IIIII", 2026120701, 7200, 900, 1209600, minimum), ttl)
+
+
+def opt(payload: int = 1232, ext_rcode: int = 0, version: int = 0, do: bool = False,
+        options: list[tuple[int, bytes]] = (), owner: bytes = b"\0") -> bytes:
+    """An EDNS OPT pseudo-record (RFC 6891 6.1.2): class = payload size, TTL = rcode/version/flags."""
+    data = b"".join(struct.pack("!HH", code, len(value)) + value for code, value in options)
+    flags = (ext_rcode << 24) | (version << 16) | (0x8000 if do else 0)
+    return owner + struct.pack("!HHIH", 41, payload, flags, len(data)) + data
+
+
+def answer(ident: int, qname: str, records: list[bytes], qtype: int = 1, *, authority: list[bytes] = (),
+           additional: list[bytes] = (), **flags) -> bytes:
+    return (header(ident, an=len(records), ns=len(authority), ar=len(additional), **flags) + question(qname, qtype)
+            + b"".join(records) + b"".join(authority) + b"".join(additional))

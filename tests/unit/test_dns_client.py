@@ -7,11 +7,11 @@ import pytest
 from stack import IpAddress, LoopbackNicPair, SocketType, Stack, VirtualClock
 from stack.dns.cache import DnsCache
 from stack.dns.client import DnsClient
-from stack.dns.errors import DnsError, DnsTimeout, MalformedMessage, NameNotFound
+from stack.dns.errors import DnsError, DnsTimeout, MalformedMessage, NameNotFound, NoData
 from stack.dns.hosts import HostsTable
 from stack.dns.message import parse_message
 from stack.dns.resolver import TcpMessageReader, tcp_frame
-from support.dns_wire import QNAME_AT, a, aaaa, answer, header, pointer, question, rr
+from support.dns_wire import QNAME_AT, a, aaaa, answer, header, name, pointer, question, rr, soa
 
 SERVER = "10.0.0.2"
 ABSENT = "10.0.0.77"  # nobody answers ARP for it
@@ -23,6 +23,7 @@ class FakeDnsServer:
     def __init__(self, stack, handler) -> None:
         self.handler = handler
         self.queries: list[tuple[str, bool, int]] = []  # (name, tcp, source port)
+        self.messages = []  # the queries as parsed
         self.udp = stack.socket(SocketType.DATAGRAM)
         self.udp.bind(IpAddress.any(53))
         self.udp.set_timeout(0.5)
@@ -37,6 +38,7 @@ class FakeDnsServer:
 
     def _answer(self, data: bytes, tcp: bool, port: int) -> bytes | None:
         msg = parse_message(data)
+        self.messages.append(msg)
         self.queries.append((msg.questions[0].name, tcp, port))
         return self.handler(msg, tcp)
 
@@ -79,6 +81,9 @@ def reply_to(msg, records, **flags):
     return answer(msg.header.ident, q.name, records, qtype=q.rtype, **flags)
 
 
+ZONE_SOA = soa(name("example.com"), minimum=120, ttl=600)  # negative answers: cached 120 s
+
+
 def zone(msg, tcp):
     """www.example.com: 2 A and 1 AAAA; big.example.com: 60 A, truncated over UDP; else NXDOMAIN."""
     q = msg.questions[0]
@@ -90,6 +95,15 @@ def zone(msg, tcp):
         if not tcp:
             return reply_to(msg, [], tc=True)
         return reply_to(msg, [a(pointer(QNAME_AT), f"198.51.100.{i}") for i in range(1, 61)])
+    if q.name == "alias.example.com":
+        return reply_to(msg, [rr(pointer(QNAME_AT), 5, name("www.example.com"), ttl=50),
+                              a(name("www.example.com"), "192.0.2.80", ttl=40)])
+    if q.name == "v4.example.com":
+        if q.rtype == 28:
+            return reply_to(msg, [], authority=[ZONE_SOA])  # NODATA
+        return reply_to(msg, [a(pointer(QNAME_AT), "192.0.2.4")])
+    if q.name == "gone.example.com":
+        return reply_to(msg, [], rcode=3, authority=[ZONE_SOA])
     if q.name == "bad.example.com":
         return header(msg.header.ident, an=1) + question(q.name) + rr(pointer(400), 1, b"\0\0\0\0")
     return reply_to(msg, [], rcode=3)
@@ -194,4 +208,74 @@ def test_hosts_table_and_literals_need_no_server(lab):
         client.resolve("2001:db8::1", "A")
     with pytest.raises(DnsError, match="bad DNS server"):
         DnsClient(st, ["dns.example"])
+    with pytest.raises(ValueError, match="EDNS payload size must be 512..65535"):
+        DnsClient(st, [SERVER], edns_payload=100)
     assert server.queries == []
+
+
+def test_a_cached_answer_keeps_its_canonical_name_and_chain_and_counts_its_ttl_down(lab):
+    clock, st, server = lab
+    client = DnsClient(st, [SERVER])
+    with clock.flowing():
+        first = client.lookup("alias.example.com")
+    assert (first.canonical_name, first.aliases, first.ttl, first.origin) == (
+        "www.example.com", ("alias.example.com",), 40, "server")
+    clock.pass_time(15.0)
+    with clock.flowing():
+        cached = client.lookup("alias.example.com")
+    assert len(server.queries) == 1
+    assert (cached.name, cached.canonical_name, cached.aliases, cached.addresses, cached.origin) == (
+        first.name, first.canonical_name, first.aliases, first.addresses, "cache")
+    assert cached.ttl in (25, 24)  # 40 s less the 15 s in the cache (and the clock's drift while flowing)
+    cached.addresses.append("6.6.6.6")  # the caller's copy, not the cache's
+    assert client.resolve("alias.example.com") == ["192.0.2.80"]
+
+
+def test_nxdomain_and_nodata_are_cached_for_the_soa_minimum(lab):
+    clock, st, server = lab
+    client = DnsClient(st, [SERVER])
+    with clock.flowing():
+        with pytest.raises(NameNotFound) as first:
+            client.resolve("gone.example.com")
+        with pytest.raises(NoData) as first_nodata:
+            client.resolve("v4.example.com", "AAAA")
+    clock.pass_time(100.0)
+    with clock.flowing():
+        with pytest.raises(NameNotFound) as again:
+            client.resolve("gone.example.com")
+        with pytest.raises(NoData) as again_nodata:
+            client.resolve("v4.example.com", "AAAA")
+        assert client.resolve("v4.example.com") == ["192.0.2.4"]  # the A records are another question
+    assert str(again.value) == str(first.value) and str(again_nodata.value) == str(first_nodata.value)
+    assert first.value.negative_ttl == 120 and again.value.negative_ttl in (20, 19)
+    assert [n for n, _, _ in server.queries] == ["gone.example.com", "v4.example.com", "v4.example.com"]
+    clock.pass_time(21.0)  # the SOA minimum (120 s) has run out
+    with clock.flowing(), pytest.raises(NameNotFound):
+        client.resolve("gone.example.com")
+    assert len(server.queries) == 4
+
+
+def test_nxdomain_without_soa_is_not_cached(lab):
+    clock, st, server = lab
+    client = DnsClient(st, [SERVER])
+    with clock.flowing():
+        for _ in range(2):
+            with pytest.raises(NameNotFound):
+                client.resolve("nope.example.com")
+    assert len(server.queries) == 2
+
+
+def test_queries_carry_edns_and_a_server_without_it_gets_plain_queries(lab):
+    clock, st, server = lab
+    client = DnsClient(st, [SERVER])
+    with clock.flowing():
+        client.resolve("www.example.com")
+    assert server.messages[-1].edns.payload_size == 1232
+    server.handler = lambda msg, tcp: header(msg.header.ident, rcode=1, qd=0) if msg.edns else zone(msg, tcp)
+    with clock.flowing():
+        assert client.resolve("www.example.com", "AAAA") == ["2001:db8::80"]
+    assert [m.edns is not None for m in server.messages] == [True, True, False]
+    plain = DnsClient(st, [SERVER], edns_payload=None, cache=DnsCache())
+    with clock.flowing():
+        plain.resolve("v4.example.com")
+    assert server.messages[-1].edns is None and len(server.messages) == 4

@@ -10,7 +10,7 @@ from stack.dns.errors import DnsError, DnsTimeout, MalformedMessage, NameNotFoun
 from stack.dns.hosts import HostsTable
 from stack.dns.message import parse_message
 from stack.dns.resolver import Answer, Query, Resolution, TcpMessageReader, tcp_frame
-from support.dns_wire import QNAME_AT, a, aaaa, answer, header, name, pointer, question, rr
+from support.dns_wire import QNAME_AT, a, aaaa, answer, header, name, opt, pointer, question, rr, soa
 
 S1, S2 = "10.0.0.53", "10.0.0.54"
 
@@ -138,7 +138,8 @@ def test_a_cname_chain_in_one_answer():
                rr(name("alias.example.net"), 5, name("final.example.net"), ttl=20),
                aaaa(name("final.example.net"), "2001:db8::1", ttl=50)]
     done = res.receive(reply(q, records), (S1, 53), 0.1)
-    assert done == Answer("www.example.com", "final.example.net", ["2001:db8::1"], 20)
+    assert done == Answer("www.example.com", "final.example.net", ["2001:db8::1"], 20,
+                          ("www.example.com", "alias.example.net"))
 
 
 def test_a_cname_without_its_target_asks_for_the_target():
@@ -146,7 +147,7 @@ def test_a_cname_without_its_target_asks_for_the_target():
     q2 = res.receive(reply(q, [rr(pointer(QNAME_AT), 5, name("there.example.net"), ttl=100)]), (S1, 53), 0.1)
     assert parse_message(q2.wire).questions[0].name == "there.example.net" and q2.server == S1
     done = res.receive(reply(q2, [a(pointer(QNAME_AT), "192.0.2.5", ttl=300)]), (S1, 53), 0.2)
-    assert done == Answer("www.example.com", "there.example.net", ["192.0.2.5"], 100)
+    assert done == Answer("www.example.com", "there.example.net", ["192.0.2.5"], 100, ("www.example.com",))
 
 
 def test_cname_loops_and_long_chains_are_bounded():
@@ -227,3 +228,113 @@ def test_concurrent_cache_use():
     for t in threads:
         t.join(30)
     assert len(cache) <= 8
+
+
+# -- EDNS(0) -------------------------------------------------------------------------------------
+def test_queries_advertise_an_edns_payload_size_unless_told_not_to():
+    res, q = started()
+    assert q.edns and parse_message(q.wire).edns.payload_size == 1232
+    res, q = started(edns_payload=4000)
+    assert parse_message(q.wire).edns.payload_size == 4000
+    res, q = started(edns_payload=None)
+    assert not q.edns and parse_message(q.wire).edns is None
+    with pytest.raises(ValueError, match="EDNS payload size"):
+        started(edns_payload=511)
+
+
+def test_an_answer_with_opt_and_unknown_options_is_accepted():
+    res, q = started()
+    wire = reply(q, [a(pointer(QNAME_AT), "192.0.2.1")], additional=[opt(1232, options=[(65001, b"?")])])
+    assert res.receive(wire, (S1, 53), 0.1).addresses == ["192.0.2.1"]
+
+
+@pytest.mark.parametrize("rcode", [1, 4])  # FORMERR, NOTIMP: a server that does not know EDNS
+def test_formerr_or_notimp_to_opt_asks_the_same_server_again_without_it(rcode):
+    res, q = started()
+    q2 = res.receive(reply(q, [], rcode=rcode), (S1, 53), 0.1)
+    assert (q2.server, q2.tcp, q2.edns, parse_message(q2.wire).edns) == (S1, False, False, None)
+    assert res.without_edns == {S1}
+    # The CNAME's target is asked without OPT too; the other server still gets one.
+    q3 = res.receive(reply(q2, [rr(pointer(QNAME_AT), 5, name("there.example.net"))]), (S1, 53), 0.2)
+    assert (q3.server, q3.edns) == (S1, False)
+    q4 = res.timed_out(2.2)
+    assert (q4.server, q4.edns) == (S2, True)
+
+
+def test_formerr_without_the_question_is_read_and_formerr_without_opt_is_a_failure():
+    res, q = started(attempts=1)
+    bare = header(q.ident, rcode=1, qd=0)  # an old server may not repeat a question it could not read
+    q2 = res.receive(bare, (S1, 53), 0.1)
+    assert (q2.server, q2.edns) == (S1, False)
+    q3 = res.receive(header(q2.ident, rcode=1, qd=0), (S1, 53), 0.2)  # FORMERR again: a real failure
+    assert (q3.server, q3.edns) == (S2, True)
+    q4 = res.receive(reply(q3, [], rcode=4, additional=[opt()]), (S2, 53), 0.3)
+    assert (q4.server, q4.edns) == (S2, False)
+    with pytest.raises(ServerFailure, match="FORMERR/NOTIMP") as err:
+        res.receive(reply(q4, [], rcode=4), (S2, 53), 0.4)
+    assert err.value.servers == [S1, S2]
+
+
+def test_a_bare_header_with_noerror_is_still_the_wrong_question():
+    res, q = started()
+    assert res.receive(header(q.ident, qd=0), (S1, 53), 0.1) is None
+    assert res.ignored == {"wrong question": 1}
+
+
+def test_extended_rcode_from_the_opt_record():
+    res, q = started(attempts=1, servers=(S1,))
+    with pytest.raises(ServerFailure, match="BADVERS"):
+        res.receive(reply(q, [], additional=[opt(ext_rcode=1)]), (S1, 53), 0.1)
+
+
+def test_truncated_answer_cut_mid_record_still_falls_back_to_tcp():
+    res, q = started()
+    cut = reply(q, [a(pointer(QNAME_AT), f"192.0.2.{i}") for i in range(1, 40)], tc=True)[:300]
+    q2 = res.receive(cut, (S1, 53), 0.1)
+    assert (q2.server, q2.tcp) == (S1, True)
+    # Without TC, the same cut is a malformed answer; with TC but another question, ignored.
+    res, q = started()
+    with pytest.raises(MalformedMessage):
+        res.receive(reply(q, [a(pointer(QNAME_AT), f"192.0.2.{i}") for i in range(1, 40)])[:300], (S1, 53), 0.1)
+    res, q = started()
+    other = answer(q.ident, "www.example.org", [a(pointer(QNAME_AT), f"192.0.2.{i}") for i in range(1, 40)], tc=True)
+    with pytest.raises(MalformedMessage):
+        res.receive(other[:300], (S1, 53), 0.1)
+
+
+# -- negative answers (RFC 2308) -----------------------------------------------------------------
+def test_nxdomain_and_nodata_carry_the_soa_negative_ttl():
+    res, q = started()
+    with pytest.raises(NameNotFound) as err:
+        res.receive(reply(q, [], rcode=3, authority=[soa(name("example.com"), minimum=300, ttl=900)]), (S1, 53), 0.1)
+    assert err.value.negative_ttl == 300  # min(SOA TTL, MINIMUM)
+    res, q = started(rtype="AAAA")
+    with pytest.raises(NoData) as err:
+        res.receive(reply(q, [], authority=[soa(name("example.com"), minimum=600, ttl=60)]), (S1, 53), 0.1)
+    assert err.value.negative_ttl == 60
+    res, q = started()
+    with pytest.raises(NameNotFound) as err:
+        res.receive(reply(q, [], rcode=3), (S1, 53), 0.1)
+    assert err.value.negative_ttl is None  # no SOA: not to be cached
+
+
+def test_negative_ttl_after_a_cname_is_bounded_by_the_chain():
+    res, q = started()
+    records = [rr(pointer(QNAME_AT), 5, name("gone.example.net"), ttl=20)]
+    with pytest.raises(NameNotFound, match="gone.example.net") as err:
+        res.receive(reply(q, records, rcode=3, authority=[soa(name("example.net"), minimum=300)]), (S1, 53), 0.1)
+    assert err.value.negative_ttl == 20
+
+
+def test_cache_gives_the_ttl_left_and_bounds_negative_entries():
+    cache = DnsCache(max_negative_ttl=60)
+    cache.put("host.example", "A", ["192.0.2.1"], 30, now=100.0)
+    assert cache.get_with_ttl("host.example", "A", 100.0) == (["192.0.2.1"], 30)
+    assert cache.get_with_ttl("host.example", "A", 110.0) == (["192.0.2.1"], 20)
+    assert cache.get_with_ttl("host.example", "A", 129.5) == (["192.0.2.1"], 1)  # rounded up while it lives
+    err = NameNotFound("gone.example", 900)
+    cache.put("gone.example", "A", err, 900, now=0.0)
+    assert cache.get_with_ttl("gone.example", "A", 50.0) == (err, 10)
+    assert cache.get("gone.example", "A", 60.0) is None
+    assert err.again(5).negative_ttl == 5 and str(err.again(5)) == str(err)
+    assert str(NoData("x.example", "AAAA", 9).again(3)) == "x.example: no AAAA records"
