@@ -49,6 +49,28 @@ class RequestError(Exception):
     """What was wrong with a request, said in the error reply."""
 
 
+def parse_request(line: bytes, ops: tuple[str, ...]) -> tuple[str, dict]:
+    """One request line -> (its op, one of ``ops``; the whole request object).
+
+    RequestError says what is wrong: too long, not JSON, not an object, no
+    "op" string, an op not in ``ops``. Other control sockets (a stack's)
+    speak the same framing through this function."""
+    if len(line) > MAX_REQUEST + 1:
+        raise RequestError(f"request longer than {MAX_REQUEST} bytes")
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):
+        raise RequestError("request is not JSON (one JSON object per line)") from None
+    if not isinstance(request, dict):
+        raise RequestError('request must be a JSON object, {"op": ...}')
+    op = request.get("op")
+    if not isinstance(op, str):
+        raise RequestError('request needs "op", a string')
+    if op not in ops:
+        raise RequestError(f"unknown op {op[:40]!r}; ops: {', '.join(ops)}")
+    return op, request
+
+
 def error_reply(message: str) -> bytes:
     """`{"ok": false, "error": message}` as a line (the message kept to one line)."""
     one_line = " ".join(str(message).split()) or "error"
@@ -114,22 +136,9 @@ class ControlHandler:
             return error_reply(f"internal error: {type(exc).__name__}: {exc}")
 
     def _dispatch(self, line: bytes) -> dict:
-        if len(line) > MAX_REQUEST + 1:
-            raise RequestError(f"request longer than {MAX_REQUEST} bytes")
-        try:
-            request = json.loads(line)
-        except (ValueError, RecursionError):
-            raise RequestError("request is not JSON (one JSON object per line)") from None
-        if not isinstance(request, dict):
-            raise RequestError("request must be a JSON object, {\"op\": ...}")
-        op = request.get("op")
-        if not isinstance(op, str):
-            raise RequestError("request needs \"op\", a string")
-        handler = self._ops.get(op)
-        if handler is None:
-            raise RequestError(f"unknown op {op[:40]!r}; ops: {', '.join(OPS)}")
+        op, request = parse_request(line, OPS)
         # Each op checks its arguments (all of them) before it changes anything.
-        return handler(_Args(op, request))
+        return self._ops[op](_Args(op, request))
 
     # -- helpers -------------------------------------------------------------------
     def _port(self, args: _Args):

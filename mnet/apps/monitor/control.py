@@ -23,7 +23,7 @@ import json
 import logging
 from typing import Callable
 
-from nicdev.net.control import MAX_REQUEST, error_reply
+from nicdev.net.control import RequestError, error_reply, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ OPS = ("snapshot", "ops")
 # About 400 bytes of JSON each: 5,000 keep a reply near 2 MiB, under the
 # server's MAX_PENDING of 4 MiB (a bigger one would cost the client its connection).
 MAX_SOCKET_ROWS = 5000
-
-
-class _RequestError(Exception):
-    """What was wrong with a request, said in the error reply."""
 
 
 def _reply(obj: dict) -> bytes:
@@ -65,28 +61,15 @@ class StackControlHandler:
         """One request line (with or without its newline) -> one reply line."""
         try:
             return _reply(self._dispatch(line))
-        except _RequestError as exc:
+        except RequestError as exc:
             return error_reply(str(exc))
         except Exception as exc:        # a bug in an op: say so, keep serving
             log.exception("control request failed")
             return error_reply(f"internal error: {type(exc).__name__}: {exc}")
 
     def _dispatch(self, line: bytes) -> dict:
-        if len(line) > MAX_REQUEST + 1:
-            raise _RequestError(f"request longer than {MAX_REQUEST} bytes")
-        try:
-            request = json.loads(line)
-        except (ValueError, RecursionError):
-            raise _RequestError("request is not JSON (one JSON object per line)") from None
-        if not isinstance(request, dict):
-            raise _RequestError('request must be a JSON object, {"op": ...}')
-        op = request.get("op")
-        if not isinstance(op, str):
-            raise _RequestError('request needs "op", a string')
-        handler = self._ops.get(op)
-        if handler is None:
-            raise _RequestError(f"unknown op {op[:40]!r}; ops: {', '.join(OPS)}")
+        op, request = parse_request(line, OPS)
         extra = sorted(set(request) - {"op"})
         if extra:
-            raise _RequestError(f"{op}: unknown argument {extra[0][:40]!r}")
-        return handler()
+            raise RequestError(f"{op}: unknown argument {extra[0][:40]!r}")
+        return self._ops[op]()
