@@ -34,7 +34,42 @@ class NothingListens(Exception):
     """The peer's host answered ICMP port unreachable: no receiver on that port."""
 
 
-class _Closing:
+class _Endpoint:
+    """What both edges share: the errors of a send or a receive, mapped the same way.
+    Subclasses give ``_send_raw(data, peer)`` and ``_receive_raw() -> (data, peer)``."""
+
+    send_errors: int
+    _peer: Peer | None
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        try:
+            self._send_raw(data, peer)
+        except ConnectionRefusedError:
+            raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
+        except OSError as exc:
+            if exc.errno not in TRANSIENT:
+                raise
+            self.send_errors += 1
+
+    def receive(self, timeout: float) -> tuple[bytes, Peer] | None:
+        """The next datagram and its sender; None if none came within ``timeout`` seconds (0: do not wait)."""
+        self._set_timeout(timeout if timeout > 0 else 0)
+        try:
+            return self._receive_raw()
+        except (BlockingIOError, TimeoutError):
+            return None
+        except ConnectionRefusedError:
+            peer = self._peer or ("?", 0)
+            raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
+        except OSError as exc:
+            if exc.errno not in TRANSIENT:
+                raise
+            self.send_errors += 1  # an earlier datagram's ICMP error or ARP failure: it was lost
+            return None
+
+    def close(self) -> None:
+        self._sock.close()
+
     def __enter__(self):
         return self
 
@@ -42,7 +77,7 @@ class _Closing:
         self.close()
 
 
-class KernelEndpoint(_Closing):
+class KernelEndpoint(_Endpoint):
     """A UDP socket of the host kernel."""
 
     def __init__(self, bind: Peer = ("0.0.0.0", 0)) -> None:
@@ -66,41 +101,21 @@ class KernelEndpoint(_Closing):
         self._sock.connect(peer)
         self._peer = peer
 
-    def send(self, data: bytes, peer: Peer) -> None:
-        try:
-            if self._peer is not None:
-                self._sock.send(data)
-            else:
-                self._sock.sendto(data, peer)
-        except ConnectionRefusedError:
-            raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
-        except OSError as exc:
-            if exc.errno not in TRANSIENT:
-                raise
-            self.send_errors += 1
+    def _send_raw(self, data: bytes, peer: Peer) -> None:
+        if self._peer is not None:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, peer)
 
-    def receive(self, timeout: float) -> tuple[bytes, Peer] | None:
-        """The next datagram and its sender; None if none came within ``timeout`` seconds (0: do not wait)."""
-        self._sock.settimeout(timeout if timeout > 0 else 0.0)
-        try:
-            data, source = self._sock.recvfrom(65535)
-        except (BlockingIOError, TimeoutError, socket.timeout):
-            return None
-        except ConnectionRefusedError:
-            peer = self._peer or ("?", 0)
-            raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
-        except OSError as exc:
-            if exc.errno not in TRANSIENT:
-                raise
-            self.send_errors += 1  # an earlier datagram's ICMP error (host unreachable): it was lost
-            return None
+    def _set_timeout(self, timeout: float) -> None:
+        self._sock.settimeout(timeout)
+
+    def _receive_raw(self) -> tuple[bytes, Peer]:
+        data, source = self._sock.recvfrom(65535)
         return data, (source[0], source[1])
 
-    def close(self) -> None:
-        self._sock.close()
 
-
-class StackEndpoint(_Closing):
+class StackEndpoint(_Endpoint):
     """A DATAGRAM socket of a MultiOS stack."""
 
     def __init__(self, stack, port: int = 0) -> None:
@@ -126,34 +141,15 @@ class StackEndpoint(_Closing):
         self._sock.connect(self._ip_address(*peer))
         self._peer = peer
 
-    def send(self, data: bytes, peer: Peer) -> None:
-        try:
-            if self._peer is not None:
-                self._sock.send(data)
-            else:
-                self._sock.send_to(data, self._ip_address(*peer))
-        except ConnectionRefusedError:
-            raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
-        except OSError as exc:
-            if exc.errno not in TRANSIENT:
-                raise
-            self.send_errors += 1
+    def _send_raw(self, data: bytes, peer: Peer) -> None:
+        if self._peer is not None:
+            self._sock.send(data)
+        else:
+            self._sock.send_to(data, self._ip_address(*peer))
 
-    def receive(self, timeout: float) -> tuple[bytes, Peer] | None:
-        self._sock.set_timeout(timeout if timeout > 0 else 0)
-        try:
-            data, source = self._sock.recv_from(65535)
-        except (BlockingIOError, TimeoutError):
-            return None
-        except ConnectionRefusedError:
-            peer = self._peer or ("?", 0)
-            raise NothingListens(f"nothing listens on {peer[0]}:{peer[1]} (port unreachable)") from None
-        except OSError as exc:
-            if exc.errno not in TRANSIENT:
-                raise
-            self.send_errors += 1  # an earlier datagram's ICMP error or ARP failure: it was lost
-            return None
+    def _set_timeout(self, timeout: float) -> None:
+        self._sock.set_timeout(timeout)
+
+    def _receive_raw(self) -> tuple[bytes, Peer]:
+        data, source = self._sock.recv_from(65535)
         return data, (str(source.ip), source.port)
-
-    def close(self) -> None:
-        self._sock.close()
