@@ -12,10 +12,10 @@ that failed) and ``connection_lost(None)`` after ``close()``.
 from __future__ import annotations
 
 import asyncio
-import warnings
 
 from stack.aio.addresses import address_arg, address_tuple, stack_or_default
 from stack.aio.socket_view import SocketView
+from stack.aio.transport_base import SocketTransportMixin
 from stack.datagram_socket import DatagramSocket
 from stack.socket_api import IpAddress, SocketOption, SocketType
 from stack.socket_host import SocketHost
@@ -26,7 +26,7 @@ MAX_DATAGRAM = 65536
 BATCH = 64  # datagrams taken per readiness callback, so one busy endpoint cannot starve the loop
 
 
-class StackDatagramTransport(asyncio.DatagramTransport):
+class StackDatagramTransport(SocketTransportMixin, asyncio.DatagramTransport):
     """A non-blocking stack UDP socket driven by an asyncio selector loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: DatagramSocket, protocol: asyncio.DatagramProtocol,
@@ -116,21 +116,6 @@ class StackDatagramTransport(asyncio.DatagramTransport):
         finally:
             self._sock.close()
             self._sock = None
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol
-
-    def __del__(self, _warn=warnings.warn) -> None:
-        # As asyncio's transports; the socket, collected too, closes itself (never under a lock here).
-        if self.__dict__.get("_sock") is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._sock is None else ("closing" if self._closing else "open")
-        return f"<StackDatagramTransport {state} {self._extra.get('sockname')} -> {self._extra.get('peername')}>"
 
 
 async def create_datagram_endpoint(protocol_factory, local_addr=None, remote_addr=None, *,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
 
 from stack.aio.addresses import address_tuple
 from stack.aio.flow import WriteFlowControl
 from stack.aio.socket_view import SocketView
+from stack.aio.transport_base import SocketTransportMixin
 from stack.socket_api import Shutdown, SocketOption
 from stack.stream_socket import StreamSocket
 
@@ -46,7 +46,7 @@ def _names(sock: StreamSocket) -> dict:
     return extra
 
 
-class StackStreamTransport(asyncio.Transport):
+class StackStreamTransport(SocketTransportMixin, asyncio.Transport):
     """A connected, non-blocking stack STREAM socket driven by an asyncio selector loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: StreamSocket, protocol: asyncio.BaseProtocol,
@@ -256,22 +256,6 @@ class StackStreamTransport(asyncio.Transport):
             server, self._server = self._server, None
             if server is not None:
                 server._detach(self)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol
-
-    def __del__(self, _warn=warnings.warn) -> None:
-        # As asyncio's transports. The socket is not closed here: the collector may run on a
-        # thread holding the stack's lock; the socket, collected too, closes itself (and warns).
-        if self.__dict__.get("_sock") is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._sock is None else ("closing" if self._closing else "open")
-        return f"<StackStreamTransport {state} {self._extra.get('sockname')} -> {self._extra.get('peername')}>"
 
 
 def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
