@@ -36,18 +36,24 @@ def add_control_argument(p: argparse.ArgumentParser) -> None:
 
 def control_path(given: str | None) -> str:
     """--control, or the one switch that answers in the default directory (CliError otherwise)."""
-    from mnet.cli.errors import CliError
     from nicdev.net.control_client import find_switches
+
+    return pick_control_path(given, find_switches, "switch", "switches")
+
+
+def pick_control_path(given: str | None, find, what: str, plural: str) -> str:
+    """--control, or the one control socket ``find()`` lists in the default directory (CliError otherwise)."""
+    from mnet.cli.errors import CliError
     from nicdev.net.control_server import default_control_dir
 
     if given:
         return given
-    found = find_switches()
+    found = find()
     if not found:
-        raise CliError(f"no switch listening in {default_control_dir()}: start `mnet switch`, "
+        raise CliError(f"no {what} listening in {default_control_dir()}: start `mnet {what}`, "
                        "or give --control PATH", status=1)
     if len(found) > 1:
-        raise CliError("several switches are running: give --control with one of " + ", ".join(found))
+        raise CliError(f"several {plural} are running: give --control with one of " + ", ".join(found))
     return found[0]
 
 

@@ -37,18 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def stack_control_path(given: str | None) -> str:
     """--control, or the one stack that answers in the default directory (CliError otherwise)."""
     from mnet.apps.monitor.server import find_stacks
-    from mnet.cli.errors import CliError
-    from nicdev.net.control_server import default_control_dir
+    from mnet.cli.ctl_cmd import pick_control_path
 
-    if given:
-        return given
-    found = find_stacks()
-    if not found:
-        raise CliError(f"no stack listening in {default_control_dir()}: start `mnet stack`, "
-                       "or give --control PATH", status=1)
-    if len(found) > 1:
-        raise CliError("several stacks are running: give --control with one of " + ", ".join(found))
-    return found[0]
+    return pick_control_path(given, find_stacks, "stack", "stacks")
 
 
 def run(args: argparse.Namespace) -> int:
