@@ -11,7 +11,7 @@ from stack import PollEvent, SocketType
 from mnet.services.runner import open_service
 from mnet.services.service_loop import STACK_GONE, ServiceLoop
 from mnet.services.spec import Service
-from mnet.services.tcp_accept import ACCEPTS_PER_WAKEUP
+from mnet.services.tcp_accept import AcceptHandler
 
 from .balancer import Balancer, Change
 from .options import lb_options
@@ -24,7 +24,7 @@ class LoadBalancer:
     """One ``lb`` service: its options, its balancer, its loop and the sessions it relays."""
 
     def __init__(self, stack, svc: Service, report: Callable[[str], None]) -> None:
-        self.stack = stack
+        self.stack, self.svc = stack, svc
         self.label = svc.label
         self.options = lb_options(svc)
         self.loop = ServiceLoop(report, stack.clock)
@@ -84,30 +84,16 @@ class LoadBalancer:
                 self.loop.report(self.status())
 
 
-class Listener:
-    """The service's listening socket; its timer runs the health checks."""
+class Listener(AcceptHandler):
+    """The service's listening socket, accepting as every TCP service does; its timer runs the health checks."""
 
     def __init__(self, lb: LoadBalancer, sock) -> None:
-        self.lb, self.sock = lb, sock
+        super().__init__(lb.loop, sock, lb.svc, make=lambda loop, conn, peer, svc: Session(lb, conn, peer))
+        self.lb = lb
 
     def start(self) -> None:
-        self.lb.loop.add(self, PollEvent.READ)
-        self.lb.loop.call_at(self.lb.loop.clock.now(), self)  # the first checks at once
-
-    def on_ready(self, events: PollEvent) -> None:
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            try:
-                conn, peer = self.sock.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in STACK_GONE:
-                    self.lb.loop.done = True
-                else:
-                    log.warning("%s: %s", self.lb.label, exc)
-                return
-            conn.set_nonblocking(True)
-            Session(self.lb, conn, peer).start()
+        super().start()
+        self.loop.call_at(self.loop.clock.now(), self)  # the first checks at once
 
     def on_timer(self) -> None:
         now = self.lb.loop.clock.now()
