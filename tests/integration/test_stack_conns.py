@@ -29,6 +29,8 @@ def test_two_thousand_kernel_connections_in_bursts_all_echoed():
     assert "error" not in got, got["error"]
     assert got["connected"] == CONNECTIONS and got["connect_failed"] == 0, (got, r.stderr[-4000:])
     assert got["answered"] == CONNECTIONS and got["answered_wrong"] == 0, (got, r.stderr[-4000:])
-    assert got["stack_process"]["threads"] <= 4  # one event loop, not a thread per connection
+    # One event loop, not a thread per connection: main, the stack, the service's loop, the
+    # control socket's server (mnet stack opens one by default) and the collector's closer.
+    assert got["stack_process"]["threads"] <= 5, got["stack_process"]
     # ... and no descriptor per connection: its Poller is told of readiness by the sockets.
     assert got["stack_process"]["fds"] < CONNECTIONS / 4, got["stack_process"]
