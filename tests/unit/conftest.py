@@ -21,8 +21,6 @@ LEAKS_FAIL = (
 # Applied after LEAKS_FAIL, so it wins: a stack socket's warning ("unclosed <Socket STREAM ...>").
 STACK_SOCKETS_WARN = "default:unclosed <Socket (STREAM|DATAGRAM|RAW)\\b:ResourceWarning"
 LEAVE_SOCKETS_TO_STOP = {
-    "test_socket_poll_timeout.py",
-    "test_socket_poller.py",
     "test_socket_tcp.py",
     "test_socket_tcp_ready.py",
     "test_socket_udp.py",
