@@ -23,7 +23,6 @@ STACK_SOCKETS_WARN = "default:unclosed <Socket (STREAM|DATAGRAM|RAW)\\b:Resource
 LEAVE_SOCKETS_TO_STOP = {
     "test_socket_tcp.py",
     "test_socket_tcp_ready.py",
-    "test_socket_udp.py",
 }
 
 
