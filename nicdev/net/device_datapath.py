@@ -404,33 +404,17 @@ class NetDatapath:
         kernel = self._rx_kernel
         hdr = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
         counters = self.counters
-        taken = nbytes = flags = 0
-        i, end = first, first + count
-        tracer = self.tracer
-        traced = tracer.on or tracer.frames_on     # then frame by frame, each with its records
-        while i < end:
-            if not traced and not self._rx_backlog and not self._rx_held:
-                done, written, broken = kernel.put_burst(queue, mem, hdr, frames, i, end - i, self.mrg_rxbuf,
-                                                         self.max_frame)
-                if done:
-                    counters.rx_frames += done
-                    counters.rx_bytes += written
-                    taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
-                if broken is not None:
-                    return taken, nbytes, flags, broken, i + done
-                i += done
-                if i == end:
-                    break
-            frame = frames.frame(i)
-            try:
-                outcome = self.rx_put(queue, mem, frame, None)
-            except QueueBroken as e:
-                return taken, nbytes, flags, e, i
-            if outcome & RX_TAKEN:
-                taken, nbytes = taken + 1, nbytes + len(frame)
-            flags |= outcome & ~RX_TAKEN
-            i += 1
-        return taken, nbytes, flags | (RX_TAKEN if taken else 0), None, end
+        end = first + count
+
+        def run(i: int) -> tuple[int, int, QueueBroken | None]:
+            done, written, broken = kernel.put_burst(queue, mem, hdr, frames, i, end - i, self.mrg_rxbuf,
+                                                     self.max_frame)
+            if done:
+                counters.rx_frames += done
+                counters.rx_bytes += written
+            return done, written, broken
+
+        return self._rx_runs(queue, mem, first, end, run, lambda i: (frames.frame(i), None))
 
     def rx_frames(self, queue: DeviceQueue, mem: GuestMemory,
                   items: list) -> tuple[int, int, int, QueueBroken | None]:
@@ -446,29 +430,47 @@ class NetDatapath:
         kernel = self._rx_kernel
         plain = _PLAIN_HDR10 if self.hdr_len != 12 else _PLAIN_HDR12_ONE_BUFFER
         counters = self.counters
+
+        def run(i: int) -> tuple[int, int, QueueBroken | None]:
+            frames, metas, hdrs = self._rx_run(items, i, plain)
+            if not frames:
+                return 0, 0, None
+            done, written, broken = kernel.put_frames(queue, mem, plain, frames, hdrs, self.mrg_rxbuf)
+            if done:
+                if hdrs is None:
+                    counters.rx_frames += done
+                    counters.rx_bytes += written
+                else:
+                    for frame, meta in zip(frames[:done], metas):
+                        self._delivered(frame, meta)
+            return done, written, broken
+
+        return self._rx_runs(queue, mem, 0, len(items), run, items.__getitem__)
+
+    def _rx_runs(self, queue: DeviceQueue, mem: GuestMemory, first: int, end: int,
+                 run: Callable[[int], tuple[int, int, QueueBroken | None]],
+                 item: Callable[[int], tuple]) -> tuple[int, int, int, QueueBroken | None, int]:
+        """Frames first..end into the receive buffers: `run(i)` puts a run
+        from frame i on in one C call (and counts it), returning (frames,
+        bytes, QueueBroken or None); the frame it stops at, `item(i)` ->
+        (frame, meta), goes by `rx_put`'s rules. Frame by frame throughout
+        while traced, or while a backlog or held entries keep the order.
+        Returns what rx_pooled and rx_frames return."""
         taken = nbytes = flags = 0
-        i, end = 0, len(items)
+        i = first
         tracer = self.tracer
         traced = tracer.on or tracer.frames_on     # then frame by frame, each with its records
         while i < end:
             if not traced and not self._rx_backlog and not self._rx_held:
-                frames, metas, hdrs = self._rx_run(items, i, plain)
-                if frames:
-                    done, written, broken = kernel.put_frames(queue, mem, plain, frames, hdrs, self.mrg_rxbuf)
-                    if done:
-                        if hdrs is None:
-                            counters.rx_frames += done
-                            counters.rx_bytes += written
-                        else:
-                            for frame, meta in zip(frames[:done], metas):
-                                self._delivered(frame, meta)
-                        taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
-                    if broken is not None:
-                        return taken, nbytes, flags, broken, i + done
-                    i += done
-                    if i == end:
-                        break
-            frame, meta = items[i]
+                done, written, broken = run(i)
+                if done:
+                    taken, nbytes, flags = taken + done, nbytes + written, flags | RX_NOTIFY
+                if broken is not None:
+                    return taken, nbytes, flags, broken, i + done
+                i += done
+                if i == end:
+                    break
+            frame, meta = item(i)
             try:
                 outcome = self.rx_put(queue, mem, frame, meta)
             except QueueBroken as e:

@@ -1,6 +1,6 @@
 """The stack driver's ring work alone, on both data paths: no device, no socket.
 
-The driver's data path (`stack.drivers.virtio_driver._Link`) runs over a
+The driver's data path (`stack.drivers.virtio_link.VirtioLink`) runs over a
 fake front-end (memory in a bytearray, eventfds for kicks); a "device" in
 this process completes every TX buffer, or fills RX buffers with frames,
 between calls, outside the timed part. So the figures are what the driver
@@ -38,7 +38,7 @@ from nicdev.virtio.features import VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, 
 from nicdev.virtio.memory import GuestMemory, MemoryRegion  # noqa: E402
 from nicdev.virtio.ring import SplitRingLayout  # noqa: E402
 from stack.drivers import TxFrames  # noqa: E402
-from stack.drivers.virtio_driver import _Link  # noqa: E402
+from stack.drivers.virtio_link import VirtioLink  # noqa: E402
 
 DIRECTIONS = ("tx", "tx-frames", "tx-prepared", "rx")
 
@@ -48,7 +48,7 @@ MEMORY = 8 << 20
 
 
 class Rig:
-    """A `_Link` over a fake front-end, and the device's side of both rings."""
+    """A `VirtioLink` over a fake front-end, and the device's side of both rings."""
 
     def __init__(self) -> None:
         self.buf = bytearray(MEMORY)
@@ -65,7 +65,7 @@ class Rig:
                                                           VIRTIO_NET_F_MRG_RXBUF),
                                    rings=rings, connection_fileno=lambda: -1, queue_size=QUEUE_SIZE,
                                    pool_size=MEMORY - pool, pool_gpa=pool, pool=memoryview(self.buf)[pool:])
-        self.link = _Link(frontend, 1500, collections.Counter(), 0)
+        self.link = VirtioLink(frontend, 1500, collections.Counter(), 0)
         self.last_avail = [0, 0]
         self.used_idx = [0, 0]
 

@@ -49,314 +49,27 @@ namespaces, the switch and the guest.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import select
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from machine import cpu_model, source_version
+from lab import BenchError, Proc, add_tap, is_root, pick_cases, switch_process, veth_pair
+from tcp_endpoint import CHUNK, OFFLOAD_BITS, RR_SIZE, StackNet, endpoint_main, run_role
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 THIS = str(Path(__file__).resolve())
 
-CHUNK = 1 << 20
-RR_SIZE = 64
 PREFIX = 24
 A_IP, B_IP = "10.1.0.1", "10.1.0.2"                 # the anchor's two namespaces
 STACK_IP, STACK2_IP, HOST_IP, VM_IP = "10.0.0.9", "10.0.0.10", "10.0.0.254", "10.0.0.1"
 STACK_MAC, STACK2_MAC = "02:00:00:00:00:09", "02:00:00:00:00:0a"   # fixed: the peers' ARP caches stay right
 BULK_PORT, RR_PORT = 5001, 5002
-OFFLOAD_BITS = ("CSUM", "GUEST_CSUM", "HOST_TSO4", "GUEST_TSO4", "HOST_TSO6", "GUEST_TSO6")
 
 
 def log(line: str) -> None:
     print(f"# {line}", file=sys.stderr, flush=True)
-
-
-# =====================================================================================================
-# Endpoint programs: one role on one kind of TCP, run as a subprocess. Each prints "ready" when it
-# listens (listeners only) and one JSON line with its result.
-# =====================================================================================================
-
-class KernelNet:
-    """The kernel's sockets (the process runs inside a namespace)."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.socket = socket
-
-    def listen(self, port: int):
-        s = self.socket.socket()
-        s.setsockopt(self.socket.SOL_SOCKET, self.socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(4)
-        return s
-
-    def connect(self, ip: str, port: int, timeout: float):
-        return self.socket.create_connection((ip, port), timeout=timeout)
-
-    def settimeout(self, s, timeout: float) -> None:
-        s.settimeout(timeout)
-
-    def nodelay(self, s) -> None:
-        s.setsockopt(self.socket.IPPROTO_TCP, self.socket.TCP_NODELAY, 1)
-
-    def shut_write(self, s) -> None:
-        s.shutdown(self.socket.SHUT_WR)
-
-    def info(self) -> dict:
-        return {"tcp": "linux"}
-
-    def close(self) -> None:
-        pass
-
-
-class StackNet:
-    """A MultiOS stack on a VirtioNetNic connected to `path`."""
-
-    def __init__(self, path: str, ip: str, mac: str, offloads: bool) -> None:
-        from nicdev.virtio.features import (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
-                                            VIRTIO_NET_F_HOST_TSO4, mask)
-        from stack import Stack
-        from stack.drivers import VirtioNetNic
-        from stack.drivers.virtio_driver import DEFAULT_FEATURES
-
-        features = DEFAULT_FEATURES
-        if not offloads:
-            features &= ~mask(VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4,
-                              VIRTIO_NET_F_GUEST_TSO4)
-        self.nic = VirtioNetNic(path, mac=mac, features=features, timeout=10.0)
-        self.stack = Stack(self.nic, ip).start()
-
-    def listen(self, port: int):
-        from stack import IpAddress, SocketOption, SocketType
-
-        s = self.stack.socket(SocketType.STREAM)
-        s.set_option(SocketOption.REUSE_ADDR, True)
-        s.bind(IpAddress.any(port))
-        s.listen(4)
-        return s
-
-    def connect(self, ip: str, port: int, timeout: float):
-        from stack import IpAddress, SocketType
-
-        s = self.stack.socket(SocketType.STREAM)
-        s.set_timeout(timeout)
-        s.connect(IpAddress(ip, port))
-        return s
-
-    def settimeout(self, s, timeout: float) -> None:
-        s.set_timeout(timeout)
-
-    def nodelay(self, s) -> None:
-        from stack import SocketOption
-
-        s.set_option(SocketOption.TCP_NO_DELAY, True)
-
-    def shut_write(self, s) -> None:
-        from stack import Shutdown
-
-        s.shutdown(Shutdown.WRITE)
-
-    def info(self) -> dict:
-        from nicdev.virtio.features import describe
-
-        c = self.nic.counters
-        names = describe(self.nic.features)
-        return {"tcp": "multios", "nic_offloads": [n for n in names if n in OFFLOAD_BITS],
-                "nic_tx_frames": c["tx_frames"], "nic_rx_frames": c["rx_frames"], "nic_rx_gso": c["rx_gso"],
-                "nic_avg_tx_frame": round(c["tx_bytes"] / c["tx_frames"]) if c["tx_frames"] else None,
-                "nic_avg_rx_frame": round(c["rx_bytes"] / c["rx_frames"]) if c["rx_frames"] else None,
-                "nic_drops": self.nic.drops, "tcp_counters": {k: v for k, v in self.stack.counters().get("tcp", {}).items()
-                                                              if k.startswith("drop") or k in ("rx", "tx")}}
-
-    def close(self) -> None:
-        self.stack.stop()
-        self.nic.close()
-
-
-def role_recv(net, port: int, timeout: float, verify: bool, emit) -> dict:
-    lst = net.listen(port)
-    net.settimeout(lst, timeout)
-    emit("ready")
-    s, _ = lst.accept()
-    net.settimeout(s, timeout)
-    h = hashlib.sha256() if verify else None
-    n = 0
-    t0 = None
-    while True:
-        data = s.recv(CHUNK)
-        if not data:
-            break
-        if t0 is None:
-            t0 = time.monotonic()
-        n += len(data)
-        if h is not None:
-            h.update(data)
-    seconds = time.monotonic() - (t0 or time.monotonic())
-    s.close()
-    lst.close()
-    return {"bytes": n, "seconds": seconds, "sha256": h.hexdigest() if h else None}
-
-
-def role_send(net, ip: str, port: int, total: int, timeout: float, verify: bool) -> dict:
-    block = bytearray(os.urandom(CHUNK))
-    h = hashlib.sha256() if verify else None
-    t0 = time.monotonic()
-    s = net.connect(ip, port, timeout)
-    net.settimeout(s, timeout)
-    sent, i = 0, 0
-    while sent < total:
-        block[:8] = i.to_bytes(8, "big")     # each chunk differs, so a misplaced one changes the hash
-        chunk = block if total - sent >= CHUNK else block[:total - sent]
-        s.sendall(chunk)
-        if h is not None:
-            h.update(chunk)
-        sent += len(chunk)
-        i += 1
-    net.shut_write(s)
-    while s.recv(65536):                      # the receiver closes once it has everything
-        pass
-    seconds = time.monotonic() - t0
-    s.close()
-    return {"bytes": sent, "seconds": seconds, "sha256": h.hexdigest() if h else None}
-
-
-def role_echo(net, port: int, timeout: float, emit) -> dict:
-    lst = net.listen(port)
-    net.settimeout(lst, timeout)
-    emit("ready")
-    s, _ = lst.accept()
-    net.settimeout(s, timeout)
-    net.nodelay(s)
-    n = 0
-    while data := s.recv(65536):
-        s.sendall(data)
-        n += len(data)
-    s.close()
-    lst.close()
-    return {"echoed": n}
-
-
-def role_rr(net, ip: str, port: int, seconds: float, timeout: float) -> dict:
-    s = net.connect(ip, port, timeout)
-    net.settimeout(s, timeout)
-    net.nodelay(s)
-    msg = bytes(RR_SIZE)
-
-    def one() -> None:
-        s.sendall(msg)
-        got = 0
-        while got < RR_SIZE:
-            data = s.recv(RR_SIZE - got)
-            if not data:
-                raise RuntimeError("echo server closed early")
-            got += len(data)
-
-    for _ in range(100):                       # warm-up (ARP, windows)
-        one()
-    clock = time.perf_counter
-    rtts = []
-    start = clock()
-    end = start + seconds
-    while (t := clock()) < end:
-        one()
-        rtts.append(clock() - t)
-    elapsed = clock() - start
-    net.shut_write(s)
-    while s.recv(65536):
-        pass
-    s.close()
-    rtts.sort()
-    return {"count": len(rtts), "elapsed": elapsed, "rr_per_s": len(rtts) / elapsed,
-            "p50_us": rtts[len(rtts) // 2] * 1e6, "p99_us": rtts[int(len(rtts) * 0.99)] * 1e6}
-
-
-def run_role(net, role: str, args: list, verify: bool, emit) -> None:
-    """Play `role` on `net`; `emit(line)` gets "ready" (listeners) and the JSON result. Closes `net`."""
-    try:
-        if role == "recv":
-            result = role_recv(net, int(args[0]), float(args[1]), verify, emit)
-        elif role == "send":
-            result = role_send(net, args[0], int(args[1]), int(args[2]), float(args[3]), verify)
-        elif role == "echo":
-            result = role_echo(net, int(args[0]), float(args[1]), emit)
-        else:
-            result = role_rr(net, args[0], int(args[1]), float(args[2]), float(args[3]))
-        result["net"] = net.info()
-    finally:
-        net.close()
-    emit(json.dumps(result))
-
-
-def endpoint_main(argv: list[str]) -> int:
-    """`--endpoint KIND [--offloads on|off] [--verify] ROLE ARGS...`; KIND is `kernel` or `stack:PATH,IP/PREFIX,MAC`."""
-    p = argparse.ArgumentParser(prog="tcp_bulk.py --endpoint")
-    p.add_argument("kind")
-    p.add_argument("--offloads", default="on", choices=("on", "off"))
-    p.add_argument("--verify", action="store_true")
-    p.add_argument("role", choices=("recv", "send", "echo", "rr"))
-    p.add_argument("args", nargs="*")
-    a = p.parse_args(argv)
-    if a.kind == "kernel":
-        net = KernelNet()
-    else:
-        path, ip, mac = a.kind.removeprefix("stack:").split(",")
-        net = StackNet(path, ip, mac, a.offloads == "on")
-    run_role(net, a.role, a.args, a.verify, lambda line: print(line, flush=True))
-    return 0
-
-
-# =====================================================================================================
-# The driver: labs, cases, rounds, JSON lines.
-# =====================================================================================================
-
-class BenchError(Exception):
-    """A step failed; the message says which."""
-
-
-class Proc:
-    """An endpoint (or any) subprocess with bounded reads of its output."""
-
-    def __init__(self, argv: list[str], what: str) -> None:
-        self.what = what
-        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=str(ROOT))
-
-    def line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
-        text = self.p.stdout.readline() if ready else ""
-        if not text:
-            self.kill()
-            raise BenchError(f"{self.what}: no output within {timeout:.0f} s: {self.p.stderr.read().strip()[-2000:]}")
-        return text.strip()
-
-    def ready(self, timeout: float = 30.0) -> None:
-        text = self.line(timeout)
-        if text != "ready":
-            raise BenchError(f"{self.what}: expected 'ready', got {text!r}")
-
-    def result(self, timeout: float) -> dict:
-        text = self.line(timeout)
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        if self.p.returncode:
-            raise BenchError(f"{self.what}: exit status {self.p.returncode}: {self.p.stderr.read().strip()[-2000:]}")
-        return json.loads(text)
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait(10)
 
 
 class InProc:
@@ -553,7 +266,7 @@ class Labs:
         self.stack_exit = []
         self.netns = []
         self.bg = None
-        self.switch_proc = None
+        self.switch = None
         self.vm = None
         self.sides: dict[str, tuple] = {}
 
@@ -575,34 +288,17 @@ class Labs:
 
     def _switch_process(self, vhost: list[tuple[str, str]], tap: tuple[str, str] | None) -> None:
         """`mnet switch` in its own process with these vhost-user ports (name, path) and TAP (ifname, netns)."""
-        from nicdev.net import netns as ns
-
         on = "on" if self.args.offloads == "on" else "off"
-        argv = [sys.executable, "-m", "mnet.cli.main", "switch"]
-        for name, path in vhost:
-            argv += ["--port", f"{name}=vhost-user:{path},offloads={on}"]
+        ports = [f"{name}=vhost-user:{path},offloads={on}" for name, path in vhost]
         if tap is not None:
-            argv += ["--port", f"host=tap:{tap[0]},netns={tap[1]},vnet_hdr={on}"]
-        self.switch_proc = subprocess.Popen(argv, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                            text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.switch_proc.poll() is not None:
-                raise BenchError(f"mnet switch exited: {self.switch_proc.stderr.read().strip()[-2000:]}")
-            ready = all(os.path.exists(path) for _, path in vhost)
-            if ready and tap is not None:
-                with ns.iproute(tap[1]) as ipr:
-                    ready = bool(ipr.link_lookup(ifname=tap[0]))
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError("mnet switch: its ports did not appear within 30 s")
-            time.sleep(0.05)
+            ports.append(f"host=tap:{tap[0]},netns={tap[1]},vnet_hdr={on}")
+        ctx = switch_process(ports, [path for _, path in vhost], tap)
+        ctx.__enter__()
+        self.switch = ctx
 
     def _setup(self) -> None:
         from nicdev.net import netns as ns
         from nicdev.net.background import BackgroundSwitch
-        from nicdev.net.tap_port import TapPort
         from nicdev.net.vhost_user_port import VhostUserPort
 
         a = self.args
@@ -610,12 +306,7 @@ class Labs:
         cases = a.cases
         if "anchor" in cases:
             na, nb = self._ns("mntb-a"), self._ns("mntb-b")
-            with ns.iproute(na) as ipr:
-                ipr.link("add", ifname="tba", kind="veth", peer={"ifname": "tbb", "net_ns_fd": nb})
-            ns.set_address("tba", f"{A_IP}/{PREFIX}", netns=na)
-            ns.set_address("tbb", f"{B_IP}/{PREFIX}", netns=nb)
-            for name, where in (("tba", na), ("tbb", nb), ("lo", na), ("lo", nb)):
-                ns.link_up(name, netns=where)
+            veth_pair((na, "tba", A_IP), (nb, "tbb", B_IP), PREFIX)
             self.sides["anchor"] = (Side("kernel", A_IP, netns=na, verify=verify),
                                     Side("kernel", B_IP, netns=nb, verify=verify),
                                     {"a": "linux veth defaults (TSO, GSO, GRO, checksum offload)", "b": "same"})
@@ -631,8 +322,7 @@ class Labs:
                        offloads=offloads, verify=verify)
         if "stack-kernel" in cases:
             nk = self._ns("mntb-k")
-            tap = self.bg.add_port(TapPort("host", "mntb%d", netns=nk, vnet_hdr=offloads))
-            ns.set_address(tap.ifname, f"{HOST_IP}/{PREFIX}", netns=nk)
+            add_tap(self.bg, "host", "mntb%d", nk, f"{HOST_IP}/{PREFIX}", vnet_hdr=offloads)
             ns.link_up("lo", netns=nk)
             self.sides["stack-kernel"] = (stack_a, Side("kernel", HOST_IP, netns=nk, verify=verify),
                                           {"b": "TAP with vnet header: checksum and TSO offloads to the kernel"
@@ -683,12 +373,8 @@ class Labs:
                                                        verify=verify), {})
 
     def __exit__(self, *exc) -> None:
-        if self.switch_proc is not None:
-            self.switch_proc.terminate()
-            try:
-                self.switch_proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.switch_proc.kill()
+        if self.switch is not None:
+            self.switch.__exit__(None, None, None)
         if self.vm is not None:
             self.vm.stop()
         if self.bg is not None:
@@ -763,16 +449,11 @@ def main(argv: list[str]) -> int:
     if args.switch == "process" and "stack-guest" in args.cases:
         print("--switch process runs stack-kernel and stack-stack only", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("tcp_bulk.py needs root (network namespaces, TAP, veth)", file=sys.stderr)
+    if not is_root("tcp_bulk.py"):
         return 2
-    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in wanted if c not in WHAT]
-    if unknown or not wanted:
-        print(f"unknown case(s) {unknown}; choose from {', '.join(WHAT)}", file=sys.stderr)
+    wanted = pick_cases(args.cases, WHAT)
+    if wanted is None:
         return 2
-    if "anchor" not in wanted:
-        wanted.insert(0, "anchor")              # every line carries the anchor of the same run
     args.cases = wanted
     samples: dict[tuple[str, str], list[dict]] = {(c, t): [] for c in wanted for t in TESTS}
     errors: dict[tuple[str, str], str] = {}

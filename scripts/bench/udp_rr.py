@@ -32,18 +32,15 @@ import argparse
 import contextlib
 import json
 import os
-import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from machine import cpu_model
+from lab import Proc, add_tap, is_root, pick_cases, switch_process, veth_pair
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-
-from nicdev.net import netns as ns  # noqa: E402
+from nicdev.net import netns as ns  # importable: lab.py puts the repository on sys.path
 
 PAYLOAD = 64
 FRAME_BYTES = 14 + 20 + 8 + PAYLOAD  # Ethernet + IPv4 + UDP + payload (no FCS)
@@ -92,26 +89,15 @@ def summarize(count: int, elapsed: float, rtts: list[float]) -> dict:
             "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e6 if rtts else None}
 
 
-def wait_for(cond, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @contextlib.contextmanager
 def echo_server(netns: str, ip: str):
-    proc = ns.run_in_netns(netns, [sys.executable, "-c", ECHO_SERVER, ip, str(PORT)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = Proc(["ip", "netns", "exec", netns, sys.executable, "-c", ECHO_SERVER, ip, str(PORT)],
+                  f"echo server at {ip}")
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 15)
-        if not ready or proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"echo server did not start: {proc.stderr.read() if proc.poll() is not None else ''}")
-        yield proc
+        server.ready(15)
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.kill()
 
 
 def kernel_client(netns: str, dst: str, seconds: float) -> dict:
@@ -149,12 +135,7 @@ def rr_loop(sock, seconds: float) -> dict:
 def case_anchor(seconds: float) -> dict:
     """Kernel to kernel over a veth pair between two namespaces."""
     with ns.temporary_netns("mnrr-a") as a, ns.temporary_netns("mnrr-b") as b:
-        with ns.iproute(a) as ipr:
-            ipr.link("add", ifname="rra", kind="veth", peer={"ifname": "rrb", "net_ns_fd": b})
-        ns.set_address("rra", f"{SERVER_IP}/24", netns=a)
-        ns.set_address("rrb", f"{CLIENT_IP}/24", netns=b)
-        for name, where in (("rra", a), ("rrb", b), ("lo", a), ("lo", b)):
-            ns.link_up(name, netns=where)
+        veth_pair((a, "rra", SERVER_IP), (b, "rrb", CLIENT_IP), 24)
         with echo_server(a, SERVER_IP):
             return kernel_client(b, SERVER_IP, seconds)
 
@@ -187,14 +168,12 @@ def _stack_rr(sock_path: str, seconds: float) -> dict:
 def case_stack_thread(seconds: float, workdir: str) -> dict:
     """Stack -> VirtioNetNic -> our switch on a thread of this process -> TAP -> the kernel."""
     from nicdev.net.background import BackgroundSwitch
-    from nicdev.net.tap_port import TapPort
     from nicdev.net.vhost_user_port import VhostUserPort
 
     path = os.path.join(workdir, "rr-thread.sock")
     with ns.temporary_netns("mnrr-t") as a, BackgroundSwitch() as bg:
         bg.add_port(VhostUserPort("stack", path))
-        tap = bg.add_port(TapPort("host", "mnrrt%d", netns=a))
-        ns.set_address(tap.ifname, f"{SERVER_IP}/24", netns=a)
+        add_tap(bg, "host", "mnrrt%d", a, f"{SERVER_IP}/24")
         with echo_server(a, SERVER_IP):
             return _stack_rr(path, seconds)
 
@@ -203,23 +182,11 @@ def case_stack_process(seconds: float, workdir: str) -> dict:
     """The same, with the switch in its own process (`mnet switch`)."""
     path = os.path.join(workdir, "rr-proc.sock")
     ifname = f"mnrrp{os.getpid() % 100000}"
-    with ns.temporary_netns("mnrr-p") as a:
-        switch = subprocess.Popen([sys.executable, "-m", "mnet.cli.main", "switch",
-                                   "--port", f"stack=vhost-user:{path}", "--port", f"host=tap:{ifname},netns={a}"],
-                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            def tap_there() -> bool:
-                if switch.poll() is not None:
-                    raise RuntimeError(f"mnet switch exited: {switch.stderr.read().strip()}")
-                with ns.iproute(a) as ipr:
-                    return bool(ipr.link_lookup(ifname=ifname)) and os.path.exists(path)
-            wait_for(tap_there, "mnet switch's TAP and vhost-user socket")
-            ns.set_address(ifname, f"{SERVER_IP}/24", netns=a)
-            with echo_server(a, SERVER_IP):
-                return _stack_rr(path, seconds)
-        finally:
-            switch.terminate()
-            switch.wait(10)
+    with ns.temporary_netns("mnrr-p") as a, \
+            switch_process([f"stack=vhost-user:{path}", f"host=tap:{ifname},netns={a}"], [path], (ifname, a), 15):
+        ns.set_address(ifname, f"{SERVER_IP}/24", netns=a)
+        with echo_server(a, SERVER_IP):
+            return _stack_rr(path, seconds)
 
 
 CASES = {
@@ -238,16 +205,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the figure is the median (default 3)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("udp_rr.py needs root (network namespaces, TAP, veth)", file=sys.stderr)
+    if not is_root("udp_rr.py"):
         return 2
-    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in wanted if c not in CASES]
-    if unknown or not wanted:
-        print(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}", file=sys.stderr)
+    wanted = pick_cases(args.cases, CASES)
+    if wanted is None:
         return 2
-    if "anchor" not in wanted:
-        wanted.insert(0, "anchor")  # every line carries the anchor of the same run
     samples: dict[str, list[dict]] = {c: [] for c in wanted}
     with tempfile.TemporaryDirectory(prefix="mnet-rr-") as workdir:
         for _ in range(args.rounds):

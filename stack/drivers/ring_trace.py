@@ -8,7 +8,8 @@ descriptor table says what each holds), the used ring entries between the
 last reaped idx then and now are the used entries it reaped. One reader
 thus traces both data paths alike, and costs nothing while tracing is off:
 the driver calls `mark` at the start of a traced burst and `look` after
-each step that publishes or reaps.
+each step that publishes or reaps (`traced` runs a burst so), and
+`emit_kick` after each publish.
 
 This is exact because the driver alone writes its descriptor table and
 avail ring (under its lock, so nothing changes them between a step and its
@@ -21,13 +22,15 @@ the whole ring in that time to overwrite one).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from nicdev.virtio.memory import GuestMemory, GuestMemoryError
 from nicdev.virtio.ring import (
     DESC_SIZE, DESC_STRUCT, USED_ELEM_STRUCT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
 )
 from nicdev.virtio.trace import Tracer
 
-__all__ = ["RingWatch", "drop_counts", "emit_drops"]
+__all__ = ["RingWatch", "drop_counts", "emit_drops", "emit_kick", "traced"]
 
 _MAX_CHAIN = 1024       # more descriptors than this in one chain: a loop, stop walking
 
@@ -137,3 +140,26 @@ def emit_drops(tracer: Tracer, before: dict[str, int], counters, queues: dict[st
             for _ in range(extra):
                 tracer.emit("drop", queues.get(direction), direction if direction in queues else None,
                             reason=reason, len=None)
+
+
+def traced(watch: RingWatch, counters, queues: dict[str, int], step: Callable, *args):
+    """Run one burst `step(*args)` with `watch`'s ring watched and the drops
+    it counted in `counters` recorded (`queues` as for `emit_drops`); the
+    step itself looks after each publish and reap."""
+    watch.mark()
+    before = drop_counts(counters)
+    try:
+        return step(*args)
+    finally:
+        watch.look()
+        emit_drops(watch.tracer, before, counters, queues)
+
+
+def emit_kick(watch: RingWatch, kicked: bool, suppressed_by: str) -> None:
+    """A `kick` record if the driver kicked `watch`'s ring, else, if the last
+    look saw chains published, a `kick_suppressed` one giving `suppressed_by`
+    as the reason the device did not ask for it."""
+    if kicked:
+        watch.tracer.emit("kick", watch.index, watch.direction)
+    elif watch.published:
+        watch.tracer.emit("kick_suppressed", watch.index, watch.direction, reason=suppressed_by)

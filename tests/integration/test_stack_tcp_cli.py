@@ -82,6 +82,7 @@ def served(lab):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+        output.close()
 
 
 def expected_source(size: int) -> bytes:
@@ -161,6 +162,8 @@ def test_sigusr1_prints_the_connection_table_while_a_connection_is_open(lab, ser
     finally:
         holder.stdin.close()
         holder.wait(10)
+        holder.stdout.close()
+        holder.stderr.close()
 
 
 def test_sigint_prints_the_table_and_tcp_counters_and_exits_0(lab, served):

@@ -50,6 +50,7 @@ def test_stack_ping_through_a_traced_switch(tmp_path):
         status, out, err = switch.interrupt()
     assert status == 0 and "records in" in out, out + err
     assert stack.returncode == 0, output.finish()
+    output.close()
 
     rows = summary_rows(trace)
     # Everything one port's driver sent went to the other port's guest or was dropped there.

@@ -173,6 +173,13 @@ class Output:
                 self.seen.append(line)
         return "".join(self.seen), self.proc.stderr.read()
 
+    def close(self, timeout: float = OUTPUT_WAIT) -> None:
+        """Close both pipes once the process has ended and its stdout is read (test clean-up)."""
+        self.proc.wait(timeout)
+        self._thread.join(timeout)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
 
 def start_mnet_stack(*args: str) -> tuple[subprocess.Popen, Output]:
     proc = subprocess.Popen([*MNET, "stack", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -214,5 +214,6 @@ def test_show_into_a_pipe_closed_early_ends_quietly(tmp_path):
     first = proc.stdout.readline()
     proc.stdout.close()                 # the reader goes away, as head does
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     assert proc.wait(30) == 0 and first.startswith(b"+0.000000 a * features"), err
     assert "Traceback" not in err and "BrokenPipe" not in err, err

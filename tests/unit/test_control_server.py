@@ -172,6 +172,7 @@ def test_a_half_open_client_is_answered_and_dropped(lab, monkeypatch):
     sock.sendall(b'{"op": "po')
     assert "not finished within" in read_line(sock)["error"]
     assert sock.recv(10) == b""
+    sock.close()
     assert lab.server.dropped_clients == 1 and lab.forwards()
 
 
@@ -186,6 +187,7 @@ def test_a_client_that_does_not_read_is_dropped(lab, monkeypatch):
     except OSError:
         pass                                        # the switch hung up on us: what we wanted
     wait_for(lambda: lab.server.dropped_clients == 1, "the slow client to be dropped")
+    sock.close()
     assert lab.forwards()
     with ControlClient(lab.server.path) as client:
         assert client.ports()
@@ -200,6 +202,7 @@ def test_a_client_that_half_closes_still_gets_its_replies(lab):
         data += chunk
     assert [json.loads(line)["ok"] for line in data.splitlines()] == [True, True]
     wait_for(lambda: lab.server.clients == 0, "the server to close the finished client")
+    sock.close()
 
 
 def test_too_many_clients_are_turned_away(lab, monkeypatch):
@@ -208,6 +211,7 @@ def test_too_many_clients_are_turned_away(lab, monkeypatch):
     wait_for(lambda: lab.server.clients == 2, "two clients")
     extra = raw(lab.server.path)
     assert "too many control clients" in read_line(extra)["error"]
+    extra.close()
     for sock in held:
         sock.close()
     wait_for(lambda: lab.server.clients == 0, "the held clients to go")

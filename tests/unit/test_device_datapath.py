@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -72,11 +73,11 @@ def rings(make_rings):
 
 
 def test_the_data_path_knows_no_fds_timers_or_clocks():
-    tree = ast.parse(open(device_datapath.__file__).read())
+    tree = ast.parse(Path(device_datapath.__file__).read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
     assert not imported & {"os", "time", "socket", "select", "selectors", "threading", "asyncio", "signal"}
-    assert "vhost_user" not in open(device_datapath.__file__).read(), "the data path sees queues, not vrings"
+    assert "vhost_user" not in Path(device_datapath.__file__).read_text(), "the data path sees queues, not vrings"
 
 
 # -- TX ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from nicdev.net.background import BackgroundSwitch
 from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.virtio.trace import validate_record
 from stack.drivers import VirtioNetNic
-from stack.drivers.virtio_driver import HDR_LEN, RX_RING, TX_RING
+from stack.drivers.virtio_link import HDR_LEN, RX_RING, TX_RING
 
 from support.datapaths import datapath  # noqa: F401  (the fixture)
 from support.waiting import wait_for

@@ -81,6 +81,20 @@ def sock(tmp_path):
 
 
 @pytest.fixture
+def open_channel():
+    """Makes GuestChannels on a socket path; closes them all at the end."""
+    opened = []
+
+    def make(sock) -> GuestChannel:
+        opened.append(GuestChannel(str(sock)))
+        return opened[-1]
+
+    yield make
+    for channel in opened:
+        channel.close()
+
+
+@pytest.fixture
 def guests():
     made = []
     yield made
@@ -88,32 +102,32 @@ def guests():
         guest.close()
 
 
-def test_wait_ready_retries_until_socket_exists_then_runs(sock, guests):
+def test_wait_ready_retries_until_socket_exists_then_runs(sock, guests, open_channel):
     guests.append(FakeGuest(sock, shell, delay=0.3))
-    with GuestChannel(str(sock)) as channel:
+    with open_channel(sock) as channel:
         channel.wait_ready(timeout=5)
         assert channel.run("uname -r") == CommandResult(0, "ran uname -r", b"ran uname -r")
         result = channel.run("fail")
         assert result.status == 7 and not result.ok and result.output == "ran fail"
 
 
-def test_connect_timeout_message(sock):
-    channel = GuestChannel(str(sock))
+def test_connect_timeout_message(sock, open_channel):
+    channel = open_channel(sock)
     started = time.monotonic()
     with pytest.raises(GuestTimeout, match="could not connect to .*cmd.sock within 0.3s"):
         channel.wait_ready(timeout=0.3)
     assert time.monotonic() - started < 2
 
 
-def test_silent_guest_times_out_after_pings(sock, guests):
+def test_silent_guest_times_out_after_pings(sock, guests, open_channel):
     guest = FakeGuest(sock, lambda line: None)
     guests.append(guest)
     with pytest.raises(GuestTimeout, match="did not answer PING within 1.2s"):
-        GuestChannel(str(sock)).wait_ready(timeout=1.2)
+        open_channel(sock).wait_ready(timeout=1.2)
     assert len([l for l in guest.received if l.startswith("PING ")]) >= 2
 
 
-def test_garbage_and_foreign_replies_are_skipped(sock, guests):
+def test_garbage_and_foreign_replies_are_skipped(sock, guests, open_channel):
     def noisy(line):
         words = line.split()
         if words[0] == "PING":
@@ -121,13 +135,13 @@ def test_garbage_and_foreign_replies_are_skipped(sock, guests):
         return shell(line)
 
     guests.append(FakeGuest(sock, noisy))
-    channel = GuestChannel(str(sock))
+    channel = open_channel(sock)
     channel.wait_ready(timeout=5)
     assert channel.garbage_lines == 1
     assert channel.run("x").output == "ran x"
 
 
-def test_replies_out_of_order(sock, guests):
+def test_replies_out_of_order(sock, guests, open_channel):
     held = []
 
     def late_first(line):
@@ -141,7 +155,7 @@ def test_replies_out_of_order(sock, guests):
         return reply
 
     guests.append(FakeGuest(sock, late_first))
-    channel = GuestChannel(str(sock))
+    channel = open_channel(sock)
     channel.wait_ready(timeout=5)
     first = channel.start("first")
     second = channel.start("second")
@@ -149,10 +163,10 @@ def test_replies_out_of_order(sock, guests):
     assert channel.wait(first, timeout=5).output == "ran first"
 
 
-def test_timeout_sends_kill(sock, guests):
+def test_timeout_sends_kill(sock, guests, open_channel):
     guest = FakeGuest(sock, lambda line: shell(line) if line.startswith("PING") else None)
     guests.append(guest)
-    channel = GuestChannel(str(sock))
+    channel = open_channel(sock)
     channel.wait_ready(timeout=5)
     with pytest.raises(GuestTimeout, match="'sleep 99' did not finish within 0.3s"):
         channel.run("sleep 99", timeout=0.3)
@@ -163,30 +177,30 @@ def test_timeout_sends_kill(sock, guests):
     assert f"KILL {run_id}" in guest.received
 
 
-def test_err_reply_raises_channel_error(sock, guests):
+def test_err_reply_raises_channel_error(sock, guests, open_channel):
     def refuse(line):
         words = line.split()
         return shell(line) if words[0] == "PING" else f"ERR {words[1]} bad-base64\n".encode()
 
     guests.append(FakeGuest(sock, refuse))
-    channel = GuestChannel(str(sock))
+    channel = open_channel(sock)
     channel.wait_ready(timeout=5)
     with pytest.raises(GuestChannelError, match="'true' failed in the channel: bad-base64"):
         channel.run("true")
 
 
-def test_guest_closing_socket_is_a_channel_error(sock, guests):
+def test_guest_closing_socket_is_a_channel_error(sock, guests, open_channel):
     guest = FakeGuest(sock, shell)
     guests.append(guest)
-    channel = GuestChannel(str(sock))
+    channel = open_channel(sock)
     channel.wait_ready(timeout=5)
     guest.close()
     with pytest.raises(GuestChannelError, match="QEMU exited"):
         channel.run("anything", timeout=5)
 
 
-def test_misuse_is_reported(sock):
-    channel = GuestChannel(str(sock))
+def test_misuse_is_reported(sock, open_channel):
+    channel = open_channel(sock)
     with pytest.raises(GuestChannelError, match="call wait_ready"):
         channel.run("true")
     with pytest.raises(GuestChannelError, match="unknown command id"):

@@ -88,14 +88,25 @@ def guest(tmp_path):
     proc.wait(5)
     bridge.stop.set()
     bridge.join(5)
+    bridge.server.close()
     os.close(master)
     os.close(slave)
 
 
-def ready_channel(sock) -> GuestChannel:
-    channel = GuestChannel(sock)
-    channel.wait_ready(timeout=10)
-    return channel
+@pytest.fixture
+def ready_channel():
+    """Opens a GuestChannel on a socket path and waits for the script; closes them all at the end."""
+    opened = []
+
+    def ready(sock) -> GuestChannel:
+        channel = GuestChannel(sock)
+        opened.append(channel)
+        channel.wait_ready(timeout=10)
+        return channel
+
+    yield ready
+    for channel in opened:
+        channel.close()
 
 
 def wait_until_no_command_runs(work, timeout=10):
@@ -111,7 +122,7 @@ def test_ready_marker_names_the_device(guest):
     assert "mnet-guest: command channel on pts/" in console.read_text()
 
 
-def test_status_and_merged_output(guest):
+def test_status_and_merged_output(guest, ready_channel):
     channel = ready_channel(guest[0])
     result = channel.run("echo hello; echo oops >&2; exit 3", timeout=10)
     assert (result.status, result.output) == (3, "hello\noops\n")
@@ -119,26 +130,26 @@ def test_status_and_merged_output(guest):
     assert channel.run("", timeout=10).status == 0
 
 
-def test_stdin_is_dev_null_and_quoting_survives(guest):
+def test_stdin_is_dev_null_and_quoting_survives(guest, ready_channel):
     channel = ready_channel(guest[0])
     assert channel.run("cat; echo \"done $((6*7))\" 'a  b' \\$HOME", timeout=10).output == "done 42 a  b $HOME\n"
     multi = channel.run("for i in 1 2; do\n  echo line$i\ndone\n", timeout=10)
     assert multi.output == "line1\nline2\n"
 
 
-def test_binary_output_arrives_intact(guest):
+def test_binary_output_arrives_intact(guest, ready_channel):
     channel = ready_channel(guest[0])
     result = channel.run("i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; i=$((i+1)); done", timeout=20)
     assert result.output_bytes == bytes(range(256))
 
 
-def test_large_output(guest):
+def test_large_output(guest, ready_channel):
     channel = ready_channel(guest[0])
     result = channel.run("seq 1 40000", timeout=30)
     assert result.output == "".join(f"{i}\n" for i in range(1, 40001))
 
 
-def test_background_command_and_concurrent_commands(guest):
+def test_background_command_and_concurrent_commands(guest, ready_channel):
     channel = ready_channel(guest[0])
     started = time.monotonic()
     # This script runs on the host here, not in a guest: stop exactly the
@@ -152,7 +163,7 @@ def test_background_command_and_concurrent_commands(guest):
     os.kill(int(background.output), signal.SIGTERM)
 
 
-def test_kill_on_timeout_stops_the_whole_command(guest, tmp_path):
+def test_kill_on_timeout_stops_the_whole_command(guest, ready_channel, tmp_path):
     channel = ready_channel(guest[0])
     marker = tmp_path / "survived"
     with pytest.raises(GuestTimeout, match="did not finish"):
@@ -166,7 +177,7 @@ def test_kill_on_timeout_stops_the_whole_command(guest, tmp_path):
     assert channel.run("echo still here", timeout=10).output == "still here\n"
 
 
-def test_garbage_and_reconnect(guest):
+def test_garbage_and_reconnect(guest, ready_channel):
     sock, _ = guest
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     raw.connect(sock)
@@ -194,14 +205,14 @@ def test_duplicate_id_is_refused(guest):
     raw.close()
 
 
-def test_closed_socket_reported_after_guest_goes_away(guest, tmp_path):
+def test_closed_socket_reported_after_guest_goes_away(guest, ready_channel, tmp_path):
     channel = ready_channel(guest[0])
     channel.close()
     with pytest.raises(GuestChannelError, match="wait_ready"):
         channel.run("true")
 
 
-def test_kill_reports_status_143(guest):
+def test_kill_reports_status_143(guest, ready_channel):
     sock, _ = guest
     ready_channel(sock).close()  # the script is listening
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -32,6 +32,7 @@ class Lab:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.log: list[str] = []
+        self.clients: list = []     # the client sockets, closed with the lab
 
     def serve(self, spec: str) -> None:
         self.threads.append(start_service(self.server, parse_service(spec), self.stopping, self.log.append))
@@ -39,6 +40,7 @@ class Lab:
     def connect(self, port: int = 80) -> HttpClientConnection:
         sock = self.client.socket(SocketType.STREAM)
         sock.set_timeout(WAIT)
+        self.clients.append(sock)
         sock.connect((SERVER_IP, port))
         return HttpClientConnection(sock)
 
@@ -50,6 +52,8 @@ class Lab:
         for t in self.threads:
             t.join(WAIT)
         alive = [t.name for t in self.threads if t.is_alive()]
+        for sock in self.clients:
+            sock.close()
         self.server.stop()
         self.client.stop()
         assert not alive, f"server threads still running after stopping: {alive}"

@@ -128,6 +128,8 @@ def test_snapshot_shows_the_interface_neighbours_routes_sockets_and_counters(sta
     assert estab_udp["peer"] == "10.0.0.2:5353"
     assert [c["peer"] for c in sockets_by(other, "tcp", "ESTABLISHED")] == ["10.0.0.2:7"]
     assert {"destination": "0.0.0.0/0", "kind": "gateway", "src": "10.0.0.1", "via": "10.0.0.254"} in other["routes"]
+    for sock in (listener, client, server, udp, peer_udp):
+        sock.close()
 
 
 def test_snapshot_follows_a_closing_connection(stacks):
@@ -140,6 +142,7 @@ def test_snapshot_follows_a_closing_connection(stacks):
     server.close()
     wait_for(lambda: [c["state"] for c in a.snapshot()["sockets"] if c["peer"] == "10.0.0.2:7"] == ["TIME-WAIT"],
              "the closing side in TIME-WAIT")
+    listener.close()
 
 
 def test_snapshot_shows_a_neighbour_being_resolved(stacks):
@@ -148,6 +151,7 @@ def test_snapshot_shows_a_neighbour_being_resolved(stacks):
     sock.send_to(b"anyone?", IpAddress.parse("10.0.0.77:9"))
     rows = [n for n in a.snapshot()["neighbours"] if n["ip"] == "10.0.0.77"]
     assert [(n["state"], n["mac"], n["queued"]) for n in rows] == [("INCOMPLETE", None, 1)]
+    sock.close()
 
 
 # -- the virtio-net driver's rings ------------------------------------------------------------
@@ -190,6 +194,8 @@ def test_virtio_rings_in_the_snapshot(virtio_stacks):
     assert rings["rx"]["frames"] == nic["counters"]["rx_frames"] and rings["tx"]["kicks"] == nic["counters"]["tx_kicks"]
     assert rings["tx"]["kicks"] > 0 and rings["rx"]["interrupts"] > 0
     assert rings["rx"]["event_idx"] == (rings["rx"]["used_event"] is not None)
+    for sock in (listener, client, server):
+        sock.close()
 
 
 def test_a_closed_virtio_nic_has_no_rings(tmp_path, datapath):

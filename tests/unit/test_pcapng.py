@@ -8,6 +8,7 @@ import errno
 import os
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def read_options(body: bytes) -> list[tuple[int, bytes]]:
 
 
 def read_pcapng(path) -> dict:
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     blocks, off = [], 0
     while off < len(data):
         btype, total = struct.unpack_from("<II", data, off)

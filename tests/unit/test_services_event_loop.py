@@ -82,6 +82,8 @@ def test_many_echo_connections_on_one_thread(served):
     p.close()
     for _ in range(n):
         assert next_line(lines).endswith(" echoed 16 bytes")
+    for c in clients:
+        c.close()
 
 
 def test_an_echo_larger_than_the_buffers_keeps_everything_in_order(served):
@@ -97,6 +99,7 @@ def test_an_echo_larger_than_the_buffers_keeps_everything_in_order(served):
     while data := c.recv(65536):
         out += data
     writer.join(WAIT)
+    c.close()
     assert bytes(out) == payload
     assert next_line(lines).endswith(f" echoed {len(payload)} bytes")
 
@@ -131,6 +134,7 @@ def test_tcp_source_gives_up_waiting_for_a_peer_that_never_closes(served, monkey
         data += chunk
     assert len(data) == 1000  # then our FIN came; we never close
     assert " sent 1000 bytes sha256 " in next_line(lines)
+    c.close()                 # (only now, the service having given up)
 
 
 def test_udp_echo_answers_several_peers(served):
@@ -144,4 +148,5 @@ def test_udp_echo_answers_several_peers(served):
         socks.append(s)
     for i, s in enumerate(socks):
         data, peer = s.recv_from(100)
+        s.close()
         assert data == bytes([i]) * 10 and peer == IpAddress.parse("10.0.0.2:7")

@@ -76,8 +76,11 @@ def test_socket_is_made_by_the_stacks_factory(counting_stack):
     assert type(st).made == 3
     stack.set_default_stack(st)
     try:
-        assert type(Socket(SocketType.STREAM)) is StreamSocket and type(st).made == 4
+        with Socket(SocketType.STREAM) as default:
+            assert type(default) is StreamSocket and type(st).made == 4
     finally:
         stack.set_default_stack(None)
+    stream.close()
+    datagram.close()
     with pytest.raises(TypeError):
         Socket("stream", stack=st)

@@ -52,6 +52,7 @@ def test_the_timeout_is_in_milliseconds(stacks, clock, wait):
     assert call.done(), "250 ms of a 250 ms timeout: it ran out"
     assert call.error is None and call.result == []
     assert 0.2 <= call.ended_at - start < 1.0, "250 means 250 ms, not 250 s"
+    server.close()
 
 
 @pytest.mark.parametrize("forever", [None, -1, -0.5])
@@ -65,9 +66,11 @@ def test_none_or_negative_waits_forever(stacks, clock, wait, forever):
     assert clock.wait_for_sleepers(1), "the poll did not block"
     clock.advance_to(start + 3600)
     assert not call.done(0.05), f"timeout={forever!r} gave up after an hour"
-    a.socket().send_to(b"x", "10.0.0.2:5353")
+    with a.socket() as client:
+        client.send_to(b"x", "10.0.0.2:5353")
     assert call.done(), "the datagram did not end the wait"
     assert call.error is None and call.result == [(server, PollEvent.READ)]
+    server.close()
 
 
 def test_zero_looks_once_and_a_bad_timeout_is_refused(stacks):
@@ -83,10 +86,13 @@ def test_zero_looks_once_and_a_bad_timeout_is_refused(stacks):
     assert poll([], PollEvent.READ, 0) == []
     with pytest.raises(ValueError, match="forever"):
         poll([], PollEvent.READ, -1)
+    server.close()
 
 
 def test_a_generous_bound_still_returns_at_once_when_ready(stacks):
     a, b = stacks
     server = _udp_server(b)
-    a.socket().send_to(b"x", "10.0.0.2:5353")
+    with a.socket() as client:
+        client.send_to(b"x", "10.0.0.2:5353")
     assert poll([server], PollEvent.READ, WAIT_MS) == [(server, PollEvent.READ)]
+    server.close()

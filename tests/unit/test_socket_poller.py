@@ -43,6 +43,8 @@ def test_only_the_sockets_with_data_are_reported_level_triggered(stacks):
     p.unregister(servers[8])
     assert p.poll(0) == [] and len(p) == 9
     p.close()
+    for sock in [*clients, *servers, lst]:
+        sock.close()
 
 
 def test_write_interest_modify_and_hangup(stacks):
@@ -60,6 +62,8 @@ def test_write_interest_modify_and_hangup(stacks):
     assert ready[0][0] is server and PollEvent.READ in ready[0][1]  # end of stream is readable
     assert server.recv(10) == b""
     p.close()
+    for sock in (server, lst):
+        sock.close()
 
 
 def test_a_ready_socket_whose_event_is_not_asked_for_does_not_spin(stacks):
@@ -74,6 +78,8 @@ def test_a_ready_socket_whose_event_is_not_asked_for_does_not_spin(stacks):
     p.modify(server, PollEvent.READ)
     assert p.poll(WAIT_MS) == [(server, PollEvent.READ)]
     p.close()
+    for sock in (client, server, lst):
+        sock.close()
 
 
 def test_datagram_sockets_read_and_write(stacks):
@@ -91,6 +97,8 @@ def test_datagram_sockets_read_and_write(stacks):
     with pytest.raises(KeyError):
         p.register(s)
     p.close()
+    for sock in (s, c):
+        sock.close()
 
 
 def test_a_timeout_returns_nothing_and_a_closed_socket_cannot_be_registered(stacks):
@@ -132,6 +140,8 @@ def test_stream_sockets_take_no_descriptor_in_a_poller(stacks):
     assert _open_descriptors() - before == 2
     p.close()
     assert _open_descriptors() == before
+    for sock in [*clients, *servers, lst]:
+        sock.close()
 
 
 def test_a_stream_socket_closed_while_registered_is_reported_invalid(stacks):
@@ -145,6 +155,8 @@ def test_a_stream_socket_closed_while_registered_is_reported_invalid(stacks):
     p.unregister(server)
     assert p.poll(0) == []
     p.close()
+    for sock in (client, lst):
+        sock.close()
 
 
 def test_fileno_still_follows_readiness_after_a_poller(stacks):
@@ -161,6 +173,8 @@ def test_fileno_still_follows_readiness_after_a_poller(stacks):
     assert server.recv(10) == b"x"
     assert select.select([fd], [], [], 0)[0] == []
     p.close()
+    for sock in (client, server, lst):
+        sock.close()
 
 
 def test_a_parked_socket_goes_back_to_its_descriptor_once_it_answers(stacks):
@@ -181,3 +195,5 @@ def test_a_parked_socket_goes_back_to_its_descriptor_once_it_answers(stacks):
     assert s not in p._parked and p._sel.get_key(fd).data is s
     p.unregister(s)
     p.close()
+    for sock in (s, c):
+        sock.close()

@@ -58,6 +58,8 @@ def test_ping_both_ways(stacks, direction):
     assert reply == EchoReply(0xBEEF, 1, b"are you there"), "the stack itself answered"
     _, seen = receive_icmp(watcher, EchoRequest)
     assert seen.ident == 0xBEEF, "raw sockets get a copy of incoming ICMP"
+    pinger.close()
+    watcher.close()
 
 
 def test_ping_own_address_and_loopback(stacks):
@@ -70,14 +72,17 @@ def test_ping_own_address_and_loopback(stacks):
     s.send(emit_icmpv4(EchoRequest(1, 2, b"lo")))
     ip, reply = receive_icmp(s, EchoReply)
     assert (str(ip.src), reply.seq) == ("127.0.0.1", 2)
+    s.close()
 
 
 def test_raw_socket_sees_port_unreachable(stacks):
     a, _ = stacks
     watcher = raw(a)
-    a.socket().send_to(b"x", "10.0.0.2:9")
+    with a.socket() as udp:
+        udp.send_to(b"x", "10.0.0.2:9")
     _, msg = receive_icmp(watcher, DestUnreachable)
     assert msg.code == DestUnreachableCode.PORT
+    watcher.close()
 
 
 def test_connected_raw_socket_filters_by_peer(stacks):
@@ -92,6 +97,7 @@ def test_connected_raw_socket_filters_by_peer(stacks):
     with pytest.raises(OSError) as exc:
         s.bind("10.0.0.7:0")
     assert exc.value.errno == errno.EADDRNOTAVAIL
+    s.close()
 
 
 def test_raw_needs_privileged_stack():

@@ -81,6 +81,8 @@ def test_a_connections_snapshot_carries_the_engines_counters(stacks, nics):
     # The stack's table holds the same snapshot for the same connection.
     (listed,) = [i for i in a.connections() if i.local == info.local]
     assert (listed.state, listed.remote, listed.counters) == (info.state, info.remote, client.tcp_info().counters)
+    for s in (client, server, lst):
+        s.close()
 
 
 def test_a_listeners_snapshot_counts_its_queues_and_syn_cookies(stacks, nics):
@@ -123,7 +125,7 @@ def test_a_listeners_snapshot_counts_its_queues_and_syn_cookies(stacks, nics):
     lst.shutdown(Shutdown.READ)  # no longer listening: the counters stay readable
     closed = lst.tcp_info()
     assert closed.state is TcpState.CLOSED and closed.counters["accepted"] == 1 and closed.embryonic == 0
-    for s in (conn, first, second):
+    for s in (conn, first, second, lst):
         s.close()
 
 
@@ -195,3 +197,5 @@ def test_snapshots_can_be_taken_from_another_thread_while_data_flows(stacks):
         watcher.join(WAIT)
     assert errors == []
     assert len(seen) > 1 and seen == sorted(seen), "bytes_acked only grows"
+    for s in (client, server, lst):
+        s.close()

@@ -60,6 +60,8 @@ def test_datagram_tos_is_on_the_wire_whole(link):
     assert server.recv(4000) == b"x" * 3000
     udp = [tos for proto, tos, _ in seen if proto == IpProtocol.UDP]
     assert udp == [EF | 0x01] * 3, seen
+    s.close()
+    server.close()
 
 
 @pytest.mark.parametrize("bad", [-1, 256, True, "ef", 1.5])
@@ -108,6 +110,7 @@ def test_stream_tos_marks_every_segment_both_ways(link):
     tcp_b = [(tos, size) for proto, tos, size in from_b if proto == IpProtocol.TCP]
     assert len(tcp_a) >= 10 and {tos for tos, _ in tcp_a} == {EF}, tcp_a[:5]
     assert len(tcp_b) >= 3 and {tos for tos, _ in tcp_b} == {CS1}, tcp_b[:5]
+    server.close()
     if pair.a.offloads & NicOffloads.TSO:
         # The loopback NIC cuts TSO frames before the hook sees them: the pieces carry the byte.
         assert a.counters()["tcp"].get("tx_tso", 0) > 0 and pair.a.counters["tx_gso"] > 0, \

@@ -83,6 +83,8 @@ def test_send_to_recv_from_addresses(stacks):
     server.send_to(b"answer", sender)
     data, peer = client.recv_from(2048)
     assert (data, peer) == (b"answer", IpAddress.parse("10.0.0.2:5353"))
+    for sock in (server, client):
+        sock.close()
 
 
 def test_recv_truncates_to_bufsize_and_accepts_string_and_tuple_addresses(stacks):
@@ -93,18 +95,22 @@ def test_recv_truncates_to_bufsize_and_accepts_string_and_tuple_addresses(stacks
     client.send_to(b"abc", ("10.0.0.2", 5353))
     assert server.recv(4) == b"0123"
     assert server.recv(100) == b"abc", "the rest of a datagram is discarded, like UDP"
+    for sock in (server, client):
+        sock.close()
 
 
 def test_big_datagram_fragmented_over_mtu_1500(stacks):
     a, b = stacks
     server = server_on(b)
     payload = bytes(i % 251 for i in range(8000))
-    a.socket().send_to(payload, "10.0.0.2:5353")
+    with a.socket() as sender:
+        sender.send_to(payload, "10.0.0.2:5353")
     assert server.recv(65535) == payload
     counters = b.counters()
     assert counters["ipv4"]["reassembled"] == 1
     assert a.counters()["ipv4"]["tx_fragments"] == 6
     assert max_frame_seen_ok(a)
+    server.close()
 
 
 def max_frame_seen_ok(st) -> bool:
@@ -150,9 +156,11 @@ def test_blocking_recv_is_woken_by_arrival(stacks):
     t = threading.Thread(target=lambda: got.append(server.recv(100)))
     t.start()
     time.sleep(0.05)  # let it block (the result is the same if it has not yet)
-    a.socket().send_to(b"wake up", "10.0.0.2:5353")
+    with a.socket() as sender:
+        sender.send_to(b"wake up", "10.0.0.2:5353")
     t.join(WAIT)
     assert not t.is_alive() and got == [b"wake up"]
+    server.close()
 
 
 def test_timeout(virtual_stacks, clock):
@@ -172,6 +180,7 @@ def test_timeout(virtual_stacks, clock):
     assert elapsed == 0.2, "the timeout ends exactly at its deadline"
     assert isinstance(call.error, TimeoutError)
     assert call.error.errno == errno.ETIMEDOUT
+    server.close()
 
 
 def test_nonblocking(stacks):
@@ -181,13 +190,15 @@ def test_nonblocking(stacks):
     with pytest.raises(BlockingIOError) as exc:
         server.recv_from(10)
     assert exc.value.errno == errno.EAGAIN
-    a.socket().send_to(b"x", "10.0.0.2:5353")
+    with a.socket() as sender:
+        sender.send_to(b"x", "10.0.0.2:5353")
     wait_readable(server)
     assert server.recv(10) == b"x"
     server.set_nonblocking(False)
     assert server.get_timeout() is None
     with pytest.raises(ValueError):
         server.set_timeout(-1)
+    server.close()
 
 
 def wait_readable(sock, timeout=WAIT):
@@ -211,6 +222,8 @@ def test_select_and_selectors_follow_readiness(stacks):
         while server.recv(10) != b"two":
             assert time.monotonic() < deadline
         assert sel.select(0) == [], "drained: no longer readable"
+    for sock in (server, client):
+        sock.close()
 
 
 def test_stack_poll_helper(virtual_stacks, clock):
@@ -226,7 +239,8 @@ def test_stack_poll_helper(virtual_stacks, clock):
     assert call.done() and call.error is None
     assert call.result == []
     assert call.ended_at - start >= 0.09
-    a.socket().send_to(b"x", "10.0.0.2:1002")
+    with a.socket() as sender:
+        sender.send_to(b"x", "10.0.0.2:1002")
     assert stack.poll([s1, s2], PollEvent.READ, timeout=WAIT_MS) == [(s2, PollEvent.READ)]
     ready = stack.poll([s1, s2], [PollEvent.WRITE, PollEvent.READ], timeout=0)
     assert ready == [(s1, PollEvent.WRITE), (s2, PollEvent.READ)]
@@ -236,22 +250,26 @@ def test_stack_poll_helper(virtual_stacks, clock):
         stack.poll([s2], [PollEvent.READ, PollEvent.READ], timeout=0)
     with pytest.raises(ValueError):
         stack.poll([], PollEvent.READ)
+    for sock in (s1, s2):
+        sock.close()
 
 
 def test_poll_for_write_only_does_not_spin_on_queued_data(stacks):
     a, b = stacks
     server = server_on(b)
-    a.socket().send_to(b"x", "10.0.0.2:5353")
+    with a.socket() as sender:
+        sender.send_to(b"x", "10.0.0.2:5353")
     wait_readable(server)
     # Queued data but only ERROR asked for: poll must time out, not return.
     assert stack.poll([server], PollEvent.ERROR, timeout=50) == []
+    server.close()
 
 
 def test_eaddrinuse_and_reuse_addr(stacks):
     _, b = stacks
     first = server_on(b, 7000)
-    with pytest.raises(OSError) as exc:
-        b.socket().bind("10.0.0.2:7000")
+    with pytest.raises(OSError) as exc, b.socket() as taken:
+        taken.bind("10.0.0.2:7000")
     assert exc.value.errno == errno.EADDRINUSE
     r1, r2 = b.socket(), b.socket()
     for s in (r1, r2):
@@ -259,7 +277,10 @@ def test_eaddrinuse_and_reuse_addr(stacks):
         s.bind("0.0.0.0:7001")
     assert r1.get_option(SocketOption.REUSE_ADDR) is True
     first.close()
-    b.socket().bind("0.0.0.0:7000")  # free again after close
+    with b.socket() as again:
+        again.bind("0.0.0.0:7000")  # free again after close
+    for sock in (first, r1, r2):
+        sock.close()
 
 
 def test_bind_errors(stacks):
@@ -277,6 +298,7 @@ def test_bind_errors(stacks):
         s.bind(5353)
     with pytest.raises(ValueError):
         s.bind("not-an-address:1")
+    s.close()
 
 
 def test_connected_socket_gets_connection_refused(stacks):
@@ -300,6 +322,7 @@ def test_connected_socket_gets_connection_refused(stacks):
     wait_readable(client)
     with pytest.raises(ConnectionRefusedError):
         client.send(b"the error comes out of send too")
+    client.close()
 
 
 def test_connected_socket_ignores_other_senders(stacks):
@@ -315,6 +338,8 @@ def test_connected_socket_ignores_other_senders(stacks):
     assert server.send(b"reply") == 5
     friend.set_timeout(WAIT)
     assert friend.recv_from(100) == (b"reply", IpAddress.parse("10.0.0.2:5353"))
+    for sock in (server, stranger, friend):
+        sock.close()
 
 
 def test_arp_failure_gives_ehostunreach(nics, clock):
@@ -350,6 +375,7 @@ def test_no_route_and_message_size_errors(stacks):
     assert exc.value.errno == errno.ENOTCONN
     with pytest.raises(PermissionError):
         s.send_to(b"x", "255.255.255.255:67")
+    s.close()
 
 
 def test_broadcast_with_option(stacks):
@@ -359,6 +385,8 @@ def test_broadcast_with_option(stacks):
     s.set_option(SocketOption.BROADCAST, True)
     s.send_to(b"discover", "255.255.255.255:67")
     assert server.recv(100) == b"discover"
+    for sock in (server, s):
+        sock.close()
 
 
 def test_loopback_inside_one_stack(stacks):
@@ -370,6 +398,8 @@ def test_loopback_inside_one_stack(stacks):
     assert server.recv_from(100) == (b"local", IpAddress("127.0.0.1", client.local_address().port))
     assert server.recv(100) == b"own"
     assert a.counters()["loopback"]["packets"] == 2
+    for sock in (server, client):
+        sock.close()
 
 
 def test_options_and_ttl_on_the_wire(nics, stacks):
@@ -400,6 +430,8 @@ def test_options_and_ttl_on_the_wire(nics, stacks):
     assert server.recv(10) == b"ttl"
     ttls = [Ipv4Repr.parse(p)[0].ttl for e, p in map(EthernetRepr.parse, seen) if e.ethertype == EtherType.IPV4]
     assert ttls == [7]
+    for sock in (s, server):
+        sock.close()
 
 
 def test_receive_buffer_option_limits_queue(stacks):
@@ -426,6 +458,8 @@ def test_receive_buffer_option_limits_queue(stacks):
             break
     assert got == 4, "accepted while below 1000 bytes (200 + 64 charged each)"
     assert b.counters()["udp"]["drop.receive buffer full"] == 16
+    for sock in (server, client):
+        sock.close()
 
 
 def test_shutdown(stacks):
@@ -444,6 +478,7 @@ def test_shutdown(stacks):
     assert stack.poll([s], PollEvent.READ, 0) == [(s, PollEvent.READ | PollEvent.HANGUP)]
     with pytest.raises(ValueError):
         s.shutdown(0)
+    s.close()
 
 
 def test_close_wakes_blocked_receiver_with_ebadf(stacks):
@@ -470,6 +505,7 @@ def test_close_wakes_blocked_receiver_with_ebadf(stacks):
         with pytest.raises(OSError) as exc:
             call()
         assert exc.value.errno == errno.EBADF
+    server.close()
 
 
 def test_context_manager_closes(stacks):
@@ -477,7 +513,8 @@ def test_context_manager_closes(stacks):
     with a.socket() as s:
         s.bind("0.0.0.0:6000")
     assert s.closed
-    a.socket().bind("0.0.0.0:6000")
+    with a.socket() as again:
+        again.bind("0.0.0.0:6000")
 
 
 def test_many_threads_send_and_receive(stacks):
@@ -486,7 +523,8 @@ def test_many_threads_send_and_receive(stacks):
     server.set_option(SocketOption.RECEIVE_BUFFER_SIZE, 1 << 20)
     # Resolve ARP first: 400 datagrams in a burst would overflow the queue of
     # packets waiting for the answer (and be dropped, as on Linux).
-    a.socket().send_to(b"warm-up", "10.0.0.2:5353")
+    with a.socket() as sender:
+        sender.send_to(b"warm-up", "10.0.0.2:5353")
     assert server.recv(100) == b"warm-up"
     senders, per_sender = 4, 100
     received = []
@@ -524,6 +562,7 @@ def test_many_threads_send_and_receive(stacks):
     for t in readers:
         t.join(WAIT)
     assert sorted(received) == sorted(f"{n}:{i}".encode() for n in range(senders) for i in range(per_sender))
+    server.close()
 
 
 def test_protocol_must_match_the_type(stacks):
@@ -549,6 +588,7 @@ def test_default_stack(stacks):
     with pytest.raises(OSError) as exc:
         Socket(SocketType.DATAGRAM)
     assert exc.value.errno == errno.ENETDOWN
+    server.close()
 
 
 def test_stack_configuration_errors(nics):
@@ -574,6 +614,7 @@ def test_stop_closes_sockets_and_refuses_new_ones(nics):
     with pytest.raises(OSError):
         a.start()
     a.stop()  # idempotent
+    s.close()
 
 
 def test_stack_thread_failure_is_reported_to_sockets(nics):
@@ -594,7 +635,8 @@ def test_stack_thread_failure_is_reported_to_sockets(nics):
         s.bind("0.0.0.0:53")
         s.set_timeout(WAIT)
         broken.broken = True
-        b.socket().send_to(b"x", "10.0.0.1:53")  # b's ARP request wakes a's thread
+        with b.socket() as sender:
+            sender.send_to(b"x", "10.0.0.1:53")  # b's ARP request wakes a's thread
         with pytest.raises(OSError) as exc:
             s.recv(10)
         assert exc.value.errno == errno.ENETDOWN
@@ -607,6 +649,7 @@ def test_stack_thread_failure_is_reported_to_sockets(nics):
         a.stop()
         b.stop()
         broken.close()
+    s.close()
 
 
 def test_checksum_offload_end_to_end():
@@ -614,11 +657,14 @@ def test_checksum_offload_end_to_end():
     with Stack(pair.a, "10.0.0.1/24") as a, Stack(pair.b, "10.0.0.2/24") as b:
         assert a.iface.tx_csum_offload
         server = server_on(b)
-        a.socket().send_to(b"small", "10.0.0.2:5353")
-        a.socket().send_to(bytes(3000), "10.0.0.2:5353")  # fragmented: checksummed in software
+        with a.socket() as sender:
+            sender.send_to(b"small", "10.0.0.2:5353")
+        with a.socket() as sender:
+            sender.send_to(bytes(3000), "10.0.0.2:5353")  # fragmented: checksummed in software
         assert server.recv(10) == b"small"
         assert server.recv(4000) == bytes(3000)
     pair.close()
+    server.close()
 
 
 def test_nic_without_descriptor_is_polled():
@@ -631,7 +677,9 @@ def test_nic_without_descriptor_is_polled():
     pair.a.peer, quiet.peer = quiet, pair.a
     with Stack(pair.a, "10.0.0.1/24") as a, Stack(quiet, "10.0.0.2/24") as b:
         server = server_on(b)
-        a.socket().send_to(b"polled", "10.0.0.2:5353")
+        with a.socket() as sender:
+            sender.send_to(b"polled", "10.0.0.2:5353")
         assert server.recv(10) == b"polled"
     pair.close()
     quiet.close()
+    server.close()

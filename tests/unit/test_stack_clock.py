@@ -108,8 +108,10 @@ def test_a_blocked_recv_returns_when_the_datagram_comes(virtual_stacks):
     server.set_timeout(2.0)
     call = Call(clock, lambda: server.recv(100))
     assert clock.wait_for_sleepers(1)
-    a.socket().send_to(b"now", "10.0.0.2:5353")
+    with a.socket() as client:
+        client.send_to(b"now", "10.0.0.2:5353")
     assert call.done() and call.result == b"now" and call.ended_at == 0.0
+    server.close()
 
 
 def test_settle_waits_for_the_stack_threads_and_flowing_time_fires_their_timers(virtual_stacks):
@@ -135,6 +137,7 @@ def test_settle_waits_until_what_one_stack_sent_the_other_has_answered(virtual_s
     assert clock.settle(), "both stacks quiet at t=0"
     assert sock.get_option(SocketOption.ERROR) == errno.ECONNREFUSED, "the answer was taken in at t=0"
     assert clock.now() == 0.0
+    sock.close()
 
 
 def test_pass_time_fires_each_timer_at_its_time(virtual_stacks):
@@ -146,6 +149,7 @@ def test_pass_time_fires_each_timer_at_its_time(virtual_stacks):
     assert sock.get_option(SocketOption.ERROR) == 0, "2.5 s: still trying"
     clock.pass_time(0.5)
     assert sock.get_option(SocketOption.ERROR) == errno.EHOSTUNREACH, "3 s: given up"
+    sock.close()
 
 
 def test_flowing_time_stops_when_the_blocking_call_returns(virtual_stacks):
@@ -159,6 +163,7 @@ def test_flowing_time_stops_when_the_blocking_call_returns(virtual_stacks):
         ended = clock.now()
         time.sleep(0.05)  # not a synchronisation: real time that must not turn into virtual time
         assert clock.now() == ended == 1.0, "time moves only while the block's thread is blocked on the clock"
+    sock.close()
 
 
 def test_runtimes_that_never_get_quiet_are_a_clear_failure():

@@ -67,9 +67,11 @@ def test_a_blocked_recv_takes_its_reply_in_itself(pair):
     assert clock.wait_for_sleepers(1), "the reader never blocked"
     wait_for(lambda: a._drive.busy, "the blocked reader to drive the NIC")
     nic.takers.clear()  # (b's gratuitous ARP at its start may have come in before)
-    b.socket().send_to(b"ping", "10.0.0.1:7000")
+    with b.socket() as sender:
+        sender.send_to(b"ping", "10.0.0.1:7000")
     reader.join(WAIT)
     assert not reader.is_alive(), "the blocked recv never got the datagram"
+    sock.close()
     assert got["data"][0] == b"ping"
     # b's ARP request, then the datagram: all taken in by the reader, none by the stack's thread.
     assert nic.takers and set(nic.takers) == {"reader"}, f"frames taken in by {nic.takers}"
@@ -97,6 +99,8 @@ def test_many_threads_blocked_at_once_each_get_their_own(pair):
     for t in threads:
         t.join(WAIT)
     assert not [t.name for t in threads if t.is_alive()], f"readers still blocked; got {got}"
+    for sock in [sender, *socks]:
+        sock.close()
     assert got == {i: f"to {i}".encode() for i in range(count)}
     assert nic.takers and all(n.startswith("reader-") for n in nic.takers), f"frames taken in by {nic.takers}"
 
@@ -117,6 +121,8 @@ def test_the_drive_passes_on_when_its_caller_is_served(pair):
     sender.send_to(b"two", "10.0.0.1:7201")
     t2.join(WAIT)
     assert not t2.is_alive(), "the second reader was not served after the driver left"
+    for sock in (sender, first, second):
+        sock.close()
     assert got["second"] == b"two"
 
 
@@ -189,9 +195,12 @@ def test_a_nic_failure_on_the_driving_thread_reaches_every_socket(pair):
         raise RuntimeError("device fell off the bus")
 
     nic.receive = broken
-    b.socket().send_to(b"x", "10.0.0.1:7500")  # input: the driver's receive now fails
+    with b.socket() as sender:
+        sender.send_to(b"x", "10.0.0.1:7500")  # input: the driver's receive now fails
     for t in (t1, t2):
         t.join(WAIT)
+    driver.close()
+    waiter.close()
     assert not t1.is_alive() and not t2.is_alive(), f"callers still blocked; errors {errors}"
     assert errors == {"driver": errno.ENETDOWN, "waiter": errno.ENETDOWN}
     assert isinstance(a.failure, RuntimeError)
@@ -207,8 +216,11 @@ def test_a_descriptor_asked_for_late_shows_what_came_before(pair):
     sock = bound(a, 7600)
     assert select.select([sock], [], [], 0)[0] == [], "readable with nothing queued"
     quiet = bound(a, 7601)
-    b.socket().send_to(b"early", "10.0.0.1:7601")
+    with b.socket() as sender:
+        sender.send_to(b"early", "10.0.0.1:7601")
     wait_for(lambda: a.counters().get("udp", {}).get("rx", 0) >= 1, "the datagram to arrive")
     assert select.select([quiet], [], [], 0)[0] == [quiet], "data that came before fileno() was not shown"
     assert quiet.recv(100) == b"early"
     assert select.select([quiet], [], [], 0)[0] == [], "still readable after the queue emptied"
+    sock.close()
+    quiet.close()

@@ -114,6 +114,7 @@ def test_tcp_echo_serves_several_connections_at_once(served):
     for n, c in reversed(list(enumerate(clients))):
         c.shutdown(Shutdown.WRITE)
         assert read_all(c) == bytes([n]) * (20000 * (n + 1))
+        c.close()
     got = sorted(next_line(lines) for _ in clients)
     assert all(re.fullmatch(r"tcp-echo:7 10\.0\.0\.1:\d+ echoed \d+ bytes", line) for line in got), got
     assert sorted(int(line.split()[-2]) for line in got) == [20000 * (n + 1) for n in range(5)]
@@ -171,6 +172,7 @@ def test_connection_table_lists_listeners_and_connections(served):
     # The services ask for a backlog of SOMAXCONN (4096): a burst of clients waits in the queues.
     assert re.search(r"^  LISTEN +0 +4096 +0\.0\.0\.0:7 +\*:\* +syn-queue:0/4096 .*accepted:1", table, re.M), table
     assert re.search(r"^  ESTABLISHED +\d+ +\d+ +10\.0\.0\.2:7 +10\.0\.0\.1:\d+ .*cwnd:\d+.*retrans:0", table, re.M), table
+    c.close()
 
 
 def test_a_port_taken_twice_is_a_service_error(served):

@@ -25,7 +25,7 @@ from nicdev.virtio.memory import GuestMemory, MemoryRegion
 from nicdev.virtio.net_hdr import NetHdr
 from nicdev.virtio.offload import GSO_TCPV4, FrameMeta
 from nicdev.virtio.ring import QueueBroken, SplitRingLayout
-from stack.drivers.virtio_driver import _Link, big_tx_slots, pool_bytes
+from stack.drivers.virtio_link import VirtioLink, big_tx_slots, pool_bytes
 
 from support.offload_frames import ACK, CWR, PSH, tcp4_frame, udp4_frame
 
@@ -58,7 +58,7 @@ class Side:
         self.counters = collections.Counter()
         with pytest.MonkeyPatch.context() as m:
             m.setattr(kernels, "_DATAPATH", datapath)
-            self.link = _Link(frontend, MTU, self.counters, big)
+            self.link = VirtioLink(frontend, MTU, self.counters, big)
         self.rx = collections.deque()
 
     def _fd(self):

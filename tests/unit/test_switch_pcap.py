@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from support.switch_ports import BCAST, A, B, FakePort, frame
 
 
 def read_pcap(path):
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     magic, major, minor, zone, sigfigs, snaplen, linktype = struct.unpack_from("=IHHiIII", data)
     assert (magic, major, minor, linktype) == (PCAP_MAGIC, 2, 4, LINKTYPE_ETHERNET)
     records, off = [], 24
@@ -96,6 +97,7 @@ def test_full_disk_stops_the_capture_but_not_the_switch(loop, tmp_path):
     sw = Switch(loop)
     p1, p2 = sw.add_port(FakePort("p1")), sw.add_port(FakePort("p2"))
     cap = sw.add_port(PcapPort("cap", str(tmp_path / "c.pcap")))
+    cap._file.close()
     cap._file = FullDisk()                    # the disk fills up while capturing
     p1.deliver(frame(BCAST, A))
     p1.deliver(frame(BCAST, A))

@@ -105,6 +105,7 @@ def test_one_frontend_at_a_time_and_reconnect(loop, tmp_path):
     run_until(loop, lambda: server.refused == 1, what="second front-end refused")
     second.settimeout(5)
     assert second.recv(16) == b""          # closed on it
+    second.close()
     fe = Frontend(first, pump=lambda: loop.run_once(0.01))
     assert fe.call(Request.GET_FEATURES) == 1 << 32 | 1 << 30
     fe.call(Request.SET_FEATURES, 1 << 32)
@@ -134,5 +135,6 @@ def test_protocol_error_closes_the_connection_with_a_reason(loop, tmp_path, capl
     assert "protocol error" in caplog.text
     sock.settimeout(5)
     assert sock.recv(16) == b""
+    sock.close()
     assert not server.connected
     server.close()

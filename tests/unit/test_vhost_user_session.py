@@ -44,6 +44,8 @@ class Session:
         assert cond(), f"timed out waiting for {what}; port status: {self.port.status}"
 
     def connect(self, bases=(0, 0)):
+        if self.fe:
+            self.fe.close()         # a new front-end: the old one's connection goes
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.port.socket_path)
         self.fe = Frontend(sock, pump=self.pump)
