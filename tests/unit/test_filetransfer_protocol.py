@@ -225,3 +225,19 @@ def test_a_late_copy_of_start_after_the_transfer_is_not_a_new_one():
     hub.poll(out.seconds + SMALL.give_up + 1)  # long after: the id may be used again
     hub.receive(wire.encode(start), SENDER_PEER, out.seconds + SMALL.give_up + 2)
     assert (SENDER_PEER, 0x1234) in hub.sessions
+
+
+def test_each_end_gives_up_at_the_deadline_it_announces():
+    """Found by the property above: last progress at 19.2 s, give_up 20 s. The deadline,
+    19.2 + 20 in floating point, was 39.19999999999999; at that time `now - last` came
+    out a hair under 20, so the sender did not give up and asked to be woken at the same
+    instant again and again. Both ends now compare against the deadline itself."""
+    data = payload(79, 1)
+    config = TransferConfig(chunk_size=1, window=1, give_up=20.0, linger=1.0)
+    way = Direction(loss=0.25)
+    out = run_transfer(data, config, seed=1, forward=way, backward=way)
+    assert out.sender.finished
+    if out.sender.state is SenderState.DONE:
+        assert_delivered(out, data)
+    else:
+        assert "gave up" in out.sender.error

@@ -181,10 +181,10 @@ class ReceiveSession:
 
     def poll(self, now: float) -> list[bytes]:
         """Run the timers; the datagrams to send (an ACK for what arrived since the last poll)."""
-        if self.state is SessionState.RECEIVING and now - self._last_progress >= self.config.give_up:
+        if self.state is SessionState.RECEIVING and now >= self._last_progress + self.config.give_up:
             self._fail(f"no data from the sender for {self.config.give_up:g} s: gave up with "
                        f"{self.delivered} of {self.size} bytes")
-        elif self.state is SessionState.COMPLETE and now - self._last_progress >= self.config.give_up:
+        elif self.state is SessionState.COMPLETE and now >= self._last_progress + self.config.give_up:
             self._close()  # the file is whole; the sender's FIN never came
         elif self.state is SessionState.CLOSING and now >= self._linger_until:
             self._close()

@@ -231,7 +231,7 @@ class Sender:
     def poll(self, now: float) -> list[bytes]:
         """Run the timers and return the datagrams to send now."""
         if not self.finished:
-            if now - self._last_progress >= self.config.give_up:
+            if now >= self._last_progress + self.config.give_up:
                 self._give_up()
             elif self._timer is not None and now >= self._timer:
                 self._on_timer(now)
