@@ -1,9 +1,11 @@
 """Helpers shared by the socket tests (test_socket_*.py, test_stack_clock.py): a listener,
 a connected pair, a TCP frame parser for impairment hooks, a blocking call on its
-own thread timed on a stack's clock (the bounded wait is support.waiting's).
+own thread timed on a stack's clock (the bounded wait is support.waiting's), and
+closing_sockets, with which a fixture closes every socket its test opened.
 Not a test module; each test module keeps its own fixtures (their configs differ)."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from stack import IpAddress, SocketOption, SocketType
@@ -34,6 +36,29 @@ def connected_pair(a, b, port=7, **options):
     server, _ = lst.accept()
     server.set_timeout(WAIT)
     return client, server, lst
+
+
+@contextlib.contextmanager
+def closing_sockets(*stacks):
+    """Hold every socket the stacks open while inside (accepted ones and throwaway ones too)
+    and close them, newest first, on the way out.
+
+    For a fixture around its test: the test's locals go when it returns, before the fixture
+    stops the stacks, and a stack socket collected open warns (an error in the unit suite).
+    """
+    held = []
+    for st in stacks:
+        def register(sock, _register=st.register):
+            _register(sock)
+            held.append(sock)
+        st.register = register  # an instance attribute, over Stack.register
+    try:
+        yield held
+    finally:
+        for st in stacks:
+            del st.register
+        for sock in reversed(held):
+            sock.close()
 
 
 def tcp_of(frame: bytes):

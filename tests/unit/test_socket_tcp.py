@@ -11,7 +11,7 @@ from stack.arp_cache import ArpCache
 from stack.stream_socket import StreamSocket
 from stack.tcp import TcpConfig, TcpInfo, TcpState
 from stack.wire import EthernetRepr, EtherType, IpProtocol, Ipv4Repr
-from support.tcp_sockets import WAIT, WAIT_MS, Call, connected_pair, listener
+from support.tcp_sockets import WAIT, WAIT_MS, Call, closing_sockets, connected_pair, listener
 from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=2, time_wait=1.0)  # short timers for failure cases
@@ -28,7 +28,8 @@ def nics():
 def stacks(nics):
     a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST, arp_cache=ArpCache(retry_interval=0.05)).start()
     b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST).start()
-    yield a, b
+    with closing_sockets(a, b):
+        yield a, b
     a.stop()
     b.stop()
 
@@ -44,7 +45,8 @@ def virtual_stacks(nics, clock):
     timeouts run on virtual time, which a test lets pass with ``clock.flowing()``."""
     a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST, arp_cache=ArpCache(retry_interval=0.05), clock=clock).start()
     b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST, clock=clock).start()
-    yield a, b
+    with closing_sockets(a, b):
+        yield a, b
     a.stop()
     b.stop()
 

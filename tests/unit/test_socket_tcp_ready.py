@@ -9,7 +9,7 @@ import pytest
 
 from stack import Impairment, LoopbackNicPair, PollEvent, Shutdown, SocketOption, SocketType, Stack, VirtualClock
 from stack.tcp import TcpConfig, TcpState
-from support.tcp_sockets import WAIT, WAIT_MS, connected_pair, listener, tcp_of
+from support.tcp_sockets import WAIT, WAIT_MS, closing_sockets, connected_pair, listener, tcp_of
 from support.waiting import wait_for
 
 FAST = TcpConfig(initial_rto=0.2, syn_retries=3, time_wait=1.0)
@@ -26,7 +26,8 @@ def nics():
 def stacks(nics):
     a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST).start()
     b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST).start()
-    yield a, b
+    with closing_sockets(a, b):
+        yield a, b
     a.stop()
     b.stop()
 
@@ -41,7 +42,8 @@ def virtual_stacks(nics, clock):
     """The stacks of ``stacks`` on one virtual clock (``clock.flowing()`` lets time pass)."""
     a = Stack(nics.a, "10.0.0.1/24", tcp_config=FAST, clock=clock).start()
     b = Stack(nics.b, "10.0.0.2/24", tcp_config=FAST, clock=clock).start()
-    yield a, b
+    with closing_sockets(a, b):
+        yield a, b
     a.stop()
     b.stop()
 
