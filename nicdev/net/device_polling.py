@@ -1,11 +1,11 @@
 """A virtio-net device's rings polled from the event loop, by a `PollPolicy`.
 
 While a poll runs, the guest's kicks are off on both rings (NO_NOTIFY, or
-EVENT_IDX's avail_event left behind: `DeviceQueue.stop_notifications`) and
-each turn of the loop looks at the rings itself: the transmit ring for new
-frames (drained by the device's own `process_tx`), and, while frames wait
-for receive buffers, the receive ring for buffers the guest posted (moved
-by the device's `_flush_backlog`). When the policy says stop, the transmit
+EVENT_IDX's avail_event put half the index space away:
+`DeviceQueue.stop_notifications`) and each turn of the loop looks at the
+rings itself: the transmit ring for new frames (drained by the device's own
+`process_tx`), and, while frames wait for receive buffers, the receive ring
+for buffers the guest posted (moved by the device's `_flush_backlog`). When the policy says stop, the transmit
 ring's kicks go back on through `process_tx`, whose enable-then-recheck
 closes the race with a guest that added buffers meanwhile (work found there
 starts a new poll), and waiting frames ask for a receive kick the same way.

@@ -448,12 +448,17 @@ class DeviceQueue:
         device that polls the ring meanwhile.
 
         Without EVENT_IDX this is `disable_notifications`. With EVENT_IDX,
-        avail_event is moved one behind the next entry we pop, where it is
-        left once we have popped past it: no entry the driver adds names it
-        (until 65536 more entries wrap the index, and kicks are hints)."""
+        avail_event is put half the 16-bit index space away from the next
+        entry we pop. The driver kicks only when a batch it published covers
+        avail_event, and its batches lie within a ring's size of our
+        position. One behind the next entry was not far enough: a device
+        that popped part of a batch, then moved the mark, between the
+        driver's publish and its read of avail_event, put the mark inside
+        the batch and got a kick. Polling moves the mark on as it goes;
+        kicks are hints either way."""
         self._check_usable()
         used = self._used(mem).cast("H")
         if self.event_idx:
-            used[self._avail_event_word] = (self.next_avail - 1) & 0xFFFF
+            used[self._avail_event_word] = (self.next_avail + 0x8000) & 0xFFFF
         else:
             used[0] |= VRING_USED_F_NO_NOTIFY
