@@ -38,9 +38,11 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
                              files under DIR, or without root= a page at /
                              and the counters as JSON at /status; one
                              access-log line per request (docs/http.md)
-  https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N]
+  https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N][,sha1_signatures=yes]
                              the same over TLS 1.2/1.3 (PEM certificate
-                             chain and key)
+                             chain and key); sha1_signatures=yes also
+                             serves TLS 1.2 clients that offer no
+                             signature algorithms, e.g. busybox wget
   chat:PORT[,max_clients=N][,max_line=BYTES]
                              a line-based chat room (plain `nc` is a client):
                              the first line is the nickname, then each line

@@ -5,6 +5,11 @@ Certificate validation and hostname verification are on by default, as the
 socket guide asks: a client that should talk to a self-signed server adds
 that server's CA with :meth:`SecurityConfig.add_trusted_certificate`; nothing
 is trusted implicitly (the system's CA store is not loaded unless asked).
+
+A server may also serve TLS 1.2 clients that send no signature_algorithms
+extension (``allow_sha1_signatures``): RFC 5246 section 7.4.1.4.1 has it sign
+their key exchange with SHA-1, which OpenSSL refuses above security level 0.
+busybox wget's built-in TLS (1.35) is such a client.
 """
 from __future__ import annotations
 
@@ -44,7 +49,14 @@ class SecurityConfig:
     """TLS settings of one side: versions, verification, trust, and (for a server) its identity.
 
     ``certificate_file``/``key_file`` are this side's own chain and key
-    (PEM files): required for a server, optional for a client."""
+    (PEM files): required for a server, optional for a client.
+
+    ``allow_sha1_signatures`` (server only, off by default) serves TLS 1.2
+    clients that offer no signature algorithms, signing their key exchange with
+    SHA-1 as RFC 5246 asks for them. The server's cipher suites stay the same
+    (forward-secret ECDHE), its certificate is still checked at the default
+    security level when it loads, clients that do offer algorithms keep
+    SHA-256 or better, and TLS 1.3 is unchanged."""
 
     min_version: TlsVersion = TlsVersion.TLS1_2
     max_version: TlsVersion = TlsVersion.TLS1_3
@@ -54,6 +66,7 @@ class SecurityConfig:
     load_system_cas: bool = False
     certificate_file: Path | None = None
     key_file: Path | None = None
+    allow_sha1_signatures: bool = False
 
     def add_trusted_certificate(self, cert: Certificate) -> None:
         """Trust ``cert`` (a CA, or a self-signed server certificate) for peers' chains."""
@@ -71,6 +84,9 @@ class SecurityConfig:
             raise ValueError(f"min_version {self.min_version.name} is above max_version {self.max_version.name}")
         if self.verify_hostname and not self.verify_certificates and not server_side:
             raise ValueError("verify_hostname needs verify_certificates")
+        if self.allow_sha1_signatures and (not server_side or self.trusted):
+            raise ValueError("allow_sha1_signatures is for a server that checks no client certificates "
+                             "(it would accept SHA-1 in the peer's certificates too)")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version, ctx.maximum_version = self.min_version.value, self.max_version.value
         if not server_side:
@@ -86,7 +102,17 @@ class SecurityConfig:
             ctx.load_cert_chain(self.certificate_file, self.key_file)
         elif server_side:
             raise ValueError("a server needs set_identity(certificate_file, key_file)")
+        if self.allow_sha1_signatures:
+            _allow_sha1_signatures(ctx)
         return ctx
+
+
+def _allow_sha1_signatures(ctx: ssl.SSLContext) -> None:
+    """The context's own TLS 1.2 suites again, at security level 0: the one level where OpenSSL makes
+    a SHA-1 signature. Called after the certificate loaded, so its key was checked at the default level."""
+    suites = [c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    if suites:  # (none when TLS 1.3 is the minimum: its clients always offer signature algorithms)
+        ctx.set_ciphers(":".join(["@SECLEVEL=0", *suites]))
 
 
 class TlsError(OSError):

@@ -321,6 +321,38 @@ def test_https_logs_a_failed_handshake_and_goes_on(lab, pki, tmp_path):
         assert HttpClientConnection(tls).request("GET", "/status").status == 200
 
 
+def _first_flight_over_stack_tcp(lab, port: int, hello: bytes) -> bytes:
+    """The server's answer to a raw ClientHello sent over the client stack's TCP, up to ServerHelloDone
+    or an alert."""
+    from support.legacy_tls_hello import ALERT, handshake_messages, records
+
+    sock = lab.client.socket(SocketType.STREAM)
+    sock.set_timeout(WAIT)
+    lab.clients.append(sock)
+    sock.connect((SERVER_IP, port))
+    sock.send(hello)
+    answer = b""
+    while 14 not in handshake_messages(answer) and not any(kind == ALERT for kind, _ in records(answer)):
+        data = sock.recv(65536)
+        assert data, f"the server closed after {answer!r}"
+        answer += data
+    return answer
+
+
+def test_https_serves_a_client_without_signature_algorithms_only_when_asked(lab, pki):
+    # busybox wget's ClientHello: refused by default, served with sha1_signatures=yes.
+    from support.legacy_tls_hello import (ALERT, ECDHE_ECDSA_AES128_GCM_SHA256, SERVER_HELLO, chosen_suite,
+                                          client_hello, handshake_messages, records)
+
+    _, issued = pki
+    lab.serve(f"https:443,cert={issued.cert_file},key={issued.key_file}")
+    lab.serve(f"https:8443,cert={issued.cert_file},key={issued.key_file},sha1_signatures=yes")
+    assert records(_first_flight_over_stack_tcp(lab, 443, client_hello(SERVER_IP))) == [(ALERT, bytes([2, 40]))]
+    wait_for(lambda: any("NO_SHARED_CIPHER" in line for line in lab.log), "the refused handshake logged")
+    messages = handshake_messages(_first_flight_over_stack_tcp(lab, 8443, client_hello(SERVER_IP)))
+    assert chosen_suite(messages[SERVER_HELLO]) == ECDHE_ECDSA_AES128_GCM_SHA256
+
+
 # -- options and the command line ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, fragment", [
@@ -332,6 +364,7 @@ def test_https_logs_a_failed_handshake_and_goes_on(lab, pki, tmp_path):
     ("http:80,colour=red", "http takes root=, workers=, queue=, timeout="),
     ("https:443,root=/tmp", "https needs cert=CERT,key=KEY"),
     ("https:443,cert=/no/cert.pem,key=/no/key.pem", "cert=/no/cert.pem does not exist"),
+    ("https:443,cert=/no/cert.pem,key=/no/key.pem,sha1_signatures=1", "sha1_signatures= must be yes or no"),
 ])
 def test_bad_options_are_one_line_from_mnet_stack(tmp_path, spec, fragment):
     r = mnet("stack", "--nic", f"vhost-user:{tmp_path / 'x.sock'}", "--ip", "10.0.0.9/24", "--serve", spec)

@@ -10,7 +10,7 @@ import ssl
 from mnet.services.errors import ServiceSpecError
 
 HTTP_KEYS = ("root", "workers", "queue", "timeout")
-HTTPS_KEYS = ("cert", "key", *HTTP_KEYS)
+HTTPS_KEYS = ("cert", "key", *HTTP_KEYS, "sha1_signatures")
 DEFAULT_WORKERS = 8
 DEFAULT_QUEUE = 32
 DEFAULT_TIMEOUT = 10.0
@@ -65,8 +65,17 @@ def check_http(svc) -> None:
         raise _bad(svc, f"root={root} cannot be read")
 
 
+def sha1_signatures(svc) -> bool:
+    """``sha1_signatures=yes``: serve TLS 1.2 clients that offer no signature algorithms (busybox wget)."""
+    text = svc.option("sha1_signatures", "no")
+    if text not in ("yes", "no"):
+        raise _bad(svc, f"sha1_signatures= must be yes or no, got {text!r}")
+    return text == "yes"
+
+
 def check_https(svc) -> None:
     check_http(svc)
+    sha1_signatures(svc)
     cert, key = svc.option("cert"), svc.option("key")
     for name, path in (("cert", cert), ("key", key)):
         if not os.path.isfile(path) or not os.access(path, os.R_OK):

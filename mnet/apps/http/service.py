@@ -25,7 +25,8 @@ def start_http(stack, svc: Service, stopping: threading.Event, report: Callable[
 
 
 def start_https(stack, svc: Service, stopping: threading.Event, report: Callable[[str], None]) -> threading.Thread:
-    config = SecurityConfig(min_version=TlsVersion.TLS1_2, max_version=TlsVersion.TLS1_3)
+    config = SecurityConfig(min_version=TlsVersion.TLS1_2, max_version=TlsVersion.TLS1_3,
+                            allow_sha1_signatures=options.sha1_signatures(svc))
     config.set_identity(svc.option("cert"), svc.option("key"))
     try:
         config.context(server_side=True)
