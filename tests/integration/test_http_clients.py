@@ -4,13 +4,16 @@ One set-up for the module: `mnet switch` as a process with a vhost-user port
 for `mnet stack` (10.0.0.9, a process too), one for a guest, and a TAP port
 into a namespace this module creates, where the kernel (10.0.0.254) runs
 curl, nc, socat and `openssl s_client`. One QEMU guest (10.0.0.1, booted once,
-only for the test that needs it) runs busybox wget.
+only for the tests that need it) runs busybox wget, over HTTP and HTTPS.
 
-  http:80   root=WWW, workers=4, timeout=2 (the slow-client test waits that long)
-  https:443 root=WWW, a certificate for 10.0.0.9 and www.test from the test's CA
+  http:80    root=WWW, workers=4, timeout=2 (the slow-client test waits that long)
+  https:443  root=WWW, a certificate for 10.0.0.9 and www.test from the test's CA
+  https:8443 the same with sha1_signatures=yes, for busybox's TLS (docs/http.md)
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import signal
 import subprocess
@@ -28,6 +31,7 @@ NAME = "www.test"
 WAIT = 20.0
 INDEX = "<h1>MultiOS stack, served over HTTP</h1>\n"
 SECRET = "the namespace's secret"
+GUEST_FILE_BYTES = 512 * 1024  # 32 full TLS records
 
 
 class Lab:
@@ -40,6 +44,7 @@ class Lab:
         (self.www / "docs").mkdir(parents=True)
         (self.www / "index.html").write_text(INDEX)
         (self.www / "docs" / "notes.txt").write_text("plain text notes\n")
+        (self.www / "docs" / "random.bin").write_bytes(os.urandom(GUEST_FILE_BYTES))
         (tmp / "secret.txt").write_text(SECRET)
         (tmp / "pki").mkdir()
         self.ca = TestCa(tmp / "pki")
@@ -55,7 +60,9 @@ class Lab:
             self.stack, self.output = start_mnet_stack(
                 "--nic", f"vhost-user:{self.socks['stack']}", "--ip", f"{STACK_IP}/24",
                 "--serve", f"http:80,root={self.www},workers=4,timeout=2",
-                "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}")
+                "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}",
+                "--serve", f"https:8443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www},"
+                "sha1_signatures=yes")
             self.banner = "".join(self.output.until(r"^stack up: ", timeout=WAIT))
         except BaseException:
             self.close()
@@ -267,6 +274,24 @@ def test_busybox_wget_in_a_guest_fetches_pages(lab, guest):
     assert re.search(r'"GET / HTTP/1.[01]" 200 \d+$', line), line
     r = guest.run(f"timeout 30 wget -q -O - http://{STACK_IP}/nope; echo status=$?", timeout=60)
     assert "status=1" in r.output, r
+
+
+def test_busybox_wget_in_a_guest_needs_sha1_signatures_for_https(lab, guest):
+    # busybox's TLS offers no signature algorithms: refused by default (docs/http.md).
+    r = guest.run(f"timeout 30 wget -q -O - https://{STACK_IP}/; echo status=$?", timeout=60)
+    assert "status=1" in r.output and "handshake failure" in r.output, r
+    line = lab.log_line(rf"^https:443 {GUEST_IP} TLS handshake failed")
+    assert "NO_SHARED_CIPHER" in line, line
+
+
+def test_busybox_wget_in_a_guest_fetches_a_file_over_https(lab, guest):
+    want = hashlib.sha256((lab.www / "docs" / "random.bin").read_bytes()).hexdigest()
+    r = guest.run(f"timeout 60 wget -q -O /tmp/random.bin https://{STACK_IP}:8443/docs/random.bin && "
+                  "wc -c < /tmp/random.bin && sha256sum < /tmp/random.bin && rm /tmp/random.bin", timeout=90)
+    assert r.ok, r
+    assert re.search(rf"^{GUEST_FILE_BYTES}\n{want}  -$", r.output, re.M), r
+    line = lab.log_line(rf"^https:8443 {GUEST_IP} ")
+    assert re.search(rf'"GET /docs/random.bin HTTP/1.[01]" 200 {GUEST_FILE_BYTES}$', line), line
 
 
 def test_sigint_stops_the_stack_cleanly(lab):
