@@ -2,6 +2,8 @@
 
 The HTTPS certificate is made at run time for the stack's name by a CA made
 with it (certs.py); curl trusts that CA alone (--cacert) and checks the name.
+busybox wget's TLS checks no certificate and offers no signature algorithms,
+which is why the https service says sha1_signatures=yes (docs/http.md).
 """
 from __future__ import annotations
 
@@ -62,17 +64,36 @@ def host_https(lab) -> str:
     return figure + f", certificate verified for {NAME}"
 
 
-def guest_http(lab) -> str:
+def _guest_fetch_big(lab, url: str) -> float:
+    """busybox wget in the guest fetches big.bin: seconds taken (CheckFailed unless size and sha256 match)."""
     started = time.monotonic()
-    r = lab.vm.run(f"wget -q -O - http://{STACK_IP}:{HTTP_PORT}/ && "
-                   f"wget -q -O /tmp/big.bin http://{STACK_IP}:{HTTP_PORT}/big.bin && "
-                   "wc -c < /tmp/big.bin && sha256sum < /tmp/big.bin", timeout=120)
-    lines = r.output.strip().splitlines()
-    if r.status != 0 or len(lines) < 3 or lines[0] != PAGE.strip():
+    r = lab.vm.run(f"timeout 90 wget -q -O /tmp/big.bin {url} && wc -c < /tmp/big.bin && sha256sum < /tmp/big.bin; "
+                   "status=$?; rm -f /tmp/big.bin; exit $status", timeout=120)
+    seconds = time.monotonic() - started
+    lines = r.output.strip().splitlines()   # (an https fetch first notes that busybox checks no certificate)
+    if r.status != 0 or len(lines) < 2:
         raise CheckFailed(f"exit status {r.status}: {r.output.strip()[-200:]!r}")
-    detail(lines[0])
     want = hashlib.sha256((lab.workdir / "www" / "big.bin").read_bytes()).hexdigest()
-    size, got = int(lines[1]), lines[2].split()[0]
+    size, got = int(lines[-2]), lines[-1].split()[0]
+    detail(f"{size} bytes, sha256 {got[:16]}...")
     if (size, got) != (BIG_BYTES, want):
         raise CheckFailed(f"big.bin: {size} bytes, sha256 {got[:12]} (the file's is {want[:12]})")
-    return f"GET / and /big.bin: {len(PAGE)} + {size} bytes in {time.monotonic() - started:.2f} s, sha256 matches"
+    return seconds
+
+
+def guest_http(lab) -> str:
+    started = time.monotonic()
+    r = lab.vm.run(f"timeout 30 wget -q -O - http://{STACK_IP}:{HTTP_PORT}/", timeout=60)
+    if r.status != 0 or r.output.strip() != PAGE.strip():
+        raise CheckFailed(f"exit status {r.status}: {r.output.strip()[-200:]!r}")
+    detail(r.output.strip())
+    _guest_fetch_big(lab, f"http://{STACK_IP}:{HTTP_PORT}/big.bin")
+    return (f"GET / and /big.bin: {len(PAGE)} + {BIG_BYTES} bytes in {time.monotonic() - started:.2f} s, "
+            "sha256 matches")
+
+
+def guest_https(lab) -> str:
+    """busybox's own TLS: TLS 1.2, no signature_algorithms offered, so the demo's https service is
+    started with sha1_signatures=yes (docs/http.md); busybox checks no certificate."""
+    seconds = _guest_fetch_big(lab, f"https://{STACK_IP}:{HTTPS_PORT}/big.bin")
+    return f"GET /big.bin: {BIG_BYTES} bytes in {seconds:.2f} s, sha256 matches (TLS 1.2; busybox verifies no certificate)"

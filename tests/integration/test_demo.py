@@ -20,6 +20,7 @@ EXPECTED = [
     ("udp echo", "guest: socat"),
     ("tcp echo", "guest: socat"),
     ("http", "guest: busybox wget"),
+    ("https", "guest: busybox wget"),
     ("chat", "host: nc + guest: busybox nc"),
 ]
 REPORT_LINE = re.compile(r"^(PASS|FAIL)  (.+?) {2,}(.+?) {2,}(\S.*)$")

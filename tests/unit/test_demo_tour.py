@@ -18,6 +18,13 @@ def test_https_is_served_only_with_a_certificate(tmp_path):
         parse_service(spec)  # each is a valid --serve spelling
 
 
+def test_https_serves_busybox_wget(tmp_path):
+    # busybox's TLS offers no signature algorithms: without this, no shared cipher (docs/http.md)
+    pki = DemoPki(*(tmp_path / name for name in ("ca.crt", "server.crt", "server.key")))
+    https = tour.services(tmp_path, pki)[-1]
+    assert https.startswith("https:") and "sha1_signatures=yes" in https.split(","), https
+
+
 class GuestThatNeverBoots:
     def wait_for_guest(self, timeout: float) -> float:
         raise TimeoutError(f"guest command channel did not answer PING within {timeout:g}s\nconsole...")
@@ -29,6 +36,31 @@ def test_a_guest_that_does_not_boot_is_one_fail_and_no_guest_check_runs():
     assert [(c.name, c.passed) for c in report.checks] == [("boot", False)]
     assert report.checks[0].figure == "did not boot: guest command channel did not answer PING within 5s"
     assert report.failed == 1
+
+
+class GuestThatFailsEveryCommand:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.vm = self
+
+    def wait_for_guest(self, timeout: float) -> float:
+        return 1.0
+
+    def run(self, command: str, timeout: float):
+        from guest.channel import CommandResult
+
+        self.commands.append(command)
+        return CommandResult(1, "sh: not today\n")
+
+
+def test_without_a_certificate_the_guest_https_check_is_a_fail_and_is_not_tried():
+    guest = GuestThatFailsEveryCommand()
+    report = Report()
+    tour._guest_checks(guest, report, boot_timeout=5, https=False)
+    https = [c for c in report.checks if c.name == "https"]
+    assert [(c.client, c.passed, c.figure) for c in https] == [
+        ("guest: busybox wget", False, "no certificate, so no https service")]
+    assert not any("https://" in command for command in guest.commands), guest.commands
 
 
 def test_no_certificate_is_a_fail_for_https(tmp_path, monkeypatch):
