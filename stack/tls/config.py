@@ -54,7 +54,7 @@ class SecurityConfig:
     ``allow_sha1_signatures`` (server only, off by default) serves TLS 1.2
     clients that offer no signature algorithms, signing their key exchange with
     SHA-1 as RFC 5246 asks for them. The server's cipher suites stay the same
-    (forward-secret ECDHE), its certificate is still checked at the default
+    (all forward-secret), its certificate is still checked at the default
     security level when it loads, clients that do offer algorithms keep
     SHA-256 or better, and TLS 1.3 is unchanged."""
 
