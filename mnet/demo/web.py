@@ -96,4 +96,5 @@ def guest_https(lab) -> str:
     """busybox's own TLS: TLS 1.2, no signature_algorithms offered, so the demo's https service is
     started with sha1_signatures=yes (docs/http.md); busybox checks no certificate."""
     seconds = _guest_fetch_big(lab, f"https://{STACK_IP}:{HTTPS_PORT}/big.bin")
-    return f"GET /big.bin: {BIG_BYTES} bytes in {seconds:.2f} s, sha256 matches (TLS 1.2; busybox verifies no certificate)"
+    return (f"GET /big.bin: {BIG_BYTES} bytes in {seconds:.2f} s, sha256 matches "
+            "(TLS 1.2; busybox verifies no certificate)")

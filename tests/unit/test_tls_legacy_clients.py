@@ -21,10 +21,10 @@ import threading
 import pytest
 
 from stack.tls import Certificate, SecurityConfig
-from support.legacy_tls_hello import (ALERT, BUSYBOX_GROUPS, ECDHE_ECDSA_AES128_GCM_SHA256, ECDSA_SECP256R1_SHA256,
-                                      ECDSA_SHA1, HANDSHAKE_FAILURE, SERVER_HELLO, SERVER_KEY_EXCHANGE,
-                                      chosen_suite, client_hello, handshake_messages, key_exchange_signature,
-                                      records)
+from support.legacy_tls_hello import (ALERT, BUSYBOX_GROUPS, ECDHE_ECDSA_AES128_GCM_SHA256,
+                                      ECDHE_RSA_AES128_GCM_SHA256, ECDSA_SECP256R1_SHA256, ECDSA_SHA1,
+                                      HANDSHAKE_FAILURE, SERVER_HELLO, SERVER_KEY_EXCHANGE, chosen_suite,
+                                      client_hello, handshake_messages, key_exchange_signature, records)
 from support.tls_certs import TestCa
 
 pytest.importorskip("cryptography")
@@ -88,26 +88,50 @@ def test_the_suites_and_versions_stay_those_of_the_default(pki):
     assert (allowed.minimum_version, allowed.maximum_version) == (default.minimum_version, default.maximum_version)
 
 
-def test_a_weak_server_key_is_still_refused(tmp_path):
+def _self_signed(directory, key) -> SecurityConfig:
+    """A server config whose identity is a self-signed certificate for ``key``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    (tmp_path / "weak.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "weak.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+    (directory / "self.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "self.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
     config = SecurityConfig(allow_sha1_signatures=True)
-    config.set_identity(tmp_path / "weak.crt", tmp_path / "weak.key")
+    config.set_identity(directory / "self.crt", directory / "self.key")
+    return config
+
+
+def test_a_weak_server_key_is_still_refused(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    config = _self_signed(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=1024))
     with pytest.raises(ssl.SSLError, match="KEY_TOO_SMALL"):
         config.context(server_side=True)
+
+
+def test_a_p384_certificate_cannot_serve_busybox_even_so(tmp_path):
+    # busybox offers secp256r1 and x25519 only: an ECDSA certificate on another curve fits no suite
+    # (RFC 8422 section 5.1), and its RSA key exchange suites need an RSA certificate (docs/http.md).
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, error = first_flight(_self_signed(tmp_path, ec.generate_private_key(ec.SECP384R1())), client_hello(NAME))
+    assert error is not None and error.reason == "NO_SHARED_CIPHER", error
+
+
+def test_an_rsa_certificate_serves_busybox_with_ecdhe_rsa(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    config = _self_signed(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    answer, error = first_flight(config, client_hello(NAME))
+    assert error is None, error
+    assert chosen_suite(handshake_messages(answer)[SERVER_HELLO]) == ECDHE_RSA_AES128_GCM_SHA256
 
 
 def test_it_is_refused_where_it_would_weaken_certificate_checks(pki):
