@@ -168,7 +168,14 @@ def test_curl_path_traversal_is_refused(lab, path):
     ("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + "a" * 20000 + "\r\n\r\n", 431),
     ("GET /" + "a" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n", 413),
-    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + "f" * 17 + "\r\n", 400),
+    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"           # 1 MiB + 64 KiB, sent
+     + ("10000\r\n" + "y" * 65536 + "\r\n") * 17 + "0\r\n\r\n", 413),
 ])
 def test_nc_fed_malformed_and_oversized_requests(lab, request_text, status):
     # -N: shut down the write side at the end of input; the answer is read until the server closes.
@@ -176,6 +183,30 @@ def test_nc_fed_malformed_and_oversized_requests(lab, request_text, status):
     out = r.stdout.decode(errors="replace")
     assert out.startswith(f"HTTP/1.1 {status} "), text(r)
     assert "\r\nConnection: close\r\n" in out, out
+
+
+def test_curl_sends_a_chunked_body_and_reuses_the_connection(lab):
+    body = lab.tmp / "upload.bin"
+    body.write_bytes(bytes(range(256)) * 1200)   # 300 KiB, sent in curl's own chunks
+    r = curl(lab, "--verbose", "-X", "GET", "--header", "Transfer-Encoding: chunked", "--data-binary", f"@{body}",
+             f"http://{STACK_IP}/", f"http://{STACK_IP}/docs/notes.txt")
+    err = r.stderr.decode()
+    assert r.returncode == 0 and r.stdout.decode() == INDEX + "plain text notes\n", text(r)
+    assert "> Transfer-Encoding: chunked" in err and "Re-using existing connection" in err, err
+    assert err.count("Connected to") == 1, err
+    r = curl(lab, "--include", "--header", "Transfer-Encoding: chunked", "--data-binary", f"@{body}",
+             f"http://{STACK_IP}/form")
+    assert r.returncode == 0 and "HTTP/1.1 405 " in r.stdout.decode(), text(r)   # POST: read, then refused
+
+
+def test_socat_fed_hand_written_chunks_then_a_second_request(lab):
+    requests = (b"GET /docs/notes.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"4;ext=1\r\nWiki\r\n0007\r\npedia i\r\n0\r\nX-Checksum: 12\r\n\r\n"
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    r = lab.run("socat", "-t", "5", "-", f"TCP:{STACK_IP}:80", input=requests)
+    out = r.stdout.decode(errors="replace")
+    assert out.count("HTTP/1.1 200 OK\r\n") == 2 and out.endswith(INDEX), text(r)
+    assert "plain text notes\n" in out, out
 
 
 def test_nc_with_bare_lf_lines_is_served(lab):

@@ -154,8 +154,12 @@ def test_traversal_attempts_do_not_leave_the_root(lab, root):
     (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
     (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n", 413),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
     (b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),           # bad hex
+    (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX", 400),        # no CRLF
+    (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n100001\r\n", 413),  # 1 MiB + 1
 ])
 def test_bad_requests_get_their_status_and_the_connection_is_closed(lab, request_bytes, status):
     lab.serve("http:80")
@@ -231,6 +235,46 @@ def test_expect_100_continue_is_answered_before_the_body(lab):
     r = c.reply()
     assert r.status == 405 and r.headers["connection"] == "keep-alive"
     assert c.request("GET", "/").status == 200   # the body was read: the connection is in step
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    return b"".join(b"%x;n=v\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def test_a_chunked_body_is_read_and_the_connection_stays_in_step(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    body = os.urandom(200_000)
+    c.send(b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, 7000))
+    r = c.reply()
+    assert r.status == 200 and r.headers["connection"] == "keep-alive"
+    c.send(b"POST /form HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"x=1", 1))
+    assert c.reply().status == 405
+    assert c.request("GET", "/status").status == 200   # a third request on the same connection
+
+
+def test_a_chunked_body_over_1_mib_is_413_as_it_streams(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    c.send(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
+    for _ in range(16):               # exactly 1 MiB: still within the limit, no answer yet
+        c.send(piece)
+    c.send(b"1\r\n")                  # one byte more announced: refused before it comes
+    r = c.reply()
+    assert r.status == 413 and r.headers["connection"] == "close"
+    assert c.at_end()
+
+
+def test_expect_100_continue_with_a_chunked_body(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    c.send("PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+    assert c.reply(head_only=True).status == 100
+    c.send(chunked(b"payload", 3))
+    assert c.reply().status == 405
+    assert c.request("GET", "/").status == 200
 
 
 def test_stopping_closes_idle_keep_alive_connections_at_once(lab):
