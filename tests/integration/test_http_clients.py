@@ -6,18 +6,20 @@ into a namespace this module creates, where the kernel (10.0.0.254) runs
 curl, nc, socat and `openssl s_client`. One QEMU guest (10.0.0.1, booted once,
 only for the test that needs it) runs busybox wget.
 
-  http:80   root=WWW, workers=4, timeout=2 (the slow-client test waits that long)
-  https:443 root=WWW, a certificate for 10.0.0.9 and www.test from the test's CA
+  http:80    root=WWW, workers=4, timeout=2 (the slow-client test waits that long)
+  https:443  root=WWW, a certificate for 10.0.0.9 and www.test from the test's CA
+  https:8443 the same certificate, workers=1, queue=1, timeout=30 (a full queue is easy to make)
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 
 import pytest
 
-from support.cli import MnetProcess, start_mnet_stack
+from support.cli import MnetProcess, Output, start_mnet_stack
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,9 @@ class Lab:
             self.stack, self.output = start_mnet_stack(
                 "--nic", f"vhost-user:{self.socks['stack']}", "--ip", f"{STACK_IP}/24",
                 "--serve", f"http:80,root={self.www},workers=4,timeout=2",
-                "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}")
+                "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}",
+                "--serve", f"https:8443,cert={self.cert.cert_file},key={self.cert.key_file},workers=1,queue=1,"
+                           "timeout=30")
             self.banner = "".join(self.output.until(r"^stack up: ", timeout=WAIT))
         except BaseException:
             self.close()
@@ -65,6 +69,12 @@ class Lab:
         """A program in the namespace, to its end (bounded); output as text."""
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], input=input, capture_output=True,
                               timeout=timeout)
+
+    def start(self, *argv: str) -> tuple[subprocess.Popen, Output]:
+        """A program in the namespace, left running, with its stdin open; its stdout as lines."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return proc, Output(proc)
 
     def sh(self, line: str, timeout: float = WAIT) -> subprocess.CompletedProcess:
         return self.run("sh", "-c", line, timeout=timeout)
@@ -207,6 +217,39 @@ def test_socat_fed_hand_written_chunks_then_a_second_request(lab):
     out = r.stdout.decode(errors="replace")
     assert out.count("HTTP/1.1 200 OK\r\n") == 2 and out.endswith(INDEX), text(r)
     assert "plain text notes\n" in out, out
+
+
+def test_https_with_a_full_queue_gives_curl_a_503(lab):
+    url = f"https://{STACK_IP}:8443"
+    holder, held = lab.start("openssl", "s_client", "-quiet", "-connect", f"{STACK_IP}:8443",
+                             "-CAfile", str(lab.ca.cert_file), "-verify_hostname", NAME)
+    holder.stdin.write("GET / HTTP/1.1\r\nHost: www.test\r\n\r\n")
+    holder.stdin.flush()
+    queued = waiting = None
+    try:
+        held.until(r"^HTTP/1.1 200 OK")      # the one worker now waits on this kept-alive connection
+        queued, waiting = lab.start("sh", "-c", f"exec nc -v {STACK_IP} 8443 2>&1")
+        waiting.until(r"succeeded")          # and this one waits in the queue, never handshaking
+        r = curl(lab, "--include", "--cacert", str(lab.ca.cert_file), f"{url}/")
+        out = r.stdout.decode()
+        assert r.returncode == 0 and out.startswith("HTTP/1.1 503 Service Unavailable\r\n"), text(r)
+        assert "\r\nRetry-After: 1\r\n" in out and "\r\nConnection: close\r\n" in out, out
+        assert re.search(r'^https:8443 .* "-" 503 \d+$', lab.log_line(r'^https:8443 .*" 503 '))
+    finally:
+        for proc, output in ((holder, held), (queued, waiting)):
+            if proc is None:
+                continue
+            proc.kill()
+            output.close()
+            proc.stdin.close()
+    for _ in range(int(WAIT * 2)):           # until the worker is free again (503 meanwhile)
+        r = curl(lab, "--cacert", str(lab.ca.cert_file), "--write-out", "\n%{http_code}", f"{url}/status")
+        body, _, code = r.stdout.decode().rpartition("\n")
+        if code == "200":
+            break
+    assert code == "200", text(r)
+    server = json.loads(body)["server"]
+    assert server["connections_rejected"] >= 1 and server["by_status"]["503"] >= 1, server
 
 
 def test_nc_with_bare_lf_lines_is_served(lab):

@@ -3,6 +3,7 @@ stack of a LoopbackNicPair, with clients on the other stack's sockets."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -222,7 +223,9 @@ def test_when_every_worker_is_busy_and_the_queue_is_full_the_next_client_gets_50
     assert r.status == 503 and r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
     assert turned_away.at_end()
     holder.sock.close()                                 # the worker is free: the queued client is served
-    assert queued.request("GET", "/status").status == 200
+    status = queued.request("GET", "/status")
+    assert status.status == 200
+    assert json.loads(status.body)["server"]["by_status"]["503"] == 1
 
 
 def test_expect_100_continue_is_answered_before_the_body(lab):
@@ -363,6 +366,81 @@ def test_https_logs_a_failed_handshake_and_goes_on(lab, pki, tmp_path):
     good.add_trusted_certificate(Certificate.from_pem_file(ca.cert_file))
     with connect_secure(f"{SERVER_IP}:443", "www.test", good, stack=lab.client, timeout=WAIT) as tls:
         assert HttpClientConnection(tls).request("GET", "/status").status == 200
+
+
+def tls_client(lab, ca):
+    from stack.tls import Certificate, SecurityConfig, connect_secure
+
+    config = SecurityConfig()
+    config.add_trusted_certificate(Certificate.from_pem_file(ca.cert_file))
+    return HttpClientConnection(connect_secure(f"{SERVER_IP}:443", "www.test", config, stack=lab.client,
+                                               timeout=WAIT))
+
+
+def https_status(lab, ca) -> dict:
+    """/status over a new TLS connection, once a worker is free to answer it (503 until then)."""
+    answers = []
+
+    def served() -> bool:
+        try:
+            c = tls_client(lab, ca)
+        except OSError:
+            return False  # dropped: the overflow thread still works through the connections closed before
+        try:
+            answers.append(c.request("GET", "/status", "Connection: close"))
+        finally:
+            c.sock.close()
+        return answers[-1].status == 200
+
+    wait_for(served, "a worker free to answer /status")
+    return json.loads(answers[-1].body)["server"]
+
+
+def ended_unanswered(conn: HttpClientConnection) -> bool:
+    """Whether the server closed ``conn`` (without sending a byte); False while it is still open."""
+    conn.sock.set_timeout(0)
+    try:
+        data = conn.sock.recv(1)
+    except BlockingIOError:
+        return False
+    assert data == b"", f"a connection that was never served got {data!r}"
+    return True
+
+
+def test_https_with_a_full_queue_answers_503_after_a_handshake_on_the_overflow_thread(lab, pki):
+    ca, issued = pki
+    lab.serve(f"https:443,cert={issued.cert_file},key={issued.key_file},workers=1,queue=1,timeout=30")
+    holder = tls_client(lab, ca)
+    assert holder.request("GET", "/").status == 200   # the one worker now waits on this kept-alive connection
+    queued = lab.connect(443)                            # TCP only: it waits in the queue
+    turned_away = tls_client(lab, ca)                    # the handshake is done by the overflow thread
+    r = turned_away.reply()                              # answered before any request is sent
+    assert r.status == 503 and r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
+    assert turned_away.at_end()
+    for conn in (turned_away, holder, queued):
+        conn.sock.close()
+    server = https_status(lab, ca)
+    assert server["connections_rejected"] >= 1 and server["by_status"]["503"] >= 1
+    assert server.get("connections_dropped", 0) == 0
+    wait_for(lambda: any(e[0] == "https:443" and e[2:4] == ("-", "503") for e in lab.access_log()), "503 logged")
+
+
+def test_https_when_the_overflow_is_full_too_the_connection_is_closed_and_counted(lab, pki):
+    from mnet.apps.http.pool import OVERFLOW_SLOTS
+
+    ca, issued = pki
+    lab.serve(f"https:443,cert={issued.cert_file},key={issued.key_file},workers=1,queue=1,timeout=30")
+    holder = tls_client(lab, ca)
+    assert holder.request("GET", "/").status == 200
+    # Silent TCP connections: one in the queue, one in the overflow thread's handshake (30 s), its slots
+    # full, and one more: whatever the threads' timing, at least one finds no room anywhere.
+    silent = [lab.connect(443) for _ in range(1 + 1 + OVERFLOW_SLOTS + 1)]
+    wait_for(lambda: any(ended_unanswered(c) for c in silent), "a connection closed for want of room")
+    dropped = sum(ended_unanswered(c) for c in silent)
+    for conn in (holder, *silent):
+        conn.sock.close()
+    server = https_status(lab, ca)
+    assert server["connections_dropped"] >= dropped >= 1   # (the tries at /status may have been dropped too)
 
 
 # -- options and the command line ----------------------------------------------------------------------
