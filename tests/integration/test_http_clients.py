@@ -9,10 +9,12 @@ only for the tests that need it) runs busybox wget, over HTTP and HTTPS.
   http:80    root=WWW, workers=4, timeout=2 (the slow-client test waits that long)
   https:443  root=WWW, a certificate for 10.0.0.9 and www.test from the test's CA
   https:8443 the same with sha1_signatures=yes, for busybox's TLS (docs/http.md)
+  https:8444 the same certificate, workers=1, queue=1, timeout=30 (a full queue is easy to make)
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -20,7 +22,7 @@ import subprocess
 
 import pytest
 
-from support.cli import MnetProcess, start_mnet_stack
+from support.cli import MnetProcess, Output, start_mnet_stack
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +64,9 @@ class Lab:
                 "--serve", f"http:80,root={self.www},workers=4,timeout=2",
                 "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}",
                 "--serve", f"https:8443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www},"
-                "sha1_signatures=yes")
+                "sha1_signatures=yes",
+                "--serve", f"https:8444,cert={self.cert.cert_file},key={self.cert.key_file},workers=1,queue=1,"
+                           "timeout=30")
             self.banner = "".join(self.output.until(r"^stack up: ", timeout=WAIT))
         except BaseException:
             self.close()
@@ -72,6 +76,12 @@ class Lab:
         """A program in the namespace, to its end (bounded); output as text."""
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], input=input, capture_output=True,
                               timeout=timeout)
+
+    def start(self, *argv: str) -> tuple[subprocess.Popen, Output]:
+        """A program in the namespace, left running, with its stdin open; its stdout as lines."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return proc, Output(proc)
 
     def sh(self, line: str, timeout: float = WAIT) -> subprocess.CompletedProcess:
         return self.run("sh", "-c", line, timeout=timeout)
@@ -175,7 +185,14 @@ def test_curl_path_traversal_is_refused(lab, path):
     ("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + "a" * 20000 + "\r\n\r\n", 431),
     ("GET /" + "a" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n", 413),
-    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + "f" * 17 + "\r\n", 400),
+    ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"           # 1 MiB + 64 KiB, sent
+     + ("10000\r\n" + "y" * 65536 + "\r\n") * 17 + "0\r\n\r\n", 413),
 ])
 def test_nc_fed_malformed_and_oversized_requests(lab, request_text, status):
     # -N: shut down the write side at the end of input; the answer is read until the server closes.
@@ -183,6 +200,63 @@ def test_nc_fed_malformed_and_oversized_requests(lab, request_text, status):
     out = r.stdout.decode(errors="replace")
     assert out.startswith(f"HTTP/1.1 {status} "), text(r)
     assert "\r\nConnection: close\r\n" in out, out
+
+
+def test_curl_sends_a_chunked_body_and_reuses_the_connection(lab):
+    body = lab.tmp / "upload.bin"
+    body.write_bytes(bytes(range(256)) * 1200)   # 300 KiB, sent in curl's own chunks
+    r = curl(lab, "--verbose", "-X", "GET", "--header", "Transfer-Encoding: chunked", "--data-binary", f"@{body}",
+             f"http://{STACK_IP}/", f"http://{STACK_IP}/docs/notes.txt")
+    err = r.stderr.decode()
+    assert r.returncode == 0 and r.stdout.decode() == INDEX + "plain text notes\n", text(r)
+    assert "> Transfer-Encoding: chunked" in err and "Re-using existing connection" in err, err
+    assert err.count("Connected to") == 1, err
+    r = curl(lab, "--include", "--header", "Transfer-Encoding: chunked", "--data-binary", f"@{body}",
+             f"http://{STACK_IP}/form")
+    assert r.returncode == 0 and "HTTP/1.1 405 " in r.stdout.decode(), text(r)   # POST: read, then refused
+
+
+def test_socat_fed_hand_written_chunks_then_a_second_request(lab):
+    requests = (b"GET /docs/notes.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"4;ext=1\r\nWiki\r\n0007\r\npedia i\r\n0\r\nX-Checksum: 12\r\n\r\n"
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    r = lab.run("socat", "-t", "5", "-", f"TCP:{STACK_IP}:80", input=requests)
+    out = r.stdout.decode(errors="replace")
+    assert out.count("HTTP/1.1 200 OK\r\n") == 2 and out.endswith(INDEX), text(r)
+    assert "plain text notes\n" in out, out
+
+
+def test_https_with_a_full_queue_gives_curl_a_503(lab):
+    url = f"https://{STACK_IP}:8444"
+    holder, held = lab.start("openssl", "s_client", "-quiet", "-connect", f"{STACK_IP}:8444",
+                             "-CAfile", str(lab.ca.cert_file), "-verify_hostname", NAME)
+    holder.stdin.write("GET / HTTP/1.1\r\nHost: www.test\r\n\r\n")
+    holder.stdin.flush()
+    queued = waiting = None
+    try:
+        held.until(r"^HTTP/1.1 200 OK")      # the one worker now waits on this kept-alive connection
+        queued, waiting = lab.start("sh", "-c", f"exec nc -v {STACK_IP} 8444 2>&1")
+        waiting.until(r"succeeded")          # and this one waits in the queue, never handshaking
+        r = curl(lab, "--include", "--cacert", str(lab.ca.cert_file), f"{url}/")
+        out = r.stdout.decode()
+        assert r.returncode == 0 and out.startswith("HTTP/1.1 503 Service Unavailable\r\n"), text(r)
+        assert "\r\nRetry-After: 1\r\n" in out and "\r\nConnection: close\r\n" in out, out
+        assert re.search(r'^https:8444 .* "-" 503 \d+$', lab.log_line(r'^https:8444 .*" 503 '))
+    finally:
+        for proc, output in ((holder, held), (queued, waiting)):
+            if proc is None:
+                continue
+            proc.kill()
+            output.close()
+            proc.stdin.close()
+    for _ in range(int(WAIT * 2)):           # until the worker is free again (503 meanwhile)
+        r = curl(lab, "--cacert", str(lab.ca.cert_file), "--write-out", "\n%{http_code}", f"{url}/status")
+        body, _, code = r.stdout.decode().rpartition("\n")
+        if code == "200":
+            break
+    assert code == "200", text(r)
+    server = json.loads(body)["server"]
+    assert server["connections_rejected"] >= 1 and server["by_status"]["503"] >= 1, server
 
 
 def test_nc_with_bare_lf_lines_is_served(lab):

@@ -3,6 +3,7 @@ stack of a LoopbackNicPair, with clients on the other stack's sockets."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -154,8 +155,12 @@ def test_traversal_attempts_do_not_leave_the_root(lab, root):
     (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
     (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n", 413),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
     (b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),           # bad hex
+    (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX", 400),        # no CRLF
+    (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n100001\r\n", 413),  # 1 MiB + 1
 ])
 def test_bad_requests_get_their_status_and_the_connection_is_closed(lab, request_bytes, status):
     lab.serve("http:80")
@@ -218,7 +223,9 @@ def test_when_every_worker_is_busy_and_the_queue_is_full_the_next_client_gets_50
     assert r.status == 503 and r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
     assert turned_away.at_end()
     holder.sock.close()                                 # the worker is free: the queued client is served
-    assert queued.request("GET", "/status").status == 200
+    status = queued.request("GET", "/status")
+    assert status.status == 200
+    assert json.loads(status.body)["server"]["by_status"]["503"] == 1
 
 
 def test_expect_100_continue_is_answered_before_the_body(lab):
@@ -231,6 +238,46 @@ def test_expect_100_continue_is_answered_before_the_body(lab):
     r = c.reply()
     assert r.status == 405 and r.headers["connection"] == "keep-alive"
     assert c.request("GET", "/").status == 200   # the body was read: the connection is in step
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    return b"".join(b"%x;n=v\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def test_a_chunked_body_is_read_and_the_connection_stays_in_step(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    body = os.urandom(200_000)
+    c.send(b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, 7000))
+    r = c.reply()
+    assert r.status == 200 and r.headers["connection"] == "keep-alive"
+    c.send(b"POST /form HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"x=1", 1))
+    assert c.reply().status == 405
+    assert c.request("GET", "/status").status == 200   # a third request on the same connection
+
+
+def test_a_chunked_body_over_1_mib_is_413_as_it_streams(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    c.send(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
+    for _ in range(16):               # exactly 1 MiB: still within the limit, no answer yet
+        c.send(piece)
+    c.send(b"1\r\n")                  # one byte more announced: refused before it comes
+    r = c.reply()
+    assert r.status == 413 and r.headers["connection"] == "close"
+    assert c.at_end()
+
+
+def test_expect_100_continue_with_a_chunked_body(lab):
+    lab.serve("http:80")
+    c = lab.connect()
+    c.send("PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+    assert c.reply(head_only=True).status == 100
+    c.send(chunked(b"payload", 3))
+    assert c.reply().status == 405
+    assert c.request("GET", "/").status == 200
 
 
 def test_stopping_closes_idle_keep_alive_connections_at_once(lab):
@@ -351,6 +398,79 @@ def test_https_serves_a_client_without_signature_algorithms_only_when_asked(lab,
     wait_for(lambda: any("NO_SHARED_CIPHER" in line for line in lab.log), "the refused handshake logged")
     messages = handshake_messages(_first_flight_over_stack_tcp(lab, 8443, client_hello(SERVER_IP)))
     assert chosen_suite(messages[SERVER_HELLO]) == ECDHE_ECDSA_AES128_GCM_SHA256
+def tls_client(lab, ca):
+    from stack.tls import Certificate, SecurityConfig, connect_secure
+
+    config = SecurityConfig()
+    config.add_trusted_certificate(Certificate.from_pem_file(ca.cert_file))
+    return HttpClientConnection(connect_secure(f"{SERVER_IP}:443", "www.test", config, stack=lab.client,
+                                               timeout=WAIT))
+
+
+def https_status(lab, ca) -> dict:
+    """/status over a new TLS connection, once a worker is free to answer it (503 until then)."""
+    answers = []
+
+    def served() -> bool:
+        try:
+            c = tls_client(lab, ca)
+        except OSError:
+            return False  # dropped: the overflow thread still works through the connections closed before
+        try:
+            answers.append(c.request("GET", "/status", "Connection: close"))
+        finally:
+            c.sock.close()
+        return answers[-1].status == 200
+
+    wait_for(served, "a worker free to answer /status")
+    return json.loads(answers[-1].body)["server"]
+
+
+def ended_unanswered(conn: HttpClientConnection) -> bool:
+    """Whether the server closed ``conn`` (without sending a byte); False while it is still open."""
+    conn.sock.set_timeout(0)
+    try:
+        data = conn.sock.recv(1)
+    except BlockingIOError:
+        return False
+    assert data == b"", f"a connection that was never served got {data!r}"
+    return True
+
+
+def test_https_with_a_full_queue_answers_503_after_a_handshake_on_the_overflow_thread(lab, pki):
+    ca, issued = pki
+    lab.serve(f"https:443,cert={issued.cert_file},key={issued.key_file},workers=1,queue=1,timeout=30")
+    holder = tls_client(lab, ca)
+    assert holder.request("GET", "/").status == 200   # the one worker now waits on this kept-alive connection
+    queued = lab.connect(443)                            # TCP only: it waits in the queue
+    turned_away = tls_client(lab, ca)                    # the handshake is done by the overflow thread
+    r = turned_away.reply()                              # answered before any request is sent
+    assert r.status == 503 and r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
+    assert turned_away.at_end()
+    for conn in (turned_away, holder, queued):
+        conn.sock.close()
+    server = https_status(lab, ca)
+    assert server["connections_rejected"] >= 1 and server["by_status"]["503"] >= 1
+    assert server.get("connections_dropped", 0) == 0
+    wait_for(lambda: any(e[0] == "https:443" and e[2:4] == ("-", "503") for e in lab.access_log()), "503 logged")
+
+
+def test_https_when_the_overflow_is_full_too_the_connection_is_closed_and_counted(lab, pki):
+    from mnet.apps.http.pool import OVERFLOW_SLOTS
+
+    ca, issued = pki
+    lab.serve(f"https:443,cert={issued.cert_file},key={issued.key_file},workers=1,queue=1,timeout=30")
+    holder = tls_client(lab, ca)
+    assert holder.request("GET", "/").status == 200
+    # Silent TCP connections: one in the queue, one in the overflow thread's handshake (30 s), its slots
+    # full, and one more: whatever the threads' timing, at least one finds no room anywhere.
+    silent = [lab.connect(443) for _ in range(1 + 1 + OVERFLOW_SLOTS + 1)]
+    wait_for(lambda: any(ended_unanswered(c) for c in silent), "a connection closed for want of room")
+    dropped = sum(ended_unanswered(c) for c in silent)
+    for conn in (holder, *silent):
+        conn.sock.close()
+    server = https_status(lab, ca)
+    assert server["connections_dropped"] >= dropped >= 1   # (the tries at /status may have been dropped too)
 
 
 # -- options and the command line ----------------------------------------------------------------------

@@ -81,6 +81,16 @@ class HttpConnection:
         finally:
             self._close()
 
+    def refuse(self, response: Response) -> None:
+        """Answer ``response`` at once, without reading a request (the server has no room for
+        this connection), then close as gracefully as after any response."""
+        try:
+            self._send(response, False, None)
+        except OSError:
+            self.s.stats.count("connections_broken")
+        finally:
+            self._close()
+
     def _read_request(self, deadline: float) -> Request | None:
         """The next request; None when the connection is over (an error answered, the end, idle,
         or the server stopping between requests)."""

@@ -3,18 +3,23 @@
 
 Malformed or over-limit input raises :class:`HttpError` (and nothing else)
 with the status the server answers before closing the connection: 400 for
-syntax, 414 for a request line over the limit, 431 for too many or too large
-headers, 413 for a body over the limit, 501 for a transfer coding (chunked
-bodies are refused, not parsed), 505 for an HTTP major version other than 1.
-Several requests in one buffer (pipelining) come out one by one; a body
-announced by Content-Length is read (bounded) and kept on the request.
-Lines may end in CRLF or, as RFC 9112 section 2.2 allows a recipient to
-accept, a bare LF (so `nc` without -C is a client).
+syntax (and for framing that cannot be trusted: Transfer-Encoding with
+Content-Length, a transfer coding on HTTP/1.0, chunked not last), 414 for a
+request line over the limit, 431 for too many or too large headers, 413 for a
+body over the limit, 501 for a transfer coding other than chunked, 505 for an
+HTTP major version other than 1. Several requests in one buffer (pipelining)
+come out one by one; a body, announced by Content-Length or sent chunked
+(``chunked.py``), is read (bounded) and kept on the request. Lines of the head
+may end in CRLF or, as RFC 9112 section 2.2 allows a recipient to accept, a
+bare LF (so `nc` without -C is a client).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .chunked import ChunkedBody
+from .limits import HttpError, Limits
 
 __all__ = ["Limits", "HttpError", "Request", "RequestParser"]
 
@@ -24,24 +29,7 @@ VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HT
 END_OF_HEAD = re.compile(rb"\n\r?\n")
 DIGITS = re.compile(r"[0-9]{1,18}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may hold (the defaults are nginx's orders of magnitude)."""
-
-    request_line: int = 8192     # bytes of the request line (414 beyond)
-    header_count: int = 100      # header fields (431 beyond)
-    header_bytes: int = 16384    # bytes of all header lines together (431 beyond)
-    body: int = 1 << 20          # bytes of a Content-Length body (413 beyond)
-
-
-class HttpError(Exception):
-    """A request the server refuses: ``status`` is what it answers, then it closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status} {message}")
-        self.status, self.message = status, message
+CHUNKED = -1  # the body length _framing gives a chunked body
 
 
 @dataclass(frozen=True)
@@ -90,7 +78,8 @@ class RequestParser:
         self.limits = limits
         self._buf = bytearray()
         self._waiting: Request | None = None  # a parsed head whose body is still coming
-        self._body_length = 0
+        self._body_length = 0                 # of a Content-Length body
+        self._chunked: ChunkedBody | None = None
         self._failed: HttpError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -150,15 +139,15 @@ class RequestParser:
         return request
 
     def _framing(self, request: Request) -> int:
-        """The body's length (checks Host and the framing headers)."""
+        """The body's length, or CHUNKED (checks Host and the framing headers)."""
         hosts = [v for k, v in request.headers if k == "host"]
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
         if request.version >= (1, 1) and not hosts:
             raise HttpError(400, "HTTP/1.1 request without a Host header")
-        if request.header("transfer-encoding") is not None:
-            raise HttpError(501, "Transfer-Encoding is not supported (send Content-Length)")
         lengths = {part.strip() for k, v in request.headers if k == "content-length" for part in v.split(",")}
+        if request.header("transfer-encoding") is not None:
+            return _chunked_framing(request, lengths)
         if not lengths:
             return 0
         if len(lengths) > 1 or not DIGITS.fullmatch(next(iter(lengths))):
@@ -169,14 +158,35 @@ class RequestParser:
         return length
 
     def _take_body(self) -> Request | None:
-        if len(self._buf) < self._body_length:
-            return None
-        body = bytes(self._buf[:self._body_length])
-        del self._buf[:self._body_length]
+        if self._body_length == CHUNKED:
+            self._chunked = self._chunked or ChunkedBody(self.limits)
+            if not self._chunked.take(self._buf):
+                return None
+            body, self._chunked = bytes(self._chunked.body), None
+        else:
+            if len(self._buf) < self._body_length:
+                return None
+            body = bytes(self._buf[:self._body_length])
+            del self._buf[:self._body_length]
         request, self._waiting = self._waiting, None
         if body:
             request = Request(request.method, request.target, request.version, request.headers, body)
         return request
+
+
+def _chunked_framing(request: Request, lengths: set[str]) -> int:
+    """CHUNKED for a Transfer-Encoding this server reads (RFC 9112 section 6)."""
+    if lengths:  # which one frames the body? a proxy may think the other: request smuggling (section 6.3)
+        raise HttpError(400, "both Transfer-Encoding and Content-Length")
+    if request.version < (1, 1):  # an HTTP/1.0 message with it is to be taken as badly framed (6.1)
+        raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+    codings = [part.split(";")[0].strip().lower() for k, v in request.headers if k == "transfer-encoding"
+               for part in v.split(",") if part.strip()]  # empty list elements are ignored (RFC 9110 5.6.1)
+    if not codings or codings[-1] != "chunked" or codings.count("chunked") > 1:
+        raise HttpError(400, "the body's length is unknown: chunked must be the last transfer coding, once")
+    if len(codings) > 1:
+        raise HttpError(501, f"transfer coding {codings[0]} is not supported (only chunked)")
+    return CHUNKED
 
 
 def _request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:

@@ -3,6 +3,7 @@ the starters mnet/services/applications.py names."""
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Callable
 
 from mnet.services.errors import ServiceError
@@ -62,9 +63,15 @@ def _start(stack, svc, stopping, report, *, tls: SecurityConfig | None) -> threa
         finally:
             settings.stats.busy(-1)
 
+    def answer_busy(sock, peer) -> None:  # HTTPS, on the pool's overflow thread: handshake, 503, close
+        conn = _handshake(sock, peer, tls, settings)
+        if conn is not None:
+            HttpConnection(conn, str(peer.ip), settings).refuse(busy_response())
+
+    turn_away = {"reject": partial(_reject_plain, settings.stats)} if tls is None else {"overflow": answer_busy}
     pool = WorkerPool(listener, label=svc.label, workers=options.workers(svc), queue_size=options.queue_size(svc),
-                      now=stack.now, stopping=stopping, serve=serve, reject=_reject_plain if tls is None else _refuse,
-                      count=settings.stats.count, report=report)
+                      now=stack.now, stopping=stopping, serve=serve, count=settings.stats.count, report=report,
+                      **turn_away)
     report(f"{svc.label} serving {settings.site.describe()} with {len(pool.workers)} workers")
     return pool.start()
 
@@ -97,16 +104,16 @@ def _handshake(sock, peer, config: SecurityConfig, settings: ServerSettings) -> 
     return tls
 
 
-def _reject_plain(sock) -> bool:
+def busy_response():
+    """503 for a connection that found every worker busy and the queue full."""
+    return error_response(503, "every worker is busy and the queue is full; try again", [("Retry-After", "1")])
+
+
+def _reject_plain(stats: ServerStats, sock) -> bool:
     """503 without blocking the acceptor (a fresh socket's send buffer takes it whole)."""
     sock.set_timeout(0)
-    response = error_response(503, "every worker is busy and the queue is full; try again",
-                              [("Retry-After", "1")])
+    response = busy_response()
     sock.send(response.head(VERSION, False) + response.body)
+    stats.response(503)
     sock.shutdown(Shutdown.WRITE)
     return True  # linger: read what the client sends until it closes
-
-
-def _refuse(sock) -> bool:
-    """TLS: an answer would need a handshake on the acceptor, so the connection is just closed."""
-    return False
