@@ -126,7 +126,7 @@ class TcpInfo:
     sacked: int
     lost: int
     congestion: str
-    options: tuple[str, ...]  # "ts", "sack", "wscale:S,R"
+    options: tuple[str, ...]  # "ts", "sack", "wscale:S,R", and "nodelay" when TCP_NODELAY is set
     error: int | None
     # The engine's own per-connection counters (a copy of ``TcpConnection.stats``:
     # "retransmits", "dupacks_in", "drop_out_of_window", "rst_challenged"...; a
@@ -512,6 +512,8 @@ class TcpConnection(ReceiveMixin, HandshakeMixin, AckMixin, RecoveryMixin, SendM
             options.append("sack")
         if self.snd.wscale or self.rcv.wscale:
             options.append(f"wscale:{self.snd.wscale},{self.rcv.wscale}")
+        if self.config.nodelay:
+            options.append("nodelay")
         return TcpInfo(
             state=self.state,
             local=self.local,

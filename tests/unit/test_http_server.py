@@ -96,6 +96,62 @@ def test_keep_alive_two_requests_on_one_connection_then_close(lab, root):
                                 ("http:80", "10.0.0.2", "GET /sub/big.bin HTTP/1.1", "200", "300000")]
 
 
+def test_served_connections_have_tcp_nodelay(lab, root):
+    # Without it, a response's tail waits for the client's delayed ACK of what went before.
+    lab.serve(f"http:80,root={root}")
+    c = lab.connect()
+    assert c.request("GET", "/").status == 200
+    served = [i for i in lab.server.connections() if i.local[1] == 80]
+    assert len(served) == 1 and "nodelay" in served[0].options, served
+    assert not any("nodelay" in i.options for i in lab.client.connections())
+
+
+class RecordingSocket:
+    """A stack socket whose sendall calls are kept, to see how a response is written."""
+
+    def __init__(self, sock) -> None:
+        self.sock, self.writes = sock, []
+
+    def sendall(self, data) -> None:
+        self.writes.append(bytes(data))
+        self.sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_response_head_goes_out_with_its_body_in_one_write(lab, root):
+    from mnet.apps.http.connection import HttpConnection, ServerSettings
+    from mnet.apps.http.files import DirectorySite
+
+    (root / "empty.txt").write_bytes(b"")
+    listener = lab.server.socket(SocketType.STREAM)
+    listener.bind((SERVER_IP, 81))
+    listener.listen(1)
+    c = lab.connect(81)
+    sock, peer = listener.accept()
+    listener.close()
+    recorder = RecordingSocket(sock)
+    settings = ServerSettings("http:81", DirectorySite(str(root)), lab.log.append, lab.server.now, lab.stopping)
+    server = threading.Thread(target=HttpConnection(recorder, str(peer.ip), settings).serve, daemon=True)
+    server.start()
+    answers = []
+    for target in ("/", "/empty.txt", "/nothing-here", "/sub/big.bin"):
+        before = len(recorder.writes)
+        answers.append(c.request("GET", target))
+        answers[-1].writes = recorder.writes[before:]
+    small, empty, missing, big = answers
+    assert [r.status for r in answers] == [200, 200, 404, 200]
+    assert len(small.writes) == 1 and small.writes[0].endswith(b"<h1>MultiOS</h1>\n")
+    assert len(empty.writes) == 1 and b"\r\nContent-Length: 0\r\n" in empty.writes[0]
+    assert len(missing.writes) == 1 and missing.writes[0].endswith(missing.body)
+    assert big.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and len(big.writes[0]) > 65536
+    assert b"".join(big.writes).endswith(big.body) and len(big.body) == 300_000
+    c.sock.close()
+    server.join(WAIT)
+    assert not server.is_alive()
+
+
 def test_http_1_0_closes_unless_asked_to_keep_alive(lab):
     lab.serve("http:80")
     c = lab.connect()

@@ -130,29 +130,38 @@ class HttpConnection:
         return head is not None and head.version >= (1, 1) and "100-continue" in head.tokens("expect")
 
     def _send(self, response: Response, keep: bool, request: Request | None) -> None:
+        # The head goes out in one write with the body (or a file's first chunk): a small
+        # response is one segment, and no part of it waits for the ACK of another.
         self.sock.set_timeout(self.s.timeout)
-        self.sock.sendall(response.head(VERSION, keep))
+        head = response.head(VERSION, keep)
         sent = 0
         with_body = request is None or request.method != "HEAD"
         if with_body and isinstance(response.body, FileBody):
-            sent = self._send_file(response.body)
+            sent = self._send_file(head, response.body)
         elif with_body and response.body:
-            self.sock.sendall(response.body)
+            self.sock.sendall(head + response.body)
             sent = len(response.body)
+        else:
+            self.sock.sendall(head)
         self.s.stats.response(response.status)
         # As Apache does: quotes and backslashes in the target escaped, so the line's fields stay apart.
         line = request.line.replace("\\", "\\\\").replace('"', '\\"') if request is not None else "-"
         self.s.report(f'{self.s.label} {self.peer_ip} - - [{log_time()}] "{line}" {response.status} {sent or "-"}')
 
-    def _send_file(self, body: FileBody) -> int:
+    def _send_file(self, head: bytes, body: FileBody) -> int:
         sent = 0
         with open(body.path, "rb") as f:
             while sent < body.size:
                 chunk = f.read(min(FILE_CHUNK, body.size - sent))
                 if not chunk:  # the file shrank after its length was sent: only closing tells the client
+                    if head:
+                        self.sock.sendall(head)
                     raise ConnectionAbortedError(f"{body.path} shrank while being sent")
-                self.sock.sendall(chunk)
+                self.sock.sendall(head + chunk)
+                head = b""
                 sent += len(chunk)
+        if head:                # an empty file
+            self.sock.sendall(head)
         return sent
 
     def _close(self) -> None:
