@@ -385,3 +385,25 @@ def test_many_clients_at_once_each_get_their_own_bytes_back(lab):
     wait_for(lambda: all(r[0] == "0" for r in rows()), "no connection left active")
     rows = rows()
     assert sum(int(r[1]) for r in rows) == 30 and sum(int(r[2]) for r in rows) == 30 * 20000
+
+
+def test_both_sockets_of_a_relayed_connection_send_without_nagles_wait(lab, monkeypatch):
+    # A relay passes small writes on as they come: with Nagle on either side, a reply the backend sends in
+    # two writes would wait for the client's delayed ACK (and the other way round).
+    from mnet.apps.loadbalancer import service
+
+    sessions = []
+
+    class Recorded(relay.Session):
+        def __init__(self, *args):
+            super().__init__(*args)
+            sessions.append(self)
+
+    monkeypatch.setattr(service, "Session", Recorded)
+    lab.add_backends(1)
+    lab.serve(",check=3600")
+    with lab.client() as c:
+        assert read_until(c, b"\n") == b"b1\n"
+        (s,) = sessions
+        assert s.client.sock.get_option(SocketOption.TCP_NO_DELAY) is True
+        assert s.backend.sock.get_option(SocketOption.TCP_NO_DELAY) is True

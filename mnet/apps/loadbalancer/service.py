@@ -6,7 +6,7 @@ import threading
 from collections import defaultdict
 from typing import Callable
 
-from stack import PollEvent, SocketType
+from stack import PollEvent, SocketOption, SocketType
 
 from mnet.services.runner import open_service
 from mnet.services.service_loop import STACK_GONE, ServiceLoop
@@ -37,6 +37,7 @@ class LoadBalancer:
         """A non-blocking connection attempt to backend ``index`` (OSError if it cannot even start)."""
         sock = self.stack.socket(SocketType.STREAM)
         sock.set_nonblocking(True)
+        sock.set_option(SocketOption.TCP_NO_DELAY, True)  # a relay passes bytes on as they come: no Nagle
         try:
             sock.connect(self.options.backends[index])
         except BlockingIOError:
@@ -88,8 +89,14 @@ class Listener(AcceptHandler):
     """The service's listening socket, accepting as every TCP service does; its timer runs the health checks."""
 
     def __init__(self, lb: LoadBalancer, sock) -> None:
-        super().__init__(lb.loop, sock, lb.svc, make=lambda loop, conn, peer, svc: Session(lb, conn, peer))
+        super().__init__(lb.loop, sock, lb.svc, make=self.session)
         self.lb = lb
+
+    def session(self, loop, conn, peer, svc: Service) -> Session:
+        """An accepted client's session; its socket, like the backend's, sends without Nagle's wait
+        (what the client's side of the relay gets to send is whatever the backend sent, as it came)."""
+        conn.set_option(SocketOption.TCP_NO_DELAY, True)
+        return Session(self.lb, conn, peer)
 
     def start(self) -> None:
         super().start()
