@@ -29,9 +29,10 @@ class LoadBalancer:
         self.options = lb_options(svc)
         self.loop = ServiceLoop(report, stack.clock)
         self.balancer = Balancer([str(a) for a in self.options.backends], self.options.policy,
-                                 self.options.check, stack.clock.now())
+                                 self.options.check, stack.clock.now(), self.options.rise, self.options.fall)
         self.sessions: set[Session] = set()                          # every client connection it holds
         self.relays: dict[int, set[Session]] = defaultdict(set)      # those relayed, by backend
+        self.idle_closed = 0                                         # relayed connections ended by idle=
 
     def connect(self, index: int):
         """A non-blocking connection attempt to backend ``index`` (OSError if it cannot even start)."""
@@ -65,8 +66,11 @@ class LoadBalancer:
 
     def status(self) -> str:
         """The backends' table (state, connections, failures, bytes): SIGUSR1 and the exit print it."""
-        table = self.balancer.table()
-        return f"{self.label} backends ({self.balancer.policy}):\n" + "\n".join("  " + r for r in table.splitlines())
+        lines = [f"{self.label} backends ({self.balancer.policy}):"]
+        lines += ["  " + r for r in self.balancer.table().splitlines()]
+        if self.options.idle is not None:
+            lines.append(f"  closed after {self.options.idle:g} s idle: {self.idle_closed}")
+        return "\n".join(lines)
 
     def serve(self, listener, stopping: threading.Event) -> None:
         """Accept, check and relay until ``stopping`` is set or the stack goes down; then the table."""
