@@ -186,17 +186,19 @@ class Session:
 
     # -- relaying --------------------------------------------------------------------------------
     def _step(self) -> None:
+        moved = False
         try:
-            for turn in range(MOVES_PER_WAKEUP):
+            for _ in range(MOVES_PER_WAKEUP):
                 moved_up = self._move(self.up, self.client, self.backend)
                 moved_down = self._move(self.down, self.backend, self.client)
                 if not (moved_up or moved_down):
                     break
-            if turn or moved_up or moved_down:
-                self.last_moved = self.loop.clock.now()
+                moved = True
         except Broken as broken:
             self._broken(broken)
             return
+        if moved:
+            self.last_moved = self.loop.clock.now()
         self._settle(self.client, self.up, self.down)
         self._settle(self.backend, self.down, self.up)
         if not (self.client.open or self.backend.open):
