@@ -24,14 +24,17 @@ vhost-user port, or DPDK's net_vhost). Services (repeatable --serve):
   tcp-source:PORT,bytes=N    send N pseudo-random bytes to each connection,
                              then close it; prints their SHA-256
   lb:PORT,backend=IP:PORT[,backend=IP:PORT...][,policy=round-robin|least-conn]
-     [,check=SECONDS][,timeout=SECONDS]
+     [,check=SECONDS][,timeout=SECONDS][,rise=N][,fall=N][,idle=SECONDS]
                              a TCP load balancer: each connection is relayed
                              to a backend taken in turn (round-robin, the
                              default) or with the fewest connections
                              (least-conn); a backend whose connection attempt
-                             or health check (a connect every check= seconds,
-                             default 1) fails is down, and skipped, until a
-                             check passes (docs/loadbalancer.md)
+                             fails, or whose health checks (a connect every
+                             check= seconds, default 1) fail fall= times in a
+                             row, is down, and skipped, until rise= checks
+                             pass in a row (both default 1); idle= closes a
+                             relayed connection that moved no byte for that
+                             long (default: never) (docs/loadbalancer.md)
   http:PORT[,root=DIR][,workers=N][,queue=N][,timeout=S]
                              an HTTP/1.1 server (GET, HEAD, keep-alive) on
                              a pool of N worker threads (default 8): the

@@ -64,7 +64,8 @@ KINDS: dict[str, ServiceKind] = {k.name: k for k in (
     ServiceKind("tcp-discard", "tcp-discard:PORT"),
     ServiceKind("tcp-source", "tcp-source:PORT,bytes=N", keys=("bytes",), required=("bytes",)),
     ServiceKind("lb", "lb:PORT,backend=IP:PORT[,backend=IP:PORT...][,policy=round-robin|least-conn]"
-                "[,check=SECONDS][,timeout=SECONDS]", keys=("backend", "policy", "check", "timeout"),
+                "[,check=SECONDS][,timeout=SECONDS][,rise=N][,fall=N][,idle=SECONDS]",
+                keys=("backend", "policy", "check", "timeout", "rise", "fall", "idle"),
                 required=("backend",), repeatable=("backend",), check=_check_lb),
     ServiceKind("http", "http:PORT[,root=DIR][,workers=N]", keys=HTTP_KEYS, check=check_http),
     ServiceKind("https", "https:PORT,cert=FILE,key=FILE[,root=DIR][,workers=N][,sha1_signatures=yes]",

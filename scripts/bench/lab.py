@@ -113,10 +113,10 @@ def _switch_ports_there(proc: subprocess.Popen, vhost_paths: list[str], tap: tup
 class Proc:
     """An endpoint (or any) subprocess with bounded reads of its output."""
 
-    def __init__(self, argv: list[str], what: str) -> None:
+    def __init__(self, argv: list[str], what: str, cwd: Path = ROOT) -> None:
         self.what = what
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=str(ROOT))
+                                  text=True, cwd=str(cwd))
 
     def line(self, timeout: float) -> str:
         ready, _, _ = select.select([self.p.stdout], [], [], timeout)

@@ -6,9 +6,11 @@ port into a namespace this module creates, where the kernel is 10.0.0.254:
 
   port "stack" vhost-user -> `mnet stack` 10.0.0.9: lb:8080 (round-robin), lb:8081 (least-conn)
   port "host"  TAP        -> namespace: python3 -m http.server on 8001, 8002, 8003, each
-                             serving an index.html that names it (b1, b2, b3); curl and nc
+                             serving an index.html that names it (b1, b2, b3); curl and nc;
+                             an echo server on 8004 the test can make refuse connections
 
-The balancers check their backends every 0.5 s.
+The first two balancers check their backends every 0.5 s. A third, lb:8082
+(fall=2, check=3, idle=1), has the echo server on 8004 as its one backend.
 """
 from __future__ import annotations
 
@@ -30,7 +32,57 @@ pytestmark = pytest.mark.integration
 HOST_IP = "10.0.0.254"
 STACK_IP = "10.0.0.9"
 PORTS = {b"b1": 8001, b"b2": 8002, b"b3": 8003}
+FLAP_PORT = 8004
 WAIT = 15.0
+
+# An echo server that, told "refuse" on stdin, closes its listener (connections are refused) and,
+# told "listen", listens again; it says what it did, and "accepted PORT" / "closed PORT BYTES" for
+# each connection (the balancer's health checks are connections too).
+FLAP_BACKEND = """
+import selectors, socket, sys
+ip, port = sys.argv[1], int(sys.argv[2])
+sel = selectors.DefaultSelector()
+def listen():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, port))
+    s.listen(16)
+    sel.register(s, selectors.EVENT_READ, "listener")
+    return s
+listener = listen()
+sel.register(sys.stdin, selectors.EVENT_READ, "command")
+counts = {}
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.data == "command":
+            command = sys.stdin.readline().strip()
+            if not command:
+                sys.exit(0)
+            if command == "refuse":
+                sel.unregister(listener)
+                listener.close()
+            else:
+                listener = listen()
+            print(command, flush=True)
+        elif key.data == "listener":
+            conn, peer = listener.accept()
+            counts[conn] = 0
+            sel.register(conn, selectors.EVENT_READ, peer[1])
+            print("accepted", peer[1], flush=True)
+        else:
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b""
+            if data:
+                key.fileobj.sendall(data)
+                counts[key.fileobj] += len(data)
+            else:
+                sel.unregister(key.fileobj)
+                print("closed", key.data, counts.pop(key.fileobj), flush=True)
+                key.fileobj.close()
+"""
 
 
 class Lab:
@@ -41,7 +93,7 @@ class Lab:
 
         self.tmp, self.netns = tmp, netns
         self.backends: dict[bytes, subprocess.Popen] = {}
-        self.stack = self.output = None
+        self.stack = self.output = self.flap = None
         sock = str(tmp / "stack.sock")
         ifname = f"mnlb{os.getpid() % 10000}"
         self.switch = MnetProcess("switch", f"--port=stack=vhost-user:{sock}", f"--port=host=tap:{ifname},netns={netns}")
@@ -50,10 +102,15 @@ class Lab:
             ns.set_address(ifname, f"{HOST_IP}/24", netns=netns)
             for tag in PORTS:
                 self.start_backend(tag)
+            self.flap = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", FLAP_BACKEND, HOST_IP,
+                                          str(FLAP_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self.flap_output = Output(self.flap)
+            self.flap_output.until(r"^ready$", WAIT)
             backends = "".join(f",backend={HOST_IP}:{port}" for port in PORTS.values())
             self.stack, self.output = start_mnet_stack(
                 "--nic", f"vhost-user:{sock}", "--ip", f"{STACK_IP}/24",
-                "--serve", f"lb:8080{backends},check=0.5", "--serve", f"lb:8081{backends},policy=least-conn,check=0.5")
+                "--serve", f"lb:8080{backends},check=0.5", "--serve", f"lb:8081{backends},policy=least-conn,check=0.5",
+                "--serve", f"lb:8082,backend={HOST_IP}:{FLAP_PORT},fall=2,check=3,idle=1")
             self.output.until(r"^stack up: ")
         except BaseException:
             self.close()
@@ -97,7 +154,25 @@ class Lab:
         for proc in self.backends.values():
             proc.kill()
             proc.wait(WAIT)
+        if self.flap is not None:
+            self.flap.kill()
+            self.flap.wait(WAIT)
+            self.flap.stdin.close()
+            self.flap.stdout.close()
         self.switch.close()
+
+    def flap_command(self, command: str) -> None:
+        """Tell the echo server on FLAP_PORT to "refuse" or "listen"; returns once it did."""
+        self.flap.stdin.write(command + "\n")
+        self.flap.stdin.flush()
+        self.flap_output.until(rf"^{command}$", WAIT)
+
+    def flap_row(self) -> list[str]:
+        """lb:8082's row for its backend in the table SIGUSR1 prints: backend, state, active, connections,
+        failures, sent, received."""
+        self.stack.send_signal(signal.SIGUSR1)
+        self.output.until(r"^lb:8082 backends ", WAIT)
+        return self.output.until(rf"^  {HOST_IP}:{FLAP_PORT} ", WAIT)[-1].split()
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +271,43 @@ def test_a_backend_killed_while_clients_connect_loses_no_new_connection(lab):
     lab.stack.send_signal(signal.SIGUSR1)
     table = "".join(lab.output.until(rf"^  {HOST_IP}:8003 ")[-4:])
     assert re.search(rf"^  {HOST_IP}:8002 +up +0 +\d+ +[1-9]\d* ", table, re.M), table  # it failed, and is back
+
+
+# A kernel client: connects through lb:8082, has "hello" echoed, then says nothing; prints how its
+# connection ended ("eof" for a FIN, "reset") within its bound.
+QUIET_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+c.sendall(b"hello\\n")
+got = b""
+while got != b"hello\\n":
+    got += c.recv(100)
+try:
+    print("eof" if c.recv(100) == b"" else "data")
+except ConnectionResetError:
+    print("reset")
+"""
+
+
+def test_with_fall_2_a_backend_that_misses_one_check_is_not_marked_down(lab):
+    failures = int(lab.flap_row()[4])
+    lab.flap_command("refuse")
+    try:
+        # One check fails (counted) within `check`; the next comes 3 s after it started.
+        wait_for(lambda: int(lab.flap_row()[4]) > failures, "a failed health check of the backend to be counted", WAIT)
+    finally:
+        lab.flap_command("listen")
+    lab.flap_output.until(r"^accepted \d+$", WAIT)  # the next check connected
+    row = lab.flap_row()
+    assert row[1] == "up" and int(row[4]) == failures + 1, row
+    assert not [line for line in lab.output.seen if line.startswith(f"lb:8082 backend {HOST_IP}:{FLAP_PORT} is down")]
+
+
+def test_an_idle_relayed_connection_is_closed_on_both_sides(lab):
+    client = subprocess.run(["ip", "netns", "exec", lab.netns, sys.executable, "-c", QUIET_CLIENT, STACK_IP, "8082",
+                             str(WAIT)], capture_output=True, text=True, timeout=WAIT + 10)
+    assert client.returncode == 0 and client.stdout == "eof\n", (client.stdout, client.stderr)
+    lab.output.until(r"^lb:8082 [\d.:]+ -> [\d.:]+ closed: idle for 1 s, 6 bytes to the backend, 6 back$", WAIT)
+    lab.flap_output.until(r"^closed \d+ 6$", WAIT)  # the backend's side was closed too (the relayed connection)
+    lab.flap_row()
+    assert lab.output.until(r"^  closed after 1 s idle: ", WAIT)[-1] == "  closed after 1 s idle: 1\n"

@@ -266,3 +266,20 @@ def test_a_client_told_goodbye_that_does_not_take_its_lines_is_reset(chat, monke
     with pytest.raises(ConnectionResetError):
         while stuck.sock.recv(65536):  # what made it through, then the reset
             pass
+
+
+def test_lines_leave_without_nagles_wait(chat, monkeypatch):
+    # A client that only listens acknowledges late (its delayed ACK): with Nagle on, each line for it
+    # would wait for the ACK of the line before, ~40 ms a line. So every accepted socket has TCP_NODELAY.
+    connect, _, _ = chat
+    made = []
+
+    class Recorded(chat_server.ChatConnection):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(chat_server, "ChatConnection", Recorded)
+    connect("alice")
+    connect("bob")
+    assert [c.sock.get_option(SocketOption.TCP_NO_DELAY) for c in made] == [True, True]

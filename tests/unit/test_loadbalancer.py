@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import time
 
 import pytest
 
@@ -385,3 +386,81 @@ def test_many_clients_at_once_each_get_their_own_bytes_back(lab):
     wait_for(lambda: all(r[0] == "0" for r in rows()), "no connection left active")
     rows = rows()
     assert sum(int(r[1]) for r in rows) == 30 and sum(int(r[2]) for r in rows) == 30 * 20000
+
+
+def test_both_sockets_of_a_relayed_connection_send_without_nagles_wait(lab, monkeypatch):
+    # A relay passes small writes on as they come: with Nagle on either side, a reply the backend sends in
+    # two writes would wait for the client's delayed ACK (and the other way round).
+    from mnet.apps.loadbalancer import service
+
+    sessions = []
+
+    class Recorded(relay.Session):
+        def __init__(self, *args):
+            super().__init__(*args)
+            sessions.append(self)
+
+    monkeypatch.setattr(service, "Session", Recorded)
+    lab.add_backends(1)
+    lab.serve(",check=3600")
+    with lab.client() as c:
+        assert read_until(c, b"\n") == b"b1\n"
+        (s,) = sessions
+        assert s.client.sock.get_option(SocketOption.TCP_NO_DELAY) is True
+        assert s.backend.sock.get_option(SocketOption.TCP_NO_DELAY) is True
+
+
+def test_an_idle_relayed_connection_is_closed_on_both_sides_and_counted(lab):
+    ends = []
+
+    def echo_once_then_wait(conn, tag):
+        hello = conn.recv(100)  # (the health check's connection ends at once: b"")
+        if hello:
+            conn.sendall(hello)
+            try:
+                ends.append(conn.recv(100))  # b"": the balancer's FIN
+            except OSError as exc:
+                ends.append(exc)
+
+    lab.add_backends(1, echo_once_then_wait)
+    t = lab.serve(",idle=0.2,check=3600")
+    with lab.client() as c:
+        c.sendall(b"hi")
+        assert read_until(c, b"hi") == b"hi"
+        assert read_all(c) == b""  # nothing moved for 0.2 s: a FIN, as nothing was waiting to be passed on
+    lab.expect(r"^lb:8080 10\.0\.0\.1:\d+ -> 10\.0\.0\.1:7001 closed: idle for 0\.2 s, 2 bytes to the backend, 2 back$")
+    wait_for(lambda: ends, "the backend to see the end of its connection", WAIT)
+    assert ends == [b""]
+    assert t.status().endswith("\n  closed after 0.2 s idle: 1"), t.status()
+    assert re.search(r"10\.0\.0\.1:7001 +up +0 +1 +0 +2 +2$", t.status(), re.M), t.status()
+
+
+def test_bytes_moving_either_way_keep_a_connection_from_being_idle(lab):
+    lab.add_backends(1)
+    lab.serve(",idle=1,check=3600")
+    with lab.client() as c:
+        assert read_until(c, b"\n") == b"b1\n"
+        start = lab.b.clock.now()
+        while lab.b.clock.now() < start + 2.5:  # more than twice the idle time, a byte each way every 50 ms
+            c.sendall(b"x")
+            assert read_until(c, b"x") == b"x"
+            time.sleep(0.05)  # (the pace of the exchange, not a wait for anything)
+        assert read_all(c) == b""  # then quiet: closed once idle
+    line = lab.expect(r"-> 10\.0\.0\.1:7001 closed: idle for 1 s, ")
+    sent, back = map(int, re.search(r"(\d+) bytes to the backend, (\d+) back$", line).groups())
+    assert back == sent + 3 and sent >= 10, line  # (the tag, then every byte echoed)
+
+
+def test_an_idle_connection_with_bytes_stuck_in_the_balancer_is_reset(lab):
+    go = threading.Event()
+    lab.add_backends(1, lambda conn, tag: go.wait(WAIT))  # it reads nothing until the test is done
+    t = lab.serve(",idle=0.3,check=3600")
+    c = lab.client()
+    block = bytes(256) * 256
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):  # (the reset, or the write after it)
+        while True:
+            c.send(block)  # fills the buffers on the way and the balancer's pipe, then blocks: idle from there
+    c.close()
+    go.set()
+    lab.expect(r"-> 10\.0\.0\.1:7001 closed: idle for 0\.3 s, \d+ bytes to the backend, 0 back, [1-9]\d* stuck \(reset\)$")
+    assert t.status().endswith("closed after 0.3 s idle: 1")

@@ -154,6 +154,68 @@ def test_each_backend_is_checked_every_interval_one_check_at_a_time(interval, st
         assert b.next_check_at() == (min(waiting) if waiting else None)
 
 
+def expected_up(results, rise: int, fall: int) -> bool:
+    """Whether a backend is up after ``results`` ("pass", "fail": health checks; "refused": a client's
+    connection attempt failed), said the other way round from the balancer's counters: the last event
+    that decided is a refusal (down), the ``fall``-th failed check in a row (down) or the ``rise``-th
+    passed check in a row counted since the last failure or refusal (up). Nothing decided yet: up."""
+    state, passes, fails = True, 0, 0
+    for r in results:
+        if r == "refused":
+            state, passes = False, 0
+        elif r == "fail":
+            passes, fails = 0, fails + 1
+            if fails == fall:
+                state = False
+        else:
+            passes, fails = passes + 1, 0
+            if passes == rise:
+                state = True
+    return state
+
+
+@given(rise=st.integers(1, 4), fall=st.integers(1, 4),
+       results=st.lists(st.sampled_from(["pass", "fail", "refused"]), max_size=40))
+def test_rise_and_fall_count_checks_in_a_row_and_a_refused_client_counts_at_once(rise, fall, results):
+    b = Balancer(ADDRESSES[:2], "round-robin", 1.0, now=0.0, rise=rise, fall=fall)
+    now, up = 0.0, True
+    for k, r in enumerate(results):
+        if r == "refused":
+            b.opening(0)
+            change = b.connect_failed(0, "refused")
+        else:
+            assert b.checks_due(now) == [0, 1]  # (a fake clock: one interval per check)
+            change = b.check_passed(0) if r == "pass" else b.check_failed(0, "refused")
+            b.check_passed(1)
+            now += 1.0
+        want = expected_up(results[:k + 1], rise, fall)
+        assert b.backends[0].up is want
+        assert change == (None if want is up else Change(0, ADDRESSES[0], want, "" if want else "refused"))
+        assert (0 in {b.choose(), b.choose()}) is want  # (two turns of round-robin over two backends)
+        up = want
+    assert b.backends[1].up  # the other backend's passed checks kept it up throughout
+
+
+def test_a_backend_that_fails_one_check_with_fall_2_stays_up_and_in_turn():
+    b = Balancer(ADDRESSES[:2], "round-robin", 1.0, now=0.0, fall=2, rise=2)
+    b.checks_due(0.0)
+    assert b.check_failed(0, "refused") is None and b.backends[0].up and b.backends[0].failures == 1
+    b.check_passed(1)
+    assert sorted(b.choose() for _ in range(2)) == [0, 1]
+    b.checks_due(1.0)
+    assert b.check_passed(0) is None  # the run of failures is broken
+    b.check_passed(1)
+    b.checks_due(2.0)
+    assert b.check_failed(0, "refused") is None  # one failure in a row again: still up
+    b.check_passed(1)
+    b.checks_due(3.0)
+    assert b.check_failed(0, "timed out") == Change(0, ADDRESSES[0], False, "timed out")
+    b.checks_due(4.0)
+    assert b.check_passed(0) is None and not b.backends[0].up  # one of the two it needs
+    b.checks_due(5.0)
+    assert b.check_passed(0) == Change(0, ADDRESSES[0], True)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="at least one backend"):
         Balancer([], "round-robin", 1.0, 0.0)
@@ -161,6 +223,8 @@ def test_bad_arguments():
         Balancer(ADDRESSES[:1], "random", 1.0, 0.0)
     with pytest.raises(ValueError, match="interval must be > 0"):
         Balancer(ADDRESSES[:1], "round-robin", 0.0, 0.0)
+    with pytest.raises(ValueError, match="rise and fall must be >= 1"):
+        Balancer(ADDRESSES[:1], "round-robin", 1.0, 0.0, fall=0)
 
 
 # -- options ----------------------------------------------------------------------------------------
@@ -171,6 +235,9 @@ def test_options_with_their_defaults():
                                         "round-robin", DEFAULT_CHECK, DEFAULT_TIMEOUT)
     svc = parse_service("lb:80,backend=10.0.0.5:80,policy=least-conn,check=0.5,timeout=3")
     assert lb_options(svc) == LbOptions((IpAddress("10.0.0.5", 80),), "least-conn", 0.5, 3.0)
+    assert (lb_options(svc).rise, lb_options(svc).fall, lb_options(svc).idle) == (1, 1, None)
+    svc = parse_service("lb:80,backend=10.0.0.5:80,rise=3,fall=2,idle=30")
+    assert lb_options(svc) == LbOptions((IpAddress("10.0.0.5", 80),), rise=3, fall=2, idle=30.0)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -187,7 +254,16 @@ def test_options_with_their_defaults():
     ("lb:8080,backend=10.0.0.1:80,check=nan", "check must be a number of seconds"),
     ("lb:8080,backend=10.0.0.1:80,timeout=soon", "timeout must be a number of seconds in 0.01..3600, not 'soon'"),
     ("lb:8080,backend=10.0.0.1:80,check=1,check=2", "check= given twice"),
-    ("lb:8080,backend=10.0.0.1:80,weight=2", "lb takes backend=, policy=, check=, timeout="),
+    ("lb:8080,backend=10.0.0.1:80,weight=2", "lb takes backend=, policy=, check=, timeout=, rise=, fall=, idle="),
+    ("lb:8080,backend=10.0.0.1:80,rise=0", "rise must be a number of checks in 1..100, not '0'"),
+    ("lb:8080,backend=10.0.0.1:80,fall=101", "fall must be a number of checks in 1..100, not '101'"),
+    ("lb:8080,backend=10.0.0.1:80,fall=-1", "fall must be a number of checks in 1..100, not '-1'"),
+    ("lb:8080,backend=10.0.0.1:80,rise=2.5", "rise must be a number of checks in 1..100, not '2.5'"),
+    ("lb:8080,backend=10.0.0.1:80,rise=", "rise must be a number of checks in 1..100, not ''"),
+    ("lb:8080,backend=10.0.0.1:80,idle=0", "idle must be a number of seconds in 0.01..3600, not '0'"),
+    ("lb:8080,backend=10.0.0.1:80,idle=never", "idle must be a number of seconds in 0.01..3600, not 'never'"),
+    ("lb:8080,backend=10.0.0.1:80,idle=inf", "idle must be a number of seconds"),
+    ("lb:8080,backend=10.0.0.1:80,idle=1,idle=2", "idle= given twice"),
 ])
 def test_bad_options_are_one_clear_error(text, message):
     with pytest.raises(ServiceSpecError, match="^bad --serve ") as info:

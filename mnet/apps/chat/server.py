@@ -62,7 +62,11 @@ class ChatServer:
         self._ids = count(1)
 
     def connection(self, loop: ServiceLoop, sock, peer, svc: Service) -> "ChatConnection":
-        """AcceptHandler's factory: an accepted connection becomes a client."""
+        """AcceptHandler's factory: an accepted connection becomes a client.
+
+        Its lines go out at once (TCP_NODELAY): with Nagle, a line for a client
+        that only listens would wait for its delayed ACK of the line before."""
+        sock.set_option(SocketOption.TCP_NO_DELAY, True)
         return ChatConnection(self, next(self._ids), sock, peer)
 
     def opened(self, conn: "ChatConnection") -> None:

@@ -9,9 +9,12 @@ tested on their own.
 
 Rules:
 
-- Only backends that are up are chosen. Every backend starts up; one
-  failed connection attempt or health check marks it down at once, one
-  passed health check marks it up again.
+- Only backends that are up are chosen. Every backend starts up.
+- ``fall`` health checks failed in a row mark a backend down, ``rise``
+  passed in a row mark it up again (both 1 by default: one check decides).
+  A failed connection attempt for a client marks it down at once, whatever
+  ``fall`` is: the client is already waiting, and the next one should not
+  try a backend that just refused.
 - round-robin: the backends in turn, skipping those that are down.
 - least-conn: the backend with the fewest active connections (relayed, or
   being opened);
@@ -41,6 +44,8 @@ class BackendState:
     received: int = 0         # bytes relayed from it to clients
     checking: bool = False    # a health check is under way
     next_check: float = 0.0   # when the next check is due
+    passed: int = 0           # health checks passed in a row (since the last failure)
+    failed: int = 0           # health checks failed in a row (since the last pass)
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,19 @@ class Change:
 class Balancer:
     """The backends of one load balancer, their health and the policy that picks one."""
 
-    def __init__(self, addresses: Sequence[str], policy: str, check_interval: float, now: float) -> None:
+    def __init__(self, addresses: Sequence[str], policy: str, check_interval: float, now: float,
+                 rise: int = 1, fall: int = 1) -> None:
         if not addresses:
             raise ValueError("a load balancer needs at least one backend")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
         if not check_interval > 0:
             raise ValueError("the check interval must be > 0")
+        if rise < 1 or fall < 1:
+            raise ValueError("rise and fall must be >= 1")
         self.policy = policy
         self.check_interval = check_interval
+        self.rise, self.fall = rise, fall
         self.backends = [BackendState(str(a), next_check=now) for a in addresses]
         self._turn = 0  # where the next round-robin search starts
 
@@ -109,6 +118,7 @@ class Balancer:
         b = self.backends[index]
         b.active -= 1
         b.failures += 1
+        b.passed = 0  # down now: it needs `rise` checks from here to come back
         return self._set(index, False, reason)
 
     # -- health checks ---------------------------------------------------------------------
@@ -128,14 +138,21 @@ class Balancer:
         return min(waiting) if waiting else None
 
     def check_passed(self, index: int) -> Change | None:
-        self.backends[index].checking = False
-        return self._set(index, True, "")
+        """A health check of backend ``index`` passed: up once ``rise`` have passed in a row."""
+        b = self.backends[index]
+        b.checking = False
+        b.passed += 1
+        b.failed = 0
+        return self._set(index, True, "") if b.passed >= self.rise else None
 
     def check_failed(self, index: int, reason: str) -> Change | None:
+        """A health check of backend ``index`` failed: down once ``fall`` have failed in a row."""
         b = self.backends[index]
         b.checking = False
         b.failures += 1
-        return self._set(index, False, reason)
+        b.failed += 1
+        b.passed = 0
+        return self._set(index, False, reason) if b.failed >= self.fall else None
 
     def _set(self, index: int, up: bool, reason: str) -> Change | None:
         b = self.backends[index]

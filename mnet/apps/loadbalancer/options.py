@@ -10,7 +10,9 @@ from .balancer import POLICIES
 
 DEFAULT_CHECK = 1.0     # seconds between two health checks of a backend
 DEFAULT_TIMEOUT = 2.0   # seconds a connection attempt (a client's or a check's) may take
+DEFAULT_RISE = DEFAULT_FALL = 1  # health checks in a row that bring a backend up / take it down
 MIN_SECONDS, MAX_SECONDS = 0.01, 3600.0
+MAX_COUNT = 100
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,9 @@ class LbOptions:
     policy: str = "round-robin"
     check: float = DEFAULT_CHECK
     timeout: float = DEFAULT_TIMEOUT
+    rise: int = DEFAULT_RISE
+    fall: int = DEFAULT_FALL
+    idle: float | None = None   # seconds a relayed connection may move no byte (None: no limit)
 
 
 def lb_options(svc) -> LbOptions:
@@ -35,7 +40,8 @@ def lb_options(svc) -> LbOptions:
     if policy not in POLICIES:
         raise _error(svc, f"policy must be {' or '.join(POLICIES)}, not {policy!r}")
     return LbOptions(tuple(backends), policy, _seconds(svc, "check", DEFAULT_CHECK),
-                     _seconds(svc, "timeout", DEFAULT_TIMEOUT))
+                     _seconds(svc, "timeout", DEFAULT_TIMEOUT), _count(svc, "rise", DEFAULT_RISE),
+                     _count(svc, "fall", DEFAULT_FALL), _seconds(svc, "idle", None))
 
 
 def check_options(svc) -> None:
@@ -53,7 +59,7 @@ def _backend(svc, text: str) -> IpAddress:
     return address
 
 
-def _seconds(svc, key: str, default: float) -> float:
+def _seconds(svc, key: str, default: float | None) -> float | None:
     text = svc.option(key)
     if text is None:
         return default
@@ -63,6 +69,16 @@ def _seconds(svc, key: str, default: float) -> float:
         value = -1.0
     if not MIN_SECONDS <= value <= MAX_SECONDS:
         raise _error(svc, f"{key} must be a number of seconds in {MIN_SECONDS:g}..{MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def _count(svc, key: str, default: int) -> int:
+    text = svc.option(key)
+    if text is None:
+        return default
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= MAX_COUNT:
+        raise _error(svc, f"{key} must be a number of checks in 1..{MAX_COUNT}, not {text!r}")
     return value
 
 

@@ -12,6 +12,10 @@ slow reader slows the writer on the other side (TCP's own flow control)
 instead of filling memory. End of stream is passed on as it comes (a FIN
 from one side becomes shutdown(WRITE) on the other, after the data before
 it); an error or reset on either side resets the other.
+
+With ``idle=S`` a relayed connection that moved no byte either way for S
+seconds is closed on both sides: with a FIN when nothing is waiting in its
+pipes, with a reset when bytes are stuck there (they would be lost).
 """
 from __future__ import annotations
 
@@ -78,6 +82,8 @@ class Session:
         self.tried: set[int] = set()
         self.relaying = False
         self.up, self.down = Pipe(), Pipe()   # client -> backend, backend -> client
+        self.last_moved = 0.0                 # when a byte (or an end of stream) last moved, relaying
+        self.idle_due = float("inf")          # when the idle timer set last is due
 
     @property
     def name(self) -> str:
@@ -134,6 +140,9 @@ class Session:
         self.lb.relayed(self)
         self.loop.report(f"{self.name} relaying")
         self.loop.add(self.client, PollEvent.READ)
+        self.last_moved = self.loop.clock.now()
+        if self.lb.options.idle is not None:
+            self._set_idle_timer(self.last_moved + self.lb.options.idle)
         self._step()
 
     # -- the loop's calls ------------------------------------------------------------------------
@@ -149,20 +158,47 @@ class Session:
         self._step()
 
     def on_timer(self, end: End) -> None:
-        if not self.relaying and end is self.backend:
-            self._redial(f"no answer within {self.lb.options.timeout:g} s")
+        if not self.relaying:
+            if end is self.backend:
+                self._redial(f"no answer within {self.lb.options.timeout:g} s")
+        elif self.lb.options.idle is not None:
+            self._idle_timer()
+
+    # -- the idle timeout ------------------------------------------------------------------------
+    def _set_idle_timer(self, when: float) -> None:
+        """One idle timer at a time, on an end the loop still holds (it only calls those)."""
+        self.idle_due = when
+        end = self.client if self.client.open else self.backend
+        self.loop.call_at(when, end)
+
+    def _idle_timer(self) -> None:
+        now = self.loop.clock.now()
+        if now < self.idle_due:
+            return  # an earlier timer of this session (its connect timeout): the idle one is still to come
+        deadline = self.last_moved + self.lb.options.idle
+        if now < deadline:
+            self._set_idle_timer(deadline)  # something moved since: wait from then
+            return
+        self.lb.idle_closed += 1
+        stuck = len(self.up.buf) + len(self.down.buf)
+        self._end(f"closed: idle for {self.lb.options.idle:g} s, {self.up.moved} bytes to the backend, "
+                  f"{self.down.moved} back" + (f", {stuck} stuck (reset)" if stuck else ""), reset=bool(stuck))
 
     # -- relaying --------------------------------------------------------------------------------
     def _step(self) -> None:
+        moved = False
         try:
             for _ in range(MOVES_PER_WAKEUP):
                 moved_up = self._move(self.up, self.client, self.backend)
                 moved_down = self._move(self.down, self.backend, self.client)
                 if not (moved_up or moved_down):
                     break
+                moved = True
         except Broken as broken:
             self._broken(broken)
             return
+        if moved:
+            self.last_moved = self.loop.clock.now()
         self._settle(self.client, self.up, self.down)
         self._settle(self.backend, self.down, self.up)
         if not (self.client.open or self.backend.open):

@@ -6,7 +6,7 @@ import threading
 from collections import defaultdict
 from typing import Callable
 
-from stack import PollEvent, SocketType
+from stack import PollEvent, SocketOption, SocketType
 
 from mnet.services.runner import open_service
 from mnet.services.service_loop import STACK_GONE, ServiceLoop
@@ -29,14 +29,16 @@ class LoadBalancer:
         self.options = lb_options(svc)
         self.loop = ServiceLoop(report, stack.clock)
         self.balancer = Balancer([str(a) for a in self.options.backends], self.options.policy,
-                                 self.options.check, stack.clock.now())
+                                 self.options.check, stack.clock.now(), self.options.rise, self.options.fall)
         self.sessions: set[Session] = set()                          # every client connection it holds
         self.relays: dict[int, set[Session]] = defaultdict(set)      # those relayed, by backend
+        self.idle_closed = 0                                         # relayed connections ended by idle=
 
     def connect(self, index: int):
         """A non-blocking connection attempt to backend ``index`` (OSError if it cannot even start)."""
         sock = self.stack.socket(SocketType.STREAM)
         sock.set_nonblocking(True)
+        sock.set_option(SocketOption.TCP_NO_DELAY, True)  # a relay passes bytes on as they come: no Nagle
         try:
             sock.connect(self.options.backends[index])
         except BlockingIOError:
@@ -64,8 +66,11 @@ class LoadBalancer:
 
     def status(self) -> str:
         """The backends' table (state, connections, failures, bytes): SIGUSR1 and the exit print it."""
-        table = self.balancer.table()
-        return f"{self.label} backends ({self.balancer.policy}):\n" + "\n".join("  " + r for r in table.splitlines())
+        lines = [f"{self.label} backends ({self.balancer.policy}):"]
+        lines += ["  " + r for r in self.balancer.table().splitlines()]
+        if self.options.idle is not None:
+            lines.append(f"  closed after {self.options.idle:g} s idle: {self.idle_closed}")
+        return "\n".join(lines)
 
     def serve(self, listener, stopping: threading.Event) -> None:
         """Accept, check and relay until ``stopping`` is set or the stack goes down; then the table."""
@@ -88,8 +93,14 @@ class Listener(AcceptHandler):
     """The service's listening socket, accepting as every TCP service does; its timer runs the health checks."""
 
     def __init__(self, lb: LoadBalancer, sock) -> None:
-        super().__init__(lb.loop, sock, lb.svc, make=lambda loop, conn, peer, svc: Session(lb, conn, peer))
+        super().__init__(lb.loop, sock, lb.svc, make=self.session)
         self.lb = lb
+
+    def session(self, loop, conn, peer, svc: Service) -> Session:
+        """An accepted client's session; its socket, like the backend's, sends without Nagle's wait
+        (what the client's side of the relay gets to send is whatever the backend sent, as it came)."""
+        conn.set_option(SocketOption.TCP_NO_DELAY, True)
+        return Session(self.lb, conn, peer)
 
     def start(self) -> None:
         super().start()
