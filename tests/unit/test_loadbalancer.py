@@ -437,16 +437,17 @@ def test_an_idle_relayed_connection_is_closed_on_both_sides_and_counted(lab):
 
 def test_bytes_moving_either_way_keep_a_connection_from_being_idle(lab):
     lab.add_backends(1)
-    lab.serve(",idle=1,check=3600")
+    # idle=2: a byte each way every 50 ms leaves room for a loaded machine's stalls.
+    lab.serve(",idle=2,check=3600")
     with lab.client() as c:
         assert read_until(c, b"\n") == b"b1\n"
         start = lab.b.clock.now()
-        while lab.b.clock.now() < start + 2.5:  # more than twice the idle time, a byte each way every 50 ms
+        while lab.b.clock.now() < start + 4.5:  # more than twice the idle time, a byte each way every 50 ms
             c.sendall(b"x")
             assert read_until(c, b"x") == b"x"
             time.sleep(0.05)  # (the pace of the exchange, not a wait for anything)
         assert read_all(c) == b""  # then quiet: closed once idle
-    line = lab.expect(r"-> 10\.0\.0\.1:7001 closed: idle for 1 s, ")
+    line = lab.expect(r"-> 10\.0\.0\.1:7001 closed: idle for 2 s, ")
     sent, back = map(int, re.search(r"(\d+) bytes to the backend, (\d+) back$", line).groups())
     assert back == sent + 3 and sent >= 10, line  # (the tag, then every byte echoed)
 
