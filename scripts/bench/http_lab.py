@@ -280,7 +280,7 @@ def bench_main(program: str, doc: str, tools: tuple[str, ...], start, anchor: st
     try:
         require_tools("wrk", "curl", "ip", "ss", *tools)
         mnet_program()
-        with tempfile.TemporaryDirectory(prefix="mnet-bench-") as tmp, temporary_netns("mnhb") as netns:
+        with tempfile.TemporaryDirectory(prefix="mnet-http-bench-") as tmp, temporary_netns("mnhb") as netns:
             path = UserPath(Path(tmp), netns)
             try:
                 samples, described = measure(path, args, start)
