@@ -180,19 +180,20 @@ def make_files(root: Path, small: int, large: int) -> dict[str, tuple[str, int]]
     return files
 
 
-def wrk(netns: str, workdir: Path, url: str, seconds: float, connections: int, keep_alive: bool) -> dict:
+def wrk(netns: str, workdir: Path, url: str, seconds: int, connections: int, keep_alive: bool) -> dict:
     """wrk in the namespace against `url`: requests/s, MB/s (bodies and headers), latency and its error counts."""
     script = workdir / "done.lua"
     if not script.exists():
         script.write_text(WRK_DONE)
-    argv = ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{max(seconds, 0.1):g}s",
+    argv = ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{seconds}s",
             "--timeout", "30s", "--script", str(script), url]
     if not keep_alive:
         argv[1:1] = ["--header", "Connection: close"]
     r = subprocess.run(in_netns(netns, argv), capture_output=True, text=True, timeout=seconds + 60)
     found = [line for line in r.stdout.splitlines() if line.startswith("{")]
     if r.returncode != 0 or not found:
-        raise BenchError(f"wrk {url} failed (status {r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
+        said = " ".join((r.stderr or r.stdout).split())   # one line, as every error of these programs
+        raise BenchError(f"wrk {url} failed (status {r.returncode}): {said[-500:]}")
     got = json.loads(found[-1])
     if not keep_alive:
         got["read"] = 0   # wrk counts the server's close after each answer as a read error; answers are counted apart
@@ -214,9 +215,12 @@ def measure(path: UserPath, args, start) -> tuple[dict[str, list[dict]], dict[st
     then the rounds: each file, with and without keep-alive, against each server in turn."""
     root = path.workdir / "www"
     files = make_files(root, args.small_bytes, int(args.large_mbytes * 1e6))
+    began = time.monotonic()
     servers = start(path, root, args)
     for base, _ in servers.values():
         path.wait_served(base + files["small"][0])
+    progress(f"servers up and answering in {time.monotonic() - began:.1f} s; {len(servers) * 4} cases of "
+             f"{args.seconds:g} s per round")
     described, samples = {}, {}
     for server, (_, where) in servers.items():
         for name, (_, size) in files.items():
@@ -264,15 +268,16 @@ def bench_main(program: str, doc: str, tools: tuple[str, ...], start, anchor: st
     """A whole benchmark program: its arguments, the root and tool checks (one line each), the lab in a
     namespace of its own, the rounds, the lines; everything started is stopped on the way out."""
     parser = argparse.ArgumentParser(prog=program, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each case (default 3)")
+    parser.add_argument("--seconds", type=int, default=3, help="length of each case, whole seconds as wrk takes them "
+                                                                "(default 3)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds; the figure is the median (default 1)")
     parser.add_argument("--connections", type=int, default=8, help="wrk's connections (default 8)")
     parser.add_argument("--small-bytes", type=int, default=1024, help="size of the small file (default 1024)")
     parser.add_argument("--large-mbytes", type=float, default=4.0, help="size of the large file in MB (default 4)")
     args = parser.parse_args()
-    if args.seconds <= 0 or args.rounds < 1 or not 1 <= args.connections <= 256 or args.small_bytes < 1 \
+    if args.seconds < 1 or args.rounds < 1 or not 1 <= args.connections <= 256 or args.small_bytes < 1 \
             or args.large_mbytes <= 0:
-        parser.error("need --seconds > 0, --rounds >= 1, --connections in 1..256 and positive file sizes")
+        parser.error("need --seconds >= 1, --rounds >= 1, --connections in 1..256 and positive file sizes")
     if not is_root(program):
         return 2
     from nicdev.net.netns import temporary_netns
@@ -281,6 +286,7 @@ def bench_main(program: str, doc: str, tools: tuple[str, ...], start, anchor: st
         require_tools("wrk", "curl", "ip", "ss", *tools)
         mnet_program()
         with tempfile.TemporaryDirectory(prefix="mnet-http-bench-") as tmp, temporary_netns("mnhb") as netns:
+            progress(f"{program}: starting mnet switch, with a TAP port into namespace {netns}")
             path = UserPath(Path(tmp), netns)
             try:
                 samples, described = measure(path, args, start)
