@@ -76,7 +76,7 @@ class UserPath:
 
         self.workdir, self.netns = workdir, netns
         self.sock = str(workdir / "stack.sock")
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.procs: list[subprocess.Popen] = []
         self.cleanup = contextlib.ExitStack()
         ifname = f"mnhb{os.getpid() % 100000}"
         try:
@@ -88,11 +88,11 @@ class UserPath:
             self.close()
             raise
 
-    def _start(self, what: str, argv: list[str], log: str, stdout=None) -> subprocess.Popen:
+    def _start(self, argv: list[str], log: str, stdout=None) -> subprocess.Popen:
         with open(self.workdir / log, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout or out, stderr=out,
                                     cwd=str(BENCH.parents[1]))
-        self.procs.append((what, proc))
+        self.procs.append(proc)
         return proc
 
     def _failed(self, what: str, log: str, why: str) -> BenchError:
@@ -105,7 +105,7 @@ class UserPath:
                 "--mac", STACK_MAC, "--control", "off"]
         for spec in serve:
             argv += ["--serve", spec]
-        proc = self._start("mnet stack", argv, "stack.log")
+        proc = self._start(argv, "stack.log")
         deadline = time.monotonic() + WAIT
         while "stack up: " not in (self.workdir / "stack.log").read_text(errors="replace"):
             if proc.poll() is not None:
@@ -119,7 +119,7 @@ class UserPath:
         log = f"kernel-{port}.log"
         argv = in_netns(self.netns, [sys.executable, str(BENCH / "http_kernel_server.py"), "--bind", HOST_IP,
                                      "--port", str(port), "--directory", str(root)])
-        proc = self._start(f"the kernel's HTTP server on port {port}", argv, log, stdout=subprocess.PIPE)
+        proc = self._start(argv, log, stdout=subprocess.PIPE)
         ready, _, _ = select.select([proc.stdout], [], [], WAIT)
         if not ready or proc.stdout.readline().strip() != b"ready":
             raise self._failed(f"the kernel's HTTP server on port {port}", log, "did not start")
@@ -129,7 +129,7 @@ class UserPath:
         with TCP_NODELAY both ways (without it, an answer's head and body, written apart by the backend,
         wait 40 ms for the client's delayed ACK on every reused connection)."""
         log = f"socat-{port}.log"
-        self._start(f"socat on port {port}", in_netns(self.netns, [
+        self._start(in_netns(self.netns, [
             "socat", f"TCP-LISTEN:{port},bind={HOST_IP},fork,reuseaddr,backlog=128,nodelay",
             f"TCP:{HOST_IP}:{backend_port},nodelay"]), log)
         self.wait_listening(port, f"socat on port {port}", log)
@@ -156,7 +156,7 @@ class UserPath:
             time.sleep(0.2)
 
     def close(self) -> None:
-        for what, proc in reversed(self.procs):
+        for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)    # `ip netns exec` execs, so this reaches the program itself
                 try:
