@@ -4,8 +4,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # dnsmasq-base: the dnsmasq program the DNS tests run in a namespace, without the system service.
+# wrk: the HTTP load generator of scripts/bench/http_serve.py and lb_relay.py.
 DEB_PACKAGES := qemu-system-x86 busybox-static iperf3 socat iproute2 ethtool netcat-openbsd \
-	curl cpio kmod dpdk dpdk-dev tcpdump tshark python3-venv gcc libc6-dev python3-dev openssl dnsmasq-base
+	curl cpio kmod dpdk dpdk-dev tcpdump tshark python3-venv gcc libc6-dev python3-dev openssl dnsmasq-base wrk
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: demo test setup debs venv bench clean
@@ -25,6 +26,8 @@ bench: setup
 	$(PY) scripts/bench/tcp_bulk.py
 	$(PY) scripts/bench/tcp_lossy.py --mbytes 10
 	$(PY) scripts/bench/aio_streams.py
+	$(PY) scripts/bench/http_serve.py
+	$(PY) scripts/bench/lb_relay.py
 
 setup: $(SETUP_STAMP)
 
