@@ -18,13 +18,11 @@ local answers have TTL 0 and negative ones no SOA: not cached.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 
 from support.cli import assert_one_line_error, mnet
-from support.dnsmasq import dnsmasq_argv, wait_for_dnsmasq
+from support.dnsmasq import Dnsmasq
+from support.kernel_peer import WAIT, KernelPeerLab, require_programs
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +33,6 @@ AUTH_IP = "10.0.0.253"  # dnsmasq, authoritative for auth.test only
 AUTH_TTL = 45           # the auth zone's TTLs and SOA minimum
 ABSENT_IP = "10.0.0.77"  # nobody there: ARP gets no answer
 DNS_PORT = 5353
-WAIT = 10.0
 MID = [f"10.3.0.{i}" for i in range(1, 61)]   # about 1000 bytes: over 512, under the EDNS payload
 BIG = [f"10.2.0.{i}" for i in range(1, 121)]  # about 1950 bytes: truncated even with EDNS
 
@@ -48,65 +45,15 @@ RECORDS = (["--local=/test/", "--address=/plain.test/10.1.2.3", "--host-record=v
               "--host-record=v4.auth.test,10.1.3.5"])
 
 
-class Lab:
-    def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net import netns as ns
-        from nicdev.net.background import BackgroundSwitch
-        from nicdev.net.tap_port import TapPort
-        from nicdev.net.vhost_user_port import VhostUserPort
-        from stack import Stack
-        from stack.drivers import VirtioNetNic
-
-        self.netns = netns
-        self.cli_sock = str(tmp / "cli.sock")
-        self.stack = self.nic = self.dnsmasq = None
-        self.log = tmp / "dnsmasq.log"
-        self.bg = BackgroundSwitch()
-        try:
-            self.bg.add_port(VhostUserPort("stack", str(tmp / "stack.sock")))
-            self.bg.add_port(VhostUserPort("cli", self.cli_sock))
-            tap = self.bg.add_port(TapPort("host", "mndns%d", netns=netns))
-            ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
-            ns.set_address(tap.ifname, f"{AUTH_IP}/24", netns=netns)  # (adds a second address)
-            ns.link_up("lo", netns=netns)  # the readiness probe talks to dnsmasq from inside the namespace
-            with open(self.log, "wb") as log:
-                self.dnsmasq = ns.run_in_netns(netns, dnsmasq_argv(HOST_IP, DNS_PORT, RECORDS), stdout=log,
-                                               stderr=subprocess.STDOUT)
-            wait_for_dnsmasq(netns, self.dnsmasq, HOST_IP, DNS_PORT, WAIT)
-            self.nic = VirtioNetNic(str(tmp / "stack.sock"), timeout=WAIT)
-            self.stack = Stack(self.nic, f"{STACK_IP}/24").start()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            if self.stack is not None:
-                print("stack counters:", self.stack.counters())
-                self.stack.stop()
-            if self.nic is not None:
-                self.nic.close()
-            if self.dnsmasq is not None:
-                self.dnsmasq.terminate()
-                self.dnsmasq.wait(5)
-                print(self.log.read_text()[-3000:])
-        finally:
-            print(self.bg.summary())
-            self.bg.close()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nicdev.net.netns import temporary_netns
-
-    if shutil.which("dnsmasq") is None:
-        pytest.fail("dnsmasq is not installed (it is in the Makefile's DEB_PACKAGES: run `make setup`)")
-    with temporary_netns("mnet-dns") as netns:
-        lab = Lab(tmp_path_factory.mktemp("dnslab"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    require_programs("dnsmasq")
+    # AUTH_IP is a second address on the TAP device: dnsmasq's authoritative side listens there.
+    with KernelPeerLab(tmp_path_factory.mktemp("dnslab"), "dns", host_ips=(HOST_IP, AUTH_IP),
+                       vhost_ports=("stack", "cli")) as lab:
+        lab.own(Dnsmasq(lab.netns, HOST_IP, DNS_PORT, RECORDS, lab.tmp / "dnsmasq.log", WAIT))
+        lab.stack = lab.start_stack("stack", f"{STACK_IP}/24")
+        yield lab
 
 
 def client(lab, servers=(HOST_IP,), **kw):
@@ -159,7 +106,7 @@ def test_timeout_names_the_servers(lab):
 
 
 def test_mnet_dns_lookup_as_a_process(lab):
-    stack_opts = ["--nic", f"vhost-user:{lab.cli_sock}", "--ip", f"{CLI_IP}/24", "--server", HOST_IP,
+    stack_opts = ["--nic", f"vhost-user:{lab.sockets['cli']}", "--ip", f"{CLI_IP}/24", "--server", HOST_IP,
                   "--port", str(DNS_PORT)]
     r = mnet("dns", "lookup", "alias.test", *stack_opts)
     assert r.returncode == 0, r.stderr

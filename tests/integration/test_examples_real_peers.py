@@ -8,14 +8,14 @@ creates behind a TAP port of a switch in this process.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from support.dnsmasq import dnsmasq_argv, wait_for_dnsmasq
+from support.dnsmasq import Dnsmasq
+from support.kernel_peer import WAIT, KernelPeerLab, require_programs
 from support.tcplab import KernelProgram
 from support.waiting import wait_for
 
@@ -25,7 +25,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_IP = "10.0.0.8"
 HOST_IP = "10.0.0.254"
 ECHO_PORT, DNS_PORT, TLS_PORT = 7, 5353, 4433
-WAIT = 10.0
 RUN_TIMEOUT = 60.0
 RECORDS = ["--local=/test/", "--address=/plain.test/10.1.2.3", "--host-record=v6.test,10.1.2.4,2001:db8::4",
            "--cname=alias.test,v6.test"]
@@ -51,35 +50,11 @@ while True:
 """
 
 
-class Lab:
-    def __init__(self, tmp: Path, netns: str) -> None:
-        from nicdev.net import netns as ns
-        from nicdev.net.background import BackgroundSwitch
-        from nicdev.net.tap_port import TapPort
-        from nicdev.net.vhost_user_port import VhostUserPort
-
-        self.tmp, self.netns = tmp, netns
-        self.sock = str(tmp / "ex.sock")
-        self.echo = self.dnsmasq = None
-        self.log = tmp / "dnsmasq.log"
-        self.bg = BackgroundSwitch()
-        try:
-            self.bg.add_port(VhostUserPort("ex", self.sock))
-            tap = self.bg.add_port(TapPort("host", "mnex%d", netns=netns))
-            ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
-            ns.link_up("lo", netns=netns)
-            self.echo = KernelProgram(netns, KERNEL_ECHO, HOST_IP, ECHO_PORT)
-            assert self.echo.line(WAIT, "the kernel echo server's ready line") == "ready"
-            with open(self.log, "wb") as log:
-                self.dnsmasq = ns.run_in_netns(netns, dnsmasq_argv(HOST_IP, DNS_PORT, RECORDS), stdout=log,
-                                               stderr=subprocess.STDOUT)
-            wait_for_dnsmasq(netns, self.dnsmasq, HOST_IP, DNS_PORT, WAIT)
-        except BaseException:
-            self.close()
-            raise
+class ExamplesLab(KernelPeerLab):
+    """The kernel-side servers run in the lab's namespace; each example runs on the "ex" port."""
 
     def run(self, example: str, *args: str) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-X", "dev", str(EXAMPLES / example), "--nic", f"vhost-user:{self.sock}",
+        argv = [sys.executable, "-X", "dev", str(EXAMPLES / example), "--nic", f"vhost-user:{self.sockets['ex']}",
                 "--ip", f"{EXAMPLE_IP}/24", "--server", HOST_IP, *args]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
@@ -89,32 +64,15 @@ class Lab:
         assert "ResourceWarning" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
         return done
 
-    def close(self) -> None:
-        try:
-            if self.echo is not None:
-                self.echo.stop()
-            if self.dnsmasq is not None:
-                self.dnsmasq.terminate()
-                self.dnsmasq.wait(5)
-                print(self.log.read_text()[-3000:])
-        finally:
-            print(self.bg.summary())
-            self.bg.close()
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nicdev.net.netns import temporary_netns
-
-    for program in ("dnsmasq", "openssl"):
-        if shutil.which(program) is None:
-            pytest.fail(f"{program} is not installed (it is in the Makefile's DEB_PACKAGES: run `make setup`)")
-    with temporary_netns("mnet-ex") as netns:
-        lab = Lab(tmp_path_factory.mktemp("examples"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    require_programs("dnsmasq", "openssl")
+    with ExamplesLab(tmp_path_factory.mktemp("examples"), "ex", host_ips=(HOST_IP,), vhost_ports=("ex",)) as lab:
+        echo = lab.own(KernelProgram(lab.netns, KERNEL_ECHO, HOST_IP, ECHO_PORT))
+        assert echo.line(WAIT, "the kernel echo server's ready line") == "ready"
+        lab.dnsmasq = lab.own(Dnsmasq(lab.netns, HOST_IP, DNS_PORT, RECORDS, lab.tmp / "dnsmasq.log", WAIT))
+        yield lab
 
 
 def test_echo_client_against_the_kernel(lab):
@@ -154,7 +112,7 @@ def test_dns_client_against_dnsmasq(lab):
     assert lines[2].startswith("v6.test has address 10.1.2.4")
     assert lines[3] == "missing.test: no such name (NXDOMAIN)"
     assert "dns client: 3 lookups, 3 queries sent" in out
-    assert "query[A] plain.test" in lab.log.read_text()  # dnsmasq's own log: it was really asked
+    assert "query[A] plain.test" in lab.dnsmasq.log.read_text()  # dnsmasq's own log: it was really asked
 
 
 def test_tls_client_against_openssl_s_server(lab, tmp_path):

@@ -17,48 +17,20 @@ import time
 import pytest
 
 from support.cli import mnet, start_mnet_stack
+from support.kernel_peer import KernelPeerLab
 
 pytestmark = pytest.mark.integration
 
 HOST_IP = "10.0.0.254"
 
 
-class Lab:
-    def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net import netns as ns
-        from nicdev.net.background import BackgroundSwitch
-        from nicdev.net.tap_port import TapPort
-        from nicdev.net.vhost_user_port import VhostUserPort
-
-        self.netns = netns
-        self.stack_sock = str(tmp / "stack.sock")
-        self.ping_sock = str(tmp / "ping.sock")
-        self.bg = BackgroundSwitch()
-        try:
-            self.bg.add_port(VhostUserPort("stack", self.stack_sock))
-            self.bg.add_port(VhostUserPort("ping", self.ping_sock))
-            tap = self.bg.add_port(TapPort("host", "mnscli%d", netns=netns))
-            ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
-            subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
-        except BaseException:
-            self.bg.close()
-            raise
-
-    def close(self) -> None:
-        print(self.bg.summary())
-        self.bg.close()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nicdev.net.netns import temporary_netns
-
-    with temporary_netns("mnet-cli") as netns:
-        lab = Lab(tmp_path_factory.mktemp("stackcli"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    with KernelPeerLab(tmp_path_factory.mktemp("stackcli"), "scli", host_ips=(HOST_IP,),
+                       vhost_ports=("stack", "ping")) as lab:
+        # A router's answer to an address it has no route to: "net unreachable".
+        subprocess.run(["ip", "netns", "exec", lab.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        yield lab
 
 
 def kernel_udp(netns: str, dst: str, port: int, messages: list[bytes]) -> subprocess.CompletedProcess:
@@ -75,7 +47,7 @@ def kernel_udp(netns: str, dst: str, port: int, messages: list[bytes]) -> subpro
 # -- mnet stack ----------------------------------------------------------------------------------
 
 def test_mnet_stack_serves_udp_echo_to_the_kernel_and_prints_counters_on_sigint(lab):
-    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.sockets['stack']}", "--ip", "10.0.0.9/24",
                                     "--mac", "52:54:00:00:00:09", "--serve", "udp-echo:7", "--serve", "udp-echo:1234")
     try:
         banner = output.until(r"^stack up: ")
@@ -103,7 +75,7 @@ def test_mnet_stack_trace_records_the_drivers_side_of_the_rings(lab, tmp_path):
     from nicdev.virtio.trace import read_trace
 
     trace = tmp_path / "stack.trace"
-    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.sockets['stack']}", "--ip", "10.0.0.9/24",
                                     "--serve", "udp-echo:7", "--trace", str(trace))
     try:
         output.until(r"^stack up: ")
@@ -134,7 +106,7 @@ def test_mnet_stack_trace_records_the_drivers_side_of_the_rings(lab, tmp_path):
 
 
 def test_mnet_stack_refuses_the_kernel_on_a_port_it_does_not_serve(lab):
-    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+    proc, output = start_mnet_stack("--nic", f"vhost-user:{lab.sockets['stack']}", "--ip", "10.0.0.9/24",
                                     "--serve", "udp-echo:7")
     try:
         output.until(r"^stack up: ")
@@ -153,7 +125,7 @@ def test_mnet_stack_refuses_the_kernel_on_a_port_it_does_not_serve(lab):
 # -- mnet ping -------------------------------------------------------------------------------------
 
 def test_mnet_ping_the_kernel_prints_replies_and_rtts_like_ping(lab):
-    r = mnet("ping", "--nic", f"vhost-user:{lab.ping_sock}", "--ip", "10.0.0.8/24", "-c", "3", "-i", "0.2",
+    r = mnet("ping", "--nic", f"vhost-user:{lab.sockets['ping']}", "--ip", "10.0.0.8/24", "-c", "3", "-i", "0.2",
              "-s", "100", HOST_IP)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
@@ -170,7 +142,7 @@ def test_mnet_ping_the_kernel_prints_replies_and_rtts_like_ping(lab):
 def test_mnet_ping_an_address_nobody_has_exits_1_with_full_loss(lab):
     # ARP for 10.0.0.77 gets no answer: ping(8)'s "Destination Host Unreachable", from ourselves
     started = time.monotonic()
-    r = mnet("ping", "--nic", f"vhost-user:{lab.ping_sock}", "--ip", "10.0.0.8/24", "-c", "2", "-W", "1",
+    r = mnet("ping", "--nic", f"vhost-user:{lab.sockets['ping']}", "--ip", "10.0.0.8/24", "-c", "2", "-W", "1",
              "10.0.0.77")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stderr, r.stderr
@@ -181,7 +153,7 @@ def test_mnet_ping_an_address_nobody_has_exits_1_with_full_loss(lab):
 
 
 def test_mnet_ping_through_a_gateway_without_a_route_reports_net_unreachable(lab):
-    r = mnet("ping", "--nic", f"vhost-user:{lab.ping_sock}", "--ip", "10.0.0.8/24", "--gateway", HOST_IP,
+    r = mnet("ping", "--nic", f"vhost-user:{lab.sockets['ping']}", "--ip", "10.0.0.8/24", "--gateway", HOST_IP,
              "-c", "2", "-i", "0.2", "192.0.2.1")
     assert r.returncode == 1, r.stdout + r.stderr
     assert re.findall(rf"^From {HOST_IP} icmp_seq=(\d) Destination Net Unreachable$", r.stdout, re.M) == ["1", "2"], \
@@ -216,7 +188,7 @@ def test_bad_options_give_one_clear_line(args, message):
 
 
 def test_a_port_served_twice_is_one_clear_line(lab):
-    r = mnet("stack", "--nic", f"vhost-user:{lab.stack_sock}", "--ip", "10.0.0.9/24",
+    r = mnet("stack", "--nic", f"vhost-user:{lab.sockets['stack']}", "--ip", "10.0.0.9/24",
              "--serve", "udp-echo:7", "--serve", "udp-echo:7", timeout=30)
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.strip() == "mnet stack: --serve udp-echo:7: address 0.0.0.0:7 is already in use", r.stderr

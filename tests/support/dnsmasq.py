@@ -1,10 +1,11 @@
 """dnsmasq as a real DNS server for integration tests: run in a namespace the test made,
-answering only from its command line (no upstream, no /etc/hosts), and a bounded wait
-until it answers."""
+answering only from its command line (no upstream, no /etc/hosts), with a bounded wait
+until it answers and its query log kept in a file (tests read it to see it was asked)."""
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,26 @@ def wait_for_dnsmasq(netns: str, proc: subprocess.Popen, ip: str, port: int, wai
     if r.stdout.strip() != "up":
         proc.terminate()
         pytest.fail(f"dnsmasq did not answer within {wait:.0f} s: {proc.communicate(timeout=5)}")
+
+
+class Dnsmasq:
+    """dnsmasq on ``ip:port`` in ``netns``, answering (checked, within ``wait`` s) when made;
+    ``stop()`` ends it and prints the tail of its log for the test report."""
+
+    def __init__(self, netns: str, ip: str, port: int, records: list[str], log: Path, wait: float) -> None:
+        from nicdev.net.netns import run_in_netns
+
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = run_in_netns(netns, dnsmasq_argv(ip, port, records), stdout=out, stderr=subprocess.STDOUT)
+        wait_for_dnsmasq(netns, self.proc, ip, port, wait)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:  # never left behind, even if it ignores SIGTERM
+                self.proc.kill()
+                self.proc.wait(5)
+        print(self.log.read_text()[-3000:])
