@@ -90,14 +90,23 @@ class Lab:
         return r.stdout.split()
 
     def close(self) -> None:
-        if self.stack is not None and self.stack.poll() is None:
-            self.stack.send_signal(signal.SIGINT)
-            out, err = self.output.finish(timeout=30)
-            print("\n".join(line for line in out.splitlines() if " is " in line or "backends" in line or "  10." in line), err[-2000:])
-        for proc in self.backends.values():
-            proc.kill()
-            proc.wait(WAIT)
-        self.switch.close()
+        try:
+            if self.stack is not None and self.stack.poll() is None:
+                self.stack.send_signal(signal.SIGINT)
+                try:
+                    out, err = self.output.finish(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.stack.kill()          # (and the error says it did not stop)
+                    self.stack.wait(5)
+                    raise
+                print("\n".join(line for line in out.splitlines() if " is " in line or "backends" in line
+                                or "  10." in line), err[-2000:])
+        finally:
+            # Whatever happened to the stack: no backend or switch outlives the module.
+            for proc in self.backends.values():
+                proc.kill()
+                proc.wait(WAIT)
+            self.switch.close()
 
 
 @pytest.fixture(scope="module")
