@@ -99,8 +99,8 @@ def _throw_garbage(path: str, stop: threading.Event, seed: int) -> int:
     n = 0
     while not stop.is_set():
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)          # the connect too: a full accept queue would block it for ever
         sock.connect(path)
-        sock.settimeout(5)
         kind = n % 5
         try:
             if kind == 0:           # random bytes, some lines
@@ -132,7 +132,8 @@ def _throw_garbage(path: str, stop: threading.Event, seed: int) -> int:
 def test_garbage_at_the_socket_never_stops_the_traffic(lab):
     stop = threading.Event()
     result = {}
-    thrower = threading.Thread(target=lambda: result.setdefault("n", _throw_garbage(lab.control, stop, 11)))
+    thrower = threading.Thread(target=lambda: result.setdefault("n", _throw_garbage(lab.control, stop, 11)),
+                               daemon=True)  # (stuck, it must not keep pytest from exiting)
     thrower.start()
     try:
         sent, received, out = lab.ping(300)

@@ -40,8 +40,9 @@ class Lab:
             path = str(tmp / f"{name}.sock")
             port = VhostUserPort(name, path) if kind == "vhost-user" else StreamPort(name, path)
             self.bg.add_port(port)
-        self.bg.add_port(TapPort("host", "mnettap0", netns=netns))
-        ns.set_address("mnettap0", f"{HOST_IP}/24", netns=netns)
+        # A name the kernel picks: a fixed one clashes with a TAP another run has just made.
+        tap = self.bg.add_port(TapPort("host", "mnettap%d", netns=netns))
+        ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
         ns.link_up("lo", netns=netns)
 
     def vm(self, name: str):

@@ -52,12 +52,13 @@ class Lab:
         self.ca = TestCa(tmp / "pki")
         self.cert = self.ca.issue(NAME, ip=STACK_IP)
         self.socks = {name: str(tmp / f"{name}.sock") for name in ("stack", "guest")}
+        ifname = f"mnhttp{os.getpid() % 10000}"     # not a fixed name another run may hold
         self.switch = MnetProcess("switch", *(f"--port={n}=vhost-user:{p}" for n, p in self.socks.items()),
-                                  f"--port=host=tap:mnhttp0,netns={netns}")
+                                  f"--port=host=tap:{ifname},netns={netns}")
         self.stack = self.output = None
         try:
             self.switch.expect("switch running")
-            ns.set_address("mnhttp0", f"{HOST_IP}/24", netns=netns)
+            ns.set_address(ifname, f"{HOST_IP}/24", netns=netns)
             ns.link_up("lo", netns=netns)
             self.stack, self.output = start_mnet_stack(
                 "--nic", f"vhost-user:{self.socks['stack']}", "--ip", f"{STACK_IP}/24",

@@ -54,9 +54,10 @@ class Lab:
         for name, (_, kind) in GUESTS.items():
             path = str(tmp / f"{name}.sock")
             self.bg.add_port(VhostUserPort(name, path) if kind == "vhost-user" else StreamPort(name, path))
-        self.bg.add_port(TapPort("host-vnet", "mnetoffv0", netns=ns_vnet, vnet_hdr=True))
-        self.bg.add_port(TapPort("host-plain", "mnetoffp0", netns=ns_plain, vnet_hdr=False))
-        for ifname, ip, netns in (("mnetoffv0", VNET_IP, ns_vnet), ("mnetoffp0", PLAIN_IP, ns_plain)):
+        # Names the kernel picks: fixed ones clash with TAPs another run has just made.
+        vnet = self.bg.add_port(TapPort("host-vnet", "mnetoffv%d", netns=ns_vnet, vnet_hdr=True))
+        plain = self.bg.add_port(TapPort("host-plain", "mnetoffp%d", netns=ns_plain, vnet_hdr=False))
+        for ifname, ip, netns in ((vnet.ifname, VNET_IP, ns_vnet), (plain.ifname, PLAIN_IP, ns_plain)):
             ns.set_address(ifname, f"{ip}/24", netns=netns)
             ns.link_up("lo", netns=netns)
 

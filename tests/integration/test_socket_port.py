@@ -241,13 +241,24 @@ def test_socket_path_handling(loop, tmp_path):
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_udp_ports(1)[0]
+
+
+def free_udp_ports(n: int) -> list[int]:
+    """`n` different free ports: each held until all are chosen (the kernel may hand
+    out a port again the moment it is released)."""
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_dgram_over_udp(loop):
-    ours, theirs = free_udp_port(), free_udp_port()
+    ours, theirs = free_udp_ports(2)
     port = DgramPort("d", ("127.0.0.1", ours), ("127.0.0.1", theirs))
     got = collect(port)
     port.start(loop)
@@ -346,7 +357,7 @@ def exchange_through_qemu(loop, stream, s_got, dgram, d_got, tag: int) -> None:
 @pytest.mark.parametrize("transport", ["udp", "unix"])
 def test_qemu_netdevs_carry_our_frames_and_reconnect(loop, tmp_path, transport):
     if transport == "udp":
-        ours, theirs = free_udp_port(), free_udp_port()
+        ours, theirs = free_udp_ports(2)
         dgram = DgramPort("d", ("127.0.0.1", ours), ("127.0.0.1", theirs))
         dgram_args = (f"local.type=inet,local.host=127.0.0.1,local.port={theirs},"
                       f"remote.type=inet,remote.host=127.0.0.1,remote.port={ours}")
@@ -381,7 +392,7 @@ def test_qemu_netdevs_carry_our_frames_and_reconnect(loop, tmp_path, transport):
 
 def test_handler_closing_the_ports_mid_burst(loop, tmp_path):
     stream = StreamPort("s", str(tmp_path / "b.sock"))
-    ours, theirs = free_udp_port(), free_udp_port()
+    ours, theirs = free_udp_ports(2)
     dgram = DgramPort("d", ("127.0.0.1", ours), ("127.0.0.1", theirs))
     got = []
 

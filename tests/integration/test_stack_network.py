@@ -62,8 +62,9 @@ class UdpEchoService:
                 continue
             except OSError:
                 return  # closed under us at stop()
-            self.sock.send_to(data, peer)
+            # Counted before the answer leaves: a test that has its echo reads the count.
             self.echoed += 1
+            self.sock.send_to(data, peer)
 
     def stop(self) -> None:
         self._stopping.set()

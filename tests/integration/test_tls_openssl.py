@@ -67,7 +67,14 @@ class SServer:
                                      stderr=subprocess.STDOUT, text=True)
         self.netns = netns
         # Its "ACCEPT" line may sit in a stdio buffer: the listening socket is what counts.
-        wait_for(self._listening, f"openssl s_server listening on port {OPENSSL_PORT}")
+        # (A program starting: seconds on a loaded machine, so WAIT rather than wait_for's
+        # default for what takes milliseconds; stopped if it never listens.)
+        try:
+            wait_for(self._listening, f"openssl s_server listening on port {OPENSSL_PORT}", timeout=WAIT)
+        except BaseException:
+            if self.proc.poll() is None:
+                self.stop()
+            raise
 
     def _listening(self) -> bool:
         if self.proc.poll() is not None:

@@ -352,7 +352,9 @@ def test_a_socket_that_wants_nothing_is_not_watched_even_for_a_hangup(lab):
 
 def test_a_backend_that_never_answers_costs_the_client_only_the_timeout(lab):
     (b1,) = lab.add_backends(1)
-    spec = f"lb:8080,backend=10.0.0.77:7001,backend={b1.address},timeout=0.2,check=3600"  # nobody has .77
+    # Nobody has .77. The timeout bounds b1's connects and its one health check too, which
+    # must succeed: 1 s, not less, so a slow thread on a loaded machine does not fail them.
+    spec = f"lb:8080,backend=10.0.0.77:7001,backend={b1.address},timeout=1,check=3600"
     lab.threads.append(start_service(lab.b, parse_service(spec), lab.stopping, lab.lines.put))
     assert [ask(lab) for _ in range(3)] == [b"b1"] * 3
     lab.expect(r"^lb:8080 backend 10\.0\.0\.77:7001 is down: ")
