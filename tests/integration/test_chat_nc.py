@@ -10,7 +10,6 @@ One lab for the module, all of it processes as a user would run them:
 """
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import subprocess
@@ -19,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from support.cli import MnetProcess, start_mnet_stack
+from support.cli import start_mnet_stack
+from support.kernel_peer import KernelPeerSwitchProcessLab
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,21 +31,13 @@ PORT = 7000
 WAIT = 20.0  # a bound for a line to arrive, generous for a loaded machine
 
 
-class ChatLab:
-    def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net.netns import set_address
-
-        tap = f"mnchat{os.getpid() % 10000}"
-        self.netns = netns
-        self.stack_sock = str(tmp / "stack.sock")
-        self.guest_sock = str(tmp / "guest.sock")
+class ChatLab(KernelPeerSwitchProcessLab):
+    def __init__(self, tmp) -> None:
+        super().__init__(tmp, "chat", host_ips=(HOST_IP,), vhost_ports=("stack", "guest"))
         self.stack = self.output = None
-        self.switch = MnetProcess("switch", f"--port=stack=vhost-user:{self.stack_sock}",
-                                  f"--port=guest=vhost-user:{self.guest_sock}", f"--port=host=tap:{tap},netns={netns}")
+        self.own(self, ChatLab.stop_stack)  # registered after the switch: stopped before it
         try:
-            self.switch.expect("switch running")
-            set_address(tap, f"{HOST_IP}/24", netns=netns)
-            self.stack, self.output = start_mnet_stack("--nic", f"vhost-user:{self.stack_sock}",
+            self.stack, self.output = start_mnet_stack("--nic", f"vhost-user:{self.sockets['stack']}",
                                                        "--ip", f"{STACK_IP}/24", "--serve", f"chat:{PORT}")
             banner = self.output.until(r"^stack up: ", timeout=WAIT)
             assert f"serving chat on port {PORT}\n" in banner, banner
@@ -60,7 +52,7 @@ class ChatLab:
         """The next line of `mnet stack` matching ``pattern`` (bounded)."""
         return self.output.until(pattern, timeout=WAIT)[-1].rstrip("\n")
 
-    def close(self) -> None:
+    def stop_stack(self) -> None:
         if self.stack is not None and self.stack.poll() is None:
             self.stack.send_signal(signal.SIGINT)
             try:
@@ -69,7 +61,6 @@ class ChatLab:
             except subprocess.TimeoutExpired:
                 self.stack.kill()
                 self.stack.wait(5)
-        self.switch.close()
 
 
 class NcClient:
@@ -142,14 +133,8 @@ class NcClient:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nicdev.net.netns import temporary_netns
-
-    with temporary_netns("mnet-chat") as netns:
-        lab = ChatLab(tmp_path_factory.mktemp("chat"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    with ChatLab(tmp_path_factory.mktemp("chat")) as lab:
+        yield lab
 
 
 @pytest.fixture
@@ -226,7 +211,7 @@ def test_busybox_nc_in_a_guest_talks_with_an_nc_on_the_host(lab, clients, mnet_v
 
     host = clients("host")
     host.join("hostnick")
-    vm = mnet_vm("chatvm", ip=f"{GUEST_IP}/24", port=SimpleNamespace(socket_path=lab.guest_sock))
+    vm = mnet_vm("chatvm", ip=f"{GUEST_IP}/24", port=SimpleNamespace(socket_path=lab.sockets['guest']))
     # busybox nc ends when either input ends: its stdin is a fifo that a background sleep
     # holds open, so it stops when the server closes the connection.
     r = vm.run("rm -f /tmp/chat.in /tmp/chat.out /tmp/chat.done; mkfifo /tmp/chat.in; "

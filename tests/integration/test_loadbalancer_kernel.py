@@ -14,7 +14,6 @@ The first two balancers check their backends every 0.5 s. A third, lb:8082
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -24,7 +23,8 @@ from collections import Counter
 
 import pytest
 
-from support.cli import MnetProcess, Output, start_mnet_stack
+from support.cli import Output, start_mnet_stack
+from support.kernel_peer import KernelPeerSwitchProcessLab
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,25 +85,21 @@ while True:
 """
 
 
-class Lab:
+class Lab(KernelPeerSwitchProcessLab):
     """The switch and stack processes, the namespace and its http.server backends."""
 
-    def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net import netns as ns
-
-        self.tmp, self.netns = tmp, netns
+    def __init__(self, tmp) -> None:
+        super().__init__(tmp, "lb", host_ips=(HOST_IP,), vhost_ports=("stack",))
         self.backends: dict[bytes, subprocess.Popen] = {}
         self.stack = self.output = self.flap = None
-        sock = str(tmp / "stack.sock")
-        ifname = f"mnlb{os.getpid() % 10000}"
-        self.switch = MnetProcess("switch", f"--port=stack=vhost-user:{sock}", f"--port=host=tap:{ifname},netns={netns}")
+        sock = self.sockets["stack"]
+        self.own(self, Lab.stop_servers)  # registered after the switch: stopped before it
         try:
-            self.switch.expect("switch running")
-            ns.set_address(ifname, f"{HOST_IP}/24", netns=netns)
             for tag in PORTS:
                 self.start_backend(tag)
-            self.flap = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", FLAP_BACKEND, HOST_IP,
-                                          str(FLAP_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self.flap = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c", FLAP_BACKEND,
+                                          HOST_IP, str(FLAP_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
             self.flap_output = Output(self.flap)
             self.flap_output.until(r"^ready$", WAIT)
             backends = "".join(f",backend={HOST_IP}:{port}" for port in PORTS.values())
@@ -146,7 +142,7 @@ class Lab:
         assert r.returncode == 0, r.stderr.decode()
         return r.stdout.split()
 
-    def close(self) -> None:
+    def stop_servers(self) -> None:
         try:
             if self.stack is not None and self.stack.poll() is None:
                 self.stack.send_signal(signal.SIGINT)
@@ -159,7 +155,8 @@ class Lab:
                 print("\n".join(line for line in out.splitlines() if " is " in line or "backends" in line
                                 or "  10." in line), err[-2000:])
         finally:
-            # Whatever happened to the stack: no backend or switch outlives the module.
+            # Whatever happened to the stack: no backend outlives the module (the switch
+            # and the namespace are the lab's, undone after this in any case).
             for proc in self.backends.values():
                 proc.kill()
                 proc.wait(WAIT)
@@ -168,7 +165,6 @@ class Lab:
                 self.flap.wait(WAIT)
                 self.flap.stdin.close()
                 self.flap.stdout.close()
-            self.switch.close()
 
     def flap_command(self, command: str) -> None:
         """Tell the echo server on FLAP_PORT to "refuse" or "listen"; returns once it did."""
@@ -186,14 +182,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nicdev.net.netns import temporary_netns
-
-    with temporary_netns("mnet-lb") as netns:
-        lab = Lab(tmp_path_factory.mktemp("lb"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    with Lab(tmp_path_factory.mktemp("lb")) as lab:
+        yield lab
 
 
 def test_round_robin_gives_curl_each_backend_in_turn(lab):

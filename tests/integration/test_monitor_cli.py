@@ -18,9 +18,10 @@ import subprocess
 
 import pytest
 
-from nicdev.net.netns import run_in_netns, set_address, temporary_netns
+from nicdev.net.netns import run_in_netns
 
 from support.cli import MnetProcess, assert_one_line_error, mnet
+from support.kernel_peer import KernelPeerSwitchProcessLab
 
 pytestmark = pytest.mark.integration
 
@@ -28,44 +29,23 @@ HOST_IP = "10.0.0.254"
 STACK_IP = "10.0.0.9"
 
 
-class MonitorLab:
-    def __init__(self, tmp, netns: str) -> None:
-        self.netns = netns
-        self.ifname = f"mnmon{os.getpid() % 10000}"
-        self.control = str(tmp / "ctl" / "stack.sock")
-        vhost = str(tmp / "stack-nic.sock")
-        self.switch = MnetProcess("switch", "--control=off", f"--port=stack=vhost-user:{vhost}",
-                                  f"--port=host=tap:{self.ifname},netns={netns}")
-        self.stack = None
-        try:
-            self.switch.expect("switch running")
-            set_address(self.ifname, f"{HOST_IP}/24", netns=netns)
-            self.stack = MnetProcess("stack", "--nic", f"vhost-user:{vhost}", "--ip", f"{STACK_IP}/24",
-                                     "--serve", "tcp-echo:7", "--control", self.control)
-            self.stack.expect("stack up: ")
-        except BaseException:
-            self.close()
-            raise
-
+class MonitorLab(KernelPeerSwitchProcessLab):
     def kernel_mac(self) -> str:
         out = subprocess.run(["ip", "-n", self.netns, "link", "show", self.ifname], capture_output=True, text=True,
                              timeout=10).stdout
         return re.search(r"link/ether ([0-9a-f:]{17})", out).group(1)
 
-    def close(self) -> None:
-        if self.stack is not None:
-            self.stack.close()
-        self.switch.close()
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with temporary_netns("mnet-mon") as netns:
-        lab = MonitorLab(tmp_path_factory.mktemp("monitor"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    tmp = tmp_path_factory.mktemp("monitor")
+    with MonitorLab(tmp, "mon", host_ips=(HOST_IP,), vhost_ports=("stack",), switch_options=("--control=off",)) as lab:
+        lab.control = str(tmp / "ctl" / "stack.sock")
+        lab.stack = lab.own(MnetProcess("stack", "--nic", f"vhost-user:{lab.sockets['stack']}", "--ip",
+                                        f"{STACK_IP}/24", "--serve", "tcp-echo:7", "--control", lab.control),
+                            MnetProcess.close)
+        lab.stack.expect("stack up: ")
+        yield lab
 
 
 @pytest.fixture(scope="module")
