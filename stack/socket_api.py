@@ -610,6 +610,9 @@ class Poller:
             for key, _ in fired:
                 if key.data is not None:  # (None: the eventfd of the told sockets)
                     asked[key.data] = None
+            # The sockets whose change woke us are looked at now, not after one more wait
+            # (that wait was STUCK_FD_RECHECK: 5 ms on every wake-up of a service's loop).
+            asked.update(self._take_changed())
             ready = self._ready(asked, fired)
             if ready:
                 return ready

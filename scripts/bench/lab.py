@@ -111,20 +111,33 @@ def _switch_ports_there(proc: subprocess.Popen, vhost_paths: list[str], tap: tup
 
 
 class Proc:
-    """An endpoint (or any) subprocess with bounded reads of its output."""
+    """An endpoint (or any) subprocess with bounded reads of its output.
+
+    Its stdout is read unbuffered into our own buffer: a buffered readline
+    would take in every line already written, and select() would then wait
+    for more while the next line sits in that buffer (two lines printed at
+    once, as `mnet stack`'s "serving ..." and "stack up: ...")."""
 
     def __init__(self, argv: list[str], what: str, cwd: Path = ROOT) -> None:
         self.what = what
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=str(cwd))
+                                  bufsize=0, cwd=str(cwd))
+        self._out = b""
 
     def line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
-        text = self.p.stdout.readline() if ready else ""
-        if not text:
-            self.kill()
-            raise BenchError(f"{self.what}: no output within {timeout:.0f} s: {self.p.stderr.read().strip()[-2000:]}")
-        return text.strip()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._out:
+            ready, _, _ = select.select([self.p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = self.p.stdout.read(65536) if ready else b""
+            if not chunk:
+                self.kill()
+                raise BenchError(f"{self.what}: no output within {timeout:.0f} s: {self._stderr()}")
+            self._out += chunk
+        text, _, self._out = self._out.partition(b"\n")
+        return text.decode().strip()
+
+    def _stderr(self) -> str:
+        return self.p.stderr.read().decode(errors="replace").strip()[-2000:]
 
     def ready(self, timeout: float = 30.0) -> None:
         text = self.line(timeout)
@@ -138,7 +151,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
         if self.p.returncode:
-            raise BenchError(f"{self.what}: exit status {self.p.returncode}: {self.p.stderr.read().strip()[-2000:]}")
+            raise BenchError(f"{self.what}: exit status {self.p.returncode}: {self._stderr()}")
         return json.loads(text)
 
     def kill(self) -> None:

@@ -197,3 +197,30 @@ def test_a_parked_socket_goes_back_to_its_descriptor_once_it_answers(stacks):
     p.close()
     for sock in (s, c):
         sock.close()
+
+
+def test_a_change_that_wakes_the_wait_is_reported_without_another_wait(stacks):
+    """Data arriving while poll() sleeps wakes it (the told sockets' eventfd) and is
+    reported at once: two selects (the first look, the wait the data ended), not a
+    third short wait before looking at the socket that changed."""
+    a, b = stacks
+    client, server, lst = connected_pair(a, b)
+    p = Poller()
+    p.register(server, PollEvent.READ)
+    assert p.poll(0) == []
+    waits = []
+    select = p._sel.select
+
+    def select_and_send_once(timeout):
+        waits.append(timeout)
+        if len(waits) == 2:  # the wait: the data comes while poll() sleeps
+            client.sendall(b"line")
+            wait_for(lambda: server._revents(PollEvent.READ), "the data at the server")
+        return select(timeout)
+
+    p._sel.select = select_and_send_once
+    assert p.poll(WAIT_MS) == [(server, PollEvent.READ)]
+    assert len(waits) == 2, f"selects with these timeouts (s): {waits}"
+    p.close()
+    for sock in (client, server, lst):
+        sock.close()
