@@ -157,13 +157,16 @@ def stack_tls_server(lab, pki, version: str):
     """A one-connection TLS server on the stack (thread): greets, answers a line upper-cased, closes."""
     import threading
 
-    from stack import IpAddress, SocketType
+    from stack import IpAddress, SocketOption, SocketType
     from stack.tls import SecurityConfig, TlsVersion, accept_secure
 
     pinned = TlsVersion.TLS1_2 if version == "TLSv1.2" else TlsVersion.TLS1_3
     config = SecurityConfig(min_version=pinned, max_version=pinned)
     config.set_identity(pki["stack"].cert_file, pki["stack"].key_file)
     listener = lab.stack.socket(SocketType.STREAM)
+    # As servers do: the previous test's connection on this port may wait in TIME-WAIT (the stack
+    # closed first when its close came before s_client's close_notify), and the port is bound again.
+    listener.set_option(SocketOption.REUSE_ADDR, True)
     listener.bind(IpAddress.any(STACK_PORT))
     listener.listen(2)
     listener.set_timeout(WAIT)
