@@ -26,7 +26,7 @@ from nicdev.net.control_client import ControlClient
 from nicdev.net.netns import run_in_netns, set_address, temporary_netns
 
 from support.cli import MnetProcess, assert_one_line_error, mnet
-from support.guestlab import ping as guest_ping
+from support.guestlab import booted_guest, ping as guest_ping
 
 pytestmark = pytest.mark.integration
 
@@ -204,14 +204,10 @@ def test_ctl_errors_are_one_line(lab, tmp_path):
 
 @pytest.fixture(scope="module")
 def guest(lab, mnet_guest_image):
-    from qemu.cmdline import NicConfig, extra_qmp_monitor_args
-    from qemu.vm import VirtualMachine
+    from qemu.cmdline import extra_qmp_monitor_args
 
-    vm = VirtualMachine("vm-ctl", mnet_guest_image, nic=NicConfig("vhost-user", lab.vm_socket),
-                        ip=f"{IP_VM}/24", workdir=lab.tmp / "work-vm", extra_args=extra_qmp_monitor_args(lab.qmp),
-                        progress=lambda line: print(line, flush=True))
-    with vm:
-        vm.wait_ready(240)
+    with booted_guest("vm-ctl", mnet_guest_image, lab.vm_socket, f"{IP_VM}/24", lab.tmp / "work-vm",
+                      extra_args=extra_qmp_monitor_args(lab.qmp)) as vm:
         yield vm
 
 

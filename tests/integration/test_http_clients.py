@@ -23,6 +23,7 @@ import subprocess
 import pytest
 
 from support.cli import MnetProcess, Output, start_mnet_stack
+from support.guestlab import booted_guest
 
 pytestmark = pytest.mark.integration
 
@@ -327,18 +328,8 @@ def test_openssl_s_client_gets_a_page(lab):
 
 @pytest.fixture(scope="module")
 def guest(lab, guest_image):
-    from qemu.cmdline import NicConfig
-    from qemu.vm import VirtualMachine
-
-    vm = VirtualMachine("vm-http", guest_image, nic=NicConfig("vhost-user", lab.socks["guest"]),
-                        ip=f"{GUEST_IP}/24", workdir=lab.tmp / "vm-http",
-                        progress=lambda line: print(line, flush=True))
-    try:
-        vm.start()
-        vm.wait_ready(240)
+    with booted_guest("vm-http", guest_image, lab.socks["guest"], f"{GUEST_IP}/24", lab.tmp / "vm-http") as vm:
         yield vm
-    finally:
-        vm.stop()
 
 
 def test_busybox_wget_in_a_guest_fetches_pages(lab, guest):

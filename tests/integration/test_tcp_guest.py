@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from guest.wait import wait_in_guest
+from support.guestlab import booted_guest
 from support.tcplab import STACK_IP, WAIT, StackHttpServer, StackLab, assert_stack_healthy, stack_http_get, \
     stack_receive, stack_send
 
@@ -38,18 +39,10 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vm(lab, guest_image):
     from nicdev.net.vhost_user_port import VhostUserPort
-    from qemu.cmdline import NicConfig
-    from qemu.vm import VirtualMachine
 
     port = lab.bg.add_port(VhostUserPort("vm", str(lab.tmp / "vm.sock")))
-    vm = VirtualMachine("vm", guest_image, nic=NicConfig("vhost-user", port.socket_path), ip=f"{VM_IP}/24",
-                        workdir=lab.tmp / "work-vm", progress=lambda line: print(line, flush=True))
-    try:
-        vm.start()
-        vm.wait_ready(240)
+    with booted_guest("vm", guest_image, port.socket_path, f"{VM_IP}/24", lab.tmp / "work-vm") as vm:
         yield vm
-    finally:
-        vm.stop()
 
 
 def guest_sha256(vm, path: str) -> tuple[int, str]:

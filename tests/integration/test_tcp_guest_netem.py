@@ -23,6 +23,7 @@ import re
 import pytest
 
 from guest.wait import wait_in_guest
+from support.guestlab import booted_guest
 from support.tcplab import STACK_IP, StackLab, assert_stack_healthy, stack_receive, stack_send
 
 pytestmark = pytest.mark.integration
@@ -56,23 +57,15 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vm(lab, netem_image):
     from nicdev.net.vhost_user_port import VhostUserPort
-    from qemu.cmdline import NicConfig
-    from qemu.vm import VirtualMachine
 
     port = lab.bg.add_port(VhostUserPort("vm", str(lab.tmp / "vm.sock"), offloads=False))
-    vm = VirtualMachine("vm", netem_image, nic=NicConfig("vhost-user", port.socket_path), ip=f"{VM_IP}/24",
-                        workdir=lab.tmp / "work-vm", progress=lambda line: print(line, flush=True))
-    try:
-        vm.start()
-        vm.wait_ready(240)
+    with booted_guest("vm", netem_image, port.socket_path, f"{VM_IP}/24", lab.tmp / "work-vm") as vm:
         r = vm.run(f"{ETHTOOL} -K eth0 gso off gro off && {TC} qdisc add dev eth0 root {NETEM} && ip link set ifb0 up && "
                    f"{TC} qdisc add dev eth0 handle ffff: ingress && "
                    f"{TC} filter add dev eth0 parent ffff: matchall action mirred egress redirect dev ifb0 && "
                    f"{TC} qdisc add dev ifb0 root {NETEM} && echo netem-on", timeout=30)
         assert r.status == 0 and "netem-on" in r.output, f"setting up netem in the guest failed:\n{r.output}"
         yield vm
-    finally:
-        vm.stop()
 
 
 def netem_counts(vm, dev: str) -> dict[str, int]:

@@ -1,9 +1,10 @@
-"""Helpers for tests that run Linux guests on the switch: random files,
-transfers between guests with busybox nc, ping."""
+"""Helpers for tests that run Linux guests on the switch: a booted guest,
+random files, transfers between guests with busybox nc, ping."""
 from __future__ import annotations
 
 import re
 import shlex
+from contextlib import contextmanager
 
 from guest.wait import wait_in_guest
 
@@ -43,3 +44,17 @@ def ping(vm, ip: str, count: int = 3, deadline: int = 10):
     r = vm.run(f"ping -c {count} -w {deadline} {shlex.quote(ip)}", timeout=deadline + 15)
     m = re.search(r"(\d+) packets received", r.output)
     return (int(m.group(1)) if m else 0), r.output
+
+
+@contextmanager
+def booted_guest(name: str, image, socket_path: str, ip: str, workdir, timeout: float = 240.0, **vm_options):
+    """A Linux guest whose NIC is the vhost-user socket `socket_path`, booted
+    and ready (`vm_options`: VirtualMachine's); stopped on the way out."""
+    from qemu.cmdline import NicConfig
+    from qemu.vm import VirtualMachine
+
+    vm = VirtualMachine(name, image, nic=NicConfig("vhost-user", socket_path), ip=ip, workdir=workdir,
+                        progress=lambda line: print(line, flush=True), **vm_options)
+    with vm:
+        vm.wait_ready(timeout)
+        yield vm
