@@ -23,3 +23,18 @@ def _require_root_for_integration(request):
     if os.geteuid() != 0 and any(item.get_closest_marker("integration") for item in request.session.items):
         pytest.exit("integration tests need root (TAP devices, network namespaces); run as root or "
                     "select unit tests with -m 'not integration'", returncode=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_left_behind(request):
+    # Autouse and module-scoped: set up before the module's other fixtures, so
+    # torn down after them, when everything the module made should be gone.
+    from support.leaks import Snapshot
+
+    before = Snapshot()
+    yield
+    left = before.settle()
+    if left:
+        before.clean_up()
+        pytest.fail(f"{request.module.__name__} left behind (now removed where possible):\n  "
+                    + "\n  ".join(left), pytrace=False)
