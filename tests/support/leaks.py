@@ -1,12 +1,15 @@
 """What an integration test module leaves behind on the machine.
 
-A process, a network namespace, a network interface or a thread that
-outlives the module that made it goes on using the machine's two cores (a
-spinning switch loop, a TCG guest) or names (a TAP or namespace another test
-wants), and makes later tests fail by chance, far from the cause. The
-integration conftest takes a `Snapshot` before each module and, once the
-module's fixtures are gone, names what is new, removes it, and fails the
-module's last test with the list.
+A process, a network namespace or a thread that outlives the module that
+made it goes on using the machine's two cores (a spinning switch loop, a TCG
+guest) or a name another test wants, and makes later tests fail by chance,
+far from the cause. The integration conftest takes a `Snapshot` before each
+module and, once the module's fixtures are gone, names what is new, removes
+it, and fails the module's last test with the list.
+
+Only what is certainly this run's counts, as another run may share the
+machine: processes below this one, this process's threads, and namespaces
+named by `temporary_netns` for this process (`PREFIX-PID-RANDOM`).
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ import time
 from dataclasses import dataclass, field
 
 NETNS_DIR = "/run/netns"
-LINKS_DIR = "/sys/class/net"
+# Threads that live as long as the process by design, started by the first user.
+PROCESS_THREADS = frozenset({
+    "multios-socket-closer",    # closes garbage-collected stack sockets (stack.socket_api)
+})
 GRACE = 5.0     # seconds for what is already on its way out (a process after SIGTERM, a thread's last turn)
 
 
@@ -61,9 +67,11 @@ def descendants(root: int | None = None) -> dict[int, str]:
     return found
 
 
-def _listdir(path: str) -> set[str]:
+def our_netns() -> set[str]:
+    """The namespaces `temporary_netns` made for this process."""
+    tag = f"-{os.getpid()}-"
     try:
-        return set(os.listdir(path))
+        return {name for name in os.listdir(NETNS_DIR) if tag in name}
     except FileNotFoundError:
         return set()
 
@@ -71,17 +79,16 @@ def _listdir(path: str) -> set[str]:
 @dataclass
 class Snapshot:
     processes: dict[int, str] = field(default_factory=descendants)
-    netns: set[str] = field(default_factory=lambda: _listdir(NETNS_DIR))
-    links: set[str] = field(default_factory=lambda: _listdir(LINKS_DIR))
+    netns: set[str] = field(default_factory=our_netns)
     threads: set[threading.Thread] = field(default_factory=lambda: set(threading.enumerate()))
 
     def left_behind(self) -> list[str]:
         """What is here now and was not at the snapshot, one line each."""
         lines = [f"process {pid}: {cmd}" for pid, cmd in descendants().items() if pid not in self.processes]
-        lines += [f"network namespace {n}" for n in sorted(_listdir(NETNS_DIR) - self.netns)]
-        lines += [f"network interface {n}" for n in sorted(_listdir(LINKS_DIR) - self.links)]
+        lines += [f"network namespace {n}" for n in sorted(our_netns() - self.netns)]
         lines += [f"thread {t.name!r}" + (" (daemon)" if t.daemon else "")
-                  for t in threading.enumerate() if t not in self.threads and t.is_alive()]
+                  for t in threading.enumerate()
+                  if t not in self.threads and t.is_alive() and t.name not in PROCESS_THREADS]
         return lines
 
     def settle(self, grace: float = GRACE) -> list[str]:
@@ -95,15 +102,13 @@ class Snapshot:
 
     def clean_up(self) -> None:
         """Remove what is new (a thread cannot be removed: it is only named):
-        processes killed, namespaces and interfaces deleted, so the next
-        module starts on a clean machine."""
+        processes killed, namespaces deleted, so the next module starts on a
+        clean machine."""
         for pid in descendants():
             if pid not in self.processes:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        for name in _listdir(NETNS_DIR) - self.netns:
+        for name in our_netns() - self.netns:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
-        for name in _listdir(LINKS_DIR) - self.links:
-            subprocess.run(["ip", "link", "delete", name], capture_output=True, timeout=10)
