@@ -20,14 +20,11 @@ import pytest
 
 from guest.wait import wait_in_guest
 from support.guestlab import ping
+from support.tcplab import HOST_IP, STACK_IP, WAIT, StackGuestLab
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-VM_IP = "10.0.0.1"
-STACK_IP = "10.0.0.9"
-HOST_IP = "10.0.0.254"
-WAIT = 10.0
 PING = ["ping"] if shutil.which("ping") else ["busybox", "ping"]
 # "NETDEV WATCHDOG: eth0 (virtio_net): transmit queue 0 timed out" in older
 # kernels, "virtio_net virtio0 eth0: NETDEV WATCHDOG: CPU: 0: transmit queue 0
@@ -35,47 +32,12 @@ PING = ["ping"] if shutil.which("ping") else ["busybox", "ping"]
 WATCHDOG_LINE = re.compile(r"eth0.*NETDEV WATCHDOG: .*transmit queue 0 timed out")
 
 
-class Lab:
+class Lab(StackGuestLab):
     def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net import netns as ns
-        from nicdev.net.background import BackgroundSwitch
-        from nicdev.net.tap_port import TapPort
-        from nicdev.net.vhost_user_port import VhostUserPort
-        from stack import Stack
         from stack.arp_cache import ArpCache
-        from stack.drivers import VirtioNetNic
 
-        self.tmp, self.netns = tmp, netns
-        self.vm = self.stack = self.nic = None
-        self.bg = BackgroundSwitch()
-        try:
-            self.ports = {name: self.bg.add_port(VhostUserPort(name, str(tmp / f"{name}.sock")))
-                          for name in ("vm", "stack")}
-            tap = self.bg.add_port(TapPort("host", "mnflt%d", netns=netns))
-            ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
-            self.nic = VirtioNetNic(str(tmp / "stack.sock"), timeout=WAIT, reconnect_interval=0.1)
-            self.stack = Stack(self.nic, f"{STACK_IP}/24", arp_cache=ArpCache(retry_interval=0.2)).start()
-        except BaseException:
-            self.close()
-            raise
-
-    def boot_vm(self, image, timeout: float = 240.0):
-        from qemu.cmdline import NicConfig
-        from qemu.vm import VirtualMachine
-
-        self.vm = VirtualMachine("vm", image, nic=NicConfig("vhost-user", str(self.tmp / "vm.sock")),
-                                 ip=f"{VM_IP}/24", workdir=self.tmp / "work-vm",
-                                 progress=lambda line: print(line, flush=True))
-        self.vm.start()
-        self.vm.wait_ready(timeout)
-        return self.vm
-
-    def set_fault(self, port: str, mode: str | None) -> None:
-        self.bg.call(lambda: self.ports[port].set_fault(mode))
-
-    def device_counters(self, port: str) -> dict:
-        device = self.ports[port].device
-        return self.bg.call(device.counters.as_dict)
+        super().__init__(tmp, netns, nic_options={"reconnect_interval": 0.1},
+                         arp_cache=ArpCache(retry_interval=0.2))
 
     def host_ping(self, ip: str, count: int = 3) -> int:
         """The host kernel's ping from the namespace; replies received."""
@@ -83,19 +45,6 @@ class Lab:
                            capture_output=True, text=True, timeout=30)
         m = re.search(r"(\d+) (?:packets )?received", r.stdout)
         return int(m.group(1)) if m else 0
-
-    def close(self) -> None:
-        try:
-            if self.vm is not None:
-                self.vm.stop()
-            if self.stack is not None:
-                print("stack counters:", self.stack.counters())
-                self.stack.stop()
-            if self.nic is not None:
-                self.nic.close()
-        finally:
-            print(self.bg.summary())
-            self.bg.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,11 @@ import pytest
 
 from guest.wait import wait_in_guest
 from support.guestlab import ping
+from support.tcplab import HOST_IP, STACK_IP, VM_IP, WAIT, StackGuestLab
 
 pytestmark = pytest.mark.integration
 
-VM_IP = "10.0.0.1"
-STACK_IP = "10.0.0.9"
-HOST_IP = "10.0.0.254"
 ECHO_PORT = 7
-WAIT = 10.0
 # The kernel's ping: iputils if installed, else busybox's (busybox-static is in
 # the Makefile's DEB_PACKAGES); both print "N packets received, 0% packet loss".
 PING = ["ping"] if shutil.which("ping") else ["busybox", "ping"]
@@ -158,59 +155,24 @@ def assert_no_internal_errors(stack) -> None:
 
 # -- the lab -------------------------------------------------------------------------------------
 
-class Lab:
-    def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net import netns as ns
-        from nicdev.net.background import BackgroundSwitch
-        from nicdev.net.tap_port import TapPort
-        from nicdev.net.vhost_user_port import VhostUserPort
-        from stack import Stack
-        from stack.arp_cache import ArpCache
-        from stack.drivers import VirtioNetNic
+class Lab(StackGuestLab):
+    """The stack is privileged (RAW sockets) and serves UDP echo on ECHO_PORT."""
 
-        self.tmp, self.netns = tmp, netns
-        self.vm = None
-        self.stack = self.nic = self.echo = None
-        self.bg = BackgroundSwitch()
+    def __init__(self, tmp, netns: str) -> None:
+        self.echo = None
+        super().__init__(tmp, netns, privileged=True)
         try:
-            self.bg.add_port(VhostUserPort("vm", str(tmp / "vm.sock")))
-            self.bg.add_port(VhostUserPort("stack", str(tmp / "stack.sock")))
-            tap = self.bg.add_port(TapPort("host", "mnstk%d", netns=netns))
-            ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
-            ns.link_up("lo", netns=netns)
-            self.nic = VirtioNetNic(str(tmp / "stack.sock"), timeout=WAIT)
-            self.stack = Stack(self.nic, f"{STACK_IP}/24", privileged=True,
-                               arp_cache=ArpCache(retry_interval=0.5)).start()
             self.echo = UdpEchoService(self.stack, ECHO_PORT)
         except BaseException:
             self.close()
             raise
 
-    def boot_vm(self, image, timeout: float = 240.0):
-        from qemu.cmdline import NicConfig
-        from qemu.vm import VirtualMachine
-
-        self.vm = VirtualMachine("vm", image, nic=NicConfig("vhost-user", str(self.tmp / "vm.sock")),
-                                 ip=f"{VM_IP}/24", workdir=self.tmp / "work-vm",
-                                 progress=lambda line: print(line, flush=True))
-        self.vm.start()
-        self.vm.wait_ready(timeout)
-        return self.vm
-
     def close(self) -> None:
         try:
-            if self.vm is not None:
-                self.vm.stop()
             if self.echo is not None:
                 self.echo.stop()
-            if self.stack is not None:
-                print("stack counters:", self.stack.counters())
-                self.stack.stop()
-            if self.nic is not None:
-                self.nic.close()
         finally:
-            print(self.bg.summary())
-            self.bg.close()
+            super().close()
 
 
 @pytest.fixture(scope="module")

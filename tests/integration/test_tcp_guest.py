@@ -17,19 +17,17 @@ import threading
 import pytest
 
 from guest.wait import wait_in_guest
-from support.guestlab import booted_guest
-from support.tcplab import STACK_IP, WAIT, StackHttpServer, StackLab, assert_stack_healthy, stack_http_get, \
+from support.tcplab import STACK_IP, VM_IP, WAIT, StackGuestLab, StackHttpServer, assert_stack_healthy, stack_http_get, \
     stack_receive, stack_send
 
 pytestmark = pytest.mark.integration
 
-VM_IP = "10.0.0.1"
 SIZE_MB = 4
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = StackLab(tmp_path_factory.mktemp("tcpg"), None)
+    lab = StackGuestLab(tmp_path_factory.mktemp("tcpg"), None)
     try:
         yield lab
     finally:
@@ -38,11 +36,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vm(lab, guest_image):
-    from nicdev.net.vhost_user_port import VhostUserPort
-
-    port = lab.bg.add_port(VhostUserPort("vm", str(lab.tmp / "vm.sock")))
-    with booted_guest("vm", guest_image, port.socket_path, f"{VM_IP}/24", lab.tmp / "work-vm") as vm:
-        yield vm
+    return lab.boot_vm(guest_image)
 
 
 def guest_sha256(vm, path: str) -> tuple[int, str]:

@@ -9,6 +9,7 @@ waiting for.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import select
@@ -21,6 +22,7 @@ import pytest
 
 STACK_IP = "10.0.0.9"
 HOST_IP = "10.0.0.254"
+VM_IP = "10.0.0.1"
 WAIT = 10.0
 CHUNK = 1 << 16
 
@@ -239,7 +241,8 @@ class StackLab:
     into it with the kernel at HOST_IP. The TAP port is an `ImpairedPort`
     (unimpaired until `impair()`), so tests can make the link bad."""
 
-    def __init__(self, tmp, netns: str | None, *, tap_offloads: bool = True, **stack_options) -> None:
+    def __init__(self, tmp, netns: str | None, *, tap_offloads: bool = True, nic_options: dict | None = None,
+                 **stack_options) -> None:
         from nicdev.net import netns as ns
         from nicdev.net.background import BackgroundSwitch
         from nicdev.net.impair import ImpairedPort
@@ -251,15 +254,16 @@ class StackLab:
 
         self.tmp, self.netns = tmp, netns
         self.stack = self.nic = self.host = None
+        self.ports: dict = {}       # the vhost-user ports by name
         self.bg = BackgroundSwitch()
         try:
-            self.bg.add_port(VhostUserPort("stack", str(tmp / "stack.sock")))
+            self.ports["stack"] = self.bg.add_port(VhostUserPort("stack", str(tmp / "stack.sock")))
             if netns is not None:
                 tap = TapPort("host", "mntcp%d", netns=netns, vnet_hdr=tap_offloads)
                 self.host = self.bg.add_port(ImpairedPort(tap))
                 ns.set_address(tap.ifname, f"{HOST_IP}/24", netns=netns)
                 ns.link_up("lo", netns=netns)
-            self.nic = VirtioNetNic(str(tmp / "stack.sock"), timeout=WAIT)
+            self.nic = VirtioNetNic(str(tmp / "stack.sock"), **{"timeout": WAIT, **(nic_options or {})})
             stack_options.setdefault("arp_cache", ArpCache(retry_interval=0.5))
             self.stack = Stack(self.nic, f"{STACK_IP}/24", **stack_options).start()
         except BaseException:
@@ -283,6 +287,43 @@ class StackLab:
         finally:
             print(self.bg.summary())
             self.bg.close()
+
+
+class StackGuestLab(StackLab):
+    """StackLab with a third port, "vm", for a Linux guest at VM_IP (booted
+    by `boot_vm`, stopped first by `close`)."""
+
+    def __init__(self, tmp, netns: str | None, **options) -> None:
+        from nicdev.net.vhost_user_port import VhostUserPort
+
+        self.vm = None
+        self._guest = contextlib.ExitStack()
+        super().__init__(tmp, netns, **options)
+        try:
+            self.ports["vm"] = self.bg.add_port(VhostUserPort("vm", str(tmp / "vm.sock")))
+        except BaseException:
+            self.close()
+            raise
+
+    def boot_vm(self, image, timeout: float = 240.0):
+        from support.guestlab import booted_guest
+
+        self.vm = self._guest.enter_context(booted_guest("vm", image, self.ports["vm"].socket_path,
+                                                         f"{VM_IP}/24", self.tmp / "work-vm", timeout))
+        return self.vm
+
+    def set_fault(self, port: str, mode: str | None) -> None:
+        """A device mode on vhost-user port `port` (None: behave)."""
+        self.bg.call(lambda: self.ports[port].set_fault(mode))
+
+    def device_counters(self, port: str) -> dict:
+        return self.bg.call(self.ports[port].device.counters.as_dict)
+
+    def close(self) -> None:
+        try:
+            self._guest.close()
+        finally:
+            super().close()
 
 
 def assert_stack_healthy(stack) -> None:
