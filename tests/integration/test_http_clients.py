@@ -22,8 +22,9 @@ import subprocess
 
 import pytest
 
-from support.cli import MnetProcess, Output, start_mnet_stack
+from support.cli import Output, start_mnet_stack
 from support.guestlab import booted_guest
+from support.kernel_peer import KernelPeerSwitchProcessLab
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +38,13 @@ SECRET = "the namespace's secret"
 GUEST_FILE_BYTES = 512 * 1024  # 32 full TLS records
 
 
-class Lab:
-    def __init__(self, tmp, netns: str) -> None:
-        from nicdev.net import netns as ns
+class Lab(KernelPeerSwitchProcessLab):
+    """An `mnet switch` process with the stack's and the guest's ports and the
+    kernel's namespace, and an `mnet stack` process serving HTTP and HTTPS."""
+
+    def __init__(self, tmp) -> None:
         from support.tls_certs import TestCa
 
-        self.tmp, self.netns = tmp, netns
         self.www = tmp / "www"
         (self.www / "docs").mkdir(parents=True)
         (self.www / "index.html").write_text(INDEX)
@@ -52,23 +54,18 @@ class Lab:
         (tmp / "pki").mkdir()
         self.ca = TestCa(tmp / "pki")
         self.cert = self.ca.issue(NAME, ip=STACK_IP)
-        self.socks = {name: str(tmp / f"{name}.sock") for name in ("stack", "guest")}
-        ifname = f"mnhttp{os.getpid() % 10000}"     # not a fixed name another run may hold
-        self.switch = MnetProcess("switch", *(f"--port={n}=vhost-user:{p}" for n, p in self.socks.items()),
-                                  f"--port=host=tap:{ifname},netns={netns}")
         self.stack = self.output = None
+        super().__init__(tmp, "http", host_ips=[HOST_IP], vhost_ports=("stack", "guest"))
         try:
-            self.switch.expect("switch running")
-            ns.set_address(ifname, f"{HOST_IP}/24", netns=netns)
-            ns.link_up("lo", netns=netns)
             self.stack, self.output = start_mnet_stack(
-                "--nic", f"vhost-user:{self.socks['stack']}", "--ip", f"{STACK_IP}/24",
+                "--nic", f"vhost-user:{self.sockets['stack']}", "--ip", f"{STACK_IP}/24",
                 "--serve", f"http:80,root={self.www},workers=4,timeout=2",
                 "--serve", f"https:443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www}",
                 "--serve", f"https:8443,cert={self.cert.cert_file},key={self.cert.key_file},root={self.www},"
                 "sha1_signatures=yes",
                 "--serve", f"https:8444,cert={self.cert.cert_file},key={self.cert.key_file},workers=1,queue=1,"
                            "timeout=30")
+            self.own(self.stack, _kill)
             self.banner = "".join(self.output.until(r"^stack up: ", timeout=WAIT))
         except BaseException:
             self.close()
@@ -92,23 +89,17 @@ class Lab:
         """The next access-log line (or any output line) matching ``pattern``."""
         return self.output.until(pattern, timeout=WAIT)[-1]
 
-    def close(self) -> None:
-        if self.stack is not None and self.stack.poll() is None:
-            self.stack.kill()
-            self.stack.wait(5)
-        self.switch.close()
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nicdev.net.netns import temporary_netns
-
-    with temporary_netns("mnet-http") as netns:
-        lab = Lab(tmp_path_factory.mktemp("http"), netns)
-        try:
-            yield lab
-        finally:
-            lab.close()
+    with Lab(tmp_path_factory.mktemp("http")) as lab:
+        yield lab
 
 
 def curl(lab, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess:
@@ -328,7 +319,7 @@ def test_openssl_s_client_gets_a_page(lab):
 
 @pytest.fixture(scope="module")
 def guest(lab, guest_image):
-    with booted_guest("vm-http", guest_image, lab.socks["guest"], f"{GUEST_IP}/24", lab.tmp / "vm-http") as vm:
+    with booted_guest("vm-http", guest_image, lab.sockets["guest"], f"{GUEST_IP}/24", lab.tmp / "vm-http") as vm:
         yield vm
 
 
