@@ -17,13 +17,13 @@ from __future__ import annotations
 import re
 import struct
 import threading
-import time
 
 import pytest
 
 from nicdev.net.loop import EventLoop
 from nicdev.net.vhost_user_port import VhostUserPort
 from nicdev.vhost_user.testpmd import Testpmd, TestpmdError
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +127,15 @@ def port(tmp_path):
     p.close()
 
 
+def txonly_stopped(port: PortThread, out: str) -> int:
+    """What testpmd counted as sent (its forward statistics after SIGINT, `out`),
+    once our port is back to waiting for the next front-end (bounded)."""
+    sent = re.findall(r"TX-packets:\s+(\d+)\s+TX-dropped", out)
+    assert sent, f"no final statistics from testpmd:\n{out}"
+    wait_for(lambda: "waiting for frontend" in port.status(), "our port to wait for the next front-end", timeout=10)
+    return int(sent[-1])
+
+
 def test_testpmd_txonly_frames_arrive_at_our_port(port, tmp_path):
     pmd = Pmd(port.port.socket_path, "txonly", tmp_path, ["--txpkts=64"])
     try:
@@ -135,13 +144,7 @@ def test_testpmd_txonly_frames_arrive_at_our_port(port, tmp_path):
     finally:
         out = pmd.stop()
     try:
-        # testpmd's last word: its forward statistics after SIGINT
-        sent = re.findall(r"TX-packets:\s+(\d+)\s+TX-dropped", out)
-        assert sent, f"no final statistics from testpmd:\n{out}"
-        sent = int(sent[-1])
-        deadline = time.monotonic() + 10
-        while "waiting for frontend" not in port.status() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        sent = txonly_stopped(port, out)
         got = port.call(lambda: port.count)
         counters = port.call(lambda: port.port.counters.as_dict())
         # testpmd stops with SET_VRING_ENABLE 0, then GET_VRING_BASE. Frames
@@ -157,7 +160,7 @@ def test_testpmd_txonly_frames_arrive_at_our_port(port, tmp_path):
         assert len(port.samples) == 256
         assert counters["rx_frames"] == got, counters
         assert "waiting for frontend" in port.status()     # back to waiting, ready for the next
-    except AssertionError:
+    except (AssertionError, pytest.fail.Exception):     # testpmd's output for the report
         print(out)
         raise
 
@@ -187,10 +190,7 @@ def test_frames_in_a_ring_testpmd_disables_are_drained_and_counted(port, tmp_pat
     finally:
         out = pmd.stop()
     try:
-        sent = int(re.findall(r"TX-packets:\s+(\d+)\s+TX-dropped", out)[-1])
-        deadline = time.monotonic() + 10
-        while "waiting for frontend" not in port.status() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        sent = txonly_stopped(port, out)
         counters = port.call(lambda: port.port.counters.as_dict())
         got = port.call(lambda: port.count)
         assert disabled == [RING_SIZE], f"the disabled ring held {disabled} chains, not a full ring"
@@ -198,7 +198,7 @@ def test_frames_in_a_ring_testpmd_disables_are_drained_and_counted(port, tmp_pat
         assert counters["rx_dropped"] == RING_SIZE and counters["errors"] == {"tx_ring_disabled": RING_SIZE}, counters
         assert got + counters["rx_dropped"] == sent, f"testpmd sent {sent}; {got} arrived, {counters}"
         assert "waiting for frontend" in port.status()
-    except (AssertionError, IndexError):
+    except (AssertionError, pytest.fail.Exception):     # testpmd's output for the report
         print(out)
         raise
 
